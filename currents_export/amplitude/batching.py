@@ -1,0 +1,115 @@
+"""Pack serialised events into upload requests under Amplitude's count and byte limits.
+
+Pure logic. Each event is serialised once (orjson) and its byte length is known; a request
+body is the envelope plus the events joined by commas, so its size is computed by addition,
+never by serialising again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from currents_export.config import RequestLimits
+
+Ref = TypeVar("Ref")
+
+
+@dataclass(slots=True)
+class PendingEvent(Generic[Ref]):
+    """One serialised event and whatever the caller needs to account for it later."""
+
+    payload: bytes
+    ref: Ref
+
+
+class EventTooLarge(ValueError):
+    """A single event is larger than a whole request may be."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The JSON around the events: ``{"api_key":…,"events":[`` … ``],"options":{…}}``."""
+
+    head: bytes
+    tail: bytes
+
+    @classmethod
+    def build(cls, api_key: str, options: dict[str, Any] | None = None) -> Envelope:
+        head = b'{"api_key":' + orjson.dumps(api_key) + b',"events":['
+        tail = b"]"
+        if options:
+            tail += b',"options":' + orjson.dumps(options)
+        return cls(head, tail + b"}")
+
+    @property
+    def overhead(self) -> int:
+        return len(self.head) + len(self.tail)
+
+    def body(self, events: list[PendingEvent[Any]]) -> bytes:
+        return self.head + b",".join(event.payload for event in events) + self.tail
+
+    def body_size(self, events: list[PendingEvent[Any]]) -> int:
+        return self.overhead + sum(len(e.payload) for e in events) + max(len(events) - 1, 0)
+
+
+@dataclass(slots=True)
+class RequestPacker(Generic[Ref]):
+    """Accumulates events and hands out full requests.
+
+    ``add`` returns the request that had to be closed to make room (or None); ``flush``
+    returns what is left. No request ever exceeds ``limits``.
+    """
+
+    limits: RequestLimits
+    envelope_overhead: int
+    _events: list[PendingEvent[Ref]] = field(default_factory=list)
+    _size: int = 0
+
+    def __post_init__(self) -> None:
+        self._size = self.envelope_overhead
+
+    def add(self, event: PendingEvent[Ref]) -> list[PendingEvent[Ref]] | None:
+        if self.envelope_overhead + len(event.payload) > self.limits.max_body_bytes:
+            raise EventTooLarge(
+                f"event of {len(event.payload)} bytes exceeds the request limit of "
+                f"{self.limits.max_body_bytes} bytes"
+            )
+        closed = None
+        separator = 1 if self._events else 0
+        if self._events and (
+            len(self._events) >= self.limits.max_events
+            or self._size + separator + len(event.payload) > self.limits.max_body_bytes
+        ):
+            closed = self.flush()
+            separator = 0
+        self._events.append(event)
+        self._size += separator + len(event.payload)
+        return closed
+
+    def flush(self) -> list[PendingEvent[Ref]] | None:
+        if not self._events:
+            return None
+        events, self._events = self._events, []
+        self._size = self.envelope_overhead
+        return events
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+def pack_all(
+    events: list[PendingEvent[Ref]], limits: RequestLimits, envelope_overhead: int
+) -> Iterator[list[PendingEvent[Ref]]]:
+    """Pack a finite list of events into requests (for tests and re-sends)."""
+    packer: RequestPacker[Ref] = RequestPacker(limits, envelope_overhead)
+    for event in events:
+        closed = packer.add(event)
+        if closed:
+            yield closed
+    rest = packer.flush()
+    if rest:
+        yield rest

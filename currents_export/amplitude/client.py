@@ -1,0 +1,206 @@
+"""Upload events to Amplitude's HTTP API v2 or Batch API and classify every response.
+
+The status-code policy lives here; connection handling is httpx's. Sleeping and the jitter
+source are injectable so tests can run the retry logic without waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+import orjson
+
+from currents_export.amplitude.batching import Envelope, PendingEvent
+from currents_export.config import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+Ref = TypeVar("Ref")
+
+# Dead-letter reasons for events Amplitude refused.
+TOO_LARGE = "amplitude_payload_too_large"
+BAD_REQUEST = "amplitude_bad_request"
+SILENCED = "amplitude_silenced_device"
+_INDEX_MAPS = {
+    "events_with_missing_fields": "amplitude_missing_field",
+    "events_with_invalid_fields": "amplitude_invalid_field",
+    "events_with_invalid_id_lengths": "amplitude_invalid_id",
+}
+
+
+class ConfigurationError(Exception):
+    """Amplitude says the set-up is wrong (API key, request shape): stop, mark nothing done."""
+
+
+class DeliveryFailed(Exception):
+    """Amplitude could not be reached or kept failing past the retry horizon."""
+
+
+@dataclass(slots=True)
+class SendOutcome(Generic[Ref]):
+    delivered: list[PendingEvent[Ref]] = field(default_factory=list)
+    rejected: list[tuple[PendingEvent[Ref], str, str]] = field(default_factory=list)
+    requests: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    body: dict[str, Any]
+
+
+class AmplitudeClient:
+    """Sends lists of serialised events; one instance reuses one connection pool."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        min_id_length: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.url = url
+        options = {"min_id_length": min_id_length} if min_id_length is not None else None
+        self.envelope = Envelope.build(api_key, options)
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._jitter = jitter
+        self._http = httpx.Client(
+            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+            transport=transport,
+            headers={"Content-Type": "application/json", "User-Agent": "currents-export"},
+        )
+
+    def __repr__(self) -> str:  # never show the API key
+        return f"AmplitudeClient(url={self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def send(self, events: list[PendingEvent[Ref]]) -> SendOutcome[Ref]:
+        """Deliver ``events`` (one request's worth) or say why each one was refused.
+
+        413 splits the request in halves; a 400 that lists event indexes refuses exactly
+        those events and re-sends the others at once. Raises ConfigurationError or
+        DeliveryFailed; in both cases the caller must not mark anything done.
+        """
+        outcome: SendOutcome[Ref] = SendOutcome()
+        work: deque[list[PendingEvent[Ref]]] = deque([events])
+        while work:
+            chunk = work.popleft()
+            response = self._post(chunk, outcome)
+            if response.status == 200:
+                outcome.delivered.extend(chunk)
+            elif response.status == 413:
+                if len(chunk) == 1:
+                    outcome.rejected.append((chunk[0], TOO_LARGE, "Payload too large"))
+                else:
+                    middle = len(chunk) // 2
+                    work.extendleft([chunk[middle:], chunk[:middle]])
+            else:  # 400
+                remaining = self._reject_listed(chunk, response.body, outcome)
+                if remaining:
+                    work.appendleft(remaining)
+        return outcome
+
+    def _reject_listed(
+        self, chunk: list[PendingEvent[Ref]], body: dict[str, Any], outcome: SendOutcome[Ref]
+    ) -> list[PendingEvent[Ref]]:
+        """Apply a 400: refuse the listed events and return the ones to send again."""
+        error = str(body.get("error", ""))
+        if error.startswith("Invalid API key"):
+            raise ConfigurationError(
+                "Amplitude rejected the API key: check --api-key / AMPLITUDE_API_KEY and that "
+                "--region (or --amplitude-url) matches the Amplitude project"
+            )
+        if "missing_field" in body:
+            raise ConfigurationError(
+                f"Amplitude says the request is missing {body['missing_field']!r}; "
+                "this is a bug in currents-export, please report it"
+            )
+        reasons = _listed_reasons(body, len(chunk))
+        if not reasons:
+            for event in chunk:
+                outcome.rejected.append((event, BAD_REQUEST, error or "400 without details"))
+            return []
+        remaining = []
+        for index, event in enumerate(chunk):
+            if index in reasons:
+                outcome.rejected.append((event, reasons[index], error))
+            else:
+                remaining.append(event)
+        return remaining
+
+    def _post(self, chunk: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]) -> _Response:
+        """POST until the answer is final (200, 400, 413); back off on everything else."""
+        body = self.envelope.body(chunk)
+        started = time.monotonic()
+        attempt = 0
+        forbidden = 0
+        while True:
+            outcome.requests += 1
+            try:
+                reply = self._http.post(self.url, content=body)
+                response = _Response(reply.status_code, _json_body(reply))
+                problem = f"HTTP {reply.status_code}"
+            except httpx.TransportError as exc:  # timeouts, resets, refused connections
+                response = None
+                problem = type(exc).__name__
+            if response is not None and response.status in (200, 400, 413):
+                return response
+            if response is not None and response.status == 403:
+                forbidden += 1
+                if forbidden >= self.retry.max_forbidden_attempts:
+                    raise DeliveryFailed(
+                        "Amplitude answered 403 Forbidden (its firewall blocked the request) "
+                        f"{forbidden} times; check the network path to {self.url}"
+                    )
+            attempt += 1
+            delay = self.retry.delay(attempt, self._jitter())
+            waited = time.monotonic() - started
+            if waited + delay > self.retry.horizon_s:
+                raise DeliveryFailed(
+                    f"gave up on {self.url} after {attempt} attempts over {waited:.0f}s "
+                    f"(last: {problem}); the object stays pending for the next run"
+                )
+            outcome.retries += 1
+            log.warning("upload failed (%s); retry %d in %.1fs", problem, attempt, delay)
+            self._sleep(delay)
+
+
+def _json_body(reply: httpx.Response) -> dict[str, Any]:
+    try:
+        body = orjson.loads(reply.content)
+    except orjson.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _listed_reasons(body: dict[str, Any], size: int) -> dict[int, str]:
+    """Event index → dead-letter reason, from the index maps of a 400 body."""
+    reasons: dict[int, str] = {}
+    for map_name, reason in _INDEX_MAPS.items():
+        listed = body.get(map_name)
+        if not isinstance(listed, dict):
+            continue
+        for field_name, indexes in listed.items():
+            for index in indexes if isinstance(indexes, list) else []:
+                if isinstance(index, int) and 0 <= index < size:
+                    reasons.setdefault(index, f"{reason}:{field_name}")
+    for index in body.get("silenced_events") or []:
+        if isinstance(index, int) and 0 <= index < size:
+            reasons.setdefault(index, SILENCED)
+    return reasons

@@ -1,0 +1,359 @@
+"""The ``currents-export`` command line: parse options, build the run, print the result.
+
+Every option can also come from ``CURRENTS_EXPORT_<OPTION>`` or from the TOML file given
+with ``--config`` (command line > environment > config file > default).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+
+from currents_export import __version__
+from currents_export.amplitude.client import AmplitudeClient, ConfigurationError
+from currents_export.config import (
+    DEFAULT_DEAD_LETTER_DIR,
+    DEFAULT_MIN_ID_LENGTH,
+    DEFAULT_STATE_PATH,
+    REQUEST_LIMITS,
+    endpoint_url,
+)
+from currents_export.currents.reader import UnreadableObject, open_records
+from currents_export.deadletter import DeadLetterConfigError, open_dead_letter
+from currents_export.ledger import LedgerConfigError, open_ledger
+from currents_export.mapping import Mapped, MappingOptions, mapper_for
+from currents_export.pipeline import Pipeline
+from currents_export.sources import SourceError, SourceObject, find_local_objects
+from currents_export.summary import RunSummary
+
+ENV_PREFIX = "CURRENTS_EXPORT_"
+EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
+
+
+def _env(name: str, *extra: str) -> list[str]:
+    return [ENV_PREFIX + name.upper().replace("-", "_"), *extra]
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Read the TOML file into click's default_map, after checking every key is known."""
+    if not value:
+        return value
+    path = Path(value)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise click.BadParameter(f"{value}: no such file", param_hint="--config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(
+            f"{value}: not valid TOML ({exc})", param_hint="--config"
+        ) from None
+    known = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+    defaults: dict[str, Any] = {}
+    for key, item in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise click.BadParameter(
+                f"{value}: unknown key {key!r}; known keys for "
+                f"'{ctx.info_name}': {', '.join(sorted(known))}",
+                param_hint="--config",
+            )
+        defaults[name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options shared by every command that maps and uploads records."""
+    options = [
+        click.option("--config", type=click.Path(dir_okay=False), envvar=_env("config"),
+                     is_eager=True, expose_value=False, callback=_load_config,
+                     help="TOML file with option values (keys as option names)."),
+        click.option("--api-key", envvar=_env("api_key", "AMPLITUDE_API_KEY"),
+                     help="Amplitude project API key (or AMPLITUDE_API_KEY)."),
+        click.option("--region", type=click.Choice(["us", "eu"]), default="us",
+                     envvar=_env("region"), show_default=True,
+                     help="Amplitude data centre."),
+        click.option("--amplitude-url", envvar=_env("amplitude_url"),
+                     help="Base URL of the Amplitude API (overrides --region), "
+                          "e.g. the local emulator."),
+        click.option("--api", type=click.Choice(["http", "batch"]), default="batch",
+                     envvar=_env("api"), show_default=True,
+                     help="HTTP API v2 or the Batch API."),
+        click.option("--profile", type=click.Choice(["braze", "plain"]), default="braze",
+                     envvar=_env("profile"), show_default=True,
+                     help="braze: names as Braze's Amplitude connector; plain: raw names."),
+        click.option("--identity-fallback", type=click.Choice(["none", "braze_id"]),
+                     default="none", envvar=_env("identity_fallback"), show_default=True,
+                     help="For records with neither external_user_id nor device_id: skip "
+                          "them (none) or use Braze's internal id as user_id (braze_id)."),
+        click.option("--min-id-length", type=click.IntRange(1), default=DEFAULT_MIN_ID_LENGTH,
+                     envvar=_env("min_id_length"), show_default=True,
+                     help="Shortest user_id/device_id Amplitude should accept."),
+        click.option("--dry-run", is_flag=True, envvar=_env("dry_run"),
+                     help="Map everything, send nothing, mark nothing done."),
+        click.option("--output", type=click.Path(dir_okay=False, writable=True),
+                     envvar=_env("output"), help="Also write mapped events as JSON lines."),
+        click.option("--state", default=DEFAULT_STATE_PATH, envvar=_env("state"),
+                     show_default=True,
+                     help="Ledger of finished objects: a SQLite file path."),
+        click.option("--dead-letter", default=DEFAULT_DEAD_LETTER_DIR,
+                     envvar=_env("dead_letter"), show_default=True,
+                     help="Directory for events that could not be delivered."),
+        click.option("--summary-json", type=click.Path(dir_okay=False, writable=True),
+                     envvar=_env("summary_json"), help="Write the run summary as JSON."),
+        click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
+                     help="Endpoint of an S3-compatible store."),
+        click.option("--force", is_flag=True, envvar=_env("force"),
+                     help="Process objects even if the ledger says they are done."),
+        click.option("-v", "--verbose", count=True, help="More log output (-v, -vv)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="currents-export")
+def main() -> None:
+    """Move Braze Currents (Avro files) into Amplitude."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@delivery_options
+def replay(paths: tuple[str, ...], **settings: Any) -> None:
+    """Replay Avro files or directories (searched recursively for .avro) into Amplitude."""
+    _setup_logging(settings["verbose"])
+    try:
+        objects = find_local_objects(paths)
+    except SourceError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not objects:
+        raise click.UsageError(f"no .avro files under {', '.join(paths)}")
+    summary = run_pipeline(objects, settings)
+    _finish(summary, settings)
+
+
+def run_pipeline(objects: list[SourceObject], settings: dict[str, Any]) -> RunSummary:
+    """Build the pipeline from the options and run it over ``objects``."""
+    with ExitStack() as stack:
+        pipeline = _build_pipeline(settings, stack)
+        try:
+            return pipeline.run(objects)
+        except ConfigurationError as exc:
+            click.echo(f"Error: {exc}. Nothing was marked done.", err=True)
+            sys.exit(EXIT_CONFIG)
+    raise AssertionError("unreachable")
+
+
+def _build_pipeline(settings: dict[str, Any], stack: ExitStack) -> Pipeline:
+    dry_run = settings["dry_run"]
+    client = None
+    if not dry_run:
+        if not settings["api_key"]:
+            raise click.UsageError(
+                "no Amplitude API key: pass --api-key or set AMPLITUDE_API_KEY "
+                "(or use --dry-run to send nothing)"
+            )
+        url = endpoint_url(settings["api"], settings["region"], settings["amplitude_url"])
+        client = AmplitudeClient(
+            url, settings["api_key"], min_id_length=settings["min_id_length"]
+        )
+        stack.callback(client.close)
+    try:
+        ledger = open_ledger(settings["state"])
+        dead_letter = open_dead_letter(settings["dead_letter"])
+    except (LedgerConfigError, DeadLetterConfigError) as exc:
+        raise click.UsageError(str(exc)) from None
+    stack.callback(ledger.close)
+    stack.callback(dead_letter.close)
+    output: IO[bytes] | None = None
+    if settings["output"]:
+        output = stack.enter_context(Path(settings["output"]).open("wb"))  # noqa: SIM115
+    return Pipeline(
+        client=client,
+        ledger=ledger,
+        dead_letter=dead_letter,
+        options=MappingOptions(
+            profile=settings["profile"], identity_fallback=settings["identity_fallback"]
+        ),
+        limits=REQUEST_LIMITS[settings["api"]],
+        min_id_length=settings["min_id_length"],
+        output=output,
+        force=settings["force"],
+    )
+
+
+def _finish(summary: RunSummary, settings: dict[str, Any]) -> None:
+    click.echo(summary.render())
+    if settings["summary_json"]:
+        Path(settings["summary_json"]).write_bytes(
+            orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
+        )
+    sys.exit(EXIT_UNFINISHED if summary.objects_failed else EXIT_OK)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--profile", type=click.Choice(["braze", "plain"]), default="braze",
+              envvar=_env("profile"), show_default=True, help="Mapping profile to show.")
+@click.option("--identity-fallback", type=click.Choice(["none", "braze_id"]), default="none",
+              envvar=_env("identity_fallback"), show_default=True)
+@click.option("--samples", type=click.IntRange(0), default=3, show_default=True,
+              help="How many mapped events to show.")
+def inspect(target: str, profile: str, identity_fallback: str, samples: int) -> None:
+    """Show a file's writer schema, record count and a few mapped events."""
+    try:
+        [source] = find_local_objects([target])
+    except (SourceError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    options = MappingOptions(profile=profile, identity_fallback=identity_fallback)  # type: ignore[arg-type]
+    try:
+        report = _inspect(source, options, samples)
+    except UnreadableObject as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_UNFINISHED)
+    click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+
+
+def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dict[str, Any]:
+    with source.open() as fileobj:
+        stream = open_records(fileobj, source.uri, source.key_event_type)
+        mapper = mapper_for(stream.event_type, options, stream.float_fields)
+        records = 0
+        mapped: list[dict[str, Any]] = []
+        outcomes: dict[str, int] = {}
+        for record in stream.records:
+            records += 1
+            result = mapper.map(record)
+            outcome = "mapped" if isinstance(result, Mapped) else result.reason
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if isinstance(result, Mapped) and len(mapped) < samples:
+                mapped.append(result.event)
+    return {
+        "object": source.uri,
+        "event_type": stream.event_type,
+        "key_event_type": stream.key_event_type,
+        "schema_event_type": stream.schema_event_type,
+        "codec": stream.codec,
+        "records": records,
+        "outcomes": outcomes,
+        "writer_schema": stream.writer_schema,
+        "sample_events": mapped,
+    }
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--events", type=click.IntRange(1), default=200, show_default=True,
+              help="Records per event type (duplicates included).")
+@click.option("--event-type", "event_types", multiple=True,
+              help="Only this event type (repeatable); default all 94.")
+@click.option("--codec", type=click.Choice(["null", "deflate"]), default="null",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--files-per-type", type=click.IntRange(1), default=2, show_default=True)
+def fixtures(
+    out_dir: str, events: int, event_types: tuple[str, ...], codec: str, seed: int,
+    files_per_type: int,
+) -> None:
+    """Write realistic synthetic Currents files, laid out as Braze lays them out in S3."""
+    from currents_export.currents.fixtures import generate_fixtures
+
+    try:
+        files = generate_fixtures(
+            Path(out_dir), events_per_type=events, event_types=event_types or None,
+            codec=codec, seed=seed, files_per_type=files_per_type,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    types = {f.event_type for f in files}
+    records = sum(f.records for f in files)
+    duplicates = sum(f.duplicates for f in files)
+    click.echo(
+        f"wrote {len(files)} files, {records} records ({duplicates} duplicates) "
+        f"for {len(types)} event types under {out_dir}"
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
+@click.option("--api-key", "api_keys", multiple=True,
+              help="Accept only this API key (repeatable); default: any key.")
+def emulator(host: str, port: int, api_keys: tuple[str, ...]) -> None:
+    """Run the local Amplitude emulator (for trying a set-up without sending data)."""
+    from currents_export.amplitude.emulator import Emulator, EmulatorConfig
+
+    config = EmulatorConfig(valid_api_keys=frozenset(api_keys) if api_keys else None)
+    server = Emulator(config, host=host, port=port)
+    click.echo(f"Amplitude emulator listening on {server.url}  (inspect: {server.url}"
+               "/_emulator/events); Ctrl-C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+@main.command()
+@click.option("--events", type=click.IntRange(1), default=200, show_default=True,
+              help="Records per event type.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False),
+              help="Keep fixtures, ledger and dead letter here (default: a temporary dir).")
+@click.option("--summary-json", type=click.Path(dir_okay=False, writable=True))
+def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) -> None:
+    """Fixtures for all 94 types → local emulator → replay → summary, on this machine only."""
+    from currents_export.amplitude.emulator import Emulator
+    from currents_export.currents.fixtures import generate_fixtures
+
+    _setup_logging(0)
+    with _workdir(workdir) as root, Emulator() as server:
+        files = generate_fixtures(root / "bucket", events_per_type=events, seed=seed)
+        click.echo(f"1. fixtures: {len(files)} files, {sum(f.records for f in files)} records "
+                   f"for {len({f.event_type for f in files})} event types in {root / 'bucket'}")
+        click.echo(f"2. emulator: {server.url}")
+        click.echo("3. replay:")
+        settings = {
+            "api_key": "demo-api-key", "region": "us", "amplitude_url": server.url,
+            "api": "batch", "profile": "braze", "identity_fallback": "none",
+            "min_id_length": DEFAULT_MIN_ID_LENGTH, "dry_run": False, "output": None,
+            "state": str(root / "state.sqlite"), "dead_letter": str(root / "dead-letter"),
+            "summary_json": summary_json, "force": False,
+        }
+        summary = run_pipeline(find_local_objects([root / "bucket"]), settings)
+        stored = len(server.events())
+        click.echo(summary.render())
+        click.echo(f"\nthe emulator stored {stored} events; the summary says "
+                   f"{summary.delivered} delivered; invariant holds: {summary.balanced}")
+        if summary_json:
+            Path(summary_json).write_bytes(
+                orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
+            )
+        ok = summary.balanced and stored == summary.delivered and not summary.objects_failed
+    sys.exit(EXIT_OK if ok else EXIT_UNFINISHED)
+
+
+@contextmanager
+def _workdir(path: str | None) -> Iterator[Path]:
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+    else:
+        with tempfile.TemporaryDirectory(prefix="currents-export-demo-") as tmp:
+            yield Path(tmp)

@@ -1,0 +1,60 @@
+"""Defaults and endpoint tables, gathered in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Region = Literal["us", "eu"]
+Api = Literal["http", "batch"]
+
+REGION_BASE_URLS: dict[str, str] = {
+    "us": "https://api2.amplitude.com",
+    "eu": "https://api.eu.amplitude.com",
+}
+API_PATHS: dict[str, str] = {"http": "/2/httpapi", "batch": "/batch"}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What one upload request may hold; bytes are measured on the serialised body."""
+
+    max_events: int
+    max_body_bytes: int
+
+
+# Amplitude rejects ≥ 1 MB (v2) / > 20 MB (batch) with 413; we keep headroom (reference §4).
+REQUEST_LIMITS: dict[str, RequestLimits] = {
+    "http": RequestLimits(max_events=2_000, max_body_bytes=900_000),
+    "batch": RequestLimits(max_events=2_000, max_body_bytes=18_000_000),
+}
+
+DEFAULT_MIN_ID_LENGTH = 5
+DEFAULT_STATE_PATH = ".currents-export/state.sqlite"
+DEFAULT_DEAD_LETTER_DIR = ".currents-export/dead-letter"
+
+
+def endpoint_url(api: str, region: str = "us", base_url: str | None = None) -> str:
+    """The upload URL for ``api`` in ``region``; ``base_url`` overrides the region."""
+    if api not in API_PATHS:
+        raise ValueError(f"unknown Amplitude API {api!r}; use http or batch")
+    if base_url is None:
+        if region not in REGION_BASE_URLS:
+            raise ValueError(f"unknown Amplitude region {region!r}; use us or eu")
+        base_url = REGION_BASE_URLS[region]
+    return base_url.rstrip("/") + API_PATHS[api]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter, bounded by a total horizon."""
+
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    horizon_s: float = 900.0  # give up (object stays pending) after this long without success
+    max_forbidden_attempts: int = 3  # 403 (WAF) is retried only a few times
+
+    def delay(self, attempt: int, jitter: float) -> float:
+        """Delay before retry number ``attempt`` (1-based); ``jitter`` in [0, 1)."""
+        ceiling = min(self.max_delay_s, self.initial_delay_s * (2 ** (attempt - 1)))
+        return ceiling * (0.5 + jitter / 2)
