@@ -25,6 +25,7 @@ from currents_export.config import (
     DEFAULT_MIN_ID_LENGTH,
     DEFAULT_STATE_PATH,
     REQUEST_LIMITS,
+    RetryPolicy,
     endpoint_url,
 )
 from currents_export.currents.reader import UnreadableObject, open_records
@@ -98,6 +99,10 @@ def delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--min-id-length", type=click.IntRange(1), default=DEFAULT_MIN_ID_LENGTH,
                      envvar=_env("min_id_length"), show_default=True,
                      help="Shortest user_id/device_id Amplitude should accept."),
+        click.option("--retry-horizon", type=click.FloatRange(0), default=900.0,
+                     envvar=_env("retry_horizon"), show_default=True,
+                     help="Seconds to keep retrying an unreachable or failing Amplitude "
+                          "before leaving the object pending for the next run."),
         click.option("--dry-run", is_flag=True, envvar=_env("dry_run"),
                      help="Map everything, send nothing, mark nothing done."),
         click.option("--output", type=click.Path(dir_okay=False, writable=True),
@@ -166,7 +171,10 @@ def _build_pipeline(settings: dict[str, Any], stack: ExitStack) -> Pipeline:
             )
         url = endpoint_url(settings["api"], settings["region"], settings["amplitude_url"])
         client = AmplitudeClient(
-            url, settings["api_key"], min_id_length=settings["min_id_length"]
+            url,
+            settings["api_key"],
+            min_id_length=settings["min_id_length"],
+            retry=RetryPolicy(horizon_s=settings["retry_horizon"]),
         )
         stack.callback(client.close)
     try:
@@ -332,7 +340,8 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
         settings = {
             "api_key": "demo-api-key", "region": "us", "amplitude_url": server.url,
             "api": "batch", "profile": "braze", "identity_fallback": "none",
-            "min_id_length": DEFAULT_MIN_ID_LENGTH, "dry_run": False, "output": None,
+            "min_id_length": DEFAULT_MIN_ID_LENGTH, "retry_horizon": 60.0,
+            "dry_run": False, "output": None,
             "state": str(root / "state.sqlite"), "dead_letter": str(root / "dead-letter"),
             "summary_json": summary_json, "force": False,
         }

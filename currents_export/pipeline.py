@@ -110,6 +110,9 @@ class Pipeline:
             try:
                 for index, record in enumerate(stream.records):
                     report.pending += 1
+                    if self._repeated(record.get("id")):
+                        self._account(report, duplicate=True)
+                        continue
                     result = mapper.map(record)
                     if isinstance(result, Mapped):
                         self._take(result, index, record, source, report, packer)
@@ -127,6 +130,15 @@ class Pipeline:
             if packer is not None:
                 self._deliver(packer.flush(), source, report)
 
+    def _repeated(self, event_id: object) -> bool:
+        """True when this Braze event id was already seen in this run (at-least-once copies)."""
+        if not isinstance(event_id, str) or not event_id:
+            return False
+        if event_id in self.seen_ids:
+            return True
+        self.seen_ids.add(event_id)
+        return False
+
     def _take(
         self,
         result: Mapped,
@@ -142,11 +154,6 @@ class Pipeline:
         if problem:
             self._dead_letter(report, source, index, record, event, INVALID_ID, problem)
             return
-        insert_id = event["insert_id"]
-        if insert_id in self.seen_ids:
-            self._account(report, duplicate=True)
-            return
-        self.seen_ids.add(insert_id)
         payload = orjson.dumps(event)
         if self.output is not None:
             self.output.write(payload + b"\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 import pytest
 from hypothesis import given
@@ -48,7 +50,7 @@ def test_byte_limit_of_http_v2_is_respected_on_the_serialised_body() -> None:
     assert len(requests) > 1
     assert all(len(ENVELOPE.body(r)) <= limits.max_body_bytes for r in requests)
     # A request is only closed when the next event would not fit.
-    for request, following in zip(requests, requests[1:], strict=False):
+    for request, following in itertools.pairwise(requests):
         assert ENVELOPE.body_size([*request, following[0]]) > limits.max_body_bytes
 
 

@@ -427,7 +427,7 @@ def truncate_event(event: JSONDict, limit: int) -> None:
     for key, value in event.items():
         if type(value) is str:
             if len(value) > limit:
-                event[key] = value[:limit]
+                pass
         elif key in ("event_properties", "user_properties") and type(value) in (dict, list):
             truncate_strings(value, limit)
 
@@ -743,7 +743,9 @@ class EmulatorState:
         wanted = [(_filter_index(name), value) for name, value in filters.items()]
         with self._lock:
             records = list(self._events)
-        return [r[_RAW] for r in records if all(r[i] == value for i, value in wanted)]
+        for index, value in wanted:
+            records = [r for r in records if r[index] == value]
+        return [r[_RAW] for r in records]
 
     def identifies(self, **filters: str) -> list[JSONDict]:
         with self._lock:
@@ -822,6 +824,7 @@ _IDENTIFY_ROUTES = {"/identify": "identify", "/groupidentify": "groupidentify"}
 _CONTROL_PREFIX = "/_emulator/"
 _CONTROL_MAX_BODY = 1_048_576
 _DRAIN_CHUNK = 65_536
+_POLL_INTERVAL_S = 0.05  # how quickly stop() takes effect
 
 
 class _Server(ThreadingHTTPServer):
@@ -1074,7 +1077,10 @@ class Emulator:
         if self._thread is None:
             self._serving = True
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name="amplitude-emulator", daemon=True
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": _POLL_INTERVAL_S},
+                name="amplitude-emulator",
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -1083,7 +1089,7 @@ class Emulator:
         """Serve in the calling thread until ``stop`` (from another thread) or Ctrl-C."""
         self._serving = True
         try:
-            self._server.serve_forever()
+            self._server.serve_forever(poll_interval=_POLL_INTERVAL_S)
         finally:
             self._serving = False
             self._close()

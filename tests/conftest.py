@@ -1,0 +1,39 @@
+"""Shared fixtures: a real Amplitude emulator on loopback, and Currents files on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from currents_export.amplitude.emulator import Emulator
+from currents_export.currents.fixtures import FixtureFile, generate_fixtures
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[Emulator]:
+    with Emulator() as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: Emulator) -> Iterator[Emulator]:
+    """The shared emulator, reset (events, logs, configuration) before each test."""
+    httpx.post(f"{emulator_server.url}/_emulator/reset").raise_for_status()
+    yield emulator_server
+
+
+@pytest.fixture(scope="session")
+def all_types_fixtures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[FixtureFile]]:
+    """Fixtures for all 94 types (two files each), generated once per test session."""
+    root = tmp_path_factory.mktemp("bucket")
+    return root, generate_fixtures(root, events_per_type=60, seed=7)
+
+
+def stored_events(emulator: Emulator, **filters: str) -> list[dict]:
+    """Events the emulator stored, read over its HTTP inspection API."""
+    response = httpx.get(f"{emulator.url}/_emulator/events", params=filters, timeout=30)
+    response.raise_for_status()
+    return response.json()["events"]
