@@ -30,22 +30,17 @@ EMPTY_MAPS = {
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as amp:
-        yield amp
-
-
-@pytest.fixture(scope="module")
-def default_config(emulator: Emulator) -> dict[str, Any]:
-    return httpx.get(f"{emulator.url}/_emulator/config").json()
+def amp() -> Iterator[Emulator]:
+    """One emulator for this module (named apart from conftest's shared ``emulator``)."""
+    with Emulator() as server:
+        yield server
 
 
 @pytest.fixture
-def client(emulator: Emulator, default_config: dict[str, Any]) -> Iterator[httpx.Client]:
-    """A client on a freshly reset emulator with the default config restored."""
-    with httpx.Client(base_url=emulator.url, timeout=10) as http:
+def client(amp: Emulator) -> Iterator[httpx.Client]:
+    """A client on a freshly reset emulator (state cleared, default config restored)."""
+    with httpx.Client(base_url=amp.url, timeout=10) as http:
         assert http.post("/_emulator/reset").status_code == 200
-        assert http.patch("/_emulator/config", json=default_config).status_code == 200
         yield http
 
 
@@ -295,6 +290,21 @@ def test_invalid_fields_error_wins_over_id_length(client: httpx.Client) -> None:
     }
 
 
+def test_event_without_any_id(client: httpx.Client) -> None:
+    events = [make_event(0), make_event(1, user_id=None, device_id=None)]
+
+    response = post(client, events)
+
+    assert response.json() == {
+        **EMPTY_MAPS,
+        "code": 400,
+        "error": "Request missing required field",
+        "events_with_missing_fields": {"user_id": [1]},
+    }
+    assert "missing_field" not in response.json()
+    assert stored(client) == []
+
+
 @pytest.mark.parametrize(
     "blocked", ["anonymous", "Undefined", "00000000-0000-0000-0000-000000000000", '""', "-1"]
 )
@@ -523,26 +533,28 @@ def test_config_patch_rejects_bad_keys(
     assert client.get("/_emulator/config").json() == before
 
 
-def test_reset_clears_state(client: httpx.Client, emulator: Emulator) -> None:
+def test_reset_clears_state_and_restores_config(client: httpx.Client, amp: Emulator) -> None:
+    patch_config(client, rate_limits=True)
     post(client, [make_event(0)])
-    assert len(emulator.events()) == 1
-    assert len(emulator.requests_log()) == 1
+    assert len(amp.events()) == 1
+    assert len(amp.requests_log()) == 1
 
     assert client.post("/_emulator/reset").status_code == 200
 
     assert stored(client) == []
     assert client.get("/_emulator/stats").json()["requests"] == 0
+    assert client.get("/_emulator/config").json()["rate_limits"] is False
     assert post(client, [make_event(0)]).json()["events_ingested"] == 1
     assert len(stored(client)) == 1  # dedup index was cleared too
 
 
-def test_in_process_accessors_return_copies(client: httpx.Client, emulator: Emulator) -> None:
+def test_in_process_accessors_return_copies(client: httpx.Client, amp: Emulator) -> None:
     post(client, [make_event(0)])
 
-    emulator.events()[0]["event_type"] = "mutated"
+    amp.events()[0]["event_type"] = "mutated"
 
-    assert emulator.events(insert_id="insert-0000")[0]["event_type"] == "purchase"
-    assert emulator.requests_log()[0]["status"] == 200
+    assert amp.events(insert_id="insert-0000")[0]["event_type"] == "purchase"
+    assert amp.requests_log()[0]["status"] == 200
 
 
 @pytest.mark.parametrize(
@@ -556,8 +568,8 @@ def test_unknown_routes_are_404(client: httpx.Client, method: str, path: str) ->
     assert response.json() == {"code": 404, "error": "Invalid request path"}
 
 
-def test_keep_alive_reuses_one_connection(emulator: Emulator) -> None:
-    with httpx.Client(base_url=emulator.url) as http:
+def test_keep_alive_reuses_one_connection(amp: Emulator) -> None:
+    with httpx.Client(base_url=amp.url) as http:
         opened_before = http.get("/_emulator/stats").json()["connections_opened"]
         statuses = [post(http, [make_event(i)]).status_code for i in range(3)] + [
             http.get("/nowhere").status_code,
@@ -565,9 +577,12 @@ def test_keep_alive_reuses_one_connection(emulator: Emulator) -> None:
             http.post("/2/httpapi", content=b"x" * 2_000_000).status_code,
         ]
         opened_after = http.get("/_emulator/stats").json()["connections_opened"]
+    with httpx.Client(base_url=amp.url) as other:
+        opened_by_other = other.get("/_emulator/stats").json()["connections_opened"]
 
     assert statuses == [200, 200, 200, 404, 400, 413]
     assert opened_after == opened_before
+    assert opened_by_other == opened_after + 1  # the counter does count connections
 
 
 # -- identify -------------------------------------------------------------------------------

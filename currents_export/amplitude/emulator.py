@@ -16,6 +16,7 @@ Layers, from pure to stateful:
 from __future__ import annotations
 
 import contextlib
+import copy
 import email.parser
 import email.policy
 import functools
@@ -222,10 +223,6 @@ def derive_device_id(user_id: str) -> str:
     return hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()
 
 
-def is_blocked_id(value: str) -> bool:
-    return value.lower() in BLOCKED_ID_VALUES
-
-
 def validate_ingest(
     body: bytes, limits: EndpointLimits, config: EmulatorConfig
 ) -> Reply | ValidBatch:
@@ -427,7 +424,7 @@ def truncate_event(event: JSONDict, limit: int) -> None:
     for key, value in event.items():
         if type(value) is str:
             if len(value) > limit:
-                pass
+                event[key] = value[:limit]
         elif key in ("event_properties", "user_properties") and type(value) in (dict, list):
             truncate_strings(value, limit)
 
@@ -553,7 +550,8 @@ class EmulatorState:
     """
 
     def __init__(self, config: EmulatorConfig, clock: Callable[[], float] = time.time) -> None:
-        self.config = config
+        self._initial_config = copy.deepcopy(config)
+        self.config = copy.deepcopy(config)
         self.clock = clock
         self._lock = threading.Lock()
         self._clear()
@@ -570,9 +568,10 @@ class EmulatorState:
         self._connections = 0
 
     def reset(self) -> None:
-        """Forget events, identifies, dedup index, rate windows, log and counters (not config)."""
+        """Forget everything stored and counted, and restore the configuration given at start."""
         with self._lock:
             self._clear()
+            self.config = copy.deepcopy(self._initial_config)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -1049,7 +1048,7 @@ class Emulator:
     """The emulator server: ``with Emulator() as amp: httpx.post(amp.url + "/batch", ...)``.
 
     The socket is bound on construction (``port=0`` picks a free port), so ``url`` is known
-    before ``start``.
+    before ``start``. The emulator works on a copy of ``config``.
     """
 
     def __init__(
@@ -1125,5 +1124,5 @@ class Emulator:
         return self.state.requests_log()
 
     def reset(self) -> None:
-        """Same as ``POST /_emulator/reset``."""
+        """Same as ``POST /_emulator/reset``: clear all state, restore the initial config."""
         self.state.reset()
