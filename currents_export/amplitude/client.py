@@ -1,7 +1,7 @@
 """Upload events to Amplitude's HTTP API v2 or Batch API and classify every response.
 
-The status-code policy lives here; connection handling is httpx's. Sleeping and the jitter
-source are injectable so tests can run the retry logic without waiting.
+The status-code policy lives here; connection handling is httpx's. Sleep, clock and jitter
+are injectable so tests can run the retry logic without waiting.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class AmplitudeClient:
         timeout: httpx.Timeout | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.url = url
@@ -77,6 +78,7 @@ class AmplitudeClient:
         self.envelope = Envelope.build(api_key, options)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._clock = clock
         self._jitter = jitter
         self._http = httpx.Client(
             timeout=timeout or httpx.Timeout(60.0, connect=10.0),
@@ -147,7 +149,7 @@ class AmplitudeClient:
     def _post(self, chunk: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]) -> _Response:
         """POST until the answer is final (200, 400, 413); back off on everything else."""
         body = self.envelope.body(chunk)
-        started = time.monotonic()
+        started = self._clock()
         attempt = 0
         forbidden = 0
         while True:
@@ -170,7 +172,7 @@ class AmplitudeClient:
                     )
             attempt += 1
             delay = self.retry.delay(attempt, self._jitter())
-            waited = time.monotonic() - started
+            waited = self._clock() - started
             if waited + delay > self.retry.horizon_s:
                 raise DeliveryFailed(
                     f"gave up on {self.url} after {attempt} attempts over {waited:.0f}s "

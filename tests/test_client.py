@@ -1,0 +1,228 @@
+"""The upload client against real HTTP: a scripted loopback server and the emulator."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import orjson
+import pytest
+
+from currents_export.amplitude.batching import PendingEvent
+from currents_export.amplitude.client import (
+    BAD_REQUEST,
+    TOO_LARGE,
+    AmplitudeClient,
+    ConfigurationError,
+    DeliveryFailed,
+)
+from currents_export.amplitude.emulator import Emulator
+from currents_export.config import RetryPolicy, endpoint_url
+
+SECRET = "secret-api-key-42"
+
+
+@dataclass
+class Scripted:
+    status: int = 200
+    body: bytes | None = None
+    delay_s: float = 0.0
+    hang_up: bool = False  # close the connection without answering
+
+
+class ScriptedServer:
+    """Answers POSTs from a script, one entry per request, then 200 forever."""
+
+    def __init__(self, script: list[Scripted]) -> None:
+        self.script = list(script)
+        self.bodies: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                server.bodies.append(orjson.loads(body))
+                step = server.script.pop(0) if server.script else Scripted()
+                if step.delay_s:
+                    time.sleep(step.delay_s)
+                if step.hang_up:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                payload = step.body if step.body is not None else orjson.dumps(
+                    {"code": step.status, "events_ingested": 1}
+                )
+                self.send_response(step.status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/batch"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[type[ScriptedServer]]:
+    servers: list[ScriptedServer] = []
+
+    class Factory(ScriptedServer):
+        def __init__(self, script: list[Scripted]) -> None:
+            super().__init__(script)
+            servers.append(self)
+
+    yield Factory
+    for server in servers:
+        server.close()
+
+
+def events(n: int) -> list[PendingEvent[int]]:
+    return [
+        PendingEvent(orjson.dumps({"event_type": "e", "user_id": f"user-{i:04d}",
+                                   "insert_id": f"i-{i}"}), i)
+        for i in range(n)
+    ]
+
+
+def client(url: str, slept: list[float], **kwargs: object) -> AmplitudeClient:
+    """A client whose backoff sleeps are recorded and advance a virtual clock instantly."""
+
+    def clock() -> float:
+        return sum(slept)
+
+    return AmplitudeClient(url, SECRET, sleep=slept.append, clock=clock, jitter=lambda: 0.5,
+                           **kwargs)  # type: ignore[arg-type]
+
+
+def test_5xx_resets_and_non_json_bodies_are_retried_with_growing_backoff(
+    scripted: type[ScriptedServer],
+) -> None:
+    server = scripted([
+        Scripted(503), Scripted(502, body=b"<html>Bad gateway</html>"), Scripted(hang_up=True),
+        Scripted(500), Scripted(429, body=b'{"code":429,"error":"Too many requests"}'),
+    ])
+    slept: list[float] = []
+    outcome = client(server.url, slept).send(events(3))
+    assert [e.ref for e in outcome.delivered] == [0, 1, 2]
+    assert outcome.requests == 6 and outcome.retries == 5
+    assert slept == sorted(slept) and slept[0] < slept[-1]
+    # Every attempt re-sent the same events with the same insert_ids.
+    assert all([e["insert_id"] for e in b["events"]] == ["i-0", "i-1", "i-2"]
+               for b in server.bodies)
+
+
+def test_a_response_slower_than_the_timeout_is_retried(scripted: type[ScriptedServer]) -> None:
+    server = scripted([Scripted(delay_s=0.6)])
+    slept: list[float] = []
+    outcome = client(server.url, slept, timeout=httpx.Timeout(0.2)).send(events(2))
+    assert len(outcome.delivered) == 2 and outcome.retries == 1
+
+
+def test_giving_up_after_the_horizon_says_so_without_the_key(
+    scripted: type[ScriptedServer],
+) -> None:
+    server = scripted([Scripted(500)] * 10)
+    slept: list[float] = []
+    policy = RetryPolicy(initial_delay_s=1, max_delay_s=4, horizon_s=10)
+    with pytest.raises(DeliveryFailed) as info:
+        client(server.url, slept, retry=policy).send(events(1))
+    assert "stays pending" in str(info.value) and "HTTP 500" in str(info.value)
+    assert SECRET not in str(info.value)
+    assert sum(slept) <= 10
+
+
+def test_repeated_403_stops_after_a_few_attempts(scripted: type[ScriptedServer]) -> None:
+    server = scripted([Scripted(403)] * 5)
+    with pytest.raises(DeliveryFailed, match="403 Forbidden"):
+        client(server.url, []).send(events(1))
+    assert len(server.bodies) == RetryPolicy().max_forbidden_attempts
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"code": 400, "error": f"Invalid API key: {SECRET}"}, "rejected the API key"),
+        ({"code": 400, "error": "Request missing required field", "missing_field": "api_key"},
+         "missing 'api_key'"),
+    ],
+)
+def test_configuration_errors_stop_without_retrying_or_leaking_the_key(
+    scripted: type[ScriptedServer], body: dict, message: str
+) -> None:
+    server = scripted([Scripted(400, body=orjson.dumps(body))])
+    with pytest.raises(ConfigurationError, match=message) as info:
+        client(server.url, []).send(events(2))
+    assert SECRET not in str(info.value)
+    assert len(server.bodies) == 1
+
+
+def test_400_without_indexes_refuses_the_chunk(scripted: type[ScriptedServer]) -> None:
+    server = scripted([Scripted(400, body=b'{"code":400,"error":"Invalid JSON request body"}')])
+    outcome = client(server.url, []).send(events(3))
+    assert [(e.ref, reason) for e, reason, _ in outcome.rejected] == [
+        (0, BAD_REQUEST), (1, BAD_REQUEST), (2, BAD_REQUEST)
+    ]
+
+
+def test_413_splits_down_to_a_single_refused_event(scripted: type[ScriptedServer]) -> None:
+    # 4 events: 413, then halves [0,1] → 413, [0] → 413, [1] ok, [2,3] ok.
+    server = scripted([Scripted(413), Scripted(413), Scripted(413)])
+    outcome = client(server.url, []).send(events(4))
+    assert [e.ref for e, reason, _ in outcome.rejected if reason == TOO_LARGE] == [0]
+    assert [e.ref for e in outcome.delivered] == [1, 2, 3]
+    assert [len(b["events"]) for b in server.bodies] == [4, 2, 1, 1, 2]
+
+
+def test_indexed_400_from_the_emulator_refuses_exactly_the_listed_events() -> None:
+    with Emulator() as emulator:
+        batch = events(5)
+        bad = {"event_type": "e", "user_id": "user-bad", "insert_id": "t", "time": "yesterday"}
+        batch[2] = PendingEvent(orjson.dumps(bad), 2)
+        outcome = AmplitudeClient(f"{emulator.url}/batch", SECRET).send(batch)
+        assert [(e.ref, reason) for e, reason, _ in outcome.rejected] == [
+            (2, "amplitude_invalid_field:time")
+        ]
+        assert [e.ref for e in outcome.delivered] == [0, 1, 3, 4]
+        assert outcome.requests == 2
+        assert sorted(e["insert_id"] for e in emulator.events()) == ["i-0", "i-1", "i-3", "i-4"]
+
+
+def test_client_repr_hides_the_key() -> None:
+    amplitude = AmplitudeClient("http://127.0.0.1:9/batch", SECRET)
+    assert SECRET not in repr(amplitude)
+    amplitude.close()
+
+
+@pytest.mark.parametrize(
+    ("api", "region", "base", "url"),
+    [
+        ("http", "us", None, "https://api2.amplitude.com/2/httpapi"),
+        ("batch", "us", None, "https://api2.amplitude.com/batch"),
+        ("http", "eu", None, "https://api.eu.amplitude.com/2/httpapi"),
+        ("batch", "eu", None, "https://api.eu.amplitude.com/batch"),
+        ("batch", "eu", "http://127.0.0.1:8787/", "http://127.0.0.1:8787/batch"),
+    ],
+)
+def test_endpoint_table(api: str, region: str, base: str | None, url: str) -> None:
+    assert endpoint_url(api, region, base) == url
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(initial_delay_s=1, max_delay_s=8)
+    assert [policy.delay(n, 0.0) for n in range(1, 7)] == [0.5, 1, 2, 4, 4, 4]
+    assert [policy.delay(n, 0.999) for n in range(1, 3)] == pytest.approx([1, 2], rel=1e-2)
