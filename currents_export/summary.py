@@ -10,49 +10,68 @@ ObjectStatus = Literal["done", "already_done", "failed"]
 
 
 @dataclass(slots=True)
-class ObjectReport:
-    """What happened to the records of one object.
+class Tally:
+    """Where records ended: each record accounted for is in exactly one bucket."""
 
-    ``records`` counts records accounted for; ``pending`` counts records read from a failed
-    object that ended in no bucket (they are processed again on the next run). So
-    ``records == delivered + Σskipped + Σdead_lettered + duplicates`` always holds.
-    """
-
-    object: str
-    event_type: str | None = None
-    status: ObjectStatus = "done"
     records: int = 0
     delivered: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     dead_lettered: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     warnings: Counter[str] = field(default_factory=Counter)
-    pending: int = 0
     requests: int = 0
     retries: int = 0
-    error: str | None = None
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "event_type": self.event_type,
-            "records": self.records,
-            "delivered": self.delivered,
-            "skipped": dict(self.skipped),
-            "dead_lettered": dict(self.dead_lettered),
-            "duplicates": self.duplicates,
-            "warnings": dict(self.warnings),
-            "requests": self.requests,
-            "retries": self.retries,
-        }
 
     @property
-    def accounted(self) -> int:
-        return (
+    def balanced(self) -> bool:
+        """The invariant ``records == delivered + Σskipped + Σdead_lettered + duplicates``."""
+        return self.records == (
             self.delivered
             + sum(self.skipped.values())
             + sum(self.dead_lettered.values())
             + self.duplicates
         )
+
+    def add_tally(self, other: Tally) -> None:
+        self.records += other.records
+        self.delivered += other.delivered
+        self.skipped.update(other.skipped)
+        self.dead_lettered.update(other.dead_lettered)
+        self.duplicates += other.duplicates
+        self.warnings.update(other.warnings)
+        self.requests += other.requests
+        self.retries += other.retries
+
+    def tally_json(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "delivered": self.delivered,
+            "skipped": dict(sorted(self.skipped.items())),
+            "dead_lettered": dict(sorted(self.dead_lettered.items())),
+            "duplicates": self.duplicates,
+            "warnings": dict(sorted(self.warnings.items())),
+            "requests": self.requests,
+            "retries": self.retries,
+        }
+
+
+@dataclass(slots=True)
+class ObjectReport(Tally):
+    """What happened to the records of one object.
+
+    ``records`` counts records accounted for; ``pending`` counts records read from a failed
+    object that ended in no bucket (they are processed again on the next run), so the
+    invariant holds for failed objects too.
+    """
+
+    object: str = ""
+    event_type: str | None = None
+    status: ObjectStatus = "done"
+    pending: int = 0
+    error: str | None = None
+
+    def figures(self) -> dict[str, Any]:
+        return {"event_type": self.event_type, **self.tally_json()}
 
 
 @dataclass(slots=True)
@@ -65,20 +84,12 @@ class TypeTotals:
 
 
 @dataclass(slots=True)
-class RunSummary:
+class RunSummary(Tally):
     dry_run: bool = False
     objects_done: int = 0
     objects_already_done: int = 0
     objects_failed: int = 0
-    records: int = 0
-    delivered: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    dead_lettered: Counter[str] = field(default_factory=Counter)
-    duplicates: int = 0
-    warnings: Counter[str] = field(default_factory=Counter)
     pending_records: int = 0
-    requests: int = 0
-    retries: int = 0
     elapsed_s: float = 0.0
     by_event_type: dict[str, TypeTotals] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -93,15 +104,8 @@ class RunSummary:
             self.failures.append({"object": report.object, "error": report.error or ""})
         else:
             self.objects_done += 1
-        self.records += report.records
-        self.delivered += report.delivered
-        self.skipped.update(report.skipped)
-        self.dead_lettered.update(report.dead_lettered)
-        self.duplicates += report.duplicates
-        self.warnings.update(report.warnings)
+        self.add_tally(report)
         self.pending_records += report.pending
-        self.requests += report.requests
-        self.retries += report.retries
         totals = self.by_event_type.setdefault(report.event_type or "(unknown)", TypeTotals())
         totals.records += report.records
         totals.delivered += report.delivered
@@ -109,31 +113,14 @@ class RunSummary:
         totals.dead_lettered += sum(report.dead_lettered.values())
         totals.duplicates += report.duplicates
 
-    @property
-    def balanced(self) -> bool:
-        """The invariant: every record accounted for is in exactly one bucket."""
-        return self.records == (
-            self.delivered
-            + sum(self.skipped.values())
-            + sum(self.dead_lettered.values())
-            + self.duplicates
-        )
-
     def to_json(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,
             "objects_done": self.objects_done,
             "objects_already_done": self.objects_already_done,
             "objects_failed": self.objects_failed,
-            "records": self.records,
-            "delivered": self.delivered,
-            "skipped": dict(sorted(self.skipped.items())),
-            "dead_lettered": dict(sorted(self.dead_lettered.items())),
-            "duplicates": self.duplicates,
-            "warnings": dict(sorted(self.warnings.items())),
+            **self.tally_json(),
             "pending_records": self.pending_records,
-            "requests": self.requests,
-            "retries": self.retries,
             "elapsed_s": round(self.elapsed_s, 3),
             "balanced": self.balanced,
             "by_event_type": {
