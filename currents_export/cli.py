@@ -22,9 +22,11 @@ from currents_export import __version__
 from currents_export.amplitude.client import AmplitudeClient, ConfigurationError
 from currents_export.config import (
     DEFAULT_DEAD_LETTER_DIR,
+    DEFAULT_LANES,
     DEFAULT_MIN_ID_LENGTH,
     DEFAULT_STATE_PATH,
     REQUEST_LIMITS,
+    THROTTLE_PAUSE_S,
     RetryPolicy,
     endpoint_url,
 )
@@ -33,6 +35,7 @@ from currents_export.deadletter import DeadLetterConfigError, open_dead_letter
 from currents_export.ledger import LedgerConfigError, open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapper_for
 from currents_export.pipeline import Pipeline
+from currents_export.redrive import Redrive
 from currents_export.sources import SourceError, SourceObject, find_local_objects
 from currents_export.summary import RunSummary
 
@@ -72,9 +75,15 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     return value
 
 
-def delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options shared by every command that maps and uploads records."""
-    options = [
+def _apply(options: list[Callable[..., Any]], command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def amplitude_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of every command that uploads: where, how, and how patiently."""
+    return _apply([
         click.option("--config", type=click.Path(dir_okay=False), envvar=_env("config"),
                      is_eager=True, expose_value=False, callback=_load_config,
                      help="TOML file with option values (keys as option names)."),
@@ -89,6 +98,28 @@ def delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--api", type=click.Choice(["http", "batch"]), default="batch",
                      envvar=_env("api"), show_default=True,
                      help="HTTP API v2 or the Batch API."),
+        click.option("--min-id-length", type=click.IntRange(1), default=DEFAULT_MIN_ID_LENGTH,
+                     envvar=_env("min_id_length"), show_default=True,
+                     help="Shortest user_id/device_id Amplitude should accept."),
+        click.option("--lanes", type=click.IntRange(1, 64), default=DEFAULT_LANES,
+                     envvar=_env("lanes"), show_default=True,
+                     help="Requests in flight at once (never two for one user or device)."),
+        click.option("--retry-horizon", type=click.FloatRange(0), default=900.0,
+                     envvar=_env("retry_horizon"), show_default=True,
+                     help="Seconds to keep retrying an unreachable or failing Amplitude "
+                          "before leaving the object pending for the next run."),
+        click.option("--throttle-pause", type=click.FloatRange(0), envvar=_env("throttle_pause"),
+                     help="Seconds to hold the events of users/devices Amplitude throttles "
+                          "(429). Default: 30 for --api http, 15 for --api batch."),
+        click.option("--summary-json", type=click.Path(dir_okay=False, writable=True),
+                     envvar=_env("summary_json"), help="Write the run summary as JSON."),
+        click.option("-v", "--verbose", count=True, help="More log output (-v, -vv)."),
+    ], command)
+
+
+def replay_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the commands that read Currents objects, map and upload them."""
+    return _apply([
         click.option("--profile", type=click.Choice(["braze", "plain"]), default="braze",
                      envvar=_env("profile"), show_default=True,
                      help="braze: names as Braze's Amplitude connector; plain: raw names."),
@@ -96,13 +127,6 @@ def delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      default="none", envvar=_env("identity_fallback"), show_default=True,
                      help="For records with neither external_user_id nor device_id: skip "
                           "them (none) or use Braze's internal id as user_id (braze_id)."),
-        click.option("--min-id-length", type=click.IntRange(1), default=DEFAULT_MIN_ID_LENGTH,
-                     envvar=_env("min_id_length"), show_default=True,
-                     help="Shortest user_id/device_id Amplitude should accept."),
-        click.option("--retry-horizon", type=click.FloatRange(0), default=900.0,
-                     envvar=_env("retry_horizon"), show_default=True,
-                     help="Seconds to keep retrying an unreachable or failing Amplitude "
-                          "before leaving the object pending for the next run."),
         click.option("--dry-run", is_flag=True, envvar=_env("dry_run"),
                      help="Map everything, send nothing, mark nothing done."),
         click.option("--output", type=click.Path(dir_okay=False, writable=True),
@@ -110,20 +134,17 @@ def delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--state", default=DEFAULT_STATE_PATH, envvar=_env("state"),
                      show_default=True,
                      help="Ledger of finished objects: a SQLite file path."),
+        click.option("--checkpoint-every", type=click.IntRange(1), default=10_000,
+                     envvar=_env("checkpoint_every"), show_default=True,
+                     help="Records between progress checkpoints inside an object."),
         click.option("--dead-letter", default=DEFAULT_DEAD_LETTER_DIR,
                      envvar=_env("dead_letter"), show_default=True,
                      help="Directory for events that could not be delivered."),
-        click.option("--summary-json", type=click.Path(dir_okay=False, writable=True),
-                     envvar=_env("summary_json"), help="Write the run summary as JSON."),
         click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
                      help="Endpoint of an S3-compatible store."),
         click.option("--force", is_flag=True, envvar=_env("force"),
                      help="Process objects even if the ledger says they are done."),
-        click.option("-v", "--verbose", count=True, help="More log output (-v, -vv)."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    ], command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -134,7 +155,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@delivery_options
+@amplitude_options
+@replay_options
 def replay(paths: tuple[str, ...], **settings: Any) -> None:
     """Replay Avro files or directories (searched recursively for .avro) into Amplitude."""
     _setup_logging(settings["verbose"])
@@ -160,23 +182,27 @@ def run_pipeline(objects: list[SourceObject], settings: dict[str, Any]) -> RunSu
     raise AssertionError("unreachable")
 
 
-def _build_pipeline(settings: dict[str, Any], stack: ExitStack) -> Pipeline:
-    dry_run = settings["dry_run"]
-    client = None
-    if not dry_run:
-        if not settings["api_key"]:
-            raise click.UsageError(
-                "no Amplitude API key: pass --api-key or set AMPLITUDE_API_KEY "
-                "(or use --dry-run to send nothing)"
-            )
-        url = endpoint_url(settings["api"], settings["region"], settings["amplitude_url"])
-        client = AmplitudeClient(
-            url,
-            settings["api_key"],
-            min_id_length=settings["min_id_length"],
-            retry=RetryPolicy(horizon_s=settings["retry_horizon"]),
+def _build_client(settings: dict[str, Any], stack: ExitStack) -> AmplitudeClient:
+    if not settings["api_key"]:
+        raise click.UsageError(
+            "no Amplitude API key: pass --api-key or set AMPLITUDE_API_KEY "
+            "(or use --dry-run to send nothing)"
         )
-        stack.callback(client.close)
+    api = settings["api"]
+    pause = settings["throttle_pause"]
+    client = AmplitudeClient(
+        endpoint_url(api, settings["region"], settings["amplitude_url"]),
+        settings["api_key"],
+        min_id_length=settings["min_id_length"],
+        retry=RetryPolicy(horizon_s=settings["retry_horizon"]),
+        throttle_pause_s=THROTTLE_PAUSE_S[api] if pause is None else pause,
+    )
+    stack.callback(client.close)
+    return client
+
+
+def _build_pipeline(settings: dict[str, Any], stack: ExitStack) -> Pipeline:
+    client = None if settings["dry_run"] else _build_client(settings, stack)
     try:
         ledger = open_ledger(settings["state"])
         dead_letter = open_dead_letter(settings["dead_letter"])
@@ -198,6 +224,8 @@ def _build_pipeline(settings: dict[str, Any], stack: ExitStack) -> Pipeline:
         min_id_length=settings["min_id_length"],
         output=output,
         force=settings["force"],
+        lanes=settings["lanes"],
+        checkpoint_every=settings["checkpoint_every"],
     )
 
 
@@ -208,6 +236,28 @@ def _finish(summary: RunSummary, settings: dict[str, Any]) -> None:
             orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
         )
     sys.exit(EXIT_UNFINISHED if summary.objects_failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("dead_letter", type=click.Path(exists=True, file_okay=False))
+@click.option("--reason", "reasons", multiple=True,
+              help="Only lines with this reason (repeatable); default: all.")
+@amplitude_options
+def redrive(dead_letter: str, reasons: tuple[str, ...], **settings: Any) -> None:
+    """Re-send dead-lettered events; what gets delivered leaves the dead letter."""
+    _setup_logging(settings["verbose"])
+    with ExitStack() as stack:
+        client = _build_client(settings, stack)
+        redrive_run = Redrive(
+            client, REQUEST_LIMITS[settings["api"]], settings["min_id_length"],
+            lanes=settings["lanes"], reasons=frozenset(reasons),
+        )
+        try:
+            summary = redrive_run.run(Path(dead_letter))
+        except ConfigurationError as exc:
+            click.echo(f"Error: {exc}. The dead letter was not changed.", err=True)
+            sys.exit(EXIT_CONFIG)
+    _finish(summary, settings)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -341,6 +391,7 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
             "api_key": "demo-api-key", "region": "us", "amplitude_url": server.url,
             "api": "batch", "profile": "braze", "identity_fallback": "none",
             "min_id_length": DEFAULT_MIN_ID_LENGTH, "retry_horizon": 60.0,
+            "throttle_pause": None, "lanes": DEFAULT_LANES, "checkpoint_every": 10_000,
             "dry_run": False, "output": None,
             "state": str(root / "state.sqlite"), "dead_letter": str(root / "dead-letter"),
             "summary_json": summary_json, "force": False,

@@ -29,7 +29,11 @@ REQUEST_LIMITS: dict[str, RequestLimits] = {
     "batch": RequestLimits(max_events=2_000, max_body_bytes=18_000_000),
 }
 
+# How long to hold a throttled user's or device's events (reference §4, §10).
+THROTTLE_PAUSE_S: dict[str, float] = {"http": 30.0, "batch": 15.0}
+
 DEFAULT_MIN_ID_LENGTH = 5
+DEFAULT_LANES = 4
 DEFAULT_STATE_PATH = ".currents-export/state.sqlite"
 DEFAULT_DEAD_LETTER_DIR = ".currents-export/dead-letter"
 
@@ -53,6 +57,8 @@ class RetryPolicy:
     max_delay_s: float = 60.0
     horizon_s: float = 900.0  # give up (object stays pending) after this long without success
     max_forbidden_attempts: int = 3  # 403 (WAF) is retried only a few times
+    project_pause_s: float = 60.0  # a 429 without indexes pauses every sender this long
+    daily_quota_pause_s: float = 3_600.0  # ids over Amplitude's daily quota wait an hour
 
     def delay(self, attempt: int, jitter: float) -> float:
         """Delay before retry number ``attempt`` (1-based); ``jitter`` in [0, 1)."""

@@ -8,6 +8,7 @@ when there was one). Files are named per run so concurrent runs never share one.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +28,7 @@ class DeadLetterDirectory:
         self._file: IO[bytes] | None = None
         self.path: Path | None = None
         self.written = 0
+        self._lock = threading.Lock()  # lanes write from several threads
 
     def __repr__(self) -> str:
         return f"DeadLetterDirectory({str(self.directory)!r})"
@@ -42,35 +44,44 @@ class DeadLetterDirectory:
         record: dict[str, Any] | None,
         event: dict[str, Any] | None,
     ) -> None:
+        line = orjson.dumps(
+            {
+                "reason": reason,
+                "detail": detail,
+                "object": object_name,
+                "record_index": record_index,
+                "event_type": event_type,
+                "record": record,
+                "event": event,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        with self._lock:
+            self._append(line)
+
+    def _append(self, line: bytes) -> None:
         if self._file is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             self.path = self.directory / f"dead-letter-{stamp}-{os.getpid()}.jsonl"
             self._file = self.path.open("ab")
-        line = {
-            "reason": reason,
-            "detail": detail,
-            "object": object_name,
-            "record_index": record_index,
-            "event_type": event_type,
-            "record": record,
-            "event": event,
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        self._file.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        self._file.write(line)
         self.written += 1
 
     def flush(self) -> None:
         """Make what was written durable (called before an object is marked done)."""
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if self._file is not None:
-            self.flush()
-            self._file.close()
-            self._file = None
+        self.flush()
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 def open_dead_letter(uri: str) -> DeadLetterDirectory:

@@ -1,7 +1,10 @@
 """Run objects through the steps: records → events → requests → outcomes → ledger.
 
-The ledger is written only after every record of an object is accounted for and the dead
-letter has been flushed, so a checkpoint is never ahead of delivered data.
+The reader thread decodes and maps records and hands events to the upload lanes; lanes
+resolve them concurrently. Progress inside an object is checkpointed only for the prefix
+of records already accounted for, after the dead letter is flushed, and an object is
+marked done only when every record is accounted for: a checkpoint is never ahead of
+delivered data, so a run killed at any instant resumes without losing anything.
 """
 
 from __future__ import annotations
@@ -14,28 +17,48 @@ from typing import IO, Any
 
 import orjson
 
-from currents_export.amplitude.batching import EventTooLarge, PendingEvent, RequestPacker
-from currents_export.amplitude.client import (
-    AmplitudeClient,
-    ConfigurationError,
-    DeliveryFailed,
-)
+from currents_export.amplitude.batching import EventTooLarge, PendingEvent
+from currents_export.amplitude.client import AmplitudeClient, ConfigurationError, DeliveryFailed
+from currents_export.amplitude.lanes import Lanes
 from currents_export.amplitude.validation import INVALID_ID, id_problem
-from currents_export.config import DEFAULT_MIN_ID_LENGTH, REQUEST_LIMITS, RequestLimits
+from currents_export.config import (
+    DEFAULT_LANES,
+    DEFAULT_MIN_ID_LENGTH,
+    REQUEST_LIMITS,
+    RequestLimits,
+)
 from currents_export.currents.reader import UnreadableObject, open_records
 from currents_export.deadletter import DeadLetterDirectory
 from currents_export.ledger import Ledger
 from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
+from currents_export.progress import (
+    DEAD_LETTERED,
+    DELIVERED,
+    DUPLICATE,
+    SKIPPED,
+    Checkpoint,
+    ObjectProgress,
+)
 from currents_export.sources import SourceObject
-from currents_export.summary import ObjectReport, RunSummary
+from currents_export.summary import ObjectReport, RunSummary, Tally
 
 log = logging.getLogger(__name__)
 
 DRY_RUN = "dry_run"
 EVENT_TOO_LARGE = "event_too_large"
 
-# What travels with an event until Amplitude answers: (record index, Braze record, event).
-EventRef = tuple[int, dict[str, Any], dict[str, Any]]
+
+@dataclass(slots=True)
+class EventRef:
+    """What travels with an event until Amplitude answers for it."""
+
+    progress: ObjectProgress
+    object_name: str
+    event_type: str
+    index: int
+    record: dict[str, Any]
+    event: dict[str, Any]
+    warnings: tuple[str, ...]
 
 
 @dataclass
@@ -50,7 +73,10 @@ class Pipeline:
     min_id_length: int = DEFAULT_MIN_ID_LENGTH
     output: IO[bytes] | None = None
     force: bool = False
+    lanes: int = DEFAULT_LANES
+    checkpoint_every: int = 10_000  # records read between progress checkpoints
     seen_ids: set[str] = field(default_factory=set)
+    _lanes: Lanes[EventRef] | None = field(default=None, init=False)
 
     @property
     def dry_run(self) -> bool:
@@ -63,10 +89,22 @@ class Pipeline:
         """
         summary = RunSummary(dry_run=self.dry_run)
         started = time.monotonic()
+        if self.client is not None:
+            self._lanes = Lanes(
+                self.client,
+                self.limits,
+                lanes=self.lanes,
+                on_delivered=self._delivered,
+                on_rejected=self._rejected,
+                horizon_s=self.client.retry.horizon_s,
+            )
         try:
             for source in objects:
                 summary.add(self.process(source))
         finally:
+            if self._lanes is not None:
+                self._lanes.close()
+                self._lanes = None
             summary.elapsed_s = time.monotonic() - started
             self.dead_letter.flush()
             summary.dead_letter_file = str(self.dead_letter.path) if self.dead_letter.path else None
@@ -77,58 +115,89 @@ class Pipeline:
         if self.ledger is not None and not self.force and self.ledger.is_done(source.uri):
             report.status = "already_done"
             return report
+        resume = None
         if self.ledger is not None and not self.dry_run:
-            self.ledger.begin(source.uri)
+            resume = self.ledger.begin(source.uri, restart=self.force)
+        progress = ObjectProgress(
+            Checkpoint(resume.next_index, Tally.from_json(resume.figures)) if resume else None
+        )
+        report.resumed = progress.resumed_from
         try:
-            self._process_records(source, report)
+            try:
+                self._read(source, report, progress)
+            finally:
+                if self._lanes is not None:
+                    self._lanes.drain()
             self.dead_letter.flush()
         except ConfigurationError as exc:
-            self._fail(source, report, str(exc))
+            self._finish(source, report, progress, error=str(exc))
             raise
         except (UnreadableObject, DeliveryFailed, OSError) as exc:
-            self._fail(source, report, str(exc))
+            self._finish(source, report, progress, error=str(exc))
             return report
-        if self.ledger is not None and not self.dry_run:
-            self.ledger.complete(source.uri, report.figures())
+        self._finish(source, report, progress)
         return report
 
-    def _fail(self, source: SourceObject, report: ObjectReport, error: str) -> None:
+    def _finish(
+        self,
+        source: SourceObject,
+        report: ObjectReport,
+        progress: ObjectProgress,
+        error: str | None = None,
+    ) -> None:
+        tally, report.pending = progress.totals()
+        report.add_tally(tally)
+        if self._lanes is not None:
+            report.requests, report.retries = self._lanes.take_stats()
+        if error is None:
+            if self.ledger is not None and not self.dry_run:
+                self.ledger.complete(source.uri, report.figures())
+            return
         report.status = "failed"
         report.error = error
         log.error("%s: %s", source.uri, error)
         if self.ledger is not None and not self.dry_run:
+            self._checkpoint(source, progress)
             self.ledger.fail(source.uri, error)
 
-    def _process_records(self, source: SourceObject, report: ObjectReport) -> None:
-        packer: RequestPacker[EventRef] | None = None
-        if self.client is not None:
-            packer = RequestPacker(self.limits, self.client.envelope.overhead)
+    def _checkpoint(self, source: SourceObject, progress: ObjectProgress) -> None:
+        if self.ledger is None or self.dry_run:
+            return
+        checkpoint = progress.checkpoint()
+        if checkpoint.next_index > progress.resumed_from:
+            self.dead_letter.flush()  # the dead-lettered records before it must be durable
+            self.ledger.save_progress(
+                source.uri, checkpoint.next_index, checkpoint.tally.tally_json()
+            )
+
+    def _read(self, source: SourceObject, report: ObjectReport, progress: ObjectProgress) -> None:
         with source.open() as fileobj:
             stream = open_records(fileobj, source.uri, source.key_event_type)
             report.event_type = stream.event_type
             mapper = mapper_for(stream.event_type, self.options, stream.float_fields)
-            try:
-                for index, record in enumerate(stream.records):
-                    report.pending += 1
-                    if self._repeated(record.get("id")):
-                        self._account(report, duplicate=True)
-                        continue
-                    result = mapper.map(record)
-                    if isinstance(result, Mapped):
-                        self._take(result, index, record, source, report, packer)
-                    elif isinstance(result, Rejected):
-                        self._dead_letter(
-                            report, source, index, record, None, result.reason, result.detail
-                        )
-                    else:
-                        self._account(report, skipped=result.reason)
-            except UnreadableObject:
-                # Deliver what was read before the file broke; the object still fails.
-                if packer is not None:
-                    self._deliver(packer.flush(), source, report)
-                raise
-            if packer is not None:
-                self._deliver(packer.flush(), source, report)
+            since_checkpoint = 0
+            for index, record in enumerate(stream.records):
+                if index < progress.resumed_from:
+                    self._repeated(record.get("id"))  # accounted for by an earlier attempt
+                    continue
+                progress.read()
+                since_checkpoint += 1
+                if since_checkpoint >= self.checkpoint_every:
+                    self._checkpoint(source, progress)
+                    since_checkpoint = 0
+                if self._repeated(record.get("id")):
+                    progress.resolve(index, DUPLICATE)
+                    continue
+                result = mapper.map(record)
+                if isinstance(result, Mapped):
+                    ref = EventRef(progress, source.uri, stream.event_type, index, record,
+                                   result.event, result.warnings)
+                    self._route(ref)
+                elif isinstance(result, Rejected):
+                    self._dead_letter(progress, source.uri, stream.event_type, index, record,
+                                      None, result.reason, result.detail)
+                else:
+                    progress.resolve(index, SKIPPED, result.reason)
 
     def _repeated(self, event_id: object) -> bool:
         """True when this Braze event id was already seen in this run (at-least-once copies)."""
@@ -139,89 +208,51 @@ class Pipeline:
         self.seen_ids.add(event_id)
         return False
 
-    def _take(
-        self,
-        result: Mapped,
-        index: int,
-        record: dict[str, Any],
-        source: SourceObject,
-        report: ObjectReport,
-        packer: RequestPacker[EventRef] | None,
-    ) -> None:
-        event = result.event
-        report.warnings.update(result.warnings)
+    def _route(self, ref: EventRef) -> None:
+        """Validate, write to --output, and hand the event to the lanes (or count a dry run)."""
+        event = ref.event
         problem = id_problem(event, self.min_id_length)
         if problem:
-            self._dead_letter(report, source, index, record, event, INVALID_ID, problem)
+            self._rejected(ref, INVALID_ID, problem)
             return
         payload = orjson.dumps(event)
         if self.output is not None:
             self.output.write(payload + b"\n")
-        if packer is None:
-            self._account(report, skipped=DRY_RUN)
+        if self._lanes is None:
+            ref.progress.resolve(ref.index, SKIPPED, DRY_RUN, ref.warnings)
             return
+        ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
         try:
-            closed = packer.add(PendingEvent(payload, (index, record, event)))
+            self._lanes.submit(PendingEvent(payload, ref, ids))
         except EventTooLarge as exc:
-            self._dead_letter(report, source, index, record, event, EVENT_TOO_LARGE, str(exc))
-            return
-        self._deliver(closed, source, report)
+            self._rejected(ref, EVENT_TOO_LARGE, str(exc))
 
-    def _deliver(
-        self,
-        events: list[PendingEvent[EventRef]] | None,
-        source: SourceObject,
-        report: ObjectReport,
-    ) -> None:
-        if not events or self.client is None:
-            return
-        outcome = self.client.send(events)
-        report.requests += outcome.requests
-        report.retries += outcome.retries
-        for _ in outcome.delivered:
-            self._account(report, delivered=True)
-        for pending, reason, detail in outcome.rejected:
-            index, record, event = pending.ref
-            self._dead_letter(report, source, index, record, event, reason, detail)
+    def _delivered(self, ref: EventRef) -> None:
+        ref.progress.resolve(ref.index, DELIVERED, None, ref.warnings)
+
+    def _rejected(self, ref: EventRef, reason: str, detail: str) -> None:
+        self._dead_letter(ref.progress, ref.object_name, ref.event_type, ref.index, ref.record,
+                          ref.event, reason, detail, ref.warnings)
 
     def _dead_letter(
         self,
-        report: ObjectReport,
-        source: SourceObject,
+        progress: ObjectProgress,
+        object_name: str,
+        event_type: str,
         index: int,
         record: dict[str, Any],
         event: dict[str, Any] | None,
         reason: str,
         detail: str,
+        warnings: tuple[str, ...] = (),
     ) -> None:
         self.dead_letter.write(
             reason=reason,
             detail=detail,
-            object_name=source.uri,
+            object_name=object_name,
             record_index=index,
-            event_type=report.event_type or "",
+            event_type=event_type,
             record=record,
             event=event,
         )
-        self._account(report, dead_lettered=reason)
-
-    @staticmethod
-    def _account(
-        report: ObjectReport,
-        *,
-        delivered: bool = False,
-        skipped: str | None = None,
-        dead_lettered: str | None = None,
-        duplicate: bool = False,
-    ) -> None:
-        """Move one record from pending into exactly one bucket."""
-        report.pending -= 1
-        report.records += 1
-        if delivered:
-            report.delivered += 1
-        elif skipped:
-            report.skipped[skipped] += 1
-        elif dead_lettered:
-            report.dead_lettered[dead_lettered] += 1
-        elif duplicate:
-            report.duplicates += 1
+        progress.resolve(index, DEAD_LETTERED, reason, warnings)

@@ -42,6 +42,19 @@ class Tally:
         self.requests += other.requests
         self.retries += other.retries
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tally:
+        return cls(
+            records=int(data.get("records", 0)),
+            delivered=int(data.get("delivered", 0)),
+            skipped=Counter(data.get("skipped", {})),
+            dead_lettered=Counter(data.get("dead_lettered", {})),
+            duplicates=int(data.get("duplicates", 0)),
+            warnings=Counter(data.get("warnings", {})),
+            requests=int(data.get("requests", 0)),
+            retries=int(data.get("retries", 0)),
+        )
+
     def tally_json(self) -> dict[str, Any]:
         return {
             "records": self.records,
@@ -68,6 +81,7 @@ class ObjectReport(Tally):
     event_type: str | None = None
     status: ObjectStatus = "done"
     pending: int = 0
+    resumed: int = 0  # records accounted for by an earlier, interrupted attempt
     error: str | None = None
 
     def figures(self) -> dict[str, Any]:
@@ -90,6 +104,7 @@ class RunSummary(Tally):
     objects_already_done: int = 0
     objects_failed: int = 0
     pending_records: int = 0
+    resumed_records: int = 0
     elapsed_s: float = 0.0
     by_event_type: dict[str, TypeTotals] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -106,6 +121,7 @@ class RunSummary(Tally):
             self.objects_done += 1
         self.add_tally(report)
         self.pending_records += report.pending
+        self.resumed_records += report.resumed
         totals = self.by_event_type.setdefault(report.event_type or "(unknown)", TypeTotals())
         totals.records += report.records
         totals.delivered += report.delivered
@@ -121,6 +137,7 @@ class RunSummary(Tally):
             "objects_failed": self.objects_failed,
             **self.tally_json(),
             "pending_records": self.pending_records,
+            "resumed_records": self.resumed_records,
             "elapsed_s": round(self.elapsed_s, 3),
             "balanced": self.balanced,
             "by_event_type": {

@@ -18,12 +18,17 @@ from currents_export.config import RequestLimits
 Ref = TypeVar("Ref")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class PendingEvent(Generic[Ref]):
-    """One serialised event and whatever the caller needs to account for it later."""
+    """One serialised event, its user/device ids, and what the caller needs to account for it.
+
+    ``held_since`` is set while the event waits out a 429 for one of its ids.
+    """
 
     payload: bytes
     ref: Ref
+    ids: tuple[str, ...] = ()
+    held_since: float | None = None
 
 
 class EventTooLarge(ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,18 +36,31 @@ _INDEX_MAPS = {
 }
 
 
-class ConfigurationError(Exception):
+class SendError(Exception):
+    """A send that could not finish; ``partial`` says what was settled before it stopped."""
+
+    partial: SendOutcome[Any] | None = None
+
+
+class ConfigurationError(SendError):
     """Amplitude says the set-up is wrong (API key, request shape): stop, mark nothing done."""
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(SendError):
     """Amplitude could not be reached or kept failing past the retry horizon."""
 
 
 @dataclass(slots=True)
 class SendOutcome(Generic[Ref]):
+    """Where each event of a ``send`` ended.
+
+    ``throttled`` events were refused with a 429 naming their user or device: the caller
+    must hold them (and every later event of the same ids) for the given seconds.
+    """
+
     delivered: list[PendingEvent[Ref]] = field(default_factory=list)
     rejected: list[tuple[PendingEvent[Ref], str, str]] = field(default_factory=list)
+    throttled: list[tuple[PendingEvent[Ref], float]] = field(default_factory=list)
     requests: int = 0
     retries: int = 0
 
@@ -67,6 +81,7 @@ class AmplitudeClient:
         *,
         min_id_length: int | None = None,
         retry: RetryPolicy | None = None,
+        throttle_pause_s: float = 15.0,
         timeout: httpx.Timeout | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -77,6 +92,9 @@ class AmplitudeClient:
         options = {"min_id_length": min_id_length} if min_id_length is not None else None
         self.envelope = Envelope.build(api_key, options)
         self.retry = retry or RetryPolicy()
+        self.throttle_pause_s = throttle_pause_s
+        self._stream_paused_until = 0.0  # a project-level 429 pauses every sender
+        self._pause_lock = threading.Lock()
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
@@ -96,10 +114,20 @@ class AmplitudeClient:
         """Deliver ``events`` (one request's worth) or say why each one was refused.
 
         413 splits the request in halves; a 400 that lists event indexes refuses exactly
-        those events and re-sends the others at once. Raises ConfigurationError or
-        DeliveryFailed; in both cases the caller must not mark anything done.
+        those events and re-sends the others at once; a 429 that names users or devices
+        hands their events back as throttled and re-sends the others at once. Raises
+        ConfigurationError or DeliveryFailed; then the caller must not mark anything done.
+        Safe to call from several threads.
         """
         outcome: SendOutcome[Ref] = SendOutcome()
+        try:
+            self._send_all(events, outcome)
+        except SendError as exc:
+            exc.partial = outcome
+            raise
+        return outcome
+
+    def _send_all(self, events: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]) -> None:
         work: deque[list[PendingEvent[Ref]]] = deque([events])
         while work:
             chunk = work.popleft()
@@ -112,39 +140,60 @@ class AmplitudeClient:
                 else:
                     middle = len(chunk) // 2
                     work.extendleft([chunk[middle:], chunk[:middle]])
-            else:  # 400
-                remaining = self._reject_listed(chunk, response.body, outcome)
+            else:  # 400, or 429 naming users/devices
+                remaining = self._set_aside_listed(chunk, response, outcome)
                 if remaining:
                     work.appendleft(remaining)
-        return outcome
 
-    def _reject_listed(
-        self, chunk: list[PendingEvent[Ref]], body: dict[str, Any], outcome: SendOutcome[Ref]
+    def _set_aside_listed(
+        self, chunk: list[PendingEvent[Ref]], response: _Response, outcome: SendOutcome[Ref]
     ) -> list[PendingEvent[Ref]]:
-        """Apply a 400: refuse the listed events and return the ones to send again."""
-        error = str(body.get("error", ""))
-        if error.startswith("Invalid API key"):
-            raise ConfigurationError(
-                "Amplitude rejected the API key: check --api-key / AMPLITUDE_API_KEY and that "
-                "--region (or --amplitude-url) matches the Amplitude project"
-            )
-        if "missing_field" in body:
-            raise ConfigurationError(
-                f"Amplitude says the request is missing {body['missing_field']!r}; "
-                "this is a bug in currents-export, please report it"
-            )
-        reasons = _listed_reasons(body, len(chunk))
-        if not reasons:
-            for event in chunk:
-                outcome.rejected.append((event, BAD_REQUEST, error or "400 without details"))
+        """Apply a 400 or an indexed 429; return the events to send again at once.
+
+        Refused events go to ``outcome.rejected``, throttled ones to ``outcome.throttled``.
+        """
+        body = response.body
+        if response.status == 400:
+            _raise_for_configuration(body)
+        pauses = self._throttle_pauses(chunk, body)
+        reasons = _listed_reasons(body, len(chunk)) if response.status == 400 else {}
+        if response.status == 400 and not reasons and not pauses:
+            error = str(body.get("error", "")) or "400 without details"
+            outcome.rejected.extend((event, BAD_REQUEST, error) for event in chunk)
             return []
+        error = str(body.get("error", ""))
         remaining = []
         for index, event in enumerate(chunk):
             if index in reasons:
                 outcome.rejected.append((event, reasons[index], error))
+            elif index in pauses:
+                outcome.throttled.append((event, pauses[index]))
             else:
                 remaining.append(event)
         return remaining
+
+    def _throttle_pauses(
+        self, chunk: list[PendingEvent[Ref]], body: dict[str, Any]
+    ) -> dict[int, float]:
+        """Event index → seconds to hold it, for the events a 429 (or 400) says are throttled.
+
+        Events of ids over Amplitude's daily quota are held much longer than the others.
+        """
+        listed = body.get("throttled_events")
+        if not isinstance(listed, list):
+            return {}
+        over_quota: set[str] = set()
+        for key in ("exceeded_daily_quota_users", "exceeded_daily_quota_devices"):
+            if isinstance(body.get(key), dict):
+                over_quota |= set(body[key])
+        pauses = {}
+        for index in listed:
+            if isinstance(index, int) and 0 <= index < len(chunk):
+                quota = over_quota and not over_quota.isdisjoint(chunk[index].ids)
+                pauses[index] = (
+                    self.retry.daily_quota_pause_s if quota else self.throttle_pause_s
+                )
+        return pauses
 
     def _post(self, chunk: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]) -> _Response:
         """POST until the answer is final (200, 400, 413); back off on everything else."""
@@ -153,6 +202,7 @@ class AmplitudeClient:
         attempt = 0
         forbidden = 0
         while True:
+            self._wait_for_stream()
             outcome.requests += 1
             try:
                 reply = self._http.post(self.url, content=body)
@@ -161,7 +211,10 @@ class AmplitudeClient:
             except httpx.TransportError as exc:  # timeouts, resets, refused connections
                 response = None
                 problem = type(exc).__name__
-            if response is not None and response.status in (200, 400, 413):
+            if response is not None and (
+                response.status in (200, 400, 413)
+                or (response.status == 429 and response.body.get("throttled_events"))
+            ):
                 return response
             if response is not None and response.status == 403:
                 forbidden += 1
@@ -172,6 +225,9 @@ class AmplitudeClient:
                     )
             attempt += 1
             delay = self.retry.delay(attempt, self._jitter())
+            if response is not None and response.status == 429:
+                delay = max(delay, self.retry.project_pause_s)
+                self._pause_stream(delay)
             waited = self._clock() - started
             if waited + delay > self.retry.horizon_s:
                 raise DeliveryFailed(
@@ -183,12 +239,38 @@ class AmplitudeClient:
             self._sleep(delay)
 
 
+    def _pause_stream(self, seconds: float) -> None:
+        with self._pause_lock:
+            self._stream_paused_until = max(self._stream_paused_until, self._clock() + seconds)
+
+    def _wait_for_stream(self) -> None:
+        with self._pause_lock:
+            wait = self._stream_paused_until - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+
+
 def _json_body(reply: httpx.Response) -> dict[str, Any]:
     try:
         body = orjson.loads(reply.content)
     except orjson.JSONDecodeError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _raise_for_configuration(body: dict[str, Any]) -> None:
+    """A 400 about the API key or the request's shape: nothing will work, stop the run."""
+    error = str(body.get("error", ""))
+    if error.startswith("Invalid API key"):
+        raise ConfigurationError(
+            "Amplitude rejected the API key: check --api-key / AMPLITUDE_API_KEY and that "
+            "--region (or --amplitude-url) matches the Amplitude project"
+        )
+    if "missing_field" in body:
+        raise ConfigurationError(
+            f"Amplitude says the request is missing {body['missing_field']!r}; "
+            "this is a bug in currents-export, please report it"
+        )
 
 
 def _listed_reasons(body: dict[str, Any], size: int) -> dict[int, str]:

@@ -2,27 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
+from currents_export.ledger.base import Ledger, Resume
 from currents_export.ledger.sqlite import SqliteLedger
-
-
-class Ledger(Protocol):
-    """Durable record of objects processed.
-
-    An object is marked done only after every one of its records has been accounted for
-    (delivered, skipped or dead-lettered) and the dead letter has been flushed.
-    """
-
-    def is_done(self, object_id: str) -> bool: ...
-
-    def begin(self, object_id: str) -> None: ...
-
-    def complete(self, object_id: str, figures: dict[str, Any]) -> None: ...
-
-    def fail(self, object_id: str, error: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class LedgerConfigError(ValueError):
@@ -42,4 +23,4 @@ def open_ledger(uri: str) -> Ledger:
     return SqliteLedger(uri)
 
 
-__all__ = ["Ledger", "LedgerConfigError", "SqliteLedger", "open_ledger"]
+__all__ = ["Ledger", "LedgerConfigError", "Resume", "SqliteLedger", "open_ledger"]

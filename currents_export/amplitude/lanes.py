@@ -1,0 +1,326 @@
+"""Concurrent delivery in lanes: several requests in flight, per-id order kept.
+
+Every event carries its user and device ids. While a lane holds unresolved events of an id,
+that id is owned by the lane, so later events of the same user or device join the same
+lane. A lane sends one request at a time, in order, so there are never two requests in
+flight for one id and each id's events reach Amplitude in record order, retries included.
+When Amplitude throttles some ids (429), the lane holds their events, and every later
+event of those ids, for the pause Amplitude asks for, while the other ids keep flowing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from currents_export.amplitude.batching import PendingEvent, RequestPacker, pack_all
+from currents_export.amplitude.client import AmplitudeClient, DeliveryFailed, SendError
+from currents_export.config import RequestLimits
+
+log = logging.getLogger(__name__)
+
+Ref = TypeVar("Ref")
+
+OnDelivered = Callable[[Ref], None]
+OnRejected = Callable[[Ref, str, str], None]
+
+
+@dataclass
+class _Drain:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_STOP = object()
+
+
+class Lanes(Generic[Ref]):
+    """Routes events to lanes and reports each one as delivered or rejected.
+
+    ``submit`` is called from one thread (the reader); callbacks run on lane threads.
+    ``drain`` returns when every submitted event is resolved, or raises the first
+    DeliveryFailed / ConfigurationError a lane met (its unresolved events stay pending).
+    """
+
+    def __init__(
+        self,
+        client: AmplitudeClient,
+        limits: RequestLimits,
+        *,
+        lanes: int,
+        on_delivered: OnDelivered[Ref],
+        on_rejected: OnRejected[Ref],
+        horizon_s: float,
+        queue_depth: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if lanes < 1:
+            raise ValueError("lanes must be at least 1")
+        self._client = client
+        self._on_delivered = on_delivered
+        self._on_rejected = on_rejected
+        self._horizon_s = horizon_s
+        self._clock = clock
+        self._owners: dict[str, int] = {}
+        self._holds: dict[str, int] = {}  # id → unresolved events of it
+        self._ownership = threading.Condition()
+        self._error: BaseException | None = None
+        self._stats_lock = threading.Lock()
+        self._requests = 0
+        self._retries = 0
+        self._next_anonymous = 0
+        self._packers = [RequestPacker[Ref](limits, client.envelope.overhead) for _ in range(lanes)]
+        self._limits = limits
+        self._lanes = [_Lane(self, index, queue_depth) for index in range(lanes)]
+        for lane in self._lanes:
+            lane.start()
+
+    # ---- reader side ----------------------------------------------------------------------
+
+    def submit(self, event: PendingEvent[Ref]) -> None:
+        """Queue one event (blocks while its lane is busy: memory stays bounded)."""
+        self._raise_if_failed()
+        lane = self._claim(event)
+        try:
+            closed = self._packers[lane].add(event)
+        except Exception:
+            self._release(event)
+            raise
+        if closed:
+            self._lanes[lane].queue.put(closed)
+
+    def drain(self) -> None:
+        for lane, packer in zip(self._lanes, self._packers, strict=True):
+            rest = packer.flush()
+            if rest:
+                lane.queue.put(rest)
+        markers = [_Drain() for _ in self._lanes]
+        for lane, marker in zip(self._lanes, markers, strict=True):
+            lane.queue.put(marker)
+        for marker in markers:
+            marker.done.wait()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def take_stats(self) -> tuple[int, int]:
+        """Requests and retries since the last call."""
+        with self._stats_lock:
+            stats = (self._requests, self._retries)
+            self._requests = self._retries = 0
+        return stats
+
+    def close(self) -> None:
+        for lane in self._lanes:
+            lane.queue.put(_STOP)
+        for lane in self._lanes:
+            lane.join()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _claim(self, event: PendingEvent[Ref]) -> int:
+        with self._ownership:
+            while True:
+                owners = {self._owners[i] for i in event.ids if i in self._owners}
+                if len(owners) <= 1:
+                    break
+                # The user's and the device's events sit in two lanes: let them finish.
+                for lane in owners:
+                    rest = self._packers[lane].flush()
+                    if rest:
+                        self._lanes[lane].queue.put(rest)
+                self._ownership.wait(timeout=0.5)
+                self._raise_if_failed()
+            if owners:
+                lane = owners.pop()
+            elif event.ids:
+                lane = zlib.crc32(event.ids[0].encode()) % len(self._lanes)
+            else:
+                lane = self._next_anonymous % len(self._lanes)
+                self._next_anonymous += 1
+            for identifier in event.ids:
+                self._owners[identifier] = lane
+                self._holds[identifier] = self._holds.get(identifier, 0) + 1
+            return lane
+
+    # ---- lane side ------------------------------------------------------------------------
+
+    def _release(self, event: PendingEvent[Ref]) -> None:
+        with self._ownership:
+            for identifier in event.ids:
+                left = self._holds.get(identifier, 0) - 1
+                if left <= 0:
+                    self._holds.pop(identifier, None)
+                    self._owners.pop(identifier, None)
+                else:
+                    self._holds[identifier] = left
+            self._ownership.notify_all()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        with self._ownership:
+            self._ownership.notify_all()
+
+
+class _Lane(threading.Thread, Generic[Ref]):
+    """Sends one lane's requests one at a time and holds throttled ids' events."""
+
+    def __init__(self, parent: Lanes[Ref], index: int, depth: int) -> None:
+        super().__init__(name=f"amplitude-lane-{index}", daemon=True)
+        self.parent = parent
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self.held: list[PendingEvent[Ref]] = []
+        self.paused: dict[str, float] = {}  # id → clock time when it may be sent again
+
+    def run(self) -> None:
+        while True:
+            self._release_ready()
+            try:
+                item = self.queue.get(timeout=self._next_wake())
+            except queue.Empty:
+                continue
+            if item is _STOP:
+                return
+            if isinstance(item, _Drain):
+                self._wait_out_held()
+                item.done.set()
+                continue
+            assert isinstance(item, list)
+            self._send_or_hold(item)
+
+    def _next_wake(self) -> float | None:
+        if not self.held:
+            return None
+        now = self.parent._clock()
+        wake = min(self.paused.values(), default=now)
+        return max(0.01, min(wake - now, 1.0))
+
+    def _wait_out_held(self) -> None:
+        while self.held:
+            self._release_ready()
+            if self.held:
+                time.sleep(self._next_wake() or 0.01)
+
+    def _blocked(self, event: PendingEvent[Ref], now: float, held_ids: set[str]) -> bool:
+        return any(
+            self.paused.get(identifier, 0.0) > now or identifier in held_ids
+            for identifier in event.ids
+        )
+
+    def _send_or_hold(self, request: list[PendingEvent[Ref]]) -> None:
+        if self.parent._error is not None:
+            self._abandon(request)
+            return
+        now = self.parent._clock()
+        held_ids = {i for event in self.held for i in event.ids}
+        ready = []
+        for event in request:
+            if self._blocked(event, now, held_ids):
+                self.held.append(event)
+                held_ids.update(event.ids)
+            else:
+                ready.append(event)
+        if ready:
+            self._send(ready)
+
+    def _release_ready(self) -> None:
+        """Send held events whose ids are no longer paused, keeping per-id order."""
+        if not self.held:
+            return
+        if self.parent._error is not None:
+            self._abandon(self.held)
+            self.held = []
+            return
+        now = self.parent._clock()
+        horizon = self.parent._horizon_s
+        if any(e.held_since is not None and now - e.held_since > horizon for e in self.held):
+            self._give_up(DeliveryFailed(
+                f"Amplitude kept throttling some users/devices for over {horizon:.0f}s; "
+                "the object stays pending for the next run"
+            ))
+            return
+        still: list[PendingEvent[Ref]] = []
+        still_ids: set[str] = set()
+        ready: list[PendingEvent[Ref]] = []
+        for event in self.held:
+            if self._blocked(event, now, still_ids):
+                still.append(event)
+                still_ids.update(event.ids)
+            else:
+                ready.append(event)
+        self.held = still
+        self.paused = {i: t for i, t in self.paused.items() if t > now}
+        for request in pack_all(ready, self.parent._limits, self.parent._client.envelope.overhead):
+            self._send(request)
+
+    def _send(self, events: list[PendingEvent[Ref]]) -> None:
+        if self.parent._error is not None:
+            self._abandon(events)
+            return
+        try:
+            outcome = self.parent._client.send(events)
+        except SendError as exc:
+            partial = exc.partial
+            resolved: set[int] = set()
+            if partial is not None:  # what Amplitude answered before the failure still counts
+                self._report(partial.delivered, [(e, r, d) for e, r, d in partial.rejected])
+                resolved = {id(e) for e in partial.delivered}
+                resolved |= {id(e) for e, _, _ in partial.rejected}
+            self._abandon([e for e in events if id(e) not in resolved])
+            self._give_up(exc)
+            return
+        self._report(outcome.delivered, outcome.rejected)
+        with self.parent._stats_lock:
+            self.parent._requests += outcome.requests
+            self.parent._retries += outcome.retries
+        if outcome.throttled:
+            self._hold_throttled(outcome.throttled)
+
+    def _report(
+        self,
+        delivered: list[PendingEvent[Ref]],
+        rejected: list[tuple[PendingEvent[Ref], str, str]],
+    ) -> None:
+        for event in delivered:
+            self.parent._on_delivered(event.ref)
+            self.parent._release(event)
+        for event, reason, detail in rejected:
+            self.parent._on_rejected(event.ref, reason, detail)
+            self.parent._release(event)
+
+    def _hold_throttled(self, throttled: list[tuple[PendingEvent[Ref], float]]) -> None:
+        now = self.parent._clock()
+        for event, pause in throttled:
+            if pause > self.parent._horizon_s:
+                self._abandon([event for event, _ in throttled])
+                self._give_up(DeliveryFailed(
+                    "Amplitude's daily quota is exhausted for some users/devices; "
+                    "the object stays pending: run again later"
+                ))
+                return
+            until = now + pause
+            for identifier in event.ids:
+                self.paused[identifier] = max(self.paused.get(identifier, 0.0), until)
+            if event.held_since is None:
+                event.held_since = now
+        # Throttled events go before anything later of the same ids (held keeps order).
+        self.held = [event for event, _ in throttled] + self.held
+        log.info("holding %d throttled events", len(throttled))
+
+    def _abandon(self, events: list[PendingEvent[Ref]]) -> None:
+        """After a failure: leave events unresolved (pending) but free their ids."""
+        for event in events:
+            self.parent._release(event)
+
+    def _give_up(self, error: BaseException) -> None:
+        self._abandon(self.held)
+        self.held = []
+        self.parent._fail(error)

@@ -1,0 +1,38 @@
+"""The ledger protocol: which objects are done, and how far an unfinished one got."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where an unfinished object stopped: records before ``next_index`` are all accounted
+    for, with these figures (a summary Tally as JSON)."""
+
+    next_index: int
+    figures: dict[str, Any]
+
+
+class Ledger(Protocol):
+    """Durable record of objects processed.
+
+    Progress inside an object is saved only for records already accounted for, after the
+    dead letter is flushed; an object is marked done only after all its records are.
+    """
+
+    def is_done(self, object_id: str) -> bool: ...
+
+    def begin(self, object_id: str, *, restart: bool = False) -> Resume | None:
+        """Mark in progress; return where a previous attempt stopped (None: from the start)."""
+        ...
+
+    def save_progress(self, object_id: str, next_index: int, figures: dict[str, Any]) -> None:
+        ...
+
+    def complete(self, object_id: str, figures: dict[str, Any]) -> None: ...
+
+    def fail(self, object_id: str, error: str) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,87 @@
+"""Which records of one object are resolved, and the checkpoint that is safe to save.
+
+Records are read in order but resolved out of order (uploads run in lanes). The
+checkpoint is the first record index not yet resolved: every record before it is in a
+bucket (delivered, skipped, dead-lettered or duplicate). A run that resumes from it skips
+those records and re-sends the others; Amplitude drops repeats by ``insert_id``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from currents_export.summary import Tally
+
+DELIVERED, SKIPPED, DEAD_LETTERED, DUPLICATE = "delivered", "skipped", "dead_lettered", "dup"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    next_index: int
+    tally: Tally
+
+
+def count(
+    tally: Tally, bucket: str, reason: str | None = None, warnings: tuple[str, ...] = ()
+) -> None:
+    """Add one record to ``bucket`` of ``tally`` (and its warnings, if any)."""
+    tally.records += 1
+    tally.warnings.update(warnings)
+    if bucket == DELIVERED:
+        tally.delivered += 1
+    elif bucket == SKIPPED:
+        tally.skipped[reason or "unknown"] += 1
+    elif bucket == DEAD_LETTERED:
+        tally.dead_lettered[reason or "unknown"] += 1
+    elif bucket == DUPLICATE:
+        tally.duplicates += 1
+    else:
+        raise ValueError(f"unknown bucket {bucket!r}")
+
+
+class ObjectProgress:
+    """Thread-safe accounting of one object's records (lanes resolve them concurrently)."""
+
+    def __init__(self, resume: Checkpoint | None = None) -> None:
+        self._lock = threading.Lock()
+        self.resumed_from = resume.next_index if resume else 0
+        self._prefix = _copy(resume.tally) if resume else Tally()
+        self._next = self.resumed_from
+        self._above: dict[int, tuple[str, str | None, tuple[str, ...]]] = {}
+        self._read = self.resumed_from
+
+    def read(self) -> None:
+        with self._lock:
+            self._read += 1
+
+    def resolve(
+        self, index: int, bucket: str, reason: str | None = None, warnings: tuple[str, ...] = ()
+    ) -> None:
+        with self._lock:
+            if index != self._next:
+                self._above[index] = (bucket, reason, warnings)
+                return
+            count(self._prefix, bucket, reason, warnings)
+            self._next += 1
+            while self._next in self._above:
+                count(self._prefix, *self._above.pop(self._next))
+                self._next += 1
+
+    def checkpoint(self) -> Checkpoint:
+        with self._lock:
+            return Checkpoint(self._next, _copy(self._prefix))
+
+    def totals(self) -> tuple[Tally, int]:
+        """Everything resolved so far (prefix and beyond) and how many read are unresolved."""
+        with self._lock:
+            tally = _copy(self._prefix)
+            for bucket, reason, warnings in self._above.values():
+                count(tally, bucket, reason, warnings)
+            return tally, self._read - tally.records
+
+
+def _copy(tally: Tally) -> Tally:
+    copy = Tally()
+    copy.add_tally(tally)
+    return copy
