@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import orjson
 import pytest
+from servers import Scripted, ScriptedServer
 
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import (
@@ -24,57 +21,6 @@ from currents_export.amplitude.emulator import Emulator
 from currents_export.config import RetryPolicy, endpoint_url
 
 SECRET = "secret-api-key-42"
-
-
-@dataclass
-class Scripted:
-    status: int = 200
-    body: bytes | None = None
-    delay_s: float = 0.0
-    hang_up: bool = False  # close the connection without answering
-
-
-class ScriptedServer:
-    """Answers POSTs from a script, one entry per request, then 200 forever."""
-
-    def __init__(self, script: list[Scripted]) -> None:
-        self.script = list(script)
-        self.bodies: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                server.bodies.append(orjson.loads(body))
-                step = server.script.pop(0) if server.script else Scripted()
-                if step.delay_s:
-                    time.sleep(step.delay_s)
-                if step.hang_up:
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                payload = step.body if step.body is not None else orjson.dumps(
-                    {"code": step.status, "events_ingested": 1}
-                )
-                self.send_response(step.status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/batch"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,13 +13,20 @@ import orjson
 import pytest
 
 from currents_export.amplitude.emulator import (
+    BucketCounts,
     Emulator,
     EmulatorConfig,
     EndpointLimits,
+    FaultRule,
+    FaultRuleError,
     Reply,
+    RequestFacts,
+    RuleProgress,
+    SlidingWindows,
     ValidBatch,
     derive_device_id,
     may_contain_long_strings,
+    select_fault,
     validate_ingest,
 )
 
@@ -635,3 +645,723 @@ def test_validate_ingest_check_order() -> None:
     assert isinstance(valid, ValidBatch)
     assert valid.api_key == "k"
     assert valid.events == [make_event()]
+
+
+# -- helpers for faults and the clock -------------------------------------------------------
+
+HOUR = 3_600
+
+
+def set_faults(http: httpx.Client, rules: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    response = http.post("/_emulator/faults", json={"seed": seed, "rules": rules})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def advance(http: httpx.Client, seconds: float) -> float:
+    response = http.post("/_emulator/clock", json={"advance_s": seconds})
+    assert response.status_code == 200, response.text
+    assert response.json()["mode"] == "virtual"
+    return response.json()["now"]
+
+
+def freeze(http: httpx.Client) -> float:
+    """Switch to the virtual clock without moving it."""
+    return advance(http, 0)
+
+
+def wait_for_events(http: httpx.Client, count: int) -> list[dict[str, Any]]:
+    """Poll the stored events until ``count`` are there (bounded: about 5 s)."""
+    for _ in range(100):
+        events = stored(http)
+        if len(events) >= count:
+            return events
+        time.sleep(0.05)
+    return stored(http)
+
+
+def wait_for_faulted_requests(http: httpx.Client, count: int) -> list[dict[str, Any]]:
+    """Poll the request log until ``count`` entries carry a fault (bounded: about 5 s)."""
+    faulted: list[dict[str, Any]] = []
+    for _ in range(100):
+        faulted = [r for r in http.get("/_emulator/requests").json()["requests"] if r["fault"]]
+        if len(faulted) >= count:
+            break
+        time.sleep(0.05)
+    return faulted
+
+
+def last_log_entry(http: httpx.Client) -> dict[str, Any]:
+    return http.get("/_emulator/requests").json()["requests"][-1]
+
+
+def statuses(http: httpx.Client, count: int, path: str = "/2/httpapi") -> list[int]:
+    return [post(http, [make_event(i)], path=path).status_code for i in range(count)]
+
+
+# -- fault actions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(500, "Internal Server Error"), (502, "Bad Gateway"), (504, "Gateway Timeout")],
+)
+def test_fault_5xx_stores_then_fails(client: httpx.Client, status: int, error: str) -> None:
+    set_faults(client, [{"action": "status", "status": status, "times": 1}])
+
+    failed = post(client, [make_event(1), make_event(2)])
+    retried = post(client, [make_event(1), make_event(2)])
+
+    assert failed.status_code == status
+    assert failed.json() == {"code": status, "error": error}
+    assert retried.status_code == 200
+    # the failed attempt was stored; the retry's copies were dropped by insert_id
+    assert [e["insert_id"] for e in stored(client)] == ["insert-0001", "insert-0002"]
+    assert client.get("/_emulator/stats").json()["duplicates_dropped"] == 2
+
+
+def test_fault_503_stores_nothing(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "status", "status": 503, "times": 1}])
+
+    failed = post(client, [make_event(1)])
+
+    assert failed.status_code == 503
+    assert failed.json() == {"code": 503, "error": "Service Unavailable"}
+    assert stored(client) == []
+    assert post(client, [make_event(1)]).status_code == 200
+    assert len(stored(client)) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (403, {"code": 403, "error": "Forbidden"}),
+        (413, {"code": 413, "error": "Payload too large"}),
+        (429, {"code": 429, "error": "Too many requests"}),
+    ],
+)
+def test_fault_rejections_store_nothing(
+    client: httpx.Client, status: int, body: dict[str, Any]
+) -> None:
+    set_faults(client, [{"action": "status", "status": status}])
+
+    response = post(client, [make_event(0)], path="/batch")  # a tiny body, even for 413
+
+    assert response.status_code == status
+    assert response.json() == body
+    assert stored(client) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "threshold", "quota_keys"), [("/2/httpapi", 30, False), ("/batch", 1_000, True)]
+)
+def test_fault_429_for_ids_lists_their_events(
+    client: httpx.Client, path: str, threshold: int, quota_keys: bool
+) -> None:
+    set_faults(client, [{"action": "status", "status": 429, "ids": ["user-0001", "device-0003"]}])
+    events = [make_event(i) for i in range(4)] + [make_event(5, user_id="user-0001")]
+
+    response = post(client, events, path=path)
+
+    expected = {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": threshold,
+        "throttled_users": {"user-0001": threshold + 1},
+        "throttled_devices": {"device-0003": threshold + 1},
+        "throttled_events": [1, 3, 4],
+    }
+    if quota_keys:
+        expected |= {"exceeded_daily_quota_users": {}, "exceeded_daily_quota_devices": {}}
+    assert response.status_code == 429
+    assert response.json() == expected
+    assert stored(client) == []
+    assert post(client, [make_event(0)], path=path).status_code == 200  # ids not present
+
+
+def test_fault_429_for_ids_without_indexes(client: httpx.Client) -> None:
+    set_faults(
+        client, [{"action": "status", "status": 429, "ids": ["user-0001"], "indexes": False}]
+    )
+
+    response = post(client, [make_event(0), make_event(1)])
+
+    assert response.status_code == 429
+    assert response.json() == {"code": 429, "error": "Too many requests"}
+    assert stored(client) == []
+
+
+@pytest.mark.parametrize(("status", "stores"), [(502, True), (504, True), (413, False)])
+def test_fault_html_body(client: httpx.Client, status: int, stores: bool) -> None:
+    set_faults(client, [{"action": "status", "status": status, "body": "html"}])
+
+    response = post(client, [make_event(0)])
+
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.text.startswith("<html>")
+    assert str(status) in response.text
+    with pytest.raises(ValueError):
+        response.json()
+    assert len(stored(client)) == (1 if stores else 0)
+    assert last_log_entry(client)["response"] == response.text
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 413])
+def test_fault_empty_body(client: httpx.Client, status: int) -> None:
+    set_faults(client, [{"action": "status", "status": status, "body": "empty"}])
+
+    response = post(client, [make_event(0)])
+
+    assert response.status_code == status
+    assert response.content == b""
+    assert response.headers["content-length"] == "0"
+    assert len(stored(client)) == (0 if status == 413 else 1)
+
+
+@pytest.mark.parametrize(
+    ("rule", "error"),
+    [
+        ({"action": "reset"}, httpx.ReadError),  # a TCP reset
+        ({"action": "reset", "graceful": True}, httpx.RemoteProtocolError),  # a plain close
+    ],
+)
+def test_fault_reset_without_store(
+    client: httpx.Client, rule: dict[str, Any], error: type[Exception]
+) -> None:
+    set_faults(client, [{**rule, "times": 1}])
+
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)) as raised:
+        post(client, [make_event(0)])
+
+    assert isinstance(raised.value, error)
+    assert stored(client) == []
+    entry = last_log_entry(client)
+    assert entry["status"] is None
+    assert entry["response"] is None
+    assert entry["fault"] == {"rule": 0, "action": "reset", "status": None}
+    assert post(client, [make_event(0)]).status_code == 200  # the client reconnects
+
+
+def test_fault_reset_with_store(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "reset", "store": True, "times": 1}])
+
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        post(client, [make_event(0), make_event(1)])
+
+    assert [e["insert_id"] for e in stored(client)] == ["insert-0000", "insert-0001"]
+    assert last_log_entry(client)["event_count"] == 2
+
+
+def test_fault_delay_times_out_the_client_then_stores(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "delay", "delay_s": 0.3, "times": 1}])
+    body = orjson.dumps({"api_key": API_KEY, "events": [make_event(7)]})
+
+    with pytest.raises(httpx.TimeoutException):
+        client.post("/2/httpapi", content=body, timeout=0.1)
+    other = post(client, [make_event(8)])  # another connection is not blocked meanwhile
+
+    assert other.status_code == 200
+    events = wait_for_events(client, 2)
+    assert sorted(e["insert_id"] for e in events) == ["insert-0007", "insert-0008"]
+    delayed = wait_for_faulted_requests(client, 1)
+    assert delayed[0]["status"] == 200
+    assert delayed[0]["fault"] == {"rule": 0, "action": "delay", "status": None}
+
+
+def test_stop_wakes_a_delayed_handler_and_drops_its_request() -> None:
+    server = Emulator().start()
+    server.set_faults([{"action": "delay", "delay_s": 30}])
+    body = orjson.dumps({"api_key": API_KEY, "events": [make_event(0)]})
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server.url}/2/httpapi", content=body, timeout=0.1)
+    assert server.faults()["rules"][0]["fired"] == 1  # the handler is asleep in the delay
+
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    stopper.join(timeout=10)
+
+    assert not stopper.is_alive()
+    assert server.events() == []
+
+
+# -- fault matching -------------------------------------------------------------------------
+
+
+def test_fault_times_then_spent(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "status", "status": 503, "times": 2}])
+
+    assert statuses(client, 4) == [503, 503, 200, 200]
+    [rule] = client.get("/_emulator/faults").json()["rules"]
+    assert (rule["fired"], rule["remaining"]) == (2, 0)
+
+
+def test_fault_every(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "status", "status": 503, "every": 3}])
+
+    assert statuses(client, 7) == [200, 200, 503, 200, 200, 503, 200]
+
+
+def test_fault_after(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "status", "status": 503, "after": 2, "times": 1}])
+
+    assert statuses(client, 4) == [200, 200, 503, 200]
+
+
+def test_fault_every_after_counts_only_matching_requests(client: httpx.Client) -> None:
+    rule = {"action": "status", "status": 503, "route": "/batch", "after": 1, "every": 2}
+    set_faults(client, [rule])
+
+    seen = []
+    for i in range(6):
+        seen.append(post(client, [make_event(i)], path="/2/httpapi").status_code)
+        seen.append(post(client, [make_event(i)], path="/batch").status_code)
+
+    # /batch requests 3 and 5 (after skipping 1, every 2nd); /2/httpapi never
+    assert seen == [200, 200, 200, 200, 200, 503, 200, 200, 200, 503, 200, 200]
+
+
+def test_fault_ids(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "status", "status": 503, "ids": ["device-0005", "user-x-1"]}])
+
+    plain = post(client, [make_event(1), make_event(2)])
+    with_device = post(client, [make_event(3), make_event(5)])
+    with_user = post(client, [make_event(6, user_id="user-x-1")])
+
+    assert [plain.status_code, with_device.status_code, with_user.status_code] == [200, 503, 503]
+    assert [e["insert_id"] for e in stored(client)] == ["insert-0001", "insert-0002"]
+
+
+def test_fault_route(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "status", "status": 503, "route": "/batch"}])
+
+    assert post(client, [make_event(1)], path="/2/httpapi").status_code == 200
+    assert post(client, [make_event(2)], path="/batch").status_code == 503
+
+
+def test_fault_probability_is_reproducible_per_seed(client: httpx.Client) -> None:
+    rule = {"action": "status", "status": 503, "probability": 0.5}
+
+    def run(seed: int) -> list[bool]:
+        set_faults(client, [rule], seed=seed)
+        return [status == 503 for status in statuses(client, 24)]
+
+    first, again, other = run(42), run(42), run(7)
+
+    assert first == again
+    assert first != other
+    assert 0 < sum(first) < 24
+    draws = random.Random(42)
+    assert first == [draws.random() < 0.5 for _ in range(24)]
+
+
+def test_first_matching_rule_fires(client: httpx.Client) -> None:
+    set_faults(
+        client,
+        [
+            {"action": "status", "status": 503, "times": 1},
+            {"action": "status", "status": 502, "every": 2},
+        ],
+    )
+
+    # request 2 is rule 1's 2nd although rule 0 took request 1
+    assert statuses(client, 4) == [503, 502, 200, 502]
+
+
+def test_faults_skip_control_and_identify_routes(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "status", "status": 503}])
+
+    identify = client.post(
+        "/identify", data={"api_key": API_KEY, "identification": '{"user_id": "user-0001"}'}
+    )
+
+    assert identify.status_code == 200
+    assert client.get("/_emulator/stats").status_code == 200
+    assert post(client, [make_event(0)]).status_code == 503
+
+
+# -- fault control API ----------------------------------------------------------------------
+
+
+def test_faults_get_delete_and_log(client: httpx.Client) -> None:
+    rules = [
+        {"action": "status", "status": 500, "route": "/batch", "times": 3},
+        {"action": "delay", "delay_s": 0.01},
+    ]
+    posted = set_faults(client, rules, seed=9)
+
+    post(client, [make_event(0)], path="/batch")
+    listed = client.get("/_emulator/faults").json()
+    entry = last_log_entry(client)
+    deleted = client.delete("/_emulator/faults")
+
+    assert posted["seed"] == 9
+    assert posted["rules"][0] == {**rules[0], "seen": 0, "fired": 0, "remaining": 3}
+    assert listed["rules"][0]["remaining"] == 2
+    assert listed["rules"][1] == {**rules[1], "seen": 1, "fired": 0, "remaining": None}
+    assert entry["status"] == 500
+    assert entry["fault"] == {"rule": 0, "action": "status", "status": 500}
+    assert client.get("/_emulator/stats").json()["faults_fired"] == 1
+    assert deleted.status_code == 200
+    assert deleted.json()["rules"] == []
+    assert post(client, [make_event(1)], path="/batch").status_code == 200
+
+
+def test_reset_clears_faults(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "status", "status": 503}])
+    assert post(client, [make_event(0)]).status_code == 503
+
+    client.post("/_emulator/reset")
+
+    assert client.get("/_emulator/faults").json()["rules"] == []
+    assert post(client, [make_event(0)]).status_code == 200
+
+
+def test_in_process_fault_api(client: httpx.Client, amp: Emulator) -> None:
+    listed = amp.set_faults([{"action": "status", "status": 503, "times": 1}], seed=3)
+
+    first = post(client, [make_event(0)]).status_code
+    amp.set_faults([{"action": "status", "status": 502}])
+    second = post(client, [make_event(1)]).status_code
+    amp.clear_faults()
+    third = post(client, [make_event(2)]).status_code
+
+    assert listed["seed"] == 3
+    assert [first, second, third] == [503, 502, 200]
+    assert amp.faults()["rules"] == []
+    with pytest.raises(FaultRuleError):
+        amp.set_faults([{"action": "explode"}])
+
+
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [
+        ({"rules": [{"status": 503}]}, "action"),
+        ({"rules": [{"action": "status"}]}, "status"),
+        ({"rules": [{"action": "status", "status": 404}]}, "status"),
+        ({"rules": [{"action": "status", "status": 503, "colour": "red"}]}, "colour"),
+        ({"rules": [{"action": "reset", "status": 503}]}, "status"),
+        ({"rules": [{"action": "delay"}]}, "delay_s"),
+        ({"rules": [{"action": "delay", "delay_s": 31}]}, "delay_s"),
+        ({"rules": [{"action": "reset", "every": 0}]}, "every"),
+        ({"rules": [{"action": "reset", "probability": 1.5}]}, "probability"),
+        ({"rules": [{"action": "reset", "ids": []}]}, "ids"),
+        ({"rules": [{"action": "reset", "route": "/identify"}]}, "route"),
+        ({"rules": [{"action": "status", "status": 502, "body": "xml"}]}, "body"),
+        ({"rules": {"action": "reset"}}, "rules"),
+        ({"rules": [], "seed": "x"}, "seed"),
+    ],
+)
+def test_invalid_fault_rules_are_rejected(
+    client: httpx.Client, document: dict[str, Any], named: str
+) -> None:
+    set_faults(client, [{"action": "status", "status": 503}])
+
+    response = client.post("/_emulator/faults", json=document)
+
+    assert response.status_code == 400
+    assert named in response.json()["error"]
+    assert len(client.get("/_emulator/faults").json()["rules"]) == 1  # unchanged
+
+
+# -- pure fault matching --------------------------------------------------------------------
+
+
+def fired_pattern(rules: list[FaultRule], facts: list[RequestFacts], seed: int = 0) -> list:
+    progress = [RuleProgress() for _ in rules]
+    rng = random.Random(seed)
+    return [select_fault(rules, progress, fact, rng) for fact in facts]
+
+
+def test_select_fault_every_after_times() -> None:
+    rule = FaultRule.from_dict({"action": "reset", "after": 1, "every": 2, "times": 2})
+    facts = [RequestFacts("/batch") for _ in range(8)]
+
+    assert fired_pattern([rule], facts) == [None, None, 0, None, 0, None, None, None]
+
+
+def test_select_fault_route_and_ids() -> None:
+    rule = FaultRule.from_dict({"action": "reset", "route": "/batch", "ids": ["u-1", "d-2"]})
+    facts = [
+        RequestFacts("/batch", ids=["u-9"]),
+        RequestFacts("/2/httpapi", ids=["u-1"]),
+        RequestFacts("/batch", ids=["u-0", "d-2"]),
+        RequestFacts("/batch", body=orjson.dumps({"events": [{"user_id": "u-1"}]})),
+        RequestFacts("/batch", body=b"not json"),
+        RequestFacts("/batch", body=None),
+    ]
+
+    assert fired_pattern([rule], facts) == [None, None, 0, 0, None, None]
+
+
+def test_select_fault_order_and_independent_counting() -> None:
+    rules = [
+        FaultRule.from_dict({"action": "reset", "times": 1}),
+        FaultRule.from_dict({"action": "delay", "delay_s": 1, "every": 2}),
+    ]
+    progress = [RuleProgress() for _ in rules]
+    rng = random.Random(0)
+
+    picked = [select_fault(rules, progress, RequestFacts("/batch"), rng) for _ in range(4)]
+
+    assert picked == [0, 1, None, 1]
+    assert [(p.seen, p.fired) for p in progress] == [(1, 1), (4, 2)]
+
+
+def test_select_fault_probability_uses_the_rng() -> None:
+    rule = FaultRule.from_dict({"action": "reset", "probability": 0.3})
+    facts = [RequestFacts("/2/httpapi") for _ in range(50)]
+    draws = random.Random(11)
+
+    pattern = fired_pattern([rule], facts, seed=11)
+
+    assert pattern == [0 if draws.random() < 0.3 else None for _ in range(50)]
+    assert fired_pattern([rule], facts, seed=11) == pattern
+    assert fired_pattern([rule], facts, seed=12) != pattern
+
+
+def test_select_fault_without_rules() -> None:
+    assert select_fault([], [], RequestFacts("/batch"), random.Random(0)) is None
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"action": "status", "status": 418},
+        {"action": "status", "status": 503, "after": -1},
+        {"action": "status", "status": 503, "times": 1.5},
+        {"action": "reset", "store": "yes"},
+        {"action": "status", "status": 503, "indexes": 1},
+        "reset",
+    ],
+)
+def test_fault_rule_validation(rule: Any) -> None:
+    with pytest.raises(FaultRuleError):
+        FaultRule.from_dict(rule)
+
+
+def test_fault_rule_round_trips() -> None:
+    data = {"action": "status", "status": 429, "ids": ["b-id", "a-id"], "indexes": False}
+
+    rule = FaultRule.from_dict(data)
+
+    assert rule.to_dict() == {**data, "ids": ["a-id", "b-id"]}
+    assert FaultRule.from_dict(rule.to_dict()) == rule
+
+
+# -- virtual clock --------------------------------------------------------------------------
+
+
+def test_virtual_clock_control(client: httpx.Client) -> None:
+    real = client.get("/_emulator/clock").json()
+    first = advance(client, 3_600)
+    still = client.get("/_emulator/clock").json()
+    second = advance(client, 10.5)
+    ingested = post(client, [make_event(0)]).json()
+    back = client.post("/_emulator/clock", json={"mode": "real"}).json()
+
+    assert real["mode"] == "real"
+    assert first >= real["now"] + 3_600
+    assert still == {"mode": "virtual", "now": first}  # a virtual clock does not tick
+    assert second == pytest.approx(first + 10.5)
+    assert ingested["server_upload_time"] == int(second * 1000)
+    assert stored(client)[0]["server_upload_time"] == int(second * 1000)
+    assert back["mode"] == "real"
+    assert back["now"] < second
+
+
+@pytest.mark.parametrize(
+    "command", [{"advance_s": -1}, {"advance_s": "10"}, {"mode": "fast"}, {}, [1]]
+)
+def test_virtual_clock_rejects_bad_commands(client: httpx.Client, command: Any) -> None:
+    response = client.post("/_emulator/clock", json=command)
+
+    assert response.status_code == 400
+    assert client.get("/_emulator/clock").json()["mode"] == "real"
+
+
+def test_reset_returns_to_the_real_clock(client: httpx.Client, amp: Emulator) -> None:
+    amp.advance_clock(86_400 * 30)
+    assert client.get("/_emulator/clock").json()["mode"] == "virtual"
+
+    client.post("/_emulator/reset")
+
+    assert client.get("/_emulator/clock").json()["mode"] == "real"
+
+
+def test_dedup_window_follows_the_virtual_clock(client: httpx.Client) -> None:
+    patch_config(client, dedup_window_s=100)
+    freeze(client)
+    post(client, [make_event(1)])
+
+    advance(client, 99)
+    post(client, [make_event(1, event_type="retry-1")])
+    advance(client, 2)
+    post(client, [make_event(1, event_type="retry-2")])
+
+    assert [e["event_type"] for e in stored(client)] == ["purchase", "retry-2"]
+
+
+def test_rate_limit_window_slides_with_the_virtual_clock(client: httpx.Client) -> None:
+    patch_config(client, rate_limits=True, v2={"eps_threshold": 2, "eps_window_s": 30})
+    freeze(client)
+    heavy = {"device_id": "device-HEAVY", "user_id": "user-HEAVY"}
+
+    def send(count: int, start: int) -> int:
+        return post(client, [make_event(start + i, **heavy) for i in range(count)]).status_code
+
+    results = [send(30, 0)]  # t=0: 30 in the window
+    advance(client, 20)
+    results.append(send(30, 100))  # t=20: 60 / 30 s = 2, not over
+    results.append(send(1, 200))  # t=20: 61 / 30 s, over
+    advance(client, 9)
+    results.append(send(1, 300))  # t=29: the first 30 still count
+    advance(client, 2)
+    results.append(send(30, 400))  # t=31: the first 30 slid out: 60 / 30 s
+    results.append(send(1, 500))  # t=31: over again
+
+    assert results == [200, 200, 429, 429, 200, 429]
+    assert len(stored(client)) == 90
+
+
+def test_rate_limit_counts_user_only_events_by_user(client: httpx.Client) -> None:
+    patch_config(client, rate_limits=True, v2={"eps_threshold": 1})
+    events = [make_event(i, device_id=None, user_id="user-only-1") for i in range(31)]
+
+    response = post(client, events)
+
+    assert response.status_code == 429
+    body = response.json()
+    assert body["throttled_users"] == {"user-only-1": 1}
+    assert body["throttled_devices"] == {}  # the derived device id is not a window key
+    assert body["throttled_events"] == list(range(31))
+    assert "exceeded_daily_quota_users" not in body  # v2 shape while the quota is off
+
+
+# -- daily quota ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "threshold"), [("/batch", 1_000), ("/2/httpapi", 30)])
+def test_daily_quota_with_the_virtual_clock(
+    client: httpx.Client, path: str, threshold: int
+) -> None:
+    patch_config(client, daily_quota=5)
+    freeze(client)
+    spammy = {"user_id": "user-SPAM", "device_id": "device-SPAM"}
+
+    first = post(client, [make_event(i, **spammy) for i in range(3)], path=path)
+    over = post(
+        client,
+        [make_event(10 + i, **spammy) for i in range(3)] + [make_event(20)],
+        path=path,
+    )
+    up_to_quota = post(client, [make_event(30 + i, **spammy) for i in range(2)], path=path)
+    advance(client, 23 * HOUR)
+    next_day_too_early = post(client, [make_event(40, **spammy)], path=path)
+    advance(client, HOUR)
+    next_day = post(client, [make_event(50 + i, **spammy) for i in range(5)], path=path)
+
+    assert first.status_code == 200
+    assert over.status_code == 429
+    assert over.json() == {
+        "code": 429,
+        "error": "Too many requests for some devices and users",
+        "eps_threshold": threshold,
+        "throttled_devices": {},
+        "throttled_users": {},
+        "throttled_events": [0, 1, 2],
+        "exceeded_daily_quota_users": {"user-SPAM": 6},
+        "exceeded_daily_quota_devices": {"device-SPAM": 6},
+    }
+    assert up_to_quota.status_code == 200
+    assert next_day_too_early.status_code == 429
+    assert next_day_too_early.json()["exceeded_daily_quota_users"] == {"user-SPAM": 6}
+    assert next_day.status_code == 200
+    assert len(stored(client, user_id="user-SPAM")) == 10
+    assert stored(client, user_id="user-0020") == []  # rejected with its request
+
+
+def test_daily_quota_and_rate_in_one_429(client: httpx.Client) -> None:
+    patch_config(client, daily_quota=40, rate_limits=True, batch={"eps_threshold": 1})
+    events = [
+        make_event(i, device_id="device-BOTH", user_id=f"user-{i % 2}xxxx") for i in range(50)
+    ]
+
+    response = post(client, events, path="/batch")
+
+    body = response.json()
+    assert response.status_code == 429
+    assert body["exceeded_daily_quota_devices"] == {"device-BOTH": 50}
+    assert body["exceeded_daily_quota_users"] == {}
+    assert body["throttled_devices"] == {"device-BOTH": 2}
+    assert body["throttled_events"] == list(range(50))
+
+
+def test_daily_quota_knob(client: httpx.Client) -> None:
+    assert client.get("/_emulator/config").json()["daily_quota"] is None
+
+    turned_on = patch_config(client, daily_quota=True, project_eps_cap=True)
+    turned_off = patch_config(client, daily_quota=False, project_eps_cap=None)
+    bad = client.patch("/_emulator/config", json={"daily_quota": 0})
+
+    assert turned_on["daily_quota"] == 500_000
+    assert turned_on["project_eps_cap"] == 50_000
+    assert turned_off["daily_quota"] is None
+    assert turned_off["project_eps_cap"] is None
+    assert bad.status_code == 400
+    assert "daily_quota" in bad.json()["error"]
+    with pytest.raises(ValueError, match="daily_quota"):
+        EmulatorConfig(daily_quota=0)
+
+
+# -- project cap ----------------------------------------------------------------------------
+
+
+def test_project_eps_cap(client: httpx.Client) -> None:
+    patch_config(client, project_eps_cap=10)
+    freeze(client)
+
+    under = post(client, [make_event(i) for i in range(6)])
+    over = post(client, [make_event(10 + i) for i in range(5)], path="/batch")
+    other_project = post(client, [make_event(20 + i) for i in range(5)], api_key="other-key-1")
+    advance(client, 1.5)
+    later = post(client, [make_event(30 + i) for i in range(10)], path="/batch")
+
+    assert under.status_code == 200
+    assert over.status_code == 429
+    assert over.json() == {"code": 429, "error": "Too many requests"}
+    assert other_project.status_code == 200
+    assert later.status_code == 200
+    assert len(stored(client)) == 21
+    assert stored(client, insert_id="insert-0010") == []
+
+
+# -- windows (pure) -------------------------------------------------------------------------
+
+
+def test_sliding_windows_count_and_sweep() -> None:
+    windows = SlidingWindows()
+    windows.add("a", 100.0, 5)
+    windows.add("a", 110.0, 3)
+    windows.add("b", 100.0, 1)
+
+    assert windows.count("a", 115.0, 30, 30) == 8
+    assert windows.count("a", 115.0, 10, 30) == 3  # a shorter window inside the retained one
+    assert windows.count("a", 130.0, 30, 30) == 3  # the entry at 100 slid out
+    windows.sweep(200.0, 30)
+    assert len(windows) == 0  # memory follows the active keys
+
+
+def test_bucket_counts_expire_whole_hours() -> None:
+    quota = BucketCounts(HOUR, 24)
+    quota.add("id", 10 * HOUR + 5, 4)
+    quota.add("id", 20 * HOUR, 1)
+
+    quota.expire(33 * HOUR + 3_599)
+    before = quota.count("id")
+    quota.expire(34 * HOUR)
+    after_first_hour = quota.count("id")
+    quota.expire(44 * HOUR)
+
+    assert (before, after_first_hour, quota.count("id")) == (5, 1, 0)
+    assert len(quota) == 0

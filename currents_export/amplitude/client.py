@@ -186,13 +186,25 @@ class AmplitudeClient:
         for key in ("exceeded_daily_quota_users", "exceeded_daily_quota_devices"):
             if isinstance(body.get(key), dict):
                 over_quota |= set(body[key])
-        pauses = {}
+        pauses: dict[int, float] = {}
         for index in listed:
             if isinstance(index, int) and 0 <= index < len(chunk):
                 quota = over_quota and not over_quota.isdisjoint(chunk[index].ids)
                 pauses[index] = (
                     self.retry.daily_quota_pause_s if quota else self.throttle_pause_s
                 )
+        # Amplitude names the throttled user *or* device; a later event that shares the
+        # other id must wait too, or that id's events would arrive out of order.
+        blocked: dict[str, float] = {}
+        for index, event in enumerate(chunk):
+            pause = pauses.get(index)
+            if pause is None:
+                shared = [blocked[i] for i in event.ids if i in blocked]
+                if not shared:
+                    continue
+                pause = pauses[index] = max(shared)
+            for identifier in event.ids:
+                blocked[identifier] = max(blocked.get(identifier, 0.0), pause)
         return pauses
 
     def _post(self, chunk: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]) -> _Response:

@@ -126,29 +126,33 @@ class Lanes(Generic[Ref]):
             raise self._error
 
     def _claim(self, event: PendingEvent[Ref]) -> int:
-        with self._ownership:
-            while True:
+        """Pick the lane that owns the event's ids (or hash one) and take the ids."""
+        while True:
+            with self._ownership:
                 owners = {self._owners[i] for i in event.ids if i in self._owners}
                 if len(owners) <= 1:
-                    break
-                # The user's and the device's events sit in two lanes: let them finish.
-                for lane in owners:
-                    rest = self._packers[lane].flush()
-                    if rest:
-                        self._lanes[lane].queue.put(rest)
+                    return self._take(event, owners.pop() if owners else None)
+            # The user's and the device's events sit in two lanes: send what those lanes
+            # have packed (outside the lock: a full queue blocks) and wait for one to finish.
+            for lane in owners:
+                rest = self._packers[lane].flush()
+                if rest:
+                    self._lanes[lane].queue.put(rest)
+            with self._ownership:
                 self._ownership.wait(timeout=0.5)
-                self._raise_if_failed()
-            if owners:
-                lane = owners.pop()
-            elif event.ids:
+            self._raise_if_failed()
+
+    def _take(self, event: PendingEvent[Ref], lane: int | None) -> int:
+        if lane is None:
+            if event.ids:
                 lane = zlib.crc32(event.ids[0].encode()) % len(self._lanes)
             else:
                 lane = self._next_anonymous % len(self._lanes)
                 self._next_anonymous += 1
-            for identifier in event.ids:
-                self._owners[identifier] = lane
-                self._holds[identifier] = self._holds.get(identifier, 0) + 1
-            return lane
+        for identifier in event.ids:
+            self._owners[identifier] = lane
+            self._holds[identifier] = self._holds.get(identifier, 0) + 1
+        return lane
 
     # ---- lane side ------------------------------------------------------------------------
 

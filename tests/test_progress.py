@@ -1,0 +1,59 @@
+"""Checkpoints inside an object: never ahead of what is accounted for."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from currents_export.progress import (
+    DELIVERED,
+    DUPLICATE,
+    SKIPPED,
+    Checkpoint,
+    ObjectProgress,
+)
+from currents_export.summary import Tally
+
+
+def test_the_checkpoint_is_the_first_unresolved_record() -> None:
+    progress = ObjectProgress()
+    for _ in range(5):
+        progress.read()
+    progress.resolve(1, DELIVERED)
+    progress.resolve(2, SKIPPED, "no_identity")
+    assert progress.checkpoint().next_index == 0
+    progress.resolve(0, DUPLICATE)
+    checkpoint = progress.checkpoint()
+    assert checkpoint.next_index == 3
+    assert checkpoint.tally.records == 3 and checkpoint.tally.delivered == 1
+    assert checkpoint.tally.skipped == {"no_identity": 1} and checkpoint.tally.duplicates == 1
+    tally, pending = progress.totals()
+    assert tally.records == 3 and pending == 2
+
+
+def test_resuming_starts_from_the_saved_prefix() -> None:
+    saved = Tally(records=10, delivered=9, duplicates=1)
+    progress = ObjectProgress(Checkpoint(10, saved))
+    progress.read()
+    progress.resolve(10, DELIVERED, None, ("properties_not_json",))
+    tally, pending = progress.totals()
+    assert progress.resumed_from == 10
+    assert tally.records == 11 and tally.delivered == 10 and pending == 0
+    assert tally.warnings == {"properties_not_json": 1}
+    assert saved.records == 10  # the saved tally is not modified
+
+
+@given(st.permutations(list(range(40))), st.integers(min_value=0, max_value=40))
+def test_any_resolution_order_gives_a_safe_checkpoint(order: list[int], resolved: int) -> None:
+    progress = ObjectProgress()
+    for _ in order:
+        progress.read()
+    done = set(order[:resolved])
+    for index in order[:resolved]:
+        progress.resolve(index, DELIVERED)
+    checkpoint = progress.checkpoint()
+    assert all(i in done for i in range(checkpoint.next_index))
+    assert checkpoint.next_index == 40 or checkpoint.next_index not in done
+    assert checkpoint.tally.records == checkpoint.next_index
+    tally, pending = progress.totals()
+    assert tally.records == resolved and pending == 40 - resolved
