@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from servers import Scripted, ScriptedServer
 
 from currents_export.amplitude.batching import PendingEvent
@@ -172,3 +174,34 @@ def test_backoff_is_capped_and_jittered() -> None:
     policy = RetryPolicy(initial_delay_s=1, max_delay_s=8)
     assert [policy.delay(n, 0.0) for n in range(1, 7)] == [0.5, 1, 2, 4, 4, 4]
     assert [policy.delay(n, 0.999) for n in range(1, 3)] == pytest.approx([1, 2], rel=1e-2)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=2_500), min_size=1, max_size=60),
+    max_events=st.integers(min_value=1, max_value=25),
+    max_body=st.integers(min_value=400, max_value=20_000),
+)
+def test_splitting_on_413_loses_and_duplicates_nothing(
+    emulator: Emulator, sizes: list[int], max_events: int, max_body: int
+) -> None:
+    """Whatever the server's real limits, every event ends delivered once or refused."""
+    httpx.post(f"{emulator.url}/_emulator/reset").raise_for_status()
+    httpx.patch(f"{emulator.url}/_emulator/config",
+                json={"batch": {"max_events": max_events, "max_body_bytes": max_body}})
+    batch = [
+        PendingEvent(orjson.dumps({"event_type": "e", "user_id": f"user-{i:04d}",
+                                   "insert_id": f"i-{i}", "pad": "x" * size}), i)
+        for i, size in enumerate(sizes)
+    ]
+    amplitude = AmplitudeClient(f"{emulator.url}/batch", SECRET)
+    outcome = amplitude.send(batch)
+    amplitude.close()
+    delivered = [e.ref for e in outcome.delivered]
+    refused = [e.ref for e, reason, _ in outcome.rejected if reason == TOO_LARGE]
+    assert sorted(delivered + refused) == list(range(len(sizes)))
+    for index in refused:  # refused only when it cannot fit even alone
+        assert len(amplitude.envelope.body([batch[index]])) > max_body
+    stored = [e["insert_id"] for e in emulator.events()]
+    assert stored == [f"i-{i}" for i in sorted(delivered)]  # once each, in order
