@@ -119,7 +119,8 @@ class Pipeline:
         if self.ledger is not None and not self.dry_run:
             resume = self.ledger.begin(source.uri, restart=self.force)
         progress = ObjectProgress(
-            Checkpoint(resume.next_index, Tally.from_json(resume.figures)) if resume else None
+            source.uri,
+            Checkpoint(resume.next_index, Tally.from_json(resume.figures)) if resume else None,
         )
         report.resumed = progress.resumed_from
         try:
@@ -157,36 +158,48 @@ class Pipeline:
         report.error = error
         log.error("%s: %s", source.uri, error)
         if self.ledger is not None and not self.dry_run:
-            self._checkpoint(source, progress)
+            self._checkpoint(progress)
             self.ledger.fail(source.uri, error)
 
-    def _checkpoint(self, source: SourceObject, progress: ObjectProgress) -> None:
+    def _resolve(
+        self,
+        progress: ObjectProgress,
+        index: int,
+        bucket: str,
+        reason: str | None = None,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        """Account for one record, and checkpoint when the resolved prefix grew enough."""
+        progress.resolve(index, bucket, reason, warnings)
+        if progress.checkpoint_due(self.checkpoint_every):
+            self._checkpoint(progress)
+
+    def _checkpoint(self, progress: ObjectProgress) -> None:
+        """Save how far the object got (called from the reader and from lane threads)."""
         if self.ledger is None or self.dry_run:
             return
-        checkpoint = progress.checkpoint()
-        if checkpoint.next_index > progress.resumed_from:
+        with progress.save_lock:
+            checkpoint = progress.checkpoint()
+            if checkpoint.next_index <= progress.saved_index:
+                return
             self.dead_letter.flush()  # the dead-lettered records before it must be durable
             self.ledger.save_progress(
-                source.uri, checkpoint.next_index, checkpoint.tally.tally_json()
+                progress.object_id, checkpoint.next_index, checkpoint.tally.tally_json()
             )
+            progress.saved_index = checkpoint.next_index
 
     def _read(self, source: SourceObject, report: ObjectReport, progress: ObjectProgress) -> None:
         with source.open() as fileobj:
             stream = open_records(fileobj, source.uri, source.key_event_type)
             report.event_type = stream.event_type
             mapper = mapper_for(stream.event_type, self.options, stream.float_fields)
-            since_checkpoint = 0
             for index, record in enumerate(stream.records):
                 if index < progress.resumed_from:
                     self._repeated(record.get("id"))  # accounted for by an earlier attempt
                     continue
                 progress.read()
-                since_checkpoint += 1
-                if since_checkpoint >= self.checkpoint_every:
-                    self._checkpoint(source, progress)
-                    since_checkpoint = 0
                 if self._repeated(record.get("id")):
-                    progress.resolve(index, DUPLICATE)
+                    self._resolve(progress, index, DUPLICATE)
                     continue
                 result = mapper.map(record)
                 if isinstance(result, Mapped):
@@ -197,7 +210,7 @@ class Pipeline:
                     self._dead_letter(progress, source.uri, stream.event_type, index, record,
                                       None, result.reason, result.detail)
                 else:
-                    progress.resolve(index, SKIPPED, result.reason)
+                    self._resolve(progress, index, SKIPPED, result.reason)
 
     def _repeated(self, event_id: object) -> bool:
         """True when this Braze event id was already seen in this run (at-least-once copies)."""
@@ -219,7 +232,7 @@ class Pipeline:
         if self.output is not None:
             self.output.write(payload + b"\n")
         if self._lanes is None:
-            ref.progress.resolve(ref.index, SKIPPED, DRY_RUN, ref.warnings)
+            self._resolve(ref.progress, ref.index, SKIPPED, DRY_RUN, ref.warnings)
             return
         ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
         try:
@@ -228,7 +241,7 @@ class Pipeline:
             self._rejected(ref, EVENT_TOO_LARGE, str(exc))
 
     def _delivered(self, ref: EventRef) -> None:
-        ref.progress.resolve(ref.index, DELIVERED, None, ref.warnings)
+        self._resolve(ref.progress, ref.index, DELIVERED, None, ref.warnings)
 
     def _rejected(self, ref: EventRef, reason: str, detail: str) -> None:
         self._dead_letter(ref.progress, ref.object_name, ref.event_type, ref.index, ref.record,
@@ -255,4 +268,4 @@ class Pipeline:
             record=record,
             event=event,
         )
-        progress.resolve(index, DEAD_LETTERED, reason, warnings)
+        self._resolve(progress, index, DEAD_LETTERED, reason, warnings)

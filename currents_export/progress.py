@@ -43,9 +43,12 @@ def count(
 class ObjectProgress:
     """Thread-safe accounting of one object's records (lanes resolve them concurrently)."""
 
-    def __init__(self, resume: Checkpoint | None = None) -> None:
+    def __init__(self, object_id: str = "", resume: Checkpoint | None = None) -> None:
+        self.object_id = object_id
         self._lock = threading.Lock()
+        self.save_lock = threading.Lock()  # held while a checkpoint is being written
         self.resumed_from = resume.next_index if resume else 0
+        self.saved_index = self.resumed_from
         self._prefix = _copy(resume.tally) if resume else Tally()
         self._next = self.resumed_from
         self._above: dict[int, tuple[str, str | None, tuple[str, ...]]] = {}
@@ -67,6 +70,11 @@ class ObjectProgress:
             while self._next in self._above:
                 count(self._prefix, *self._above.pop(self._next))
                 self._next += 1
+
+    def checkpoint_due(self, every: int) -> bool:
+        """True when the resolved prefix grew by ``every`` records since the last save."""
+        with self._lock:
+            return self._next - self.saved_index >= every
 
     def checkpoint(self) -> Checkpoint:
         with self._lock:

@@ -33,7 +33,7 @@ def test_the_checkpoint_is_the_first_unresolved_record() -> None:
 
 def test_resuming_starts_from_the_saved_prefix() -> None:
     saved = Tally(records=10, delivered=9, duplicates=1)
-    progress = ObjectProgress(Checkpoint(10, saved))
+    progress = ObjectProgress("obj", Checkpoint(10, saved))
     progress.read()
     progress.resolve(10, DELIVERED, None, ("properties_not_json",))
     tally, pending = progress.totals()

@@ -6,6 +6,7 @@ import contextlib
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import traceback
 from collections.abc import Iterable, Mapping
@@ -51,6 +52,12 @@ class _Server(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request (a timeout, a killed process) is normal here."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
     def track(self, connection: Any, *, open_: bool) -> None:
         with self._connections_lock:

@@ -1,0 +1,109 @@
+"""A replay killed with SIGKILL mid-object resumes and finishes: nothing lost, nothing
+counted twice, and a further run sends nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+from test_replay import read_all
+
+from currents_export.amplitude.emulator import Emulator
+from currents_export.currents.fixtures import generate_fixtures
+from currents_export.ledger import SqliteLedger
+from currents_export.sources import find_local_objects
+from currents_export.summary import Tally
+
+ENV = {**os.environ, "AMPLITUDE_API_KEY": "kill-test-key"}
+
+
+def requests_seen(emulator: Emulator) -> int:
+    return int(httpx.get(f"{emulator.url}/_emulator/stats").json()["requests"])
+
+
+def replay_command(emulator: Emulator, work: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "currents_export", "replay", str(work / "bucket"),
+        "--amplitude-url", emulator.url, "--api", "http",
+        "--state", str(work / "state.sqlite"), "--dead-letter", str(work / "dead-letter"),
+        "--summary-json", str(work / "summary.json"), "--checkpoint-every", "250",
+        "--lanes", "3", "--retry-horizon", "120",
+    ]
+
+
+def run_until(command: list[str], emulator: Emulator, more_requests: int) -> bool:
+    """Start a replay and SIGKILL it once the emulator saw ``more_requests`` more requests.
+
+    Returns True when it was killed, False when it finished first.
+    """
+    target = requests_seen(emulator) + more_requests
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if requests_seen(emulator) >= target:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.02)
+    process.wait(timeout=120)
+    return False
+
+
+def test_sigkill_at_several_points_then_resume(tmp_path: Path) -> None:
+    files = generate_fixtures(tmp_path / "bucket", events_per_type=24_000, seed=77,
+                              files_per_type=1, event_types=["users.behaviors.CustomEvent"])
+    files += generate_fixtures(tmp_path / "bucket", events_per_type=1_500, seed=78,
+                               files_per_type=1, event_types=["users.messages.email.Open"])
+    records = read_all(files)
+    first: dict[str, dict] = {}
+    for _, record in records:
+        first.setdefault(record["id"], record)
+    valid = {i for i, r in first.items() if r.get("external_user_id") or r.get("device_id")}
+
+    with Emulator() as emulator:
+        # Slow every request a little so that the kills land in the middle of the work.
+        emulator.set_faults([{"action": "delay", "delay_s": 0.25}])
+        command = replay_command(emulator, tmp_path)
+        kills = [run_until(command, emulator, n) for n in (2, 3, 4)]
+        assert kills.count(True) >= 2, kills
+        emulator.clear_faults()
+
+        finished = subprocess.run(command, env=ENV,
+                                  capture_output=True, text=True, timeout=300)
+        assert finished.returncode == 0, finished.stderr
+        summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+        stored = emulator.events()
+        requests_before_last = requests_seen(emulator)
+
+        again = subprocess.run(command, env=ENV,
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0
+        last = orjson.loads((tmp_path / "summary.json").read_bytes())
+        assert requests_seen(emulator) == requests_before_last
+        assert last["objects_already_done"] == len(files) and last["requests"] == 0
+
+    # Every valid event is in Amplitude exactly once (repeats dropped by insert_id).
+    insert_ids = [event["insert_id"] for event in stored]
+    assert sorted(insert_ids) == sorted(valid)
+
+    # The finishing run resumed from a checkpoint and its summary still adds up.
+    assert summary["resumed_records"] > 0
+    assert summary["balanced"] and summary["objects_failed"] == 0
+
+    # Per object, the ledger's figures account for every record exactly once.
+    ledger = SqliteLedger(tmp_path / "state.sqlite")
+    for source, fixture in zip(find_local_objects([tmp_path / "bucket"]),
+                               sorted(files, key=lambda f: f.path), strict=True):
+        row = ledger.status(source.uri)
+        assert row is not None and row["status"] == "done"
+        tally = Tally.from_json(orjson.loads(row["figures"]))
+        assert tally.records == fixture.records
+        assert tally.balanced
+    ledger.close()
