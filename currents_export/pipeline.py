@@ -10,8 +10,9 @@ delivered data, so a run killed at any instant resumes without losing anything.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -28,8 +29,9 @@ from currents_export.config import (
     RequestLimits,
 )
 from currents_export.currents.reader import UnreadableObject, open_records
-from currents_export.deadletter import DeadLetterDirectory
+from currents_export.deadletter import DeadLetter
 from currents_export.ledger import Ledger
+from currents_export.ledger.base import LeaseError
 from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
 from currents_export.progress import (
     DEAD_LETTERED,
@@ -46,6 +48,11 @@ log = logging.getLogger(__name__)
 
 DRY_RUN = "dry_run"
 EVENT_TOO_LARGE = "event_too_large"
+_STOP_CHECK_EVERY = 256  # records between checks of ``should_stop``
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (a Lambda deadline): the object stays pending, resumable."""
 
 
 @dataclass(slots=True)
@@ -67,15 +74,17 @@ class Pipeline:
 
     client: AmplitudeClient | None
     ledger: Ledger | None
-    dead_letter: DeadLetterDirectory
+    dead_letter: DeadLetter
     options: MappingOptions = field(default_factory=MappingOptions)
     limits: RequestLimits = REQUEST_LIMITS["batch"]
     min_id_length: int = DEFAULT_MIN_ID_LENGTH
     output: IO[bytes] | None = None
     force: bool = False
     lanes: int = DEFAULT_LANES
-    checkpoint_every: int = 10_000  # records read between progress checkpoints
+    checkpoint_every: int = 10_000  # records accounted for between progress checkpoints
+    should_stop: Callable[[], bool] | None = None  # e.g. "the Lambda deadline is near"
     seen_ids: set[str] = field(default_factory=set)
+    _seen_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _lanes: Lanes[EventRef] | None = field(default=None, init=False)
 
     @property
@@ -107,7 +116,7 @@ class Pipeline:
                 self._lanes = None
             summary.elapsed_s = time.monotonic() - started
             self.dead_letter.flush()
-            summary.dead_letter_file = str(self.dead_letter.path) if self.dead_letter.path else None
+            summary.dead_letter_file = self.dead_letter.location
         return summary
 
     def process(self, source: SourceObject) -> ObjectReport:
@@ -133,7 +142,7 @@ class Pipeline:
         except ConfigurationError as exc:
             self._finish(source, report, progress, error=str(exc))
             raise
-        except (UnreadableObject, DeliveryFailed, OSError) as exc:
+        except (UnreadableObject, DeliveryFailed, Interrupted, LeaseError, OSError) as exc:
             self._finish(source, report, progress, error=str(exc))
             return report
         self._finish(source, report, progress)
@@ -148,6 +157,7 @@ class Pipeline:
     ) -> None:
         tally, report.pending = progress.totals()
         report.add_tally(tally)
+        report.newest_event_ms = progress.newest_event_ms
         if self._lanes is not None:
             report.requests, report.retries = self._lanes.take_stats()
         if error is None:
@@ -158,8 +168,11 @@ class Pipeline:
         report.error = error
         log.error("%s: %s", source.uri, error)
         if self.ledger is not None and not self.dry_run:
-            self._checkpoint(progress)
-            self.ledger.fail(source.uri, error)
+            try:
+                self._checkpoint(progress)
+                self.ledger.fail(source.uri, error)
+            except LeaseError as exc:  # another worker owns the object now: leave it be
+                log.warning("%s: %s", source.uri, exc)
 
     def _resolve(
         self,
@@ -198,6 +211,13 @@ class Pipeline:
                     self._repeated(record.get("id"))  # accounted for by an earlier attempt
                     continue
                 progress.read()
+                if self.should_stop is not None and index % _STOP_CHECK_EVERY == 0 and (
+                    self.should_stop()
+                ):
+                    raise Interrupted(
+                        "stopped before the deadline; progress is saved and the object "
+                        "resumes on its next delivery"
+                    )
                 if self._repeated(record.get("id")):
                     self._resolve(progress, index, DUPLICATE)
                     continue
@@ -216,9 +236,10 @@ class Pipeline:
         """True when this Braze event id was already seen in this run (at-least-once copies)."""
         if not isinstance(event_id, str) or not event_id:
             return False
-        if event_id in self.seen_ids:
-            return True
-        self.seen_ids.add(event_id)
+        with self._seen_lock:
+            if event_id in self.seen_ids:
+                return True
+            self.seen_ids.add(event_id)
         return False
 
     def _route(self, ref: EventRef) -> None:
@@ -229,6 +250,9 @@ class Pipeline:
             self._rejected(ref, INVALID_ID, problem)
             return
         payload = orjson.dumps(event)
+        newest = ref.progress.newest_event_ms
+        if newest is None or event["time"] > newest:
+            ref.progress.newest_event_ms = event["time"]
         if self.output is not None:
             self.output.write(payload + b"\n")
         if self._lanes is None:

@@ -49,6 +49,7 @@ class ObjectProgress:
         self.save_lock = threading.Lock()  # held while a checkpoint is being written
         self.resumed_from = resume.next_index if resume else 0
         self.saved_index = self.resumed_from
+        self.newest_event_ms: int | None = None  # written by the reader thread only
         self._prefix = _copy(resume.tally) if resume else Tally()
         self._next = self.resumed_from
         self._above: dict[int, tuple[str, str | None, tuple[str, ...]]] = {}

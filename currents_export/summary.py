@@ -82,6 +82,7 @@ class ObjectReport(Tally):
     status: ObjectStatus = "done"
     pending: int = 0
     resumed: int = 0  # records accounted for by an earlier, interrupted attempt
+    newest_event_ms: int | None = None  # the latest event time sent (for the delivery lag)
     error: str | None = None
 
     def figures(self) -> dict[str, Any]:

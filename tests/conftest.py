@@ -37,3 +37,31 @@ def stored_events(emulator: Emulator, **filters: str) -> list[dict]:
     response = httpx.get(f"{emulator.url}/_emulator/events", params=filters, timeout=30)
     response.raise_for_status()
     return response.json()["events"]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server mode on loopback: a real S3/SQS/DynamoDB/SSM/Secrets endpoint for boto3."""
+    import os
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update({
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+    })
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str) -> Iterator[str]:
+    """The moto endpoint, emptied before each test."""
+    httpx.post(f"{moto_endpoint}/moto-api/reset").raise_for_status()
+    yield moto_endpoint

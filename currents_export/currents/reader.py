@@ -64,6 +64,8 @@ def open_records(
     """
     try:
         avro_reader = fastavro.reader(fileobj)
+    except OSError:
+        raise
     except Exception as exc:  # fastavro raises ValueError, EOFError, … for bad headers
         raise UnreadableObject(f"{name}: not an Avro container file ({exc})") from exc
 
@@ -100,6 +102,8 @@ def _guarded(avro_reader: Iterator[Any], name: str) -> Iterator[dict[str, Any]]:
         for record in avro_reader:
             yield record
             index += 1
+    except OSError:
+        raise  # the source broke (a network stream): worth retrying, not a bad file
     except Exception as exc:
         raise UnreadableObject(
             f"{name}: unreadable after record {index} ({type(exc).__name__}: {exc})"

@@ -36,3 +36,7 @@ class Ledger(Protocol):
     def fail(self, object_id: str, error: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+class LeaseError(Exception):
+    """The ledger says another worker owns the object (or took it over): leave it alone."""

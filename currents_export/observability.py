@@ -1,0 +1,101 @@
+"""Structured JSON logs and CloudWatch embedded-metric-format (EMF) lines for Lambda."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from currents_export.summary import ObjectReport
+
+NAMESPACE = "CurrentsExport"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; fields passed as ``extra={"fields": {...}}`` are merged."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def setup_json_logging(level: int = logging.INFO) -> None:
+    """Route every log line to stdout as JSON (CloudWatch Logs keeps one line per entry)."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def object_fields(report: ObjectReport, now_ms: int | None = None) -> dict[str, Any]:
+    """Per-object figures for a log line (no record contents, no secrets)."""
+    fields: dict[str, Any] = {
+        "object": report.object,
+        "event_type": report.event_type,
+        "status": report.status,
+        **report.tally_json(),
+        "pending": report.pending,
+        "resumed": report.resumed,
+    }
+    lag = delivery_lag_s(report, now_ms)
+    if lag is not None:
+        fields["delivery_lag_s"] = lag
+    if report.error:
+        fields["error"] = report.error
+    return fields
+
+
+def delivery_lag_s(report: ObjectReport, now_ms: int | None = None) -> float | None:
+    """Seconds between the newest event of the object and now (its delivery)."""
+    if report.newest_event_ms is None:
+        return None
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return round(max(0, now_ms - report.newest_event_ms) / 1000, 3)
+
+
+def emf_line(report: ObjectReport, now_ms: int | None = None) -> str:
+    """A CloudWatch EMF document: counts per event type, and the delivery lag."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    metrics: dict[str, float] = {
+        "Records": report.records,
+        "EventsDelivered": report.delivered,
+        "EventsSkipped": sum(report.skipped.values()),
+        "EventsDeadLettered": sum(report.dead_lettered.values()),
+        "EventsDuplicate": report.duplicates,
+        "ObjectsFailed": 1 if report.status == "failed" else 0,
+    }
+    units = dict.fromkeys(metrics, "Count")
+    lag = delivery_lag_s(report, now_ms)
+    if lag is not None:
+        metrics["DeliveryLagSeconds"] = lag
+        units["DeliveryLagSeconds"] = "Seconds"
+    document: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["EventType"]],
+                "Metrics": [{"Name": name, "Unit": units[name]} for name in metrics],
+            }],
+        },
+        "EventType": report.event_type or "unknown",
+        **metrics,
+    }
+    return orjson.dumps(document).decode()

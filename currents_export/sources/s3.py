@@ -1,0 +1,167 @@
+"""Currents objects in S3: recursive, paginated listing with filters, and streaming reads.
+
+Keys from ListObjectsV2 are raw (never URL-decoded). Reads go through a forward-only,
+buffered stream over GetObject's body, so memory holds one buffer, never the object.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from currents_export.currents.keys import NotACurrentsKey, parse_key
+from currents_export.sources.base import SourceError, SourceObject
+
+log = logging.getLogger(__name__)
+
+READ_BUFFER_BYTES = 1 << 20
+
+
+class S3ReadError(OSError):
+    """The object could not be fetched or its stream broke (worth retrying)."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        if not uri.startswith("s3://"):
+            raise SourceError(f"{uri}: expected s3://BUCKET/PREFIX")
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise SourceError(f"{uri}: no bucket name; expected s3://BUCKET/PREFIX")
+        return cls(bucket, prefix)
+
+
+def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 S3 client with botocore's standard retries and sane timeouts."""
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 10},
+        connect_timeout=10,
+        read_timeout=120,
+        max_pool_connections=32,
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """Which Currents keys a backfill selects: queue-hour range and event types."""
+
+    since: datetime | None = None
+    until: datetime | None = None  # inclusive hour
+    event_types: frozenset[str] = frozenset()
+
+    def accepts(self, key: str) -> bool:
+        try:
+            parsed = parse_key(key)
+        except NotACurrentsKey:
+            return False
+        if self.event_types and parsed.event_type not in self.event_types:
+            return False
+        if self.since is None and self.until is None:
+            return True
+        if parsed.queue_hour is None:
+            return False
+        if self.since is not None and parsed.queue_hour < self.since:
+            return False
+        return self.until is None or parsed.queue_hour <= self.until
+
+
+def list_objects(
+    client: Any, location: S3Location, key_filter: KeyFilter = KeyFilter()
+) -> Iterator[SourceObject]:
+    """Every selected Currents object under the prefix, at any depth, in key order."""
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if key_filter.accepts(key):
+                    yield s3_object(client, location.bucket, key, size=item.get("Size"),
+                                    etag=item.get("ETag"))
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise SourceError(
+            f"s3://{location.bucket}/{location.prefix}: cannot list ({code}); check the bucket "
+            "name, the prefix and that the credentials allow s3:ListBucket"
+        ) from None
+
+
+def s3_object(
+    client: Any,
+    bucket: str,
+    key: str,
+    *,
+    size: int | None = None,
+    etag: str | None = None,
+    version_id: str | None = None,
+) -> SourceObject:
+    return SourceObject(
+        uri=f"s3://{bucket}/{key}",
+        key=key,
+        size=size,
+        opener=partial(_open, client, bucket, key, version_id),
+    )
+
+
+@contextmanager
+def _open(client: Any, bucket: str, key: str, version_id: str | None) -> Iterator[IO[bytes]]:
+    arguments: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        arguments["VersionId"] = version_id
+    try:
+        response = client.get_object(**arguments)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise S3ReadError(f"s3://{bucket}/{key}: GetObject failed ({code})") from None
+    except BotoCoreError as exc:
+        raise S3ReadError(f"s3://{bucket}/{key}: GetObject failed ({exc})") from None
+    body = response["Body"]
+    try:
+        yield io.BufferedReader(_BodyStream(body, f"s3://{bucket}/{key}"), READ_BUFFER_BYTES)
+    finally:
+        body.close()
+
+
+class _BodyStream(io.RawIOBase):
+    """GetObject's body as a raw, forward-only stream; network errors become S3ReadError."""
+
+    def __init__(self, body: Any, name: str) -> None:
+        self._body = body
+        self._name = name
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            chunk = self._body.read(len(buffer))
+        except Exception as exc:  # botocore/urllib3 raise several kinds for a broken stream
+            raise S3ReadError(f"{self._name}: the download broke ({type(exc).__name__})") from None
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def objects_from_uris(client: Any, uris: Iterable[str]) -> list[SourceObject]:
+    """Single objects named as s3://BUCKET/KEY (for inspect)."""
+    objects = []
+    for uri in uris:
+        location = S3Location.parse(uri)
+        if not location.prefix:
+            raise SourceError(f"{uri}: expected s3://BUCKET/KEY")
+        objects.append(s3_object(client, location.bucket, location.prefix))
+    return objects
