@@ -10,16 +10,25 @@ import logging
 import sys
 import tempfile
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import boto3
 import click
 import orjson
 
 from currents_export import __version__
 from currents_export.amplitude.client import AmplitudeClient, ConfigurationError
+from currents_export.backfill import (
+    ProgressLine,
+    dispatch_to_sqs,
+    parse_hour,
+    queue_url,
+    run_in_parallel,
+    write_manifest,
+)
 from currents_export.config import (
     DEFAULT_DEAD_LETTER_DIR,
     DEFAULT_LANES,
@@ -37,7 +46,14 @@ from currents_export.mapping import Mapped, MappingOptions, mapper_for
 from currents_export.pipeline import Pipeline
 from currents_export.redrive import Redrive
 from currents_export.sources import SourceError, SourceObject, find_local_objects
-from currents_export.summary import RunSummary
+from currents_export.sources.s3 import (
+    KeyFilter,
+    S3Location,
+    list_objects,
+    objects_from_uris,
+    s3_client,
+)
+from currents_export.summary import ObjectReport, RunSummary
 
 ENV_PREFIX = "CURRENTS_EXPORT_"
 EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
@@ -170,12 +186,20 @@ def replay(paths: tuple[str, ...], **settings: Any) -> None:
     _finish(summary, settings)
 
 
-def run_pipeline(objects: list[SourceObject], settings: dict[str, Any]) -> RunSummary:
-    """Build the pipeline from the options and run it over ``objects``."""
+def run_pipeline(
+    objects: Iterable[SourceObject],
+    settings: dict[str, Any],
+    *,
+    workers: int = 1,
+    on_object: Callable[[ObjectReport], None] | None = None,
+) -> RunSummary:
+    """Build the pipeline(s) from the options and run them over ``objects``."""
     with ExitStack() as stack:
-        pipeline = _build_pipeline(settings, stack)
+        new_pipeline = _pipeline_factory(settings, stack, on_object)
         try:
-            return pipeline.run(objects)
+            if workers == 1:
+                return new_pipeline().run(objects)
+            return run_in_parallel(objects, workers, lambda shared: new_pipeline().run(shared))
         except ConfigurationError as exc:
             click.echo(f"Error: {exc}. Nothing was marked done.", err=True)
             sys.exit(EXIT_CONFIG)
@@ -201,11 +225,18 @@ def _build_client(settings: dict[str, Any], stack: ExitStack) -> AmplitudeClient
     return client
 
 
-def _build_pipeline(settings: dict[str, Any], stack: ExitStack) -> Pipeline:
+def _pipeline_factory(
+    settings: dict[str, Any],
+    stack: ExitStack,
+    on_object: Callable[[ObjectReport], None] | None = None,
+) -> Callable[[], Pipeline]:
+    """What every worker shares (client, ledger, dead letter, seen ids), and a constructor."""
     client = None if settings["dry_run"] else _build_client(settings, stack)
     try:
         ledger = open_ledger(settings["state"])
-        dead_letter = open_dead_letter(settings["dead_letter"])
+        s3 = s3_client(settings["s3_endpoint_url"]) if settings["dead_letter"].startswith(
+            "s3://") else None
+        dead_letter = open_dead_letter(settings["dead_letter"], s3_client=s3)
     except (LedgerConfigError, DeadLetterConfigError) as exc:
         raise click.UsageError(str(exc)) from None
     stack.callback(ledger.close)
@@ -213,20 +244,28 @@ def _build_pipeline(settings: dict[str, Any], stack: ExitStack) -> Pipeline:
     output: IO[bytes] | None = None
     if settings["output"]:
         output = stack.enter_context(Path(settings["output"]).open("wb"))  # noqa: SIM115
-    return Pipeline(
-        client=client,
-        ledger=ledger,
-        dead_letter=dead_letter,
-        options=MappingOptions(
-            profile=settings["profile"], identity_fallback=settings["identity_fallback"]
-        ),
-        limits=REQUEST_LIMITS[settings["api"]],
-        min_id_length=settings["min_id_length"],
-        output=output,
-        force=settings["force"],
-        lanes=settings["lanes"],
-        checkpoint_every=settings["checkpoint_every"],
+    seen_ids: set[str] = set()
+    options = MappingOptions(
+        profile=settings["profile"], identity_fallback=settings["identity_fallback"]
     )
+
+    def new_pipeline() -> Pipeline:
+        return Pipeline(
+            client=client,
+            ledger=ledger,
+            dead_letter=dead_letter,
+            options=options,
+            limits=REQUEST_LIMITS[settings["api"]],
+            min_id_length=settings["min_id_length"],
+            output=output,
+            force=settings["force"],
+            lanes=settings["lanes"],
+            checkpoint_every=settings["checkpoint_every"],
+            seen_ids=seen_ids,
+            on_object=on_object,
+        )
+
+    return new_pipeline
 
 
 def _finish(summary: RunSummary, settings: dict[str, Any]) -> None:
@@ -236,6 +275,67 @@ def _finish(summary: RunSummary, settings: dict[str, Any]) -> None:
             orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
         )
     sys.exit(EXIT_UNFINISHED if summary.objects_failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("uri")
+@click.option("--since", help="First queue hour (UTC), YYYY-MM-DD or YYYY-MM-DD-HH "
+                               "(the date= folder: pad it, events queue late).")
+@click.option("--until", help="Last queue hour (UTC), inclusive; a day means its last hour.")
+@click.option("--event-type", "event_types", multiple=True,
+              help="Only this Currents event type (repeatable).")
+@click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True,
+              help="Objects processed in parallel in this process.")
+@click.option("--dispatch", help="sqs://QUEUE_URL: enqueue one message per object for the "
+                                 "Lambda fleet instead of processing here.")
+@click.option("--manifest", type=click.Path(dir_okay=False, writable=True),
+              help="Write an S3 Batch Operations CSV manifest instead of processing here.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show objects and events done, with the rate, on stderr.")
+@amplitude_options
+@replay_options
+def backfill(
+    uri: str,
+    since: str | None,
+    until: str | None,
+    event_types: tuple[str, ...],
+    workers: int,
+    dispatch: str | None,
+    manifest: str | None,
+    progress: bool,
+    **settings: Any,
+) -> None:
+    """Process (or dispatch) the Currents objects under s3://BUCKET/PREFIX; resumable."""
+    _setup_logging(settings["verbose"])
+    try:
+        location = S3Location.parse(uri)
+        key_filter = KeyFilter(parse_hour(since), parse_hour(until, end=True),
+                               frozenset(event_types))
+        url = queue_url(dispatch) if dispatch else None
+    except (SourceError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    client = s3_client(settings["s3_endpoint_url"])
+    objects = list_objects(client, location, key_filter)
+    try:
+        if url is not None:
+            sent = dispatch_to_sqs(boto3.client("sqs"), url, location.bucket, objects)
+            click.echo(f"dispatched {sent} objects to {url}")
+            return
+        if manifest is not None:
+            with Path(manifest).open("w", encoding="utf-8") as out:
+                count = write_manifest(out, location.bucket, objects)
+            click.echo(f"wrote {count} objects to the manifest {manifest} "
+                       "(format S3BatchOperations_CSV_20180820, fields Bucket, Key)")
+            return
+        line = ProgressLine() if progress else None
+        summary = run_pipeline(objects, settings, workers=workers,
+                               on_object=line.update if line else None)
+        if line is not None:
+            line.close()
+    except SourceError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    _finish(summary, settings)
 
 
 @main.command()
@@ -274,16 +374,23 @@ def _setup_logging(verbose: int) -> None:
               envvar=_env("identity_fallback"), show_default=True)
 @click.option("--samples", type=click.IntRange(0), default=3, show_default=True,
               help="How many mapped events to show.")
-def inspect(target: str, profile: str, identity_fallback: str, samples: int) -> None:
-    """Show a file's writer schema, record count and a few mapped events."""
+@click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
+              help="Endpoint of an S3-compatible store.")
+def inspect(
+    target: str, profile: str, identity_fallback: str, samples: int, s3_endpoint_url: str | None
+) -> None:
+    """Show a file's (or an s3:// object's) writer schema, record count and mapped samples."""
     try:
-        [source] = find_local_objects([target])
+        if target.startswith("s3://"):
+            [source] = objects_from_uris(s3_client(s3_endpoint_url), [target])
+        else:
+            [source] = find_local_objects([target])
     except (SourceError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     options = MappingOptions(profile=profile, identity_fallback=identity_fallback)  # type: ignore[arg-type]
     try:
         report = _inspect(source, options, samples)
-    except UnreadableObject as exc:
+    except (UnreadableObject, OSError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_UNFINISHED)
     click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())

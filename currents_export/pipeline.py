@@ -83,6 +83,7 @@ class Pipeline:
     lanes: int = DEFAULT_LANES
     checkpoint_every: int = 10_000  # records accounted for between progress checkpoints
     should_stop: Callable[[], bool] | None = None  # e.g. "the Lambda deadline is near"
+    on_object: Callable[[ObjectReport], None] | None = None  # progress display, logs
     seen_ids: set[str] = field(default_factory=set)
     _seen_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _lanes: Lanes[EventRef] | None = field(default=None, init=False)
@@ -109,7 +110,10 @@ class Pipeline:
             )
         try:
             for source in objects:
-                summary.add(self.process(source))
+                report = self.process(source)
+                summary.add(report)
+                if self.on_object is not None:
+                    self.on_object(report)
         finally:
             if self._lanes is not None:
                 self._lanes.close()

@@ -130,6 +130,25 @@ class RunSummary(Tally):
         totals.dead_lettered += sum(report.dead_lettered.values())
         totals.duplicates += report.duplicates
 
+    def merge(self, other: RunSummary) -> None:
+        """Add another summary of the same run (parallel workers)."""
+        self.add_tally(other)
+        self.objects_done += other.objects_done
+        self.objects_already_done += other.objects_already_done
+        self.objects_failed += other.objects_failed
+        self.pending_records += other.pending_records
+        self.resumed_records += other.resumed_records
+        self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
+        self.failures.extend(other.failures)
+        self.dead_letter_file = self.dead_letter_file or other.dead_letter_file
+        for name, theirs in other.by_event_type.items():
+            mine = self.by_event_type.setdefault(name, TypeTotals())
+            mine.records += theirs.records
+            mine.delivered += theirs.delivered
+            mine.skipped += theirs.skipped
+            mine.dead_lettered += theirs.dead_lettered
+            mine.duplicates += theirs.duplicates
+
     def to_json(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,

@@ -1,0 +1,167 @@
+"""Backfill helpers: hour bounds, parallel objects, progress, SQS dispatch, manifests."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+from urllib.parse import quote
+
+import orjson
+
+from currents_export.sources import SourceObject
+from currents_export.summary import ObjectReport, RunSummary
+
+DISPATCH_VERSION = 1  # the "currents_export" field of a dispatched SQS message
+
+
+def parse_hour(value: str | None, *, end: bool = False) -> datetime | None:
+    """``YYYY-MM-DD`` or ``YYYY-MM-DD-HH`` (UTC) → the first hour, or the last when ``end``."""
+    if value is None:
+        return None
+    for pattern, span in (("%Y-%m-%d-%H", timedelta(0)), ("%Y-%m-%d", timedelta(hours=23))):
+        try:
+            hour = datetime.strptime(value, pattern).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        return hour + span if end else hour
+    raise ValueError(f"{value!r} is not YYYY-MM-DD or YYYY-MM-DD-HH")
+
+
+def queue_url(dispatch: str) -> str:
+    """``sqs://HOST/ACCOUNT/QUEUE`` (or the queue's https URL) → the queue URL."""
+    if dispatch.startswith(("https://", "http://")):
+        return dispatch
+    if dispatch.startswith("sqs://"):
+        rest = dispatch[len("sqs://") :]
+        return rest if rest.startswith(("https://", "http://")) else f"https://{rest}"
+    raise ValueError(f"--dispatch {dispatch}: expected sqs://QUEUE_URL")
+
+
+def dispatch_message(bucket: str, key: str) -> str:
+    """What the Lambda handler reads: the raw key (as listed), never URL-encoded."""
+    return orjson.dumps({"currents_export": DISPATCH_VERSION, "bucket": bucket, "key": key}
+                        ).decode()
+
+
+def dispatch_to_sqs(sqs: Any, url: str, bucket: str, objects: Iterable[SourceObject]) -> int:
+    """Send one message per object (batches of 10); returns how many were sent."""
+    sent = 0
+    batch: list[SourceObject] = []
+
+    def send(chunk: list[SourceObject]) -> None:
+        entries = [{"Id": str(n), "MessageBody": dispatch_message(bucket, obj.key)}
+                   for n, obj in enumerate(chunk)]
+        for _attempt in range(5):
+            failed = sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed", [])
+            if not failed:
+                return
+            failed_ids = {f["Id"] for f in failed}
+            entries = [e for e in entries if e["Id"] in failed_ids]
+            time.sleep(0.5)
+        raise RuntimeError(f"SQS refused {len(entries)} messages for {url}")
+
+    for source in objects:
+        batch.append(source)
+        if len(batch) == 10:
+            send(batch)
+            sent += len(batch)
+            batch = []
+    if batch:
+        send(batch)
+        sent += len(batch)
+    return sent
+
+
+def write_manifest(out: IO[str], bucket: str, objects: Iterable[SourceObject]) -> int:
+    """An S3 Batch Operations CSV manifest (``Bucket,Key``; keys URL-encoded)."""
+    writer = csv.writer(out, lineterminator="\n")
+    count = 0
+    for source in objects:
+        writer.writerow([bucket, quote(source.key, safe="/")])
+        count += 1
+    return count
+
+
+class ProgressLine:
+    """Objects and events done, with the event rate, on stderr.
+
+    Rewrites one line on a terminal; elsewhere prints a line every ``interval_s``.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, interval_s: float = 10.0) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._tty = self._stream.isatty()
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._last = 0.0
+        self.objects = self.failed = self.records = 0
+
+    def update(self, report: ObjectReport) -> None:
+        with self._lock:
+            self.objects += 1
+            self.failed += report.status == "failed"
+            self.records += report.records
+            now = time.monotonic()
+            if self._tty or now - self._last >= self._interval_s:
+                self._last = now
+                self._write(now)
+
+    def close(self) -> None:
+        with self._lock:
+            self._write(time.monotonic())
+            if self._tty:
+                self._stream.write("\n")
+
+    def _write(self, now: float) -> None:
+        rate = self.records / max(now - self._started, 1e-9)
+        line = (f"backfill: {self.objects} objects ({self.failed} failed) · "
+                f"{self.records:,} events · {rate:,.0f} events/s")
+        self._stream.write(f"\r{line}" if self._tty else f"{line}\n")
+        self._stream.flush()
+
+
+def run_in_parallel(
+    objects: Iterable[SourceObject],
+    workers: int,
+    run_one: Callable[[Iterator[SourceObject]], RunSummary],
+) -> RunSummary:
+    """Run ``workers`` pipelines over one shared stream of objects and merge their summaries."""
+    shared = _LockedIterator(iter(objects))
+    summaries: list[RunSummary] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            summaries.append(run_one(shared))
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, name=f"backfill-{n}") for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    total = RunSummary(dry_run=summaries[0].dry_run if summaries else False)
+    for summary in summaries:
+        total.merge(summary)
+    return total
+
+
+class _LockedIterator(Iterator[SourceObject]):
+    def __init__(self, inner: Iterator[SourceObject]) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+
+    def __next__(self) -> SourceObject:
+        with self._lock:
+            return next(self._inner)
+
+
