@@ -47,8 +47,8 @@ def dead_letter_line(
     object_name: str,
     record_index: int,
     event_type: str,
-    record: dict[str, Any] | None,
-    event: dict[str, Any] | None,
+    record: dict[str, Any] | orjson.Fragment | None,
+    event: dict[str, Any] | orjson.Fragment | None,
 ) -> bytes:
     return orjson.dumps(
         {

@@ -57,14 +57,18 @@ class Interrupted(Exception):
 
 @dataclass(slots=True)
 class EventRef:
-    """What travels with an event until Amplitude answers for it."""
+    """What travels with an event until Amplitude answers for it.
+
+    The Braze record and the event are kept serialised (compact bytes, not dicts): they are
+    only needed again if the event ends in the dead letter.
+    """
 
     progress: ObjectProgress
     object_name: str
     event_type: str
     index: int
-    record: dict[str, Any]
-    event: dict[str, Any]
+    record_json: bytes
+    payload: bytes
     warnings: tuple[str, ...]
 
 
@@ -147,6 +151,9 @@ class Pipeline:
             self._finish(source, report, progress, error=str(exc))
             raise
         except (UnreadableObject, DeliveryFailed, Interrupted, LeaseError, OSError) as exc:
+            report.retryable = not (
+                isinstance(exc, UnreadableObject) or getattr(exc, "permanent", False)
+            )
             self._finish(source, report, progress, error=str(exc))
             return report
         self._finish(source, report, progress)
@@ -227,9 +234,7 @@ class Pipeline:
                     continue
                 result = mapper.map(record)
                 if isinstance(result, Mapped):
-                    ref = EventRef(progress, source.uri, stream.event_type, index, record,
-                                   result.event, result.warnings)
-                    self._route(ref)
+                    self._route(progress, source.uri, stream.event_type, index, record, result)
                 elif isinstance(result, Rejected):
                     self._dead_letter(progress, source.uri, stream.event_type, index, record,
                                       None, result.reason, result.detail)
@@ -246,23 +251,33 @@ class Pipeline:
             self.seen_ids.add(event_id)
         return False
 
-    def _route(self, ref: EventRef) -> None:
+    def _route(
+        self,
+        progress: ObjectProgress,
+        object_name: str,
+        event_type: str,
+        index: int,
+        record: dict[str, Any],
+        mapped: Mapped,
+    ) -> None:
         """Validate, write to --output, and hand the event to the lanes (or count a dry run)."""
-        event = ref.event
+        event = mapped.event
         problem = id_problem(event, self.min_id_length)
         if problem:
-            self._rejected(ref, INVALID_ID, problem)
+            self._dead_letter(progress, object_name, event_type, index, record, event,
+                              INVALID_ID, problem, mapped.warnings)
             return
         payload = orjson.dumps(event)
-        newest = ref.progress.newest_event_ms
-        if newest is None or event["time"] > newest:
-            ref.progress.newest_event_ms = event["time"]
+        if progress.newest_event_ms is None or event["time"] > progress.newest_event_ms:
+            progress.newest_event_ms = event["time"]
         if self.output is not None:
             self.output.write(payload + b"\n")
         if self._lanes is None:
-            self._resolve(ref.progress, ref.index, SKIPPED, DRY_RUN, ref.warnings)
+            self._resolve(progress, index, SKIPPED, DRY_RUN, mapped.warnings)
             return
         ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
+        ref = EventRef(progress, object_name, event_type, index, orjson.dumps(record), payload,
+                       mapped.warnings)
         try:
             self._lanes.submit(PendingEvent(payload, ref, ids))
         except EventTooLarge as exc:
@@ -272,8 +287,9 @@ class Pipeline:
         self._resolve(ref.progress, ref.index, DELIVERED, None, ref.warnings)
 
     def _rejected(self, ref: EventRef, reason: str, detail: str) -> None:
-        self._dead_letter(ref.progress, ref.object_name, ref.event_type, ref.index, ref.record,
-                          ref.event, reason, detail, ref.warnings)
+        self._dead_letter(ref.progress, ref.object_name, ref.event_type, ref.index,
+                          orjson.Fragment(ref.record_json), orjson.Fragment(ref.payload),
+                          reason, detail, ref.warnings)
 
     def _dead_letter(
         self,
@@ -281,8 +297,8 @@ class Pipeline:
         object_name: str,
         event_type: str,
         index: int,
-        record: dict[str, Any],
-        event: dict[str, Any] | None,
+        record: dict[str, Any] | orjson.Fragment,
+        event: dict[str, Any] | orjson.Fragment | None,
         reason: str,
         detail: str,
         warnings: tuple[str, ...] = (),

@@ -84,6 +84,7 @@ class ObjectReport(Tally):
     resumed: int = 0  # records accounted for by an earlier, interrupted attempt
     newest_event_ms: int | None = None  # the latest event time sent (for the delivery lag)
     error: str | None = None
+    retryable: bool = True  # False when trying again cannot help (not Avro, no such key)
 
     def figures(self) -> dict[str, Any]:
         return {"event_type": self.event_type, **self.tally_json()}

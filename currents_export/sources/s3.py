@@ -28,7 +28,14 @@ READ_BUFFER_BYTES = 1 << 20
 
 
 class S3ReadError(OSError):
-    """The object could not be fetched or its stream broke (worth retrying)."""
+    """The object could not be fetched or its stream broke.
+
+    ``permanent`` is True when trying again cannot help (the key does not exist).
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +134,8 @@ def _open(client: Any, bucket: str, key: str, version_id: str | None) -> Iterato
         response = client.get_object(**arguments)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        raise S3ReadError(f"s3://{bucket}/{key}: GetObject failed ({code})") from None
+        raise S3ReadError(f"s3://{bucket}/{key}: GetObject failed ({code})",
+                          permanent=code in ("NoSuchKey", "NoSuchBucket")) from None
     except BotoCoreError as exc:
         raise S3ReadError(f"s3://{bucket}/{key}: GetObject failed ({exc})") from None
     body = response["Body"]
