@@ -203,6 +203,9 @@ def run_pipeline(
         except ConfigurationError as exc:
             click.echo(f"Error: {exc}. Nothing was marked done.", err=True)
             sys.exit(EXIT_CONFIG)
+        except LedgerConfigError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_CONFIG)
     raise AssertionError("unreachable")
 
 

@@ -111,6 +111,7 @@ class Pipeline:
                 on_delivered=self._delivered,
                 on_rejected=self._rejected,
                 horizon_s=self.client.retry.horizon_s,
+                should_stop=self.should_stop,
             )
         try:
             for source in objects:

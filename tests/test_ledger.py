@@ -26,7 +26,7 @@ def test_an_object_is_done_only_after_complete_and_survives_reopening(tmp_path: 
     assert row is not None and row["attempts"] == 2 and row["status"] == "in_progress"
 
 
-@pytest.mark.parametrize("uri", ["dynamodb://table", "redis://x"])
+@pytest.mark.parametrize("uri", ["dynamodb://", "dynamodb://a/b", "redis://x"])
 def test_unsupported_state_uris_are_configuration_errors(uri: str) -> None:
     with pytest.raises(LedgerConfigError, match="--state"):
         open_ledger(uri)

@@ -351,8 +351,8 @@ def test_usage_errors_exit_2_with_what_to_do(tmp_path: Path) -> None:
     nothing = run_cli("replay", str(empty), "--api-key", API_KEY)
     assert nothing.exit_code == 2 and "no .avro files" in nothing.output
     dynamo = run_cli("replay", str(tmp_path / "a.avro"), "--api-key", API_KEY,
-                     "--state", "dynamodb://t")
-    assert dynamo.exit_code == 2 and "--state dynamodb://t" in dynamo.output
+                     "--state", "redis://t")
+    assert dynamo.exit_code == 2 and "--state redis://t" in dynamo.output
 
 
 def test_the_api_key_never_appears_in_output_or_logs(

@@ -58,6 +58,7 @@ class Lanes(Generic[Ref]):
         horizon_s: float,
         queue_depth: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError("lanes must be at least 1")
@@ -66,6 +67,7 @@ class Lanes(Generic[Ref]):
         self._on_rejected = on_rejected
         self._horizon_s = horizon_s
         self._clock = clock
+        self._should_stop = should_stop  # checked before every request (a Lambda deadline)
         self._owners: dict[str, int] = {}
         self._holds: dict[str, int] = {}  # id → unresolved events of it
         self._ownership = threading.Condition()
@@ -268,6 +270,13 @@ class _Lane(threading.Thread, Generic[Ref]):
     def _send(self, events: list[PendingEvent[Ref]]) -> None:
         if self.parent._error is not None:
             self._abandon(events)
+            return
+        if self.parent._should_stop is not None and self.parent._should_stop():
+            self._abandon(events)
+            self._give_up(DeliveryFailed(
+                "stopped before the deadline; progress is saved and the object resumes on "
+                "its next delivery"
+            ))
             return
         try:
             outcome = self.parent._client.send(events)

@@ -1,21 +1,26 @@
-"""Which objects are done: a small protocol with a SQLite adapter (DynamoDB comes later)."""
+"""Which objects are done: a small protocol with SQLite and DynamoDB adapters."""
 
 from __future__ import annotations
 
-from currents_export.ledger.base import Ledger, Resume
+from currents_export.ledger.base import (
+    LeaseError,
+    LeaseHeld,
+    LeaseLost,
+    Ledger,
+    LedgerConfigError,
+    Resume,
+)
+from currents_export.ledger.dynamodb import DynamoDbLedger
 from currents_export.ledger.sqlite import SqliteLedger
 
 
-class LedgerConfigError(ValueError):
-    """The --state URI cannot be used."""
-
-
 def open_ledger(uri: str) -> Ledger:
-    """``dynamodb://TABLE`` (not yet supported) or a file path for SQLite."""
+    """``dynamodb://TABLE`` (endpoint and region from the AWS environment) or a SQLite path."""
     if uri.startswith("dynamodb://"):
-        raise LedgerConfigError(
-            f"--state {uri}: the DynamoDB ledger is not available yet; use a file path"
-        )
+        table = uri[len("dynamodb://") :]
+        if not table or "/" in table:
+            raise LedgerConfigError(f"--state {uri}: expected dynamodb://TABLE")
+        return DynamoDbLedger(table)
     if "://" in uri:
         raise LedgerConfigError(
             f"--state {uri}: unknown scheme; use a file path (SQLite) or dynamodb://TABLE"
@@ -23,4 +28,14 @@ def open_ledger(uri: str) -> Ledger:
     return SqliteLedger(uri)
 
 
-__all__ = ["Ledger", "LedgerConfigError", "Resume", "SqliteLedger", "open_ledger"]
+__all__ = [
+    "DynamoDbLedger",
+    "LeaseError",
+    "LeaseHeld",
+    "LeaseLost",
+    "Ledger",
+    "LedgerConfigError",
+    "Resume",
+    "SqliteLedger",
+    "open_ledger",
+]

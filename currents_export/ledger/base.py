@@ -40,3 +40,15 @@ class Ledger(Protocol):
 
 class LeaseError(Exception):
     """The ledger says another worker owns the object (or took it over): leave it alone."""
+
+
+class LeaseHeld(LeaseError):
+    """Another worker holds a live lease on the object; it will be retried later."""
+
+
+class LeaseLost(LeaseError):
+    """Another worker took the object over; this worker must stop writing to it."""
+
+
+class LedgerConfigError(ValueError):
+    """The --state URI (or the ledger it names) cannot be used."""

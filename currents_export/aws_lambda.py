@@ -1,0 +1,284 @@
+"""AWS Lambda entry point: ``currents_export.aws_lambda.handler``.
+
+Configured by environment variables (names, never secret values):
+
+- the API key: ``AMPLITUDE_API_KEY_SECRET`` (Secrets Manager), ``AMPLITUDE_API_KEY_PARAMETER``
+  (SSM SecureString) or ``AMPLITUDE_API_KEY`` (see ``apikey``);
+- Amplitude: ``AMPLITUDE_REGION`` (us, eu), ``AMPLITUDE_API`` (batch, http), ``AMPLITUDE_URL``;
+- the ledger: ``CURRENTS_EXPORT_STATE`` (``dynamodb://TABLE``) or ``LEDGER_TABLE``;
+- refused events: ``CURRENTS_EXPORT_DEAD_LETTER`` (``s3://BUCKET/PREFIX``);
+- mapping and delivery: ``CURRENTS_EXPORT_PROFILE``, ``CURRENTS_EXPORT_IDENTITY_FALLBACK``,
+  ``CURRENTS_EXPORT_MIN_ID_LENGTH``, ``CURRENTS_EXPORT_LANES``,
+  ``CURRENTS_EXPORT_CHECKPOINT_EVERY``;
+- ``CURRENTS_EXPORT_DEADLINE_MARGIN_S``: stop this long before the deadline (default 60).
+
+Per object it logs one JSON line and one CloudWatch EMF line. Before the deadline it saves
+progress and reports the unfinished object as failed, so SQS (or Batch Operations) delivers
+it again and the next attempt resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from currents_export.amplitude.client import AmplitudeClient, ConfigurationError
+from currents_export.apikey import ApiKeyProvider, ApiKeySource
+from currents_export.aws_events import (
+    Invocation,
+    WorkItem,
+    batch_operations_response,
+    parse_invocation,
+    sqs_response,
+)
+from currents_export.config import (
+    DEFAULT_LANES,
+    DEFAULT_MIN_ID_LENGTH,
+    REQUEST_LIMITS,
+    THROTTLE_PAUSE_S,
+    endpoint_url,
+)
+from currents_export.deadletter import DeadLetter, open_dead_letter
+from currents_export.ledger import Ledger, open_ledger
+from currents_export.mapping import MappingOptions
+from currents_export.observability import emf_line, object_fields, setup_json_logging
+from currents_export.pipeline import Pipeline
+from currents_export.sources import SourceObject
+from currents_export.sources.s3 import s3_client, s3_object
+from currents_export.summary import ObjectReport
+
+log = logging.getLogger("currents_export.lambda")
+
+
+class LambdaConfigError(ValueError):
+    """A missing or wrong environment variable; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaSettings:
+    state: str
+    dead_letter: str
+    api: str = "batch"
+    region: str = "us"
+    amplitude_url: str | None = None
+    profile: str = "braze"
+    identity_fallback: str = "none"
+    min_id_length: int = DEFAULT_MIN_ID_LENGTH
+    lanes: int = DEFAULT_LANES
+    deadline_margin_s: float = 60.0
+    checkpoint_every: int = 5_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LambdaSettings:
+        state = env.get("CURRENTS_EXPORT_STATE") or (
+            f"dynamodb://{env['LEDGER_TABLE']}" if env.get("LEDGER_TABLE") else ""
+        )
+        if not state:
+            raise LambdaConfigError(
+                "set CURRENTS_EXPORT_STATE=dynamodb://TABLE (or LEDGER_TABLE=TABLE)"
+            )
+        dead_letter = env.get("CURRENTS_EXPORT_DEAD_LETTER", "")
+        if not dead_letter.startswith("s3://"):
+            raise LambdaConfigError(
+                "set CURRENTS_EXPORT_DEAD_LETTER=s3://BUCKET/PREFIX (a Lambda's disk is not kept)"
+            )
+        choices = {"AMPLITUDE_API": ("batch", "http"), "AMPLITUDE_REGION": ("us", "eu"),
+                   "CURRENTS_EXPORT_PROFILE": ("braze", "plain"),
+                   "CURRENTS_EXPORT_IDENTITY_FALLBACK": ("none", "braze_id")}
+        for name, allowed in choices.items():
+            if name in env and env[name] not in allowed:
+                raise LambdaConfigError(f"{name}={env[name]!r}: use one of {', '.join(allowed)}")
+        return cls(
+            state=state,
+            dead_letter=dead_letter,
+            api=env.get("AMPLITUDE_API", "batch"),
+            region=env.get("AMPLITUDE_REGION", "us"),
+            amplitude_url=env.get("AMPLITUDE_URL") or None,
+            profile=env.get("CURRENTS_EXPORT_PROFILE", "braze"),
+            identity_fallback=env.get("CURRENTS_EXPORT_IDENTITY_FALLBACK", "none"),
+            min_id_length=_int(env, "CURRENTS_EXPORT_MIN_ID_LENGTH", DEFAULT_MIN_ID_LENGTH),
+            lanes=_int(env, "CURRENTS_EXPORT_LANES", DEFAULT_LANES),
+            deadline_margin_s=float(_int(env, "CURRENTS_EXPORT_DEADLINE_MARGIN_S", 60)),
+            checkpoint_every=_int(env, "CURRENTS_EXPORT_CHECKPOINT_EVERY", 5_000),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError:
+        raise LambdaConfigError(f"{name}={env[name]!r} is not a whole number") from None
+
+
+class Runtime:
+    """What one execution environment keeps between invocations: clients, ledger, key."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.settings = LambdaSettings.from_env(env)
+        self.s3 = s3_client()
+        self.ledger: Ledger = open_ledger(self.settings.state)
+        self.dead_letter: DeadLetter = open_dead_letter(self.settings.dead_letter,
+                                                        s3_client=self.s3)
+        self.api_key = ApiKeyProvider(ApiKeySource.from_env(env), env)
+        self.url = endpoint_url(self.settings.api, self.settings.region,
+                                self.settings.amplitude_url)
+        self._client: AmplitudeClient | None = None
+        self._client_key: str | None = None
+
+    def client(self, *, refresh_key: bool = False) -> AmplitudeClient:
+        key = self.api_key.get(refresh=refresh_key)
+        if self._client is None or key != self._client_key:
+            if self._client is not None:
+                self._client.close()
+            self._client = AmplitudeClient(
+                self.url, key, min_id_length=self.settings.min_id_length,
+                throttle_pause_s=THROTTLE_PAUSE_S[self.settings.api],
+            )
+            self._client_key = key
+        return self._client
+
+    def pipeline(self, client: AmplitudeClient, should_stop: Callable[[], bool],
+                 on_object: Callable[[ObjectReport], None]) -> Pipeline:
+        settings = self.settings
+        return Pipeline(
+            client=client,
+            ledger=self.ledger,
+            dead_letter=self.dead_letter,
+            options=MappingOptions(
+                profile=settings.profile,  # type: ignore[arg-type]
+                identity_fallback=settings.identity_fallback,  # type: ignore[arg-type]
+            ),
+            limits=REQUEST_LIMITS[settings.api],
+            min_id_length=settings.min_id_length,
+            lanes=settings.lanes,
+            checkpoint_every=settings.checkpoint_every,
+            should_stop=should_stop,
+            on_object=on_object,
+        )
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """The per-container runtime, built on first use (cold start)."""
+    global _runtime
+    if _runtime is None:
+        setup_json_logging()
+        _runtime = Runtime(os.environ)
+    return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the cached runtime (a new execution environment; used by tests)."""
+    global _runtime
+    _runtime = None
+
+
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
+    """Process the objects an event names; report failures the way the trigger expects."""
+    current = runtime()
+    invocation = parse_invocation(event)
+    remaining_s = _remaining_s(context)
+    deadline = time.monotonic() + remaining_s - current.settings.deadline_margin_s
+
+    def should_stop() -> bool:
+        return time.monotonic() >= deadline
+
+    outcomes = {}
+    for item in invocation.items:
+        for reason in item.ignored:
+            log.info("ignored", extra={"fields": {"reason": reason, "item": item.item_id}})
+        outcomes[item.item_id] = _process_item(current, item, should_stop, deadline)
+    return _response(invocation, outcomes)
+
+
+def _remaining_s(context: Any) -> float:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return remaining() / 1000 if callable(remaining) else 900.0
+
+
+def _process_item(
+    current: Runtime, item: WorkItem, should_stop: Callable[[], bool], deadline: float
+) -> list[ObjectReport]:
+    """Run the item's objects; a report per object (failed ones say if a retry can help)."""
+    sources = [s3_object(current.s3, ref.bucket, ref.key, size=ref.size, etag=ref.etag,
+                         version_id=ref.version_id) for ref in item.objects]
+    if not sources:
+        return []
+    if should_stop():
+        return [_not_started(source.uri) for source in sources]
+    try:
+        return _run(current, current.client(), sources, should_stop, deadline)
+    except ConfigurationError:
+        pass
+    try:  # the key may have been rotated: read it again, once
+        return _run(current, current.client(refresh_key=True), sources, should_stop, deadline)
+    except ConfigurationError as exc:
+        log.error("configuration error", extra={"fields": {"error": str(exc)}})
+        return [_not_started(source.uri, str(exc)) for source in sources]
+
+
+def _run(
+    current: Runtime,
+    client: AmplitudeClient,
+    sources: list[SourceObject],
+    should_stop: Callable[[], bool],
+    deadline: float,
+) -> list[ObjectReport]:
+    reports: list[ObjectReport] = []
+    client.retry = replace(client.retry, horizon_s=max(1.0, deadline - time.monotonic()))
+    current.pipeline(client, should_stop, reports.append).run(sources)
+    for report in reports:
+        _log_object(report)
+    return reports
+
+
+def _not_started(uri: str, error: str = "not started: the deadline was too close") -> ObjectReport:
+    return ObjectReport(object=uri, status="failed", error=error)
+
+
+def _log_object(report: ObjectReport) -> None:
+    level = logging.WARNING if report.status == "failed" else logging.INFO
+    log.log(level, "object " + report.status, extra={"fields": object_fields(report)})
+    if report.status != "already_done":
+        print(emf_line(report), flush=True)  # CloudWatch reads EMF from stdout
+
+
+def _response(invocation: Invocation, outcomes: dict[str | None, list[ObjectReport]]
+              ) -> dict[str, Any] | None:
+    def failed(reports: list[ObjectReport]) -> bool:
+        return any(r.status == "failed" for r in reports)
+
+    if invocation.kind == "sqs":
+        return sqs_response([item_id for item_id, reports in outcomes.items()
+                             if item_id is not None and failed(reports)])
+    if invocation.kind == "batch_operations":
+        results = {}
+        for item_id, reports in outcomes.items():
+            if item_id is None:
+                continue
+            results[item_id] = _task_result(reports)
+        return batch_operations_response(invocation, results)
+    if any(failed(reports) for reports in outcomes.values()):
+        # Direct, SNS and EventBridge invocations are asynchronous: raising makes Lambda retry.
+        raise RuntimeError("some objects are not finished; they resume on the retry")
+    return {"objects": sum(len(reports) for reports in outcomes.values())}
+
+
+def _task_result(reports: list[ObjectReport]) -> tuple[str, str]:
+    if not reports:
+        return "PermanentFailure", "not a Currents object"
+    failed = [r for r in reports if r.status == "failed"]
+    if not failed:
+        report = reports[0]
+        return "Succeeded", (f"{report.status} records={report.records} "
+                             f"delivered={report.delivered} skipped={sum(report.skipped.values())} "
+                             f"dead_lettered={sum(report.dead_lettered.values())}")
+    first = failed[0]
+    code = "TemporaryFailure" if first.retryable else "PermanentFailure"
+    return code, (first.error or "failed")[:1000]

@@ -1,0 +1,238 @@
+"""The Lambda handler against moto's server (S3, SQS, DynamoDB, Secrets Manager) and the
+Amplitude emulator, with events in the shapes AWS sends them."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import boto3
+import pytest
+from test_replay import read_all
+
+from currents_export import aws_lambda
+from currents_export.amplitude.emulator import Emulator
+from currents_export.currents.fixtures import FixtureFile, generate_fixtures
+from currents_export.ledger import open_ledger
+
+BUCKET = "acme-currents"
+TABLE = "currents-ledger"
+SECRET_KEY = "lambda-secret-api-key-7"
+
+
+class Context:
+    """What the Lambda runtime passes: the remaining time and a request id."""
+
+    def __init__(self, remaining_ms: int = 600_000) -> None:
+        self.remaining_ms = remaining_ms
+        self.aws_request_id = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def stack(aws: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """Bucket with notifications to a queue, the ledger table, the secret, the environment."""
+    s3 = boto3.client("s3", endpoint_url=aws)
+    sqs = boto3.client("sqs", endpoint_url=aws)
+    s3.create_bucket(Bucket=BUCKET)
+    queue = sqs.create_queue(QueueName="currents-inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    boto3.client("dynamodb", endpoint_url=aws).create_table(
+        TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    secret = boto3.client("secretsmanager", endpoint_url=aws).create_secret(
+        Name="amplitude", SecretString=json.dumps({"api_key": SECRET_KEY}))["ARN"]
+    for name, value in {
+        "AWS_ENDPOINT_URL": aws, "AMPLITUDE_API_KEY_SECRET": secret,
+        "AMPLITUDE_URL": emulator.url, "CURRENTS_EXPORT_STATE": f"dynamodb://{TABLE}",
+        "CURRENTS_EXPORT_DEAD_LETTER": f"s3://{BUCKET}/dead-letter",
+        "CURRENTS_EXPORT_DEADLINE_MARGIN_S": "5", "CURRENTS_EXPORT_CHECKPOINT_EVERY": "500",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AMPLITUDE_API_KEY", raising=False)
+    aws_lambda.reset_runtime()
+    yield {"s3": s3, "sqs": sqs, "queue": queue}
+    aws_lambda.reset_runtime()
+    logging.getLogger().handlers.clear()
+
+
+def upload(stack: dict, files: list[FixtureFile]) -> None:
+    for fixture in files:
+        stack["s3"].put_object(Bucket=BUCKET, Key=fixture.key, Body=fixture.path.read_bytes())
+
+
+def sqs_event(stack: dict) -> dict[str, Any]:
+    """Receive what S3 sent to the queue and wrap it as the SQS event source does."""
+    records = []
+    while True:
+        reply = stack["sqs"].receive_message(QueueUrl=stack["queue"], MaxNumberOfMessages=10)
+        if not reply.get("Messages"):
+            break
+        for message in reply["Messages"]:
+            records.append({
+                "messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"], "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:currents-inbox",
+                "awsRegion": "us-east-1",
+            })
+    return {"Records": records}
+
+
+def invoke(event: dict[str, Any], context: Context | None = None) -> tuple[Any, str]:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        result = aws_lambda.handler(event, context or Context())
+    return result, out.getvalue()
+
+
+def valid_ids(files: list[FixtureFile]) -> list[str]:
+    first: dict[str, dict] = {}
+    for _, record in read_all(files):
+        first.setdefault(record["id"], record)
+    return sorted(i for i, r in first.items() if r.get("external_user_id") or r.get("device_id"))
+
+
+def test_sqs_notifications_processed_once_even_when_delivered_twice(
+    stack: dict, emulator: Emulator, tmp_path: Path
+) -> None:
+    files = generate_fixtures(tmp_path, events_per_type=60, seed=41,
+                              event_types=["users.behaviors.CustomEvent",
+                                           "users.messages.email.Open"])
+    upload(stack, files)
+    event = sqs_event(stack)
+    bodies = [json.loads(r["body"]) for r in event["Records"]]
+    assert any(b.get("Event") == "s3:TestEvent" for b in bodies)  # S3 sends one first
+    duplicate = dict(next(r for r in event["Records"] if "Records" in json.loads(r["body"])))
+    duplicate["messageId"] = "redelivered-1"
+    event["Records"].append(duplicate)
+
+    result, stdout = invoke(event)
+    assert result == {"batchItemFailures": []}
+    stored = sorted(e["insert_id"] for e in emulator.events())
+    assert stored == valid_ids(files)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    assert len(emf) == len(files)  # one per processed object; the repeat was already done
+    assert sum(line["EventsDelivered"] for line in emf) == len(stored)
+    assert all("DeliveryLagSeconds" in line for line in emf)
+    logged = [line for line in lines if line.get("message", "").startswith("object")]
+    assert {line["status"] for line in logged} == {"done", "already_done"}
+    assert SECRET_KEY not in stdout
+
+    ledger = open_ledger(f"dynamodb://{TABLE}")
+    assert all(ledger.is_done(f"s3://{BUCKET}/{f.key}") for f in files)
+
+    # Redelivering the whole batch sends nothing more.
+    before = len(emulator.requests_log())
+    again, _ = invoke(event)
+    assert again == {"batchItemFailures": []}
+    assert len(emulator.requests_log()) == before
+
+
+def batch_event(version: str, tasks: list[tuple[str, str]]) -> dict[str, Any]:
+    if version == "1.0":
+        task_list = [{"taskId": tid, "s3Key": quote_plus(key), "s3VersionId": None,
+                      "s3BucketArn": f"arn:aws:s3:::{BUCKET}"} for tid, key in tasks]
+        job: dict[str, Any] = {"id": "job-1"}
+    else:
+        task_list = [{"taskId": tid, "s3Key": quote_plus(key), "s3VersionId": None,
+                      "s3Bucket": BUCKET} for tid, key in tasks]
+        job = {"id": "job-2", "userArguments": {"note": "backfill"}}
+    return {"invocationSchemaVersion": version, "invocationId": f"inv-{version}", "job": job,
+            "tasks": task_list}
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_s3_batch_operations_results(
+    stack: dict, emulator: Emulator, tmp_path: Path, version: str
+) -> None:
+    files = generate_fixtures(tmp_path, events_per_type=40, seed=42, files_per_type=1,
+                              event_types=["users.messages.sms.Send"])
+    upload(stack, files)
+    stack["s3"].put_object(Bucket=BUCKET, Key="currents/broken+0+1.avro", Body=b"not avro")
+    result, _ = invoke(batch_event(version, [
+        ("t-ok", files[0].key), ("t-missing", "currents/nope+0+2.avro"),
+        ("t-broken", "currents/broken+0+1.avro"),
+    ]))
+    assert result["invocationSchemaVersion"] == version
+    assert result["invocationId"] == f"inv-{version}"
+    codes = {r["taskId"]: (r["resultCode"], r["resultString"]) for r in result["results"]}
+    assert codes["t-ok"][0] == "Succeeded" and "delivered=" in codes["t-ok"][1]
+    assert codes["t-missing"][0] == "PermanentFailure" and "NoSuchKey" in codes["t-missing"][1]
+    assert codes["t-broken"][0] == "PermanentFailure"
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+
+
+def test_a_short_deadline_saves_progress_and_the_redelivery_resumes(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CURRENTS_EXPORT_LANES", "1")  # one request at a time: slow enough
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path, events_per_type=12_000, seed=43, files_per_type=1,
+                              event_types=["users.behaviors.CustomEvent"])
+    upload(stack, files)
+    event = sqs_event(stack)
+    message_id = next(r["messageId"] for r in event["Records"]
+                      if "Records" in json.loads(r["body"]))
+    emulator.set_faults([{"action": "delay", "delay_s": 0.6}])  # slow Amplitude
+    # 5 s margin: with 7 s left the handler has about 2 s of work before it must stop.
+    result, _ = invoke(event, Context(remaining_ms=7_000))
+    assert result == {"batchItemFailures": [{"itemIdentifier": message_id}]}
+    ledger = open_ledger(f"dynamodb://{TABLE}")
+    uri = f"s3://{BUCKET}/{files[0].key}"
+    assert not ledger.is_done(uri)
+
+    emulator.clear_faults()
+    result, stdout = invoke(event)
+    assert result == {"batchItemFailures": []}
+    assert ledger.is_done(uri)
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    finished = next(line for line in lines if line.get("message") == "object done")
+    assert finished["records"] == files[0].records
+    assert finished["resumed"] > 0  # the second attempt started from the saved checkpoint
+
+
+def test_eventbridge_and_test_events(stack: dict, emulator: Emulator, tmp_path: Path) -> None:
+    files = generate_fixtures(tmp_path, events_per_type=20, seed=44, files_per_type=1,
+                              event_types=["users.messages.pushnotification.Send"])
+    upload(stack, files)
+    event = {"version": "0", "id": "e-1", "detail-type": "Object Created", "source": "aws.s3",
+             "account": "123456789012", "time": "2026-01-15T10:00:00Z", "region": "us-east-1",
+             "resources": [f"arn:aws:s3:::{BUCKET}"],
+             "detail": {"version": "0", "bucket": {"name": BUCKET},
+                        "object": {"key": files[0].key, "size": 1}, "reason": "PutObject"}}
+    result, _ = invoke(event)
+    assert result == {"objects": 1}
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET}
+    result, _ = invoke({"Records": [{"messageId": "m-test", "body": json.dumps(test_event),
+                                     "eventSource": "aws:sqs"}]})
+    assert result == {"batchItemFailures": []}
+
+
+def test_configuration_errors_name_the_variable(
+    stack: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CURRENTS_EXPORT_DEAD_LETTER")
+    aws_lambda.reset_runtime()
+    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_DEAD_LETTER"):
+        aws_lambda.handler({"Records": []}, Context())
+    monkeypatch.setenv("CURRENTS_EXPORT_DEAD_LETTER", f"s3://{BUCKET}/dl")
+    monkeypatch.setenv("AMPLITUDE_API", "grpc")
+    aws_lambda.reset_runtime()
+    with pytest.raises(aws_lambda.LambdaConfigError, match="AMPLITUDE_API"):
+        aws_lambda.handler({"Records": []}, Context())
