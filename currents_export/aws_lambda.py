@@ -53,6 +53,22 @@ from currents_export.summary import ObjectReport
 
 log = logging.getLogger("currents_export.lambda")
 
+# What the deployed function needs; infra/template.yaml is checked against these by a test.
+ENVIRONMENT_VARIABLES = frozenset({
+    "AMPLITUDE_API_KEY", "AMPLITUDE_API_KEY_SECRET", "AMPLITUDE_API_KEY_PARAMETER",
+    "AMPLITUDE_REGION", "AMPLITUDE_API", "AMPLITUDE_URL", "CURRENTS_EXPORT_STATE",
+    "LEDGER_TABLE", "CURRENTS_EXPORT_DEAD_LETTER", "CURRENTS_EXPORT_PROFILE",
+    "CURRENTS_EXPORT_IDENTITY_FALLBACK", "CURRENTS_EXPORT_MIN_ID_LENGTH",
+    "CURRENTS_EXPORT_LANES", "CURRENTS_EXPORT_DEADLINE_MARGIN_S",
+    "CURRENTS_EXPORT_CHECKPOINT_EVERY",
+})
+IAM_ACTIONS = frozenset({
+    "s3:GetObject",  # sources.s3: streaming reads
+    "s3:PutObject",  # deadletter.S3DeadLetter
+    "dynamodb:GetItem", "dynamodb:UpdateItem",  # ledger.dynamodb
+    "secretsmanager:GetSecretValue",  # apikey, with AMPLITUDE_API_KEY_SECRET
+})
+
 
 class LambdaConfigError(ValueError):
     """A missing or wrong environment variable; the message names it."""

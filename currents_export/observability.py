@@ -103,7 +103,7 @@ def emf_line(report: ObjectReport, now_ms: int | None = None) -> str:
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [["EventType"]],
+                "Dimensions": [["EventType"], []],  # per type, and all types together
                 "Metrics": [{"Name": name, "Unit": units[name]} for name in metrics],
             }],
         },
