@@ -135,7 +135,12 @@ class Pipeline:
             return report
         resume = None
         if self.ledger is not None and not self.dry_run:
-            resume = self.ledger.begin(source.uri, restart=self.force)
+            try:
+                resume = self.ledger.begin(source.uri, restart=self.force)
+            except LeaseError as exc:  # another worker has it now; try again later
+                report.status, report.error = "failed", str(exc)
+                log.warning("%s: %s", source.uri, exc)
+                return report
         progress = ObjectProgress(
             source.uri,
             Checkpoint(resume.next_index, Tally.from_json(resume.figures)) if resume else None,

@@ -147,3 +147,23 @@ def test_replay_with_a_dynamodb_ledger(
     again = run()
     assert again["objects_already_done"] == len(files) and again["requests"] == 0
     assert len(emulator.requests_log()) == requests
+
+
+def test_an_object_leased_elsewhere_is_reported_as_failed_not_processed(
+    table: str, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", table)
+    [fixture] = generate_fixtures(tmp_path / "bucket", events_per_type=10, seed=52,
+                                  files_per_type=1, event_types=["users.messages.email.Send"])
+    elsewhere = DynamoDbLedger(TABLE, endpoint_url=table, owner="other-worker")
+    elsewhere.begin(str(fixture.path.resolve()))
+    result = CliRunner().invoke(main, [
+        "replay", str(tmp_path / "bucket"), "--state", f"dynamodb://{TABLE}",
+        "--amplitude-url", emulator.url, "--api-key", "k12345",
+        "--dead-letter", str(tmp_path / "dl"), "--summary-json", str(tmp_path / "s.json"),
+    ], catch_exceptions=False)
+    assert result.exit_code == 1
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert summary["objects_failed"] == 1 and "processed elsewhere" in summary["failures"][0][
+        "error"]
+    assert emulator.requests_log() == []
