@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 from pathlib import Path
+from typing import Any
 
 import boto3
 import orjson
@@ -14,6 +16,7 @@ from currents_export.amplitude.emulator import Emulator
 from currents_export.cli import main
 from currents_export.currents.fixtures import generate_fixtures
 from currents_export.ledger import (
+    AlreadyDone,
     DynamoDbLedger,
     LeaseHeld,
     LeaseLost,
@@ -23,9 +26,13 @@ from currents_export.ledger import (
 
 TABLE = "ledger"
 OBJECT = "s3://acme/currents/event_type=users.behaviors.Purchase/x+0+1.avro"
+LEASE_S = 60.0
+DAY = 86_400
 
 
 class Clock:
+    """A clock the test moves by hand."""
+
     def __init__(self) -> None:
         self.now = 1_800_000_000.0
 
@@ -35,135 +42,260 @@ class Clock:
 
 @pytest.fixture
 def table(aws: str) -> str:
+    """An empty ledger table; returns the endpoint URL."""
     DynamoDbLedger.create_table(boto3.client("dynamodb", endpoint_url=aws), TABLE)
     return aws
 
 
-def ledger(endpoint: str, owner: str, clock: Clock) -> DynamoDbLedger:
-    return DynamoDbLedger(TABLE, endpoint_url=endpoint, owner=owner, clock=clock, lease_s=60)
+def ledger(endpoint: str, owner: str, clock: Clock, **options: Any) -> DynamoDbLedger:
+    return DynamoDbLedger(TABLE, endpoint_url=endpoint, owner=owner, clock=clock,
+                          lease_s=LEASE_S, **options)
 
 
-def test_lifecycle_resume_and_reopen(table: str) -> None:
+def row(ledger: DynamoDbLedger, object_id: str = OBJECT) -> dict[str, Any]:
+    item = ledger.status(object_id)
+    assert item is not None
+    return item
+
+
+# ---- the protocol, as SqliteLedger ---------------------------------------------------------
+
+def test_lifecycle_survives_reopening_and_a_failed_object_resumes(table: str) -> None:
     clock = Clock()
     first = ledger(table, "worker-a", clock)
+    assert repr(first) == "DynamoDbLedger('ledger')"
+    assert first.begin("s3://b/k1") is None
+    assert not first.is_done("s3://b/k1")
+    first.complete("s3://b/k1", {"records": 3})
     assert first.begin(OBJECT) is None
-    assert not first.is_done(OBJECT)
     first.save_progress(OBJECT, 500, {"records": 500, "delivered": 490, "duplicates": 10})
     first.fail(OBJECT, "Amplitude unreachable")
-    row = first.status(OBJECT)
-    assert row is not None and row["state"] == "FAILED" and row["error"] == "Amplitude unreachable"
-    assert "expires_at" in row
+    first.close()
 
-    second = ledger(table, "worker-b", clock)  # a failed object is free to claim at once
-    resume = second.begin(OBJECT)
+    client = boto3.client("dynamodb", endpoint_url=table)
+    reopened = DynamoDbLedger(TABLE, client=client, owner="worker-b", clock=clock,
+                              lease_s=LEASE_S)
+    assert reopened.is_done("s3://b/k1")
+    assert not reopened.is_done(OBJECT)
+    assert not reopened.is_done("never-seen") and reopened.status("never-seen") is None
+    failed = row(reopened)
+    assert failed["state"] == "FAILED" and failed["error"] == "Amplitude unreachable"
+    assert failed["lease_until"] == 0 and failed["attempts"] == 1
+    done = row(reopened, "s3://b/k1")
+    assert done["state"] == "DONE" and orjson.loads(done["figures"]) == {"records": 3}
+    assert done["finished_at"] == clock.now and "lease_until" not in done
+
+    clock.now += 1  # the failed attempt's lease is released: another worker may claim at once
+    resume = reopened.begin(OBJECT)
     assert resume is not None and resume.next_index == 500
-    assert resume.figures["delivered"] == 490
-    row = second.status(OBJECT)
-    assert row is not None and row["attempts"] == 2 and "expires_at" not in row
-    second.complete(OBJECT, {"records": 900})
+    assert resume.figures == {"records": 500, "delivered": 490, "duplicates": 10}
+    claimed = row(reopened)
+    assert claimed["state"] == "IN_PROGRESS" and claimed["attempts"] == 2
+    assert claimed["lease_owner"] == "worker-b" and claimed["lease_until"] == clock.now + LEASE_S
+    assert "error" not in claimed and "expires_at" not in claimed
+    reopened.complete(OBJECT, {"records": 900})
     assert ledger(table, "worker-c", clock).is_done(OBJECT)
-    row = second.status(OBJECT)
-    assert row is not None and row["state"] == "DONE"
-    assert orjson.loads(row["figures"]) == {"records": 900}
-    assert 399 * 86_400 < row["expires_at"] - clock.now <= 400 * 86_400
 
 
-def test_a_live_lease_keeps_others_out_until_it_expires(table: str) -> None:
+def test_an_interrupted_object_is_held_until_its_lease_expires_then_resumes(table: str) -> None:
     clock = Clock()
     holder, other = ledger(table, "worker-a", clock), ledger(table, "worker-b", clock)
     holder.begin(OBJECT)
-    holder.save_progress(OBJECT, 100, {"records": 100})
-    with pytest.raises(LeaseHeld, match="processed elsewhere"):
+    clock.now += 10
+    holder.save_progress(OBJECT, 100, {"records": 100})  # extends the lease
+    clock.now += LEASE_S - 1
+    with pytest.raises(LeaseHeld, match=r"processed elsewhere.*retried") as held:
         other.begin(OBJECT)
-    clock.now += 61  # the holder died: its lease runs out
+    assert held.value.owner == "worker-a" and held.value.object_id == OBJECT
+    assert held.value.until == 1_800_000_010.0 + LEASE_S
+    copy = pickle.loads(pickle.dumps(held.value))
+    assert str(copy) == str(held.value) and copy.until == held.value.until
+    assert row(other)["attempts"] == 1  # a refused claim changes nothing
+
+    clock.now += 2  # the holder died: its lease ran out
     resume = other.begin(OBJECT)
-    assert resume is not None and resume.next_index == 100
-    # Fencing: the old holder may not write any more.
-    with pytest.raises(LeaseLost):
+    assert resume is not None and resume.next_index == 100 and resume.figures == {"records": 100}
+    assert row(other)["lease_owner"] == "worker-b" and row(other)["attempts"] == 2
+
+    # Fencing: the old holder may not write any more, whatever it tries.
+    with pytest.raises(LeaseLost, match="another worker took this object over"):
         holder.save_progress(OBJECT, 200, {"records": 200})
     with pytest.raises(LeaseLost):
-        holder.complete(OBJECT, {})
+        holder.complete(OBJECT, {"records": 300})
+    with pytest.raises(LeaseLost):
+        holder.fail(OBJECT, "too late")
+    current = row(other)
+    assert current["state"] == "IN_PROGRESS" and current["next_index"] == 100
     other.complete(OBJECT, {"records": 300})
     assert other.is_done(OBJECT)
 
 
-def test_restart_reclaims_a_done_object_from_the_start(table: str) -> None:
+def test_the_owner_may_reclaim_its_own_live_lease(table: str) -> None:
     clock = Clock()
     worker = ledger(table, "worker-a", clock)
+    worker.begin(OBJECT)
+    worker.save_progress(OBJECT, 40, {"records": 40})
+    resume = worker.begin(OBJECT)  # e.g. the same Lambda environment gets a redelivery
+    assert resume is not None and resume.next_index == 40
+    assert row(worker)["attempts"] == 2
+
+
+def test_a_done_object_is_not_reclaimed_unless_restarted(table: str) -> None:
+    clock = Clock()
+    worker, other = ledger(table, "worker-a", clock), ledger(table, "worker-b", clock)
     worker.begin(OBJECT)
     worker.save_progress(OBJECT, 50, {"records": 50})
     worker.complete(OBJECT, {"records": 80})
-    assert worker.begin(OBJECT, restart=True) is None
-    row = worker.status(OBJECT)
-    assert row is not None and row["state"] == "IN_PROGRESS" and "next_index" not in row
+    with pytest.raises(AlreadyDone, match="already completed"):
+        other.begin(OBJECT)  # a race: is_done said no, then the other worker finished
+    assert row(other)["state"] == "DONE" and row(other)["attempts"] == 1
+
+    assert other.begin(OBJECT, restart=True) is None
+    restarted = row(other)
+    assert restarted["state"] == "IN_PROGRESS" and restarted["lease_owner"] == "worker-b"
+    assert restarted["next_index"] == 0 and "figures" not in restarted
+    assert "expires_at" not in restarted and "finished_at" not in restarted
+    assert restarted["attempts"] == 2
+    other.save_progress(OBJECT, 10, {"records": 10})  # the reset point lets progress restart
+    assert row(other)["next_index"] == 10
+    with pytest.raises(LeaseHeld):  # a restart still respects a live lease
+        worker.begin(OBJECT, restart=True)
 
 
 def test_concurrent_checkpoints_never_move_backwards(table: str) -> None:
-    clock = Clock()
-    worker = ledger(table, "worker-a", clock)
+    worker = ledger(table, "worker-a", Clock())
     worker.begin(OBJECT)
-    values = list(range(0, 400, 7))
+    values = list(range(1, 321))
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
 
     def save(chunk: list[int]) -> None:
-        for value in chunk:
-            worker.save_progress(OBJECT, value, {"records": value})
+        start.wait()
+        try:
+            for value in chunk:
+                worker.save_progress(OBJECT, value, {"records": value})
+        except BaseException as exc:  # reported below
+            errors.append(exc)
 
-    threads = [threading.Thread(target=save, args=(values[n::4][::-1 if n % 2 else 1],))
-               for n in range(4)]
+    chunks = [values[n::8] if n % 2 else values[n::8][::-1] for n in range(8)]
+    threads = [threading.Thread(target=save, args=(chunk,)) for chunk in chunks]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    row = worker.status(OBJECT)
-    assert row is not None and row["next_index"] == max(values)
+    assert errors == []
+    final = row(worker)
+    assert final["next_index"] == max(values)
+    assert orjson.loads(final["figures"]) == {"records": max(values)}  # saved together
+    worker.save_progress(OBJECT, 5, {"records": 5})  # a late, smaller checkpoint: ignored
+    assert row(worker)["next_index"] == max(values)
 
 
-def test_configuration_errors(aws: str) -> None:
-    with pytest.raises(LedgerConfigError, match="dynamodb://TABLE"):
-        open_ledger("dynamodb://")
-    missing = DynamoDbLedger("no-such-table", endpoint_url=aws)
-    with pytest.raises(LedgerConfigError, match="no-such-table"):
+def test_a_late_checkpoint_after_fail_keeps_the_lease_released(table: str) -> None:
+    clock = Clock()
+    worker = ledger(table, "worker-a", clock)
+    worker.begin(OBJECT)
+    worker.save_progress(OBJECT, 100, {"records": 100})
+    worker.fail(OBJECT, "x" * 5_000)
+    worker.save_progress(OBJECT, 200, {"records": 200})  # a straggling thread: no-op
+    failed = row(worker)
+    assert failed["state"] == "FAILED" and failed["lease_until"] == 0
+    assert failed["next_index"] == 100 and len(failed["error"]) == 1_000
+    resume = ledger(table, "worker-b", clock).begin(OBJECT)
+    assert resume is not None and resume.next_index == 100
+
+
+def test_ttl_only_on_finished_rows(table: str) -> None:
+    clock = Clock()
+    worker = ledger(table, "worker-a", clock)
+    worker.begin(OBJECT)
+    assert "expires_at" not in row(worker)
+    worker.complete(OBJECT, {})
+    assert row(worker)["expires_at"] == int(clock.now) + 400 * DAY
+    worker.begin("s3://b/failed")
+    worker.fail("s3://b/failed", "boom")
+    assert row(worker, "s3://b/failed")["expires_at"] == int(clock.now) + 400 * DAY
+
+    client = boto3.client("dynamodb", endpoint_url=table)
+    ttl = client.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires_at" and ttl["TimeToLiveStatus"] == "ENABLED"
+
+    forever = ledger(table, "worker-b", clock, ttl_days=None)
+    forever.begin("s3://b/kept")
+    forever.complete("s3://b/kept", {})
+    kept = row(forever, "s3://b/kept")
+    assert kept["state"] == "DONE" and "expires_at" not in kept
+
+
+# ---- configuration -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("uri", ["dynamodb://", "dynamodb://a/b"])
+def test_bad_dynamodb_uris_name_the_option(uri: str) -> None:
+    with pytest.raises(LedgerConfigError, match=r"--state .*expected dynamodb://TABLE"):
+        open_ledger(uri)
+
+
+def test_a_missing_table_is_a_configuration_error_naming_it(aws: str) -> None:
+    missing = open_ledger("dynamodb://no-such-table", endpoint_url=aws, region="us-east-1")
+    assert isinstance(missing, DynamoDbLedger) and missing.table == "no-such-table"
+    with pytest.raises(LedgerConfigError, match=r"'no-such-table' does not exist.*create it"):
         missing.is_done(OBJECT)
+    with pytest.raises(LedgerConfigError, match="no-such-table"):
+        missing.begin(OBJECT)
 
 
-def test_replay_with_a_dynamodb_ledger(
-    table: str, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_endpoint_comes_from_the_environment(
+    table: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", table)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", table)
+    from_env = open_ledger(f"dynamodb://{TABLE}")
+    from_env.begin(OBJECT)
+    assert ledger(table, "reader", Clock()).status(OBJECT) is not None
+
+
+# ---- the CLI -------------------------------------------------------------------------------
+
+def replay_with_dynamodb(endpoint: str, emulator: Emulator, work: Path) -> tuple[int, dict]:
+    summary = work / "summary.json"
+    summary.unlink(missing_ok=True)
+    result = CliRunner().invoke(main, [
+        "replay", str(work / "bucket"), "--state", f"dynamodb://{TABLE}",
+        "--amplitude-url", emulator.url, "--api-key", "k12345",
+        "--dead-letter", str(work / "dead-letter"), "--summary-json", str(summary),
+    ], env={"AWS_ENDPOINT_URL": endpoint}, catch_exceptions=False)
+    return result.exit_code, orjson.loads(summary.read_bytes())
+
+
+def test_replay_with_a_dynamodb_ledger_does_each_file_once(
+    table: str, emulator: Emulator, tmp_path: Path
+) -> None:
     files = generate_fixtures(tmp_path / "bucket", events_per_type=20, seed=51,
-                              event_types=["users.messages.email.Send"])
-
-    def run() -> dict:
-        result = CliRunner().invoke(main, [
-            "replay", str(tmp_path / "bucket"), "--state", f"dynamodb://{TABLE}",
-            "--amplitude-url", emulator.url, "--api-key", "k12345",
-            "--dead-letter", str(tmp_path / "dl"), "--summary-json", str(tmp_path / "s.json"),
-        ], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return orjson.loads((tmp_path / "s.json").read_bytes())
-
-    assert run()["objects_done"] == len(files)
+                              event_types=["users.messages.email.Send",
+                                           "users.behaviors.CustomEvent"])
+    code, summary = replay_with_dynamodb(table, emulator, tmp_path)
+    assert code == 0 and summary["objects_done"] == len(files) > 1
+    assert summary["delivered"] > 0
+    state = ledger(table, "reader", Clock())
+    assert all(state.is_done(str(f.path.resolve())) for f in files)
     requests = len(emulator.requests_log())
-    again = run()
-    assert again["objects_already_done"] == len(files) and again["requests"] == 0
+    assert requests > 0
+
+    code, again = replay_with_dynamodb(table, emulator, tmp_path)
+    assert code == 0
+    assert again["objects_already_done"] == len(files)
+    assert again["objects_done"] == 0 and again["requests"] == 0
     assert len(emulator.requests_log()) == requests
 
 
 def test_an_object_leased_elsewhere_is_reported_as_failed_not_processed(
-    table: str, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    table: str, emulator: Emulator, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", table)
     [fixture] = generate_fixtures(tmp_path / "bucket", events_per_type=10, seed=52,
                                   files_per_type=1, event_types=["users.messages.email.Send"])
     elsewhere = DynamoDbLedger(TABLE, endpoint_url=table, owner="other-worker")
     elsewhere.begin(str(fixture.path.resolve()))
-    result = CliRunner().invoke(main, [
-        "replay", str(tmp_path / "bucket"), "--state", f"dynamodb://{TABLE}",
-        "--amplitude-url", emulator.url, "--api-key", "k12345",
-        "--dead-letter", str(tmp_path / "dl"), "--summary-json", str(tmp_path / "s.json"),
-    ], catch_exceptions=False)
-    assert result.exit_code == 1
-    summary = orjson.loads((tmp_path / "s.json").read_bytes())
-    assert summary["objects_failed"] == 1 and "processed elsewhere" in summary["failures"][0][
-        "error"]
+    code, summary = replay_with_dynamodb(table, emulator, tmp_path)
+    assert code == 1
+    assert summary["objects_failed"] == 1
+    assert "processed elsewhere" in summary["failures"][0]["error"]
     assert emulator.requests_log() == []

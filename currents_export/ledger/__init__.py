@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from currents_export.ledger.base import (
+    AlreadyDone,
     LeaseError,
     LeaseHeld,
     LeaseLost,
@@ -14,13 +15,22 @@ from currents_export.ledger.dynamodb import DynamoDbLedger
 from currents_export.ledger.sqlite import SqliteLedger
 
 
-def open_ledger(uri: str) -> Ledger:
-    """``dynamodb://TABLE`` (endpoint and region from the AWS environment) or a SQLite path."""
+def open_ledger(
+    uri: str, *, endpoint_url: str | None = None, region: str | None = None
+) -> Ledger:
+    """``dynamodb://TABLE`` or a SQLite path.
+
+    For DynamoDB, ``endpoint_url``/``region`` default to what botocore finds in the
+    environment (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``...).
+    """
     if uri.startswith("dynamodb://"):
         table = uri[len("dynamodb://") :]
         if not table or "/" in table:
-            raise LedgerConfigError(f"--state {uri}: expected dynamodb://TABLE")
-        return DynamoDbLedger(table)
+            raise LedgerConfigError(
+                f"--state {uri}: expected dynamodb://TABLE with the name of an existing "
+                "DynamoDB table (no '/'), e.g. --state dynamodb://currents-export-ledger"
+            )
+        return DynamoDbLedger(table, endpoint_url=endpoint_url, region=region)
     if "://" in uri:
         raise LedgerConfigError(
             f"--state {uri}: unknown scheme; use a file path (SQLite) or dynamodb://TABLE"
@@ -29,6 +39,7 @@ def open_ledger(uri: str) -> Ledger:
 
 
 __all__ = [
+    "AlreadyDone",
     "DynamoDbLedger",
     "LeaseError",
     "LeaseHeld",

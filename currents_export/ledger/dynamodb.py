@@ -2,9 +2,9 @@
 
 One item per object (``pk`` = the object URI) with a lease, so that duplicate
 notifications never process one object twice at the same time: a claim succeeds only if
-the object is not done and its lease is free or expired (or already ours); every later
-write is fenced on the lease owner. DONE and FAILED items get a TTL attribute
-(``expires_at``); TTL is never used as a clock — conditions compare times themselves.
+the object is not done and its lease is free, expired or already ours; every later write
+is fenced on the lease owner. DONE and FAILED items get a TTL attribute (``expires_at``);
+TTL is never used as a clock: the conditions compare times themselves.
 """
 
 from __future__ import annotations
@@ -19,18 +19,30 @@ from typing import Any
 import boto3
 import orjson
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoRegionError
 
-from currents_export.ledger.base import LeaseHeld, LeaseLost, LedgerConfigError, Resume
+from currents_export.ledger.base import (
+    AlreadyDone,
+    LeaseHeld,
+    LeaseLost,
+    LedgerConfigError,
+    Resume,
+)
 
 IN_PROGRESS, DONE, FAILED = "IN_PROGRESS", "DONE", "FAILED"
+MAX_ERROR_CHARS = 1_000
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 10})
+_CONDITION_FAILED = "ConditionalCheckFailedException"
 
-
-class MissingTable(LedgerConfigError):
-    """The ledger table does not exist."""
+# A claim: the object is new, or not done and its lease is expired or ours.
+_CLAIM = ("attribute_not_exists(pk)"
+          " OR (#state <> :done AND (lease_until < :now OR lease_owner = :me))")
+_CLAIM_AGAIN = _CLAIM + " OR #state = :done"  # restart: a done object may be redone
 
 
 class DynamoDbLedger:
+    """The :class:`~currents_export.ledger.base.Ledger` protocol on one DynamoDB table."""
+
     def __init__(
         self,
         table: str,
@@ -46,23 +58,34 @@ class DynamoDbLedger:
         self.table = table
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_s = lease_s
-        self.ttl_s = ttl_days * 86_400 if ttl_days is not None else None
+        self.ttl_s = None if ttl_days is None else ttl_days * 86_400
         self._clock = clock
-        self._client = client or boto3.client(
-            "dynamodb", endpoint_url=endpoint_url, region_name=region,
-            config=Config(retries={"mode": "standard", "max_attempts": 10}),
-        )
+        if client is None:
+            try:
+                client = boto3.session.Session().client(
+                    "dynamodb", endpoint_url=endpoint_url, region_name=region, config=_CONFIG
+                )
+            except NoRegionError:
+                raise LedgerConfigError(
+                    f"--state dynamodb://{table}: no AWS region; set AWS_REGION "
+                    "(or AWS_DEFAULT_REGION, or a region in the AWS profile)"
+                ) from None
+        self._client = client
 
     def __repr__(self) -> str:
         return f"DynamoDbLedger({self.table!r})"
 
     @staticmethod
     def create_table(client: Any, table: str) -> None:
-        """On-demand table keyed by ``pk``, with TTL on ``expires_at``."""
+        """Create an on-demand table keyed by ``pk`` (string), with TTL on ``expires_at``."""
         client.create_table(
-            TableName=table, BillingMode="PAY_PER_REQUEST",
+            TableName=table,
+            BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+        client.get_waiter("table_exists").wait(
+            TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
         )
         client.update_time_to_live(
             TableName=table,
@@ -70,125 +93,144 @@ class DynamoDbLedger:
         )
 
     def is_done(self, object_id: str) -> bool:
-        item = self._call(self._client.get_item, TableName=self.table,
-                          Key={"pk": {"S": object_id}}, ConsistentRead=True).get("Item")
-        return item is not None and item.get("state", {}).get("S") == DONE
+        item = self.status(object_id)
+        return item is not None and item.get("state") == DONE
 
     def begin(self, object_id: str, *, restart: bool = False) -> Resume | None:
+        """Claim the object (one conditional write) and return the previous checkpoint.
+
+        Raises AlreadyDone when another worker finished it, LeaseHeld when another worker's
+        lease is still live.
+        """
         now = self._clock()
-        condition = ("attribute_not_exists(pk) OR "
-                     "(#state <> :done AND (lease_until < :now OR lease_owner = :me))")
-        if restart:
-            condition = ("attribute_not_exists(pk) OR lease_until < :now OR lease_owner = :me"
-                         " OR #state = :done")
-        update = ("SET #state = :progress, lease_owner = :me, lease_until = :until, "
-                  "updated_at = :now ADD attempts :one REMOVE #error, expires_at")
-        if restart:
-            update = update.replace("REMOVE #error", "REMOVE #error, next_index, figures")
-        names = {"#state": "state", "#error": "error"}
-        values = {":done": {"S": DONE}, ":now": _n(now), ":me": {"S": self.owner},
-                  ":progress": {"S": IN_PROGRESS}, ":until": _n(now + self.lease_s),
-                  ":one": _n(1)}
-        try:
-            old = self._call(
-                self._client.update_item, TableName=self.table, Key={"pk": {"S": object_id}},
-                UpdateExpression=update, ConditionExpression=condition,
-                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                ReturnValues="ALL_OLD", ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            ).get("Attributes", {})
-        except ClientError as exc:
-            item = exc.response.get("Item", {})
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
-            owner = item.get("lease_owner", {}).get("S", "?")
-            until = float(item.get("lease_until", {}).get("N", "0"))
-            raise LeaseHeld(
-                f"{object_id} is being processed elsewhere ({owner}, lease until "
-                f"{time.strftime('%H:%M:%S', time.gmtime(until))} UTC); it will be retried"
-            ) from None
-        if restart or old.get("state", {}).get("S") == DONE:
+        sets = "#state = :progress, lease_owner = :me, lease_until = :until, updated_at = :now"
+        removes = "#error, expires_at, finished_at"
+        values = {":done": _s(DONE), ":progress": _s(IN_PROGRESS), ":me": _s(self.owner),
+                  ":now": _n(now), ":until": _n(now + self.lease_s), ":one": _n(1)}
+        if restart:  # from the start: drop the checkpoint
+            sets += ", next_index = :zero"
+            removes += ", figures"
+            values[":zero"] = _n(0)
+        claimed, item = self._update(
+            object_id, f"SET {sets} ADD attempts :one REMOVE {removes}",
+            _CLAIM_AGAIN if restart else _CLAIM, values,
+            {"#state": "state", "#error": "error"}, return_old=True,
+        )
+        if not claimed:
+            if item.get("state") == DONE:
+                raise AlreadyDone(object_id)
+            raise LeaseHeld(object_id, str(item.get("lease_owner", "?")),
+                            float(item.get("lease_until", 0)))
+        next_index, figures = int(item.get("next_index", 0)), item.get("figures")
+        if restart or item.get("state") == DONE or next_index <= 0 or not figures:
             return None
-        next_index = int(old.get("next_index", {}).get("N", "0"))
-        figures = old.get("figures", {}).get("S")
-        if next_index > 0 and figures:
-            return Resume(next_index=next_index, figures=orjson.loads(figures))
-        return None
+        return Resume(next_index=next_index, figures=orjson.loads(figures))
 
     def save_progress(self, object_id: str, next_index: int, figures: dict[str, Any]) -> None:
+        """Save a checkpoint and extend the lease; never moves ``next_index`` backwards."""
         now = self._clock()
-        try:
-            self._call(
-                self._client.update_item, TableName=self.table, Key={"pk": {"S": object_id}},
-                UpdateExpression="SET next_index = :next, figures = :figures, "
-                                 "lease_until = :until, updated_at = :now",
-                ConditionExpression="lease_owner = :me AND "
-                                    "(attribute_not_exists(next_index) OR next_index <= :next)",
-                ExpressionAttributeValues={
-                    ":next": _n(next_index), ":figures": {"S": orjson.dumps(figures).decode()},
-                    ":until": _n(now + self.lease_s), ":now": _n(now), ":me": {"S": self.owner},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise
-            if exc.response.get("Item", {}).get("lease_owner", {}).get("S") != self.owner:
-                raise LeaseLost(f"{object_id}: another worker took this object over") from None
-            # Ours, but a later checkpoint was saved first (checkpoints come from threads).
+        saved, item = self._update(
+            object_id,
+            "SET next_index = :next, figures = :figures, lease_until = :until, updated_at = :now",
+            "lease_owner = :me AND #state = :progress"
+            " AND (attribute_not_exists(next_index) OR next_index <= :next)",
+            {":next": _n(next_index), ":figures": _s(orjson.dumps(figures).decode()),
+             ":until": _n(now + self.lease_s), ":now": _n(now), ":me": _s(self.owner),
+             ":progress": _s(IN_PROGRESS)},
+            {"#state": "state"},
+        )
+        if not saved and item.get("lease_owner") != self.owner:
+            raise LeaseLost(object_id)
+        # Still ours: a larger checkpoint was saved first by another thread, or the attempt
+        # already finished (as in SQLite, a late checkpoint is then a no-op).
 
     def complete(self, object_id: str, figures: dict[str, Any]) -> None:
-        self._finish(object_id, DONE, {"figures": {"S": orjson.dumps(figures).decode()},
-                                       "finished_at": _n(self._clock())})
+        """Mark done and release the lease."""
+        now = self._clock()
+        update = "SET #state = :state, figures = :figures, finished_at = :now, updated_at = :now"
+        values = {":state": _s(DONE), ":figures": _s(orjson.dumps(figures).decode())}
+        self._finish(object_id, now, update + self._ttl(now, values) + " REMOVE lease_until",
+                     values, {"#state": "state"})
 
     def fail(self, object_id: str, error: str) -> None:
-        self._finish(object_id, FAILED, {"error": {"S": error[:1000]}})
+        """Mark failed and release the lease at once, so that a retry can claim it."""
+        now = self._clock()
+        update = "SET #state = :state, #error = :error, lease_until = :zero, updated_at = :now"
+        values = {":state": _s(FAILED), ":error": _s(error[:MAX_ERROR_CHARS]), ":zero": _n(0)}
+        self._finish(object_id, now, update + self._ttl(now, values), values,
+                     {"#state": "state", "#error": "error"})
 
     def status(self, object_id: str) -> dict[str, Any] | None:
-        item = self._call(self._client.get_item, TableName=self.table,
-                          Key={"pk": {"S": object_id}}, ConsistentRead=True).get("Item")
-        if item is None:
-            return None
-        return {name: _plain(value) for name, value in item.items()}
+        """The item for ``object_id`` as plain Python (strongly consistent read)."""
+        response = self._call(self._client.get_item, TableName=self.table,
+                              Key={"pk": _s(object_id)}, ConsistentRead=True)
+        item = response.get("Item")
+        return None if item is None else _plain_item(item)
 
     def close(self) -> None:
-        close = getattr(self._client, "close", None)
-        if callable(close):
-            close()
+        self._client.close()
 
-    def _finish(self, object_id: str, state: str, fields: dict[str, Any]) -> None:
-        now = self._clock()
-        values: dict[str, Any] = {":state": {"S": state}, ":now": _n(now),
-                                  ":me": {"S": self.owner}, ":zero": _n(0)}
-        sets = ["#state = :state", "updated_at = :now", "lease_until = :zero"]
-        names = {"#state": "state"}
-        for n, (name, value) in enumerate(fields.items()):
-            names[f"#f{n}"] = name
-            values[f":f{n}"] = value
-            sets.append(f"#f{n} = :f{n}")
-        if self.ttl_s is not None:
-            values[":expires"] = _n(int(now + self.ttl_s))
-            sets.append("expires_at = :expires")
+    def _ttl(self, now: float, values: dict[str, Any]) -> str:
+        """The ``expires_at`` clause for a finished item ('' when TTL is off)."""
+        if self.ttl_s is None:
+            return ""
+        values[":expires"] = _n(int(now + self.ttl_s))
+        return ", expires_at = :expires"
+
+    def _finish(
+        self, object_id: str, now: float, update: str, values: dict[str, Any],
+        names: dict[str, str],
+    ) -> None:
+        """A final write, fenced on the lease owner."""
+        values.update({":now": _n(now), ":me": _s(self.owner)})
+        if not self._update(object_id, update, "lease_owner = :me", values, names)[0]:
+            raise LeaseLost(object_id)
+
+    def _update(
+        self,
+        object_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str],
+        *,
+        return_old: bool = False,
+    ) -> tuple[bool, dict[str, Any]]:
+        """One conditional UpdateItem.
+
+        Returns ``(True, item before the write)`` (empty unless ``return_old``) or, when the
+        condition failed, ``(False, the current item)`` (empty if there is none).
+        """
+        extra = {"ReturnValues": "ALL_OLD"} if return_old else {}
         try:
-            self._call(
-                self._client.update_item, TableName=self.table, Key={"pk": {"S": object_id}},
-                UpdateExpression="SET " + ", ".join(sets), ConditionExpression="lease_owner = :me",
+            response = self._call(
+                self._client.update_item, TableName=self.table, Key={"pk": _s(object_id)},
+                UpdateExpression=update, ConditionExpression=condition,
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD", **extra,
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                raise LeaseLost(f"{object_id}: another worker took this object over") from None
-            raise
+            if _code(exc) != _CONDITION_FAILED:
+                raise
+            return False, _plain_item(exc.response.get("Item") or {})
+        return True, _plain_item(response.get("Attributes") or {})
 
     def _call(self, operation: Callable[..., dict[str, Any]], **arguments: Any) -> dict[str, Any]:
+        """Call the client, turning a missing table into a configuration error."""
         try:
             return operation(**arguments)
         except ClientError as exc:
             if _code(exc) == "ResourceNotFoundException":
-                raise MissingTable(
-                    f"--state dynamodb://{self.table}: the table does not exist; create it "
-                    "(the SAM stack does) with a string partition key named pk"
+                raise LedgerConfigError(
+                    f"--state dynamodb://{self.table}: DynamoDB table {self.table!r} does not "
+                    f"exist in {self._client.meta.region_name}; create it (the SAM stack does): "
+                    "on-demand, partition key pk (string), TTL on expires_at"
                 ) from None
             raise
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
 
 
 def _n(value: float) -> dict[str, str]:
@@ -199,10 +241,18 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _plain_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _plain(value) for name, value in item.items()}
+
+
 def _plain(value: dict[str, Any]) -> Any:
-    if "S" in value:
-        return value["S"]
+    """One attribute value as Python: numbers as int when whole, else float."""
     if "N" in value:
-        number = float(value["N"])
-        return int(number) if number.is_integer() else number
+        try:
+            return int(value["N"])
+        except ValueError:
+            number = float(value["N"])
+            return int(number) if number.is_integer() else number
+    if "NULL" in value:
+        return None
     return next(iter(value.values()))
