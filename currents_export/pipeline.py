@@ -31,7 +31,7 @@ from currents_export.config import (
 from currents_export.currents.reader import UnreadableObject, open_records
 from currents_export.deadletter import DeadLetter
 from currents_export.ledger import Ledger
-from currents_export.ledger.base import LeaseError
+from currents_export.ledger.base import AlreadyDone, LeaseError
 from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
 from currents_export.progress import (
     DEAD_LETTERED,
@@ -137,6 +137,9 @@ class Pipeline:
         if self.ledger is not None and not self.dry_run:
             try:
                 resume = self.ledger.begin(source.uri, restart=self.force)
+            except AlreadyDone:  # finished by another worker since is_done() was asked
+                report.status = "already_done"
+                return report
             except LeaseError as exc:  # another worker has it now; try again later
                 report.status, report.error = "failed", str(exc)
                 log.warning("%s: %s", source.uri, exc)
