@@ -205,3 +205,17 @@ def test_splitting_on_413_loses_and_duplicates_nothing(
         assert len(amplitude.envelope.body([batch[index]])) > max_body
     stored = [e["insert_id"] for e in emulator.events()]
     assert stored == [f"i-{i}" for i in sorted(delivered)]  # once each, in order
+
+
+def test_a_429_without_usable_indexes_pauses_the_whole_stream(
+    scripted: type[ScriptedServer],
+) -> None:
+    server = scripted([
+        Scripted(429, body=b'{"code":429,"error":"Too many requests"}'),
+        Scripted(429, body=b'{"code":429,"throttled_events":[99]}'),  # not in this request
+    ])
+    slept: list[float] = []
+    policy = RetryPolicy(project_pause_s=7.0)
+    outcome = client(server.url, slept, retry=policy).send(events(2))
+    assert [e.ref for e in outcome.delivered] == [0, 1] and outcome.throttled == []
+    assert len(slept) >= 2 and all(pause >= 7.0 for pause in slept)

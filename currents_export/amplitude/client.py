@@ -225,7 +225,7 @@ class AmplitudeClient:
                 problem = type(exc).__name__
             if response is not None and (
                 response.status in (200, 400, 413)
-                or (response.status == 429 and response.body.get("throttled_events"))
+                or (response.status == 429 and _names_events(response.body, len(chunk)))
             ):
                 return response
             if response is not None and response.status == 403:
@@ -260,6 +260,14 @@ class AmplitudeClient:
             wait = self._stream_paused_until - self._clock()
         if wait > 0:
             self._sleep(wait)
+
+
+def _names_events(body: dict[str, Any], size: int) -> bool:
+    """A 429 that names events of this request (else it throttles the whole project)."""
+    listed = body.get("throttled_events")
+    return isinstance(listed, list) and any(
+        isinstance(index, int) and 0 <= index < size for index in listed
+    )
 
 
 def _json_body(reply: httpx.Response) -> dict[str, Any]:
