@@ -13,10 +13,9 @@ from urllib.parse import quote
 
 import orjson
 
+from currents_export.aws_events import DISPATCH_MESSAGE_VERSION
 from currents_export.sources import SourceObject
 from currents_export.summary import ObjectReport, RunSummary
-
-DISPATCH_VERSION = 1  # the "currents_export" field of a dispatched SQS message
 
 
 def parse_hour(value: str | None, *, end: bool = False) -> datetime | None:
@@ -44,7 +43,7 @@ def queue_url(dispatch: str) -> str:
 
 def dispatch_message(bucket: str, key: str) -> str:
     """What the Lambda handler reads: the raw key (as listed), never URL-encoded."""
-    return orjson.dumps({"currents_export": DISPATCH_VERSION, "bucket": bucket, "key": key}
+    return orjson.dumps({"currents_export": DISPATCH_MESSAGE_VERSION, "bucket": bucket, "key": key}
                         ).decode()
 
 

@@ -497,15 +497,12 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
                    f"for {len({f.event_type for f in files})} event types in {root / 'bucket'}")
         click.echo(f"2. emulator: {server.url}")
         click.echo("3. replay:")
-        settings = {
-            "api_key": "demo-api-key", "region": "us", "amplitude_url": server.url,
-            "api": "batch", "profile": "braze", "identity_fallback": "none",
-            "min_id_length": DEFAULT_MIN_ID_LENGTH, "retry_horizon": 60.0,
-            "throttle_pause": None, "lanes": DEFAULT_LANES, "checkpoint_every": 10_000,
-            "dry_run": False, "output": None,
-            "state": str(root / "state.sqlite"), "dead_letter": str(root / "dead-letter"),
-            "summary_json": summary_json, "force": False,
-        }
+        # The replay command's own defaults, with the demo's endpoint, key and paths.
+        settings = replay.make_context("replay", [
+            str(root / "bucket"), "--api-key", "demo-api-key", "--amplitude-url", server.url,
+            "--state", str(root / "state.sqlite"), "--dead-letter", str(root / "dead-letter"),
+            "--retry-horizon", "60",
+        ]).params
         summary = run_pipeline(find_local_objects([root / "bucket"]), settings)
         stored = len(server.events())
         click.echo(summary.render())
