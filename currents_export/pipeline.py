@@ -35,7 +35,6 @@ from currents_export.ledger.base import AlreadyDone, LeaseError
 from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
 from currents_export.progress import (
     DEAD_LETTERED,
-    DELIVERED,
     DUPLICATE,
     SKIPPED,
     Checkpoint,
@@ -49,6 +48,7 @@ log = logging.getLogger(__name__)
 DRY_RUN = "dry_run"
 EVENT_TOO_LARGE = "event_too_large"
 _STOP_CHECK_EVERY = 256  # records between checks of ``should_stop``
+_VALID_IDS_REMEMBERED = 100_000
 
 
 class Interrupted(Exception):
@@ -59,7 +59,7 @@ class Interrupted(Exception):
 class EventRef:
     """What travels with an event until Amplitude answers for it.
 
-    The Braze record and the event are kept serialised (compact bytes, not dicts): they are
+    The Braze record is kept as decoded (no copy) and the event as the bytes sent: they are
     only needed again if the event ends in the dead letter.
     """
 
@@ -67,7 +67,7 @@ class EventRef:
     object_name: str
     event_type: str
     index: int
-    record_json: bytes
+    record: dict[str, Any]
     payload: bytes
     warnings: tuple[str, ...]
 
@@ -91,6 +91,7 @@ class Pipeline:
     seen_ids: set[str] = field(default_factory=set)
     _seen_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _lanes: Lanes[EventRef] | None = field(default=None, init=False)
+    _valid_ids: set[str] = field(default_factory=lambda: {""}, init=False)
 
     @property
     def dry_run(self) -> bool:
@@ -271,7 +272,7 @@ class Pipeline:
     ) -> None:
         """Validate, write to --output, and hand the event to the lanes (or count a dry run)."""
         event = mapped.event
-        problem = id_problem(event, self.min_id_length)
+        problem = self._id_problem(event)
         if problem:
             self._dead_letter(progress, object_name, event_type, index, record, event,
                               INVALID_ID, problem, mapped.warnings)
@@ -284,20 +285,42 @@ class Pipeline:
         if self._lanes is None:
             self._resolve(progress, index, SKIPPED, DRY_RUN, mapped.warnings)
             return
-        ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
-        ref = EventRef(progress, object_name, event_type, index, orjson.dumps(record), payload,
+        user_id, device_id = event.get("user_id"), event.get("device_id")
+        ids = tuple(i for i in (user_id, device_id) if i)
+        ref = EventRef(progress, object_name, event_type, index, record, payload,
                        mapped.warnings)
         try:
             self._lanes.submit(PendingEvent(payload, ref, ids))
         except EventTooLarge as exc:
             self._rejected(ref, EVENT_TOO_LARGE, str(exc))
 
-    def _delivered(self, ref: EventRef) -> None:
-        self._resolve(ref.progress, ref.index, DELIVERED, None, ref.warnings)
+    def _id_problem(self, event: dict[str, Any]) -> str | None:
+        """``id_problem``, remembering ids already found valid (users recur in a file)."""
+        valid = self._valid_ids
+        if event.get("user_id", "") in valid and event.get("device_id", "") in valid:
+            return None
+        problem = id_problem(event, self.min_id_length)
+        if problem is None:
+            if len(valid) > _VALID_IDS_REMEMBERED:
+                valid.clear()
+                valid.add("")
+            valid.update(i for i in (event.get("user_id"), event.get("device_id")) if i)
+        return problem
+
+    def _delivered(self, refs: list[EventRef]) -> None:
+        """One request's delivered events (nearly always of one object): resolve them at once."""
+        progress = refs[0].progress
+        if any(ref.progress is not progress for ref in refs):
+            for ref in refs:
+                self._delivered([ref])
+            return
+        progress.resolve_delivered([(ref.index, ref.warnings) for ref in refs])
+        if progress.checkpoint_due(self.checkpoint_every):
+            self._checkpoint(progress)
 
     def _rejected(self, ref: EventRef, reason: str, detail: str) -> None:
         self._dead_letter(ref.progress, ref.object_name, ref.event_type, ref.index,
-                          orjson.Fragment(ref.record_json), orjson.Fragment(ref.payload),
+                          ref.record, orjson.Fragment(ref.payload),
                           reason, detail, ref.warnings)
 
     def _dead_letter(

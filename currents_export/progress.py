@@ -27,7 +27,8 @@ def count(
 ) -> None:
     """Add one record to ``bucket`` of ``tally`` (and its warnings, if any)."""
     tally.records += 1
-    tally.warnings.update(warnings)
+    if warnings:
+        tally.warnings.update(warnings)
     if bucket == DELIVERED:
         tally.delivered += 1
     elif bucket == SKIPPED:
@@ -56,8 +57,7 @@ class ObjectProgress:
         self._read = self.resumed_from
 
     def read(self) -> None:
-        with self._lock:
-            self._read += 1
+        self._read += 1  # only the reader thread counts reads: no lock needed
 
     def resolve(
         self, index: int, bucket: str, reason: str | None = None, warnings: tuple[str, ...] = ()
@@ -68,9 +68,30 @@ class ObjectProgress:
                 return
             count(self._prefix, bucket, reason, warnings)
             self._next += 1
-            while self._next in self._above:
-                count(self._prefix, *self._above.pop(self._next))
-                self._next += 1
+            self._advance()
+
+    def resolve_delivered(self, resolved: list[tuple[int, tuple[str, ...]]]) -> None:
+        """Account for the delivered events of one request: (record index, warnings) each."""
+        with self._lock:
+            above = self._above
+            for index, warnings in resolved:
+                above[index] = (DELIVERED, None, warnings)
+            self._advance()
+
+    def _advance(self) -> None:
+        """Move the resolved prefix forward over indexes resolved out of order."""
+        above, prefix, position = self._above, self._prefix, self._next
+        delivered = 0
+        while position in above:
+            bucket, reason, warnings = above.pop(position)
+            if bucket == DELIVERED and not warnings:
+                delivered += 1  # the common case, counted in one go
+            else:
+                count(prefix, bucket, reason, warnings)
+            position += 1
+        prefix.records += delivered
+        prefix.delivered += delivered
+        self._next = position
 
     def checkpoint_due(self, every: int) -> bool:
         """True when the resolved prefix grew by ``every`` records since the last save."""

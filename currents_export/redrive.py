@@ -111,8 +111,9 @@ class Redrive:
     def _selected(self, data: dict[str, Any]) -> bool:
         return not self.reasons or data.get("reason") in self.reasons
 
-    def _delivered(self, line: _Line) -> None:
-        line.delivered = True
+    def _delivered(self, lines: list[_Line]) -> None:
+        for line in lines:
+            line.delivered = True
 
     def _rejected(self, line: _Line, reason: str, detail: str) -> None:
         line.reason, line.detail = reason, detail

@@ -51,9 +51,9 @@ def deliver(url: str, events: list[dict[str, str]], lanes: int = 4) -> tuple[lis
     rejected: list[tuple[str, str]] = []
     lock = threading.Lock()
 
-    def on_delivered(ref: str) -> None:
+    def on_delivered(refs: list[str]) -> None:
         with lock:
-            delivered.append(ref)
+            delivered.extend(refs)
 
     def on_rejected(ref: str, reason: str, detail: str) -> None:
         with lock:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 Ref = TypeVar("Ref")
 
-OnDelivered = Callable[[Ref], None]
+OnDelivered = Callable[[list[Ref]], None]  # one call per request
 OnRejected = Callable[[Ref, str, str], None]
 
 
@@ -42,7 +42,8 @@ _STOP = object()
 class Lanes(Generic[Ref]):
     """Routes events to lanes and reports each one as delivered or rejected.
 
-    ``submit`` is called from one thread (the reader); callbacks run on lane threads.
+    ``submit`` is called from one thread (the reader); callbacks run on lane threads,
+    ``on_delivered`` once per request with the refs it delivered.
     ``drain`` returns when every submitted event is resolved, or raises the first
     DeliveryFailed / ConfigurationError a lane met (its unresolved events stay pending).
     """
@@ -70,7 +71,10 @@ class Lanes(Generic[Ref]):
         self._should_stop = should_stop  # checked before every request (a Lambda deadline)
         self._owners: dict[str, int] = {}
         self._holds: dict[str, int] = {}  # id → unresolved events of it
-        self._ownership = threading.Condition()
+        # One plain lock guards _owners/_holds (taken once per event: it must be cheap); the
+        # condition on it wakes a reader waiting for two lanes to give up a user/device.
+        self._ownership_lock = threading.Lock()
+        self._ownership = threading.Condition(self._ownership_lock)
         self._error: BaseException | None = None
         self._stats_lock = threading.Lock()
         self._requests = 0
@@ -91,7 +95,7 @@ class Lanes(Generic[Ref]):
         try:
             closed = self._packers[lane].add(event)
         except Exception:
-            self._release(event)
+            self._release([event])
             raise
         if closed:
             self._lanes[lane].queue.put(closed)
@@ -129,11 +133,22 @@ class Lanes(Generic[Ref]):
 
     def _claim(self, event: PendingEvent[Ref]) -> int:
         """Pick the lane that owns the event's ids (or hash one) and take the ids."""
+        all_owners = self._owners
         while True:
-            with self._ownership:
-                owners = {self._owners[i] for i in event.ids if i in self._owners}
-                if len(owners) <= 1:
-                    return self._take(event, owners.pop() if owners else None)
+            with self._ownership_lock:
+                owner: int | None = None
+                owners: tuple[int, ...] = ()
+                for identifier in event.ids:
+                    current = all_owners.get(identifier)
+                    if current is None or current == owner:
+                        continue
+                    if owner is None:
+                        owner = current
+                    else:
+                        owners = (owner, current)
+                        break
+                if not owners:
+                    return self._take(event, owner)
             # The user's and the device's events sit in two lanes: send what those lanes
             # have packed (outside the lock: a full queue blocks) and wait for one to finish.
             for lane in owners:
@@ -151,22 +166,26 @@ class Lanes(Generic[Ref]):
             else:
                 lane = self._next_anonymous % len(self._lanes)
                 self._next_anonymous += 1
+        owners, holds = self._owners, self._holds
         for identifier in event.ids:
-            self._owners[identifier] = lane
-            self._holds[identifier] = self._holds.get(identifier, 0) + 1
+            owners[identifier] = lane
+            holds[identifier] = holds.get(identifier, 0) + 1
         return lane
 
     # ---- lane side ------------------------------------------------------------------------
 
-    def _release(self, event: PendingEvent[Ref]) -> None:
+    def _release(self, events: list[PendingEvent[Ref]]) -> None:
+        """The events are resolved (or abandoned): their ids no longer need their lane."""
         with self._ownership:
-            for identifier in event.ids:
-                left = self._holds.get(identifier, 0) - 1
-                if left <= 0:
-                    self._holds.pop(identifier, None)
-                    self._owners.pop(identifier, None)
-                else:
-                    self._holds[identifier] = left
+            owners, holds = self._owners, self._holds
+            for event in events:
+                for identifier in event.ids:
+                    left = holds.get(identifier, 0) - 1
+                    if left <= 0:
+                        holds.pop(identifier, None)
+                        owners.pop(identifier, None)
+                    else:
+                        holds[identifier] = left
             self._ownership.notify_all()
 
     def _fail(self, error: BaseException) -> None:
@@ -200,7 +219,11 @@ class _Lane(threading.Thread, Generic[Ref]):
                 item.done.set()
                 continue
             assert isinstance(item, list)
-            self._send_or_hold(item)
+            try:
+                self._send_or_hold(item)
+            except Exception as exc:  # a failing callback must not leave drain() hanging
+                log.exception("lane %s failed", self.name)
+                self.parent._fail(exc)
 
     def _next_wake(self) -> float | None:
         if not self.held:
@@ -224,6 +247,9 @@ class _Lane(threading.Thread, Generic[Ref]):
     def _send_or_hold(self, request: list[PendingEvent[Ref]]) -> None:
         if self.parent._error is not None:
             self._abandon(request)
+            return
+        if not self.held and not self.paused:  # nothing throttled: the usual case
+            self._send(request)
             return
         now = self.parent._clock()
         held_ids = {i for event in self.held for i in event.ids}
@@ -302,12 +328,13 @@ class _Lane(threading.Thread, Generic[Ref]):
         delivered: list[PendingEvent[Ref]],
         rejected: list[tuple[PendingEvent[Ref], str, str]],
     ) -> None:
-        for event in delivered:
-            self.parent._on_delivered(event.ref)
-            self.parent._release(event)
+        if delivered:
+            self.parent._on_delivered([event.ref for event in delivered])
+            self.parent._release(delivered)
         for event, reason, detail in rejected:
             self.parent._on_rejected(event.ref, reason, detail)
-            self.parent._release(event)
+        if rejected:
+            self.parent._release([event for event, _, _ in rejected])
 
     def _hold_throttled(self, throttled: list[tuple[PendingEvent[Ref], float]]) -> None:
         now = self.parent._clock()
@@ -330,8 +357,7 @@ class _Lane(threading.Thread, Generic[Ref]):
 
     def _abandon(self, events: list[PendingEvent[Ref]]) -> None:
         """After a failure: leave events unresolved (pending) but free their ids."""
-        for event in events:
-            self.parent._release(event)
+        self.parent._release(events)
 
     def _give_up(self, error: BaseException) -> None:
         self._abandon(self.held)
