@@ -54,11 +54,33 @@ REQUEST_LOG_LIMIT = 100_000
 EVENT_FILTERS = ("api_key", "user_id", "device_id", "event_type", "insert_id")
 IDENTIFY_FILTERS = ("api_key", "kind", "user_id", "device_id")
 
-# A stored event is a flat tuple of atomic values: the filterable fields (EVENT_FILTERS order)
-# and the event's JSON. Millions of them then cost the garbage collector nothing, and
-# GET /_emulator/events can splice the JSON without re-encoding.
-StoredEvent = tuple[str, str | None, str, str, str | None, bytes]
-_RAW = len(EVENT_FILTERS)
+# A stored event is a flat tuple of atomic values: the filterable fields (EVENT_FILTERS order),
+# then where the event is: its request (an index into the stored request bodies) and its
+# position in that request. Millions of them then cost the garbage collector nothing, and
+# ingestion never re-encodes an event: GET /_emulator/events rebuilds the stored form.
+StoredEvent = tuple[str, str | None, str, str, str | None, int, int]
+_BATCH = len(EVENT_FILTERS)
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredBatch:
+    """One accepted request: its body and what storage adds to each of its events."""
+
+    body: bytes
+    upload_ms: int
+    truncate_at: int | None  # string limit to apply, None when no string can be too long
+
+    def events(self) -> list[JSONDict]:
+        events: list[JSONDict] = orjson.loads(self.body)["events"]
+        return events
+
+    def stored_form(self, event: JSONDict) -> bytes:
+        """The event as Amplitude would keep it: device_id filled, strings cut, upload time."""
+        event["device_id"] = event.get("device_id") or derive_device_id(event["user_id"])
+        if self.truncate_at is not None:
+            truncate_event(event, self.truncate_at)
+        event["server_upload_time"] = self.upload_ms
+        return orjson.dumps(event)
 
 QUOTA_BUCKET_S = 3_600  # the daily quota counts in 1-hour buckets …
 QUOTA_BUCKETS = 24  # … over the current hour and the 23 before it
@@ -100,6 +122,7 @@ class EmulatorState:
     def _clear(self) -> None:
         self._virtual_now: float | None = None
         self._events: list[StoredEvent] = []
+        self._batches: list[_StoredBatch] = []
         self._identifies: list[tuple[str, JSONDict]] = []
         self._dedup: dict[tuple[str, str, str], float] = {}
         self._windows = SlidingWindows()
@@ -355,33 +378,29 @@ class EmulatorState:
 
     def _store(self, batch: ValidBatch, config: EmulatorConfig, now: float) -> None:
         """Fill device_id, drop insert_id duplicates, truncate, store. Caller holds the lock."""
-        upload_ms = int(now * 1000)
         window = config.dedup_window_s
-        limit = config.truncate_strings_at
-        for event in batch.events:
+        body = batch.body
+        if body is None:  # the events were changed (short ids stripped): keep them as they are
+            body = orjson.dumps({"events": batch.events})
+        batch_index = len(self._batches)
+        self._batches.append(_StoredBatch(
+            body,
+            int(now * 1000),
+            config.truncate_strings_at if batch.may_need_truncation else None,
+        ))
+        api_key, dedup, stored = batch.api_key, self._dedup, self._events
+        for position, event in enumerate(batch.events):
             device_id = event.get("device_id") or derive_device_id(event["user_id"])
-            event["device_id"] = device_id
             insert_id = event.get("insert_id")
             if insert_id is not None:
-                key = (batch.api_key, device_id, insert_id)
-                stored_at = self._dedup.get(key)
+                key = (api_key, device_id, insert_id)
+                stored_at = dedup.get(key)
                 if stored_at is not None and now - stored_at < window:
                     self._duplicates += 1
                     continue
-                self._dedup[key] = now
-            if batch.may_need_truncation:
-                truncate_event(event, limit)
-            event["server_upload_time"] = upload_ms
-            self._events.append(
-                (
-                    batch.api_key,
-                    event.get("user_id"),
-                    device_id,
-                    event["event_type"],
-                    event.get("insert_id"),
-                    orjson.dumps(event),
-                )
-            )
+                dedup[key] = now
+            stored.append((api_key, event.get("user_id"), device_id, event["event_type"],
+                           insert_id, batch_index, position))
 
     # -- identify, unknown routes ---------------------------------------------------------
 
@@ -468,9 +487,18 @@ class EmulatorState:
         wanted = [(_filter_index(name), value) for name, value in filters.items()]
         with self._lock:
             records = list(self._events)
+            batches = list(self._batches)
         for index, value in wanted:
             records = [r for r in records if r[index] == value]
-        return [r[_RAW] for r in records]
+        parsed: dict[int, list[JSONDict]] = {}
+        raws = []
+        for record in records:
+            batch_index, position = record[_BATCH], record[_BATCH + 1]
+            events = parsed.get(batch_index)
+            if events is None:
+                events = parsed[batch_index] = batches[batch_index].events()
+            raws.append(batches[batch_index].stored_form(events[position]))
+        return raws
 
     def identifies(self, **filters: str) -> list[JSONDict]:
         with self._lock:

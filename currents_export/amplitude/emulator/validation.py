@@ -77,6 +77,7 @@ class ValidBatch:
     events: list[JSONDict]
     payload_size: int
     may_need_truncation: bool = True
+    body: bytes | None = None  # the request body, when ``events`` are exactly what it holds
 
 
 def error_reply(status: int, error: str, **extra: Any) -> Reply:
@@ -136,7 +137,9 @@ def validate_ingest(
     if rejection is not None:
         return with_facts(rejection, api_key, count)
     long_strings = may_contain_long_strings(body, config.truncate_strings_at)
-    return ValidBatch(api_key, events, len(body), may_need_truncation=long_strings)
+    unchanged = config.short_id_mode != "strip"
+    return ValidBatch(api_key, events, len(body), may_need_truncation=long_strings,
+                      body=body if unchanged else None)
 
 
 def may_contain_long_strings(body: bytes, limit: int) -> bool:
