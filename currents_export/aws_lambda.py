@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from currents_export.amplitude.client import AmplitudeClient, ConfigurationError
@@ -45,6 +45,7 @@ from currents_export.config import (
 from currents_export.deadletter import DeadLetter, open_dead_letter
 from currents_export.ledger import Ledger, open_ledger
 from currents_export.mapping import MappingOptions
+from currents_export.mapping.settings import MappingConfigError, load_mapping_file
 from currents_export.observability import emf_line, object_fields, setup_json_logging
 from currents_export.pipeline import Pipeline
 from currents_export.sources import SourceObject
@@ -60,7 +61,7 @@ ENVIRONMENT_VARIABLES = frozenset({
     "LEDGER_TABLE", "CURRENTS_EXPORT_DEAD_LETTER", "CURRENTS_EXPORT_PROFILE",
     "CURRENTS_EXPORT_IDENTITY_FALLBACK", "CURRENTS_EXPORT_MIN_ID_LENGTH",
     "CURRENTS_EXPORT_LANES", "CURRENTS_EXPORT_DEADLINE_MARGIN_S",
-    "CURRENTS_EXPORT_CHECKPOINT_EVERY",
+    "CURRENTS_EXPORT_CHECKPOINT_EVERY", "CURRENTS_EXPORT_CONFIG", "CURRENTS_EXPORT_PII_SALT",
 })
 IAM_ACTIONS = frozenset({
     "s3:GetObject",  # sources.s3: streaming reads
@@ -87,6 +88,7 @@ class LambdaSettings:
     lanes: int = DEFAULT_LANES
     deadline_margin_s: float = 60.0
     checkpoint_every: int = 5_000
+    mapping: MappingOptions = field(default_factory=MappingOptions)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LambdaSettings:
@@ -108,18 +110,27 @@ class LambdaSettings:
         for name, allowed in choices.items():
             if name in env and env[name] not in allowed:
                 raise LambdaConfigError(f"{name}={env[name]!r}: use one of {', '.join(allowed)}")
+        mapping = MappingOptions()
+        if env.get("CURRENTS_EXPORT_CONFIG"):
+            try:
+                mapping = load_mapping_file(env["CURRENTS_EXPORT_CONFIG"], env)
+            except MappingConfigError as exc:
+                raise LambdaConfigError(f"CURRENTS_EXPORT_CONFIG: {exc}") from None
         return cls(
             state=state,
             dead_letter=dead_letter,
             api=env.get("AMPLITUDE_API", "batch"),
             region=env.get("AMPLITUDE_REGION", "us"),
             amplitude_url=env.get("AMPLITUDE_URL") or None,
-            profile=env.get("CURRENTS_EXPORT_PROFILE", "braze"),
-            identity_fallback=env.get("CURRENTS_EXPORT_IDENTITY_FALLBACK", "none"),
-            min_id_length=_int(env, "CURRENTS_EXPORT_MIN_ID_LENGTH", DEFAULT_MIN_ID_LENGTH),
+            profile=env.get("CURRENTS_EXPORT_PROFILE", mapping.profile),
+            identity_fallback=env.get("CURRENTS_EXPORT_IDENTITY_FALLBACK",
+                                      mapping.identity_fallback),
+            min_id_length=_int(env, "CURRENTS_EXPORT_MIN_ID_LENGTH",
+                               mapping.min_id_length or DEFAULT_MIN_ID_LENGTH),
             lanes=_int(env, "CURRENTS_EXPORT_LANES", DEFAULT_LANES),
             deadline_margin_s=float(_int(env, "CURRENTS_EXPORT_DEADLINE_MARGIN_S", 60)),
             checkpoint_every=_int(env, "CURRENTS_EXPORT_CHECKPOINT_EVERY", 5_000),
+            mapping=mapping,
         )
 
 
@@ -164,9 +175,8 @@ class Runtime:
             client=client,
             ledger=self.ledger,
             dead_letter=self.dead_letter,
-            options=MappingOptions(
-                profile=settings.profile,  # type: ignore[arg-type]
-                identity_fallback=settings.identity_fallback,  # type: ignore[arg-type]
+            options=settings.mapping.with_overrides(
+                profile=settings.profile, identity_fallback=settings.identity_fallback
             ),
             limits=REQUEST_LIMITS[settings.api],
             min_id_length=settings.min_id_length,

@@ -7,6 +7,7 @@ with ``--config`` (command line > environment > config file > default).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import tomllib
@@ -40,9 +41,11 @@ from currents_export.config import (
     endpoint_url,
 )
 from currents_export.currents.reader import UnreadableObject, open_records
+from currents_export.currents.schemas import pii_fields
 from currents_export.deadletter import DeadLetterConfigError, open_dead_letter
 from currents_export.ledger import LedgerConfigError, open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapper_for
+from currents_export.mapping.settings import MappingConfigError, mapping_options
 from currents_export.pipeline import Pipeline
 from currents_export.redrive import Redrive
 from currents_export.sources import SourceError, SourceObject, find_local_objects
@@ -56,6 +59,7 @@ from currents_export.sources.s3 import (
 from currents_export.summary import ObjectReport, RunSummary
 
 ENV_PREFIX = "CURRENTS_EXPORT_"
+_MAPPING_META = "currents_export.mapping_options"  # ctx.meta key: the [mapping] options
 EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
 
 
@@ -69,7 +73,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         return value
     path = Path(value)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise click.BadParameter(f"{value}: no such file", param_hint="--config") from None
     except tomllib.TOMLDecodeError as exc:
@@ -77,7 +82,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
             f"{value}: not valid TOML ({exc})", param_hint="--config"
         ) from None
     known = {p.name for p in ctx.command.params if p.name and p.name != "config"}
-    defaults: dict[str, Any] = {}
+    defaults = _mapping_defaults(ctx, value, text, data.pop("mapping", None), known)
     for key, item in data.items():
         name = key.replace("-", "_")
         if name not in known:
@@ -89,6 +94,37 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         defaults[name] = item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
+
+
+def _mapping_defaults(
+    ctx: click.Context, source: str, text: str, table: Any, known: set[str]
+) -> dict[str, Any]:
+    """Check the [mapping] table; keep its options for the command and return the values it
+    gives for options that also exist as flags (so flags and variables still win)."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise click.BadParameter(f"{source}: mapping must be a table", param_hint="--config")
+    try:
+        options = mapping_options(table, source=source, text=text, environ=os.environ)
+    except MappingConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    ctx.meta[_MAPPING_META] = options
+    identity = table.get("identity", {})
+    given = {
+        "profile": "profile" in table,
+        "identity_fallback": "fallback" in identity,
+        "min_id_length": "min_id_length" in identity,
+    }
+    values = {"profile": options.profile, "identity_fallback": options.identity_fallback,
+              "min_id_length": options.min_id_length}
+    return {name: values[name] for name, present in given.items() if present and name in known}
+
+
+def _mapping_options(profile: str, identity_fallback: str) -> MappingOptions:
+    """The [mapping] options of --config (if any), with the profile flags applied."""
+    base = click.get_current_context().meta.get(_MAPPING_META) or MappingOptions()
+    return base.with_overrides(profile=profile, identity_fallback=identity_fallback)
 
 
 def _apply(options: list[Callable[..., Any]], command: Callable[..., Any]) -> Callable[..., Any]:
@@ -248,9 +284,7 @@ def _pipeline_factory(
     if settings["output"]:
         output = stack.enter_context(Path(settings["output"]).open("wb"))  # noqa: SIM115
     seen_ids: set[str] = set()
-    options = MappingOptions(
-        profile=settings["profile"], identity_fallback=settings["identity_fallback"]
-    )
+    options = _mapping_options(settings["profile"], settings["identity_fallback"])
 
     def new_pipeline() -> Pipeline:
         return Pipeline(
@@ -371,6 +405,9 @@ def _setup_logging(verbose: int) -> None:
 
 @main.command()
 @click.argument("target")
+@click.option("--config", type=click.Path(dir_okay=False), envvar=_env("config"),
+              is_eager=True, expose_value=False, callback=_load_config,
+              help="TOML configuration whose [mapping] table applies.")
 @click.option("--profile", type=click.Choice(["braze", "plain"]), default="braze",
               envvar=_env("profile"), show_default=True, help="Mapping profile to show.")
 @click.option("--identity-fallback", type=click.Choice(["none", "braze_id"]), default="none",
@@ -382,7 +419,8 @@ def _setup_logging(verbose: int) -> None:
 def inspect(
     target: str, profile: str, identity_fallback: str, samples: int, s3_endpoint_url: str | None
 ) -> None:
-    """Show a file's (or an s3:// object's) writer schema, record count and mapped samples."""
+    """Show a file's (or an s3:// object's) schema, records, the mapping that applies to it
+    (under --config) and mapped samples."""
     try:
         if target.startswith("s3://"):
             [source] = objects_from_uris(s3_client(s3_endpoint_url), [target])
@@ -390,13 +428,24 @@ def inspect(
             [source] = find_local_objects([target])
     except (SourceError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    options = MappingOptions(profile=profile, identity_fallback=identity_fallback)  # type: ignore[arg-type]
+    options = _mapping_options(profile, identity_fallback)
     try:
         report = _inspect(source, options, samples)
     except (UnreadableObject, OSError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_UNFINISHED)
     click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+
+
+def _routes(
+    event_type: str, options: MappingOptions, schema: dict[str, Any]
+) -> list[tuple[str, bool, str]]:
+    """Where each field of the file's own schema goes (fields Braze added since are shown
+    too, as the mapper treats them)."""
+    mapper = mapper_for(event_type, options)
+    personal = pii_fields()
+    return [(f["name"], f["name"] in personal, mapper.destination(f["name"]))
+            for f in schema.get("fields", [])]
 
 
 def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dict[str, Any]:
@@ -421,6 +470,13 @@ def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dic
         "codec": stream.codec,
         "records": records,
         "outcomes": outcomes,
+        "mapping": {
+            "event_type": mapper.amplitude_event_type,
+            "fields": [
+                {"field": name, "pii": pii, "goes_to": where}
+                for name, pii, where in _routes(stream.event_type, options, stream.writer_schema)
+            ],
+        },
         "writer_schema": stream.writer_schema,
         "sample_events": mapped,
     }

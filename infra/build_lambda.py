@@ -51,7 +51,12 @@ def download(wheelhouse: Path, arch: str, python: str) -> None:
                     *_pip_target_args(arch, python), *runtime_requirements()], check=True)
 
 
-def build(out: Path, wheelhouse: Path, arch: str, python: str) -> Path:
+CONFIG_NAME = "currents-export.toml"  # CURRENTS_EXPORT_CONFIG=/var/task/currents-export.toml
+
+
+def build(
+    out: Path, wheelhouse: Path, arch: str, python: str, config: Path | None = None
+) -> Path:
     with tempfile.TemporaryDirectory() as staging_dir:
         staging = Path(staging_dir)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
@@ -59,6 +64,8 @@ def build(out: Path, wheelhouse: Path, arch: str, python: str) -> Path:
                         *_pip_target_args(arch, python), *runtime_requirements()], check=True)
         shutil.copytree(ROOT / "currents_export", staging / "currents_export",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        if config is not None:
+            shutil.copyfile(config, staging / CONFIG_NAME)
         out.parent.mkdir(parents=True, exist_ok=True)
         files = sorted(p for p in staging.rglob("*")
                        if p.is_file() and "__pycache__" not in p.parts)
@@ -78,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BUILD / "currents-export-lambda.zip")
     parser.add_argument("--wheelhouse", type=Path, default=None,
                         help="where wheels are kept (default: infra/build/wheels-ARCH-PY)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"TOML configuration to ship as /var/task/{CONFIG_NAME}")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--download-only", action="store_true")
     mode.add_argument("--offline", action="store_true", help="use only the wheelhouse")
@@ -88,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.download_only:
         print(f"wheels for {args.arch} / Python {args.python} in {wheelhouse}")
         return 0
-    out = build(args.out, wheelhouse, args.arch, args.python)
+    if args.config is not None and not args.config.is_file():
+        parser.error(f"--config {args.config}: no such file")
+    out = build(args.out, wheelhouse, args.arch, args.python, args.config)
     print(f"built {out} ({out.stat().st_size / 1e6:.1f} MB) for {args.arch} / Python "
           f"{args.python}")
     return 0

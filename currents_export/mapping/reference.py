@@ -1,0 +1,60 @@
+"""The mapping reference (docs/mapping.md), generated from the mapper itself.
+
+``python -m currents_export.mapping.reference > docs/mapping.md`` rewrites it; a test fails
+when the document and the code disagree.
+"""
+
+from __future__ import annotations
+
+from currents_export.currents.schemas import event_type_fields, known_event_types
+from currents_export.mapping.mapper import EventMapper, MappingOptions
+
+_HEADER = """# Mapping reference
+
+Generated from the code by `python -m currents_export.mapping.reference > docs/mapping.md`
+(a test fails when this file and the code disagree). It shows the default options of each
+profile; a configuration file (see the README, "Mapping configuration") can disable types,
+rename or drop fields, hash or drop personal data, move device fields to the top level and
+turn profile updates into `$identify` operations — `currents-export inspect FILE --config
+FILE` shows the mapping that applies to a file under a configuration.
+
+Every event also gets `library` (`Braze` under `braze`, `currents-export` under `plain`).
+Fields marked **pii** are those Braze documents as personal data; the `[mapping.pii]` table
+sets `keep`, `hash` or `drop` for each. `{name}` is the custom event's own name.
+"""
+
+
+def field_routes(
+    event_type: str, options: MappingOptions
+) -> list[tuple[str, bool, str]]:
+    """(field, is personal data, where it goes) for every field of ``event_type``."""
+    mapper = EventMapper(event_type, options)
+    return [(spec.name, spec.pii, mapper.destination(spec.name))
+            for spec in event_type_fields(event_type)]
+
+
+def render_reference() -> str:
+    """The whole reference as Markdown: every type, under both profiles."""
+    profiles = {"braze": MappingOptions(profile="braze"), "plain": MappingOptions(profile="plain")}
+    lines = [_HEADER]
+    lines.append("## Event types\n")
+    lines.append("| Currents type | `event_type` (braze) | `event_type` (plain) |")
+    lines.append("|---|---|---|")
+    for event_type in known_event_types():
+        names = [EventMapper(event_type, o).amplitude_event_type for o in profiles.values()]
+        lines.append(f"| `{event_type}` | `{names[0]}` | `{names[1]}` |")
+    lines.append("\n## Fields per type\n")
+    for event_type in known_event_types():
+        lines.append(f"### {event_type}\n")
+        braze = field_routes(event_type, profiles["braze"])
+        plain = field_routes(event_type, profiles["plain"])
+        lines.append("| Field | pii | braze | plain |")
+        lines.append("|---|---|---|---|")
+        for (name, pii, to_braze), (_, _, to_plain) in zip(braze, plain, strict=True):
+            lines.append(f"| `{name}` | {'pii' if pii else ''} | {to_braze} | {to_plain} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_reference(), end="")
