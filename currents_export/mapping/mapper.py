@@ -99,6 +99,7 @@ class MappingOptions:
     device_fields: DeviceFields = "event_properties"
     backfill: bool = False  # send $skip_user_properties_sync: history must not touch profiles
     only_event_types: frozenset[str] | None = None  # None: every type is sent
+    drop: frozenset[str] = frozenset()  # fields left out of every type
     types: dict[str, TypeRule] = field(default_factory=dict)
     pii: dict[str, str] = field(default_factory=dict)  # Braze field → keep | hash | drop
     pii_salt: bytes | None = field(default=None, repr=False)
@@ -228,7 +229,7 @@ class EventMapper:
         if self._identify and self.event_type == PROFILE_UPDATE_TYPE:
             consumed |= _PROFILE_UPDATE_META | {"custom_attributes"}
         pii_dropped = {name for name, policy in options.pii.items() if policy == "drop"}
-        self._dropped = frozenset(rule.drop | pii_dropped)
+        self._dropped = frozenset(rule.drop | options.drop | pii_dropped)
         self._excluded = frozenset(consumed | self._dropped)
         self._hashed = tuple(sorted(
             name for name, policy in options.pii.items()

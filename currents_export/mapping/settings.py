@@ -31,9 +31,11 @@ FALLBACKS = ("none", "braze_id")
 _OPEN_PROPERTY_TYPES = (CUSTOM_EVENT_TYPE, PURCHASE_TYPE)
 
 _TOP_KEYS = {
-    "profile", "device_fields", "backfill", "event_types", "identity", "user_properties",
-    "pii", "events",
+    "profile", "device_fields", "backfill", "event_types", "drop", "identity",
+    "user_properties", "pii", "events",
 }
+# What the mapping itself needs: these are governed by [mapping.pii] and identity, not drop.
+_NOT_DROPPABLE = frozenset({"id", "time", "time_ms", "external_user_id", "device_id", "user_id"})
 _IDENTITY_KEYS = {"fallback", "min_id_length"}
 _USER_PROPERTY_KEYS = {"profile_updates", "subscription_changes"}
 _EVENT_KEYS = {"enabled", "event_type", "drop", "rename"}
@@ -63,6 +65,13 @@ def mapping_options(
                                  "event_properties")
     backfill = check.boolean(table, "backfill", ("mapping",), False)
     only = check.event_type_list(table, "event_types", ("mapping",))
+    drop = check.string_list(table, "drop", ("mapping",))
+    every_field = {spec.name for name in known_event_types() for spec in event_type_fields(name)}
+    for name in drop:
+        if name not in every_field:
+            raise check.error(("mapping", "drop"), f"{name!r} is not a field of any Currents "
+                                                   "event type (see docs/mapping.md)")
+    check.droppable(drop, ("mapping", "drop"))
 
     identity = check.table(table, "identity", ("mapping",))
     check.keys(identity, _IDENTITY_KEYS, ("mapping", "identity"))
@@ -94,6 +103,7 @@ def mapping_options(
         device_fields=device_fields,
         backfill=backfill,
         only_event_types=only,
+        drop=frozenset(drop),
         types=rules,
         pii=pii,
         pii_salt=salt,
@@ -189,6 +199,12 @@ class _Checker:
             raise self.error(path, f"unknown Currents event type {name!r} (see "
                                    "docs/mapping.md for the 94 names)")
 
+    def droppable(self, names: list[str], path: tuple[str, ...]) -> None:
+        for name in names:
+            if name in _NOT_DROPPABLE:
+                raise self.error(path, f"{name!r} cannot be dropped: the mapping needs it "
+                                       "(use [mapping.pii] to hash or drop personal ids)")
+
     def pii(self, table: Mapping[str, Any],
             environ: Mapping[str, str]) -> tuple[dict[str, str], bytes | None]:
         path = ("mapping", "pii")
@@ -230,6 +246,7 @@ class _Checker:
         if event_type and "{name}" in event_type and name != CUSTOM_EVENT_TYPE:
             raise self.error((*path, "event_type"), "{name} only exists for custom events")
         drop = self.string_list(rule, "drop", path)
+        self.droppable(drop, (*path, "drop"))
         rename = self.table(rule, "rename", path)
         for old, new in rename.items():
             if not isinstance(new, str) or not new:
