@@ -1,0 +1,77 @@
+"""Command line: ``python -m bench [--events N] [--smoke] [--output FILE] ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from bench.checks import CheckFailed
+from bench.report import render
+from bench.runner import run, say
+from bench.settings import FULL, SMOKE, Settings
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark currents-export against a bare fastavro loop, the official "
+        "Amplitude SDK and the emulator alone; writes a Markdown report.",
+    )
+    p.add_argument("--events", type=_positive, help=f"custom events in the large file "
+                   f"(default {FULL.events:,})")
+    p.add_argument("--small-events", type=_positive, help=f"custom events in the small file, "
+                   f"for the memory ratio (default {FULL.small_events:,})")
+    p.add_argument("--mix-per-type", type=_positive, help=f"records per event type in the "
+                   f"mix of all types (default {FULL.mix_per_type:,})")
+    p.add_argument("--repeats", type=_positive, help=f"runs per measurement, the best is "
+                   f"reported (default {FULL.repeats})")
+    p.add_argument("--output", type=Path, help=f"Markdown report (default {FULL.output})")
+    p.add_argument("--json", type=Path, dest="json_output", help="also write the raw results "
+                   "as JSON here")
+    p.add_argument("--smoke", action="store_true", help=f"tiny sizes for CI: {SMOKE.events} "
+                   f"events, {SMOKE.small_events} small, {SMOKE.mix_per_type} per type, "
+                   f"{SMOKE.repeats} repeat (explicit options still win)")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The preset (full or smoke) with every option given on the command line applied."""
+    base = SMOKE if args.smoke else FULL
+    given = {
+        name: getattr(args, name)
+        for name in ("events", "small_events", "mix_per_type", "repeats", "output", "json_output")
+        if getattr(args, name) is not None
+    }
+    return replace(base, **given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 when every correctness check passed (targets may be missed)."""
+    args_list = sys.argv[1:] if argv is None else argv
+    settings = settings_from(parser().parse_args(args_list))
+    command = shlex.join([sys.executable, "-m", "bench", *args_list])
+    try:
+        results = run(settings, command)
+    except CheckFailed as exc:
+        print(f"[bench] CORRECTNESS CHECK FAILED: {exc}", file=sys.stderr)
+        return 1
+    report = render(results)
+    settings.output.parent.mkdir(parents=True, exist_ok=True)
+    settings.output.write_text(report)
+    if settings.json_output is not None:
+        settings.json_output.parent.mkdir(parents=True, exist_ok=True)
+        settings.json_output.write_text(json.dumps(results.to_json(), indent=2) + "\n")
+    print(report)
+    say(f"report written to {settings.output}")
+    return 0

@@ -1,0 +1,112 @@
+"""The Amplitude emulator in its own process, driven through its ``/_emulator/`` API."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from bench.checks import require
+from bench.process import child_env, cli_command
+
+# The same for every contender: no per-id throttling, no daily quota, no project cap.
+BENCH_CONFIG: dict[str, Any] = {"rate_limits": False, "daily_quota": None, "project_eps_cap": None}
+_START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class EmulatorProcess:
+    """``currents-export emulator`` as a child process; reset and configured per measurement."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._http = httpx.Client(base_url=self.url, timeout=60.0)
+
+    def start(self) -> Self:
+        """Start the emulator and wait until its control API answers."""
+        command = [*cli_command(), "emulator", "--host", "127.0.0.1", "--port", str(self.port)]
+        with self._log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=child_env()
+            )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            require(
+                self._process.poll() is None,
+                f"the emulator exited at start-up (see {self._log_path})",
+            )
+            try:
+                if self._http.get("/_emulator/config").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            require(time.monotonic() < deadline, "the emulator did not answer within 30 s")
+            time.sleep(0.05)
+        self.reset()
+        return self
+
+    def reset(self) -> dict[str, Any]:
+        """Forget all events and logs, then apply :data:`BENCH_CONFIG`; returns the config."""
+        self._http.post("/_emulator/reset").raise_for_status()
+        response = self._http.patch("/_emulator/config", json=BENCH_CONFIG)
+        response.raise_for_status()
+        config: dict[str, Any] = response.json()
+        for key, value in BENCH_CONFIG.items():
+            require(config.get(key) == value, f"emulator config {key} is {config.get(key)!r}")
+        require(self.stored() == 0, "the emulator still holds events after a reset")
+        return config
+
+    def config(self) -> dict[str, Any]:
+        response = self._http.get("/_emulator/config")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def stats(self) -> dict[str, Any]:
+        response = self._http.get("/_emulator/stats")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def statuses(self) -> str:
+        """Answers given since the last reset, by status: ``200: 50`` or ``200: 48, 503: 2``."""
+        by_status = self.stats()["by_status"]
+        return ", ".join(f"{status}: {count}" for status, count in by_status.items()) or "none"
+
+    def stored(self) -> int:
+        """Events the emulator stored since the last reset."""
+        return int(self.stats()["events_stored"])
+
+    def stop(self) -> None:
+        """Stop the child (SIGTERM, then SIGKILL after 10 s) and close the HTTP client."""
+        self._http.close()
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,41 @@
+"""Decode and map records the way the project does, through its public mapping API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from currents_export.mapping import EventMapper, Mapped, MappingOptions, mapper_for
+
+
+def float_fields(schema: Any) -> frozenset[str]:
+    """Fields of a writer schema stored as single-precision floats."""
+
+    def is_float(avro_type: Any) -> bool:
+        if avro_type == "float":
+            return True
+        if isinstance(avro_type, list):
+            return any(is_float(branch) for branch in avro_type)
+        return isinstance(avro_type, dict) and avro_type.get("type") == "float"
+
+    fields = schema.get("fields", []) if isinstance(schema, dict) else []
+    return frozenset(f["name"] for f in fields if is_float(f["type"]))
+
+
+def mapper_for_reader(reader: fastavro.reader, event_type: str) -> EventMapper:
+    """The project's mapper for one file (default options, floats from its writer schema)."""
+    return mapper_for(event_type, MappingOptions(), float_fields(reader.writer_schema))
+
+
+def mapped_events(path: Path, event_type: str) -> Iterator[dict[str, Any]]:
+    """The Amplitude events of one file (records the mapping skips are left out)."""
+    with path.open("rb") as f:
+        reader = fastavro.reader(f)
+        mapper = mapper_for_reader(reader, event_type)
+        for record in reader:
+            result = mapper.map(record)
+            if isinstance(result, Mapped):
+                yield result.event

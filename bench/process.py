@@ -1,0 +1,95 @@
+"""Child processes: the ``currents-export`` command, and runs measured with ``os.wait4``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def cli_command() -> list[str]:
+    """How to start ``currents-export``: the installed script, else ``python -m``."""
+    script = Path(sysconfig.get_path("scripts")) / "currents-export"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("currents-export")
+    return [found] if found else [sys.executable, "-m", "currents_export"]
+
+
+def child_env() -> dict[str, str]:
+    """This environment without ``CURRENTS_EXPORT_*``: every child runs with the defaults."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CURRENTS_EXPORT_")}
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRun:
+    """How a child process ended and what it cost."""
+
+    exit_code: int
+    wall_s: float  # from start to exit, interpreter start-up included
+    peak_rss_mb: float  # ru_maxrss of the child (Linux reports KiB)
+    timed_out: bool
+    stdout_path: Path
+    stderr_path: Path
+
+    def tail(self, lines: int = 20) -> str:
+        """The last lines of the child's stderr (for error messages)."""
+        text = self.stderr_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def run_measured(
+    command: list[str], log_prefix: Path, timeout_s: float, cwd: Path | None = None
+) -> ChildRun:
+    """Run ``command`` to completion; its stdout/stderr go to ``<log_prefix>.out/.err``.
+
+    Reaped with ``os.wait4`` for its resource usage; killed (SIGKILL, by its pid) after
+    ``timeout_s`` so a hung child cannot hang the benchmark.
+    """
+    stdout_path = log_prefix.with_name(log_prefix.name + ".out")
+    stderr_path = log_prefix.with_name(log_prefix.name + ".err")
+    lock = threading.Lock()
+    state = {"reaped": False, "killed": False}
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, stdout=out, stderr=err, cwd=cwd, env=child_env()
+        )
+
+        def kill() -> None:
+            with lock:
+                if not state["reaped"]:
+                    state["killed"] = True
+                    os.kill(process.pid, signal.SIGKILL)
+
+        watchdog = threading.Timer(timeout_s, kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # e.g. Ctrl-C: do not leave the child behind
+            watchdog.cancel()
+            process.kill()
+            process.wait()
+            raise
+        with lock:
+            state["reaped"] = True
+        watchdog.cancel()
+        wall_s = time.perf_counter() - started
+    exit_code = os.waitstatus_to_exitcode(status)
+    process.returncode = exit_code  # reaped here; keep Popen from waiting again
+    return ChildRun(
+        exit_code=exit_code,
+        wall_s=wall_s,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        timed_out=state["killed"],
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+    )

@@ -1,0 +1,72 @@
+"""Child process for (c): one Currents file → the official ``amplitude-analytics`` SDK.
+
+``python -m bench.sdk_client FILE EVENT_TYPE SERVER_URL API_KEY`` decodes each record with
+fastavro, maps it with the project's mapper (the same mapping work as the replay), tracks one
+``BaseEvent`` per mapped record, then flushes and shuts the client down. The SDK is configured
+with its defaults except ``server_url``. Prints one JSON line: records, tracked, elapsed_s
+(from the first decode to the end of the flush).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from amplitude import Amplitude, BaseEvent, Config
+
+from bench.events import mapper_for_reader
+from currents_export.mapping import Mapped
+
+
+def to_base_event(event: dict[str, Any]) -> BaseEvent:
+    """The SDK's event for one mapped Amplitude event (revenue fields when present)."""
+    return BaseEvent(
+        event_type=event["event_type"],
+        user_id=event.get("user_id"),
+        device_id=event.get("device_id"),
+        time=event.get("time"),
+        insert_id=event.get("insert_id"),
+        event_properties=event.get("event_properties"),
+        price=event.get("price"),
+        quantity=event.get("quantity"),
+        revenue=event.get("revenue"),
+        product_id=event.get("productId"),
+        currency=event.get("currency"),
+    )
+
+
+def send_file(path: Path, event_type: str, client: Amplitude) -> tuple[int, int]:
+    """Track every mapped record of ``path``; returns (records, tracked)."""
+    records = tracked = 0
+    with path.open("rb") as f:
+        reader = fastavro.reader(f)
+        mapper = mapper_for_reader(reader, event_type)
+        for record in reader:
+            records += 1
+            result = mapper.map(record)
+            if isinstance(result, Mapped):
+                client.track(to_base_event(result.event))
+                tracked += 1
+    return records, tracked
+
+
+def main(argv: list[str]) -> int:
+    path, event_type, server_url, api_key = argv
+    client = Amplitude(api_key, Config(server_url=server_url))
+    started = time.perf_counter()
+    records, tracked = send_file(Path(path), event_type, client)
+    for future in client.flush():
+        if future is not None:
+            future.result()
+    client.shutdown()  # waits for every request the SDK's workers still have in flight
+    elapsed_s = time.perf_counter() - started
+    print(json.dumps({"records": records, "tracked": tracked, "elapsed_s": elapsed_s}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
