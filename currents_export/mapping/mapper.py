@@ -190,6 +190,7 @@ class EventMapper:
     _identify: bool = field(init=False)
     _fixed_name: str | None = field(init=False)
     _name_template: str = field(init=False)
+    _unnamed: str = field(init=False)  # event_type of a custom event without a name
     _library: str = field(init=False)
     _property_prefix: str = field(init=False)
     _is_purchase: bool = field(init=False)
@@ -218,6 +219,8 @@ class EventMapper:
         # Only custom events are named per record; every other type has one fixed name.
         self._fixed_name = None if "{name}" in template else template
         self._name_template = template
+        plain_default = not braze and rule.event_type is None
+        self._unnamed = self.event_type if plain_default else template.replace("{name}", "")
         self._library = "Braze" if braze else "currents-export"
         self._is_purchase = self.event_type == PURCHASE_TYPE
         self._property_prefix = _PROPERTY_PREFIXES.get(self.event_type, "") if braze else ""
@@ -351,11 +354,7 @@ class EventMapper:
         return None if policy == "drop" else self.options.hash_value(value)
 
     def _custom_event_type(self, name: str | None) -> str:
-        if self.options.profile == "plain" and not name and self.options.rule(
-            self.event_type
-        ).event_type is None:
-            return self.event_type
-        return self._name_template.replace("{name}", name or "")
+        return self._name_template.replace("{name}", name) if name else self._unnamed
 
     def _event_properties(
         self, record: dict[str, Any], braze_id: str | None
