@@ -8,21 +8,8 @@ from typing import Any
 
 import fastavro
 
+from currents_export.currents.reader import float_fields
 from currents_export.mapping import EventMapper, Mapped, MappingOptions, mapper_for
-
-
-def float_fields(schema: Any) -> frozenset[str]:
-    """Fields of a writer schema stored as single-precision floats."""
-
-    def is_float(avro_type: Any) -> bool:
-        if avro_type == "float":
-            return True
-        if isinstance(avro_type, list):
-            return any(is_float(branch) for branch in avro_type)
-        return isinstance(avro_type, dict) and avro_type.get("type") == "float"
-
-    fields = schema.get("fields", []) if isinstance(schema, dict) else []
-    return frozenset(f["name"] for f in fields if is_float(f["type"]))
 
 
 def mapper_for_reader(reader: fastavro.reader, event_type: str) -> EventMapper:

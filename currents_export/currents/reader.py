@@ -47,7 +47,7 @@ def _is_float(avro_type: Any) -> bool:
     return isinstance(avro_type, dict) and avro_type.get("type") == "float"
 
 
-def _float_fields(schema: dict[str, Any]) -> frozenset[str]:
+def float_fields(schema: dict[str, Any]) -> frozenset[str]:
     """Fields stored as single-precision floats (they decode as 3.140000104904175)."""
     return frozenset(f["name"] for f in schema.get("fields", []) if _is_float(f["type"]))
 
@@ -83,7 +83,7 @@ def open_records(
         event_type=event_type,
         writer_schema=schema,
         codec=str(avro_reader.codec),
-        float_fields=_float_fields(schema),
+        float_fields=float_fields(schema),
         records=_guarded(avro_reader, name),
         schema_event_type=schema_event_type,
         key_event_type=key_event_type,
