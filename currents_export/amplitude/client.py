@@ -1,14 +1,16 @@
 """Upload events to Amplitude's HTTP API v2 or Batch API and classify every response.
 
-The status-code policy lives here; connection handling is httpx's. Sleep, clock and jitter
-are injectable so tests can run the retry logic without waiting.
+The status-code policy lives here; connection handling is httpx's; whether Amplitude is
+up at all is the ``Circuit``'s. A 200 counts only when its body is Amplitude's own
+acknowledgement of exactly the events sent. Every wait (request timeouts, backoff) is
+bounded by the run's ``Stop`` (a Lambda deadline, a Ctrl-C). Sleep, clock and jitter are
+injectable so tests can run the retry logic without waiting.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,7 +21,14 @@ import httpx
 import orjson
 
 from currents_export.amplitude.batching import Envelope, PendingEvent
+from currents_export.amplitude.circuit import Circuit
 from currents_export.config import RetryPolicy
+from currents_export.errors import (
+    AmplitudeSetupError,
+    DeliveryFailed,
+    SendError,
+)
+from currents_export.stopping import Stop
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +45,10 @@ _INDEX_MAPS = {
 }
 
 
-class SendError(Exception):
-    """A send that could not finish; ``partial`` says what was settled before it stopped."""
-
-    partial: SendOutcome[Any] | None = None
-
-
-class ConfigurationError(SendError):
-    """Amplitude says the set-up is wrong (API key, request shape): stop, mark nothing done."""
-
-
-class DeliveryFailed(SendError):
-    """Amplitude could not be reached or kept failing past the retry horizon."""
+# The errors a send raises (from currents_export.errors), importable from here too.
+__all__ = ["AmplitudeClient", "AmplitudeSetupError", "ConfigurationError", "DeliveryFailed",
+           "SendError", "SendOutcome"]
+ConfigurationError = AmplitudeSetupError  # the name callers of the client know
 
 
 @dataclass(slots=True)
@@ -84,28 +85,40 @@ class AmplitudeClient:
         throttle_pause_s: float = 15.0,
         timeout: httpx.Timeout | None = None,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        stop: Stop | None = None,
+        sleep: Callable[[float], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.url = url
+        self.host = httpx.URL(url).netloc.decode("ascii", "replace")
         options = {"min_id_length": min_id_length} if min_id_length is not None else None
         self.envelope = Envelope.build(api_key, options)
-        self.retry = retry or RetryPolicy()
         self.throttle_pause_s = throttle_pause_s
-        self._stream_paused_until = 0.0  # a project-level 429 pauses every sender
-        self._pause_lock = threading.Lock()
-        self._sleep = sleep
         self._clock = clock
-        self._jitter = jitter
+        self._timeout = timeout or httpx.Timeout(60.0, connect=10.0)
+        self.stop = stop or Stop(clock=clock)
+        self.circuit = Circuit(retry or RetryPolicy(), stop=self.stop, host=self.host,
+                               clock=clock, sleep=sleep, jitter=jitter)
         self._http = httpx.Client(
-            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+            timeout=self._timeout,
             transport=transport,
             headers={"Content-Type": "application/json", "User-Agent": "currents-export"},
         )
 
     def __repr__(self) -> str:  # never show the API key
         return f"AmplitudeClient(url={self.url!r})"
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.circuit.policy
+
+    def begin_run(self, stop: Stop, retry: RetryPolicy | None = None) -> None:
+        """Start a run on this (possibly long-lived) client: its stop, a fresh circuit."""
+        self.stop = self.circuit.stop = stop
+        if retry is not None:
+            self.circuit.policy = retry
+        self.circuit.reset()
 
     def close(self) -> None:
         self._http.close()
@@ -208,58 +221,82 @@ class AmplitudeClient:
         return pauses
 
     def _post(self, chunk: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]) -> _Response:
-        """POST until the answer is final (200, 400, 413); back off on everything else."""
+        """POST until the answer is final (200, 400, 413, an indexed 429); back off on the rest.
+
+        Raises DeliveryFailed past the horizon, AmplitudeUnavailable when the whole run's
+        circuit gave up, SendInterrupted when the run is stopping.
+        """
         body = self.envelope.body(chunk)
+        circuit, policy = self.circuit, self.circuit.policy
         started = self._clock()
         attempt = 0
         forbidden = 0
         while True:
-            self._wait_for_stream()
+            circuit.admit()
             outcome.requests += 1
-            try:
-                reply = self._http.post(self.url, content=body)
-                response = _Response(reply.status_code, _json_body(reply))
-                problem = f"HTTP {reply.status_code}"
-            except httpx.TransportError as exc:  # timeouts, resets, refused connections
-                response = None
-                problem = type(exc).__name__
-            if response is not None and (
-                response.status in (200, 400, 413)
-                or (response.status == 429 and _names_events(response.body, len(chunk)))
-            ):
+            response, problem = self._attempt(body, len(chunk))
+            if response is not None:
+                circuit.succeeded()
                 return response
-            if response is not None and response.status == 403:
+            attempt += 1
+            if problem.startswith("HTTP 403"):
                 forbidden += 1
-                if forbidden >= self.retry.max_forbidden_attempts:
+                if forbidden >= policy.max_forbidden_attempts:
+                    circuit.succeeded()  # Amplitude's firewall answered: not an outage
                     raise DeliveryFailed(
                         "Amplitude answered 403 Forbidden (its firewall blocked the request) "
-                        f"{forbidden} times; check the network path to {self.url}"
+                        f"{forbidden} times; check the network path to {self.host}"
                     )
-            attempt += 1
-            delay = self.retry.delay(attempt, self._jitter())
-            if response is not None and response.status == 429:
-                delay = max(delay, self.retry.project_pause_s)
-                self._pause_stream(delay)
+            pause = policy.project_pause_s if problem.startswith("HTTP 429") else 0.0
+            delay = circuit.failed(problem, attempt, at_least_s=pause)
             waited = self._clock() - started
-            if waited + delay > self.retry.horizon_s:
+            if waited + delay > policy.horizon_s:
                 raise DeliveryFailed(
-                    f"gave up on {self.url} after {attempt} attempts over {waited:.0f}s "
+                    f"gave up on {self.host} after {attempt} attempts over {waited:.0f}s "
                     f"(last: {problem}); the object stays pending for the next run"
                 )
             outcome.retries += 1
             log.warning("upload failed (%s); retry %d in %.1fs", problem, attempt, delay)
-            self._sleep(delay)
+            circuit.wait_before_retry(delay)
+
+    def _attempt(self, body: bytes, sent: int) -> tuple[_Response | None, str]:
+        """One POST: the final answer, or None and what went wrong (worth a retry)."""
+        left = self.stop.remaining()
+        timeout = self._timeout
+        if left is not None:  # no request outlives the deadline
+            bound = max(0.1, left)
+            timeout = httpx.Timeout(
+                connect=min(self._timeout.connect or bound, bound),
+                read=min(self._timeout.read or bound, bound),
+                write=min(self._timeout.write or bound, bound),
+                pool=min(self._timeout.pool or bound, bound),
+            )
+        try:
+            reply = self._http.post(self.url, content=body, timeout=timeout)
+        except httpx.TransportError as exc:  # timeouts, resets, refused connections
+            return None, f"{type(exc).__name__} from {self.host}"
+        status = reply.status_code
+        body_json = _json_body(reply)
+        if status == 200:
+            problem = _acknowledgement_problem(reply, body_json, sent)
+            if problem is None:
+                return _Response(200, body_json), ""
+            return None, (f"HTTP 200 from {self.host} that is not Amplitude's answer ({problem});"
+                          " check --amplitude-url: it does not look like Amplitude")
+        response = _Response(status, body_json)
+        if status in (400, 413) or (status == 429 and _names_events(body_json, sent)):
+            return response, ""
+        return None, f"HTTP {status} from {self.host}"
 
 
-    def _pause_stream(self, seconds: float) -> None:
-        with self._pause_lock:
-            self._stream_paused_until = max(self._stream_paused_until, self._clock() + seconds)
-
-    def _wait_for_stream(self) -> None:
-        with self._pause_lock:
-            wait = self._stream_paused_until - self._clock()
-        if wait > 0:
-            self._sleep(wait)
+def _acknowledgement_problem(reply: httpx.Response, body: dict[str, Any], sent: int) -> str | None:
+    """Why a 200 is not Amplitude acknowledging ``sent`` events (None: it is)."""
+    if body.get("code") != 200 or "events_ingested" not in body:
+        kind = reply.headers.get("content-type", "no content type").split(";")[0]
+        return f"{kind} body, not Amplitude's JSON"
+    if body["events_ingested"] != sent:
+        return f"events_ingested {body['events_ingested']!r}, {sent} sent"
+    return None
 
 
 def _names_events(body: dict[str, Any], size: int) -> bool:

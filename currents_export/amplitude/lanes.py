@@ -10,6 +10,7 @@ event of those ids, for the pause Amplitude asks for, while the other ids keep f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from currents_export.amplitude.batching import PendingEvent, RequestPacker, pack_all
-from currents_export.amplitude.client import AmplitudeClient, DeliveryFailed, SendError
+from currents_export.amplitude.client import AmplitudeClient
 from currents_export.config import RequestLimits
+from currents_export.errors import DeliveryFailed, SendError, SendInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class _Drain:
 
 
 _STOP = object()
+_STOP_GRACE_S = 3.0  # after a stop, how long drain/close wait for a request in flight
 
 
 class Lanes(Generic[Ref]):
@@ -59,7 +62,6 @@ class Lanes(Generic[Ref]):
         horizon_s: float,
         queue_depth: int = 2,
         clock: Callable[[], float] = time.monotonic,
-        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError("lanes must be at least 1")
@@ -68,7 +70,7 @@ class Lanes(Generic[Ref]):
         self._on_rejected = on_rejected
         self._horizon_s = horizon_s
         self._clock = clock
-        self._should_stop = should_stop  # checked before every request (a Lambda deadline)
+        self._stop = client.stop  # a deadline or a signal: checked before every request
         self._owners: dict[str, int] = {}
         self._holds: dict[str, int] = {}  # id → unresolved events of it
         # One plain lock guards _owners/_holds (taken once per event: it must be cheap); the
@@ -76,6 +78,7 @@ class Lanes(Generic[Ref]):
         self._ownership_lock = threading.Lock()
         self._ownership = threading.Condition(self._ownership_lock)
         self._error: BaseException | None = None
+        self._stop_waiting_after: float | None = None  # set once a stop is requested
         self._stats_lock = threading.Lock()
         self._requests = 0
         self._retries = 0
@@ -109,10 +112,25 @@ class Lanes(Generic[Ref]):
         for lane, marker in zip(self._lanes, markers, strict=True):
             lane.queue.put(marker)
         for marker in markers:
-            marker.done.wait()
+            self._wait(marker.done)
         error, self._error = self._error, None
         if error is not None:
             raise error
+
+    def _wait(self, done: threading.Event) -> None:
+        """Wait for a lane; once the run is stopping, only a short grace for a request in
+        flight (its events stay unresolved, so pending: nothing is lost)."""
+        while not done.wait(0.2):
+            if not self._stop.requested:
+                continue
+            if self._stop_waiting_after is None:
+                self._stop_waiting_after = time.monotonic() + _STOP_GRACE_S
+            if time.monotonic() >= self._stop_waiting_after:
+                self._fail(SendInterrupted(
+                    f"{self._stop.why()}: progress is saved and the object resumes on its "
+                    "next run"
+                ))
+                return
 
     def take_stats(self) -> tuple[int, int]:
         """Requests and retries since the last call."""
@@ -123,9 +141,11 @@ class Lanes(Generic[Ref]):
 
     def close(self) -> None:
         for lane in self._lanes:
-            lane.queue.put(_STOP)
+            # A lane stuck in a request while stopping is left behind (a daemon thread).
+            with contextlib.suppress(queue.Full):
+                lane.queue.put(_STOP, timeout=None if not self._stop.requested else 0.1)
         for lane in self._lanes:
-            lane.join()
+            lane.join(timeout=None if not self._stop.requested else _STOP_GRACE_S)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -234,9 +254,15 @@ class _Lane(threading.Thread, Generic[Ref]):
 
     def _wait_out_held(self) -> None:
         while self.held:
+            if self.parent._stop.stopped:
+                self._give_up(SendInterrupted(
+                    f"{self.parent._stop.why()}: progress is saved and the object resumes "
+                    "on its next run"
+                ))
+                return
             self._release_ready()
             if self.held:
-                time.sleep(self._next_wake() or 0.01)
+                self.parent._stop.sleep(self._next_wake() or 0.01)
 
     def _blocked(self, event: PendingEvent[Ref], now: float, held_ids: set[str]) -> bool:
         return any(
@@ -297,11 +323,11 @@ class _Lane(threading.Thread, Generic[Ref]):
         if self.parent._error is not None:
             self._abandon(events)
             return
-        if self.parent._should_stop is not None and self.parent._should_stop():
+        if self.parent._stop.stopped:
             self._abandon(events)
-            self._give_up(DeliveryFailed(
-                "stopped before the deadline; progress is saved and the object resumes on "
-                "its next delivery"
+            self._give_up(SendInterrupted(
+                f"{self.parent._stop.why()}: progress is saved and the object resumes on its "
+                "next run"
             ))
             return
         try:

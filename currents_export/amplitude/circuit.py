@@ -1,0 +1,135 @@
+"""Amplitude's availability as the whole run sees it: one circuit shared by every lane.
+
+While requests succeed the circuit is closed and each request goes as it comes; a request
+that fails retries on its own backoff. After ``threshold`` failures in a row (5xx, timeouts,
+resets, unverified 200s, project-wide 429s — from any lane, with no success in between)
+the circuit opens: one request at a time probes at the backoff while the others wait, and
+the first answer closes it again. The retry horizon counts from the first failure after
+the last success, for the run as a whole: an outage costs the run one horizon, not one per
+object. Past it every request raises ``AmplitudeUnavailable`` at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from currents_export.config import RetryPolicy
+from currents_export.errors import AmplitudeUnavailable, SendInterrupted
+from currents_export.stopping import Stop
+
+_POLL_S = 0.2  # how often a waiting request looks again (a probe of another lane)
+
+
+class Circuit:
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        stop: Stop,
+        host: str,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+        jitter: Callable[[], float],
+        threshold: int = 3,
+    ) -> None:
+        self.policy = policy
+        self.stop = stop
+        self.host = host
+        self.threshold = threshold
+        self._clock = clock
+        self._injected_sleep = sleep  # tests: a virtual clock; else the stop's own wait
+        self._jitter = jitter
+        self._lock = threading.Lock()
+        self._failures = 0  # in a row, across lanes
+        self._failing_since: float | None = None
+        self._failing_since_wall: float | None = None
+        self._last_problem = ""
+        self._paused_until = 0.0  # nobody sends before this (open circuit, project 429)
+        self._probing = False
+
+    def reset(self) -> None:
+        """Forget past failures (a new run on a long-lived client, e.g. a warm Lambda)."""
+        with self._lock:
+            self._failures = 0
+            self._failing_since = self._failing_since_wall = None
+            self._paused_until = 0.0
+            self._probing = False
+
+    @property
+    def open(self) -> bool:
+        return self._failures >= self.threshold
+
+    def admit(self) -> bool:
+        """Wait until a request may go; True when it goes as the circuit's probe.
+
+        Raises ``SendInterrupted`` when the run is stopping and ``AmplitudeUnavailable``
+        once Amplitude has been failing for longer than the horizon.
+        """
+        while True:
+            with self._lock:
+                self._raise_if_over()
+                wait = self._paused_until - self._clock()
+                if wait <= 0:
+                    if self._failures < self.threshold:
+                        return False
+                    if not self._probing:
+                        self._probing = True
+                        return True
+                    wait = _POLL_S
+            self._sleep(min(wait, _POLL_S) if self._probing else wait)
+
+    def succeeded(self) -> None:
+        """Amplitude answered (any final answer: 200, 400, 413, an indexed 429)."""
+        with self._lock:
+            self._failures = 0
+            self._failing_since = self._failing_since_wall = None
+            self._probing = False
+
+    def failed(self, problem: str, attempt: int, *, at_least_s: float = 0.0) -> float:
+        """Count a failure; return how long this request waits before trying again.
+
+        ``at_least_s`` (a project-wide 429) pauses every sender, circuit open or not.
+        """
+        with self._lock:
+            now = self._clock()
+            self._probing = False
+            self._failures += 1
+            self._last_problem = problem
+            if self._failing_since is None:
+                self._failing_since = now
+                self._failing_since_wall = time.time()
+            delay = max(self.policy.delay(max(attempt, self._failures - self.threshold + 1),
+                                          self._jitter()), at_least_s)
+            if self._failures >= self.threshold or at_least_s:
+                self._paused_until = max(self._paused_until, now + delay)
+            self._raise_if_over(now + delay)
+            return delay
+
+    def wait_before_retry(self, delay: float) -> None:
+        """Back off before retrying, unless the circuit (open) already makes everyone wait."""
+        with self._lock:
+            if self._paused_until > self._clock():
+                return  # ``admit`` does the waiting
+        self._sleep(delay)
+
+    def _sleep(self, seconds: float) -> None:
+        (self._injected_sleep or self.stop.sleep)(seconds)
+
+    def _raise_if_over(self, at: float | None = None) -> None:
+        if self.stop.stopped:
+            raise SendInterrupted(
+                f"{self.stop.why()}: progress is saved and the object resumes on its next run"
+            )
+        if self._failing_since is None:
+            return
+        now = self._clock() if at is None else at
+        if now - self._failing_since > self.policy.horizon_s:
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                  time.gmtime(self._failing_since_wall or time.time()))
+            raise AmplitudeUnavailable(
+                f"Amplitude ({self.host}) is unavailable since {since}: every request "
+                f"failed for {now - self._failing_since:.0f} s (last: {self._last_problem}); "
+                "the objects stay pending for the next run"
+            )
