@@ -11,6 +11,14 @@ import boto3
 import orjson
 import pytest
 from click.testing import CliRunner
+from test_ledger import (
+    BROKEN,
+    DONE_IDENTITY,
+    DONE_LEGACY,
+    IDENTITY,
+    LEGACY,
+    ledger_contract,
+)
 
 from currents_export.amplitude.emulator import Emulator
 from currents_export.cli import main
@@ -23,6 +31,7 @@ from currents_export.ledger import (
     LedgerConfigError,
     open_ledger,
 )
+from currents_export.sources import find_local_objects
 
 TABLE = "ledger"
 OBJECT = "s3://acme/currents/event_type=users.behaviors.Purchase/x+0+1.avro"
@@ -227,6 +236,101 @@ def test_ttl_only_on_finished_rows(table: str) -> None:
     assert kept["state"] == "DONE" and "expires_at" not in kept
 
 
+# ---- identities, legacy items, permanent failures, the listing ----------------------------
+
+def test_dynamodb_ledger_contract(table: str) -> None:
+    clock = Clock()
+    worker = ledger(table, "worker-a", clock)
+    ledger_contract(worker)
+    moved = row(worker, LEGACY)  # the old item is kept, sealed, out of sight
+    assert moved["state"] == "MOVED" and moved["moved_to"] == IDENTITY
+    assert moved["lease_until"] == 253_402_300_799 and "expires_at" in moved
+    assert row(worker, IDENTITY)["previous_id"] == LEGACY
+    broken = row(worker, BROKEN)
+    assert broken["state"] == "FAILED" and broken["permanent"] is False
+
+
+def test_a_legacy_item_under_a_live_lease_is_not_taken_until_the_lease_ends(table: str) -> None:
+    clock = Clock()
+    old_code, new_code = ledger(table, "old-worker", clock), ledger(table, "new-worker", clock)
+    old_code.begin(LEGACY)
+    old_code.save_progress(LEGACY, 70, {"records": 70})
+    with pytest.raises(LeaseHeld) as held:
+        new_code.begin(IDENTITY, location="s3://new/f.avro", legacy_id=LEGACY)
+    assert held.value.owner == "old-worker" and held.value.object_id == IDENTITY
+    assert new_code.status(IDENTITY) is None and row(new_code, LEGACY)["state"] == "IN_PROGRESS"
+
+    clock.now += LEASE_S + 1  # the old worker died
+    resume = new_code.begin(IDENTITY, location="s3://new/f.avro", legacy_id=LEGACY)
+    assert resume is not None and resume.next_index == 70
+    state = new_code.state(IDENTITY)
+    assert state is not None and state.location == "s3://new/f.avro" and state.attempts == 2
+    with pytest.raises(LeaseLost):  # the old worker, back, is fenced off
+        old_code.save_progress(LEGACY, 80, {"records": 80})
+    with pytest.raises(LeaseHeld):  # and may not claim the object under its URI again
+        old_code.begin(LEGACY)
+    assert not old_code.is_done(LEGACY) and old_code.state(LEGACY) is None
+    new_code.complete(IDENTITY, {"records": 100})
+    assert old_code.is_done(IDENTITY, legacy_id=LEGACY)
+
+
+def test_a_move_interrupted_half_way_is_finished_by_the_next_worker(
+    table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    first, second = ledger(table, "worker-a", clock), ledger(table, "worker-b", clock)
+    first.begin(LEGACY)
+    first.save_progress(LEGACY, 30, {"records": 30})
+    first.fail(LEGACY, "throttled")
+    update = first._update
+
+    def crash_on_create(object_id: str, *args: Any, **kwargs: Any) -> tuple[bool, dict]:
+        if object_id == IDENTITY:
+            raise RuntimeError("killed")
+        return update(object_id, *args, **kwargs)
+
+    monkeypatch.setattr(first, "_update", crash_on_create)
+    with pytest.raises(RuntimeError):
+        first.begin(IDENTITY, legacy_id=LEGACY)
+    assert row(second, LEGACY)["state"] == "MOVED" and second.status(IDENTITY) is None
+    with pytest.raises(LeaseHeld):  # the crashed worker's lease still holds
+        second.begin(IDENTITY, legacy_id=LEGACY)
+    clock.now += LEASE_S + 1
+    resume = second.begin(IDENTITY, legacy_id=LEGACY)
+    assert resume is not None and resume.next_index == 30
+    created = row(second, IDENTITY)
+    assert created["lease_owner"] == "worker-b" and created["attempts"] == 2
+
+
+def test_a_legacy_done_item_makes_a_claim_already_done_unless_restarted(table: str) -> None:
+    clock = Clock()
+    worker = ledger(table, "worker-a", clock)
+    worker.begin(DONE_LEGACY)
+    worker.complete(DONE_LEGACY, {})
+    with pytest.raises(AlreadyDone):
+        worker.begin(DONE_IDENTITY, legacy_id=DONE_LEGACY)
+    assert worker.status(DONE_IDENTITY) is None
+    assert worker.begin(DONE_IDENTITY, legacy_id=DONE_LEGACY, restart=True) is None
+    assert row(worker, DONE_IDENTITY)["state"] == "IN_PROGRESS"
+    assert row(worker, DONE_LEGACY)["state"] == "DONE"
+
+
+def test_objects_scans_every_page(table: str) -> None:
+    clock = Clock()
+    worker = ledger(table, "worker-a", clock)
+    ids = [f"currents:event_type=t/f{n}.avro" for n in range(7)]
+    for n, object_id in enumerate(ids):
+        worker.begin(object_id, location=f"/in/f{n}.avro")
+        if n % 2:
+            worker.fail(object_id, f"error {n}", permanent=n == 3)
+    listed = sorted(worker.objects(page_size=2), key=lambda state: state.object_id)
+    assert [state.object_id for state in listed] == ids
+    assert [state.status for state in listed] == ["in_progress", "failed"] * 3 + ["in_progress"]
+    assert [state.permanent for state in listed] == [n == 3 for n in range(7)]
+    assert listed[5].error == "error 5" and listed[5].location == "/in/f5.avro"
+    assert listed[0].updated_at == clock.now and listed[0].started_at == clock.now
+
+
 # ---- configuration -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("uri", ["dynamodb://", "dynamodb://a/b"])
@@ -276,7 +380,7 @@ def test_replay_with_a_dynamodb_ledger_does_each_file_once(
     assert code == 0 and summary["objects_done"] == len(files) > 1
     assert summary["delivered"] > 0
     state = ledger(table, "reader", Clock())
-    assert all(state.is_done(str(f.path.resolve())) for f in files)
+    assert all(state.is_done(o.identity) for o in find_local_objects(f.path for f in files))
     requests = len(emulator.requests_log())
     assert requests > 0
 

@@ -99,3 +99,19 @@ def object_key(
         f"{folder}{integration}/event_type={event_type}/date={queue_hour:%Y-%m-%d-%H}/"
         f"{schema_id}/{zone}/{integration}+{partition}+{offset:010d}.avro"
     )
+
+
+def currents_identity(key: str) -> str | None:
+    """What a Currents file is, whatever folder, bucket or prefix it was copied to.
+
+    The key from its ``event_type=`` segment on (``event_type=T/date=H/SCHEMA/ZONE/FILE.avro``):
+    Braze writes each file once under that path, and copies keep it below their own prefix.
+    None when the key is not in the Currents layout (see :func:`parse_key`).
+    """
+    try:
+        parse_key(key)
+    except NotACurrentsKey:
+        return None
+    match = _EVENT_TYPE.search(key)
+    assert match is not None  # parse_key found it
+    return key[match.start(1) - len("event_type=") :]

@@ -9,6 +9,7 @@ from currents_export.ledger.base import (
     LeaseLost,
     Ledger,
     LedgerConfigError,
+    ObjectState,
     Resume,
 )
 from currents_export.ledger.dynamodb import DynamoDbLedger
@@ -46,6 +47,7 @@ __all__ = [
     "LeaseLost",
     "Ledger",
     "LedgerConfigError",
+    "ObjectState",
     "Resume",
     "SqliteLedger",
     "open_ledger",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,17 +17,56 @@ class Resume:
     figures: dict[str, Any]
 
 
+IN_PROGRESS, DONE, FAILED = "in_progress", "done", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectState:
+    """One object as the ledger knows it."""
+
+    object_id: str
+    status: str  # "in_progress" | "done" | "failed"
+    permanent: bool  # failed, and retrying cannot help
+    error: str | None
+    location: str | None  # path/URI it was last processed from
+    attempts: int
+    next_index: int
+    started_at: float | None
+    updated_at: float
+    finished_at: float | None  # when it was marked done (or failed)
+
+    @property
+    def done(self) -> bool:
+        return self.status == DONE
+
+
 class Ledger(Protocol):
-    """Durable record of objects processed.
+    """Durable record of objects processed, keyed by what an object is (its identity).
 
     Progress inside an object is saved only for records already accounted for, after the
     dead letter is flushed; an object is marked done only after all its records are.
+
+    ``legacy_id``: ledgers written before identities keyed objects by absolute path or
+    ``s3://`` URI; when ``object_id`` has no row, the row under ``legacy_id`` stands for it
+    (and ``begin`` moves unfinished progress from there to ``object_id``).
     """
 
-    def is_done(self, object_id: str) -> bool: ...
+    def state(self, object_id: str, *, legacy_id: str | None = None) -> ObjectState | None:
+        """The row for ``object_id``; if none, the row under ``legacy_id``; else None."""
+        ...
 
-    def begin(self, object_id: str, *, restart: bool = False) -> Resume | None:
-        """Mark in progress; return where a previous attempt stopped (None: from the start)."""
+    def is_done(self, object_id: str, *, legacy_id: str | None = None) -> bool: ...
+
+    def begin(
+        self,
+        object_id: str,
+        *,
+        location: str | None = None,
+        legacy_id: str | None = None,
+        restart: bool = False,
+    ) -> Resume | None:
+        """Mark in progress (from ``location``); return where a previous attempt stopped
+        (None: from the start). Clears a previous failure, permanent or not."""
         ...
 
     def save_progress(self, object_id: str, next_index: int, figures: dict[str, Any]) -> None:
@@ -34,7 +74,13 @@ class Ledger(Protocol):
 
     def complete(self, object_id: str, figures: dict[str, Any]) -> None: ...
 
-    def fail(self, object_id: str, error: str) -> None: ...
+    def fail(self, object_id: str, error: str, *, permanent: bool = False) -> None:
+        """Mark failed; ``permanent``: retrying cannot help (later runs skip it)."""
+        ...
+
+    def objects(self) -> Iterator[ObjectState]:
+        """Every object in the ledger (objects moved to a new id are listed once)."""
+        ...
 
     def close(self) -> None: ...
 

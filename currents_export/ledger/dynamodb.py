@@ -5,6 +5,13 @@ notifications never process one object twice at the same time: a claim succeeds 
 the object is not done and its lease is free, expired or already ours; every later write
 is fenced on the lease owner. DONE and FAILED items get a TTL attribute (``expires_at``);
 TTL is never used as a clock: the conditions compare times themselves.
+
+Objects are keyed by identity (``currents:…``); older ledgers keyed them by ``s3://`` URI or
+path. ``begin(…, legacy_id=…)`` moves an unfinished legacy item to the identity with
+UpdateItem only (the Lambda's role has GetItem and UpdateItem, nothing else): it claims the
+legacy item (leases respected) and marks it MOVED, creates the identity's item with the
+legacy checkpoint, then seals the legacy item (a lease until 9999) so that no worker running
+older code processes it again. MOVED items are invisible to ``state`` and ``objects``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -26,10 +33,13 @@ from currents_export.ledger.base import (
     LeaseHeld,
     LeaseLost,
     LedgerConfigError,
+    ObjectState,
     Resume,
 )
 
 IN_PROGRESS, DONE, FAILED = "IN_PROGRESS", "DONE", "FAILED"
+MOVED = "MOVED"  # a legacy item whose progress now lives under the object's identity
+_SEALED_UNTIL = 253_402_300_799  # 9999-12-31T23:59:59Z: a moved item's lease never ends
 MAX_ERROR_CHARS = 1_000
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 10})
 _CONDITION_FAILED = "ConditionalCheckFailedException"
@@ -38,6 +48,9 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CLAIM = ("attribute_not_exists(pk)"
           " OR (#state <> :done AND (lease_until < :now OR lease_owner = :me))")
 _CLAIM_AGAIN = _CLAIM + " OR #state = :done"  # restart: a done object may be redone
+# Moving a legacy item: it exists, is not done, and its lease is expired or ours.
+_CLAIM_LEGACY = ("attribute_exists(pk) AND #state <> :done"
+                 " AND (lease_until < :now OR lease_owner = :me)")
 
 
 class DynamoDbLedger:
@@ -92,29 +105,65 @@ class DynamoDbLedger:
             TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
         )
 
-    def is_done(self, object_id: str) -> bool:
-        item = self.status(object_id)
-        return item is not None and item.get("state") == DONE
+    def state(self, object_id: str, *, legacy_id: str | None = None) -> ObjectState | None:
+        """The item for ``object_id``, else the one under ``legacy_id`` (strongly consistent)."""
+        for candidate in (object_id, legacy_id):
+            if candidate is not None:
+                item = self.status(candidate)
+                if item is not None and item.get("state") != MOVED:
+                    return _object_state(item)
+        return None
 
-    def begin(self, object_id: str, *, restart: bool = False) -> Resume | None:
+    def is_done(self, object_id: str, *, legacy_id: str | None = None) -> bool:
+        found = self.state(object_id, legacy_id=legacy_id)
+        return found is not None and found.done
+
+    def begin(
+        self,
+        object_id: str,
+        *,
+        location: str | None = None,
+        legacy_id: str | None = None,
+        restart: bool = False,
+    ) -> Resume | None:
         """Claim the object (one conditional write) and return the previous checkpoint.
+
+        When ``object_id`` has no item and ``legacy_id`` has an unfinished one, that item's
+        checkpoint moves to ``object_id`` (see the module's docstring).
 
         Raises AlreadyDone when another worker finished it, LeaseHeld when another worker's
         lease is still live.
         """
+        if legacy_id is not None and legacy_id != object_id and self.status(object_id) is None:
+            legacy = self.status(legacy_id)
+            if legacy is not None and legacy.get("state") == DONE:
+                if not restart:
+                    raise AlreadyDone(object_id)
+            elif legacy is not None and legacy.get("moved_to", object_id) == object_id:
+                moved, resume = self._move(object_id, legacy_id, location, restart)
+                if moved:
+                    return resume
+        return self._claim(object_id, location, restart)
+
+    def _claim(self, object_id: str, location: str | None, restart: bool) -> Resume | None:
         now = self._clock()
-        sets = "#state = :progress, lease_owner = :me, lease_until = :until, updated_at = :now"
-        removes = "#error, expires_at, finished_at"
+        sets = ("#state = :progress, lease_owner = :me, lease_until = :until, updated_at = :now,"
+                " started_at = :now")
+        removes = "#error, expires_at, finished_at, #permanent"
         values = {":done": _s(DONE), ":progress": _s(IN_PROGRESS), ":me": _s(self.owner),
                   ":now": _n(now), ":until": _n(now + self.lease_s), ":one": _n(1)}
+        names = {"#state": "state", "#error": "error", "#permanent": "permanent"}
+        if location is not None:
+            sets += ", #location = :location"
+            values[":location"] = _s(location)
+            names["#location"] = "location"
         if restart:  # from the start: drop the checkpoint
             sets += ", next_index = :zero"
             removes += ", figures"
             values[":zero"] = _n(0)
         claimed, item = self._update(
             object_id, f"SET {sets} ADD attempts :one REMOVE {removes}",
-            _CLAIM_AGAIN if restart else _CLAIM, values,
-            {"#state": "state", "#error": "error"}, return_old=True,
+            _CLAIM_AGAIN if restart else _CLAIM, values, names, return_old=True,
         )
         if not claimed:
             if item.get("state") == DONE:
@@ -125,6 +174,58 @@ class DynamoDbLedger:
         if restart or item.get("state") == DONE or next_index <= 0 or not figures:
             return None
         return Resume(next_index=next_index, figures=orjson.loads(figures))
+
+    def _move(
+        self, object_id: str, legacy_id: str, location: str | None, restart: bool
+    ) -> tuple[bool, Resume | None]:
+        """Move an unfinished legacy item to ``object_id``; ``(False, None)``: nothing to move
+        (the caller claims ``object_id`` as usual). Raises like :meth:`begin`."""
+        now = self._clock()
+        until = now + self.lease_s
+        claimed, old = self._update(
+            legacy_id,
+            "SET #state = :moved, moved_to = :to, lease_owner = :me, lease_until = :until,"
+            " updated_at = :now",
+            _CLAIM_LEGACY,
+            {":moved": _s(MOVED), ":to": _s(object_id), ":me": _s(self.owner),
+             ":until": _n(until), ":now": _n(now), ":done": _s(DONE)},
+            {"#state": "state"}, return_old=True,
+        )
+        if not claimed:
+            if not old:  # gone (TTL) since it was read
+                return False, None
+            if old.get("state") == DONE:  # finished meanwhile by a worker keyed by path/URI
+                if restart:
+                    return False, None
+                raise AlreadyDone(object_id)
+            raise LeaseHeld(object_id, str(old.get("lease_owner", "?")),
+                            float(old.get("lease_until", 0)))
+        next_index, figures = int(old.get("next_index", 0)), old.get("figures")
+        keep = not restart and next_index > 0 and bool(figures)
+        sets = ("#state = :progress, lease_owner = :me, lease_until = :until, updated_at = :now,"
+                " started_at = :now, attempts = :attempts, next_index = :next,"
+                " previous_id = :previous")
+        values = {":progress": _s(IN_PROGRESS), ":me": _s(self.owner), ":until": _n(until),
+                  ":now": _n(now), ":attempts": _n(int(old.get("attempts", 0)) + 1),
+                  ":next": _n(next_index if keep else 0), ":previous": _s(legacy_id)}
+        names = {"#state": "state"}
+        if keep:
+            sets += ", figures = :figures"
+            values[":figures"] = _s(str(figures))
+        if location is not None:
+            sets += ", #location = :location"
+            values[":location"] = _s(location)
+            names["#location"] = "location"
+        created, _ = self._update(object_id, f"SET {sets}", "attribute_not_exists(pk)",
+                                  values, names)
+        if not created:  # another worker created it first: claim it as usual
+            return False, None
+        seal = {":sealed": _n(_SEALED_UNTIL), ":now": _n(now), ":me": _s(self.owner)}
+        self._update(legacy_id, "SET lease_until = :sealed, updated_at = :now"
+                     + self._ttl(now, seal), "lease_owner = :me", seal, {})
+        if not keep:
+            return True, None
+        return True, Resume(next_index=next_index, figures=orjson.loads(str(figures)))
 
     def save_progress(self, object_id: str, next_index: int, figures: dict[str, Any]) -> None:
         """Save a checkpoint and extend the lease; never moves ``next_index`` backwards."""
@@ -152,13 +253,30 @@ class DynamoDbLedger:
         self._finish(object_id, now, update + self._ttl(now, values) + " REMOVE lease_until",
                      values, {"#state": "state"})
 
-    def fail(self, object_id: str, error: str) -> None:
+    def fail(self, object_id: str, error: str, *, permanent: bool = False) -> None:
         """Mark failed and release the lease at once, so that a retry can claim it."""
         now = self._clock()
-        update = "SET #state = :state, #error = :error, lease_until = :zero, updated_at = :now"
-        values = {":state": _s(FAILED), ":error": _s(error[:MAX_ERROR_CHARS]), ":zero": _n(0)}
+        update = ("SET #state = :state, #error = :error, #permanent = :permanent,"
+                  " lease_until = :zero, updated_at = :now, finished_at = :now")
+        values = {":state": _s(FAILED), ":error": _s(error[:MAX_ERROR_CHARS]), ":zero": _n(0),
+                  ":permanent": {"BOOL": permanent}}
         self._finish(object_id, now, update + self._ttl(now, values), values,
-                     {"#state": "state", "#error": "error"})
+                     {"#state": "state", "#error": "error", "#permanent": "permanent"})
+
+    def objects(self, *, page_size: int | None = None) -> Iterator[ObjectState]:
+        """Every item (a paginated, strongly consistent Scan), moved legacy items left out."""
+        arguments: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        if page_size is not None:
+            arguments["Limit"] = page_size
+        while True:
+            page = self._call(self._client.scan, **arguments)
+            for raw in page.get("Items", []):
+                item = _plain_item(raw)
+                if item.get("state") != MOVED:
+                    yield _object_state(item)
+            if not page.get("LastEvaluatedKey"):
+                return
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def status(self, object_id: str) -> dict[str, Any] | None:
         """The item for ``object_id`` as plain Python (strongly consistent read)."""
@@ -227,6 +345,25 @@ class DynamoDbLedger:
                     "on-demand, partition key pk (string), TTL on expires_at"
                 ) from None
             raise
+
+
+def _object_state(item: dict[str, Any]) -> ObjectState:
+    def number(name: str) -> float | None:
+        value = item.get(name)
+        return None if value is None else float(value)
+
+    return ObjectState(
+        object_id=str(item["pk"]),
+        status=str(item.get("state", IN_PROGRESS)).lower(),
+        permanent=bool(item.get("permanent", False)),
+        error=item.get("error"),
+        location=item.get("location"),
+        attempts=int(item.get("attempts", 0)),
+        next_index=int(item.get("next_index", 0)),
+        started_at=number("started_at"),
+        updated_at=number("updated_at") or 0.0,
+        finished_at=number("finished_at"),
+    )
 
 
 def _s(value: str) -> dict[str, str]:

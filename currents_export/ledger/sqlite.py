@@ -5,12 +5,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from currents_export.ledger.base import Resume
+from currents_export.ledger.base import DONE, ObjectState, Resume
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -21,9 +22,20 @@ CREATE TABLE IF NOT EXISTS objects (
     figures     TEXT,
     error       TEXT,
     started_at  REAL,
-    updated_at  REAL NOT NULL
+    updated_at  REAL NOT NULL,
+    permanent   INTEGER NOT NULL DEFAULT 0,
+    location    TEXT,
+    finished_at REAL
 )
 """
+# Columns added since the first schema, added to older files when they are opened.
+_ADDED_COLUMNS = {
+    "permanent": "permanent INTEGER NOT NULL DEFAULT 0",
+    "location": "location TEXT",
+    "finished_at": "finished_at REAL",
+}
+_STATE_COLUMNS = ("object_id, status, permanent, error, location, attempts, next_index, "
+                  "started_at, updated_at, finished_at")
 
 
 class SqliteLedger:
@@ -37,34 +49,57 @@ class SqliteLedger:
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        with self._transaction():
+            self._db.execute(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
+            for name, definition in _ADDED_COLUMNS.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE objects ADD COLUMN {definition}")
 
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self.path)!r})"
 
-    def is_done(self, object_id: str) -> bool:
-        row = self._one("SELECT status FROM objects WHERE object_id = ?", object_id)
-        return row is not None and row[0] == "done"
+    def state(self, object_id: str, *, legacy_id: str | None = None) -> ObjectState | None:
+        with self._lock:
+            return self._state(object_id, legacy_id)
 
-    def begin(self, object_id: str, *, restart: bool = False) -> Resume | None:
-        row = self._one("SELECT status, next_index, figures FROM objects WHERE object_id = ?",
-                        object_id)
-        now = time.time()
-        resume = None
-        if row is not None and not restart and row[0] != "done" and row[1] > 0 and row[2]:
-            resume = Resume(next_index=row[1], figures=orjson.loads(row[2]))
-        keep_index = resume.next_index if resume else 0
-        keep_figures = orjson.dumps(resume.figures).decode() if resume else None
-        self._execute(
-            """INSERT INTO objects (object_id, status, attempts, next_index, figures,
-                                    started_at, updated_at)
-               VALUES (?, 'in_progress', 1, ?, ?, ?, ?)
-               ON CONFLICT (object_id) DO UPDATE SET status = 'in_progress',
-                   attempts = attempts + 1, next_index = excluded.next_index,
-                   figures = excluded.figures, error = NULL,
-                   started_at = excluded.started_at, updated_at = excluded.updated_at""",
-            (object_id, keep_index, keep_figures, now, now),
-        )
+    def is_done(self, object_id: str, *, legacy_id: str | None = None) -> bool:
+        found = self.state(object_id, legacy_id=legacy_id)
+        return found is not None and found.done
+
+    def begin(
+        self,
+        object_id: str,
+        *,
+        location: str | None = None,
+        legacy_id: str | None = None,
+        restart: bool = False,
+    ) -> Resume | None:
+        with self._lock, self._transaction():
+            if legacy_id is not None and legacy_id != object_id:
+                self._adopt(object_id, legacy_id)
+            row = self._db.execute(
+                "SELECT status, next_index, figures FROM objects WHERE object_id = ?",
+                (object_id,),
+            ).fetchone()
+            now = time.time()
+            resume = None
+            if row is not None and not restart and row[0] != DONE and row[1] > 0 and row[2]:
+                resume = Resume(next_index=row[1], figures=orjson.loads(row[2]))
+            keep_index = resume.next_index if resume else 0
+            keep_figures = orjson.dumps(resume.figures).decode() if resume else None
+            self._db.execute(
+                """INSERT INTO objects (object_id, status, attempts, next_index, figures,
+                                        started_at, updated_at, location)
+                   VALUES (?, 'in_progress', 1, ?, ?, ?, ?, ?)
+                   ON CONFLICT (object_id) DO UPDATE SET status = 'in_progress',
+                       attempts = attempts + 1, next_index = excluded.next_index,
+                       figures = excluded.figures, error = NULL, permanent = 0,
+                       finished_at = NULL, started_at = excluded.started_at,
+                       updated_at = excluded.updated_at,
+                       location = COALESCE(excluded.location, location)""",
+                (object_id, keep_index, keep_figures, now, now, location),
+            )
         return resume
 
     def save_progress(self, object_id: str, next_index: int, figures: dict[str, Any]) -> None:
@@ -75,16 +110,29 @@ class SqliteLedger:
         )
 
     def complete(self, object_id: str, figures: dict[str, Any]) -> None:
+        now = time.time()
         self._execute(
-            "UPDATE objects SET status = 'done', figures = ?, updated_at = ? WHERE object_id = ?",
-            (orjson.dumps(figures).decode(), time.time(), object_id),
+            """UPDATE objects SET status = 'done', figures = ?, error = NULL, permanent = 0,
+                   updated_at = ?, finished_at = ?
+               WHERE object_id = ?""",
+            (orjson.dumps(figures).decode(), now, now, object_id),
         )
 
-    def fail(self, object_id: str, error: str) -> None:
+    def fail(self, object_id: str, error: str, *, permanent: bool = False) -> None:
+        now = time.time()
         self._execute(
-            "UPDATE objects SET status = 'failed', error = ?, updated_at = ? WHERE object_id = ?",
-            (error, time.time(), object_id),
+            """UPDATE objects SET status = 'failed', error = ?, permanent = ?, updated_at = ?,
+                   finished_at = ?
+               WHERE object_id = ?""",
+            (error, int(permanent), now, now, object_id),
         )
+
+    def objects(self) -> Iterator[ObjectState]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_STATE_COLUMNS} FROM objects ORDER BY object_id"
+            ).fetchall()
+        return iter([_object_state(row) for row in rows])
 
     def status(self, object_id: str) -> dict[str, Any] | None:
         """The row for ``object_id`` (for inspection and tests)."""
@@ -98,10 +146,55 @@ class SqliteLedger:
         with self._lock:
             self._db.close()
 
-    def _one(self, sql: str, *params: object) -> tuple[Any, ...] | None:
-        with self._lock:
-            return self._db.execute(sql, params).fetchone()
+    def _state(self, object_id: str, legacy_id: str | None) -> ObjectState | None:
+        for candidate in (object_id, legacy_id):
+            if candidate is None:
+                continue
+            row = self._db.execute(
+                f"SELECT {_STATE_COLUMNS} FROM objects WHERE object_id = ?",
+                (candidate,),
+            ).fetchone()
+            if row is not None:
+                return _object_state(row)
+        return None
+
+    def _adopt(self, object_id: str, legacy_id: str) -> None:
+        """When only ``legacy_id`` has a row and it is unfinished, move it to ``object_id``
+        (a done legacy row stays: it still answers for objects not processed since)."""
+        if self._db.execute("SELECT 1 FROM objects WHERE object_id = ?",
+                            (object_id,)).fetchone() is not None:
+            return
+        self._db.execute(
+            "UPDATE objects SET object_id = ? WHERE object_id = ? AND status <> 'done'",
+            (object_id, legacy_id),
+        )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
 
     def _execute(self, sql: str, params: tuple[object, ...]) -> None:
         with self._lock:
             self._db.execute(sql, params)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): reads and writes as one step."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._db.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+
+def _object_state(row: tuple[Any, ...]) -> ObjectState:
+    (object_id, status, permanent, error, location, attempts, next_index, started_at,
+     updated_at, finished_at) = row
+    return ObjectState(
+        object_id=object_id, status=status, permanent=bool(permanent), error=error,
+        location=location, attempts=int(attempts), next_index=int(next_index),
+        started_at=started_at, updated_at=float(updated_at), finished_at=finished_at,
+    )
