@@ -1,21 +1,82 @@
-"""Stream Braze records out of an Avro container file with its own writer schema."""
+"""Stream Braze records out of an Avro container file with its own writer schema.
+
+Hostile files are refused cleanly, as :class:`UnreadableObject`, before they can cost much
+memory or produce garbage records:
+
+* Only the codecs Currents can use are read: ``null`` (the only one Braze has ever been seen
+  to write) and ``deflate``. Any other codec (``bzip2``, ``xz``, ``snappy``, ``zstandard``,
+  ``lz4``, unknown names) is refused by name when the header is read, before a single block
+  is decompressed: their decompressors cannot be capped here, and snappy/zstandard would
+  need dependencies the tool does not have.
+* No block may hold more than ``max_block_bytes`` (:data:`MAX_BLOCK_BYTES`) once
+  decompressed. A deflate block is inflated a few MiB at a time with
+  ``zlib.decompressobj().decompress(data, max_length)``, so a decompression bomb is stopped
+  as soon as its output passes the cap: memory stays around the cap whatever the ratio.
+* A block whose record count cannot fit in its bytes (every Currents record takes at least
+  as many bytes as its schema's smallest encoding, and at least one) is corrupt and refused
+  before any of its records is decoded.
+
+How (no fastavro internals, no global state): fastavro's compiled reader decompresses blocks
+through its module-level ``BLOCK_READERS`` table, which is shared by every reader in the
+process and whose entries are looked up when a reader starts; patching it would change every
+fastavro read in the process and would need locking to scope a cap to our reads. Instead the
+header is read here (with ``fastavro.schemaless_reader``), the codec is checked, and
+fastavro's ``reader`` is handed a small in-memory file that carries the same header with
+codec ``null`` followed by the file's blocks, each one read, checked and decompressed here.
+fastavro therefore only ever sees uncompressed blocks and decodes records at full speed; the
+extra cost is a few Python calls per block (a block holds tens to thousands of records).
+"""
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import fastavro
 
 from currents_export.currents.schemas import event_type_from_schema_name
+from currents_export.errors import UnreadableObject
+
+__all__ = [
+    "MAX_BLOCK_BYTES",
+    "MAX_HEADER_BYTES",
+    "SUPPORTED_CODECS",
+    "RecordStream",
+    "UnreadableObject",
+    "float_fields",
+    "open_records",
+]
 
 log = logging.getLogger(__name__)
 
+SUPPORTED_CODECS = ("null", "deflate")
+MAX_BLOCK_BYTES = 64 * 2**20  # decompressed (or stored) bytes one block may hold
+MAX_HEADER_BYTES = 16 * 2**20  # a Currents header (mostly its schema) is tens of KiB
 
-class UnreadableObject(Exception):
-    """An object that is not a readable Currents Avro file (or broke while being read)."""
+_MAGIC = b"Obj\x01"
+_SYNC_SIZE = 16
+_INFLATE_STEP = 4 * 2**20  # decompressed bytes produced per zlib call
+_READ_STEP = 2**20  # compressed bytes fed to zlib at a time
+
+# The container header after its 4 magic bytes (Avro specification, "Object Container Files").
+_HEADER_REST_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "currents_export.AvroHeaderRest",
+    "fields": [
+        {"name": "meta", "type": {"type": "map", "values": "bytes"}},
+        {"name": "sync", "type": {"type": "fixed", "name": "currents_export.AvroSync",
+                                  "size": _SYNC_SIZE}},
+    ],
+}
+
+# The smallest encoding of each primitive type (a long/int/length/union index is >= 1 byte).
+_MIN_PRIMITIVE_BYTES = {
+    "null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8,
+    "bytes": 1, "string": 1, "enum": 1, "array": 1, "map": 1,
+}
 
 
 @dataclass(slots=True)
@@ -53,7 +114,10 @@ def float_fields(schema: dict[str, Any]) -> frozenset[str]:
 
 
 def open_records(
-    fileobj: IO[bytes], name: str, key_event_type: str | None = None
+    fileobj: IO[bytes],
+    name: str,
+    key_event_type: str | None = None,
+    max_block_bytes: int = MAX_BLOCK_BYTES,
 ) -> RecordStream:
     """Read the header of ``fileobj`` and return a lazy stream of its records.
 
@@ -61,17 +125,54 @@ def open_records(
     event type comes from the schema's record name (``dataexport.S3.inner.<type>``) and is
     cross-checked with ``key_event_type`` (from ``event_type=`` in the key); on a mismatch
     the schema wins and a warning is logged. ``name`` is only used in error messages.
+
+    A codec other than ``null``/``deflate`` is refused here; a block over
+    ``max_block_bytes`` once decompressed, or claiming more records than its bytes can
+    hold, is refused while the records are read (see the module docstring). Every refusal
+    is an :class:`UnreadableObject` naming the object; an ``OSError`` of the stream itself
+    passes through (the source broke: worth retrying).
     """
+    source = _Source(fileobj, header_limit=MAX_HEADER_BYTES)
     try:
-        avro_reader = fastavro.reader(fileobj)
+        magic = source.read(len(_MAGIC))
+        if magic != _MAGIC:
+            raise ValueError(f"it starts with {magic!r}, not the Avro magic {_MAGIC!r}")
+        header = fastavro.schemaless_reader(cast(IO[bytes], source), _HEADER_REST_SCHEMA)
+        if not isinstance(header, dict) or "avro.schema" not in header["meta"]:
+            raise ValueError("its header has no avro.schema")
     except OSError:
         raise
-    except Exception as exc:  # fastavro raises ValueError, EOFError, … for bad headers
+    except _Refusal as exc:
+        raise UnreadableObject(f"{name}: {exc}") from None
+    except Exception as exc:  # ValueError, EOFError, … for bad headers
         raise UnreadableObject(f"{name}: not an Avro container file ({exc})") from exc
+    source.header_limit = None
 
-    schema = avro_reader.writer_schema
-    if not isinstance(schema, dict) or schema.get("type") != "record":
-        raise UnreadableObject(f"{name}: writer schema is not an Avro record")
+    meta: dict[str, bytes] = dict(header["meta"])
+    codec = meta.get("avro.codec", b"null").decode("utf-8", "replace")
+    if codec not in SUPPORTED_CODECS:
+        shown = codec if len(codec) <= 40 else codec[:40] + "…"
+        raise UnreadableObject(
+            f"{name}: codec {shown!r} is refused: only "
+            f"{' and '.join(repr(c) for c in SUPPORTED_CODECS)} are read "
+            "(Braze Currents writes 'null')"
+        )
+    meta["avro.codec"] = b"null"
+    transcoded = _NullCodecFile(_header_bytes(meta, header["sync"]))
+    try:
+        avro_reader = fastavro.reader(cast(IO[bytes], transcoded))
+        schema = avro_reader.writer_schema
+        if not isinstance(schema, dict) or schema.get("type") != "record":
+            raise UnreadableObject(f"{name}: writer schema is not an Avro record")
+        min_record_bytes = max(1, _min_bytes(schema))
+    except UnreadableObject:
+        raise
+    except Exception as exc:  # a schema fastavro cannot parse
+        raise UnreadableObject(f"{name}: not an Avro container file ({exc})") from exc
+    transcoded.continue_with(
+        _blocks(source, codec, header["sync"], max_block_bytes, min_record_bytes)
+    )
+
     schema_event_type = event_type_from_schema_name(str(schema.get("name", "")))
     event_type = schema_event_type or key_event_type
     if event_type is None:
@@ -82,7 +183,7 @@ def open_records(
     stream = RecordStream(
         event_type=event_type,
         writer_schema=schema,
-        codec=str(avro_reader.codec),
+        codec=codec,
         float_fields=float_fields(schema),
         records=_guarded(avro_reader, name),
         schema_event_type=schema_event_type,
@@ -104,7 +205,237 @@ def _guarded(avro_reader: Iterator[Any], name: str) -> Iterator[dict[str, Any]]:
             index += 1
     except OSError:
         raise  # the source broke (a network stream): worth retrying, not a bad file
+    except _Refusal as exc:
+        raise UnreadableObject(f"{name}: unreadable after record {index}: {exc}") from None
     except Exception as exc:
         raise UnreadableObject(
             f"{name}: unreadable after record {index} ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+class _Refusal(Exception):
+    """A block (or header) this reader refuses; the message says why, without the name.
+
+    Never an ``EOFError``: fastavro takes an EOFError at a block boundary for the clean end
+    of the file, which would silently drop the rest.
+    """
+
+
+def _mib(limit: int) -> str:
+    return f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
+
+
+class _Source:
+    """``fileobj`` read forward with exact-size reads, counting the bytes read so far."""
+
+    __slots__ = ("_fileobj", "header_limit", "offset")
+
+    def __init__(self, fileobj: IO[bytes], header_limit: int | None) -> None:
+        self._fileobj = fileobj
+        self.header_limit = header_limit
+        self.offset = 0
+
+    def read(self, size: int) -> bytes:
+        """``size`` bytes, fewer only at the end of the stream."""
+        if size < 0:
+            raise ValueError(f"negative length {size}")  # would read the whole stream
+        if self.header_limit is not None and self.offset + size > self.header_limit:
+            raise _Refusal(f"header over {_mib(self.header_limit)}")
+        try:
+            data = self._fileobj.read(size)
+            if data and len(data) < size:  # a raw stream may return less: read on
+                parts = [data]
+                got = len(data)
+                while got < size:
+                    more = self._fileobj.read(size - got)
+                    if not more:
+                        break
+                    parts.append(more)
+                    got += len(more)
+                data = b"".join(parts)
+        except EOFError as exc:
+            raise _Refusal(f"the stream ended early ({exc})") from exc
+        if type(data) is not bytes:
+            data = bytes(data or b"")
+        self.offset += len(data)
+        return data
+
+
+def _read_long(source: _Source) -> int | None:
+    """A zig-zag varint, or None at the very end of the stream."""
+    first = source.read(1)
+    if not first:
+        return None
+    byte = first[0]
+    value = byte & 0x7F
+    shift = 7
+    while byte & 0x80:
+        more = source.read(1)
+        if not more:
+            raise _Refusal(f"the file is cut short at byte {source.offset}")
+        if shift > 63:
+            raise _Refusal(f"corrupt length at byte {source.offset}")
+        byte = more[0]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+    return (value >> 1) ^ -(value & 1)
+
+
+def _encode_long(value: int) -> bytes:
+    """Avro's zig-zag varint of ``value`` (>= 0 here)."""
+    number = value << 1
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def _header_bytes(meta: dict[str, bytes], sync: bytes) -> bytes:
+    """A container header: magic, metadata map (one block), sync marker."""
+    parts = [_MAGIC, _encode_long(len(meta))]
+    for key, value in meta.items():
+        encoded = key.encode()
+        parts += [_encode_long(len(encoded)), encoded, _encode_long(len(value)), value]
+    parts += [_encode_long(0), sync]
+    return b"".join(parts)
+
+
+def _min_bytes(avro_type: Any) -> int:
+    """A lower bound of the encoded size of a value of ``avro_type`` (0 when unknown)."""
+    if isinstance(avro_type, str):
+        return _MIN_PRIMITIVE_BYTES.get(avro_type, 0)  # a named type's name: 0, to be safe
+    if isinstance(avro_type, list):  # a union: the branch index, then the smallest branch
+        return 1 + min((_min_bytes(branch) for branch in avro_type), default=0)
+    if isinstance(avro_type, dict):
+        kind = avro_type.get("type")
+        if kind in ("record", "error"):
+            return sum(_min_bytes(field.get("type")) for field in avro_type.get("fields", []))
+        if kind == "fixed":
+            size = avro_type.get("size")
+            return size if isinstance(size, int) and size > 0 else 0
+        return _min_bytes(kind)
+    return 0
+
+
+def _inflate(source: _Source, size: int, limit: int, where: str) -> bytes:
+    """The raw-deflate block of ``size`` stored bytes, refused once it passes ``limit``.
+
+    At most about ``limit`` + a few MiB is ever held: compressed bytes are fed a MiB at a
+    time and each zlib call produces at most ``_INFLATE_STEP`` bytes.
+    """
+    inflater = zlib.decompressobj(-15)
+    pieces: list[bytes] = []
+    produced = 0
+    remaining = size
+    while remaining > 0:
+        chunk = source.read(min(remaining, _READ_STEP))
+        if not chunk:
+            raise _Refusal(f"{where} is cut short: the file ends inside it")
+        remaining -= len(chunk)
+        while not inflater.eof:  # bytes after the end of the deflate stream are ignored
+            piece = inflater.decompress(chunk, min(_INFLATE_STEP, limit + 1 - produced))
+            produced += len(piece)
+            if produced > limit:
+                raise _Refusal(
+                    f"{where}: decompressed block over {_mib(limit)} (from {size} compressed "
+                    "bytes): refused as a likely decompression bomb"
+                )
+            pieces.append(piece)
+            chunk = inflater.unconsumed_tail
+            if not chunk and len(piece) < _INFLATE_STEP:
+                break  # this input is used up and no output is pending
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def _blocks(
+    source: _Source, codec: str, sync: bytes, limit: int, min_record_bytes: int
+) -> Iterator[bytes]:
+    """The file's blocks as uncompressed ``null``-codec blocks, checked one at a time.
+
+    Yields, per block: the record count and data length, the data, the sync marker.
+    """
+    block = 0
+    while True:
+        start = source.offset
+        count = _read_long(source)
+        if count is None:
+            return  # the clean end of the file
+        size = _read_long(source)
+        where = f"block {block} (byte {start})"
+        if size is None:
+            raise _Refusal(f"{where} is cut short: the file ends inside it")
+        if count < 0 or size < 0:
+            raise _Refusal(f"{where} is corrupt: negative record count or size")
+        if size > limit:
+            raise _Refusal(f"{where}: stored block of {size} bytes is over {_mib(limit)}")
+        if count > limit // min_record_bytes:
+            raise _Refusal(
+                f"{where} is corrupt: it claims {count} records, more than a block of at "
+                f"most {_mib(limit)} can hold"
+            )
+        if codec == "deflate":
+            data = _inflate(source, size, limit, where)
+        else:
+            data = source.read(size)
+            if len(data) < size:
+                raise _Refusal(f"{where} is cut short: {len(data)} of its {size} bytes")
+        if count * min_record_bytes > len(data):
+            raise _Refusal(
+                f"{where} is corrupt: it claims {count} records in {len(data)} bytes (a "
+                f"record takes at least {min_record_bytes})"
+            )
+        marker = source.read(_SYNC_SIZE)
+        if marker != sync:
+            raise _Refusal(f"{where} is corrupt or cut short: its sync marker is missing")
+        yield _encode_long(count) + _encode_long(len(data))
+        yield data
+        yield marker
+        block += 1
+
+
+class _NullCodecFile:
+    """The read-only file fastavro's reader decodes: pieces of bytes served in order.
+
+    The first piece is the header (codec ``null``); then :func:`_blocks` is pulled one piece
+    at a time as fastavro reads. fastavro reads the count and length a byte at a time, a
+    block's data in one read and the sync marker in one read, so reads almost never span
+    pieces and a data piece is handed over without a copy.
+    """
+
+    __slots__ = ("_piece", "_pieces", "_pos")
+
+    def __init__(self, header: bytes) -> None:
+        self._piece = header
+        self._pos = 0
+        self._pieces: Iterator[bytes] = iter(())
+
+    def continue_with(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+
+    def read(self, size: int = -1) -> bytes:
+        pos = self._pos
+        end = pos + size
+        if size >= 0 and end <= len(self._piece):
+            self._pos = end
+            return self._piece[pos:end]
+        return self._read_across(size)
+
+    def _read_across(self, size: int) -> bytes:
+        parts: list[bytes] = []
+        wanted = size if size >= 0 else 2**62
+        while wanted > 0:
+            piece, pos = self._piece, self._pos
+            if pos >= len(piece):
+                following = next(self._pieces, None)
+                if following is None:
+                    self._piece, self._pos = b"", 0
+                    break
+                self._piece, self._pos = following, 0
+                continue
+            taken = piece[pos:pos + wanted]
+            self._pos = pos + len(taken)
+            parts.append(taken)
+            wanted -= len(taken)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
