@@ -5,6 +5,16 @@ Each line holds: ``reason``, ``detail``, ``object`` (its key or path), ``record_
 when there was one). Names are unique per run so concurrent runs never share a file.
 ``flush`` makes everything written so far durable; the pipeline calls it before it saves a
 checkpoint or marks an object done.
+
+A dead-letter file is only ever seen complete: lines go into ``….jsonl.part`` (owner-only,
+never read by redrive) and ``flush`` renames it to ``….jsonl`` once it is fsynced; the next
+line starts a new part. A ``.part`` left by a killed writer holds lines whose records were
+not checkpointed, so the resumed run writes them again. In S3 each flush puts one whole
+object (atomic), encrypted at rest.
+
+The read side, for redrive, is a :class:`DeadLetterStore`: list, read, replace, delete, and
+append to the redrive log (``redrive-log/`` under the same location, which is never listed
+as dead letter).
 """
 
 from __future__ import annotations
@@ -13,14 +23,32 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from currents_export.errors import AwsSetupError, ConfigurationError
+
+CLOSED_SUFFIX = ".jsonl"  # a complete dead-letter file: the only kind redrive reads
+PART_SUFFIX = ".part"  # appended to CLOSED_SUFFIX while a writer still holds the file
+FILE_MODE = 0o600  # dead letters hold user data: owner only
+DIRECTORY_MODE = 0o700
+CONTENT_TYPE = "application/x-ndjson"
+SERVER_SIDE_ENCRYPTION = "AES256"
+REDRIVE_LOG_FOLDER = "redrive-log"
 
 
-class DeadLetterConfigError(ValueError):
-    """The --dead-letter URI cannot be used."""
+class DeadLetterConfigError(ConfigurationError, ValueError):
+    """The --dead-letter URI (or the location given to redrive) cannot be used."""
+
+
+class DeadLetterStoreError(OSError):
+    """A dead-letter file or object could not be read, replaced or deleted."""
 
 
 class DeadLetter(Protocol):
@@ -32,8 +60,8 @@ class DeadLetter(Protocol):
         ...
 
     def write(self, *, reason: str, detail: str, object_name: str, record_index: int,
-              event_type: str, record: dict[str, Any] | None,
-              event: dict[str, Any] | None) -> None: ...
+              event_type: str, record: dict[str, Any] | orjson.Fragment | None,
+              event: dict[str, Any] | orjson.Fragment | None) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -71,12 +99,20 @@ def _run_name() -> str:
 
 
 class DeadLetterDirectory:
-    """Appends to ``<dir>/dead-letter-<UTC time>-<pid>-<id>.jsonl``, created on first use."""
+    """Writes ``<dir>/dead-letter-<UTC time>-<pid>-<id>-<n>.jsonl`` files, created on first use.
+
+    Lines go into ``<name>.jsonl.part``; ``flush`` fsyncs it and renames it to
+    ``<name>.jsonl``, and the next line opens part ``n + 1``. A flush without new lines
+    creates nothing.
+    """
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
+        self._name = _run_name()
         self._file: IO[bytes] | None = None
-        self.path: Path | None = None
+        self._part: Path | None = None
+        self._parts = 0
+        self.path: Path | None = None  # the latest closed file
         self.written = 0
         self._lock = threading.Lock()  # lanes write from several threads
 
@@ -85,37 +121,53 @@ class DeadLetterDirectory:
 
     @property
     def location(self) -> str | None:
-        return str(self.path) if self.path else None
+        if not self._parts:
+            return None
+        return str(self.directory / f"{self._name}-*{CLOSED_SUFFIX}")
 
     def write(self, **fields: Any) -> None:
         line = dead_letter_line(**fields)
         with self._lock:
             if self._file is None:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                self.path = self.directory / f"{_run_name()}.jsonl"
-                self._file = self.path.open("ab")
+                self._file = self._open_part()
             self._file.write(line)
             self.written += 1
 
+    def _open_part(self) -> IO[bytes]:
+        self.directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+        self._parts += 1
+        name = f"{self._name}-{self._parts:06d}{CLOSED_SUFFIX}{PART_SUFFIX}"
+        self._part = self.directory / name
+        fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        return os.fdopen(fd, "wb")
+
     def flush(self) -> None:
+        """Make every line written so far durable, in a closed ``.jsonl`` file."""
         with self._lock:
-            if self._file is not None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
+            file, part = self._file, self._part
+            if file is None or part is None:
+                return
+            self._file = self._part = None  # even when closing fails: never append to it again
+            try:
+                file.flush()
+                os.fsync(file.fileno())
+            finally:
+                file.close()
+            closed = part.with_name(part.name.removesuffix(PART_SUFFIX))
+            os.rename(part, closed)
+            _fsync_directory(self.directory)
+            self.path = closed
 
     def close(self) -> None:
         self.flush()
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
 
 
 class S3DeadLetter:
     """Buffers lines and writes them as ``<prefix>/dead-letter-…-<n>.jsonl`` objects on flush.
 
-    Each flush that has new lines writes one new object (S3 has no append), so what a
-    checkpoint relies on is durable once ``flush`` returns.
+    Each flush that has new lines writes one new object (S3 has no append; a put is atomic,
+    so an object is never seen half-written), so what a checkpoint relies on is durable once
+    ``flush`` returns. Objects are encrypted at rest (SSE-S3).
     """
 
     def __init__(self, client: Any, bucket: str, prefix: str) -> None:
@@ -136,7 +188,7 @@ class S3DeadLetter:
         if not self._parts:
             return None
         folder = f"{self.prefix}/" if self.prefix else ""
-        return f"s3://{self.bucket}/{folder}{self._name}-*.jsonl"
+        return f"s3://{self.bucket}/{folder}{self._name}-*{CLOSED_SUFFIX}"
 
     def write(self, **fields: Any) -> None:
         line = dead_letter_line(**fields)
@@ -150,9 +202,8 @@ class S3DeadLetter:
                 return
             self._parts += 1
             folder = f"{self.prefix}/" if self.prefix else ""
-            key = f"{folder}{self._name}-{self._parts:05d}.jsonl"
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=b"".join(self._buffer),
-                                    ContentType="application/x-ndjson")
+            key = f"{folder}{self._name}-{self._parts:06d}{CLOSED_SUFFIX}"
+            _put(self._client, self.bucket, key, b"".join(self._buffer))
             self._buffer.clear()
 
     def close(self) -> None:
@@ -175,3 +226,205 @@ def open_dead_letter(uri: str, *, s3_client: Any = None) -> DeadLetter:
     if Path(uri).exists() and not Path(uri).is_dir():
         raise DeadLetterConfigError(f"--dead-letter {uri}: exists and is not a directory")
     return DeadLetterDirectory(uri)
+
+
+def is_closed(name: str) -> bool:
+    """A complete dead-letter file (or object) name: the only kind redrive reads."""
+    return name.endswith(CLOSED_SUFFIX)
+
+
+def is_part(name: str) -> bool:
+    """A dead-letter file a writer still holds, or one a killed writer left: never read."""
+    return name.endswith(CLOSED_SUFFIX + PART_SUFFIX)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename, creation or removal in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _put(client: Any, bucket: str, key: str, body: bytes) -> None:
+    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=CONTENT_TYPE,
+                      ServerSideEncryption=SERVER_SIDE_ENCRYPTION)
+
+
+# ---- the read side, for redrive --------------------------------------------------------------
+
+class DeadLetterStore(Protocol):
+    """Where redrive finds dead letters: the entries directly in a directory or S3 prefix."""
+
+    @property
+    def location(self) -> str: ...
+
+    def names(self) -> list[str]:
+        """Names of the entries directly in the location (sub-folders excluded), sorted."""
+        ...
+
+    def describe(self, name: str) -> str:
+        """The full path or ``s3://`` URI of an entry."""
+        ...
+
+    def read(self, name: str) -> bytes:
+        """The entry's bytes; ``FileNotFoundError`` when it is gone."""
+        ...
+
+    def replace(self, name: str, data: bytes) -> None:
+        """Replace the entry's content at once: a reader sees the old bytes or the new."""
+        ...
+
+    def delete(self, name: str) -> None: ...
+
+    def append_log(self, name: str, data: bytes) -> None:
+        """Add lines to the redrive log ``name`` (durable on return)."""
+        ...
+
+    def log_location(self, name: str) -> str: ...
+
+
+class DirectoryStore:
+    """Dead-letter files in one directory; rewrites go through a fsynced temporary file."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def __repr__(self) -> str:
+        return f"DirectoryStore({str(self.directory)!r})"
+
+    @property
+    def location(self) -> str:
+        return str(self.directory)
+
+    def names(self) -> list[str]:
+        with os.scandir(self.directory) as entries:
+            return sorted(entry.name for entry in entries if entry.is_file())
+
+    def describe(self, name: str) -> str:
+        return str(self.directory / name)
+
+    def read(self, name: str) -> bytes:
+        return (self.directory / name).read_bytes()
+
+    def replace(self, name: str, data: bytes) -> None:
+        path = self.directory / name
+        temporary = path.with_name(f".{name}.{os.getpid()}.tmp")  # never matches *.jsonl
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), FILE_MODE)  # a stale temporary may have had another mode
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+        _fsync_directory(self.directory)
+
+    def delete(self, name: str) -> None:
+        (self.directory / name).unlink(missing_ok=True)
+        _fsync_directory(self.directory)
+
+    def append_log(self, name: str, data: bytes) -> None:
+        folder = self.directory / REDRIVE_LOG_FOLDER
+        folder.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+        path = folder / f"{name}{CLOSED_SUFFIX}"
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        with os.fdopen(fd, "ab") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if created:
+            _fsync_directory(folder)
+
+    def log_location(self, name: str) -> str:
+        return str(self.directory / REDRIVE_LOG_FOLDER / f"{name}{CLOSED_SUFFIX}")
+
+
+class S3Store:
+    """Dead-letter objects directly under ``s3://BUCKET/PREFIX/`` (listed page by page).
+
+    A rewrite is a put of the whole new body (atomic in S3); the redrive log is written as
+    one object per append, since S3 has no append.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str, *, page_size: int = 1000) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.page_size = page_size
+        self._folder = f"{self.prefix}/" if self.prefix else ""
+        self._log_parts: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def names(self) -> list[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self._folder, Delimiter="/",
+                                   PaginationConfig={"PageSize": self.page_size})
+        try:
+            keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise AwsSetupError(f"{self.location}: cannot list the dead letter: {exc}") from exc
+        return sorted(key[len(self._folder):] for key in keys if key != self._folder)
+
+    def describe(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self._folder}{name}"
+
+    def read(self, name: str) -> bytes:
+        with self._errors(name):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=self._folder + name)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    raise FileNotFoundError(self.describe(name)) from exc
+                raise
+            return bytes(response["Body"].read())
+
+    def replace(self, name: str, data: bytes) -> None:
+        with self._errors(name):
+            _put(self._client, self.bucket, self._folder + name, data)
+
+    def delete(self, name: str) -> None:
+        with self._errors(name):
+            self._client.delete_object(Bucket=self.bucket, Key=self._folder + name)
+
+    def append_log(self, name: str, data: bytes) -> None:
+        self._log_parts[name] += 1
+        key = f"{self._folder}{REDRIVE_LOG_FOLDER}/{name}-{self._log_parts[name]:06d}"
+        with self._errors(name):
+            _put(self._client, self.bucket, key + CLOSED_SUFFIX, data)
+
+    def log_location(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self._folder}{REDRIVE_LOG_FOLDER}/{name}-*{CLOSED_SUFFIX}"
+
+    @contextmanager
+    def _errors(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except (ClientError, BotoCoreError) as exc:
+            raise DeadLetterStoreError(f"{self.describe(name)}: {exc}") from exc
+
+
+def open_dead_letter_store(uri: str, *, s3_client: Any = None) -> DeadLetterStore:
+    """The dead letter redrive reads: a directory that exists, or ``s3://BUCKET/PREFIX``."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise DeadLetterConfigError(f"{uri}: expected s3://BUCKET/PREFIX")
+        if s3_client is None:
+            raise DeadLetterConfigError(f"{uri}: no S3 client configured")
+        return S3Store(s3_client, bucket, prefix)
+    if "://" in uri:
+        raise DeadLetterConfigError(f"{uri}: use a directory path or s3://BUCKET/PREFIX")
+    path = Path(uri)
+    if not path.exists():
+        raise DeadLetterConfigError(f"{uri}: no such directory")
+    if not path.is_dir():
+        raise DeadLetterConfigError(f"{uri}: not a directory")
+    return DirectoryStore(path)

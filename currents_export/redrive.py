@@ -1,9 +1,18 @@
 """Re-send dead-lettered events, and remove from the dead letter what got delivered.
 
-Each dead-letter file is rewritten atomically (temporary file, fsync, rename) after its
-events were sent: a redrive killed half way only re-sends events Amplitude then drops by
-``insert_id``. Lines without an Amplitude event (records the mapping could not turn into
-one) and lines that are not JSON stay where they are and are counted.
+The dead letter is a directory or an ``s3://`` prefix (a :class:`DeadLetterStore`); only
+closed files (``*.jsonl``) directly in it are read — never a ``.part`` a writer still holds
+or a killed writer left (those are counted and reported). Each file is rewritten atomically
+(directory: temporary file, fsync, rename; S3: one put), or deleted when nothing stays,
+after its events were sent: a redrive killed half way only re-sends events Amplitude then
+drops by ``insert_id``. Lines without an Amplitude event (records the mapping could not turn
+into one) and lines that are not JSON stay where they are and are counted.
+
+Every line re-sent gets a line in the run's redrive log (``redrive-log/redrive-….jsonl``
+in the same location), written durably before its dead-letter file is rewritten: its
+``insert_id``, the ``source`` file, the ``reason`` it had, and the ``outcome``
+(``delivered``; ``refused`` with the ``new_reason``; ``unsettled`` when Amplitude could not
+be reached and the line stays as it was).
 """
 
 from __future__ import annotations
@@ -11,23 +20,56 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from currents_export.amplitude.batching import EventTooLarge, PendingEvent
-from currents_export.amplitude.client import AmplitudeClient, DeliveryFailed
+from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.lanes import Lanes
 from currents_export.amplitude.validation import INVALID_ID, id_problem
 from currents_export.config import DEFAULT_LANES, RequestLimits
+from currents_export.deadletter import DeadLetterStore, is_closed, is_part
+from currents_export.errors import DeliveryFailed
 from currents_export.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
 NOT_JSON = "dead_letter_line_not_json"
 NO_EVENT = "no_event_to_resend"
+
+# What ends one file's redrive (it is reported failed) and goes on with the next.
+_FILE_FAILURES = (DeliveryFailed, OSError)
+
+Outcome = Literal["delivered", "refused", "unsettled"]
+
+
+@dataclass(slots=True)
+class RedriveSummary(RunSummary):
+    """The run summary, plus where the redrive log is and the ``.part`` files left unread."""
+
+    redrive_log: str | None = None  # None when nothing was re-sent
+    resent: int = 0  # lines sent to Amplitude again (one redrive-log line each)
+    unclosed_part_files: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **RunSummary.to_json(self),
+            "redrive_log": self.redrive_log,
+            "resent": self.resent,
+            "unclosed_part_files": self.unclosed_part_files,
+        }
+
+    def render(self) -> str:
+        out = [RunSummary.render(self), f"re-sent: {self.resent}"]
+        if self.redrive_log:
+            out.append(f"redrive log: {self.redrive_log}")
+        if self.unclosed_part_files:
+            out.append(f"not read: {self.unclosed_part_files} .part file(s) still being "
+                       "written, or left by a killed writer (its resumed run writes them again)")
+        return "\n".join(out)
 
 
 @dataclass
@@ -36,6 +78,7 @@ class _Line:
 
     raw: bytes
     data: dict[str, Any] | None
+    sent: bool = False  # submitted to Amplitude in this redrive
     delivered: bool = False
     reason: str | None = None  # the reason it stays, when it stays
     detail: str | None = None
@@ -50,63 +93,90 @@ class Redrive:
     reasons: frozenset[str] = frozenset()  # empty: every reason
     _by_insert_id: dict[str, _Line] = field(default_factory=dict)
 
-    def run(self, directory: Path) -> RunSummary:
-        summary = RunSummary()
+    def run(self, store: DeadLetterStore) -> RedriveSummary:
+        summary = RedriveSummary()
         started = time.monotonic()
+        self._by_insert_id.clear()  # duplicates are looked for within one run
+        log_name = _log_name()
+        names = store.names()
+        parts = [name for name in names if is_part(name)]
+        if parts:
+            summary.unclosed_part_files = len(parts)
+            shown = ", ".join(parts[:5]) + (", …" if len(parts) > 5 else "")
+            log.warning(
+                "%d dead-letter .part file(s) in %s not read: still being written, or left by "
+                "a killed writer (whose resumed run writes those lines again): %s",
+                len(parts), store.location, shown,
+            )
         lanes: Lanes[_Line] = Lanes(
             self.client, self.limits, lanes=self.lanes, on_delivered=self._delivered,
             on_rejected=self._rejected, horizon_s=self.client.retry.horizon_s,
         )
         try:
-            for path in sorted(directory.glob("*.jsonl")):
+            for name in filter(is_closed, names):
                 try:
-                    self._redrive_file(path, lanes, summary)
-                    summary.objects_done += 1
-                except DeliveryFailed as exc:
+                    if self._redrive_file(store, name, lanes, summary, log_name):
+                        summary.objects_done += 1
+                except _FILE_FAILURES as exc:
                     summary.objects_failed += 1
-                    summary.failures.append({"object": str(path), "error": str(exc)})
+                    summary.failures.append({"object": store.describe(name), "error": str(exc)})
         finally:
             lanes.close()
             summary.elapsed_s = time.monotonic() - started
+            if summary.resent:
+                summary.redrive_log = store.log_location(log_name)
         return summary
 
-    def _redrive_file(self, path: Path, lanes: Lanes[_Line], summary: RunSummary) -> None:
-        lines = [_parse(raw) for raw in path.read_bytes().splitlines() if raw.strip()]
+    def _redrive_file(self, store: DeadLetterStore, name: str, lanes: Lanes[_Line],
+                      summary: RedriveSummary, log_name: str) -> bool:
+        """Re-send one closed file's events, then rewrite it; False when it was gone."""
+        try:
+            original = store.read(name)
+        except FileNotFoundError:
+            log.info("%s is gone (another redrive?); skipped", store.describe(name))
+            return False
+        lines = [_parse(raw) for raw in original.splitlines() if raw.strip()]
         by_insert_id = self._by_insert_id
         duplicates: list[_Line] = []
-        for line in lines:
-            if line.data is None or not self._selected(line.data):
-                continue
-            event = line.data.get("event")
-            if not isinstance(event, dict):
-                line.reason, line.detail = line.data.get("reason"), line.data.get("detail")
-                continue
-            insert_id = event.get("insert_id")
-            if isinstance(insert_id, str) and insert_id in by_insert_id:
-                duplicates.append(line)  # written twice (e.g. by a resumed run)
-                continue
-            if isinstance(insert_id, str):
-                by_insert_id[insert_id] = line
-            problem = id_problem(event, self.min_id_length)
-            if problem:
-                line.reason, line.detail = INVALID_ID, problem
-                continue
-            ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
-            try:
-                lanes.submit(PendingEvent(orjson.dumps(event), line, ids))
-            except EventTooLarge as exc:
-                line.reason, line.detail = "event_too_large", str(exc)
-        try:
+        try:  # a lane's failure can surface in submit as well as in drain
+            for line in lines:
+                if line.data is None or not self._selected(line.data):
+                    continue
+                event = line.data.get("event")
+                if not isinstance(event, dict):
+                    line.reason, line.detail = line.data.get("reason"), line.data.get("detail")
+                    continue
+                insert_id = event.get("insert_id")
+                if isinstance(insert_id, str) and insert_id in by_insert_id:
+                    duplicates.append(line)  # written twice (e.g. by a resumed run)
+                    continue
+                if isinstance(insert_id, str):
+                    by_insert_id[insert_id] = line
+                problem = id_problem(event, self.min_id_length)
+                if problem:
+                    line.reason, line.detail = INVALID_ID, problem
+                    continue
+                ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
+                try:
+                    lanes.submit(PendingEvent(orjson.dumps(event), line, ids))
+                    line.sent = True
+                except EventTooLarge as exc:
+                    line.reason, line.detail = "event_too_large", str(exc)
             lanes.drain()
         finally:
             for line in duplicates:
-                original = by_insert_id[line.data["event"]["insert_id"]]  # type: ignore[index]
-                line.delivered = original.delivered
-            self._rewrite(path, lines)
+                first = by_insert_id[line.data["event"]["insert_id"]]  # type: ignore[index]
+                line.delivered = first.delivered
             requests, retries = lanes.take_stats()
             summary.requests += requests
             summary.retries += retries
             self._count(lines, duplicates, summary)
+            resent = self._log_lines(store.describe(name), lines)
+            if resent:
+                store.append_log(log_name, b"".join(resent))  # durable before the rewrite
+                summary.resent += len(resent)
+            self._rewrite(store, name, original, lines)
+        return True
 
     def _selected(self, data: dict[str, Any]) -> bool:
         return not self.reasons or data.get("reason") in self.reasons
@@ -136,17 +206,40 @@ class Redrive:
                 summary.records += 1
                 summary.dead_lettered[line.reason or str(line.data.get("reason"))] += 1
 
-    def _rewrite(self, path: Path, lines: list[_Line]) -> None:
-        kept = [_updated(line) for line in lines if not line.delivered]
+    def _log_lines(self, source: str, lines: list[_Line]) -> list[bytes]:
+        """One redrive-log line per line sent to Amplitude again, with its outcome."""
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        out = []
+        for line in lines:
+            if not line.sent or line.data is None:
+                continue
+            outcome: Outcome = ("delivered" if line.delivered
+                                else "refused" if line.reason is not None else "unsettled")
+            out.append(orjson.dumps({
+                "at": at,
+                "insert_id": line.data["event"].get("insert_id"),
+                "source": source,
+                "object": line.data.get("object"),
+                "record_index": line.data.get("record_index"),
+                "reason": line.data.get("reason"),
+                "outcome": outcome,
+                "new_reason": line.reason if outcome == "refused" else None,
+                "new_detail": line.detail if outcome == "refused" else None,
+            }, option=orjson.OPT_APPEND_NEWLINE))
+        return out
+
+    def _rewrite(self, store: DeadLetterStore, name: str, original: bytes,
+                 lines: list[_Line]) -> None:
+        kept = b"".join(_updated(line) for line in lines if not line.delivered)
         if not kept:
-            path.unlink()
-            return
-        temporary = path.with_suffix(".jsonl.tmp")
-        with temporary.open("wb") as out:
-            out.writelines(kept)
-            out.flush()
-            os.fsync(out.fileno())
-        temporary.replace(path)
+            store.delete(name)
+        elif kept != original:
+            store.replace(name, kept)
+
+
+def _log_name() -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"redrive-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def _parse(raw: bytes) -> _Line:

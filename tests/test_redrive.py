@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from conftest import stored_events
 from test_replay import API_KEY, assert_balanced, read_all, replay, run_cli
 
 from currents_export.amplitude.emulator import Emulator
 from currents_export.currents.fixtures import generate_fixtures
+from currents_export.deadletter import DeadLetter, DeadLetterDirectory, S3DeadLetter
+from currents_export.sources.s3 import s3_client
 
 
 def redrive(emulator: Emulator, directory: Path, *extra: str) -> tuple[int, dict]:
@@ -95,3 +102,263 @@ def test_redrive_keeps_what_is_still_invalid_and_unreadable_lines(
                             "--reason", "invalid_id")
     assert code == 0 and summary["delivered"] == 1 and summary["records"] == 2
     assert sorted(e["insert_id"] for e in stored_events(emulator)) == ["ok-1", "short-1"]
+
+
+# ---- safe and complete: live writers, .part files, the redrive log, s3:// ------------------
+
+SILENCED = "device-silenced-01"
+
+
+def write_event(writer: DeadLetter, n: int, *, silenced: bool = False,
+                reason: str = "amplitude_silenced_device") -> str:
+    """One dead-letter line with a valid Amplitude event; returns its insert_id."""
+    insert_id = f"dl-{n:06d}"
+    event = {"event_type": "redriven", "user_id": f"user-{n:06d}",
+             "device_id": SILENCED if silenced else f"device-{n % 7:04d}",
+             "insert_id": insert_id, "time": 1_700_000_000_000 + n}
+    writer.write(reason=reason, detail="", object_name="currents/o.avro", record_index=n,
+                 event_type="t", record={"id": insert_id}, event=event)
+    return insert_id
+
+
+def silence(emulator: Emulator) -> None:
+    httpx.patch(f"{emulator.url}/_emulator/config",
+                json={"silenced_device_ids": [SILENCED]}).raise_for_status()
+
+
+def stored_ids(emulator: Emulator) -> Counter[str]:
+    return Counter(e["insert_id"] for e in stored_events(emulator))
+
+
+def ids_in(lines: list[dict]) -> Counter[str]:
+    return Counter(line["event"]["insert_id"] for line in lines)
+
+
+def read_log(location: str) -> list[dict]:
+    return [orjson.loads(line) for line in Path(location).read_bytes().splitlines()]
+
+
+def test_redrive_racing_a_live_writer_loses_nothing(emulator: Emulator, tmp_path: Path) -> None:
+    silence(emulator)
+    directory = tmp_path / "dl"
+    directory.mkdir()
+    writer = DeadLetterDirectory(directory)
+    written: list[str] = []
+    first_flush, stop = threading.Event(), threading.Event()
+    runs = threading.Condition()
+    runs_done = 0
+    failure: list[BaseException] = []
+
+    def write_until_stopped() -> None:
+        rng = random.Random(5)
+        try:
+            n = 0
+            while not stop.is_set() and n < 20_000:
+                # Now and then a part big enough to be partly on disk (a torn last line)
+                # stays open across a whole redrive run; otherwise a few lines per flush.
+                hold = first_flush.is_set() and rng.random() < 0.3
+                for _ in range(80 if hold else rng.randint(1, 25)):
+                    written.append(write_event(writer, n, silenced=n % 5 == 4))
+                    n += 1
+                    time.sleep(0.0002)  # pacing only: keeps the files small
+                if hold:
+                    with runs:
+                        target = runs_done + 2  # a whole run starts after this part was made
+                        runs.wait_for(lambda: runs_done >= target or stop.is_set())  # noqa: B023
+                writer.flush()
+                first_flush.set()
+        except BaseException as exc:  # pragma: no cover - reported below
+            failure.append(exc)
+            first_flush.set()
+        finally:
+            writer.close()
+
+    thread = threading.Thread(target=write_until_stopped)
+    thread.start()
+    summaries = []
+    try:
+        assert first_flush.wait(60)
+        for _ in range(10):  # every run overlaps the writer: it stops only after the last
+            code, summary = redrive(emulator, directory)
+            assert code == 0
+            summaries.append(summary)
+            with runs:
+                runs_done += 1
+                runs.notify_all()
+    finally:
+        stop.set()
+        with runs:
+            runs.notify_all()
+        thread.join()
+    assert not failure
+
+    assert list(directory.glob("*.part")) == []
+    delivered = stored_ids(emulator)
+    left = ids_in(dead_letter_lines(directory))
+    assert all(count == 1 for count in delivered.values())  # delivered exactly once
+    assert all(count == 1 for count in left.values())  # and no line duplicated
+    assert not delivered.keys() & left.keys()  # nothing both delivered and still waiting
+    assert delivered.keys() | left.keys() == set(written)  # nothing lost
+    assert len(written) == len(set(written))
+    assert {i for i in written if int(i[3:]) % 5 == 4} <= left.keys()  # still silenced
+    assert delivered  # the first run saw at least the first flushed file
+    for summary in summaries:  # no run ever read a half-written line
+        assert "dead_letter_line_not_json" not in summary["dead_lettered"]
+        assert summary["objects_failed"] == 0
+        assert_balanced(summary)
+    # The redrive logs say the same as the emulator.
+    logged = [line for s in summaries if s["redrive_log"] for line in read_log(s["redrive_log"])]
+    assert Counter(x["insert_id"] for x in logged if x["outcome"] == "delivered") == delivered
+    assert sum(s["delivered"] for s in summaries) == len(delivered)
+
+
+def test_part_files_are_never_read_and_are_reported(
+    emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "dl"
+    writer = DeadLetterDirectory(directory)
+    flushed = [write_event(writer, n) for n in range(3)]
+    writer.flush()
+    unflushed = [write_event(writer, n) for n in range(3, 5)]  # still in a .part
+    killed = directory / "dead-letter-20260101T000000Z-1-abcdef-000001.jsonl.part"
+    killed.write_bytes(b'{"reason": "amplitude_silenced_device", "event": {"insert_i')
+    parts_before = {p: p.read_bytes() for p in directory.glob("*.part")}
+    assert len(parts_before) == 2
+
+    with caplog.at_level(logging.WARNING, logger="currents_export.redrive"):
+        result = run_cli("redrive", str(directory), "--api-key", API_KEY, "--amplitude-url",
+                         emulator.url, "--summary-json", str(tmp_path / "s.json"),
+                         "--retry-horizon", "0")
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert result.exit_code == 0, result.output
+    assert summary["delivered"] == 3 and summary["records"] == 3
+    assert summary["unclosed_part_files"] == 2
+    assert "not read: 2 .part file(s)" in result.output
+    assert any("2 dead-letter .part file(s)" in r.getMessage() for r in caplog.records)
+    assert {p: p.read_bytes() for p in directory.glob("*.part")} == parts_before  # untouched
+    assert sorted(stored_ids(emulator)) == flushed
+
+    writer.close()  # the live writer finishes: its part becomes a closed file
+    code, summary = redrive(emulator, directory)
+    assert code == 0 and summary["delivered"] == 2 and summary["unclosed_part_files"] == 1
+    assert sorted(stored_ids(emulator)) == flushed + unflushed
+    assert [p.name for p in directory.iterdir() if p.is_file()] == [killed.name]
+
+
+def test_redrive_log_records_every_line_re_sent_and_is_never_redriven(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    silence(emulator)
+    directory = tmp_path / "dl"
+    writer = DeadLetterDirectory(directory)
+    ok = [write_event(writer, n) for n in range(4)]
+    refused = write_event(writer, 4, silenced=True, reason="amplitude_invalid_field:time")
+    writer.close()
+    [source] = directory.glob("*.jsonl")
+
+    result = run_cli("redrive", str(directory), "--api-key", API_KEY, "--amplitude-url",
+                     emulator.url, "--summary-json", str(tmp_path / "s.json"),
+                     "--retry-horizon", "0")
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    log_path = Path(summary["redrive_log"])
+    assert log_path.parent == directory / "redrive-log"
+    assert log_path.name.startswith("redrive-") and log_path.suffix == ".jsonl"
+    assert f"redrive log: {log_path}" in result.output
+    assert summary["resent"] == 5 and summary["delivered"] == 4
+    log = {line["insert_id"]: line for line in read_log(str(log_path))}
+    assert sorted(log) == [*ok, refused]
+    for insert_id in ok:
+        assert log[insert_id]["outcome"] == "delivered"
+        assert log[insert_id]["reason"] == "amplitude_silenced_device"
+        assert log[insert_id]["source"] == str(source)
+        assert log[insert_id]["new_reason"] is None
+    assert log[refused]["outcome"] == "refused"
+    assert log[refused]["reason"] == "amplitude_invalid_field:time"
+    assert log[refused]["new_reason"] == "amplitude_silenced_device"
+    # What stays carries its latest reason; the file was rewritten owner-only.
+    [left] = dead_letter_lines(directory)
+    assert left["reason"] == "amplitude_silenced_device"
+    assert left["previous_reason"] == "amplitude_invalid_field:time"
+    assert source.stat().st_mode & 0o777 == 0o600
+
+    # A second run reads the dead letter, not the log, and writes a log of its own.
+    code, again = redrive(emulator, directory)
+    assert code == 0 and again["records"] == 1 and again["delivered"] == 0
+    assert again["resent"] == 1 and again["redrive_log"] != summary["redrive_log"]
+    assert len(read_log(str(log_path))) == 5
+    assert_balanced(again)
+
+
+def test_redrive_of_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dead-letter"
+    result = run_cli("redrive", str(missing), "--api-key", API_KEY)
+    assert result.exit_code == 2
+    assert str(missing) in result.output and "no such directory" in result.output
+    result = run_cli("redrive", "s3://", "--api-key", API_KEY)
+    assert result.exit_code == 2 and "s3://BUCKET/PREFIX" in result.output
+
+
+def test_redrive_of_an_s3_dead_letter(emulator: Emulator, aws: str, tmp_path: Path) -> None:
+    silence(emulator)
+    s3 = s3_client(aws)
+    s3.create_bucket(Bucket="dl-bucket")
+    writer = S3DeadLetter(s3, "dl-bucket", "dead-letter")
+    all_ok = [write_event(writer, n) for n in range(3)]
+    writer.flush()  # object 1: everything deliverable
+    mixed_ok = write_event(writer, 3)
+    mixed_refused = write_event(writer, 4, silenced=True)
+    writer.flush()  # object 2: one deliverable, one still silenced
+    writer.close()
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="dl-bucket")["Contents"])
+    assert len(keys) == 2
+    untouched = {"dead-letter/nested/dead-letter-x.jsonl": b"not json\n",
+                 "dead-letter/dead-letter-y.jsonl.part": b'{"torn'}
+    for key, body in untouched.items():
+        s3.put_object(Bucket="dl-bucket", Key=key, Body=body)
+
+    summary_path = tmp_path / "s.json"
+    result = run_cli("redrive", "s3://dl-bucket/dead-letter", "--s3-endpoint-url", aws,
+                     "--api-key", API_KEY, "--amplitude-url", emulator.url,
+                     "--summary-json", str(summary_path), "--retry-horizon", "0")
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(summary_path.read_bytes())
+    assert summary["delivered"] == 4 and summary["dead_lettered"] == {
+        "amplitude_silenced_device": 1}
+    assert summary["objects_done"] == 2 and summary["unclosed_part_files"] == 1
+    assert_balanced(summary)
+    assert sorted(stored_ids(emulator)) == [*all_ok, mixed_ok]
+
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket="dl-bucket")["Contents"]}
+    assert keys[0] not in listed  # nothing stayed: deleted
+    rewritten = s3.get_object(Bucket="dl-bucket", Key=keys[1])
+    assert [orjson.loads(x)["event"]["insert_id"]
+            for x in rewritten["Body"].read().splitlines()] == [mixed_refused]
+    assert rewritten["ServerSideEncryption"] == "AES256"
+    for key, body in untouched.items():
+        assert s3.get_object(Bucket="dl-bucket", Key=key)["Body"].read() == body
+
+    assert summary["redrive_log"].startswith("s3://dl-bucket/dead-letter/redrive-log/redrive-")
+    log_keys = sorted(k for k in listed if k.startswith("dead-letter/redrive-log/"))
+    assert len(log_keys) == 2  # one per dead-letter object, written before its rewrite
+    log = [orjson.loads(line) for key in log_keys
+           for line in s3.get_object(Bucket="dl-bucket", Key=key)["Body"].read().splitlines()]
+    assert {x["insert_id"]: x["outcome"] for x in log} == {
+        **dict.fromkeys([*all_ok, mixed_ok], "delivered"), mixed_refused: "refused"}
+    assert {x["source"] for x in log} == {f"s3://dl-bucket/{key}" for key in keys}
+    assert all(s3.head_object(Bucket="dl-bucket", Key=key)["ServerSideEncryption"] == "AES256"
+               for key in log_keys)
+
+    # Run again: the log is not read back as dead letter.
+    result = run_cli("redrive", "s3://dl-bucket/dead-letter", "--s3-endpoint-url", aws,
+                     "--api-key", API_KEY, "--amplitude-url", emulator.url,
+                     "--summary-json", str(summary_path), "--retry-horizon", "0")
+    again = orjson.loads(summary_path.read_bytes())
+    assert result.exit_code == 0 and again["records"] == 1 and again["delivered"] == 0
+
+
+def test_redrive_of_a_missing_bucket_is_a_configuration_error(aws: str) -> None:
+    result = run_cli("redrive", "s3://no-such-bucket/dl", "--s3-endpoint-url", aws,
+                     "--api-key", API_KEY)
+    assert result.exit_code == 2
+    assert "s3://no-such-bucket/dl" in result.output
