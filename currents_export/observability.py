@@ -71,6 +71,8 @@ def object_fields(report: ObjectReport, now_ms: int | None = None) -> dict[str, 
         fields["delivery_lag_s"] = lag
     if report.error:
         fields["error"] = report.error
+    if report.status == "failed":
+        fields["permanent"] = not report.retryable
     return fields
 
 
@@ -83,15 +85,23 @@ def delivery_lag_s(report: ObjectReport, now_ms: int | None = None) -> float | N
 
 
 def emf_line(report: ObjectReport, now_ms: int | None = None) -> str:
-    """A CloudWatch EMF document: counts per event type, and the delivery lag."""
+    """A CloudWatch EMF document: counts per event type and over all types, and the lag.
+
+    ``ObjectsFailed`` is 1 when the object failed, ``ObjectsFailedPermanently`` 1 when it
+    failed and retrying cannot help (``report.retryable`` is False); both are 0 otherwise.
+    Every metric is published per ``EventType`` and without dimensions, so one alarm on the
+    dimensionless metric covers every event type.
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    failed = report.status == "failed"
     metrics: dict[str, float] = {
         "Records": report.records,
         "EventsDelivered": report.delivered,
         "EventsSkipped": sum(report.skipped.values()),
         "EventsDeadLettered": sum(report.dead_lettered.values()),
         "EventsDuplicate": report.duplicates,
-        "ObjectsFailed": 1 if report.status == "failed" else 0,
+        "ObjectsFailed": 1 if failed else 0,
+        "ObjectsFailedPermanently": 1 if failed and not report.retryable else 0,
     }
     units = dict.fromkeys(metrics, "Count")
     lag = delivery_lag_s(report, now_ms)

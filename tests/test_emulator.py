@@ -25,6 +25,7 @@ from currents_export.amplitude.emulator import (
     SlidingWindows,
     ValidBatch,
     derive_device_id,
+    fake_success_reply,
     may_contain_long_strings,
     select_fault,
     validate_ingest,
@@ -819,6 +820,132 @@ def test_fault_empty_body(client: httpx.Client, status: int) -> None:
     assert len(stored(client)) == (0 if status == 413 else 1)
 
 
+@pytest.mark.parametrize("path", ["/2/httpapi", "/batch"])
+def test_fault_not_amplitude_200_is_html_and_stores_nothing(
+    client: httpx.Client, path: str
+) -> None:
+    set_faults(client, [{"action": "not_amplitude", "route": path, "times": 1}])
+
+    response = post(client, [make_event(0), make_event(1)], path=path)
+    retried = post(client, [make_event(0), make_event(1)], path=path)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.text.startswith("<!DOCTYPE html>")
+    with pytest.raises(ValueError):
+        response.json()
+    assert retried.json()["events_ingested"] == 2
+    assert [e["insert_id"] for e in stored(client)] == ["insert-0000", "insert-0001"]  # retry
+    faulted, plain = client.get("/_emulator/requests").json()["requests"]
+    assert faulted["status"] == 200
+    assert faulted["route"] == path
+    assert faulted["event_count"] == 2
+    assert faulted["response"] == response.text
+    assert faulted["fault"] == {"rule": 0, "action": "not_amplitude", "status": None}
+    assert plain["fault"] is None
+    stats = client.get("/_emulator/stats").json()
+    assert (stats["faults_fired"], stats["by_status"], stats["events_stored"]) == (1, {"200": 2}, 2)
+
+
+@pytest.mark.parametrize(
+    ("rule", "ingested"),
+    [
+        ({}, 0),
+        ({"events_ingested": 1}, 1),
+        ({"ingested_offset": -1}, 2),
+        ({"ingested_offset": 2}, 5),
+        ({"ingested_offset": -5}, 0),  # floored at 0
+    ],
+)
+def test_fault_wrong_count_200_stores_nothing(
+    client: httpx.Client, rule: dict[str, Any], ingested: int
+) -> None:
+    freeze(client)
+    set_faults(client, [{"action": "wrong_count", **rule}])
+    body = orjson.dumps({"api_key": API_KEY, "events": [make_event(i) for i in range(3)]})
+
+    response = client.post("/batch", content=body)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    now_ms = int(client.get("/_emulator/clock").json()["now"] * 1000)
+    assert response.json() == {
+        "code": 200,
+        "events_ingested": ingested,
+        "payload_size_bytes": len(body),
+        "server_upload_time": now_ms,
+    }
+    assert stored(client) == []
+    entry = last_log_entry(client)
+    assert (entry["status"], entry["event_count"]) == (200, 3)
+    assert entry["response"] == response.json()
+    assert entry["fault"] == {"rule": 0, "action": "wrong_count", "status": None}
+    assert client.get("/_emulator/stats").json()["faults_fired"] == 1
+
+
+def test_fault_wrong_count_with_an_unreadable_body(client: httpx.Client) -> None:
+    set_faults(client, [{"action": "wrong_count", "ingested_offset": 1}])
+
+    response = client.post("/2/httpapi", content=b"not json")
+
+    assert response.status_code == 200
+    assert response.json()["events_ingested"] == 1  # no events sent: 0 + 1
+    assert stored(client) == []
+
+
+def test_fake_200_faults_follow_the_seeded_probability(client: httpx.Client) -> None:
+    rules = [
+        {"action": "not_amplitude", "probability": 0.3},
+        {"action": "wrong_count", "probability": 0.3},
+    ]
+    set_faults(client, rules, seed=5)
+
+    kinds: list[int | None] = []
+    for i in range(30):
+        response = post(client, [make_event(i)])
+        assert response.status_code == 200
+        if response.headers["content-type"].startswith("text/html"):
+            kinds.append(0)
+        elif response.json()["events_ingested"] == 0:
+            kinds.append(1)
+        else:
+            kinds.append(None)
+
+    draws = random.Random(5)
+    expected: list[int | None] = []
+    for _ in range(30):
+        html, wrong = draws.random() < 0.3, draws.random() < 0.3  # every live rule draws
+        expected.append(0 if html else 1 if wrong else None)
+    assert kinds == expected
+    assert len(stored(client)) == kinds.count(None)
+    fired = [r["fired"] for r in client.get("/_emulator/faults").json()["rules"]]
+    assert fired == [kinds.count(0), kinds.count(1)]
+
+
+def test_fake_200_faults_match_route_and_ordinal(client: httpx.Client) -> None:
+    set_faults(
+        client,
+        [
+            {"action": "not_amplitude", "route": "/batch", "after": 1, "times": 1},
+            {"action": "wrong_count", "route": "/2/httpapi", "every": 2},
+        ],
+    )
+
+    html = []
+    counts = []
+    for i in range(4):
+        batch = post(client, [make_event(i)], path="/batch")
+        html.append(batch.headers["content-type"].startswith("text/html"))
+        counts.append(post(client, [make_event(i)]).json()["events_ingested"])
+
+    assert html == [False, True, False, False]
+    assert counts == [1, 0, 1, 0]
+    # request 1 got no store on either route; 3 only via /batch; 0 and 2 twice (deduped)
+    assert [e["insert_id"] for e in stored(client)] == ["insert-0000", "insert-0002", "insert-0003"]
+    stats = client.get("/_emulator/stats").json()
+    assert (stats["faults_fired"], stats["duplicates_dropped"]) == (3, 2)
+
+
 @pytest.mark.parametrize(
     ("rule", "error"),
     [
@@ -1048,6 +1175,24 @@ def test_in_process_fault_api(client: httpx.Client, amp: Emulator) -> None:
         ({"rules": [{"action": "reset", "ids": []}]}, "ids"),
         ({"rules": [{"action": "reset", "route": "/identify"}]}, "route"),
         ({"rules": [{"action": "status", "status": 502, "body": "xml"}]}, "body"),
+        ({"rules": [{"action": "status", "status": 200}]}, "status"),
+        ({"rules": [{"action": "not_amplitude", "status": 200}]}, "status"),
+        ({"rules": [{"action": "not_amplitude", "body": "html"}]}, "body"),
+        ({"rules": [{"action": "not_amplitude", "events_ingested": 0}]}, "events_ingested"),
+        (
+            {"rules": [{"action": "status", "status": 503, "ingested_offset": -1}]},
+            "ingested_offset",
+        ),
+        ({"rules": [{"action": "wrong_count", "events_ingested": -1}]}, "events_ingested"),
+        ({"rules": [{"action": "wrong_count", "events_ingested": 1.0}]}, "events_ingested"),
+        ({"rules": [{"action": "wrong_count", "ingested_offset": 0}]}, "ingested_offset"),
+        ({"rules": [{"action": "wrong_count", "ingested_offset": "n-1"}]}, "ingested_offset"),
+        (
+            {"rules": [{"action": "wrong_count", "events_ingested": 0, "ingested_offset": -1}]},
+            "ingested_offset",
+        ),
+        ({"rules": [{"action": "wrong_count", "store": True}]}, "store"),
+        ({"rules": [{"action": "wrong_count", "probability": -0.1}]}, "probability"),
         ({"rules": {"action": "reset"}}, "rules"),
         ({"rules": [], "seed": "x"}, "seed"),
     ],
@@ -1147,6 +1292,46 @@ def test_fault_rule_round_trips() -> None:
 
     assert rule.to_dict() == {**data, "ids": ["a-id", "b-id"]}
     assert FaultRule.from_dict(rule.to_dict()) == rule
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"action": "not_amplitude", "route": "/batch", "probability": 0.25},
+        {"action": "wrong_count", "every": 3, "times": 2},
+        {"action": "wrong_count", "events_ingested": 7},
+        {"action": "wrong_count", "ingested_offset": -1, "ids": ["user-0001"]},
+    ],
+)
+def test_fake_200_rules_round_trip_and_store_nothing(data: dict[str, Any]) -> None:
+    rule = FaultRule.from_dict(data)
+
+    assert rule.to_dict() == data
+    assert FaultRule.from_dict(rule.to_dict()) == rule
+    assert not rule.stores_first
+
+
+def test_fake_success_reply_is_pure() -> None:
+    facts = RequestFacts("/batch", orjson.dumps({"events": [make_event(i) for i in range(4)]}))
+    wrong = FaultRule.from_dict({"action": "wrong_count", "ingested_offset": -1})
+    html = FaultRule.from_dict({"action": "not_amplitude"})
+
+    counted = fake_success_reply(wrong, facts, payload_size=99, now_ms=123)
+    page = fake_success_reply(html, facts, payload_size=99, now_ms=123)
+
+    assert (counted.status, counted.raw) == (200, None)
+    assert counted.body == {
+        "code": 200,
+        "events_ingested": 3,
+        "payload_size_bytes": 99,
+        "server_upload_time": 123,
+    }
+    assert (page.status, page.content_type) == (200, "text/html")
+    assert page.raw is not None and page.raw.startswith(b"<!DOCTYPE html>")
+    with pytest.raises(ValueError):
+        fake_success_reply(
+            FaultRule.from_dict({"action": "reset"}), facts, payload_size=0, now_ms=0
+        )
 
 
 # -- virtual clock --------------------------------------------------------------------------

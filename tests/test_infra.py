@@ -11,10 +11,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from cfnlint.decode import cfn_yaml
 
 from currents_export import aws_lambda
+from currents_export.observability import NAMESPACE, emf_line
+from currents_export.summary import ObjectReport
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "infra" / "template.yaml"
@@ -86,6 +89,108 @@ def test_the_consistency_check_catches_a_drift(
     drifted = copy.deepcopy(template)
     change(drifted["Resources"]["Worker"]["Properties"])
     assert any(problem in found for found in template_problems(drifted)), problem
+
+
+def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: resource["Properties"] for name, resource in template["Resources"].items()
+            if resource["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+@pytest.mark.parametrize(
+    ("name", "namespace", "metric", "dimensions"),
+    [
+        ("ObjectsFailedAlarm", NAMESPACE, "ObjectsFailed", None),
+        ("ObjectsFailedPermanentlyAlarm", NAMESPACE, "ObjectsFailedPermanently", None),
+        ("InboxAgeAlarm", "AWS/SQS", "ApproximateAgeOfOldestMessage",
+         [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["Inbox", "QueueName"]}}]),
+        ("DeadLetterQueueAlarm", "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+         [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["InboxDLQ", "QueueName"]}}]),
+    ],
+)
+def test_the_operator_alarms(
+    template: dict[str, Any], name: str, namespace: str, metric: str, dimensions: Any
+) -> None:
+    alarm = alarms(template)[name]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (namespace, metric)
+    assert alarm.get("Dimensions") == dimensions  # None: the EMF set without dimensions
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_the_inbox_age_threshold_is_a_parameter(template: dict[str, Any]) -> None:
+    alarm = alarms(template)["InboxAgeAlarm"]
+    assert alarm["Threshold"] == {"Ref": "InboxAgeAlarmSeconds"}
+    assert alarm["Statistic"] == "Maximum"
+    assert template["Parameters"]["InboxAgeAlarmSeconds"]["Default"] == 3600
+    assert alarms(template)["DeadLetterQueueAlarm"]["Threshold"] == 0
+
+
+def test_every_alarm_notifies_the_stack_topic_and_the_optional_one(
+    template: dict[str, Any]
+) -> None:
+    expected = [{"Ref": "AlarmTopic"},
+                {"Fn::If": ["HasAlarmTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AWS::NoValue"}]}]
+    found = alarms(template)
+    assert len(found) >= 6
+    for name, alarm in found.items():
+        assert alarm["AlarmActions"] == expected, name
+
+
+def test_the_alarm_topic_its_email_subscription_and_outputs(template: dict[str, Any]) -> None:
+    resources, parameters = template["Resources"], template["Parameters"]
+    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {"TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email",
+                                          "Endpoint": {"Ref": "AlarmEmail"}}
+    assert parameters["AlarmEmail"]["Default"] == parameters["AlarmTopicArn"]["Default"] == ""
+    assert template["Conditions"]["HasAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [
+        {"Ref": "AlarmEmail"}, ""]}]}
+    assert template["Outputs"]["AlarmTopic"]["Value"] == {"Ref": "AlarmTopic"}
+    assert template["Outputs"]["AlarmTopicName"]["Value"] == {
+        "Fn::GetAtt": ["AlarmTopic", "TopicName"]}
+
+
+def emf(report: ObjectReport) -> dict[str, Any]:
+    line: dict[str, Any] = orjson.loads(emf_line(report, now_ms=1_700_000_000_000))
+    return line
+
+
+@pytest.mark.parametrize(
+    ("report", "failed", "permanently"),
+    [
+        (ObjectReport(object="s3://b/k.avro", event_type="users.messages.email.Send"), 0, 0),
+        (ObjectReport(object="s3://b/k.avro", status="failed", error="Amplitude unreachable"),
+         1, 0),
+        (ObjectReport(object="s3://b/k.avro", status="failed", error="not Avro",
+                      retryable=False), 1, 1),
+        (ObjectReport(object="s3://b/k.avro", retryable=False), 0, 0),  # done: not a failure
+    ],
+)
+def test_the_emf_line_counts_failed_objects(
+    report: ObjectReport, failed: int, permanently: int
+) -> None:
+    line = emf(report)
+    assert (line["ObjectsFailed"], line["ObjectsFailedPermanently"]) == (failed, permanently)
+    assert line["Records"] == 0  # the other metrics are still there
+
+
+def test_the_emf_metrics_the_alarms_use_exist_without_dimensions(
+    template: dict[str, Any]
+) -> None:
+    line = emf(ObjectReport(object="s3://b/k.avro", status="failed", retryable=False))
+    [directive] = line["_aws"]["CloudWatchMetrics"]
+    published = {metric["Name"] for metric in directive["Metrics"]}
+    assert directive["Namespace"] == NAMESPACE
+    assert [] in directive["Dimensions"]  # one alarm covers every event type
+    assert ["EventType"] in directive["Dimensions"]
+    assert line["EventType"] == "unknown"
+    ours = [alarm for alarm in alarms(template).values() if alarm["Namespace"] == NAMESPACE]
+    assert {alarm["MetricName"] for alarm in ours} == {
+        "ObjectsFailed", "ObjectsFailedPermanently", "EventsDeadLettered"}
+    for alarm in ours:
+        assert alarm["MetricName"] in published
+        assert "Dimensions" not in alarm
 
 
 def test_cfn_lint_is_clean() -> None:

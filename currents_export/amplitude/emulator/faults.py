@@ -19,6 +19,12 @@ A rule is a JSON object. Matching keys (all optional; every one given must match
 * ``"reset"`` — close the connection without a response (a TCP reset; ``"graceful": true``
   closes it cleanly instead); ``"store": true`` stores the events first.
 * ``"delay"`` with ``delay_s`` (at most ``MAX_DELAY_S``) — wait, then handle normally.
+* ``"not_amplitude"`` — a 200 that is not Amplitude: an HTML page (``text/html``, e.g. a
+  captive portal or a proxy's sign-in page), nothing stored.
+* ``"wrong_count"`` — an Amplitude-shaped 200 (``code`` 200, ``payload_size_bytes``,
+  ``server_upload_time``) whose ``events_ingested`` is not the number of events sent, nothing
+  stored: ``events_ingested`` — that number (default 0); or ``ingested_offset`` — a non-zero
+  integer added to the number of events sent (``-1``: n-1), floored at 0.
 
 Every live rule sees every ingestion request, so each rule's ``after``/``every`` counting
 and its draws from the RNG do not depend on the other rules; among the rules that match, the
@@ -39,7 +45,7 @@ from .config import JSONDict
 from .validation import ERR_PROJECT_THROTTLED, ERR_THROTTLED, ERR_TOO_LARGE, Reply, error_reply
 
 FAULT_ROUTES = ("/2/httpapi", "/batch")
-FAULT_ACTIONS = ("status", "reset", "delay")
+FAULT_ACTIONS = ("status", "reset", "delay", "not_amplitude", "wrong_count")
 FAULT_BODIES = ("json", "html", "empty")
 FAULT_STATUS_ERRORS = {
     403: "Forbidden",
@@ -56,11 +62,14 @@ MAX_DELAY_S = 30.0
 _RULE_KEYS = (
     "route", "ids", "after", "every", "probability", "times",
     "action", "status", "body", "indexes", "store", "graceful", "delay_s",
+    "events_ingested", "ingested_offset",
 )  # fmt: skip
-_KEYS_OF_ACTION = {
+_KEYS_OF_ACTION: dict[str, set[str]] = {
     "status": {"status", "body", "indexes"},
     "reset": {"store", "graceful"},
     "delay": {"delay_s"},
+    "not_amplitude": set(),
+    "wrong_count": {"events_ingested", "ingested_offset"},
 }
 
 
@@ -85,6 +94,8 @@ class FaultRule:
     store: bool = False
     graceful: bool = False
     delay_s: float = 0.0
+    events_ingested: int | None = None
+    ingested_offset: int | None = None
 
     @property
     def stores_first(self) -> bool:
@@ -123,6 +134,8 @@ class FaultRule:
             raise fail(f"'status' is required, one of {sorted(FAULT_STATUS_ERRORS)}")
         if action == "delay" and "delay_s" not in values:
             raise fail("'delay_s' is required")
+        if "events_ingested" in values and "ingested_offset" in values:
+            raise fail("'ingested_offset' cannot be given with 'events_ingested'")
         return cls(**values)
 
     def to_dict(self) -> JSONDict:
@@ -149,7 +162,11 @@ def _checked(key: str, value: Any, fail: Any) -> Any:
         ):
             raise fail("'ids' must be a non-empty list of non-empty strings")
         return frozenset(value)
-    if key in ("after", "every", "times"):
+    if key == "ingested_offset":
+        if type(value) is not int or value == 0:
+            raise fail("'ingested_offset' must be a non-zero integer")
+        return value
+    if key in ("after", "every", "times", "events_ingested"):
         minimum = 1 if key == "every" else 0
         if type(value) is not int or value < minimum:
             raise fail(f"{key!r} must be an integer >= {minimum}")
@@ -318,6 +335,41 @@ def fault_reply(
     if status == 429 and rule.ids is not None and rule.indexes:
         return _throttled_ids_reply(rule.ids, facts, eps_threshold, batch_shape)
     return error_reply(status, error)
+
+
+NOT_AMPLITUDE_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head><body>"
+    b"<h1>Welcome</h1><p>Please accept the terms of use to continue.</p>"
+    b'<form method="post" action="/login"><button>Connect</button></form>'
+    b"</body></html>\n"
+)
+
+
+def fake_success_reply(
+    rule: FaultRule, facts: RequestFacts, *, payload_size: int, now_ms: int
+) -> Reply:
+    """The 200 of a ``"not_amplitude"`` or ``"wrong_count"`` rule (nothing is stored).
+
+    ``"not_amplitude"``: an HTML page. ``"wrong_count"``: Amplitude's 200 body, but
+    ``events_ingested`` is the rule's ``events_ingested`` (default 0), or the number of events
+    sent (0 when the body has no ``events`` list) plus ``ingested_offset``, floored at 0.
+    """
+    if rule.action == "not_amplitude":
+        return Reply(200, {}, raw=NOT_AMPLITUDE_PAGE, content_type="text/html")
+    if rule.action != "wrong_count":
+        raise ValueError(f"A {rule.action!r} fault has no 200 reply")
+    if rule.ingested_offset is not None:
+        sent = len(facts.events or ())
+        ingested = max(sent + rule.ingested_offset, 0)
+    else:
+        ingested = rule.events_ingested or 0
+    body = {
+        "code": 200,
+        "events_ingested": ingested,
+        "payload_size_bytes": payload_size,
+        "server_upload_time": now_ms,
+    }
+    return Reply(200, body)
 
 
 def _throttled_ids_reply(

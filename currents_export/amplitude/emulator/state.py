@@ -30,6 +30,7 @@ from .faults import (
     FaultRule,
     RequestFacts,
     RuleProgress,
+    fake_success_reply,
     fault_record,
     fault_reply,
     select_fault,
@@ -243,11 +244,13 @@ class EmulatorState:
     def ingest_faulted(
         self, endpoint: str, path: str, body: bytes | None, size: int, fault: FiredFault
     ) -> Reply | None:
-        """Apply a ``"status"`` or ``"reset"`` fault from ``pick_fault`` to a request.
+        """Apply a ``"status"``, ``"reset"``, ``"not_amplitude"`` or ``"wrong_count"`` fault
+        from ``pick_fault`` to a request.
 
         A ``"status"`` fault answers its reply, after handling the request normally for
         500/502/504; a ``"reset"`` fault returns None (answer nothing), after handling the
-        request normally when it has ``store``.
+        request normally when it has ``store``; ``"not_amplitude"`` and ``"wrong_count"``
+        answer a 200 that is not Amplitude's success, storing nothing.
         """
         if fault.rule.action == "delay":
             return self.ingest(endpoint, path, body, size, fault)
@@ -261,10 +264,13 @@ class EmulatorState:
         if rule.action == "reset":
             self._record("POST", path, size, None, None, api_key, count, fault)
             return None
-        limits = self.config.limits_for(endpoint)
-        reply = fault_reply(
-            rule, fault.facts, limits.eps_threshold, batch_shape=endpoint == "batch"
-        )
+        if rule.action in ("not_amplitude", "wrong_count"):
+            reply = fake_success_reply(rule, fault.facts, payload_size=size, now_ms=self.now_ms())
+        else:
+            limits = self.config.limits_for(endpoint)
+            reply = fault_reply(
+                rule, fault.facts, limits.eps_threshold, batch_shape=endpoint == "batch"
+            )
         reply = with_facts(reply, api_key, count)
         self._record_reply(path, size, reply, fault)
         return reply
