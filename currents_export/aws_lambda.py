@@ -12,21 +12,23 @@ Configured by environment variables (names, never secret values):
   ``CURRENTS_EXPORT_CHECKPOINT_EVERY``;
 - ``CURRENTS_EXPORT_DEADLINE_MARGIN_S``: stop this long before the deadline (default 60).
 
-Per object it logs one JSON line and one CloudWatch EMF line. Before the deadline it saves
-progress and reports the unfinished object as failed, so SQS (or Batch Operations) delivers
-it again and the next attempt resumes from the checkpoint.
+Per object it logs one JSON line and one CloudWatch EMF line. The deadline is hard: the
+time left bounds every request timeout and backoff sleep, and at the margin progress is
+saved and the unfinished object reported failed, so SQS (or Batch Operations) delivers it
+again and the next attempt resumes from the checkpoint. An object that can never be read
+(not Avro, corrupt, a refused codec) is recorded as permanently failed, dead-lettered as
+an object and logged as an error — and reported handled, so SQS does not redeliver it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from currents_export.amplitude.client import AmplitudeClient, ConfigurationError
+from currents_export.amplitude.client import AmplitudeClient
 from currents_export.apikey import ApiKeyProvider, ApiKeySource
 from currents_export.aws_events import (
     Invocation,
@@ -50,7 +52,8 @@ from currents_export.observability import emf_line, object_fields, setup_json_lo
 from currents_export.pipeline import Pipeline
 from currents_export.sources import SourceObject
 from currents_export.sources.s3 import s3_client, s3_object
-from currents_export.summary import ObjectReport
+from currents_export.stopping import Stop
+from currents_export.summary import ObjectReport, RunSummary
 
 log = logging.getLogger("currents_export.lambda")
 
@@ -168,7 +171,7 @@ class Runtime:
             self._client_key = key
         return self._client
 
-    def pipeline(self, client: AmplitudeClient, should_stop: Callable[[], bool],
+    def pipeline(self, client: AmplitudeClient, stop: Stop,
                  on_object: Callable[[ObjectReport], None]) -> Pipeline:
         settings = self.settings
         return Pipeline(
@@ -182,7 +185,7 @@ class Runtime:
             min_id_length=settings.min_id_length,
             lanes=settings.lanes,
             checkpoint_every=settings.checkpoint_every,
-            should_stop=should_stop,
+            stop=stop,
             on_object=on_object,
         )
 
@@ -209,17 +212,12 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
     """Process the objects an event names; report failures the way the trigger expects."""
     current = runtime()
     invocation = parse_invocation(event)
-    remaining_s = _remaining_s(context)
-    deadline = time.monotonic() + remaining_s - current.settings.deadline_margin_s
-
-    def should_stop() -> bool:
-        return time.monotonic() >= deadline
-
+    stop = Stop.after(_remaining_s(context) - current.settings.deadline_margin_s)
     outcomes = {}
     for item in invocation.items:
         for reason in item.ignored:
             log.info("ignored", extra={"fields": {"reason": reason, "item": item.item_id}})
-        outcomes[item.item_id] = _process_item(current, item, should_stop, deadline)
+        outcomes[item.item_id] = _process_item(current, item, stop)
     return _response(invocation, outcomes)
 
 
@@ -228,40 +226,35 @@ def _remaining_s(context: Any) -> float:
     return remaining() / 1000 if callable(remaining) else 900.0
 
 
-def _process_item(
-    current: Runtime, item: WorkItem, should_stop: Callable[[], bool], deadline: float
-) -> list[ObjectReport]:
+def _process_item(current: Runtime, item: WorkItem, stop: Stop) -> list[ObjectReport]:
     """Run the item's objects; a report per object (failed ones say if a retry can help)."""
     sources = [s3_object(current.s3, ref.bucket, ref.key, size=ref.size, etag=ref.etag,
                          version_id=ref.version_id) for ref in item.objects]
     if not sources:
         return []
-    if should_stop():
+    if stop.stopped:
         return [_not_started(source.uri) for source in sources]
-    try:
-        return _run(current, current.client(), sources, should_stop, deadline)
-    except ConfigurationError:
-        pass
-    try:  # the key may have been rotated: read it again, once
-        return _run(current, current.client(refresh_key=True), sources, should_stop, deadline)
-    except ConfigurationError as exc:
-        log.error("configuration error", extra={"fields": {"error": str(exc)}})
-        return [_not_started(source.uri, str(exc)) for source in sources]
+    reports, summary = _run(current, current.client(), sources, stop)
+    if summary.configuration_error is None:
+        return reports
+    # The key may have been rotated: read it again, once.
+    reports, summary = _run(current, current.client(refresh_key=True), sources, stop)
+    if summary.configuration_error is not None:
+        log.error("configuration error", extra={"fields": {"error": summary.configuration_error}})
+    return reports
 
 
 def _run(
-    current: Runtime,
-    client: AmplitudeClient,
-    sources: list[SourceObject],
-    should_stop: Callable[[], bool],
-    deadline: float,
-) -> list[ObjectReport]:
+    current: Runtime, client: AmplitudeClient, sources: list[SourceObject], stop: Stop
+) -> tuple[list[ObjectReport], RunSummary]:
     reports: list[ObjectReport] = []
-    client.retry = replace(client.retry, horizon_s=max(1.0, deadline - time.monotonic()))
-    current.pipeline(client, should_stop, reports.append).run(sources)
+    # The retry horizon never outlives the deadline; every wait is bounded by ``stop``.
+    horizon = max(1.0, stop.remaining() or 1.0)
+    client.begin_run(stop, replace(client.retry, horizon_s=horizon))
+    summary = current.pipeline(client, stop, reports.append).run(sources)
     for report in reports:
         _log_object(report)
-    return reports
+    return reports, summary
 
 
 def _not_started(uri: str, error: str = "not started: the deadline was too close") -> ObjectReport:
@@ -269,7 +262,9 @@ def _not_started(uri: str, error: str = "not started: the deadline was too close
 
 
 def _log_object(report: ObjectReport) -> None:
-    level = logging.WARNING if report.status == "failed" else logging.INFO
+    level = logging.INFO
+    if report.status == "failed":
+        level = logging.WARNING if report.retryable else logging.ERROR
     log.log(level, "object " + report.status, extra={"fields": object_fields(report)})
     if report.status != "already_done":
         print(emf_line(report), flush=True)  # CloudWatch reads EMF from stdout
@@ -278,7 +273,8 @@ def _log_object(report: ObjectReport) -> None:
 def _response(invocation: Invocation, outcomes: dict[str | None, list[ObjectReport]]
               ) -> dict[str, Any] | None:
     def failed(reports: list[ObjectReport]) -> bool:
-        return any(r.status == "failed" for r in reports)
+        """Worth delivering again: a permanent failure is handled (recorded, dead-lettered)."""
+        return any(r.status == "failed" and r.retryable for r in reports)
 
     if invocation.kind == "sqs":
         return sqs_response([item_id for item_id, reports in outcomes.items()

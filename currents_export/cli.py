@@ -6,8 +6,10 @@ with ``--config`` (command line > environment > config file > default).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import signal
 import sys
 import tempfile
 import tomllib
@@ -21,7 +23,8 @@ import click
 import orjson
 
 from currents_export import __version__
-from currents_export.amplitude.client import AmplitudeClient, ConfigurationError
+from currents_export.amplitude.client import AmplitudeClient
+from currents_export.awserrors import explain
 from currents_export.backfill import (
     ProgressLine,
     dispatch_to_sqs,
@@ -43,6 +46,15 @@ from currents_export.config import (
 from currents_export.currents.reader import UnreadableObject, open_records
 from currents_export.currents.schemas import pii_fields
 from currents_export.deadletter import DeadLetterConfigError, open_dead_letter
+from currents_export.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED_TWICE,
+    EXIT_OK,
+    EXIT_UNFINISHED,
+    ConfigurationError,
+    CurrentsExportError,
+    OutputPathError,
+)
 from currents_export.ledger import LedgerConfigError, open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapper_for
 from currents_export.mapping.settings import MappingConfigError, mapping_options
@@ -56,11 +68,12 @@ from currents_export.sources.s3 import (
     objects_from_uris,
     s3_client,
 )
+from currents_export.stopping import Stop
 from currents_export.summary import ObjectReport, RunSummary
 
 ENV_PREFIX = "CURRENTS_EXPORT_"
 _MAPPING_META = "currents_export.mapping_options"  # ctx.meta key: the [mapping] options
-EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
+log = logging.getLogger("currents_export")
 
 
 def _env(name: str, *extra: str) -> list[str]:
@@ -195,11 +208,45 @@ def replay_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
                      help="Endpoint of an S3-compatible store."),
         click.option("--force", is_flag=True, envvar=_env("force"),
-                     help="Process objects even if the ledger says they are done."),
+                     help="Process objects even if the ledger says they are done (or failed "
+                          "permanently)."),
+        click.option("--retry-failed", is_flag=True, envvar=_env("retry_failed"),
+                     help="Try again the objects that failed permanently before (not Avro, "
+                          "corrupt, refused codec); see `currents-export status`."),
     ], command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Answers(click.Group):
+    """Every failure is an answer: one message naming what to fix and the documented exit
+    status, never a traceback (except with -vv)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except ConfigurationError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        except CurrentsExportError as exc:
+            _fail(str(exc), EXIT_UNFINISHED)
+        except Exception as exc:  # the last line of defence
+            known = explain(exc, "AWS")
+            if known is not None:
+                _fail(str(known), EXIT_CONFIG)
+            if isinstance(exc, OSError) and exc.filename:
+                _fail(f"{exc.filename}: {exc.strerror or exc}", EXIT_CONFIG)
+            _fail(f"unexpected {type(exc).__name__}: {exc} (this is a bug in "
+                  "currents-export; -vv shows the traceback)", EXIT_UNFINISHED)
+
+
+def _fail(message: str, status: int) -> None:
+    log.debug("the error in full", exc_info=True)
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(status)
+
+
+@click.group(cls=_Answers,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="currents-export")
 def main() -> None:
     """Move Braze Currents (Avro files) into Amplitude."""
@@ -229,23 +276,85 @@ def run_pipeline(
     workers: int = 1,
     on_object: Callable[[ObjectReport], None] | None = None,
 ) -> RunSummary:
-    """Build the pipeline(s) from the options and run them over ``objects``."""
-    with ExitStack() as stack:
-        new_pipeline = _pipeline_factory(settings, stack, on_object)
-        try:
-            if workers == 1:
-                return new_pipeline().run(objects)
-            return run_in_parallel(objects, workers, lambda shared: new_pipeline().run(shared))
-        except ConfigurationError as exc:
-            click.echo(f"Error: {exc}. Nothing was marked done.", err=True)
-            sys.exit(EXIT_CONFIG)
-        except LedgerConfigError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(EXIT_CONFIG)
+    """Build the pipeline(s) from the options and run them over ``objects``.
+
+    The first SIGINT/SIGTERM stops reading, saves progress and returns the summary; a
+    second one exits at once.
+    """
+    _check_output_paths(settings)
+    stop = Stop()
+    with ExitStack() as stack, _stop_on_signals(stop):
+        new_pipeline = _pipeline_factory(settings, stack, stop, on_object)
+        if workers == 1:
+            return new_pipeline().run(objects)
+        return run_in_parallel(objects, workers, lambda shared: new_pipeline().run(shared))
     raise AssertionError("unreachable")
 
 
-def _build_client(settings: dict[str, Any], stack: ExitStack) -> AmplitudeClient:
+@contextmanager
+def _stop_on_signals(stop: Stop) -> Iterator[None]:
+    """SIGINT/SIGTERM: the first asks the run to stop cleanly, a second exits at once."""
+
+    def handle(signum: int, _frame: object) -> None:
+        if stop.requested:
+            os.write(2, b"\ninterrupted again: exiting now\n")
+            os._exit(EXIT_INTERRUPTED_TWICE)
+        stop.request(f"interrupted by {signal.Signals(signum).name}")
+        os.write(2, b"\nstopping: saving progress and writing the summary "
+                    b"(press Ctrl-C again to quit at once)\n")
+
+    try:
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. embedded): no signal handling
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _check_output_paths(settings: dict[str, Any]) -> None:
+    """Fail before any work when an output cannot be written (not after a long run)."""
+    for option in ("summary_json", "output"):
+        value = settings.get(option)
+        if value:
+            _check_writable_file(value, "--" + option.replace("_", "-"))
+    state = settings.get("state") or ""
+    if state and "://" not in state:
+        _check_creatable_dir(Path(state).parent, "--state")
+    dead_letter = settings.get("dead_letter") or ""
+    if dead_letter and "://" not in dead_letter:
+        _check_creatable_dir(Path(dead_letter), "--dead-letter")
+
+
+def _check_writable_file(value: str, option: str) -> None:
+    path = Path(value)
+    if path.is_dir():
+        raise OutputPathError(f"{option} {value}: is a directory; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputPathError(f"{option} {value}: the folder {folder} does not exist; "
+                              "create it or choose another path")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputPathError(f"{option} {value}: not writable; choose another path")
+
+
+def _check_creatable_dir(folder: Path, option: str) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputPathError(f"{option} {folder}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{option} {folder}: {existing} is not writable; choose "
+                              "another path")
+
+
+def _build_client(
+    settings: dict[str, Any], stack: ExitStack, stop: Stop | None = None
+) -> AmplitudeClient:
     if not settings["api_key"]:
         raise click.UsageError(
             "no Amplitude API key: pass --api-key or set AMPLITUDE_API_KEY "
@@ -259,6 +368,7 @@ def _build_client(settings: dict[str, Any], stack: ExitStack) -> AmplitudeClient
         min_id_length=settings["min_id_length"],
         retry=RetryPolicy(horizon_s=settings["retry_horizon"]),
         throttle_pause_s=THROTTLE_PAUSE_S[api] if pause is None else pause,
+        stop=stop,
     )
     stack.callback(client.close)
     return client
@@ -267,14 +377,17 @@ def _build_client(settings: dict[str, Any], stack: ExitStack) -> AmplitudeClient
 def _pipeline_factory(
     settings: dict[str, Any],
     stack: ExitStack,
+    stop: Stop,
     on_object: Callable[[ObjectReport], None] | None = None,
 ) -> Callable[[], Pipeline]:
     """What every worker shares (client, ledger, dead letter, seen ids), and a constructor."""
-    client = None if settings["dry_run"] else _build_client(settings, stack)
+    client = None if settings["dry_run"] else _build_client(settings, stack, stop)
     try:
         ledger = open_ledger(settings["state"])
-        s3 = s3_client(settings["s3_endpoint_url"]) if settings["dead_letter"].startswith(
-            "s3://") else None
+        s3 = None
+        if settings["dead_letter"].startswith("s3://"):
+            s3 = s3_client(settings["s3_endpoint_url"])
+            _check_bucket(s3, settings["dead_letter"])
         dead_letter = open_dead_letter(settings["dead_letter"], s3_client=s3)
     except (LedgerConfigError, DeadLetterConfigError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -298,6 +411,8 @@ def _pipeline_factory(
             force=settings["force"],
             lanes=settings["lanes"],
             checkpoint_every=settings["checkpoint_every"],
+            retry_failed=settings["retry_failed"],
+            stop=stop,
             seen_ids=seen_ids,
             on_object=on_object,
         )
@@ -305,13 +420,40 @@ def _pipeline_factory(
     return new_pipeline
 
 
+def _check_bucket(s3: Any, uri: str) -> None:
+    """The dead-letter bucket must exist and be reachable before any work starts."""
+    bucket = uri[len("s3://"):].partition("/")[0]
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except Exception as exc:  # turned into an answer, or re-raised
+        known = explain(exc, f"--dead-letter {uri}")
+        if known is None:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket"):
+                raise ConfigurationError(
+                    f"--dead-letter {uri}: the bucket does not exist; create it or fix the "
+                    "name") from None
+            raise
+        raise known from None
+
+
 def _finish(summary: RunSummary, settings: dict[str, Any]) -> None:
+    """Print and write the summary (always), then exit with the documented status."""
     click.echo(summary.render())
     if settings["summary_json"]:
-        Path(settings["summary_json"]).write_bytes(
-            orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
-        )
-    sys.exit(EXIT_UNFINISHED if summary.objects_failed else EXIT_OK)
+        try:
+            Path(settings["summary_json"]).write_bytes(
+                orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
+            )
+        except OSError as exc:
+            click.echo(f"Error: --summary-json {settings['summary_json']}: "
+                       f"{exc.strerror or exc}", err=True)
+    if summary.configuration_error:
+        click.echo(f"Error: {summary.configuration_error}. Nothing more was marked done.",
+                   err=True)
+        sys.exit(EXIT_CONFIG)
+    failed = summary.objects_failed or summary.interrupted
+    sys.exit(EXIT_UNFINISHED if failed else EXIT_OK)
 
 
 @main.command()
@@ -376,13 +518,27 @@ def backfill(
 
 
 @main.command()
-@click.argument("dead_letter", type=click.Path(exists=True, file_okay=False))
+@click.argument("dead_letter")
 @click.option("--reason", "reasons", multiple=True,
               help="Only lines with this reason (repeatable); default: all.")
+@click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
+              help="Endpoint of an S3-compatible store (for an s3:// dead letter).")
 @amplitude_options
-def redrive(dead_letter: str, reasons: tuple[str, ...], **settings: Any) -> None:
-    """Re-send dead-lettered events; what gets delivered leaves the dead letter."""
+def redrive(
+    dead_letter: str, reasons: tuple[str, ...], s3_endpoint_url: str | None, **settings: Any
+) -> None:
+    """Re-send dead-lettered events from DEAD_LETTER (a directory or s3://BUCKET/PREFIX);
+    what gets delivered leaves the dead letter, what stays keeps its latest reason."""
+    from currents_export.deadletter import open_dead_letter_store
+
     _setup_logging(settings["verbose"])
+    try:
+        store = open_dead_letter_store(
+            dead_letter,
+            s3_client=s3_client(s3_endpoint_url) if dead_letter.startswith("s3://") else None,
+        )
+    except DeadLetterConfigError as exc:
+        raise click.UsageError(f"dead letter {exc}") from None
     with ExitStack() as stack:
         client = _build_client(settings, stack)
         redrive_run = Redrive(
@@ -390,7 +546,7 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], **settings: Any) -> None
             lanes=settings["lanes"], reasons=frozenset(reasons),
         )
         try:
-            summary = redrive_run.run(Path(dead_letter))
+            summary = redrive_run.run(store)
         except ConfigurationError as exc:
             click.echo(f"Error: {exc}. The dead letter was not changed.", err=True)
             sys.exit(EXIT_CONFIG)
@@ -400,7 +556,31 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], **settings: Any) -> None
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+    # Third-party wire logs (headers, credentials) stay quiet at every verbosity.
+    for name in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@main.command("status")
+@click.option("--state", default=DEFAULT_STATE_PATH, envvar=_env("state"), show_default=True,
+              help="The ledger to read: a SQLite file path or dynamodb://TABLE.")
+@click.option("--all", "show_all", is_flag=True, help="List the objects that are done too.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status_command(state: str, show_all: bool, as_json: bool) -> None:
+    """What the ledger knows: how many objects are done, in progress and failed, and for
+    each object not done why, where it was last read from and since when."""
+    from currents_export.status import StatusError, read_states, render_json, render_text
+
+    try:
+        states = read_states(state)
+    except StatusError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if as_json:
+        report = render_json(states, source=state, show_all=show_all)
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_text(states, source=state, show_all=show_all))
 
 
 @main.command()
@@ -525,7 +705,13 @@ def emulator(host: str, port: int, api_keys: tuple[str, ...]) -> None:
     from currents_export.amplitude.emulator import Emulator, EmulatorConfig
 
     config = EmulatorConfig(valid_api_keys=frozenset(api_keys) if api_keys else None)
-    server = Emulator(config, host=host, port=port)
+    try:
+        server = Emulator(config, host=host, port=port)
+    except OSError as exc:
+        problem = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc})"
+        raise ConfigurationError(
+            f"--port {port}: {host}:{port} {problem}; pass another --port (0 picks a free one)"
+        ) from None
     click.echo(f"Amplitude emulator listening on {server.url}  (inspect: {server.url}"
                "/_emulator/events); Ctrl-C to stop")
     try:

@@ -5,6 +5,12 @@ resolve them concurrently. Progress inside an object is checkpointed only for th
 of records already accounted for, after the dead letter is flushed, and an object is
 marked done only when every record is accounted for: a checkpoint is never ahead of
 delivered data, so a run killed at any instant resumes without losing anything.
+
+Faults are contained at the level ``currents_export.errors`` draws: a record that cannot
+be mapped is dead-lettered (``mapping_error``) and its object goes on; an object that fails
+for any reason is reported (retryable: pending; permanent: recorded and skipped later) and
+the run goes on; a configuration error, a stop (deadline, signal) or an Amplitude outage
+ends the run, with every object it did not reach reported as not started.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import IO, Any
 import orjson
 
 from currents_export.amplitude.batching import EventTooLarge, PendingEvent
-from currents_export.amplitude.client import AmplitudeClient, ConfigurationError, DeliveryFailed
+from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.lanes import Lanes
 from currents_export.amplitude.validation import INVALID_ID, id_problem
 from currents_export.config import (
@@ -28,8 +34,17 @@ from currents_export.config import (
     REQUEST_LIMITS,
     RequestLimits,
 )
-from currents_export.currents.reader import UnreadableObject, open_records
+from currents_export.currents.reader import open_records
 from currents_export.deadletter import DeadLetter
+from currents_export.errors import (
+    MAPPING_ERROR,
+    AmplitudeUnavailable,
+    ConfigurationError,
+    CurrentsExportError,
+    Interrupted,
+    UnreadableObject,
+    is_retryable,
+)
 from currents_export.ledger import Ledger
 from currents_export.ledger.base import AlreadyDone, LeaseError
 from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
@@ -41,18 +56,22 @@ from currents_export.progress import (
     ObjectProgress,
 )
 from currents_export.sources import SourceObject
+from currents_export.stopping import Stop
 from currents_export.summary import ObjectReport, RunSummary, Tally
 
 log = logging.getLogger(__name__)
 
 DRY_RUN = "dry_run"
 EVENT_TOO_LARGE = "event_too_large"
-_STOP_CHECK_EVERY = 256  # records between checks of ``should_stop``
+OBJECT_FAILED = "object_failed"  # dead-letter reason of a whole object that cannot be read
+_STOP_CHECK_EVERY = 256  # records between checks of the run's stop
 _VALID_IDS_REMEMBERED = 100_000
-
-
-class Interrupted(Exception):
-    """The run was asked to stop (a Lambda deadline): the object stays pending, resumable."""
+# An object whose records are overwhelmingly unusable is corrupt, not drifted: after this
+# many records, if more than this share could not be mapped, it stops as permanently failed
+# instead of flooding the dead letter.
+UNUSABLE_AFTER_RECORDS = 1_000
+UNUSABLE_SHARE = 0.9
+AMPLITUDE_DEDUP_DAYS = 7  # Amplitude drops a repeated insert_id only within this window
 
 
 @dataclass(slots=True)
@@ -86,21 +105,33 @@ class Pipeline:
     force: bool = False
     lanes: int = DEFAULT_LANES
     checkpoint_every: int = 10_000  # records accounted for between progress checkpoints
-    should_stop: Callable[[], bool] | None = None  # e.g. "the Lambda deadline is near"
+    retry_failed: bool = False  # try objects the ledger says failed permanently again
+    stop: Stop | None = None  # a deadline or a signal; the client's when there is a client
     on_object: Callable[[ObjectReport], None] | None = None  # progress display, logs
     seen_ids: set[str] = field(default_factory=set)
     _seen_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _lanes: Lanes[EventRef] | None = field(default=None, init=False)
     _valid_ids: set[str] = field(default_factory=lambda: {""}, init=False)
+    _last_report: ObjectReport = field(default_factory=ObjectReport, init=False)
 
     @property
     def dry_run(self) -> bool:
         return self.client is None
 
+    def __post_init__(self) -> None:
+        if self.stop is None:
+            self.stop = self.client.stop if self.client is not None else Stop()
+
+    @property
+    def _stop(self) -> Stop:
+        assert self.stop is not None  # set by __post_init__
+        return self.stop
+
     def run(self, objects: Iterable[SourceObject]) -> RunSummary:
         """Process every object; one failing object never stops the others.
 
-        ConfigurationError (Amplitude refused the set-up) stops the run at once.
+        A configuration error, a stop or an Amplitude outage ends the run: the objects not
+        reached are reported as not started (pending), and the summary says why.
         """
         summary = RunSummary(dry_run=self.dry_run)
         started = time.monotonic()
@@ -112,41 +143,64 @@ class Pipeline:
                 on_delivered=self._delivered,
                 on_rejected=self._rejected,
                 horizon_s=self.client.retry.horizon_s,
-                should_stop=self.should_stop,
             )
+        ended: str | None = None  # why the run stopped early
         try:
             for source in objects:
-                report = self.process(source)
-                summary.add(report)
-                if self.on_object is not None:
-                    self.on_object(report)
+                if ended is None and self._stop.stopped:
+                    ended = f"not started: {self._stop.why()}"
+                if ended is not None:
+                    self._report(summary, ObjectReport(
+                        object=source.uri, event_type=source.key_event_type, status="failed",
+                        error=ended, not_started=True))
+                    continue
+                try:
+                    report = self.process(source)
+                except ConfigurationError as exc:
+                    summary.configuration_error = str(exc)
+                    ended = "not started: the configuration must be fixed first"
+                    report = self._last_report
+                except AmplitudeUnavailable as exc:
+                    ended = f"not started: {exc}"
+                    report = self._last_report
+                self._report(summary, report)
         finally:
             if self._lanes is not None:
                 self._lanes.close()
                 self._lanes = None
             summary.elapsed_s = time.monotonic() - started
+            summary.interrupted = self._stop.requested
             self.dead_letter.flush()
             summary.dead_letter_file = self.dead_letter.location
         return summary
 
+    def _report(self, summary: RunSummary, report: ObjectReport) -> None:
+        summary.add(report)
+        if self.on_object is not None:
+            self.on_object(report)
+
     def process(self, source: SourceObject) -> ObjectReport:
-        report = ObjectReport(object=source.uri, event_type=source.key_event_type)
-        if self.ledger is not None and not self.force and self.ledger.is_done(source.uri):
-            report.status = "already_done"
+        """Run one object; any failure becomes its report. Raises only ConfigurationError
+        and AmplitudeUnavailable (after reporting the object in ``_last_report``): those
+        end the run."""
+        report = self._last_report = ObjectReport(
+            object=source.uri, event_type=source.key_event_type)
+        try:
+            resume = self._begin(source, report)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # e.g. an object outside the layout that cannot be read
+            report.status, report.error = "failed", str(exc) or type(exc).__name__
+            report.retryable = is_retryable(exc)
+            _log_failure(source, report)
+            if not report.retryable:
+                self._dead_letter_object(source, report)
             return report
-        resume = None
-        if self.ledger is not None and not self.dry_run:
-            try:
-                resume = self.ledger.begin(source.uri, restart=self.force)
-            except AlreadyDone:  # finished by another worker since is_done() was asked
-                report.status = "already_done"
-                return report
-            except LeaseError as exc:  # another worker has it now; try again later
-                report.status, report.error = "failed", str(exc)
-                log.warning("%s: %s", source.uri, exc)
-                return report
+        if report.status != "done":  # already done, skipped, or another worker has it
+            return report
+        identity = report.identity
         progress = ObjectProgress(
-            source.uri,
+            identity,
             Checkpoint(resume.next_index, Tally.from_json(resume.figures)) if resume else None,
         )
         report.resumed = progress.resumed_from
@@ -157,24 +211,66 @@ class Pipeline:
                 if self._lanes is not None:
                     self._lanes.drain()
             self.dead_letter.flush()
-        except ConfigurationError as exc:
-            self._finish(source, report, progress, error=str(exc))
+        except (ConfigurationError, AmplitudeUnavailable) as exc:
+            self._finish(source, report, progress, error=exc)
             raise
-        except (UnreadableObject, DeliveryFailed, Interrupted, LeaseError, OSError) as exc:
-            report.retryable = not (
-                isinstance(exc, UnreadableObject) or getattr(exc, "permanent", False)
-            )
-            self._finish(source, report, progress, error=str(exc))
+        except Exception as exc:  # contain every fault at the object
+            if not isinstance(exc, (OSError, CurrentsExportError)):
+                log.debug("%s failed unexpectedly", source.uri, exc_info=True)
+            self._finish(source, report, progress, error=exc)
             return report
         self._finish(source, report, progress)
         return report
+
+    def _begin(self, source: SourceObject, report: ObjectReport) -> Any:
+        """Look the object up in the ledger and claim it; returns where to resume.
+
+        Leaves ``report.status`` "done" when the object is to be processed now.
+        """
+        report.identity = identity = source.uri if self.ledger is None else source.identity
+        if self.ledger is None:
+            return None
+        state = self.ledger.state(identity, legacy_id=source.uri)
+        if state is not None and state.status == "done":
+            if not self.force:
+                report.status = "already_done"
+                return None
+            self._warn_redo(source, state)
+        if (state is not None and state.status == "failed" and state.permanent
+                and not (self.retry_failed or self.force)):
+            report.status, report.error = "skipped_failed", state.error
+            return None
+        if self.dry_run:
+            return None
+        try:
+            return self.ledger.begin(identity, location=source.uri, legacy_id=source.uri,
+                                     restart=self.force)
+        except AlreadyDone:  # finished by another worker since the look-up
+            report.status = "already_done"
+        except LeaseError as exc:  # another worker has it now; try again later
+            report.status, report.error = "failed", str(exc)
+            log.warning("%s: %s", source.uri, exc)
+        return None
+
+    def _warn_redo(self, source: SourceObject, state: Any) -> None:
+        finished = state.finished_at or state.updated_at
+        age_days = (time.time() - finished) / 86_400
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(finished))
+        if age_days > AMPLITUDE_DEDUP_DAYS:
+            log.warning(
+                "%s: --force redoes an object finished %s (%.0f days ago); Amplitude removes "
+                "repeated insert_ids only for %d days, so its events will be counted twice",
+                source.uri, when, age_days, AMPLITUDE_DEDUP_DAYS)
+        else:
+            log.warning("%s: --force redoes an object finished %s (%.1f days ago); Amplitude "
+                        "drops the repeats by insert_id", source.uri, when, age_days)
 
     def _finish(
         self,
         source: SourceObject,
         report: ObjectReport,
         progress: ObjectProgress,
-        error: str | None = None,
+        error: BaseException | None = None,
     ) -> None:
         tally, report.pending = progress.totals()
         report.add_tally(tally)
@@ -183,17 +279,35 @@ class Pipeline:
             report.requests, report.retries = self._lanes.take_stats()
         if error is None:
             if self.ledger is not None and not self.dry_run:
-                self.ledger.complete(source.uri, report.figures())
+                self.ledger.complete(progress.object_id, report.figures())
             return
         report.status = "failed"
-        report.error = error
-        log.error("%s: %s", source.uri, error)
+        report.error = str(error) or type(error).__name__
+        report.retryable = is_retryable(error) or isinstance(error, ConfigurationError)
+        _log_failure(source, report)
+        if not report.retryable:
+            self._dead_letter_object(source, report)
         if self.ledger is not None and not self.dry_run:
             try:
                 self._checkpoint(progress)
-                self.ledger.fail(source.uri, error)
+                self.ledger.fail(progress.object_id, report.error,
+                                 permanent=not report.retryable)
             except LeaseError as exc:  # another worker owns the object now: leave it be
                 log.warning("%s: %s", source.uri, exc)
+            except Exception as exc:  # the report says it failed anyway
+                log.error("%s: could not record the failure in the ledger (%s)",
+                          source.uri, exc)
+
+    def _dead_letter_object(self, source: SourceObject, report: ObjectReport) -> None:
+        """One dead-letter line for an object that can never be read, so it is not lost
+        from sight (``status`` lists it too)."""
+        try:
+            self.dead_letter.write(
+                reason=OBJECT_FAILED, detail=report.error or "", object_name=source.uri,
+                record_index=-1, event_type=report.event_type or "", record=None, event=None)
+            self.dead_letter.flush()
+        except Exception as exc:  # the ledger and the report still say it
+            log.error("%s: could not write the dead letter (%s)", source.uri, exc)
 
     def _resolve(
         self,
@@ -223,33 +337,56 @@ class Pipeline:
             progress.saved_index = checkpoint.next_index
 
     def _read(self, source: SourceObject, report: ObjectReport, progress: ObjectProgress) -> None:
+        stop = self._stop
         with source.open() as fileobj:
             stream = open_records(fileobj, source.uri, source.key_event_type)
             report.event_type = stream.event_type
             mapper = mapper_for(stream.event_type, self.options, stream.float_fields)
+            read = unusable = 0
             for index, record in enumerate(stream.records):
                 if index < progress.resumed_from:
                     self._repeated(record.get("id"))  # accounted for by an earlier attempt
                     continue
                 progress.read()
-                if self.should_stop is not None and index % _STOP_CHECK_EVERY == 0 and (
-                    self.should_stop()
-                ):
+                read += 1
+                if index % _STOP_CHECK_EVERY == 0 and stop.stopped:
                     raise Interrupted(
-                        "stopped before the deadline; progress is saved and the object "
-                        "resumes on its next delivery"
+                        f"{stop.why()}: progress is saved and the object resumes on its "
+                        "next run"
                     )
                 if self._repeated(record.get("id")):
                     self._resolve(progress, index, DUPLICATE)
                     continue
-                result = mapper.map(record)
+                try:
+                    result = mapper.map(record)
+                    if isinstance(result, Mapped):
+                        payload = self._checked_payload(result.event)
+                except Exception as exc:  # one bad record never stops its object
+                    unusable += 1
+                    self._dead_letter(progress, source.uri, stream.event_type, index, record,
+                                      None, MAPPING_ERROR, f"{type(exc).__name__}: {exc}")
+                    if read >= UNUSABLE_AFTER_RECORDS and unusable > UNUSABLE_SHARE * read:
+                        raise UnreadableObject(
+                            f"{source.uri}: {unusable} of the first {read} records could not "
+                            f"be mapped (last: {type(exc).__name__}: {exc}); the object looks "
+                            "corrupt and is not read further"
+                        ) from exc
+                    continue
                 if isinstance(result, Mapped):
-                    self._route(progress, source.uri, stream.event_type, index, record, result)
+                    self._route(progress, source.uri, stream.event_type, index, record,
+                                result, payload)
                 elif isinstance(result, Rejected):
                     self._dead_letter(progress, source.uri, stream.event_type, index, record,
                                       None, result.reason, result.detail)
                 else:
                     self._resolve(progress, index, SKIPPED, result.reason)
+
+    def _checked_payload(self, event: dict[str, Any]) -> bytes | str:
+        """The event as sent, or the reason its ids are refused (a str)."""
+        problem = self._id_problem(event)
+        if problem:
+            return problem
+        return orjson.dumps(event)
 
     def _repeated(self, event_id: object) -> bool:
         """True when this Braze event id was already seen in this run (at-least-once copies)."""
@@ -269,15 +406,14 @@ class Pipeline:
         index: int,
         record: dict[str, Any],
         mapped: Mapped,
+        payload: bytes | str,
     ) -> None:
-        """Validate, write to --output, and hand the event to the lanes (or count a dry run)."""
+        """Write to --output and hand the event to the lanes (or count a dry run)."""
         event = mapped.event
-        problem = self._id_problem(event)
-        if problem:
+        if isinstance(payload, str):  # ids Amplitude would refuse
             self._dead_letter(progress, object_name, event_type, index, record, event,
-                              INVALID_ID, problem, mapped.warnings)
+                              INVALID_ID, payload, mapped.warnings)
             return
-        payload = orjson.dumps(event)
         if progress.newest_event_ms is None or event["time"] > progress.newest_event_ms:
             progress.newest_event_ms = event["time"]
         if self.output is not None:
@@ -345,3 +481,8 @@ class Pipeline:
             event=event,
         )
         self._resolve(progress, index, DEAD_LETTERED, reason, warnings)
+
+
+def _log_failure(source: SourceObject, report: ObjectReport) -> None:
+    error = report.error or ""
+    log.error("%s", error if source.uri in error else f"{source.uri}: {error}")

@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ObjectStatus = Literal["done", "already_done", "failed"]
+# skipped_failed: the ledger says the object failed permanently before (--retry-failed).
+ObjectStatus = Literal["done", "already_done", "skipped_failed", "failed"]
 
 
 @dataclass(slots=True)
@@ -85,6 +86,8 @@ class ObjectReport(Tally):
     newest_event_ms: int | None = None  # the latest event time sent (for the delivery lag)
     error: str | None = None
     retryable: bool = True  # False when trying again cannot help (not Avro, no such key)
+    not_started: bool = False  # failed without being read: the run stopped before it
+    identity: str = ""  # how the ledger knows it (see SourceObject.identity)
 
     def figures(self) -> dict[str, Any]:
         return {"event_type": self.event_type, **self.tally_json()}
@@ -105,20 +108,34 @@ class RunSummary(Tally):
     objects_done: int = 0
     objects_already_done: int = 0
     objects_failed: int = 0
+    objects_failed_permanently: int = 0  # of objects_failed: recorded, skipped by later runs
+    objects_not_started: int = 0  # of objects_failed: the run stopped before reading them
+    objects_skipped_failed: int = 0  # failed permanently in an earlier run: not tried again
     pending_records: int = 0
     resumed_records: int = 0
     elapsed_s: float = 0.0
     by_event_type: dict[str, TypeTotals] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
     dead_letter_file: str | None = None
+    configuration_error: str | None = None  # what stopped the run (exit 2)
+    interrupted: bool = False  # a signal stopped the run
 
     def add(self, report: ObjectReport) -> None:
         if report.status == "already_done":
             self.objects_already_done += 1
             return
+        if report.status == "skipped_failed":
+            self.objects_skipped_failed += 1
+            return
         if report.status == "failed":
             self.objects_failed += 1
-            self.failures.append({"object": report.object, "error": report.error or ""})
+            if report.not_started:
+                self.objects_not_started += 1
+                return
+            if not report.retryable:
+                self.objects_failed_permanently += 1
+            self.failures.append({"object": report.object, "error": report.error or "",
+                                  "retryable": report.retryable})
         else:
             self.objects_done += 1
         self.add_tally(report)
@@ -137,6 +154,11 @@ class RunSummary(Tally):
         self.objects_done += other.objects_done
         self.objects_already_done += other.objects_already_done
         self.objects_failed += other.objects_failed
+        self.objects_failed_permanently += other.objects_failed_permanently
+        self.objects_not_started += other.objects_not_started
+        self.objects_skipped_failed += other.objects_skipped_failed
+        self.configuration_error = self.configuration_error or other.configuration_error
+        self.interrupted = self.interrupted or other.interrupted
         self.pending_records += other.pending_records
         self.resumed_records += other.resumed_records
         self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
@@ -156,6 +178,9 @@ class RunSummary(Tally):
             "objects_done": self.objects_done,
             "objects_already_done": self.objects_already_done,
             "objects_failed": self.objects_failed,
+            "objects_failed_permanently": self.objects_failed_permanently,
+            "objects_not_started": self.objects_not_started,
+            "objects_skipped_failed": self.objects_skipped_failed,
             **self.tally_json(),
             "pending_records": self.pending_records,
             "resumed_records": self.resumed_records,
@@ -173,6 +198,8 @@ class RunSummary(Tally):
             },
             "failures": self.failures,
             "dead_letter_file": self.dead_letter_file,
+            "configuration_error": self.configuration_error,
+            "interrupted": self.interrupted,
         }
 
     def render(self) -> str:
@@ -213,7 +240,22 @@ class RunSummary(Tally):
         if self.pending_records:
             out.append(f"pending (read, not finished; retried next run): {self.pending_records}")
         for failure in self.failures:
-            out.append(f"FAILED {failure['object']}: {failure['error']}")
+            kind = "FAILED" if failure.get("retryable", True) else "FAILED (permanent)"
+            out.append(f"{kind} {failure['object']}: {failure['error']}")
+        if self.objects_failed_permanently:
+            out.append(f"{self.objects_failed_permanently} objects failed permanently: later "
+                       "runs skip them (see `currents-export status`; --retry-failed tries "
+                       "them again)")
+        if self.objects_not_started:
+            out.append(f"not started: {self.objects_not_started} objects (pending; the next "
+                       "run processes them)")
+        if self.objects_skipped_failed:
+            out.append(f"skipped: {self.objects_skipped_failed} objects that failed "
+                       "permanently before (see `currents-export status`; --retry-failed)")
+        if self.interrupted:
+            out.append("interrupted: progress is saved; run the same command again to resume")
+        if self.configuration_error:
+            out.append(f"stopped: {self.configuration_error}")
         if self.dry_run:
             out.append("dry run: nothing was sent and nothing was marked done")
         return "\n".join(out)

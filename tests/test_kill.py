@@ -86,7 +86,8 @@ def test_sigkill_at_several_points_then_resume(tmp_path: Path) -> None:
         # Slow every request a little so that the kills land in the middle of the work.
         emulator.set_faults([{"action": "delay", "delay_s": 0.25}])
         command = replay_command(emulator, tmp_path)
-        big = str(files[0].path.resolve())  # the 24,000-event object's id in the ledger
+        # The 24,000-event object's id in the ledger: its Currents identity.
+        big = find_local_objects([files[0].path])[0].identity
         kills = [kill_after_progress(command, tmp_path / "state.sqlite", big)
                  for _ in range(3)]
         # Three kills, each in the middle of the object, each after further progress.
@@ -120,7 +121,7 @@ def test_sigkill_at_several_points_then_resume(tmp_path: Path) -> None:
     ledger = SqliteLedger(tmp_path / "state.sqlite")
     for source, fixture in zip(find_local_objects([tmp_path / "bucket"]),
                                sorted(files, key=lambda f: f.path), strict=True):
-        row = ledger.status(source.uri)
+        row = ledger.status(source.identity)
         assert row is not None and row["status"] == "done"
         tally = Tally.from_json(orjson.loads(row["figures"]))
         assert tally.records == fixture.records

@@ -19,6 +19,7 @@ from test_replay import read_all
 from currents_export import aws_lambda
 from currents_export.amplitude.emulator import Emulator
 from currents_export.currents.fixtures import FixtureFile, generate_fixtures
+from currents_export.currents.keys import currents_identity
 from currents_export.ledger import open_ledger
 
 BUCKET = "acme-currents"
@@ -133,7 +134,7 @@ def test_sqs_notifications_processed_once_even_when_delivered_twice(
     assert SECRET_KEY not in stdout
 
     ledger = open_ledger(f"dynamodb://{TABLE}")
-    assert all(ledger.is_done(f"s3://{BUCKET}/{f.key}") for f in files)
+    assert all(ledger.is_done(f"currents:{currents_identity(f.key)}") for f in files)
 
     # Redelivering the whole batch sends nothing more.
     before = len(emulator.requests_log())
@@ -192,7 +193,7 @@ def test_a_short_deadline_saves_progress_and_the_redelivery_resumes(
     result, _ = invoke(event, Context(remaining_ms=7_000))
     assert result == {"batchItemFailures": [{"itemIdentifier": message_id}]}
     ledger = open_ledger(f"dynamodb://{TABLE}")
-    uri = f"s3://{BUCKET}/{files[0].key}"
+    uri = f"currents:{currents_identity(files[0].key)}"
     assert not ledger.is_done(uri)
 
     emulator.clear_faults()
@@ -236,3 +237,70 @@ def test_configuration_errors_name_the_variable(
     aws_lambda.reset_runtime()
     with pytest.raises(aws_lambda.LambdaConfigError, match="AMPLITUDE_API"):
         aws_lambda.handler({"Records": []}, Context())
+
+
+def test_an_amplitude_answering_503_forever_cannot_make_the_lambda_overrun(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retries and backoff are bounded by the deadline: the handler returns at the margin
+    with the checkpoint saved, and the redelivery resumes from it."""
+    monkeypatch.setenv("CURRENTS_EXPORT_LANES", "1")  # requests in record order
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path, events_per_type=7_000, seed=46, files_per_type=1,
+                              event_types=["users.behaviors.CustomEvent"])
+    upload(stack, files)
+    event = sqs_event(stack)
+    message_id = next(r["messageId"] for r in event["Records"]
+                      if "Records" in json.loads(r["body"]))
+    # Two requests get through (a checkpoint is saved), then Amplitude fails for good.
+    emulator.set_faults([{"action": "status", "status": 503, "after": 2}])
+    # 8 s left, 5 s margin: the default 900 s retry horizon would overrun by far.
+    result, stdout = invoke(event, Context(remaining_ms=8_000))
+    assert result == {"batchItemFailures": [{"itemIdentifier": message_id}]}
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    failed = next(line for line in lines if line.get("message") == "object failed")
+    # Stopped by the deadline, or by the horizon, which the deadline bounds.
+    assert "deadline" in failed["error"] or "unavailable since" in failed["error"]
+    identity = f"currents:{currents_identity(files[0].key)}"
+    state = open_ledger(f"dynamodb://{TABLE}").state(identity)
+    assert state is not None and state.status == "failed" and not state.permanent
+    assert state.next_index > 0  # progress was checkpointed before returning
+
+    emulator.clear_faults()
+    result, stdout = invoke(event)
+    assert result == {"batchItemFailures": []}
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+
+
+def test_an_object_that_can_never_be_read_is_handled_not_redelivered(
+    stack: dict, emulator: Emulator, tmp_path: Path
+) -> None:
+    files = generate_fixtures(tmp_path, events_per_type=20, seed=47, files_per_type=1,
+                              event_types=["users.messages.email.Send"])
+    upload(stack, files)
+    broken_key = files[0].key.replace(".avro", "-broken.avro")
+    stack["s3"].put_object(Bucket=BUCKET, Key=broken_key, Body=b"<html>not avro</html>")
+    event = sqs_event(stack)
+    result, stdout = invoke(event)
+    # Redelivering it ten times cannot help: it is reported handled...
+    assert result == {"batchItemFailures": []}
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    # ...with an error log line, a metric,
+    error = next(line for line in lines if line.get("message") == "object failed")
+    assert error["level"] == "ERROR" and error["permanent"] is True
+    assert broken_key in error["object"] and "not an Avro container" in error["error"]
+    emf = [line for line in lines if "_aws" in line and line.get("ObjectsFailedPermanently")]
+    assert len(emf) == 1
+    # ...an object-level dead-letter entry,
+    s3 = stack["s3"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="dead-letter/")
+            .get("Contents", [])]
+    entries = [json.loads(line) for key in keys
+               for line in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().splitlines()]
+    assert [(e["reason"], e["object"]) for e in entries] == [
+        ("object_failed", f"s3://{BUCKET}/{broken_key}")]
+    # ...and the ledger, which later notifications of the same object respect.
+    state = open_ledger(f"dynamodb://{TABLE}").state(
+        f"currents:{currents_identity(broken_key)}")
+    assert state is not None and state.permanent

@@ -40,6 +40,7 @@ def replay_config(
     *extra: str, env: dict[str, str] | None = None,
 ) -> tuple[Result, dict[str, Any]]:
     summary_path = work / "summary.json"
+    work.mkdir(parents=True, exist_ok=True)
     args = [
         "replay", *map(str, paths), "--api-key", API_KEY, "--amplitude-url", emulator.url,
         "--state", str(work / "state.sqlite"), "--dead-letter", str(work / "dead-letter"),

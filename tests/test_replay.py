@@ -190,7 +190,12 @@ def test_a_bad_file_is_reported_by_name_and_the_others_finish(
     # Records read before the truncation point were delivered, not left pending.
     assert summary["pending_records"] == 0
 
+    # Both failed permanently: later runs skip them (and say so) unless asked to retry.
     again, summary = replay(emulator, tmp_path, tmp_path / "bucket")
+    assert again.exit_code == 0
+    assert summary["objects_already_done"] == len(files) and summary["objects_failed"] == 0
+    assert summary["objects_skipped_failed"] == 2
+    again, summary = replay(emulator, tmp_path, tmp_path / "bucket", extra=("--retry-failed",))
     assert again.exit_code == 1
     assert summary["objects_already_done"] == len(files) and summary["objects_failed"] == 2
 
@@ -207,7 +212,10 @@ def test_invalid_api_key_stops_with_exit_2_and_marks_nothing_done(
         assert result.exit_code == 2
         assert "rejected the API key" in result.output
         assert API_KEY not in result.output
-        assert summary == {}
+        # The summary is still written: nothing done, the reason named.
+        assert summary["objects_done"] == 0 and summary["delivered"] == 0
+        assert "rejected the API key" in summary["configuration_error"]
+        assert API_KEY not in str(summary)
         ok, summary = replay(emulator, tmp_path, tmp_path / "bucket",
                              extra=("--api-key", "the-right-key"))
         assert ok.exit_code == 0 and summary["objects_done"] == 2
@@ -236,8 +244,10 @@ def test_events_amplitude_refuses_are_dead_lettered_with_the_reason(
     assert all(e.get("device_id") != silenced for e in stored_events(emulator))
     assert len(stored_events(emulator)) == summary["delivered"]
 
-    [dead_letter_file] = (tmp_path / "dead-letter").glob("*.jsonl")
-    lines = [orjson.loads(line) for line in dead_letter_file.read_bytes().splitlines()]
+    # One closed file per flush (each object that had refused events), never a .part.
+    assert not list((tmp_path / "dead-letter").glob("*.part"))
+    lines = [orjson.loads(line) for path in sorted((tmp_path / "dead-letter").glob("*.jsonl"))
+             for line in path.read_bytes().splitlines()]
     assert len(lines) == refused
     for line in lines:
         assert line["reason"] == "amplitude_silenced_device"
@@ -281,7 +291,7 @@ def test_unreachable_amplitude_leaves_objects_pending(emulator: Emulator, tmp_pa
     assert summary["objects_failed"] == 2 and summary["delivered"] == 0
     assert summary["pending_records"] > 0
     assert_balanced(summary)
-    assert "stays pending" in summary["failures"][0]["error"]
+    assert "stay pending" in summary["failures"][0]["error"]
     ok, summary = replay(emulator, tmp_path, tmp_path / "bucket",
                          extra=("--dead-letter", str(tmp_path / "dl")))
     assert ok.exit_code == 0 and summary["objects_done"] == 2 and summary["delivered"] > 0

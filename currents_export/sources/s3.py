@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,12 +57,21 @@ class S3Location:
 def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
     """A boto3 S3 client with botocore's standard retries and sane timeouts."""
     config = Config(
-        retries={"mode": "standard", "max_attempts": 10},
+        # botocore's standard retries; AWS_MAX_ATTEMPTS lowers them (an unreachable endpoint
+        # costs about 30 s of backoff at 10 attempts).
+        retries={"mode": "standard", "max_attempts": _max_attempts()},
         connect_timeout=10,
         read_timeout=120,
         max_pool_connections=32,
     )
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+def _max_attempts() -> int:
+    try:
+        return max(1, int(os.environ.get("AWS_MAX_ATTEMPTS", "10")))
+    except ValueError:
+        return 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +127,17 @@ def s3_object(
     etag: str | None = None,
     version_id: str | None = None,
 ) -> SourceObject:
+    """One S3 object. Outside the Currents layout its identity is ``s3etag:<ETag>`` when the
+    ETag is known (the same for a byte-identical copy uploaded the same way: a multipart
+    upload's ETag depends on its part size, and SSE-KMS ETags are not content digests, so
+    such copies may count as new objects), else the SHA-256 of its content."""
+    tag = (etag or "").strip('"')
     return SourceObject(
         uri=f"s3://{bucket}/{key}",
         key=key,
         size=size,
         opener=partial(_open, client, bucket, key, version_id),
+        fingerprint=f"s3etag:{tag}" if tag else None,
     )
 
 
