@@ -41,12 +41,12 @@ class _Server:
                 payload = step.body if step.body is not None else orjson.dumps(
                     {"code": step.status, "events_ingested": len(body.get("events", []))}
                 )
+                if step.status == 200:  # before answering: the client may send at once
+                    owner.finished(body)
                 self.send_response(step.status)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-                if step.status == 200:
-                    owner.finished(body)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
