@@ -364,3 +364,28 @@ def test_the_ledger_keeps_the_failure_reason(emulator: Emulator, tmp_path: Path)
     assert state.status == "failed" and not state.permanent
     assert "unavailable since" in (state.error or "")
     assert state.location == str(files[0].path.resolve())
+
+
+def test_an_object_of_overwhelmingly_unusable_records_stops_instead_of_flooding(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    import fastavro
+
+    [good] = fixtures(tmp_path / "bucket", events=1_500, files_per_type=1)
+    with good.path.open("rb") as stream:
+        reader = fastavro.reader(stream)
+        schema, records = reader.writer_schema, list(reader)
+    # Properties nested deeper than any JSON encoder accepts: every record fails to map.
+    deep = '{"a":' * 300 + "1" + "}" * 300
+    bad_path = good.path.with_name("unusable+0+1.avro")
+    with bad_path.open("wb") as out:
+        fastavro.writer(out, schema, [{**r, "properties": deep} for r in records])
+    good.path.unlink()
+    result, summary = replay(emulator, tmp_path, tmp_path / "bucket")
+    assert result.exit_code == 1
+    assert summary["objects_failed_permanently"] == 1
+    [failure] = summary["failures"]
+    assert "could not be mapped" in failure["error"] and "unusable+0+1.avro" in failure["error"]
+    # It stopped after the first thousand, not after 1,500 dead-lettered records.
+    assert summary["dead_lettered"]["mapping_error"] <= 1_000
+    assert summary["pending_records"] + summary["records"] <= 1_000
