@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from records import minimal_record
 
-from currents_export.currents.schemas import known_event_types
+from currents_export.currents.schemas import event_type_fields, known_event_types
 from currents_export.mapping import (
     NO_IDENTITY,
     PROPERTIES_NOT_JSON,
@@ -17,6 +24,7 @@ from currents_export.mapping import (
     float32,
     mapper_for,
 )
+from currents_export.mapping.mapper import TypeRule, UserProperties
 from currents_export.mapping.names import BRAZE_DISPLAY_NAMES
 
 BRAZE = MappingOptions()
@@ -269,3 +277,214 @@ def test_unknown_future_type_gets_a_generic_mapping() -> None:
 def test_unknown_profile_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="braze or plain"):
         MappingOptions(profile="fancy")  # type: ignore[arg-type]
+
+
+# ---- schema drift: a field's type changed ---------------------------------------------------
+
+MAPPING_ERROR = "mapping_error"  # currents_export.errors.MAPPING_ERROR
+SALTED = MappingOptions(pii={"external_user_id": "hash", "email_address": "hash"},
+                        pii_salt=b"pepper")
+
+
+def test_ids_given_as_integers_become_strings() -> None:
+    event = mapped("users.messages.email.Open", id=1234567, external_user_id=42_000_017,
+                   device_id=991_002, user_id=77)
+    assert event["insert_id"] == "1234567"
+    assert event["user_id"] == "42000017"
+    assert event["device_id"] == "991002"
+    assert event["event_properties"]["braze_id"] == "77"
+    orjson.dumps(event)
+
+
+@pytest.mark.parametrize("field", ["id", "external_user_id", "device_id", "user_id"])
+@pytest.mark.parametrize("value", [True, 1.5, ["cust_1"], {"id": "x"}, b"\x01\x02"],
+                         ids=["bool", "float", "list", "dict", "bytes"])
+def test_ids_that_are_not_strings_or_integers_are_refused_naming_the_field(
+    field: str, value: object
+) -> None:
+    record = minimal_record("users.messages.email.Open", **{field: value})
+    result = mapper_for("users.messages.email.Open", BRAZE).map(record)
+    assert isinstance(result, Rejected)
+    assert result.reason == MAPPING_ERROR
+    assert result.detail.startswith(f"{field} is a {type(value).__name__} (")
+
+
+def test_hashing_accepts_ids_and_personal_fields_that_are_numbers() -> None:
+    event = mapped("users.messages.email.Open", SALTED, external_user_id=42,
+                   email_address=1234)
+    assert event["user_id"] == SALTED.hash_value("42") == SALTED.hash_value(42)
+    assert event["event_properties"]["email_address"] == SALTED.hash_value("1234")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"time": "1768471200"}, 1_768_471_200_000),
+        ({"time": " 1768471200.5 "}, 1_768_471_200_500),
+        ({"time": 1_768_471_200.25}, 1_768_471_200_250),
+        ({"time": Decimal("1768471200.125")}, 1_768_471_200_125),
+        ({"time": datetime(2026, 1, 15, 10, tzinfo=UTC)}, 1_768_471_200_000),
+        ({"time": datetime(2026, 1, 15, 10)}, 1_768_471_200_000),  # naive means UTC
+        ({"time_ms": "1768471200123"}, 1_768_471_200_123),
+        ({"time_ms": 1_768_471_200_123.4}, 1_768_471_200_123),
+        ({"time_ms": "soon", "time": 1_768_471_200}, 1_768_471_200_000),  # falls back
+    ],
+)
+def test_times_given_as_numeric_strings_floats_or_datetimes_become_integer_ms(
+    values: dict[str, Any], expected: int
+) -> None:
+    event = mapped("users.behaviors.app.SessionStart", **values)
+    assert event["time"] == expected and type(event["time"]) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("yesterday", "str ('yesterday')"), (True, "bool (True)"), (float("nan"), "float (nan)"),
+     ([1_768_471_200], "list ([1768471200])"), (10**30, "int (" + "1" + "0" * 30 + ")")],
+)
+def test_times_that_are_not_numbers_are_rejected_saying_what_they_were(
+    value: object, shown: str
+) -> None:
+    record = minimal_record("users.behaviors.app.SessionStart", time=value)
+    result = mapper_for("users.behaviors.app.SessionStart", BRAZE).map(record)
+    assert result == Rejected("no_time", f"no usable timestamp: time is a {shown}")
+
+
+def test_properties_given_as_a_map_are_merged_like_parsed_json() -> None:
+    result = mapper_for("users.behaviors.CustomEvent", BRAZE).map(minimal_record(
+        "users.behaviors.CustomEvent", properties={"plan": "gold", "seats": 3,
+                                                   "blob": b"\xca\xfe"}))
+    assert isinstance(result, Mapped) and result.warnings == ()
+    props = result.event["event_properties"]
+    assert props["[Custom event property] plan"] == "gold"
+    assert props["[Custom event property] seats"] == 3
+    assert props["[Custom event property] blob"] == "cafe"  # bytes as hex
+    assert "properties" not in props
+
+
+@pytest.mark.parametrize("raw", [["a", "b"], 42, 1.5, True, b"\xff\x00"],
+                         ids=["list", "int", "float", "bool", "bytes-not-json"])
+def test_properties_that_are_not_a_map_or_json_text_are_kept_and_counted(raw: object) -> None:
+    record = minimal_record("users.behaviors.CustomEvent", properties=raw)
+    result = mapper_for("users.behaviors.CustomEvent", BRAZE).map(record)
+    assert isinstance(result, Mapped)
+    assert result.warnings == (PROPERTIES_NOT_JSON,)
+    expected = raw.hex() if isinstance(raw, bytes) else raw
+    assert result.event["event_properties"]["properties"] == expected
+    orjson.dumps(result.event)
+
+
+def test_properties_given_as_utf8_json_bytes_are_parsed() -> None:
+    event = mapped("users.behaviors.CustomEvent", properties='{"ville": "Zürich"}'.encode())
+    assert event["event_properties"]["[Custom event property] ville"] == "Zürich"
+
+
+def test_bytes_lists_maps_and_decimals_elsewhere_go_to_event_properties_json_safe() -> None:
+    event = mapped("users.messages.email.Click", url=b"\x00\xff",
+                   suspected_bot_click_reason=["ip", b"\x01"],
+                   user_agent={"raw": "Mozilla", "parts": [b"\x02", {"k": b"\x03"}]},
+                   link_id=Decimal("12.50"), is_amp=UUID(int=1))
+    props = event["event_properties"]
+    assert props["url"] == "00ff"
+    assert props["suspected_bot_click_reason"] == ["ip", "01"]
+    assert props["user_agent"] == {"raw": "Mozilla", "parts": ["02", {"k": "03"}]}
+    assert props["link_id"] == 12.5
+    orjson.dumps(event)
+
+
+def test_purchase_price_currency_and_product_given_with_other_types() -> None:
+    event = mapped("users.behaviors.Purchase", floats=("price",), price="9.99",
+                   currency=978, product_id=42)
+    assert event["price"] == event["revenue"] == 9.99 and event["quantity"] == 1
+    assert event["currency"] == "978" and event["productId"] == "42"
+    assert event["event_properties"]["currency"] == 978
+    unusable = mapped("users.behaviors.Purchase", price="free", currency=b"eur")
+    assert "revenue" not in unusable and "price" not in unusable
+    assert unusable["event_properties"]["price"] == "free"  # kept, not lost
+    assert unusable["currency"] == b"eur".hex().upper()
+
+
+def test_a_double_where_a_float_was_is_not_rounded_to_single_precision() -> None:
+    event = mapped("users.behaviors.Location", floats=("latitude",), latitude=1e300)
+    assert event["event_properties"]["latitude"] == 1e300
+
+
+def test_custom_event_names_that_are_not_strings_become_text() -> None:
+    assert mapped("users.behaviors.CustomEvent", name=42)["event_type"] == (
+        "[Appboy] [Custom Event] 42")
+    assert mapped("users.behaviors.CustomEvent", PLAIN, name=True)["event_type"] == "true"
+    assert mapped("users.behaviors.CustomEvent", PLAIN, name=0)["event_type"] == "0"
+
+
+def test_top_level_device_fields_are_sent_as_strings() -> None:
+    options = MappingOptions(device_fields="top_level")
+    event = mapped("users.behaviors.CustomEvent", options, platform=["ios"], os_version=17)
+    assert event["platform"] == '["ios"]' and event["os_version"] == "17"
+
+
+def test_profile_update_custom_attributes_as_a_map_or_something_else() -> None:
+    options = MappingOptions(user_properties=UserProperties(profile_updates=True,
+                                                            subscription_changes=True))
+    merged = mapped("users.profile.Update", options, custom_attributes={"tier": b"\x07"})
+    assert merged["user_properties"]["$set"]["tier"] == "07"
+    record = minimal_record("users.profile.Update", custom_attributes=[1, 2])
+    kept = mapper_for("users.profile.Update", options).map(record)
+    assert isinstance(kept, Mapped) and kept.warnings == (PROPERTIES_NOT_JSON,)
+    assert kept.event["user_properties"]["$set"]["custom_attributes"] == [1, 2]
+    change = mapped("users.behaviors.subscriptiongroup.StateChange", options,
+                    subscription_group_id=12, subscription_status=b"\x01")
+    assert change["user_properties"]["$set"] == {"subscription_group_12": "01"}
+
+
+# Values a drifted Avro schema can decode to: every Avro type, logical types included.
+# Integers stay within Avro's long; map keys are strings (Avro maps and records).
+_AVRO_SCALARS = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats()
+    | st.text(max_size=12) | st.binary(max_size=12)
+    | st.integers(0, 2_000_000_000_000).map(str) | st.floats().map(str)
+    | st.decimals(places=3) | st.datetimes(timezones=st.none() | st.just(UTC)) | st.uuids()
+    | st.sampled_from(['{"a": 1}', "[1, 2]", "{not json", "null", '"x"'])
+)
+_AVRO_VALUES = st.recursive(
+    _AVRO_SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                  max_size=3),
+    max_leaves=8,
+)
+_DRIFT_OPTIONS = [
+    BRAZE,
+    PLAIN,
+    MappingOptions(identity_fallback="braze_id", device_fields="top_level", backfill=True,
+                   pii={"external_user_id": "hash", "user_id": "hash", "email_address": "hash",
+                        "phone_number": "drop", "ad_id": "hash"}, pii_salt=b"pepper",
+                   user_properties=UserProperties(profile_updates=True,
+                                                  subscription_changes=True),
+                   types={"users.behaviors.CustomEvent": TypeRule(rename={"plan": "tier"})}),
+]
+
+
+@pytest.mark.parametrize("event_type", known_event_types())
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_drifted_records_never_raise_and_mapped_events_serialise(
+    event_type: str, data: st.DataObject
+) -> None:
+    fields = [f.name for f in event_type_fields(event_type)]
+    floats = tuple(f.name for f in event_type_fields(event_type) if f.avro_type == "float")
+    record = minimal_record(event_type, device_id="dev-0001")
+    record.update(data.draw(st.dictionaries(st.sampled_from(fields), _AVRO_VALUES, max_size=6),
+                            label="drifted fields"))
+    options = data.draw(st.sampled_from(_DRIFT_OPTIONS), label="options")
+
+    result = mapper_for(event_type, options, floats).map(record)
+
+    assert isinstance(result, Mapped | Skipped | Rejected)
+    if isinstance(result, Mapped):
+        event = result.event
+        orjson.dumps(event)
+        assert type(event["time"]) is int and isinstance(event["insert_id"], str)
+        assert isinstance(event["event_type"], str)
+        assert all(isinstance(event[k], str) for k in ("user_id", "device_id") if k in event)
+    elif isinstance(result, Rejected):
+        assert result.detail

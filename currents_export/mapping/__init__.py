@@ -10,6 +10,7 @@ from currents_export.mapping.mapper import (
     Rejected,
     Skipped,
     float32,
+    json_safe,
     mapper_for,
 )
 from currents_export.mapping.names import braze_event_type, plain_event_type
@@ -25,6 +26,7 @@ __all__ = [
     "Skipped",
     "braze_event_type",
     "float32",
+    "json_safe",
     "mapper_for",
     "plain_event_type",
 ]

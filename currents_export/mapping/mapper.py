@@ -2,19 +2,35 @@
 
 Pure logic: no I/O. A mapper is built once per (event type, options, float fields) and then
 applied to every record of a file, so per-record work stays small.
+
+Schema drift: Braze evolves its writer schemas, so a field may arrive with another Avro type
+than the catalogue says. ``map`` never raises on a value's type. Values that obviously mean
+the same thing are converted where they are read (an id given as a number becomes its
+decimal string, a time given as a numeric string or a float becomes an int, a price given as
+a string becomes a float, a ``properties`` map is used as the parsed JSON); values that
+cannot be used are refused with ``Rejected(MAPPING_ERROR, <what was wrong>)``; anything else
+goes to ``event_properties`` JSON-safe (lists and objects as they are, Avro ``bytes`` and
+``fixed`` as hex text). Each check is one ``value.__class__ is …`` test where the value is
+read, so records of the documented schema pay (nearly) nothing for them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from datetime import time as time_of_day
+from decimal import Decimal
 from typing import Any, Literal
+from uuid import UUID
 
 import orjson
 
+from currents_export.errors import MAPPING_ERROR
 from currents_export.mapping.names import (
     CUSTOM_EVENT_TYPE,
     PURCHASE_TYPE,
@@ -59,6 +75,8 @@ NO_IDENTITY = "no_identity"
 NO_EVENT_ID = "no_event_id"
 NO_TIME = "no_time"
 EVENT_TYPE_DISABLED = "event_type_disabled"
+# MAPPING_ERROR (currents_export.errors): a field whose type the mapping cannot use, e.g. an
+# external_user_id that is a list; the detail names the field and what it held.
 # Warnings: the event is still sent, but the summary counts what was odd about it.
 PROPERTIES_NOT_JSON = "properties_not_json"
 
@@ -131,10 +149,14 @@ class MappingOptions:
     def policy(self, field_name: str) -> str:
         return self.pii.get(field_name, "keep")
 
-    def hash_value(self, value: str) -> str:
-        """The salted hash that stands in for a personal value (stable for one salt)."""
+    def hash_value(self, value: object) -> str:
+        """The salted hash that stands in for a personal value (stable for one salt).
+
+        A value that is not a string (a number, after schema drift) is hashed as its str().
+        """
         assert self.pii_salt is not None
-        return hmac.new(self.pii_salt, value.encode(), hashlib.sha256).hexdigest()
+        text = value if value.__class__ is str else str(value)
+        return hmac.new(self.pii_salt, text.encode(), hashlib.sha256).hexdigest()
 
 
 _DEFAULT_RULE = TypeRule()
@@ -165,8 +187,15 @@ MapResult = Mapped | Skipped | Rejected
 
 
 def float32(value: float) -> float:
-    """The shortest decimal that is the same single-precision float (9.989999771… → 9.99)."""
-    packed = struct.pack("<f", value)
+    """The shortest decimal that is the same single-precision float (9.989999771… → 9.99).
+
+    A value a single-precision float cannot hold (a double, after schema drift) is returned
+    unchanged.
+    """
+    try:
+        packed = struct.pack("<f", value)
+    except OverflowError:
+        return value
     for digits in range(1, 10):
         candidate = float(f"{value:.{digits}g}")
         if struct.pack("<f", candidate) == packed:
@@ -305,18 +334,35 @@ class EventMapper:
         return "user_properties.$set." + self._renames.get(name, name) + hashed
 
     def map(self, record: dict[str, Any]) -> MapResult:
+        """The event for ``record``, or why there is none; never raises on a value's type."""
         if not self._enabled:
             return Skipped(EVENT_TYPE_DISABLED)
-        event_id = record.get("id")
+        # Every ``x.__class__ is not str`` below guards a conversion only drifted schemas
+        # need; ``_id_text`` raises _Refused for an id it cannot use (try is free in 3.11).
+        try:
+            event_id = record.get("id")
+            if event_id.__class__ is not str:
+                event_id = _id_text(event_id, "id")
+            user_id = record.get("external_user_id")
+            if user_id.__class__ is not str:
+                user_id = _id_text(user_id, "external_user_id")
+            device_id = record.get("device_id")
+            if device_id.__class__ is not str:
+                device_id = _id_text(device_id, "device_id")
+            braze_id = record.get("user_id")
+            if braze_id.__class__ is not str:
+                braze_id = _id_text(braze_id, "user_id")
+        except _Refused as refused:
+            return Rejected(MAPPING_ERROR, str(refused))
         if not event_id:
             return Rejected(NO_EVENT_ID, "the record has no id")
         time_ms = _time_ms(record)
         if time_ms is None:
-            return Rejected(NO_TIME, "the record has neither time nor time_ms")
+            return Rejected(NO_TIME, _no_time_detail(record))
 
-        user_id = self._personal(record.get("external_user_id") or None, self._user_id_policy)
-        device_id = record.get("device_id") or None
-        braze_id = self._personal(record.get("user_id") or None, self._braze_id_policy)
+        user_id = self._personal(user_id or None, self._user_id_policy)
+        device_id = device_id or None
+        braze_id = self._personal(braze_id or None, self._braze_id_policy)
         if user_id is None and device_id is None:
             if self.options.identity_fallback == "braze_id" and braze_id:
                 user_id = braze_id
@@ -340,11 +386,13 @@ class EventMapper:
 
         properties, warnings = self._event_properties(record, braze_id)
         if self._is_purchase:
-            _set_revenue(event, record)
+            unused_price = _set_revenue(event, record)
+            if unused_price is not None and "price" not in self._dropped:
+                properties["price"] = unused_price
         for name, top_level in self._top_level.items():
             value = properties.pop(name, None)
-            if value is not None:
-                event[top_level] = value
+            if value is not None:  # Amplitude's device fields are strings
+                event[top_level] = value if value.__class__ is str else _text(value)
         event["event_properties"] = properties
         return Mapped(event, warnings)
 
@@ -353,7 +401,9 @@ class EventMapper:
             return value
         return None if policy == "drop" else self.options.hash_value(value)
 
-    def _custom_event_type(self, name: str | None) -> str:
+    def _custom_event_type(self, name: Any) -> str:
+        if name.__class__ is not str:  # a number, after schema drift: used as text
+            name = None if name is None else _text(name)
         return self._name_template.replace("{name}", name) if name else self._unnamed
 
     def _event_properties(
@@ -364,11 +414,17 @@ class EventMapper:
         if "properties" in record and record["properties"] is not None:
             warnings = self._merge_custom_properties(properties, record["properties"])
         excluded = self._excluded
+        float_fields = self.float_fields
         for name, value in record.items():
             if value is None or name in excluded:
                 continue
-            if name in self.float_fields and isinstance(value, float):
-                value = float32(value)
+            cls = value.__class__
+            if cls is not str and cls is not int and cls is not bool:
+                if cls is float:
+                    if name in float_fields:
+                        value = float32(value)
+                else:  # bytes, lists, maps, records, logical types: JSON-safe
+                    value = json_safe(value)
             properties[name] = value
         if braze_id and "user_id" not in self._dropped:
             properties["braze_id"] = braze_id
@@ -386,13 +442,24 @@ class EventMapper:
                 properties[new] = properties.pop(old)
 
     def _merge_custom_properties(self, properties: dict[str, Any], raw: Any) -> tuple[str, ...]:
-        """Merge the JSON in ``properties``; keep the raw string when it is not JSON."""
-        try:
-            parsed = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-        except orjson.JSONDecodeError:
-            properties["properties"] = raw
+        """Merge the JSON in ``properties``; keep the raw value when it is not a JSON text.
+
+        A map or record (``properties`` typed as such by a drifted schema) is merged as if it
+        were the parsed JSON; a list or a scalar is kept under ``properties`` and counted.
+        """
+        cls = raw.__class__
+        if cls is str or cls is bytes:
+            try:
+                parsed = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                properties["properties"] = raw if cls is str else _bytes_text(raw)
+                return (PROPERTIES_NOT_JSON,)
+        elif cls is dict:
+            parsed = json_safe(raw)
+        else:
+            properties["properties"] = json_safe(raw)
             return (PROPERTIES_NOT_JSON,)
-        if isinstance(parsed, dict):
+        if parsed.__class__ is dict:
             prefix, dropped, renames = self._property_prefix, self._dropped, self._renames
             for key, value in parsed.items():
                 if key in dropped:
@@ -411,51 +478,228 @@ class EventMapper:
             values.pop("braze_id", None)
             raw = record.get("custom_attributes")
             if raw is not None and "custom_attributes" not in self._dropped:
-                try:
-                    attributes = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-                except orjson.JSONDecodeError:
-                    attributes, warnings = {"custom_attributes": raw}, (PROPERTIES_NOT_JSON,)
-                if isinstance(attributes, dict):
+                attributes, warnings = _custom_attributes(raw)
+                if attributes is not None:
                     values = {**attributes, **values}
         else:
-            values = {_subscription_key(record): record.get("subscription_status")}
+            status = record.get("subscription_status")
+            if status.__class__ is not str and status is not None:
+                status = json_safe(status)
+            values = {_subscription_key(record): status}
         event["user_properties"] = {"$set": values}
         return Mapped(event, warnings)
+
+
+def _custom_attributes(raw: Any) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+    """A profile update's ``custom_attributes`` as a dict to merge (None: nothing to merge),
+    and the warnings: JSON text or a map are merged; anything else is kept under its name."""
+    cls = raw.__class__
+    if cls is str or cls is bytes:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            kept = raw if cls is str else _bytes_text(raw)
+            return {"custom_attributes": kept}, (PROPERTIES_NOT_JSON,)
+        # JSON that is not an object (a list, a number) has never been merged.
+        return (parsed if parsed.__class__ is dict else None), ()
+    if cls is dict:
+        return json_safe(raw), ()
+    return {"custom_attributes": json_safe(raw)}, (PROPERTIES_NOT_JSON,)
 
 
 def _subscription_key(record: dict[str, Any]) -> str:
     """The user property a subscription change sets: per group, or per channel."""
     group = record.get("subscription_group_id")
     if group:
-        return f"subscription_group_{group}"
-    return f"{record.get('channel') or 'email'}_subscribe"
+        return f"subscription_group_{_text(group)}"
+    channel = record.get("channel")
+    return f"{_text(channel) if channel else 'email'}_subscribe"
+
+
+# ---- conversions of values whose Avro type drifted -----------------------------------------
+
+_INT64_MAX = 2**63 - 1  # orjson (and Amplitude) take 64-bit integers
+_MAX_TIME_S = _INT64_MAX // 1000
+assert (_INT64_MAX, _MAX_TIME_S) == (9223372036854775807, 9223372036854775)  # see _time_ms
+# Types orjson serialises as they are (fastavro's logical types included).
+_JSON_NATIVE = frozenset({str, int, float, bool, type(None), UUID, datetime, date, time_of_day})
+
+
+class _Refused(Exception):
+    """A field the mapping cannot use; its message becomes the rejection's detail."""
+
+
+def _describe(value: object) -> str:
+    """``a list (['a', 'b'])``, for rejection details: the type and a short repr."""
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{type(value).__name__} ({shown})"
+
+
+def _id_text(value: object, name: str) -> str | None:
+    """An id field that is not a str: None stays None, an integer or a UUID becomes its
+    text (a long where Braze used to write a string); anything else is refused."""
+    if value is None:
+        return None
+    cls = value.__class__
+    if cls is int or cls is UUID:
+        return str(value)
+    raise _Refused(f"{name} is a {_describe(value)}, not a string or an integer")
+
+
+def _bytes_text(value: bytes | bytearray) -> str:
+    """Avro ``bytes`` and ``fixed`` values as lowercase hex.
+
+    Hex rather than base64: the bytes Braze might send this way are digests and binary ids
+    (``fixed``), which are conventionally written in hex; hex is unambiguous, stable and
+    needs no padding or alphabet choice, at twice the size (base64 would be 4/3).
+    """
+    return value.hex()
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as something orjson serialises: itself when it already is (no copy), else a
+    copy with bytes as hex, decimals as floats and dict keys as strings.
+
+    Also usable as ``orjson.dumps(obj, default=json_safe)`` for a decoded Braze record (the
+    dead letter keeps records as decoded, and a drifted schema may put bytes in them).
+    """
+    cls = value.__class__
+    native = _JSON_NATIVE
+    if cls is list or cls is tuple:  # first: the commonest caller is an array field
+        for item in value:
+            if item.__class__ not in native:
+                return [json_safe(item) for item in value]
+        return value
+    if cls in native:
+        return value
+    if cls is dict:
+        for key, item in value.items():
+            if key.__class__ is not str or item.__class__ not in native:
+                return {(key if key.__class__ is str else _text(key)): json_safe(item)
+                        for key, item in value.items()}
+        return value
+    if cls is bytes or cls is bytearray:
+        return _bytes_text(value)
+    if cls is Decimal:  # Avro decimal: a number stays a number
+        number = float(value) if value.is_finite() else math.nan
+        return number if math.isfinite(number) else str(value)
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    """A value where Amplitude wants a string: numbers and booleans as JSON writes them,
+    bytes as hex, lists and maps as JSON text."""
+    cls = value.__class__
+    if cls is str:
+        return value  # type: ignore[no-any-return]
+    if cls is bool:
+        return "true" if value else "false"
+    if cls is bytes or cls is bytearray:
+        return _bytes_text(value)
+    if cls is list or cls is tuple or cls is dict:
+        return orjson.dumps(json_safe(value)).decode()
+    return str(value)
+
+
+def _number(value: Any) -> float | int | None:
+    """A finite number from an int (64-bit, not a bool), a float, a Decimal or a numeric
+    string; else None."""
+    cls = value.__class__
+    if cls is str:
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+        cls = value.__class__
+    if cls is int:
+        return value if -_INT64_MAX <= value <= _INT64_MAX else None  # type: ignore[no-any-return]
+    if cls is Decimal:
+        if not value.is_finite():  # float() refuses a signalling NaN
+            return None
+        value = float(value)
+    elif cls is not float:
+        return None
+    return value if math.isfinite(value) else None  # type: ignore[no-any-return]
 
 
 def _time_ms(record: dict[str, Any]) -> int | None:
+    """The event time in ms: ``time_ms`` when usable, else ``time`` (seconds); None when
+    neither is a usable timestamp."""
+    # The bounds are literals (faster than globals): _INT64_MAX and _MAX_TIME_S.
     time_ms = record.get("time_ms")
-    if type(time_ms) is int:  # not bool
-        return time_ms
-    time_s = record.get("time")
-    if type(time_s) is int:
-        return time_s * 1000
-    if isinstance(time_s, float):
-        return round(time_s * 1000)
+    if time_ms.__class__ is int and -9223372036854775807 <= time_ms <= 9223372036854775807:
+        return time_ms  # type: ignore[no-any-return]
+    if time_ms is None:
+        time_s = record.get("time")
+        if time_s.__class__ is int and -9223372036854775 <= time_s <= 9223372036854775:
+            return time_s * 1000  # type: ignore[no-any-return]
+    return _drifted_time_ms(time_ms, record.get("time"))
+
+
+def _drifted_time_ms(time_ms: Any, time_s: Any) -> int | None:
+    """``_time_ms`` for floats, numeric strings, datetimes and out-of-range numbers."""
+    for value, scale in ((time_ms, 1), (time_s, 1000)):
+        if value is None:
+            continue
+        if value.__class__ is datetime:  # a timestamp logical type; naive means UTC
+            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+            millis = round(moment.timestamp() * 1000)
+        else:
+            number = _number(value)
+            if number is None:
+                continue
+            if isinstance(number, int):
+                millis = number * scale
+            else:
+                product = number * scale
+                if not math.isfinite(product):
+                    continue
+                millis = round(product)
+        if -_INT64_MAX <= millis <= _INT64_MAX:
+            return millis
     return None
 
 
-def _set_revenue(event: dict[str, Any], record: dict[str, Any]) -> None:
-    """Purchase fields Braze's connector sets (price, productId) plus revenue for Amplitude."""
+def _no_time_detail(record: dict[str, Any]) -> str:
+    given = [f"{name} is a {_describe(record[name])}" for name in ("time_ms", "time")
+             if record.get(name) is not None]
+    if not given:
+        return "the record has neither time nor time_ms"
+    return "no usable timestamp: " + "; ".join(given)
+
+
+def _set_revenue(event: dict[str, Any], record: dict[str, Any]) -> Any:
+    """Purchase fields Braze's connector sets (price, productId) plus revenue for Amplitude.
+
+    Returns a price that is not a number (nor a numeric string), JSON-safe, for
+    ``event_properties``; else None.
+    """
+    unused = None
     price = record.get("price")
-    if isinstance(price, int | float) and not isinstance(price, bool):
-        price = float32(float(price))
-        event["price"] = price
-        event["quantity"] = 1
-        event["revenue"] = price
-    if record.get("product_id"):
-        event["productId"] = record["product_id"]
+    if price is not None:
+        number = _number(price)  # a float, or a number given as an int, a string, a decimal
+        if number is None:
+            unused = json_safe(price)
+        else:
+            price = float32(float(number))
+            event["price"] = price
+            event["quantity"] = 1
+            event["revenue"] = price
+    product_id = record.get("product_id")
+    if product_id:
+        event["productId"] = product_id if product_id.__class__ is str else _text(product_id)
     currency = record.get("currency")
-    if isinstance(currency, str) and currency:
+    if currency:
+        if currency.__class__ is not str:
+            currency = _text(currency)  # e.g. an ISO 4217 numeric code
         event["currency"] = currency.strip().upper()
+    return unused
 
 
 def mapper_for(
