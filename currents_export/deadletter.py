@@ -33,6 +33,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from currents_export.errors import AwsSetupError, ConfigurationError
+from currents_export.mapping import json_safe
 
 CLOSED_SUFFIX = ".jsonl"  # a complete dead-letter file: the only kind redrive reads
 PART_SUFFIX = ".part"  # appended to CLOSED_SUFFIX while a writer still holds the file
@@ -78,19 +79,26 @@ def dead_letter_line(
     record: dict[str, Any] | orjson.Fragment | None,
     event: dict[str, Any] | orjson.Fragment | None,
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "reason": reason,
-            "detail": detail,
-            "object": object_name,
-            "record_index": record_index,
-            "event_type": event_type,
-            "record": record,
-            "event": event,
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-        option=orjson.OPT_APPEND_NEWLINE,
-    )
+    line = {
+        "reason": reason,
+        "detail": detail,
+        "object": object_name,
+        "record_index": record_index,
+        "event_type": event_type,
+        "record": record,
+        "event": event,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    options = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+    try:  # a drifted schema may put bytes or decimals in the record: json_safe converts them
+        return orjson.dumps(line, default=json_safe, option=options)
+    except orjson.JSONEncodeError as exc:  # e.g. nested deeper than JSON encoders allow
+        line["record"] = {"unserialisable": f"{type(exc).__name__}: {exc}",
+                          "text": str(record)[:_MAX_TEXT_RECORD]}
+        return orjson.dumps(line, default=json_safe, option=options)
+
+
+_MAX_TEXT_RECORD = 100_000  # characters of a record kept as text when it cannot be JSON
 
 
 def _run_name() -> str:

@@ -362,22 +362,20 @@ class Pipeline:
                     if isinstance(result, Mapped):
                         payload = self._checked_payload(result.event)
                 except Exception as exc:  # one bad record never stops its object
-                    unusable += 1
-                    self._dead_letter(progress, source.uri, stream.event_type, index, record,
-                                      None, MAPPING_ERROR, f"{type(exc).__name__}: {exc}")
-                    if read >= UNUSABLE_AFTER_RECORDS and unusable > UNUSABLE_SHARE * read:
-                        raise UnreadableObject(
-                            f"{source.uri}: {unusable} of the first {read} records could not "
-                            f"be mapped (last: {type(exc).__name__}: {exc}); the object looks "
-                            "corrupt and is not read further"
-                        ) from exc
-                    continue
+                    result = Rejected(MAPPING_ERROR, f"{type(exc).__name__}: {exc}")
                 if isinstance(result, Mapped):
                     self._route(progress, source.uri, stream.event_type, index, record,
                                 result, payload)
                 elif isinstance(result, Rejected):
                     self._dead_letter(progress, source.uri, stream.event_type, index, record,
                                       None, result.reason, result.detail)
+                    if result.reason == MAPPING_ERROR:
+                        unusable += 1
+                        if read >= UNUSABLE_AFTER_RECORDS and unusable > UNUSABLE_SHARE * read:
+                            raise UnreadableObject(
+                                f"{source.uri}: {unusable} of the first {read} records could "
+                                f"not be mapped (last: {result.detail}); the object looks "
+                                "corrupt and is not read further")
                 else:
                     self._resolve(progress, index, SKIPPED, result.reason)
 
@@ -390,6 +388,8 @@ class Pipeline:
 
     def _repeated(self, event_id: object) -> bool:
         """True when this Braze event id was already seen in this run (at-least-once copies)."""
+        if event_id.__class__ is int:  # a drifted schema: the mapper sends it as text
+            event_id = str(event_id)
         if not isinstance(event_id, str) or not event_id:
             return False
         with self._seen_lock:
