@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 from currents_export.sources.base import SourceError, SourceObject
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    return path.open("rb")
 
 
 def _local_object(path: Path) -> SourceObject:
@@ -15,7 +20,7 @@ def _local_object(path: Path) -> SourceObject:
         uri=str(resolved),
         key=resolved.as_posix(),
         size=resolved.stat().st_size,
-        opener=partial(resolved.open, "rb"),
+        opener=partial(_open_binary, resolved),
     )
 
 

@@ -318,8 +318,9 @@ class _Handler(BaseHTTPRequestHandler):
                     state.use_real_clock()
                 else:
                     state.advance_clock(0)
-            elif set(command) == {"advance_s"} and type(advance) in (int, float) and advance >= 0:
-                state.advance_clock(advance)
+            elif (set(command) == {"advance_s"} and isinstance(advance, (int, float))
+                  and not isinstance(advance, bool) and advance >= 0):
+                state.advance_clock(float(advance))
             else:
                 message = 'Clock command: {"advance_s": seconds >= 0} or {"mode": "real"}'
                 self._send(error_reply(400, message))
@@ -363,7 +364,8 @@ class Emulator:
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:54321``."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
 
     @property
     def config(self) -> EmulatorConfig:

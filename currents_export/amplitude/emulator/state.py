@@ -499,7 +499,7 @@ class EmulatorState:
         parsed: dict[int, list[JSONDict]] = {}
         raws = []
         for record in records:
-            batch_index, position = record[_BATCH], record[_BATCH + 1]
+            *_, batch_index, position = record
             events = parsed.get(batch_index)
             if events is None:
                 events = parsed[batch_index] = batches[batch_index].events()
