@@ -124,8 +124,8 @@ class Circuit:
             )
         if self._failing_since is None:
             return
-        now = self._clock() if at is None else at
-        if now - self._failing_since > self.policy.horizon_s:
+        now = self._clock()
+        if (now if at is None else at) - self._failing_since > self.policy.horizon_s:
             since = time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                   time.gmtime(self._failing_since_wall or time.time()))
             raise AmplitudeUnavailable(
