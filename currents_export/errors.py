@@ -7,6 +7,8 @@
     │   ├── AmplitudeSetupError ..... Amplitude refused the API key / the request shape
     │   ├── AwsSetupError ........... no AWS credentials, an S3 endpoint that cannot be reached,
     │   │                             a dead-letter bucket that does not exist
+    │   ├── LedgerConfigError ....... --state cannot be used (ledger.base)
+    │   ├── DeadLetterConfigError ... --dead-letter cannot be used (deadletter)
     │   └── OutputPathError ......... --summary-json / --output / --dead-letter / --state
     │                                 cannot be written (checked before any work starts)
     └── ObjectError ............... one object; the run goes on with the others
@@ -17,7 +19,10 @@
         │   │   └── AmplitudeUnavailable  the whole run's circuit is open: every later object
         │   │                             is left pending without being read
         │   ├── Interrupted ........... a deadline or a signal: progress saved, resumable
-        │   └── SourceUnavailable ..... the object could not be fetched (network, throttling)
+        │   ├── SourceUnavailable ..... the object could not be fetched (network, throttling)
+        │   └── IncompleteObject ...... the object ends early: still being written or copied,
+        │                               or truncated; retried, since a complete copy may
+        │                               replace it
         └── PermanentObjectError .... retrying cannot help: recorded as failed in the ledger,
             │                         skipped by later runs unless --retry-failed; the Lambda
             │                         reports it handled (object-level dead letter, metric)
@@ -110,6 +115,11 @@ class SendInterrupted(Interrupted):
 
 class SourceUnavailable(RetryableObjectError):
     """The object could not be fetched now (network, throttling, a broken stream)."""
+
+
+class IncompleteObject(RetryableObjectError):
+    """The object ends early: still being written or copied, or truncated; retried, since a
+    complete copy may replace it."""
 
 
 class UnreadableObject(PermanentObjectError):

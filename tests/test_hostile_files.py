@@ -14,6 +14,7 @@ import lzma
 import subprocess
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -30,11 +31,13 @@ from currents_export.cli import main
 from currents_export.currents.fixtures import generate_fixtures
 from currents_export.currents.reader import (
     MAX_BLOCK_BYTES,
+    IncompleteObject,
     RecordStream,
     UnreadableObject,
     open_records,
 )
 from currents_export.currents.schemas import writer_schema
+from currents_export.errors import RetryableObjectError, is_retryable
 
 EVENT_TYPE = "users.messages.email.Open"
 SYNC = bytes(range(16))
@@ -359,25 +362,72 @@ def test_an_absurd_record_count_is_refused_without_decompressing() -> None:
 @pytest.mark.parametrize(("blocks", "reason"), [
     (block(-5, b"\0"), "negative record count or size"),
     (varint(3) + varint(-7), "negative record count or size"),
-    (block(1, b"\0" * 40, sync=b"x" * 16), "sync marker is missing"),
-    (varint(3) + varint(10_000) + b"\0" * 30, "cut short"),
-    (varint(3), "cut short"),
+    (block(1, b"\0" * 40, sync=b"x" * 16), "sync marker does not match the header's"),
+    (block(1, b"\0" * 40, sync=b"x" * 16) + block(1, b"\0" * 40),  # wrong in the middle
+     "sync marker does not match the header's"),
     (varint(3) + b"\xff" * 12, "corrupt length"),
     (varint(1) + varint(2 * MIB) + b"\0" * 10, "stored block of 2097152 bytes is over 1 MiB"),
 ])
 def test_broken_blocks_are_refused_with_the_reason(blocks: bytes, reason: str) -> None:
+    """Corrupt, not short: permanent (UnreadableObject), never IncompleteObject."""
     stream = open_records(io.BytesIO(container("null", blocks)), "broken.avro",
                           max_block_bytes=MIB)
     with pytest.raises(UnreadableObject, match=r"^broken\.avro: unreadable after record 0") as info:
         read_all(stream)
     assert reason in str(info.value)
+    assert not is_retryable(info.value)
 
 
-def test_a_deflate_block_cut_short_is_refused() -> None:
+@pytest.mark.parametrize(("blocks", "reason"), [
+    (varint(3) + varint(10_000) + b"\0" * 30, "is cut short: 30 of its 10000 bytes"),
+    (varint(3), "is cut short: the file ends inside it"),
+    (varint(3) + b"\xff" * 3, "the file is cut short at byte"),  # inside a length
+    (varint(1) + varint(40) + b"\0" * 40, "the file ends before its sync marker"),
+    (varint(1) + varint(40) + b"\0" * 40 + SYNC[:7], "the file ends before its sync marker"),
+    (block(3, encoded(records(3))) + varint(3), "block 1 (byte"),  # after a good block
+])
+def test_blocks_cut_short_are_incomplete_and_retryable(blocks: bytes, reason: str) -> None:
+    stream = open_records(io.BytesIO(container("null", blocks)), "cut.avro")
+    with pytest.raises(IncompleteObject) as info:
+        read_all(stream)
+    message = str(info.value)
+    assert message.startswith("cut.avro: ends early: after record ")
+    assert reason in message
+    assert message.endswith("if it is still being copied, run again once it is complete")
+    assert isinstance(info.value, RetryableObjectError) and is_retryable(info.value)
+
+
+def test_a_deflate_block_cut_short_is_incomplete() -> None:
     payload = raw_deflate(encoded(records(100)))
     data = container("deflate", varint(100) + varint(len(payload)) + payload[:-50])
-    with pytest.raises(UnreadableObject, match="cut short"):
+    with pytest.raises(IncompleteObject, match="cut short"):
         read_all(open_records(io.BytesIO(data), "cut.avro"))
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_a_copy_cut_anywhere_but_a_block_boundary_is_incomplete(codec: str) -> None:
+    """Every prefix of a real file (a copy caught half way) is retryable, never permanent;
+    one cut exactly between blocks reads as a complete file with fewer records."""
+    data = fastavro_file(codec, 40, sync_interval=600)
+    outcomes: Counter[str] = Counter()
+    for cut in range(len(data)):
+        try:
+            read_all(open_records(Trickle.of(data[:cut]), "copy.avro", EVENT_TYPE))
+            outcomes["read"] += 1
+        except IncompleteObject as exc:
+            assert str(exc).startswith("copy.avro: ends early: ")
+            outcomes["incomplete"] += 1
+    assert outcomes["incomplete"] > len(data) - 20
+    assert 0 < outcomes["read"] < 20  # the block boundaries: Avro has no trailer
+
+
+def test_header_text_that_runs_off_the_end_is_not_avro() -> None:
+    """Garbage after the magic is corrupt even when it also runs past the end of the file."""
+    for data in (b"Obj\x01 definitely not a real container",
+                 header(None)[:4] + varint(1) + varint(20) + b"kafka.offset",
+                 header(None)[:4] + varint(1) + varint(11) + b"avro.schema" + varint(90) + b"x"):
+        with pytest.raises(UnreadableObject, match=r"^junk\.avro: not an Avro container file"):
+            open_records(io.BytesIO(data), "junk.avro")
 
 
 def test_an_oversized_header_is_refused_before_it_is_read() -> None:
@@ -392,9 +442,25 @@ def test_a_negative_length_in_the_header_is_refused() -> None:
         open_records(io.BytesIO(data), "neg.avro")
 
 
-def test_an_empty_file_is_not_avro() -> None:
-    with pytest.raises(UnreadableObject, match=r"^empty\.avro: not an Avro container file"):
+def test_an_empty_file_is_incomplete_not_corrupt() -> None:
+    """An empty file is what a copy looks like when it has just started."""
+    with pytest.raises(IncompleteObject, match=r"^empty\.avro: ends early: the file is empty; "
+                       "if it is still being copied, run again once it is complete$"):
         open_records(io.BytesIO(b""), "empty.avro")
+
+
+def test_a_header_cut_anywhere_is_incomplete() -> None:
+    full = header("deflate")
+    for cut in range(1, len(full)):
+        with pytest.raises(IncompleteObject, match=r"^head\.avro: ends early: ") as info:
+            open_records(io.BytesIO(full[:cut]), "head.avro")
+        assert is_retryable(info.value)
+
+
+def test_a_wrong_magic_is_corrupt_even_when_short() -> None:
+    for data in (b"Obj\x02" + header(None)[4:], b"PK", b"\x00"):
+        with pytest.raises(UnreadableObject, match="not the Avro magic"):
+            open_records(io.BytesIO(data), "zip.avro")
 
 
 def test_a_broken_source_stream_stays_an_os_error() -> None:

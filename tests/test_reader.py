@@ -8,7 +8,7 @@ import fastavro
 import pytest
 from records import minimal_record
 
-from currents_export.currents.reader import UnreadableObject, open_records
+from currents_export.currents.reader import IncompleteObject, UnreadableObject, open_records
 from currents_export.currents.schemas import writer_schema
 
 EVENT_TYPE = "users.behaviors.Purchase"
@@ -86,9 +86,12 @@ def test_not_avro_is_reported_with_the_object_name() -> None:
 
 
 def test_truncated_file_fails_after_the_records_it_could_read() -> None:
+    """A file cut short (still being copied?) is incomplete, so retried: not unreadable."""
     data = avro_bytes("users.messages.email.Open", 50)
     stream = open_records(io.BytesIO(data[: len(data) - 40]), "cut.avro")
-    read = []
-    with pytest.raises(UnreadableObject, match=r"^cut\.avro: unreadable after record") as info:
+    read: list[dict] = []
+    with pytest.raises(IncompleteObject, match=r"^cut\.avro: ends early: after record") as info:
         read.extend(stream.records)
-    assert f"after record {len(read)}" in str(info.value)
+    assert f"after record {len(read)}," in str(info.value)
+    assert str(info.value).endswith("if it is still being copied, run again once it is complete")
+    assert info.value.retryable and not isinstance(info.value, UnreadableObject)

@@ -1,5 +1,16 @@
 """Stream Braze records out of an Avro container file with its own writer schema.
 
+A file that *ends early* — empty, cut inside its header, inside a block or before a block's
+sync marker — is an :class:`IncompleteObject` (retryable): it is most likely still being
+written or copied, and a complete copy may replace it. A file that is complete but wrong
+(bad magic, a refused codec, a block over the cap, an impossible record count, garbage inside
+a complete block, a sync marker that does not match the header's) is an
+:class:`UnreadableObject` (permanent). A file cut exactly at a block boundary cannot be told
+from a complete one (Avro has no trailer): it reads as a complete file with fewer blocks.
+When a header ends early, what was read of it must still look like the start of a Currents
+header (metadata names in the reserved ``avro.`` namespace, a JSON schema): text that
+merely runs off the end of a short file is not Avro, and stays permanent.
+
 Hostile files are refused cleanly, as :class:`UnreadableObject`, before they can cost much
 memory or produce garbage records:
 
@@ -38,12 +49,13 @@ from typing import IO, Any, cast
 import fastavro
 
 from currents_export.currents.schemas import event_type_from_schema_name
-from currents_export.errors import UnreadableObject
+from currents_export.errors import IncompleteObject, UnreadableObject
 
 __all__ = [
     "MAX_BLOCK_BYTES",
     "MAX_HEADER_BYTES",
     "SUPPORTED_CODECS",
+    "IncompleteObject",
     "RecordStream",
     "UnreadableObject",
     "float_fields",
@@ -60,6 +72,7 @@ _MAGIC = b"Obj\x01"
 _SYNC_SIZE = 16
 _INFLATE_STEP = 4 * 2**20  # decompressed bytes produced per zlib call
 _READ_STEP = 2**20  # compressed bytes fed to zlib at a time
+_RERUN_HINT = "if it is still being copied, run again once it is complete"
 
 # The container header after its 4 magic bytes (Avro specification, "Object Container Files").
 _HEADER_REST_SCHEMA: dict[str, Any] = {
@@ -129,24 +142,36 @@ def open_records(
     A codec other than ``null``/``deflate`` is refused here; a block over
     ``max_block_bytes`` once decompressed, or claiming more records than its bytes can
     hold, is refused while the records are read (see the module docstring). Every refusal
-    is an :class:`UnreadableObject` naming the object; an ``OSError`` of the stream itself
-    passes through (the source broke: worth retrying).
+    is an :class:`UnreadableObject` naming the object, or an :class:`IncompleteObject` when
+    the file ends early (retryable: it may still be being copied); an ``OSError`` of the
+    stream itself passes through (the source broke: worth retrying).
     """
     source = _Source(fileobj, header_limit=MAX_HEADER_BYTES)
+    magic = b""
     try:
         magic = source.read(len(_MAGIC))
         if magic != _MAGIC:
+            if _MAGIC.startswith(magic):  # empty, or cut inside the magic
+                raise _CutShort("the file is empty" if not magic else
+                                f"it holds only {len(magic)} of the {len(_MAGIC)} magic bytes")
             raise ValueError(f"it starts with {magic!r}, not the Avro magic {_MAGIC!r}")
         header = fastavro.schemaless_reader(cast(IO[bytes], source), _HEADER_REST_SCHEMA)
         if not isinstance(header, dict) or "avro.schema" not in header["meta"]:
             raise ValueError("its header has no avro.schema")
     except OSError:
         raise
+    except _CutShort as exc:
+        raise _incomplete(name, str(exc)) from None
     except _Refusal as exc:
         raise UnreadableObject(f"{name}: {exc}") from None
     except Exception as exc:  # ValueError, EOFError, … for bad headers
+        if (magic == _MAGIC and source.ended_early
+                and _header_prefix_plausible(source.header_bytes)):
+            detail = f"inside its header, at byte {source.offset}"
+            raise _incomplete(name, f"{detail} ({exc})" if str(exc) else detail) from None
         raise UnreadableObject(f"{name}: not an Avro container file ({exc})") from exc
     source.header_limit = None
+    source.header_bytes = bytearray()
 
     meta: dict[str, bytes] = dict(header["meta"])
     codec = meta.get("avro.codec", b"null").decode("utf-8", "replace")
@@ -205,6 +230,8 @@ def _guarded(avro_reader: Iterator[Any], name: str) -> Iterator[dict[str, Any]]:
             index += 1
     except OSError:
         raise  # the source broke (a network stream): worth retrying, not a bad file
+    except _CutShort as exc:
+        raise _incomplete(name, f"after record {index}, {exc}") from None
     except _Refusal as exc:
         raise UnreadableObject(f"{name}: unreadable after record {index}: {exc}") from None
     except Exception as exc:
@@ -221,6 +248,76 @@ class _Refusal(Exception):
     """
 
 
+class _CutShort(_Refusal):
+    """The file ends early (a short read where more bytes must follow): incomplete, not
+    corrupt."""
+
+
+def _incomplete(name: str, detail: str) -> IncompleteObject:
+    return IncompleteObject(f"{name}: ends early: {detail}; {_RERUN_HINT}")
+
+
+def _header_prefix_plausible(data: bytes | bytearray) -> bool:
+    """Whether ``data``, a header (after its magic) cut short, could be the start of a
+    Currents header: metadata entries named in Avro's reserved ``avro.`` namespace (Braze
+    writes ``avro.schema`` and ``avro.codec``), an ``avro.schema`` that starts as JSON.
+
+    Garbage after a valid magic that happens to run off the end of a short file is not.
+    """
+    pos = 0
+
+    def number() -> int | None:  # a zig-zag varint; None when the data ends inside it
+        nonlocal pos
+        value = shift = 0
+        while pos < len(data):
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return (value >> 1) ^ -(value & 1)
+            shift += 7
+            if shift > 63:
+                raise ValueError("corrupt length")
+        return None
+
+    try:
+        while True:
+            count = number()
+            if count is None:
+                return True
+            if count == 0:
+                return len(data) - pos < _SYNC_SIZE  # cut inside the sync marker
+            if count < 0:  # a block with its byte size
+                count = -count
+                if number() is None:
+                    return True
+            for _ in range(count):
+                key_length = number()
+                if key_length is None:
+                    return True
+                if key_length <= 0:
+                    return False
+                key = data[pos:pos + key_length]
+                pos += len(key)
+                if len(key) < key_length:  # cut inside the name
+                    return b"avro.".startswith(key) or key.startswith(b"avro.")
+                if not key.startswith(b"avro."):
+                    return False
+                value_length = number()
+                if value_length is None:
+                    return True
+                if value_length < 0:
+                    return False
+                value = data[pos:pos + value_length]
+                pos += len(value)
+                if key == b"avro.schema" and value.strip()[:1] not in (b"", b"{", b"[", b'"'):
+                    return False
+                if len(value) < value_length:
+                    return True
+    except ValueError:
+        return False
+
+
 def _mib(limit: int) -> str:
     return f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
 
@@ -228,12 +325,16 @@ def _mib(limit: int) -> str:
 class _Source:
     """``fileobj`` read forward with exact-size reads, counting the bytes read so far."""
 
-    __slots__ = ("_fileobj", "header_limit", "offset")
+    __slots__ = ("_fileobj", "ended_early", "header_bytes", "header_limit", "offset")
 
     def __init__(self, fileobj: IO[bytes], header_limit: int | None) -> None:
         self._fileobj = fileobj
         self.header_limit = header_limit
         self.offset = 0
+        self.ended_early = False  # a read got fewer bytes than asked for: the stream ended
+        # What was read of the header after its magic (at most the header cap; a bytearray:
+        # fastavro reads lengths a byte at a time).
+        self.header_bytes = bytearray()
 
     def read(self, size: int) -> bytes:
         """``size`` bytes, fewer only at the end of the stream."""
@@ -254,9 +355,14 @@ class _Source:
                     got += len(more)
                 data = b"".join(parts)
         except EOFError as exc:
-            raise _Refusal(f"the stream ended early ({exc})") from exc
+            self.ended_early = True
+            raise _CutShort(f"the stream ended early ({exc})") from exc
         if type(data) is not bytes:
             data = bytes(data or b"")
+        if len(data) < size:
+            self.ended_early = True
+        if self.header_limit is not None and self.offset >= len(_MAGIC):
+            self.header_bytes += data
         self.offset += len(data)
         return data
 
@@ -272,7 +378,7 @@ def _read_long(source: _Source) -> int | None:
     while byte & 0x80:
         more = source.read(1)
         if not more:
-            raise _Refusal(f"the file is cut short at byte {source.offset}")
+            raise _CutShort(f"the file is cut short at byte {source.offset}")
         if shift > 63:
             raise _Refusal(f"corrupt length at byte {source.offset}")
         byte = more[0]
@@ -332,7 +438,7 @@ def _inflate(source: _Source, size: int, limit: int, where: str) -> bytes:
     while remaining > 0:
         chunk = source.read(min(remaining, _READ_STEP))
         if not chunk:
-            raise _Refusal(f"{where} is cut short: the file ends inside it")
+            raise _CutShort(f"{where} is cut short: the file ends inside it")
         remaining -= len(chunk)
         while not inflater.eof:  # bytes after the end of the deflate stream are ignored
             piece = inflater.decompress(chunk, min(_INFLATE_STEP, limit + 1 - produced))
@@ -365,7 +471,7 @@ def _blocks(
         size = _read_long(source)
         where = f"block {block} (byte {start})"
         if size is None:
-            raise _Refusal(f"{where} is cut short: the file ends inside it")
+            raise _CutShort(f"{where} is cut short: the file ends inside it")
         if count < 0 or size < 0:
             raise _Refusal(f"{where} is corrupt: negative record count or size")
         if size > limit:
@@ -380,15 +486,17 @@ def _blocks(
         else:
             data = source.read(size)
             if len(data) < size:
-                raise _Refusal(f"{where} is cut short: {len(data)} of its {size} bytes")
+                raise _CutShort(f"{where} is cut short: {len(data)} of its {size} bytes")
         if count * min_record_bytes > len(data):
             raise _Refusal(
                 f"{where} is corrupt: it claims {count} records in {len(data)} bytes (a "
                 f"record takes at least {min_record_bytes})"
             )
         marker = source.read(_SYNC_SIZE)
+        if len(marker) < _SYNC_SIZE:
+            raise _CutShort(f"{where} is cut short: the file ends before its sync marker")
         if marker != sync:
-            raise _Refusal(f"{where} is corrupt or cut short: its sync marker is missing")
+            raise _Refusal(f"{where} is corrupt: its sync marker does not match the header's")
         yield _encode_long(count) + _encode_long(len(data))
         yield data
         yield marker
