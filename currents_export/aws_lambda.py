@@ -15,9 +15,23 @@ Configured by environment variables (names, never secret values):
 Per object it logs one JSON line and one CloudWatch EMF line. The deadline is hard: the
 time left bounds every request timeout and backoff sleep, and at the margin progress is
 saved and the unfinished object reported failed, so SQS (or Batch Operations) delivers it
-again and the next attempt resumes from the checkpoint. An object that can never be read
-(not Avro, corrupt, a refused codec) is recorded as permanently failed, dead-lettered as
-an object and logged as an error — and reported handled, so SQS does not redeliver it.
+again and the next attempt resumes from the checkpoint.
+
+An object that can never be read (not Avro, corrupt, a refused codec) is recorded as
+permanently failed, dead-lettered as an object and logged as an error — and reported
+handled, so SQS does not redeliver it. One that ends early (``IncompleteObject``) is
+retryable like a network failure: it is redelivered until the queue's redrive policy moves
+the message aside (an S3 object is written whole, so a truncated one stays truncated).
+
+S3 and DynamoDB calls are bounded by the margin too (:func:`aws_call_limits`): a call in
+flight when the margin is reached (a stalled GetObject stream, a slow UpdateItem), and the
+calls that save progress after it, must end before the hard timeout. Each client makes at
+most 3 attempts (the first included), with a connect timeout of ``min(5, margin / 20)`` s
+and a read timeout (a wait for bytes) of ``min(30, margin / 10)`` s, each at least 1 s: one
+call, its retries and botocore's backoff between them (under 3 s) included, takes at most
+``3 * (connect + read) + 3`` s: 30 s, half the margin, at the default 60 s (connect 3 s,
+read 6 s); the caps (5 s, 30 s) apply from a 300 s margin. The CLI keeps its own, longer
+defaults (S3: connect 10 s, read 120 s, 10 retries; DynamoDB: botocore's 60 s, 10 retries).
 """
 
 from __future__ import annotations
@@ -76,6 +90,34 @@ IAM_ACTIONS = frozenset({
 
 class LambdaConfigError(ValueError):
     """A missing or wrong environment variable; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AwsCallLimits:
+    """How long one S3 or DynamoDB call may take: per attempt, and how many attempts."""
+
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+
+    @property
+    def worst_case_s(self) -> float:
+        """One call, every attempt timing out, with botocore's backoff between them."""
+        return self.max_attempts * (self.connect_timeout + self.read_timeout) + _AWS_BACKOFF_S
+
+
+_AWS_ATTEMPTS = 3
+_AWS_BACKOFF_S = 3.0  # botocore standard mode: up to 1 s, then up to 2 s, between 3 attempts
+
+
+def aws_call_limits(deadline_margin_s: float) -> AwsCallLimits:
+    """Timeouts and attempts for the Lambda's S3 and DynamoDB clients, so that one call with
+    its retries ends well within the deadline margin (see the module docstring)."""
+    return AwsCallLimits(
+        connect_timeout=max(1.0, min(5.0, deadline_margin_s / 20)),
+        read_timeout=max(1.0, min(30.0, deadline_margin_s / 10)),
+        max_attempts=_AWS_ATTEMPTS,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +191,13 @@ class Runtime:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.settings = LambdaSettings.from_env(env)
-        self.s3 = s3_client()
-        self.ledger: Ledger = open_ledger(self.settings.state)
+        limits = aws_call_limits(self.settings.deadline_margin_s)
+        self.s3 = s3_client(connect_timeout=limits.connect_timeout,
+                            read_timeout=limits.read_timeout, max_attempts=limits.max_attempts)
+        self.ledger: Ledger = open_ledger(
+            self.settings.state, connect_timeout=limits.connect_timeout,
+            read_timeout=limits.read_timeout, max_attempts=limits.max_attempts,
+        )
         self.dead_letter: DeadLetter = open_dead_letter(self.settings.dead_letter,
                                                         s3_client=self.s3)
         self.api_key = ApiKeyProvider(ApiKeySource.from_env(env), env)

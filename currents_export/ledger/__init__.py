@@ -17,12 +17,21 @@ from currents_export.ledger.sqlite import SqliteLedger
 
 
 def open_ledger(
-    uri: str, *, endpoint_url: str | None = None, region: str | None = None
+    uri: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    connect_timeout: float | None = None,
+    read_timeout: float | None = None,
+    max_attempts: int | None = None,
 ) -> Ledger:
     """``dynamodb://TABLE`` or a SQLite path.
 
     For DynamoDB, ``endpoint_url``/``region`` default to what botocore finds in the
-    environment (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``...).
+    environment (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``...);
+    ``connect_timeout``/``read_timeout`` (None: botocore's) and ``max_attempts`` (in all,
+    the first included; None: the default retries) bound each of its calls. A SQLite ledger
+    ignores them.
     """
     if uri.startswith("dynamodb://"):
         table = uri[len("dynamodb://") :]
@@ -31,7 +40,9 @@ def open_ledger(
                 f"--state {uri}: expected dynamodb://TABLE with the name of an existing "
                 "DynamoDB table (no '/'), e.g. --state dynamodb://currents-export-ledger"
             )
-        return DynamoDbLedger(table, endpoint_url=endpoint_url, region=region)
+        return DynamoDbLedger(table, endpoint_url=endpoint_url, region=region,
+                              connect_timeout=connect_timeout, read_timeout=read_timeout,
+                              max_attempts=max_attempts)
     if "://" in uri:
         raise LedgerConfigError(
             f"--state {uri}: unknown scheme; use a file path (SQLite) or dynamodb://TABLE"

@@ -12,6 +12,17 @@ UpdateItem only (the Lambda's role has GetItem and UpdateItem, nothing else): it
 legacy item (leases respected) and marks it MOVED, creates the identity's item with the
 legacy checkpoint, then seals the legacy item (a lease until 9999) so that no worker running
 older code processes it again. MOVED items are invisible to ``state`` and ``objects``.
+
+Unlike the SQLite ledger, this one is not migrated when opened (a scan of the table, with
+more permissions than the Lambda has): an old item keyed by path or URI is recognised only
+when the object is seen again at that same URI (``legacy_id``); a copy of the file elsewhere
+is not matched to it. The Lambda always keyed objects by their ``s3://`` URI, which it sees
+again on a redelivery, so its own history is unaffected.
+
+Timeouts and retries: ``connect_timeout``/``read_timeout`` (None: botocore's 60 s) and
+``max_attempts`` (attempts in all, the first included; None: botocore's standard mode with
+``max_attempts`` 10) bound each call; the Lambda passes tighter ones so that a slow call
+ends within its deadline margin.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ IN_PROGRESS, DONE, FAILED = "IN_PROGRESS", "DONE", "FAILED"
 MOVED = "MOVED"  # a legacy item whose progress now lives under the object's identity
 _SEALED_UNTIL = 253_402_300_799  # 9999-12-31T23:59:59Z: a moved item's lease never ends
 MAX_ERROR_CHARS = 1_000
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 10})
+_DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 10}
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 # A claim: the object is new, or not done and its lease is expired or ours.
@@ -67,6 +78,9 @@ class DynamoDbLedger:
         ttl_days: float | None = 400.0,
         client: Any | None = None,
         clock: Callable[[], float] = time.time,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         self.table = table
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -74,9 +88,16 @@ class DynamoDbLedger:
         self.ttl_s = None if ttl_days is None else ttl_days * 86_400
         self._clock = clock
         if client is None:
+            config = Config(
+                retries=_DEFAULT_RETRIES if max_attempts is None
+                else {"mode": "standard", "total_max_attempts": max_attempts},
+                **{name: value for name, value in (("connect_timeout", connect_timeout),
+                                                   ("read_timeout", read_timeout))
+                   if value is not None},
+            )
             try:
                 client = boto3.session.Session().client(
-                    "dynamodb", endpoint_url=endpoint_url, region_name=region, config=_CONFIG
+                    "dynamodb", endpoint_url=endpoint_url, region_name=region, config=config
                 )
             except NoRegionError:
                 raise LedgerConfigError(

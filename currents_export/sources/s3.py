@@ -54,14 +54,32 @@ class S3Location:
         return cls(bucket, prefix)
 
 
-def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """A boto3 S3 client with botocore's standard retries and sane timeouts."""
-    config = Config(
+def s3_client(
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    *,
+    connect_timeout: float = 10,
+    read_timeout: float = 120,
+    max_attempts: int | None = None,
+) -> Any:
+    """A boto3 S3 client with botocore's standard retries and sane timeouts.
+
+    The defaults suit the CLI; the Lambda passes tighter ones, derived from its deadline
+    margin (see ``aws_lambda``). ``read_timeout`` bounds each wait for bytes (a stalled
+    GetObject stream), not a whole transfer. ``max_attempts``: attempts in all, the first
+    included; None: the CLI's ``AWS_MAX_ATTEMPTS``, else 10 (botocore's ``max_attempts``,
+    which counts retries).
+    """
+    retries: Any = (
         # botocore's standard retries; AWS_MAX_ATTEMPTS lowers them (an unreachable endpoint
         # costs about 30 s of backoff at 10 attempts).
-        retries={"mode": "standard", "max_attempts": _max_attempts()},
-        connect_timeout=10,
-        read_timeout=120,
+        {"mode": "standard", "max_attempts": _max_attempts()} if max_attempts is None
+        else {"mode": "standard", "total_max_attempts": max_attempts}
+    )
+    config = Config(
+        retries=retries,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         max_pool_connections=32,
     )
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
