@@ -136,36 +136,27 @@ class Redrive:
             log.info("%s is gone (another redrive?); skipped", store.describe(name))
             return False
         lines = [_parse(raw) for raw in original.splitlines() if raw.strip()]
-        by_insert_id = self._by_insert_id
         duplicates: list[_Line] = []
-        try:  # a lane's failure can surface in submit as well as in drain
-            for line in lines:
-                if line.data is None or not self._selected(line.data):
-                    continue
-                event = line.data.get("event")
-                if not isinstance(event, dict):
-                    line.reason, line.detail = line.data.get("reason"), line.data.get("detail")
-                    continue
-                insert_id = event.get("insert_id")
-                if isinstance(insert_id, str) and insert_id in by_insert_id:
-                    duplicates.append(line)  # written twice (e.g. by a resumed run)
-                    continue
-                if isinstance(insert_id, str):
-                    by_insert_id[insert_id] = line
-                problem = id_problem(event, self.min_id_length)
-                if problem:
-                    line.reason, line.detail = INVALID_ID, problem
-                    continue
-                ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
+        try:
+            submitted = False
+            try:  # a lane's failure can surface in submit as well as in drain
+                self._submit(lines, duplicates, lanes)
+                submitted = True
+            finally:
+                # Always, even when submit raised: the lanes send (after a failure: abandon,
+                # unsettled) what this file packed and forget the failure, so that neither
+                # its events nor its error reach the next file.
                 try:
-                    lanes.submit(PendingEvent(orjson.dumps(event), line, ids))
-                    line.sent = True
-                except EventTooLarge as exc:
-                    line.reason, line.detail = "event_too_large", str(exc)
-            lanes.drain()
+                    lanes.drain()
+                except Exception:
+                    if submitted:
+                        raise  # this file's failure, met while draining
+                    # else submit raised this file's failure already: that one is reported
+                    log.debug("drained %s after its failure", store.describe(name),
+                              exc_info=True)
         finally:
             for line in duplicates:
-                first = by_insert_id[line.data["event"]["insert_id"]]  # type: ignore[index]
+                first = self._by_insert_id[line.data["event"]["insert_id"]]  # type: ignore[index]
                 line.delivered = first.delivered
             requests, retries = lanes.take_stats()
             summary.requests += requests
@@ -177,6 +168,33 @@ class Redrive:
                 summary.resent += len(resent)
             self._rewrite(store, name, original, lines)
         return True
+
+    def _submit(self, lines: list[_Line], duplicates: list[_Line], lanes: Lanes[_Line]) -> None:
+        """Hand the file's selected events to the lanes; note why the others stay."""
+        by_insert_id = self._by_insert_id
+        for line in lines:
+            if line.data is None or not self._selected(line.data):
+                continue
+            event = line.data.get("event")
+            if not isinstance(event, dict):
+                line.reason, line.detail = line.data.get("reason"), line.data.get("detail")
+                continue
+            insert_id = event.get("insert_id")
+            if isinstance(insert_id, str) and insert_id in by_insert_id:
+                duplicates.append(line)  # written twice (e.g. by a resumed run)
+                continue
+            if isinstance(insert_id, str):
+                by_insert_id[insert_id] = line
+            problem = id_problem(event, self.min_id_length)
+            if problem:
+                line.reason, line.detail = INVALID_ID, problem
+                continue
+            ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
+            try:
+                lanes.submit(PendingEvent(orjson.dumps(event), line, ids))
+                line.sent = True
+            except EventTooLarge as exc:
+                line.reason, line.detail = "event_too_large", str(exc)
 
     def _selected(self, data: dict[str, Any]) -> bool:
         return not self.reasons or data.get("reason") in self.reasons

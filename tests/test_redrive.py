@@ -15,9 +15,17 @@ import pytest
 from conftest import stored_events
 from test_replay import API_KEY, assert_balanced, read_all, replay, run_cli
 
+from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.emulator import Emulator
+from currents_export.config import RequestLimits, RetryPolicy, endpoint_url
 from currents_export.currents.fixtures import generate_fixtures
-from currents_export.deadletter import DeadLetter, DeadLetterDirectory, S3DeadLetter
+from currents_export.deadletter import (
+    DeadLetter,
+    DeadLetterDirectory,
+    DirectoryStore,
+    S3DeadLetter,
+)
+from currents_export.redrive import Redrive
 from currents_export.sources.s3 import s3_client
 
 
@@ -288,6 +296,54 @@ def test_redrive_log_records_every_line_re_sent_and_is_never_redriven(
     assert again["resent"] == 1 and again["redrive_log"] != summary["redrive_log"]
     assert len(read_log(str(log_path))) == 5
     assert_balanced(again)
+
+
+def test_a_file_that_fails_does_not_poison_the_next_one(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A lane failing while a file's events are still being submitted (its lane queue full)
+    fails that file only: the next file is sent, not failed untried with the stale error or
+    sent with the first file's packed events."""
+    directory = tmp_path / "dl"
+    directory.mkdir()
+    failing_user = "user-failing-0001"
+
+    def lines(numbers: range, user: str | None = None) -> bytes:
+        return b"".join(orjson.dumps({
+            "reason": "amplitude_silenced_device", "detail": "", "object": "o",
+            "record_index": n, "event_type": "t", "record": {"id": f"dl-{n:06d}"},
+            "event": {"event_type": "redriven", "user_id": user or f"user-{n:06d}",
+                      "insert_id": f"dl-{n:06d}", "time": 1_700_000_000_000 + n},
+        }) + b"\n" for n in numbers)
+
+    first, second = directory / "a-first.jsonl", directory / "b-second.jsonl"
+    first.write_bytes(lines(range(100), failing_user))  # 10 requests of 10 events, 1 lane
+    second.write_bytes(lines(range(100, 130)))
+    original_first = first.read_bytes()
+    emulator.set_faults([{"action": "status", "status": 503, "ids": [failing_user]}])
+
+    # The first 503 gives up at once (the next retry would pass the 4 s horizon); the run's
+    # circuit still lets the second file's requests go within the horizon, and they succeed.
+    client = AmplitudeClient(
+        endpoint_url("batch", base_url=emulator.url), API_KEY,
+        retry=RetryPolicy(initial_delay_s=10, max_delay_s=10, horizon_s=4),
+        jitter=lambda: 0.5,
+    )
+    try:
+        summary = Redrive(client, RequestLimits(max_events=10, max_body_bytes=1_000_000),
+                          min_id_length=5, lanes=1).run(DirectoryStore(directory))
+    finally:
+        client.close()
+
+    assert summary.objects_failed == 1 and summary.objects_done == 1
+    [failure] = summary.failures
+    assert failure["object"] == str(first) and "stay pending" in failure["error"]
+    assert sorted(stored_ids(emulator)) == [f"dl-{n:06d}" for n in range(100, 130)]
+    assert summary.delivered == 30
+    assert first.read_bytes() == original_first  # every line kept, as it was
+    assert not second.exists()  # all delivered
+    sent = [entry for entry in emulator.requests_log()]
+    assert sum(1 for entry in sent if entry["status"] == 503) == 1  # tried once, given up
 
 
 def test_redrive_of_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
