@@ -2,7 +2,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from test_replay import replay
 
+from currents_export.amplitude.emulator import Emulator
+from currents_export.currents.fixtures import generate_fixtures
+from currents_export.currents.keys import currents_identity
 from currents_export.ledger import (
     Ledger,
     LedgerConfigError,
@@ -11,6 +15,7 @@ from currents_export.ledger import (
     SqliteLedger,
     open_ledger,
 )
+from currents_export.sources.local import find_local_objects
 
 
 def test_an_object_is_done_only_after_complete_and_survives_reopening(tmp_path: Path) -> None:
@@ -165,12 +170,15 @@ def test_a_ledger_file_with_the_old_schema_is_migrated_and_its_rows_still_read(
     old.close()
 
     ledger = SqliteLedger(path)
-    assert ledger.is_done(DONE_LEGACY) and ledger.is_done(DONE_IDENTITY, legacy_id=DONE_LEGACY)
-    assert ledger.state(DONE_LEGACY) == ObjectState(
-        object_id=DONE_LEGACY, status="done", permanent=False, error=None, location=None,
-        attempts=1, next_index=0, started_at=100.0, updated_at=200.0, finished_at=None,
+    # Rows in the Currents layout are now keyed by identity (the old id kept as location).
+    assert ledger.state(DONE_LEGACY) is None and ledger.state(LEGACY) is None
+    assert ledger.is_done(DONE_IDENTITY)
+    assert ledger.state(DONE_IDENTITY) == ObjectState(
+        object_id=DONE_IDENTITY, status="done", permanent=False, error=None,
+        location=DONE_LEGACY, attempts=1, next_index=0, started_at=100.0, updated_at=200.0,
+        finished_at=None,
     )
-    failed = ledger.state("/data/x.avro")
+    failed = ledger.state("/data/x.avro")  # not in the layout: left as it was
     assert failed is not None and failed.error == "boom" and not failed.permanent
     resume = ledger.begin(IDENTITY, location="/new/f.avro", legacy_id=LEGACY)
     assert resume == Resume(next_index=40, figures={"records": 40})
@@ -183,4 +191,83 @@ def test_a_ledger_file_with_the_old_schema_is_migrated_and_its_rows_still_read(
     state = again.state(IDENTITY)
     assert state is not None and state.permanent and state.location == "/new/f.avro"
     assert [s.object_id for s in again.objects()] == sorted(
-        [DONE_LEGACY, "/data/x.avro", IDENTITY])
+        ["/data/x.avro", DONE_IDENTITY, IDENTITY])
+
+
+def old_ledger(path: Path, rows: list[tuple[object, ...]]) -> None:
+    """A ledger file as versions before identity keys wrote it."""
+    old = sqlite3.connect(path)
+    old.execute(_OLD_SCHEMA)
+    old.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    old.commit()
+    old.close()
+
+
+def test_an_old_path_keyed_done_row_answers_for_the_file_copied_elsewhere(
+    tmp_path: Path,
+) -> None:
+    key = "event_type=users.messages.email.Open/date=2026-01-01-00/1/a/x+0+0000000007.avro"
+    path = tmp_path / "state.sqlite"
+    old_ledger(path, [(f"/old/place/{key}", "done", 1, 0, '{"records": 3}', None, 1.0, 2.0)])
+    copy = tmp_path / "new" / "place" / key
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"Obj\x01")
+    [source] = find_local_objects([tmp_path / "new" / "place"])
+    assert source.uri != f"/old/place/{key}"
+
+    ledger = SqliteLedger(path)
+    found = ledger.state(source.identity)  # no legacy_id: the row itself was re-keyed
+    assert found is not None and found.done and found.object_id == f"currents:{key}"
+    assert found.location == f"/old/place/{key}"
+    assert ledger.is_done(source.identity, legacy_id=source.uri)
+    ledger.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_re_keying_keeps_the_more_advanced_row_and_runs_once(tmp_path: Path) -> None:
+    done_key = "event_type=users.messages.sms.Send/date=2026-01-01-00/1/a/d+0+1.avro"
+    open_key = "event_type=users.messages.sms.Send/date=2026-01-01-00/1/a/o+0+2.avro"
+    path = tmp_path / "state.sqlite"
+    old_ledger(path, [
+        # one file seen at two places: done at one, failed at the other
+        (f"/a/{done_key}", "failed", 2, 10, None, "boom", 1.0, 2.0),
+        (f"/b/{done_key}", "done", 1, 0, "{}", None, 3.0, 4.0),
+        # already under its identity (in progress); an old failed row for the same file
+        (f"currents:{open_key}", "in_progress", 1, 5, '{"records": 5}', None, 5.0, 6.0),
+        (f"s3://bucket/x/{open_key}", "failed", 1, 0, None, "timeout", 7.0, 8.0),
+        ("sha256:" + "cd" * 32, "done", 1, 0, "{}", None, 9.0, 10.0),
+    ])
+    ledger = SqliteLedger(path)
+    done = ledger.state(f"currents:{done_key}")
+    assert done is not None and done.done and done.location == f"/b/{done_key}"
+    # /a (failed) was re-keyed first, then /b (done) took its place: done beats failed
+    assert ledger.state(f"/a/{done_key}") is None
+    kept = ledger.state(f"currents:{open_key}")
+    assert kept is not None and (kept.status, kept.next_index) == ("in_progress", 5)
+    assert ledger.state(f"s3://bucket/x/{open_key}") is not None  # not more advanced: stays
+    assert ledger.state("sha256:" + "cd" * 32) is not None
+    assert len(list(ledger.objects())) == 5 - 1
+    ledger.close()
+
+    # Once only: a path-keyed row written afterwards (by an older version) is left alone.
+    later = f"/c/{open_key.replace('o+0+2', 'n+0+3')}"
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO objects (object_id, status, updated_at) VALUES (?, 'done', 1)",
+                   (later,))
+    reopened = SqliteLedger(path)
+    assert reopened.state(later) is not None
+
+
+def test_replay_from_a_new_place_skips_what_an_old_ledger_did_elsewhere(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    [fixture] = generate_fixtures(tmp_path / "new" / "place", events_per_type=10, seed=13,
+                                  files_per_type=1, event_types=["users.messages.email.Open"])
+    identity = currents_identity(fixture.key)
+    assert identity is not None
+    old_ledger(tmp_path / "state.sqlite",
+               [(f"/old/place/{identity}", "done", 1, 0, '{"records": 10}', None, 1.0, 2.0)])
+    result, summary = replay(emulator, tmp_path, tmp_path / "new" / "place")
+    assert result.exit_code == 0, result.output
+    assert summary["objects_already_done"] == 1 and summary["objects_done"] == 0
+    assert summary["requests"] == 0 and emulator.requests_log() == []

@@ -1,7 +1,21 @@
-"""The default ledger: one SQLite file, one row per object."""
+"""The default ledger: one SQLite file, one row per object.
+
+Ledgers written before identities keyed objects by absolute path or ``s3://`` URI. Such a
+row is found by ``legacy_id`` only while the file is seen at that same place; so, once per
+ledger file (``PRAGMA user_version`` 0 → 1), the first opening re-keys every row whose id
+is in the Currents layout (``…/event_type=…/date=…/….avro``) to ``currents:<identity>``,
+the key the same file has wherever it is copied, and keeps the old id in ``location`` when
+that is empty. This is one transaction. When two rows name the same identity (the file
+copied to two places, or already processed under its identity), the more advanced one is
+kept under the identity: a done row beats an in-progress or failed one (the other is
+dropped, and logged); otherwise the row already under the identity stays and the old one
+keeps its old id (it still answers as a ``legacy_id``). Rows outside the layout (content
+hashes, paths of files named otherwise) are left as they are.
+"""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -11,7 +25,10 @@ from typing import Any
 
 import orjson
 
+from currents_export.currents.keys import currents_identity
 from currents_export.ledger.base import DONE, ObjectState, Resume
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -36,6 +53,8 @@ _ADDED_COLUMNS = {
 }
 _STATE_COLUMNS = ("object_id, status, permanent, error, location, attempts, next_index, "
                   "started_at, updated_at, finished_at")
+_IDENTITY_PREFIXES = ("currents:", "sha256:", "s3etag:")  # ids that are identities already
+_VERSION_IDENTITY_KEYS = 1  # user_version once path-keyed rows were re-keyed by identity
 
 
 class SqliteLedger:
@@ -55,6 +74,10 @@ class SqliteLedger:
             for name, definition in _ADDED_COLUMNS.items():
                 if name not in present:
                     self._db.execute(f"ALTER TABLE objects ADD COLUMN {definition}")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version < _VERSION_IDENTITY_KEYS:
+                self._rekey_by_identity()
+                self._db.execute(f"PRAGMA user_version = {_VERSION_IDENTITY_KEYS}")
 
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self.path)!r})"
@@ -168,6 +191,43 @@ class SqliteLedger:
             "UPDATE objects SET object_id = ? WHERE object_id = ? AND status <> 'done'",
             (object_id, legacy_id),
         )
+
+    def _rekey_by_identity(self) -> None:
+        """Re-key path- and URI-keyed rows by identity (see the module docstring); runs in
+        the opening transaction."""
+        rows = self._db.execute(
+            "SELECT object_id, status FROM objects WHERE object_id LIKE '%event_type=%' "
+            "ORDER BY object_id"
+        ).fetchall()
+        moved = 0
+        for old_id, status in rows:
+            if old_id.startswith(_IDENTITY_PREFIXES):
+                continue
+            identity = currents_identity(old_id)
+            if identity is None:
+                continue
+            new_id = f"currents:{identity}"
+            existing = self._db.execute("SELECT status FROM objects WHERE object_id = ?",
+                                        (new_id,)).fetchone()
+            if existing is not None:
+                if status != DONE or existing[0] == DONE:
+                    log.info("ledger %s: %s is already recorded (%s); the row of %s (%s) "
+                             "stays under its old id", self.path, new_id, existing[0], old_id,
+                             status)
+                    continue
+                log.info("ledger %s: %s was %s; %s (done) takes its place",
+                         self.path, new_id, existing[0], old_id)
+                self._db.execute("DELETE FROM objects WHERE object_id = ?", (new_id,))
+            self._db.execute(
+                """UPDATE objects SET object_id = ?,
+                       location = COALESCE(NULLIF(location, ''), ?)
+                   WHERE object_id = ?""",
+                (new_id, old_id, old_id),
+            )
+            moved += 1
+        if moved:
+            log.info("ledger %s: %d rows keyed by path or URI are now keyed by identity",
+                     self.path, moved)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
