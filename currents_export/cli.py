@@ -43,7 +43,7 @@ from currents_export.config import (
     RetryPolicy,
     endpoint_url,
 )
-from currents_export.currents.reader import UnreadableObject, open_records
+from currents_export.currents.reader import open_records
 from currents_export.currents.schemas import pii_fields
 from currents_export.deadletter import DeadLetterConfigError, open_dead_letter
 from currents_export.errors import (
@@ -53,12 +53,13 @@ from currents_export.errors import (
     EXIT_UNFINISHED,
     ConfigurationError,
     CurrentsExportError,
+    ObjectError,
     OutputPathError,
 )
 from currents_export.ledger import LedgerConfigError, open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapper_for
 from currents_export.mapping.settings import MappingConfigError, mapping_options
-from currents_export.pipeline import Pipeline
+from currents_export.pipeline import Pipeline, SeenIds
 from currents_export.redrive import Redrive
 from currents_export.sources import SourceError, SourceObject, find_local_objects
 from currents_export.sources.s3 import (
@@ -323,6 +324,9 @@ def _check_output_paths(settings: dict[str, Any]) -> None:
             _check_writable_file(value, "--" + option.replace("_", "-"))
     state = settings.get("state") or ""
     if state and "://" not in state:
+        if Path(state).is_dir():
+            raise OutputPathError(f"--state {state}: is a directory; give the ledger's file "
+                                  "name (e.g. state.sqlite)")
         _check_creatable_dir(Path(state).parent, "--state")
     dead_letter = settings.get("dead_letter") or ""
     if dead_letter and "://" not in dead_letter:
@@ -393,10 +397,11 @@ def _pipeline_factory(
         raise click.UsageError(str(exc)) from None
     stack.callback(ledger.close)
     stack.callback(dead_letter.close)
+    ledger.state("currents-export:check")  # a missing table or bad file: exit 2, before work
     output: IO[bytes] | None = None
     if settings["output"]:
         output = stack.enter_context(Path(settings["output"]).open("wb"))  # noqa: SIM115
-    seen_ids: set[str] = set()
+    seen_ids = SeenIds()
     options = _mapping_options(settings["profile"], settings["identity_fallback"])
 
     def new_pipeline() -> Pipeline:
@@ -539,8 +544,9 @@ def redrive(
         )
     except DeadLetterConfigError as exc:
         raise click.UsageError(f"dead letter {exc}") from None
-    with ExitStack() as stack:
-        client = _build_client(settings, stack)
+    stop = Stop()
+    with ExitStack() as stack, _stop_on_signals(stop):
+        client = _build_client(settings, stack, stop)
         redrive_run = Redrive(
             client, REQUEST_LIMITS[settings["api"]], settings["min_id_length"],
             lanes=settings["lanes"], reasons=frozenset(reasons),
@@ -548,7 +554,10 @@ def redrive(
         try:
             summary = redrive_run.run(store)
         except ConfigurationError as exc:
-            click.echo(f"Error: {exc}. The dead letter was not changed.", err=True)
+            click.echo(f"Error: {exc}. The redrive stopped: dead-letter files it had finished "
+                       "were rewritten without what was delivered (see the redrive log); the "
+                       "file it was on and the ones after it were not changed. Run it again "
+                       "once this is fixed.", err=True)
             sys.exit(EXIT_CONFIG)
     _finish(summary, settings)
 
@@ -611,7 +620,7 @@ def inspect(
     options = _mapping_options(profile, identity_fallback)
     try:
         report = _inspect(source, options, samples)
-    except (UnreadableObject, OSError) as exc:
+    except (ObjectError, OSError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_UNFINISHED)
     click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())

@@ -74,6 +74,22 @@ UNUSABLE_SHARE = 0.9
 AMPLITUDE_DEDUP_DAYS = 7  # Amplitude drops a repeated insert_id only within this window
 
 
+class SeenIds:
+    """The Braze event ids seen in this run, shared by every worker of the run."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    def first_time(self, event_id: str) -> bool:
+        """Record ``event_id``; True unless it was seen before."""
+        with self._lock:
+            if event_id in self._ids:
+                return False
+            self._ids.add(event_id)
+            return True
+
+
 @dataclass(slots=True)
 class EventRef:
     """What travels with an event until Amplitude answers for it.
@@ -108,8 +124,7 @@ class Pipeline:
     retry_failed: bool = False  # try objects the ledger says failed permanently again
     stop: Stop | None = None  # a deadline or a signal; the client's when there is a client
     on_object: Callable[[ObjectReport], None] | None = None  # progress display, logs
-    seen_ids: set[str] = field(default_factory=set)
-    _seen_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    seen_ids: SeenIds = field(default_factory=lambda: SeenIds())  # shared by the workers
     _lanes: Lanes[EventRef] | None = field(default=None, init=False)
     _valid_ids: set[str] = field(default_factory=lambda: {""}, init=False)
     _last_report: ObjectReport = field(default_factory=ObjectReport, init=False)
@@ -187,7 +202,8 @@ class Pipeline:
             object=source.uri, event_type=source.key_event_type)
         try:
             resume = self._begin(source, report)
-        except ConfigurationError:
+        except ConfigurationError as exc:
+            report.status, report.error = "failed", str(exc)
             raise
         except Exception as exc:  # e.g. an object outside the layout that cannot be read
             report.status, report.error = "failed", str(exc) or type(exc).__name__
@@ -236,15 +252,17 @@ class Pipeline:
                 report.status = "already_done"
                 return None
             self._warn_redo(source, state)
-        if (state is not None and state.status == "failed" and state.permanent
-                and not (self.retry_failed or self.force)):
-            report.status, report.error = "skipped_failed", state.error
+        failed_for_good = state is not None and state.status == "failed" and state.permanent
+        if failed_for_good and not (self.retry_failed or self.force):
+            report.status, report.error = "skipped_failed", state.error if state else None
             return None
         if self.dry_run:
             return None
         try:
+            # A permanent failure tried again starts over: its checkpoint may sit past
+            # records it could not use then.
             return self.ledger.begin(identity, location=source.uri, legacy_id=source.uri,
-                                     restart=self.force)
+                                     restart=self.force or failed_for_good)
         except AlreadyDone:  # finished by another worker since the look-up
             report.status = "already_done"
         except LeaseError as exc:  # another worker has it now; try again later
@@ -278,9 +296,14 @@ class Pipeline:
         if self._lanes is not None:
             report.requests, report.retries = self._lanes.take_stats()
         if error is None:
-            if self.ledger is not None and not self.dry_run:
+            if self.ledger is None or self.dry_run:
+                return
+            try:
                 self.ledger.complete(progress.object_id, report.figures())
-            return
+                return
+            except Exception as exc:  # delivered, but not recorded: the next run re-sends,
+                error = exc           # and Amplitude drops the repeats by insert_id
+                log.debug("%s: could not mark it done", source.uri, exc_info=True)
         report.status = "failed"
         report.error = str(error) or type(error).__name__
         report.retryable = is_retryable(error) or isinstance(error, ConfigurationError)
@@ -392,11 +415,7 @@ class Pipeline:
             event_id = str(event_id)
         if not isinstance(event_id, str) or not event_id:
             return False
-        with self._seen_lock:
-            if event_id in self.seen_ids:
-                return True
-            self.seen_ids.add(event_id)
-        return False
+        return not self.seen_ids.first_time(event_id)
 
     def _route(
         self,
@@ -445,6 +464,8 @@ class Pipeline:
 
     def _delivered(self, refs: list[EventRef]) -> None:
         """One request's delivered events (nearly always of one object): resolve them at once."""
+        if self._lanes is None:  # a lane left behind by a stop answers after the run ended:
+            return               # its events stay pending (re-sent, deduplicated by insert_id)
         progress = refs[0].progress
         if any(ref.progress is not progress for ref in refs):
             for ref in refs:
@@ -455,6 +476,8 @@ class Pipeline:
             self._checkpoint(progress)
 
     def _rejected(self, ref: EventRef, reason: str, detail: str) -> None:
+        if self._lanes is None:  # after the run ended (see _delivered)
+            return
         self._dead_letter(ref.progress, ref.object_name, ref.event_type, ref.index,
                           ref.record, orjson.Fragment(ref.payload),
                           reason, detail, ref.warnings)

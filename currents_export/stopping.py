@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from currents_export.errors import SendInterrupted
+
 
 class Stop:
     """A deadline (monotonic seconds, or None) and a stop that can be requested any time."""
@@ -51,6 +53,11 @@ class Stop:
         if self.reason is not None:
             return self.reason
         return "the deadline is reached"
+
+    def interrupted(self) -> SendInterrupted:
+        """The error a wait or a send raises when it meets this stop."""
+        return SendInterrupted(
+            f"{self.why()}: progress is saved and the object resumes on its next run")
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None: no deadline; 0 once stopped)."""

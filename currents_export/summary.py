@@ -241,7 +241,8 @@ class RunSummary(Tally):
             out.append(f"pending (read, not finished; retried next run): {self.pending_records}")
         for failure in self.failures:
             kind = "FAILED" if failure.get("retryable", True) else "FAILED (permanent)"
-            out.append(f"{kind} {failure['object']}: {failure['error']}")
+            error, name = failure["error"], failure["object"]
+            out.append(f"{kind} {error}" if error.startswith(name) else f"{kind} {name}: {error}")
         if self.objects_failed_permanently:
             out.append(f"{self.objects_failed_permanently} objects failed permanently: later "
                        "runs skip them (see `currents-export status`; --retry-failed tries "

@@ -16,7 +16,7 @@ from currents_export.amplitude.client import (
     BAD_REQUEST,
     TOO_LARGE,
     AmplitudeClient,
-    ConfigurationError,
+    AmplitudeSetupError,
     DeliveryFailed,
 )
 from currents_export.amplitude.emulator import Emulator
@@ -115,7 +115,7 @@ def test_configuration_errors_stop_without_retrying_or_leaking_the_key(
     scripted: type[ScriptedServer], body: dict, message: str
 ) -> None:
     server = scripted([Scripted(400, body=orjson.dumps(body))])
-    with pytest.raises(ConfigurationError, match=message) as info:
+    with pytest.raises(AmplitudeSetupError, match=message) as info:
         client(server.url, []).send(events(2))
     assert SECRET not in str(info.value)
     assert len(server.bodies) == 1

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +126,12 @@ def replay_process(emulator: Emulator, work: Path, *extra: str) -> subprocess.Po
     )
 
 
-def wait_for_requests(emulator: Emulator, count: int, process: subprocess.Popen[bytes]) -> None:
+def wait_for_faults(emulator: Emulator, count: int, process: subprocess.Popen[bytes]) -> None:
+    """Until ``count`` requests met a fault (counted when it fires: a delayed request is
+    then still in flight)."""
     for _ in range(600):  # bounded: at most about a minute
-        if requests_made(emulator) >= count or process.poll() is not None:
+        fired = httpx.get(f"{emulator.url}/_emulator/stats").json()["faults_fired"]
+        if fired >= count or process.poll() is not None:
             return
         time.sleep(0.1)
 
@@ -138,7 +142,7 @@ def test_sigint_during_an_outage_saves_progress_and_writes_the_summary(
     files = fixtures(tmp_path / "bucket", events=400, files_per_type=20)
     set_faults(emulator, [{"action": "status", "status": 503}])
     process = replay_process(emulator, tmp_path, "--retry-horizon", "900")
-    wait_for_requests(emulator, 3, process)
+    wait_for_faults(emulator, 3, process)
     assert process.poll() is None  # still waiting on Amplitude, as a 900 s horizon allows
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)  # a guard against a hang, not a timing check
@@ -157,19 +161,48 @@ def test_sigint_during_an_outage_saves_progress_and_writes_the_summary(
     assert len(stored) == len(set(stored)) == summary["delivered"]
 
 
-def test_a_second_sigint_exits_at_once(emulator: Emulator, tmp_path: Path) -> None:
+@pytest.fixture
+def own_emulator() -> Iterator[Emulator]:
+    """An emulator of the test's own: requests left sleeping in a "delay" fault are dropped
+    when it stops, instead of being stored later in the shared one."""
+    with Emulator() as server:
+        yield server
+
+
+def test_a_second_sigint_exits_at_once(own_emulator: Emulator, tmp_path: Path) -> None:
+    emulator = own_emulator
     fixtures(tmp_path / "bucket", events=200, files_per_type=5)
-    # Amplitude answers nothing for a long time: the first Ctrl-C waits for the request in
-    # flight (briefly), the second one does not wait at all.
+    # Amplitude answers nothing for a long time: the first Ctrl-C gives the request in
+    # flight a few seconds of grace; the second one, sent within them, exits at once.
     set_faults(emulator, [{"action": "delay", "delay_s": 30}])
-    process = replay_process(emulator, tmp_path, "--retry-horizon", "900")
-    wait_for_requests(emulator, 1, process)
+    process = replay_process(emulator, tmp_path, "--retry-horizon", "900", "--lanes", "1")
+    wait_for_faults(emulator, 1, process)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert b"exiting now" in stderr and b"Traceback" not in stderr
+
+
+def test_sigint_while_a_request_hangs_still_stops_within_seconds(
+    own_emulator: Emulator, tmp_path: Path
+) -> None:
+    """The reader waits for busy lanes, and lanes wait on a request that takes 30 s: a stop
+    must not wait for it (its events stay pending)."""
+    emulator = own_emulator
+    fixtures(tmp_path / "bucket", events=20_000, files_per_type=1)
+    set_faults(emulator, [{"action": "delay", "delay_s": 30}])
+    process = replay_process(emulator, tmp_path, "--retry-horizon", "900", "--lanes", "1",
+                             "--api", "http")
+    wait_for_faults(emulator, 1, process)
+    process.send_signal(signal.SIGINT)
+    # Well inside the 30 s the hanging request would take (a hang guard, not a benchmark).
+    _, stderr = process.communicate(timeout=25)
+    assert process.returncode == 1 and b"Traceback" not in stderr
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert summary["interrupted"] is True and summary["pending_records"] > 0
+    assert_balanced(summary)
 
 
 # ---- permanent failures --------------------------------------------------------------------
@@ -337,6 +370,29 @@ def test_a_dead_letter_bucket_that_does_not_exist_is_an_answer(
     assert requests_made(emulator) == 0
 
 
+def test_a_ledger_table_that_does_not_exist_is_one_answer(
+    emulator: Emulator, aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fixtures(tmp_path / "bucket")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws)
+    result = run_cli("replay", str(tmp_path / "bucket"), "--api-key", API_KEY,
+                     "--amplitude-url", emulator.url, "--state", "dynamodb://no-such-table",
+                     "--dead-letter", str(tmp_path / "dl"))
+    assert result.exit_code == 2
+    # One message, not one per object.
+    assert result.output.count("Error:") == 1 and "no-such-table" in result.output
+    assert "does not exist" in result.output
+    assert requests_made(emulator) == 0
+
+
+def test_a_state_path_that_is_a_directory_is_an_answer(emulator: Emulator, tmp_path: Path) -> None:
+    fixtures(tmp_path / "bucket")
+    result = run_cli("replay", str(tmp_path / "bucket"), "--api-key", API_KEY,
+                     "--amplitude-url", emulator.url, "--state", str(tmp_path))
+    assert result.exit_code == 2
+    assert "--state" in result.output and "is a directory" in result.output
+
+
 def test_unexpected_errors_name_themselves_and_show_a_traceback_only_with_vv(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -389,3 +445,7 @@ def test_an_object_of_overwhelmingly_unusable_records_stops_instead_of_flooding(
     # It stopped after the first thousand, not after 1,500 dead-lettered records.
     assert summary["dead_lettered"]["mapping_error"] <= 1_000
     assert summary["pending_records"] + summary["records"] <= 1_000
+    # Tried again on request, it starts over (not past the records it could not use).
+    result, summary = replay(emulator, tmp_path, tmp_path / "bucket", extra=("--retry-failed",))
+    assert result.exit_code == 1 and summary["resumed_records"] == 0
+    assert summary["objects_failed_permanently"] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -21,6 +22,7 @@ from currents_export.amplitude.emulator import Emulator
 from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.currents.keys import currents_identity
 from currents_export.ledger import open_ledger
+from currents_export.sources.s3 import s3_client
 
 BUCKET = "acme-currents"
 TABLE = "currents-ledger"
@@ -254,8 +256,8 @@ def test_an_amplitude_answering_503_forever_cannot_make_the_lambda_overrun(
                       if "Records" in json.loads(r["body"]))
     # Two requests get through (a checkpoint is saved), then Amplitude fails for good.
     emulator.set_faults([{"action": "status", "status": 503, "after": 2}])
-    # 8 s left, 5 s margin: the default 900 s retry horizon would overrun by far.
-    result, stdout = invoke(event, Context(remaining_ms=8_000))
+    # 15 s left, 5 s margin: the default 900 s retry horizon would overrun by far.
+    result, stdout = invoke(event, Context(remaining_ms=15_000))
     assert result == {"batchItemFailures": [{"itemIdentifier": message_id}]}
     lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     failed = next(line for line in lines if line.get("message") == "object failed")
@@ -304,3 +306,40 @@ def test_an_object_that_can_never_be_read_is_handled_not_redelivered(
     state = open_ledger(f"dynamodb://{TABLE}").state(
         f"currents:{currents_identity(broken_key)}")
     assert state is not None and state.permanent
+
+
+@pytest.mark.parametrize(("margin", "connect", "read"), [
+    ("60", 3.0, 6.0),  # the default margin
+    ("300", 5.0, 30.0),  # the caps
+    ("5", 1.0, 1.0),  # the floors
+])
+def test_the_lambdas_s3_and_dynamodb_calls_are_bounded_by_the_deadline_margin(
+    stack: dict, monkeypatch: pytest.MonkeyPatch, margin: str, connect: float, read: float
+) -> None:
+    """A stalled GetObject stream or a slow DynamoDB call cannot outlive the hard timeout:
+    each client's timeouts and attempts come from the deadline margin."""
+    monkeypatch.setenv("CURRENTS_EXPORT_DEADLINE_MARGIN_S", margin)
+    runtime = aws_lambda.Runtime(os.environ)
+    dynamodb = runtime.ledger._client  # type: ignore[attr-defined]
+    dead_letter_s3 = runtime.dead_letter._client  # type: ignore[attr-defined]
+    assert dead_letter_s3 is runtime.s3
+    for client in (runtime.s3, dynamodb):
+        config = client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (connect, read)
+        assert config.retries["total_max_attempts"] == 3  # the first attempt included
+    limits = aws_lambda.aws_call_limits(float(margin))
+    if float(margin) >= 60:
+        assert limits.worst_case_s <= float(margin) / 2
+    else:
+        assert limits.worst_case_s < float(margin) * 2  # floors: 1 s timeouts at least
+
+
+def test_the_cli_keeps_its_longer_aws_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3 = s3_client().meta.config
+    assert (s3.connect_timeout, s3.read_timeout) == (10, 120)
+    assert s3.retries["total_max_attempts"] == 11  # botocore's max_attempts=10: retries
+    dynamodb = open_ledger(f"dynamodb://{TABLE}")._client.meta.config  # type: ignore[attr-defined]
+    assert (dynamodb.connect_timeout, dynamodb.read_timeout) == (60, 60)  # botocore's
+    assert dynamodb.retries["total_max_attempts"] == 11

@@ -181,23 +181,59 @@ def test_a_bad_file_is_reported_by_name_and_the_others_finish(
     result, summary = replay(emulator, tmp_path, tmp_path / "bucket")
     assert result.exit_code == 1
     assert summary["objects_failed"] == 2 and summary["objects_done"] == len(files)
-    failed = {Path(f["object"]).name: f["error"] for f in summary["failures"]}
+    failed = {Path(f["object"]).name: f for f in summary["failures"]}
     assert set(failed) == {bad.name, truncated.name}
-    assert "not an Avro container file" in failed[bad.name]
-    assert "unreadable after record" in failed[truncated.name]
+    assert "not an Avro container file" in failed[bad.name]["error"]
+    assert failed[bad.name]["retryable"] is False
+    # Cut short (a copy still being written?): retryable, and the message says what to do.
+    assert "ends early" in failed[truncated.name]["error"]
+    assert "run again once it is complete" in failed[truncated.name]["error"]
+    assert failed[truncated.name]["retryable"] is True
     assert str(bad) in result.output
     assert_balanced(summary)
     # Records read before the truncation point were delivered, not left pending.
     assert summary["pending_records"] == 0
 
-    # Both failed permanently: later runs skip them (and say so) unless asked to retry.
+    # The corrupt one failed permanently: later runs skip it (and say so) unless asked to
+    # retry. The truncated one is retried every run (and fails again while still cut short).
     again, summary = replay(emulator, tmp_path, tmp_path / "bucket")
-    assert again.exit_code == 0
-    assert summary["objects_already_done"] == len(files) and summary["objects_failed"] == 0
-    assert summary["objects_skipped_failed"] == 2
+    assert again.exit_code == 1
+    assert summary["objects_already_done"] == len(files) and summary["objects_failed"] == 1
+    assert [Path(f["object"]).name for f in summary["failures"]] == [truncated.name]
+    assert summary["objects_skipped_failed"] == 1
     again, summary = replay(emulator, tmp_path, tmp_path / "bucket", extra=("--retry-failed",))
     assert again.exit_code == 1
     assert summary["objects_already_done"] == len(files) and summary["objects_failed"] == 2
+
+
+def test_a_file_caught_mid_copy_is_retried_and_delivered_once_complete(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    [fixture] = generate_fixtures(tmp_path / "bucket", events_per_type=300, seed=12,
+                                  files_per_type=1, event_types=["users.messages.email.Open"])
+    complete = fixture.path.read_bytes()
+    fixture.path.write_bytes(complete[: len(complete) * 3 // 5])  # the copy is 60% through
+
+    result, summary = replay(emulator, tmp_path, tmp_path / "bucket")
+    assert result.exit_code == 1, result.output
+    [failure] = summary["failures"]
+    assert failure["object"] == str(fixture.path) and failure["retryable"] is True
+    assert "ends early" in failure["error"]
+    assert "if it is still being copied, run again once it is complete" in failure["error"]
+    assert summary["objects_failed"] == 1 and summary["objects_done"] == 0
+    assert summary["objects_failed_permanently"] == 0
+
+    fixture.path.write_bytes(complete)  # the copy finished
+    result, summary = replay(emulator, tmp_path, tmp_path / "bucket")
+    assert result.exit_code == 0, result.output
+    assert summary["objects_done"] == 1 and summary["objects_failed"] == 0
+    identified = {record["id"] for _, record in read_all([fixture])
+                  if record.get("external_user_id") or record.get("device_id")}
+    stored = Counter(event["insert_id"] for event in stored_events(emulator))
+    assert set(stored) == identified and max(stored.values()) == 1
+
+    again, summary = replay(emulator, tmp_path, tmp_path / "bucket")
+    assert again.exit_code == 0 and summary["objects_already_done"] == 1
 
 
 def test_invalid_api_key_stops_with_exit_2_and_marks_nothing_done(

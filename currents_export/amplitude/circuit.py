@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from currents_export.config import RetryPolicy
-from currents_export.errors import AmplitudeUnavailable, SendInterrupted
+from currents_export.errors import AmplitudeUnavailable
 from currents_export.stopping import Stop
 
 _POLL_S = 0.2  # how often a waiting request looks again (a probe of another lane)
@@ -64,8 +64,8 @@ class Circuit:
     def admit(self) -> bool:
         """Wait until a request may go; True when it goes as the circuit's probe.
 
-        Raises ``SendInterrupted`` when the run is stopping and ``AmplitudeUnavailable``
-        once Amplitude has been failing for longer than the horizon.
+        Raises ``SendInterrupted`` when the run is stopping and ``AmplitudeUnavailable`` once
+        Amplitude has been failing for longer than the horizon.
         """
         while True:
             with self._lock:
@@ -79,6 +79,27 @@ class Circuit:
                         return True
                     wait = _POLL_S
             self._sleep(min(wait, _POLL_S) if self._probing else wait)
+
+    def abandon(self) -> None:
+        """A request ended without an answer to count (it raised): let another probe go."""
+        with self._lock:
+            self._probing = False
+
+    def unavailable(self) -> AmplitudeUnavailable:
+        """The error that says Amplitude has been failing, since when and with what."""
+        with self._lock:
+            return self._unavailable()
+
+    def _unavailable(self) -> AmplitudeUnavailable:  # with the lock held
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                              time.gmtime(self._failing_since_wall or time.time()))
+        now = self._clock()
+        spent = now - (self._failing_since if self._failing_since is not None else now)
+        return AmplitudeUnavailable(
+            f"Amplitude ({self.host}) is unavailable since {since}: every request failed for "
+            f"{spent:.0f} s (last: {self._last_problem}); the objects stay pending for the "
+            "next run"
+        )
 
     def succeeded(self) -> None:
         """Amplitude answered (any final answer: 200, 400, 413, an indexed 429)."""
@@ -119,17 +140,9 @@ class Circuit:
 
     def _raise_if_over(self, at: float | None = None) -> None:
         if self.stop.stopped:
-            raise SendInterrupted(
-                f"{self.stop.why()}: progress is saved and the object resumes on its next run"
-            )
+            raise self.stop.interrupted()
         if self._failing_since is None:
             return
         now = self._clock()
         if (now if at is None else at) - self._failing_since > self.policy.horizon_s:
-            since = time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                                  time.gmtime(self._failing_since_wall or time.time()))
-            raise AmplitudeUnavailable(
-                f"Amplitude ({self.host}) is unavailable since {since}: every request "
-                f"failed for {now - self._failing_since:.0f} s (last: {self._last_problem}); "
-                "the objects stay pending for the next run"
-            )
+            raise self._unavailable()

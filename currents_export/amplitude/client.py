@@ -45,10 +45,9 @@ _INDEX_MAPS = {
 }
 
 
-# The errors a send raises (from currents_export.errors), importable from here too.
-__all__ = ["AmplitudeClient", "AmplitudeSetupError", "ConfigurationError", "DeliveryFailed",
-           "SendError", "SendOutcome"]
-ConfigurationError = AmplitudeSetupError  # the name callers of the client know
+# The errors a send raises (defined in currents_export.errors), importable from here too.
+__all__ = ["AmplitudeClient", "AmplitudeSetupError", "DeliveryFailed", "SendError",
+           "SendOutcome"]
 
 
 @dataclass(slots=True)
@@ -91,7 +90,8 @@ class AmplitudeClient:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.url = url
-        self.host = httpx.URL(url).netloc.decode("ascii", "replace")
+        parsed = httpx.URL(url)  # the host for messages: never user:password@ from the URL
+        self.host = f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host
         options = {"min_id_length": min_id_length} if min_id_length is not None else None
         self.envelope = Envelope.build(api_key, options)
         self.throttle_pause_s = throttle_pause_s
@@ -234,7 +234,11 @@ class AmplitudeClient:
         while True:
             circuit.admit()
             outcome.requests += 1
-            response, problem = self._attempt(body, len(chunk))
+            try:
+                response, problem = self._attempt(body, len(chunk))
+            except BaseException:
+                circuit.abandon()  # a probe that raised must not block the others
+                raise
             if response is not None:
                 circuit.succeeded()
                 return response
@@ -251,6 +255,8 @@ class AmplitudeClient:
             delay = circuit.failed(problem, attempt, at_least_s=pause)
             waited = self._clock() - started
             if waited + delay > policy.horizon_s:
+                if circuit.open:  # not this request alone: Amplitude is down
+                    raise circuit.unavailable()
                 raise DeliveryFailed(
                     f"gave up on {self.host} after {attempt} attempts over {waited:.0f}s "
                     f"(last: {problem}); the object stays pending for the next run"
@@ -273,7 +279,7 @@ class AmplitudeClient:
             )
         try:
             reply = self._http.post(self.url, content=body, timeout=timeout)
-        except httpx.TransportError as exc:  # timeouts, resets, refused connections
+        except httpx.HTTPError as exc:  # timeouts, resets, refused connections, bad encodings
             return None, f"{type(exc).__name__} from {self.host}"
         status = reply.status_code
         body_json = _json_body(reply)
@@ -319,12 +325,12 @@ def _raise_for_configuration(body: dict[str, Any]) -> None:
     """A 400 about the API key or the request's shape: nothing will work, stop the run."""
     error = str(body.get("error", ""))
     if error.startswith("Invalid API key"):
-        raise ConfigurationError(
+        raise AmplitudeSetupError(
             "Amplitude rejected the API key: check --api-key / AMPLITUDE_API_KEY and that "
             "--region (or --amplitude-url) matches the Amplitude project"
         )
     if "missing_field" in body:
-        raise ConfigurationError(
+        raise AmplitudeSetupError(
             f"Amplitude says the request is missing {body['missing_field']!r}; "
             "this is a bug in currents-export, please report it"
         )

@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 from currents_export.amplitude.batching import PendingEvent, RequestPacker, pack_all
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.config import RequestLimits
-from currents_export.errors import DeliveryFailed, SendError, SendInterrupted
+from currents_export.errors import DeliveryFailed, SendError
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +101,33 @@ class Lanes(Generic[Ref]):
             self._release([event])
             raise
         if closed:
-            self._lanes[lane].queue.put(closed)
+            self._put(lane, closed)
 
     def drain(self) -> None:
         for lane, packer in zip(self._lanes, self._packers, strict=True):
             rest = packer.flush()
             if rest:
-                lane.queue.put(rest)
+                self._put(lane.index, rest)
         markers = [_Drain() for _ in self._lanes]
         for lane, marker in zip(self._lanes, markers, strict=True):
-            lane.queue.put(marker)
+            self._put(lane.index, marker)
         for marker in markers:
             self._wait(marker.done)
         error, self._error = self._error, None
         if error is not None:
             raise error
+
+    def _put(self, lane: int, item: object) -> None:
+        """Queue work for a lane, waiting while it is busy — but not past a stop (a lane
+        stuck in a request must not hold the reader: its events stay pending)."""
+        target = self._lanes[lane].queue
+        while True:
+            try:
+                target.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self._stop.requested:
+                    raise self._stop.interrupted() from None
 
     def _wait(self, done: threading.Event) -> None:
         """Wait for a lane; once the run is stopping, only a short grace for a request in
@@ -126,10 +138,7 @@ class Lanes(Generic[Ref]):
             if self._stop_waiting_after is None:
                 self._stop_waiting_after = time.monotonic() + _STOP_GRACE_S
             if time.monotonic() >= self._stop_waiting_after:
-                self._fail(SendInterrupted(
-                    f"{self._stop.why()}: progress is saved and the object resumes on its "
-                    "next run"
-                ))
+                self._fail(self._stop.interrupted())
                 return
 
     def take_stats(self) -> tuple[int, int]:
@@ -174,10 +183,12 @@ class Lanes(Generic[Ref]):
             for lane in owners:
                 rest = self._packers[lane].flush()
                 if rest:
-                    self._lanes[lane].queue.put(rest)
+                    self._put(lane, rest)
             with self._ownership:
                 self._ownership.wait(timeout=0.5)
             self._raise_if_failed()
+            if self._stop.requested:
+                raise self._stop.interrupted()
 
     def _take(self, event: PendingEvent[Ref], lane: int | None) -> int:
         if lane is None:
@@ -220,6 +231,7 @@ class _Lane(threading.Thread, Generic[Ref]):
 
     def __init__(self, parent: Lanes[Ref], index: int, depth: int) -> None:
         super().__init__(name=f"amplitude-lane-{index}", daemon=True)
+        self.index = index
         self.parent = parent
         self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.held: list[PendingEvent[Ref]] = []
@@ -255,10 +267,7 @@ class _Lane(threading.Thread, Generic[Ref]):
     def _wait_out_held(self) -> None:
         while self.held:
             if self.parent._stop.stopped:
-                self._give_up(SendInterrupted(
-                    f"{self.parent._stop.why()}: progress is saved and the object resumes "
-                    "on its next run"
-                ))
+                self._give_up(self.parent._stop.interrupted())
                 return
             self._release_ready()
             if self.held:
@@ -325,10 +334,7 @@ class _Lane(threading.Thread, Generic[Ref]):
             return
         if self.parent._stop.stopped:
             self._abandon(events)
-            self._give_up(SendInterrupted(
-                f"{self.parent._stop.why()}: progress is saved and the object resumes on its "
-                "next run"
-            ))
+            self._give_up(self.parent._stop.interrupted())
             return
         try:
             outcome = self.parent._client.send(events)
@@ -354,13 +360,17 @@ class _Lane(threading.Thread, Generic[Ref]):
         delivered: list[PendingEvent[Ref]],
         rejected: list[tuple[PendingEvent[Ref], str, str]],
     ) -> None:
-        if delivered:
-            self.parent._on_delivered([event.ref for event in delivered])
-            self.parent._release(delivered)
-        for event, reason, detail in rejected:
-            self.parent._on_rejected(event.ref, reason, detail)
-        if rejected:
-            self.parent._release([event for event, _, _ in rejected])
+        # Ids are released even when a callback fails (a checkpoint that cannot be saved):
+        # else a later event sharing them would wait for their lane forever.
+        try:
+            if delivered:
+                self.parent._on_delivered([event.ref for event in delivered])
+        finally:
+            try:
+                for event, reason, detail in rejected:
+                    self.parent._on_rejected(event.ref, reason, detail)
+            finally:
+                self.parent._release(delivered + [event for event, _, _ in rejected])
 
     def _hold_throttled(self, throttled: list[tuple[PendingEvent[Ref], float]]) -> None:
         now = self.parent._clock()

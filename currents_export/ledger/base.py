@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from currents_export.errors import ConfigurationError
+
 
 @dataclass(frozen=True, slots=True)
 class Resume:
@@ -128,5 +130,5 @@ class AlreadyDone(LeaseError):
         return type(self), (self.object_id,)
 
 
-class LedgerConfigError(ValueError):
-    """The --state URI (or the ledger it names) cannot be used."""
+class LedgerConfigError(ConfigurationError, ValueError):
+    """The --state URI (or the ledger it names) cannot be used: exit 2, nothing done."""
