@@ -38,7 +38,8 @@ def explain(exc: BaseException, what: str) -> AwsSetupError | None:
             "AWS_SECRET_ACCESS_KEY, or run where an IAM role is available"
         )
     if isinstance(exc, NoRegionError):
-        return AwsSetupError(f"{what}: no AWS region; set AWS_REGION (or AWS_DEFAULT_REGION)")
+        return AwsSetupError(f"{what}: no AWS region; set AWS_DEFAULT_REGION (or a region in "
+                              "the AWS profile)")
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
         url = getattr(exc, "kwargs", {}).get("endpoint_url", "the endpoint")
         return AwsSetupError(

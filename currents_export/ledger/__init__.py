@@ -28,7 +28,7 @@ def open_ledger(
     """``dynamodb://TABLE`` or a SQLite path.
 
     For DynamoDB, ``endpoint_url``/``region`` default to what botocore finds in the
-    environment (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``...);
+    environment (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``...);
     ``connect_timeout``/``read_timeout`` (None: botocore's) and ``max_attempts`` (in all,
     the first included; None: the default retries) bound each of its calls. A SQLite ledger
     ignores them.

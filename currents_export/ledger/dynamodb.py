@@ -101,8 +101,8 @@ class DynamoDbLedger:
                 )
             except NoRegionError:
                 raise LedgerConfigError(
-                    f"--state dynamodb://{table}: no AWS region; set AWS_REGION "
-                    "(or AWS_DEFAULT_REGION, or a region in the AWS profile)"
+                    f"--state dynamodb://{table}: no AWS region; set "
+                    "AWS_DEFAULT_REGION (or a region in the AWS profile)"
                 ) from None
         self._client = client
 
