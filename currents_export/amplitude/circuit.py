@@ -20,6 +20,7 @@ from currents_export.errors import AmplitudeUnavailable
 from currents_export.stopping import Stop
 
 _POLL_S = 0.2  # how often a waiting request looks again (a probe of another lane)
+_GIVE_UP_CHECK_S = 1.0  # how soon a long wait notices that another lane gave up
 
 
 class Circuit:
@@ -48,6 +49,7 @@ class Circuit:
         self._last_problem = ""
         self._paused_until = 0.0  # nobody sends before this (open circuit, project 429)
         self._probing = False
+        self._gave_up: str | None = None  # past the horizon (why): the run sends no more
 
     def reset(self) -> None:
         """Forget past failures (a new run on a long-lived client, e.g. a warm Lambda)."""
@@ -56,6 +58,7 @@ class Circuit:
             self._failing_since = self._failing_since_wall = None
             self._paused_until = 0.0
             self._probing = False
+            self._gave_up = None
 
     @property
     def open(self) -> bool:
@@ -123,9 +126,9 @@ class Circuit:
                 self._failing_since_wall = time.time()
             delay = max(self.policy.delay(max(attempt, self._failures - self.threshold + 1),
                                           self._jitter()), at_least_s)
+            self._raise_if_over(now + delay)
             if self._failures >= self.threshold or at_least_s:
                 self._paused_until = max(self._paused_until, now + delay)
-            self._raise_if_over(now + delay)
             return delay
 
     def wait_before_retry(self, delay: float) -> None:
@@ -136,13 +139,25 @@ class Circuit:
         self._sleep(delay)
 
     def _sleep(self, seconds: float) -> None:
-        (self._injected_sleep or self.stop.sleep)(seconds)
+        """Wait, waking early for a stop or when another lane gave up on Amplitude."""
+        if self._injected_sleep is not None:  # a virtual clock (tests)
+            self._injected_sleep(seconds)
+            return
+        end = time.monotonic() + seconds
+        while self._gave_up is None and (left := end - time.monotonic()) > 0:
+            if not self.stop.sleep(min(left, _GIVE_UP_CHECK_S)):
+                return
 
     def _raise_if_over(self, at: float | None = None) -> None:
+        """Raise when stopping, or once Amplitude failed past the horizon (at ``at``)."""
         if self.stop.stopped:
             raise self.stop.interrupted()
+        if self._gave_up is not None:
+            raise AmplitudeUnavailable(self._gave_up)
         if self._failing_since is None:
             return
         now = self._clock()
         if (now if at is None else at) - self._failing_since > self.policy.horizon_s:
-            raise self._unavailable()
+            error = self._unavailable()
+            self._gave_up = str(error)
+            raise error
