@@ -46,7 +46,7 @@ from currents_export.errors import (
     is_retryable,
 )
 from currents_export.ledger import Ledger
-from currents_export.ledger.base import AlreadyDone, LeaseError
+from currents_export.ledger.base import AlreadyDone, LeaseError, ObjectState, Resume
 from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
 from currents_export.progress import (
     DEAD_LETTERED,
@@ -238,7 +238,7 @@ class Pipeline:
         self._finish(source, report, progress)
         return report
 
-    def _begin(self, source: SourceObject, report: ObjectReport) -> Any:
+    def _begin(self, source: SourceObject, report: ObjectReport) -> Resume | None:
         """Look the object up in the ledger and claim it; returns where to resume.
 
         Leaves ``report.status`` "done" when the object is to be processed now.
@@ -270,7 +270,7 @@ class Pipeline:
             log.warning("%s: %s", source.uri, exc)
         return None
 
-    def _warn_redo(self, source: SourceObject, state: Any) -> None:
+    def _warn_redo(self, source: SourceObject, state: ObjectState) -> None:
         finished = state.finished_at or state.updated_at
         age_days = (time.time() - finished) / 86_400
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(finished))
@@ -306,7 +306,7 @@ class Pipeline:
                 log.debug("%s: could not mark it done", source.uri, exc_info=True)
         report.status = "failed"
         report.error = str(error) or type(error).__name__
-        report.retryable = is_retryable(error) or isinstance(error, ConfigurationError)
+        report.retryable = is_retryable(error)  # a ConfigurationError is: fix it, run again
         _log_failure(source, report)
         if not report.retryable:
             self._dead_letter_object(source, report)
