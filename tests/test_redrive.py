@@ -337,7 +337,7 @@ def test_a_file_that_fails_does_not_poison_the_next_one(
 
     assert summary.objects_failed == 1 and summary.objects_done == 1
     [failure] = summary.failures
-    assert failure["object"] == str(first) and "stay pending" in failure["error"]
+    assert failure["object"] == str(first) and "pending for the next run" in failure["error"]
     assert sorted(stored_ids(emulator)) == [f"dl-{n:06d}" for n in range(100, 130)]
     assert summary.delivered == 30
     assert first.read_bytes() == original_first  # every line kept, as it was

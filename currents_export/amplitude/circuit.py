@@ -126,7 +126,10 @@ class Circuit:
                 self._failing_since_wall = time.time()
             delay = max(self.policy.delay(max(attempt, self._failures - self.threshold + 1),
                                           self._jitter()), at_least_s)
-            self._raise_if_over(now + delay)
+            if self._failures >= self.threshold:  # open: the run's horizon is what is left
+                self._raise_if_over(now + delay)
+            elif self.stop.stopped:  # a lone failure: the request's own horizon decides
+                raise self.stop.interrupted()
             if self._failures >= self.threshold or at_least_s:
                 self._paused_until = max(self._paused_until, now + delay)
             return delay
