@@ -48,6 +48,7 @@ from currents_export.errors import (
 from currents_export.ledger import Ledger
 from currents_export.ledger.base import AlreadyDone, LeaseError, ObjectState, Resume
 from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
+from currents_export.mapping.mapper import redacted_record
 from currents_export.progress import (
     DEAD_LETTERED,
     DUPLICATE,
@@ -494,6 +495,8 @@ class Pipeline:
         detail: str,
         warnings: tuple[str, ...] = (),
     ) -> None:
+        if isinstance(record, dict) and not self.options.dead_letter_raw_record:
+            record = redacted_record(event_type, self.options, record)  # the privacy policy
         self.dead_letter.write(
             reason=reason,
             detail=detail,

@@ -222,7 +222,7 @@ def test_subscription_changes_become_identify(
     ('[mapping.events."users.Nope"]\nenabled = false\n', 'mapping.events."users.Nope"'),
     ('[mapping.events."users.behaviors.app.SessionStart"]\ndrop = ["nope"]\n', "'nope'"),
     ('[mapping.pii]\nemail_address = "scramble"\n', "mapping.pii.email_address"),
-    ('[mapping.pii]\nplatform = "drop"\n', "not a field Braze marks as personal data"),
+    ('[mapping.pii]\nplatform = "drop"\n', "mapping.pii.platform: neither a class"),
     ('[mapping.identity]\nmin_id_length = 0\n', "mapping.identity.min_id_length"),
     ('[mapping]\ndrop = ["external_user_id"]\n', "cannot be dropped"),
 ])
@@ -268,8 +268,13 @@ def test_inspect_shows_the_mapping_under_the_configuration(
     assert mapping["event_type"] == "[Appboy] Profile Update"
     assert goes_to["email_address"] == "dropped (personal data)"
     assert goes_to["external_user_id"] == "user_id (salted hash)"
-    assert goes_to["custom_attributes"] == "dropped (configuration)"
+    assert goes_to["custom_attributes"] == (
+        "event_properties.custom_attributes (under [mapping.properties])")
     assert goes_to["timezone"] == "event_properties.timezone"
+    classes = {f["field"]: f["class"] for f in mapping["fields"]}
+    assert classes["email_address"] == "pii"
+    assert classes["custom_attributes"] == "properties"
+    assert classes["timezone"] is None
 
 
 def test_lambda_reads_the_configuration_file(tmp_path: Path) -> None:

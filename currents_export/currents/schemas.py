@@ -60,11 +60,90 @@ def known_event_types() -> list[str]:
     return sorted(EVENT_TYPE_FIELDS)
 
 
+@cache
 def pii_fields() -> frozenset[str]:
     """Every field name Braze marks as personal data in at least one event type."""
     return frozenset(
         field.name for event_type in EVENT_TYPE_FIELDS for field in event_type_fields(event_type)
         if field.pii
+    )
+
+
+# What a field holds, beyond Braze's own ``pii`` marks: the classes the privacy policy
+# (``[mapping.pii]`` class keys, docs/mapping.md, README "Privacy") applies to. Decided by
+# name from Braze's field descriptions, for every field of the 94 types, conservatively: a
+# field that can quote what a person wrote, what a template rendered or what a remote
+# system answered is free text. The same name means the same thing in every type.
+FREE_TEXT = "free_text"
+URL = "url"
+DEVICE_TOKEN = "device_token"
+USER_AGENT = "user_agent"
+PII = "pii"
+PROPERTIES = "properties"
+FIELD_CLASSES: dict[str, str] = {
+    # free text: written by a person, rendered from a template or returned by a system
+    "abort_log": FREE_TEXT,  # why a send was aborted: Liquid output, Connected Content errors
+    "bounce_reason": FREE_TEXT,  # SMTP answer; often quotes the recipient's address
+    "button_string": FREE_TEXT,  # push button text (templated)
+    "deferral_reason": FREE_TEXT,  # SMTP answer
+    "element_label": FREE_TEXT,  # RCS element the user clicked
+    "error": FREE_TEXT,  # provider / agent error messages
+    "flow_response_json": FREE_TEXT,  # what a user entered in a WhatsApp flow
+    "input": FREE_TEXT,  # agent console prompt
+    "message_body": FREE_TEXT,  # inbound SMS / WhatsApp / RCS / LINE text
+    "message_extras": FREE_TEXT,  # key-values rendered by the message_extras Liquid tag
+    "output": FREE_TEXT,  # agent console answer
+    "provider_error_title": FREE_TEXT,  # WhatsApp provider's error text
+    "quick_reply_text": FREE_TEXT,  # the quick reply a user sent
+    "raw_response": FREE_TEXT,  # a failed webhook's response body
+    "retry_log": FREE_TEXT,  # why a send is retried (provider answers)
+    "tool_arguments": FREE_TEXT,  # arguments an agent passed to a tool
+    # URLs: their paths and queries can carry ids, addresses and tokens
+    "endpoint_url": URL,  # a failed webhook's URL (templated)
+    "media_urls": URL,  # media of an inbound SMS / WhatsApp / RCS message (array)
+    "short_url": URL,  # shortened link a user clicked
+    "url": URL,  # link a user clicked
+    "url_path": URL,  # a failed webhook's URL path (templated)
+    # push tokens: address one device (web push tokens are endpoint URLs)
+    "push_token": DEVICE_TOKEN,
+    "push_to_start_token": DEVICE_TOKEN,
+    "update_token": DEVICE_TOKEN,
+    "web_push_token_public_key": DEVICE_TOKEN,
+    "web_push_token_user_auth": DEVICE_TOKEN,
+    "web_push_token_vapid_public_key": DEVICE_TOKEN,
+    # browser / client identification
+    "user_agent": USER_AGENT,
+    # identifies a person though Braze does not mark it: WhatsApp's business-scoped user id
+    "bsuid": PII,
+    # JSON of the customer's own keys: governed by [mapping.properties]
+    "properties": PROPERTIES,
+    "custom_attributes": PROPERTIES,
+}
+# The classes [mapping.pii] has a key for, and that key.
+CLASS_KEYS: dict[str, str] = {
+    FREE_TEXT: "free_text",
+    URL: "urls",
+    DEVICE_TOKEN: "device_tokens",
+    USER_AGENT: "user_agents",
+}
+
+
+def field_class(name: str) -> str | None:
+    """What the field ``name`` holds, for the privacy policy: ``free_text``, ``url``,
+    ``device_token``, ``user_agent``, ``properties`` (custom JSON), ``pii`` (personal data
+    that is none of those: Braze's marks plus ``bsuid``), or None."""
+    found = FIELD_CLASSES.get(name)
+    if found is not None:
+        return found
+    return PII if name in pii_fields() else None
+
+
+@cache
+def personal_fields() -> frozenset[str]:
+    """Field names ``[mapping.pii]`` accepts one by one: Braze's personal data plus every
+    classified free-text, URL, device-token and user-agent field (and ``bsuid``)."""
+    return pii_fields() | frozenset(
+        name for name, kind in FIELD_CLASSES.items() if kind != PROPERTIES
     )
 
 

@@ -16,7 +16,6 @@ read, so records of the documented schema pay (nearly) nothing for them.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 import struct
@@ -30,12 +29,25 @@ from uuid import UUID
 
 import orjson
 
+from currents_export.currents.schemas import (
+    CLASS_KEYS,
+    FIELD_CLASSES,
+    field_class,
+)
 from currents_export.errors import MAPPING_ERROR
 from currents_export.mapping.names import (
     CUSTOM_EVENT_TYPE,
     PURCHASE_TYPE,
     braze_event_type,
     plain_event_type,
+)
+from currents_export.mapping.privacy import (
+    DROP,
+    SCAN_POLICIES,
+    Redactor,
+    ScanPolicy,
+    hmac_hasher,
+    strip_query,
 )
 
 Profile = Literal["braze", "plain"]
@@ -44,6 +56,8 @@ DeviceFields = Literal["event_properties", "top_level"]
 PiiPolicy = Literal["keep", "hash", "drop"]
 PROFILES: tuple[str, ...] = ("braze", "plain")
 PII_POLICIES: tuple[str, ...] = ("keep", "hash", "drop")
+URL_POLICIES: tuple[str, ...] = (*PII_POLICIES, "strip_query")  # for URL fields and `urls`
+PII_CLASS_KEYS: tuple[str, ...] = tuple(CLASS_KEYS.values())  # free_text, urls, …
 
 # Fields consumed by the mapping itself rather than copied into event_properties.
 _IDENTITY_AND_TIME = frozenset(
@@ -108,6 +122,22 @@ class UserProperties:
 
 
 @dataclass(frozen=True, slots=True)
+class PropertiesPolicy:
+    """``[mapping.properties]``: custom event and purchase ``properties`` and profile
+    ``custom_attributes``. Key names are compared without case (and without ``_ - .`` and
+    spaces) at any depth; the scan also covers the kept free-text, URL, token and
+    user-agent fields."""
+
+    drop: frozenset[str] = frozenset()  # keys left out, wherever they are
+    hash: frozenset[str] = frozenset()  # keys whose value is replaced by its salted hash
+    scan: ScanPolicy = "off"  # values shaped like an e-mail address or phone number
+
+    @property
+    def active(self) -> bool:
+        return bool(self.drop or self.hash) or self.scan != "off"
+
+
+@dataclass(frozen=True, slots=True)
 class MappingOptions:
     """How records become Amplitude events (see DESIGN.md, "Default mapping", and the
     ``[mapping]`` table of the configuration file, docs/mapping.md)."""
@@ -119,8 +149,12 @@ class MappingOptions:
     only_event_types: frozenset[str] | None = None  # None: every type is sent
     drop: frozenset[str] = frozenset()  # fields left out of every type
     types: dict[str, TypeRule] = field(default_factory=dict)
-    pii: dict[str, str] = field(default_factory=dict)  # Braze field → keep | hash | drop
+    pii: dict[str, str] = field(default_factory=dict)  # field → keep|hash|drop|strip_query
+    # class key (free_text, urls, device_tokens, user_agents) → policy; a field's own wins
+    pii_classes: dict[str, str] = field(default_factory=dict)
+    properties: PropertiesPolicy = field(default_factory=PropertiesPolicy)
     pii_salt: bytes | None = field(default=None, repr=False)
+    dead_letter_raw_record: bool = False  # True: the dead letter keeps records unredacted
     user_properties: UserProperties = field(default_factory=UserProperties)
     min_id_length: int | None = None  # from the file; the command line may override it
 
@@ -131,7 +165,11 @@ class MappingOptions:
             raise ValueError(
                 f"unknown identity fallback {self.identity_fallback!r}; use none or braze_id"
             )
-        if "hash" in self.pii.values() and not self.pii_salt:
+        if self.properties.scan not in SCAN_POLICIES:
+            raise ValueError(f"unknown scan policy {self.properties.scan!r}")
+        hashing = ("hash" in self.pii.values() or "hash" in self.pii_classes.values()
+                   or bool(self.properties.hash) or self.properties.scan == "hash")
+        if hashing and not self.pii_salt:
             raise ValueError("hashing personal data needs a secret salt")
 
     def with_overrides(self, **changes: Any) -> MappingOptions:
@@ -147,7 +185,24 @@ class MappingOptions:
         return self.rule(event_type).enabled
 
     def policy(self, field_name: str) -> str:
-        return self.pii.get(field_name, "keep")
+        """keep, hash, drop or strip_query: the field's own key, else its class's key."""
+        own = self.pii.get(field_name)
+        if own is not None:
+            return own
+        if self.pii_classes:
+            key = CLASS_KEYS.get(field_class(field_name) or "")
+            if key is not None:
+                return self.pii_classes.get(key, "keep")
+        return "keep"
+
+    def field_policies(self) -> dict[str, str]:
+        """Every field name whose policy is not keep, with its policy."""
+        names = set(self.pii)
+        if self.pii_classes:
+            names.update(n for n, kind in FIELD_CLASSES.items() if CLASS_KEYS.get(kind)
+                         in self.pii_classes)
+        return {name: policy for name in sorted(names)
+                if (policy := self.policy(name)) != "keep"}
 
     def hash_value(self, value: object) -> str:
         """The salted hash that stands in for a personal value (stable for one salt).
@@ -156,10 +211,11 @@ class MappingOptions:
         """
         assert self.pii_salt is not None
         text = value if value.__class__ is str else str(value)
-        return hmac.new(self.pii_salt, text.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.pii_salt, text.encode(), "sha256").hex()
 
 
 _DEFAULT_RULE = TypeRule()
+_POLICY_NOTES = {"hash": " (salted hash)", "strip_query": " (query and fragment removed)"}
 
 
 @dataclass(slots=True)
@@ -230,6 +286,13 @@ class EventMapper:
     _top_level: dict[str, str] = field(init=False)
     _user_id_policy: str = field(init=False)
     _braze_id_policy: str = field(init=False)
+    _stripped: tuple[str, ...] = field(init=False)  # URL fields: query and fragment removed
+    _scanned: tuple[str, ...] = field(init=False)  # kept free text, URLs, tokens: the scan
+    _redactor: Redactor | None = field(init=False)  # None: no properties policy, no scan
+    _custom_json: bool = field(init=False)  # properties / custom_attributes get the policy
+    _attributes_json: bool = field(init=False)  # custom_attributes sent as JSON text
+    _rewrites: bool = field(init=False)  # hashes, strips or scans fields of this type
+    _redacts: bool = field(init=False)  # redact_record changes records at all
 
     def __post_init__(self) -> None:
         options = self.options
@@ -260,13 +323,32 @@ class EventMapper:
             consumed |= {"price", "product_id"}
         if self._identify and self.event_type == PROFILE_UPDATE_TYPE:
             consumed |= _PROFILE_UPDATE_META | {"custom_attributes"}
-        pii_dropped = {name for name, policy in options.pii.items() if policy == "drop"}
+        policies = options.field_policies()
+        pii_dropped = {name for name, policy in policies.items() if policy == "drop"}
         self._dropped = frozenset(rule.drop | options.drop | pii_dropped)
         self._excluded = frozenset(consumed | self._dropped)
-        self._hashed = tuple(sorted(
-            name for name, policy in options.pii.items()
+        self._hashed = tuple(
+            name for name, policy in policies.items()
             if policy == "hash" and name not in _IDENTITY_AND_TIME
+        )
+        self._stripped = tuple(n for n, policy in policies.items() if policy == "strip_query")
+        scan = options.properties.scan != "off"
+        self._scanned = tuple(sorted(
+            name for name, kind in FIELD_CLASSES.items()
+            if scan and kind in CLASS_KEYS and name not in self._dropped
+            and options.policy(name) in ("keep", "strip_query")
         ))
+        hash_text = hmac_hasher(options.pii_salt) if options.pii_salt else None
+        self._redactor = (
+            Redactor(options.properties.scan, hash_text, options.properties.drop,
+                     options.properties.hash)
+            if options.properties.active else None
+        )
+        self._custom_json = self._redactor is not None
+        self._attributes_json = (self._custom_json and self.event_type == PROFILE_UPDATE_TYPE
+                                 and not self._identify)
+        self._rewrites = bool(self._hashed or self._stripped or self._scanned
+                              or self._attributes_json)
         self._renames = dict(rule.rename)
         self._top_level = (
             {k: v for k, v in DEVICE_FIELDS.items() if k not in self._dropped}
@@ -274,6 +356,10 @@ class EventMapper:
         )
         self._user_id_policy = options.policy("external_user_id")
         self._braze_id_policy = options.policy("user_id")
+        self._redacts = bool(
+            self._rewrites or self._dropped or self._custom_json
+            or self._user_id_policy != "keep" or self._braze_id_policy != "keep"
+        )
 
     @property
     def amplitude_event_type(self) -> str:
@@ -292,7 +378,13 @@ class EventMapper:
             return "time (milliseconds; time_ms preferred)"
         if name in ("external_user_id", "user_id") and policy == "drop":
             return "dropped (personal data)"
-        hashed = " (salted hash)" if policy == "hash" else ""
+        hashed = _POLICY_NOTES.get(policy, "")
+        if name in self._scanned:
+            hashed += (" (e-mail addresses and phone numbers hashed)"
+                       if self.options.properties.scan == "hash"
+                       else " (e-mail addresses and phone numbers removed)")
+        elif self._custom_json and name in ("properties", "custom_attributes"):
+            hashed = " (under [mapping.properties])"
         if name == "external_user_id":
             return "user_id" + hashed
         if name == "device_id":
@@ -310,7 +402,7 @@ class EventMapper:
             prefix = self._property_prefix
             return "event_properties: its JSON merged" + (
                 f" with keys prefixed '{prefix}'" if prefix else ""
-            )
+            ) + hashed
         if name == "name" and self.event_type == CUSTOM_EVENT_TYPE:
             return f"event_type ({self._name_template})"
         if self._is_purchase and name in ("price", "product_id", "currency"):
@@ -330,7 +422,7 @@ class EventMapper:
         if name in _PROFILE_UPDATE_META:
             return "not sent"
         if name == "custom_attributes":
-            return "user_properties.$set: its JSON merged"
+            return "user_properties.$set: its JSON merged" + hashed
         return "user_properties.$set." + self._renames.get(name, name) + hashed
 
     def map(self, record: dict[str, Any]) -> MapResult:
@@ -352,8 +444,9 @@ class EventMapper:
             braze_id = record.get("user_id")
             if braze_id.__class__ is not str:
                 braze_id = _id_text(braze_id, "user_id")
-        except _Refused as refused:
-            return Rejected(MAPPING_ERROR, str(refused))
+        except _Refused as refused:  # under a privacy policy the detail names no value
+            return Rejected(MAPPING_ERROR, refused.without_value if self._redacts
+                            else str(refused))
         if not event_id:
             return Rejected(NO_EVENT_ID, "the record has no id")
         time_ms = _time_ms(record)
@@ -432,14 +525,110 @@ class EventMapper:
         return properties, warnings
 
     def _apply_policies(self, properties: dict[str, Any]) -> None:
-        """Hash personal fields and rename keys, as the configuration says."""
-        for name in self._hashed:
-            value = properties.get(name)
-            if value is not None:
-                properties[name] = self.options.hash_value(str(value))
+        """Hash personal fields, strip URLs, scan free text and rename keys, as the
+        configuration says."""
+        if self._rewrites:
+            self._rewrite_fields(properties)
+            if self._attributes_json:  # a profile update's custom_attributes, as JSON text
+                value = properties.get("custom_attributes")
+                if value is not None:
+                    value = self._record_json(value, frozenset())
+                    if value is None:
+                        del properties["custom_attributes"]
+                    else:
+                        properties["custom_attributes"] = value
         for old, new in self._renames.items():
             if old in properties:
                 properties[new] = properties.pop(old)
+
+    def _rewrite_fields(self, values: dict[str, Any]) -> None:
+        """The field policies (hash, strip_query, the scan) on ``values`` in place."""
+        for name in self._hashed:
+            value = values.get(name)
+            if value is not None:
+                values[name] = self._hash_field(value)
+        for name in self._stripped:
+            value = values.get(name)
+            if value.__class__ is str:
+                values[name] = strip_query(value)
+            elif value.__class__ is list:  # media_urls
+                values[name] = [strip_query(v) if v.__class__ is str else v for v in value]
+        redactor = self._redactor
+        for name in self._scanned:
+            value = values.get(name)
+            if value is not None:
+                assert redactor is not None  # a scan implies the properties policy
+                value = redactor.value(value)
+                if value is DROP:
+                    del values[name]
+                else:
+                    values[name] = value
+
+    def _hash_field(self, value: Any) -> Any:
+        """A hashed field: its text (a number's decimal text), or each item of a list."""
+        if value.__class__ is list:
+            return [None if v is None else self.options.hash_value(_text(v)) for v in value]
+        return self.options.hash_value(value)  # str() of a number: as hashes always were
+
+    def _custom_value(self, value: Any) -> Any:
+        """Custom JSON (or a text that is not JSON) under ``[mapping.properties]``."""
+        assert self._redactor is not None
+        value = self._redactor.value(value)
+        return None if value is DROP else value
+
+    def _record_json(self, raw: Any, dropped: frozenset[str]) -> Any:
+        """``properties`` or ``custom_attributes`` as the record holds them (JSON text, or a
+        map after schema drift) without the ``dropped`` top-level keys and under
+        ``[mapping.properties]``; JSON text stays JSON text."""
+        custom = self._custom_json
+        cls = raw.__class__
+        if cls is str or cls is bytes:
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                text = raw if cls is str else _bytes_text(raw)
+                return self._custom_value(text) if custom else text
+        else:
+            value = json_safe(raw)
+        if dropped and value.__class__ is dict:
+            value = {k: v for k, v in value.items() if k not in dropped}
+        if custom:
+            value = self._custom_value(value)
+        if value is None or not (cls is str or cls is bytes):
+            return value
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:  # e.g. nested deeper than orjson writes: not kept
+            return None
+
+    def redact_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The Braze record as the privacy policy lets it be kept (for the dead letter):
+        the ids hashed or dropped as in events, dropped fields left out (personal data and
+        the configuration's ``drop``), hashed fields hashed, URLs stripped, free text
+        scanned, ``properties`` and ``custom_attributes`` under ``[mapping.properties]``.
+        The record itself when the configuration changes nothing (no copy); never raises
+        on a value's type."""
+        if not self._redacts:
+            return record
+        out = {name: value for name, value in record.items() if name not in self._dropped}
+        for name, policy in (("external_user_id", self._user_id_policy),
+                             ("user_id", self._braze_id_policy)):
+            value = out.get(name)
+            if policy == "keep" or value is None:
+                continue
+            if policy == "drop":
+                del out[name]
+            else:
+                out[name] = self.options.hash_value(_text(value))
+        if self._rewrites:
+            self._rewrite_fields(out)
+        open_keys = self.event_type in (CUSTOM_EVENT_TYPE, PURCHASE_TYPE)
+        for name in ("properties", "custom_attributes"):
+            value = out.get(name)
+            dropped = self._dropped if open_keys and name == "properties" else frozenset()
+            if value is not None and (dropped or self._custom_json):
+                out[name] = self._record_json(value, dropped)
+        return out
 
     def _merge_custom_properties(self, properties: dict[str, Any], raw: Any) -> tuple[str, ...]:
         """Merge the JSON in ``properties``; keep the raw value when it is not a JSON text.
@@ -448,17 +637,26 @@ class EventMapper:
         were the parsed JSON; a list or a scalar is kept under ``properties`` and counted.
         """
         cls = raw.__class__
+        custom = self._custom_json
         if cls is str or cls is bytes:
             try:
                 parsed = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                properties["properties"] = raw if cls is str else _bytes_text(raw)
+                kept = raw if cls is str else _bytes_text(raw)
+                kept = self._custom_value(kept) if custom else kept
+                if kept is not None:
+                    properties["properties"] = kept
                 return (PROPERTIES_NOT_JSON,)
         elif cls is dict:
             parsed = json_safe(raw)
         else:
-            properties["properties"] = json_safe(raw)
+            kept = json_safe(raw)
+            kept = self._custom_value(kept) if custom else kept
+            if kept is not None:
+                properties["properties"] = kept
             return (PROPERTIES_NOT_JSON,)
+        if custom:
+            parsed = self._custom_value(parsed)
         if parsed.__class__ is dict:
             prefix, dropped, renames = self._property_prefix, self._dropped, self._renames
             for key, value in parsed.items():
@@ -479,6 +677,8 @@ class EventMapper:
             raw = record.get("custom_attributes")
             if raw is not None and "custom_attributes" not in self._dropped:
                 attributes, warnings = _custom_attributes(raw)
+                if attributes is not None and self._custom_json:
+                    attributes = self._custom_value(attributes)
                 if attributes is not None:
                     values = {**attributes, **values}
         else:
@@ -528,6 +728,10 @@ _JSON_NATIVE = frozenset({str, int, float, bool, type(None), UUID, datetime, dat
 class _Refused(Exception):
     """A field the mapping cannot use; its message becomes the rejection's detail."""
 
+    def __init__(self, message: str, without_value: str) -> None:
+        super().__init__(message)
+        self.without_value = without_value  # the same, naming the value's type only
+
 
 def _describe(value: object) -> str:
     """``a list (['a', 'b'])``, for rejection details: the type and a short repr."""
@@ -545,7 +749,8 @@ def _id_text(value: object, name: str) -> str | None:
     cls = value.__class__
     if cls is int or cls is UUID:
         return str(value)
-    raise _Refused(f"{name} is a {_describe(value)}, not a string or an integer")
+    raise _Refused(f"{name} is a {_describe(value)}, not a string or an integer",
+                   f"{name} is a {type(value).__name__}, not a string or an integer")
 
 
 def _bytes_text(value: bytes | bytearray) -> str:
@@ -706,3 +911,25 @@ def mapper_for(
     event_type: str, options: MappingOptions, float_fields: Iterable[str] = ()
 ) -> EventMapper:
     return EventMapper(event_type, options, frozenset(float_fields))
+
+
+_REDACTORS: dict[tuple[str, int], EventMapper] = {}
+_MAX_REDACTORS = 1024
+
+
+def redacted_record(
+    event_type: str, options: MappingOptions, record: dict[str, Any]
+) -> dict[str, Any]:
+    """``EventMapper.redact_record`` for one record of ``event_type`` (the dead letter's
+    record), with the mapper kept per (type, options). Never raises: a record the policy
+    cannot be applied to is not kept (only why)."""
+    key = (event_type, id(options))
+    mapper = _REDACTORS.get(key)
+    if mapper is None or mapper.options is not options:
+        if len(_REDACTORS) >= _MAX_REDACTORS:
+            _REDACTORS.clear()
+        mapper = _REDACTORS[key] = EventMapper(event_type, options)
+    try:
+        return mapper.redact_record(record)
+    except Exception as exc:  # e.g. JSON nested deeper than Python recurses
+        return {"not_kept": f"the privacy policy could not be applied ({type(exc).__name__})"}

@@ -6,7 +6,13 @@ when the document and the code disagree.
 
 from __future__ import annotations
 
-from currents_export.currents.schemas import event_type_fields, known_event_types
+from currents_export.currents.schemas import (
+    CLASS_KEYS,
+    FIELD_CLASSES,
+    event_type_fields,
+    field_class,
+    known_event_types,
+)
 from currents_export.mapping.mapper import EventMapper, MappingOptions
 
 _HEADER = """# Mapping reference
@@ -19,8 +25,13 @@ turn profile updates into `$identify` operations — `currents-export inspect FI
 FILE` shows the mapping that applies to a file under a configuration.
 
 Every event also gets `library` (`Braze` under `braze`, `currents-export` under `plain`).
-Fields marked **pii** are those Braze documents as personal data; the `[mapping.pii]` table
-sets `keep`, `hash` or `drop` for each. `{name}` is the custom event's own name.
+Fields marked **pii** are those Braze documents as personal data. The **class** column says
+what a field holds for the privacy policy (README, "Privacy"): `free_text`, `url`,
+`device_token`, `user_agent`, `pii` (personal data that is none of those) or `properties`
+(the customer's own JSON, under `[mapping.properties]`). The `[mapping.pii]` table sets
+`keep`, `hash` or `drop` (and `strip_query` for URLs) for each field of a class but
+`properties`, and for whole classes with the keys `free_text`, `urls`, `device_tokens` and
+`user_agents`. `{name}` is the custom event's own name.
 """
 
 
@@ -43,15 +54,26 @@ def render_reference() -> str:
     for event_type in known_event_types():
         names = [EventMapper(event_type, o).amplitude_event_type for o in profiles.values()]
         lines.append(f"| `{event_type}` | `{names[0]}` | `{names[1]}` |")
+    lines.append("\n## Privacy classes\n")
+    lines.append("| class | `[mapping.pii]` class key | fields |")
+    lines.append("|---|---|---|")
+    classes = sorted(set(FIELD_CLASSES.values()) | {"pii"})
+    every = sorted({spec.name for t in known_event_types() for spec in event_type_fields(t)})
+    for kind in classes:
+        members = ", ".join(f"`{n}`" for n in every if field_class(n) == kind)
+        key = CLASS_KEYS.get(kind)
+        lines.append(f"| `{kind}` | {f'`{key}`' if key else '—'} | {members} |")
     lines.append("\n## Fields per type\n")
     for event_type in known_event_types():
         lines.append(f"### {event_type}\n")
         braze = field_routes(event_type, profiles["braze"])
         plain = field_routes(event_type, profiles["plain"])
-        lines.append("| Field | pii | braze | plain |")
-        lines.append("|---|---|---|---|")
+        lines.append("| Field | pii | class | braze | plain |")
+        lines.append("|---|---|---|---|---|")
         for (name, pii, to_braze), (_, _, to_plain) in zip(braze, plain, strict=True):
-            lines.append(f"| `{name}` | {'pii' if pii else ''} | {to_braze} | {to_plain} |")
+            kind = field_class(name) or ""
+            lines.append(f"| `{name}` | {'pii' if pii else ''} | {kind} | {to_braze} "
+                         f"| {to_plain} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -14,15 +14,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from currents_export.currents.schemas import event_type_fields, known_event_types, pii_fields
+from currents_export.currents.schemas import (
+    URL,
+    event_type_fields,
+    field_class,
+    known_event_types,
+    personal_fields,
+)
 from currents_export.mapping.mapper import (
+    PII_CLASS_KEYS,
     PII_POLICIES,
     PROFILES,
+    URL_POLICIES,
     MappingOptions,
+    PropertiesPolicy,
     TypeRule,
     UserProperties,
 )
 from currents_export.mapping.names import CUSTOM_EVENT_TYPE, PURCHASE_TYPE
+from currents_export.mapping.privacy import SCAN_POLICIES, key_name
 
 DEFAULT_SALT_ENV = "CURRENTS_EXPORT_PII_SALT"
 DEVICE_FIELDS = ("event_properties", "top_level")
@@ -32,13 +42,14 @@ _OPEN_PROPERTY_TYPES = (CUSTOM_EVENT_TYPE, PURCHASE_TYPE)
 
 _TOP_KEYS = {
     "profile", "device_fields", "backfill", "event_types", "drop", "identity",
-    "user_properties", "pii", "events",
+    "user_properties", "pii", "properties", "events", "dead_letter_raw_record",
 }
 # What the mapping itself needs: these are governed by [mapping.pii] and identity, not drop.
 _NOT_DROPPABLE = frozenset({"id", "time", "time_ms", "external_user_id", "device_id", "user_id"})
 _IDENTITY_KEYS = {"fallback", "min_id_length"}
 _USER_PROPERTY_KEYS = {"profile_updates", "subscription_changes"}
 _EVENT_KEYS = {"enabled", "event_type", "drop", "rename"}
+_PROPERTIES_KEYS = {"drop", "hash", "scan"}
 
 
 class MappingConfigError(ValueError):
@@ -94,7 +105,9 @@ def mapping_options(
             "user_properties identify operations do nothing; turn one of them off",
         )
 
-    pii, salt = check.pii(table, environ if environ is not None else {})
+    raw_record = check.boolean(table, "dead_letter_raw_record", ("mapping",), False)
+    properties = check.properties(table)
+    pii, classes, salt = check.pii(table, properties, environ if environ is not None else {})
     rules = {name: check.event_rule(table, name) for name in check.table(table, "events",
                                                                              ("mapping",))}
     options = MappingOptions(
@@ -106,7 +119,10 @@ def mapping_options(
         drop=frozenset(drop),
         types=rules,
         pii=pii,
+        pii_classes=classes,
+        properties=properties,
         pii_salt=salt,
+        dead_letter_raw_record=raw_record,
         user_properties=user_properties,
         min_id_length=min_id_length,
     )
@@ -205,26 +221,55 @@ class _Checker:
                 raise self.error(path, f"{name!r} cannot be dropped: the mapping needs it "
                                        "(use [mapping.pii] to hash or drop personal ids)")
 
-    def pii(self, table: Mapping[str, Any],
-            environ: Mapping[str, str]) -> tuple[dict[str, str], bytes | None]:
+    def properties(self, table: Mapping[str, Any]) -> PropertiesPolicy:
+        path = ("mapping", "properties")
+        section = self.table(table, "properties", ("mapping",))
+        self.keys(section, _PROPERTIES_KEYS, path)
+        lists: dict[str, list[str]] = {}
+        for key in ("drop", "hash"):
+            names = self.string_list(section, key, path)
+            if not all(name.strip() for name in names):
+                raise self.error((*path, key), "key names must not be empty")
+            lists[key] = names
+        both = {key_name(n) for n in lists["drop"]} & {key_name(n) for n in lists["hash"]}
+        if both:
+            raise self.error((*path, "hash"), f"{', '.join(sorted(both))}: both dropped and "
+                                              "hashed; name each key in one list only")
+        scan = self.choice(section, "scan", SCAN_POLICIES, path, "off")
+        return PropertiesPolicy(drop=frozenset(lists["drop"]), hash=frozenset(lists["hash"]),
+                                scan=scan)
+
+    def pii(
+        self, table: Mapping[str, Any], properties: PropertiesPolicy,
+        environ: Mapping[str, str],
+    ) -> tuple[dict[str, str], dict[str, str], bytes | None]:
         path = ("mapping", "pii")
         section = self.table(table, "pii", ("mapping",))
         salt_env = section.get("salt_env", DEFAULT_SALT_ENV)
         if not isinstance(salt_env, str) or not salt_env:
             raise self.error((*path, "salt_env"), "must name an environment variable")
         policies: dict[str, str] = {}
+        classes: dict[str, str] = {}
         for name, policy in section.items():
             if name == "salt_env":
                 continue
-            if name not in pii_fields():
-                raise self.error((*path, name), "not a field Braze marks as personal data; "
-                                                 f"those are: {', '.join(sorted(pii_fields()))}")
-            if policy not in PII_POLICIES:
+            is_class = name in PII_CLASS_KEYS
+            if not is_class and name not in personal_fields():
+                raise self.error((*path, name), (
+                    "neither a class (" + ", ".join(PII_CLASS_KEYS) + ") nor a field that "
+                    "holds personal data, free text, a URL, a push token or a user agent "
+                    "(docs/mapping.md, column 'class'); those fields are: "
+                    + ", ".join(sorted(personal_fields()))))
+            allowed = URL_POLICIES if name == "urls" or field_class(name) == URL else (
+                PII_POLICIES)
+            if policy not in allowed:
                 raise self.error((*path, name), f"{policy!r} is not one of "
-                                                 f"{', '.join(PII_POLICIES)}")
-            policies[name] = policy
+                                                 f"{', '.join(allowed)}")
+            (classes if is_class else policies)[name] = policy
         salt = None
-        if "hash" in policies.values():
+        hashing = ("hash" in policies.values() or "hash" in classes.values()
+                   or bool(properties.hash) or properties.scan == "hash")
+        if hashing:
             value = environ.get(salt_env, "")
             if len(value) < 16:
                 raise self.error((*path, "salt_env"), f"hashing needs a secret salt of at "
@@ -232,7 +277,7 @@ class _Checker:
                                  f"{salt_env}; set it (and keep it: changing it changes "
                                  "every hashed value)")
             salt = value.encode()
-        return policies, salt
+        return policies, classes, salt
 
     def event_rule(self, table: Mapping[str, Any], name: str) -> TypeRule:
         path = ("mapping", "events", name)

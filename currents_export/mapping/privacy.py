@@ -1,0 +1,272 @@
+"""Personal data in free text, URLs and custom properties: the scan, ``strip_query`` and the
+walk over custom JSON that ``[mapping.properties]`` configures.
+
+Pure logic, no I/O. The mapper builds one ``Redactor`` per event type when the configuration
+asks for any of it; with the default configuration none is built and nothing here runs.
+
+What the scan flags (see README, "Privacy"):
+
+- e-mail addresses, ``@`` also written ``%40`` (URL-encoded);
+- phone numbers in international form: ``+`` (or ``%2B``) then 7 to 15 digits, which may be
+  separated by spaces, dots, dashes or parentheses (``+1 (555) 123-4567``);
+- North American numbers with separators: ``555-123-4567``, ``(555) 123-4567``,
+  ``555.123.4567``, ``1-800-555-0199``;
+- national numbers with a trunk ``0`` (or ``00``) and separators, 9 to 15 digits in all:
+  ``07700 900123``, ``020 7946 0958``, ``06 12 34 56 78``, ``(030) 1234567``.
+
+It does not flag digits without ``+`` nor separators (ids, timestamps, counts: they cannot
+be told from an unformatted number), decimal numbers, dates (``2024-01-15``, ``15.01.2024``),
+times, UUIDs or IP addresses.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Literal
+from urllib.parse import unquote
+
+import orjson
+
+ScanPolicy = Literal["off", "hash", "drop"]
+SCAN_POLICIES: tuple[str, ...] = ("off", "hash", "drop")
+_MAX_NAMES: Final = 10_000  # property key names remembered per event type
+MAX_DEPTH: Final = 64  # deeper custom JSON is dropped: it cannot be checked (nor be useful)
+
+
+class _Drop:
+    """Marks a value that is left out entirely."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP: Final = _Drop()
+
+_SEP = r"[ .\-\u00a0]"  # separators inside a phone number (no-break space included)
+_EMAIL = (
+    r"(?<![\w.%+\-])[\w.%+\-]*[\w](?:@|%40)"  # local part (may be URL-encoded)
+    r"[^\W_](?:[\w\-]*[^\W_])?(?:\.[^\W_](?:[\w\-]*[^\W_])?)*\.[^\W\d_]{2,}(?![\w\-])"
+)
+_INTERNATIONAL = r"(?<![\w+%])(?:\+|%2[Bb])(?:[ .\-\u00a0()]{0,2}\d){7,15}(?![\d])"
+_NANP = (
+    r"(?<![\w.+\-/])(?:1" + _SEP + r")?(?:\(\d{3}\)" + _SEP + r"?|\d{3}" + _SEP + r")"
+    r"\d{3}" + _SEP + r"\d{4}(?![\w]|[.\-/:]\d)"
+)
+_TRUNK = (
+    r"(?<![\w.+\-/,])(?:\(0\d{1,4}\)" + _SEP + r"?\d{2,8}|0\d{1,4}" + _SEP + r"\d{2,8})"
+    r"(?:" + _SEP + r"\d{2,8}){0,4}(?![\w]|[.\-/:,]\d)"
+)
+_PATTERN = re.compile(
+    f"(?P<email>{_EMAIL})|(?P<intl>{_INTERNATIONAL})|(?P<nanp>{_NANP})|(?P<trunk>{_TRUNK})"
+)
+# What every match of _PATTERN contains (an @, or 7 digits with at most 2 separators between
+# neighbours): a cheaper test that rules out most strings before the full pattern runs.
+_HINT = re.compile(r"@|%40|\d(?:[ .\-\u00a0()]{0,2}\d){6}")
+_DATE = re.compile(r"\d{1,2}[.\-/ ]\d{1,2}[.\-/ ]\d{4}(?!\d)")  # 01.02.2024 10:30
+
+
+def _plausible(match: re.Match[str]) -> bool:
+    """A national (trunk-0) candidate is a phone number when it has 9 to 15 digits and does not
+    start with a date; every other alternative is exact in the pattern itself."""
+    if match.lastgroup != "trunk":
+        return True
+    text = match.group()
+    digits = sum(c.isdigit() for c in text)
+    return 9 <= digits <= 15 and not _DATE.match(text.lstrip("("))
+
+
+def find_personal(text: str) -> list[str]:
+    """Every e-mail address and phone number the scan flags in ``text`` (for tests and
+    documentation: the redaction itself uses ``Redactor.text``)."""
+    return [m.group() for m in _PATTERN.finditer(text) if _plausible(m)]
+
+
+def strip_query(url: str) -> str:
+    """``url`` without its query, fragment and user-info: scheme, host (and port) and path.
+
+    ``https://u:p@shop.example.com/a/b?email=x#top`` → ``https://shop.example.com/a/b``;
+    a path alone (``/crm/update?id=1``) keeps the path.
+    """
+    cut = len(url)
+    for mark in ("?", "#"):
+        at = url.find(mark)
+        if 0 <= at < cut:
+            cut = at
+    base = url[:cut]
+    scheme, sep, rest = base.partition("://")
+    if sep:
+        host, slash, path = rest.partition("/")
+        base = scheme + sep + host.rpartition("@")[2] + slash + path
+    return base
+
+
+def key_name(key: str) -> str:
+    """How property keys are compared: case and the separators ``_ - . `` and space
+    ignored (``Email``, ``e-mail`` and ``E_MAIL`` are one name)."""
+    return key.lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+
+
+class Redactor:
+    """Applies the scan and the key rules of ``[mapping.properties]`` with one salt."""
+
+    __slots__ = ("_drop_keys", "_hash", "_hash_keys", "_names", "_replace", "_scan", "_search",
+                 "_sub")
+
+    def __init__(
+        self,
+        scan: str,
+        hash_text: Callable[[str], str] | None,
+        drop_keys: Iterable[str] = (),
+        hash_keys: Iterable[str] = (),
+    ) -> None:
+        if scan not in SCAN_POLICIES:
+            raise ValueError(f"unknown scan policy {scan!r}; use off, hash or drop")
+        if hash_text is None and (scan == "hash" or any(True for _ in hash_keys)):
+            raise ValueError("hashing personal data needs a secret salt")
+        self._scan = scan
+        self._hash = hash_text
+        self._drop_keys = frozenset(key_name(k) for k in drop_keys)
+        self._hash_keys = frozenset(key_name(k) for k in hash_keys)
+        self._sub = _PATTERN.sub
+        self._search = _HINT.search  # a hit is checked by the full pattern (text)
+        self._names: dict[str, str] = {}  # key → key_name(key): keys recur in every record
+        hashing = scan == "hash"
+
+        def replace(match: re.Match[str]) -> str:
+            if not _plausible(match):
+                return match.group()
+            return hash_text(match.group()) if hashing and hash_text else ""
+
+        self._replace = replace
+
+    @property
+    def scans(self) -> bool:
+        return self._scan != "off"
+
+    def text(self, value: str) -> Any:
+        """A string after the scan: itself, with every address and number in it hashed or
+        removed, or ``DROP`` when the whole string was one (under ``scan = "drop"``)."""
+        if self._scan == "off":
+            return value
+        if "%" in value:  # URL-encoded: "%2B1%20(555)%20123-4567" is a number too
+            decoded = unquote(value)
+            if decoded != value and self._search(decoded) is not None and any(
+                _plausible(m) for m in _PATTERN.finditer(decoded)
+            ):
+                value = decoded  # redacted below, left decoded
+        if self._search(value) is None:  # the common case
+            return value
+        whole = _PATTERN.fullmatch(value.strip())
+        if whole is not None and _plausible(whole):
+            if self._scan == "drop":
+                return DROP
+            assert self._hash is not None
+            return self._hash(whole.group())
+        return self._sub(self._replace, value)
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        """A JSON value after the key rules and the scan (strings anywhere inside it; keys
+        themselves are not scanned); ``DROP`` when nothing of it may stay."""
+        cls = value.__class__
+        if cls is str:
+            return self.text(value)
+        if cls is not dict and cls is not list:
+            return value  # numbers, booleans, null: no address or number shape to find
+        if depth >= MAX_DEPTH:
+            return DROP
+        # Strings, numbers and booleans are handled inline: most values are one of them.
+        search = self._search if self._scan != "off" else None
+        if cls is list:
+            items = []
+            for item in value:
+                kind = item.__class__
+                if kind is str:
+                    if search is not None and search(item) is not None:
+                        item = self.text(item)
+                elif kind is dict or kind is list:
+                    item = self.value(item, depth + 1)
+                if item is not DROP:
+                    items.append(item)
+            return items
+        out: dict[Any, Any] = {}
+        drop_keys, hash_keys, names = self._drop_keys, self._hash_keys, self._names
+        for key, item in value.items():
+            name = names.get(key)
+            if name is None:
+                name = key_name(key) if key.__class__ is str else key
+                if len(names) < _MAX_NAMES:
+                    names[key] = name
+            if name in drop_keys:
+                continue
+            if name in hash_keys:
+                out[key] = self.hash_any(item)
+                continue
+            kind = item.__class__
+            if kind is str:
+                if search is not None and search(item) is not None:
+                    item = self.text(item)
+            elif kind is dict or kind is list:
+                item = self.value(item, depth + 1)
+            if item is not DROP:
+                out[key] = item
+        return out
+
+    def hash_any(self, value: Any) -> Any:
+        """The salted hash standing for ``value``: of the text, of a number's decimal text,
+        of a list's or object's JSON (null stays null)."""
+        assert self._hash is not None
+        if value is None:
+            return None
+        cls = value.__class__
+        if cls is str:
+            return self._hash(value)
+        if cls is bool:
+            return self._hash("true" if value else "false")
+        if cls is dict or cls is list:
+            try:
+                text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+            except (TypeError, orjson.JSONEncodeError):
+                text = repr(value)
+            return self._hash(text)
+        return self._hash(str(value))
+
+
+def hmac_hasher(salt: bytes) -> Callable[[str], str]:
+    """HMAC-SHA256 of a text with ``salt``, as lowercase hex (the pseudonym of a value)."""
+
+    def hash_text(text: str) -> str:
+        return hmac.digest(salt, text.encode(), "sha256").hex()
+
+    return hash_text
+
+
+# Schema attributes that describe structure; anything else (docs, non-null defaults, custom
+# attributes) could carry example values, so ``schema_outline`` leaves it out.
+_SCHEMA_KEYS = frozenset({
+    "type", "name", "namespace", "fields", "items", "values", "symbols", "size",
+    "logicalType", "precision", "scale", "aliases", "order",
+})
+
+
+def schema_outline(schema: Any, depth: int = 0) -> Any:
+    """An Avro schema as structure only (for ``inspect``): names and types kept; ``doc``,
+    defaults other than null and custom attributes (which could hold sample data) left
+    out; a default that was left out shows as ``"default": "(not shown)"``."""
+    if depth > MAX_DEPTH:
+        return "(not shown)"
+    if schema.__class__ is list:
+        return [schema_outline(item, depth + 1) for item in schema]
+    if schema.__class__ is not dict:
+        return schema if schema is None or schema.__class__ in (str, int, bool) else (
+            "(not shown)")
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "default":
+            out[key] = None if value is None else "(not shown)"
+        elif key in _SCHEMA_KEYS:
+            out[key] = schema_outline(value, depth + 1)
+    return out
