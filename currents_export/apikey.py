@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import orjson
-from botocore.exceptions import BotoCoreError, ClientError
+
+from currents_export.secretstore import SecretError, fetch_secret
 
 ENV_KEY = "AMPLITUDE_API_KEY"
 ENV_SECRET = "AMPLITUDE_API_KEY_SECRET"
@@ -25,7 +25,7 @@ ENV_PARAMETER = "AMPLITUDE_API_KEY_PARAMETER"
 _JSON_FIELDS = ("api_key", "AMPLITUDE_API_KEY", "apiKey")
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(SecretError):
     """The key cannot be found; the message names the setting, never a value."""
 
 
@@ -85,37 +85,6 @@ class ApiKeyProvider:
         kind, name = self.source.kind, self.source.name
         if kind == "env":
             return self._env[ENV_KEY]
-        try:
-            if kind == "secret":
-                raw = self._client_factory("secretsmanager").get_secret_value(SecretId=name)
-                return _key_from_secret(raw.get("SecretString") or "", name)
-            reply = self._client_factory("ssm").get_parameter(Name=name, WithDecryption=True)
-            value = reply["Parameter"]["Value"]
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "error")
-            raise ApiKeyError(f"cannot read the Amplitude API key from {kind} {name!r}: {code}"
-                              ) from None
-        except BotoCoreError as exc:
-            raise ApiKeyError(f"cannot read the Amplitude API key from {kind} {name!r}: "
-                              f"{type(exc).__name__}") from None
-        if not value:
-            raise ApiKeyError(f"the {kind} {name!r} is empty")
-        return str(value)
-
-
-def _key_from_secret(text: str, name: str) -> str:
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            data = orjson.loads(stripped)
-        except orjson.JSONDecodeError:
-            raise ApiKeyError(f"the secret {name!r} looks like JSON but is not valid") from None
-        for field in _JSON_FIELDS:
-            if isinstance(data, dict) and data.get(field):
-                return str(data[field])
-        raise ApiKeyError(
-            f"the secret {name!r} is JSON without any of the fields {', '.join(_JSON_FIELDS)}"
-        )
-    if not stripped:
-        raise ApiKeyError(f"the secret {name!r} is empty")
-    return stripped
+        return fetch_secret("secret" if kind == "secret" else "parameter", name,
+                            what="the Amplitude API key", json_fields=_JSON_FIELDS,
+                            client_factory=self._client_factory, error=ApiKeyError)

@@ -6,11 +6,21 @@ Configured by environment variables (names, never secret values):
   (SSM SecureString) or ``AMPLITUDE_API_KEY`` (see ``apikey``);
 - Amplitude: ``AMPLITUDE_REGION`` (us, eu), ``AMPLITUDE_API`` (batch, http), ``AMPLITUDE_URL``;
 - the ledger: ``CURRENTS_EXPORT_STATE`` (``dynamodb://TABLE``) or ``LEDGER_TABLE``;
-- refused events: ``CURRENTS_EXPORT_DEAD_LETTER`` (``s3://BUCKET/PREFIX``);
-- mapping and delivery: ``CURRENTS_EXPORT_PROFILE``, ``CURRENTS_EXPORT_IDENTITY_FALLBACK``,
+- refused events: ``CURRENTS_EXPORT_DEAD_LETTER`` (``s3://BUCKET/PREFIX``), written with
+  SSE-S3, or SSE-KMS under ``CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY`` (a key id or ARN);
+- mapping and delivery: ``CURRENTS_EXPORT_CONFIG`` (a TOML file whose ``[mapping]`` applies),
+  ``CURRENTS_EXPORT_PROFILE``, ``CURRENTS_EXPORT_IDENTITY_FALLBACK``,
   ``CURRENTS_EXPORT_MIN_ID_LENGTH``, ``CURRENTS_EXPORT_LANES``,
   ``CURRENTS_EXPORT_CHECKPOINT_EVERY``;
-- ``CURRENTS_EXPORT_DEADLINE_MARGIN_S``: stop this long before the deadline (default 60).
+- the hashing salt of ``[mapping.pii]``: the variable ``pii.salt_env`` names (default
+  ``CURRENTS_EXPORT_PII_SALT``), or, better, ``CURRENTS_EXPORT_PII_SALT_SECRET`` (a Secrets
+  Manager id or ARN; the secret is the salt, or JSON with ``salt``) or
+  ``CURRENTS_EXPORT_PII_SALT_PARAMETER`` (an SSM SecureString name): read once per
+  container, at cold start, and never logged;
+- ``CURRENTS_EXPORT_DEADLINE_MARGIN_S``: stop this long before the deadline (default 60);
+- ``CURRENTS_EXPORT_LOG_LEVEL`` (DEBUG, INFO, WARNING, ERROR; else Lambda's own
+  ``AWS_LAMBDA_LOG_LEVEL``; default INFO). At every level, DEBUG included, the wire logs of
+  botocore, urllib3, httpx … stay at WARNING: they would print session tokens and secrets.
 
 Per object it logs one JSON line and one CloudWatch EMF line. The deadline is hard: the
 time left bounds every request timeout and backoff sleep, and at the margin progress is
@@ -38,9 +48,13 @@ from __future__ import annotations
 
 import logging
 import os
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+import boto3
 
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.apikey import ApiKeyProvider, ApiKeySource
@@ -61,9 +75,14 @@ from currents_export.config import (
 from currents_export.deadletter import DeadLetter, open_dead_letter
 from currents_export.ledger import Ledger, open_ledger
 from currents_export.mapping import MappingOptions
-from currents_export.mapping.settings import MappingConfigError, load_mapping_file
+from currents_export.mapping.settings import (
+    DEFAULT_SALT_ENV,
+    MappingConfigError,
+    load_mapping_file,
+)
 from currents_export.observability import emf_line, object_fields, setup_json_logging
 from currents_export.pipeline import Pipeline
+from currents_export.secretstore import SecretError, fetch_secret
 from currents_export.sources import SourceObject
 from currents_export.sources.s3 import s3_client, s3_object
 from currents_export.stopping import Stop
@@ -79,13 +98,25 @@ ENVIRONMENT_VARIABLES = frozenset({
     "CURRENTS_EXPORT_IDENTITY_FALLBACK", "CURRENTS_EXPORT_MIN_ID_LENGTH",
     "CURRENTS_EXPORT_LANES", "CURRENTS_EXPORT_DEADLINE_MARGIN_S",
     "CURRENTS_EXPORT_CHECKPOINT_EVERY", "CURRENTS_EXPORT_CONFIG", "CURRENTS_EXPORT_PII_SALT",
+    "CURRENTS_EXPORT_PII_SALT_SECRET", "CURRENTS_EXPORT_PII_SALT_PARAMETER",
+    "CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY", "CURRENTS_EXPORT_LOG_LEVEL",
 })
 IAM_ACTIONS = frozenset({
     "s3:GetObject",  # sources.s3: streaming reads
     "s3:PutObject",  # deadletter.S3DeadLetter
     "dynamodb:GetItem", "dynamodb:UpdateItem",  # ledger.dynamodb
-    "secretsmanager:GetSecretValue",  # apikey, with AMPLITUDE_API_KEY_SECRET
+    "secretsmanager:GetSecretValue",  # apikey (AMPLITUDE_API_KEY_SECRET), the salt's secret
+    "ssm:GetParameter",  # the salt, with CURRENTS_EXPORT_PII_SALT_PARAMETER
+    "kms:GenerateDataKey", "kms:Decrypt",  # SSE-KMS dead letter (…_DEAD_LETTER_KMS_KEY)
 })
+ENV_SALT_SECRET = "CURRENTS_EXPORT_PII_SALT_SECRET"
+ENV_SALT_PARAMETER = "CURRENTS_EXPORT_PII_SALT_PARAMETER"
+ENV_LOG_LEVEL = "CURRENTS_EXPORT_LOG_LEVEL"
+_LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
+               "ERROR": logging.ERROR}
+# AWS_LAMBDA_LOG_LEVEL (Lambda's advanced logging controls) names levels its own way.
+_LAMBDA_LOG_LEVELS = {**_LOG_LEVELS, "TRACE": logging.DEBUG, "WARN": logging.WARNING,
+                      "FATAL": logging.CRITICAL}
 
 
 class LambdaConfigError(ValueError):
@@ -133,10 +164,15 @@ class LambdaSettings:
     lanes: int = DEFAULT_LANES
     deadline_margin_s: float = 60.0
     checkpoint_every: int = 5_000
-    mapping: MappingOptions = field(default_factory=MappingOptions)
+    mapping: MappingOptions = field(default_factory=MappingOptions)  # its repr hides the salt
+    dead_letter_kms_key: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> LambdaSettings:
+    def from_env(
+        cls, env: Mapping[str, str], *, client_factory: Callable[[str], Any] = boto3.client
+    ) -> LambdaSettings:
+        """The settings the variables give; ``client_factory`` makes the Secrets Manager or
+        SSM client that reads the hashing salt (when it is kept there)."""
         state = env.get("CURRENTS_EXPORT_STATE") or (
             f"dynamodb://{env['LEDGER_TABLE']}" if env.get("LEDGER_TABLE") else ""
         )
@@ -157,10 +193,15 @@ class LambdaSettings:
                 raise LambdaConfigError(f"{name}={env[name]!r}: use one of {', '.join(allowed)}")
         mapping = MappingOptions()
         if env.get("CURRENTS_EXPORT_CONFIG"):
+            path = env["CURRENTS_EXPORT_CONFIG"]
             try:
-                mapping = load_mapping_file(env["CURRENTS_EXPORT_CONFIG"], env)
+                mapping = load_mapping_file(path, _with_salt(env, path, client_factory))
             except MappingConfigError as exc:
                 raise LambdaConfigError(f"CURRENTS_EXPORT_CONFIG: {exc}") from None
+        elif env.get(ENV_SALT_SECRET) or env.get(ENV_SALT_PARAMETER):
+            log.warning("a hashing salt is configured (%s) but no CURRENTS_EXPORT_CONFIG: "
+                        "nothing is hashed", ENV_SALT_SECRET if env.get(ENV_SALT_SECRET)
+                        else ENV_SALT_PARAMETER)
         return cls(
             state=state,
             dead_letter=dead_letter,
@@ -176,7 +217,56 @@ class LambdaSettings:
             deadline_margin_s=float(_int(env, "CURRENTS_EXPORT_DEADLINE_MARGIN_S", 60)),
             checkpoint_every=_int(env, "CURRENTS_EXPORT_CHECKPOINT_EVERY", 5_000),
             mapping=mapping,
+            dead_letter_kms_key=env.get("CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY") or None,
         )
+
+
+def _with_salt(
+    env: Mapping[str, str], config_path: str, client_factory: Callable[[str], Any]
+) -> Mapping[str, str]:
+    """``env``, plus the salt read from Secrets Manager or SSM (when one of them is
+    configured) as the value of the variable the file's ``pii.salt_env`` names."""
+    secret, parameter = env.get(ENV_SALT_SECRET), env.get(ENV_SALT_PARAMETER)
+    if not secret and not parameter:
+        return env
+    if secret and parameter:
+        raise LambdaConfigError(f"set {ENV_SALT_SECRET} or {ENV_SALT_PARAMETER}, not both")
+    variable = _salt_variable(config_path)
+    setting = ENV_SALT_SECRET if secret else ENV_SALT_PARAMETER
+    if env.get(variable):
+        raise LambdaConfigError(f"the salt is set twice: in {variable} and by {setting}; "
+                                f"keep only {setting}")
+    try:
+        salt = fetch_secret("secret" if secret else "parameter", secret or parameter or "",
+                            what="the hashing salt", json_fields=("salt", variable),
+                            client_factory=client_factory)
+    except SecretError as exc:
+        raise LambdaConfigError(f"{setting}: {exc}") from None
+    return {**env, variable: salt}
+
+
+def _salt_variable(config_path: str) -> str:
+    """The variable ``[mapping.pii] salt_env`` names (its default when the file does not
+    say, or cannot be read: loading it then reports the problem)."""
+    try:
+        data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return DEFAULT_SALT_ENV
+    pii = data.get("mapping", {}).get("pii", {}) if isinstance(data.get("mapping"), dict) \
+        else {}
+    name = pii.get("salt_env") if isinstance(pii, dict) else None
+    return name if isinstance(name, str) and name else DEFAULT_SALT_ENV
+
+
+def log_level(env: Mapping[str, str]) -> int:
+    """``CURRENTS_EXPORT_LOG_LEVEL``, else Lambda's ``AWS_LAMBDA_LOG_LEVEL``, else INFO."""
+    if env.get(ENV_LOG_LEVEL):
+        value = env[ENV_LOG_LEVEL].upper()
+        if value not in _LOG_LEVELS:
+            raise LambdaConfigError(f"{ENV_LOG_LEVEL}={env[ENV_LOG_LEVEL]!r}: use one of "
+                                    f"{', '.join(_LOG_LEVELS)}")
+        return _LOG_LEVELS[value]
+    return _LAMBDA_LOG_LEVELS.get(env.get("AWS_LAMBDA_LOG_LEVEL", "").upper(), logging.INFO)
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -198,13 +288,18 @@ class Runtime:
             self.settings.state, connect_timeout=limits.connect_timeout,
             read_timeout=limits.read_timeout, max_attempts=limits.max_attempts,
         )
-        self.dead_letter: DeadLetter = open_dead_letter(self.settings.dead_letter,
-                                                        s3_client=self.s3)
+        self.dead_letter: DeadLetter = open_dead_letter(
+            self.settings.dead_letter, s3_client=self.s3,
+            kms_key=self.settings.dead_letter_kms_key)
         self.api_key = ApiKeyProvider(ApiKeySource.from_env(env), env)
         self.url = endpoint_url(self.settings.api, self.settings.region,
                                 self.settings.amplitude_url)
         self._client: AmplitudeClient | None = None
         self._client_key: str | None = None
+
+    def __repr__(self) -> str:  # never the key (nor the salt, in settings.mapping)
+        return (f"Runtime(state={self.settings.state!r}, "
+                f"dead_letter={self.settings.dead_letter!r}, api_key={self.api_key!r})")
 
     def client(self, *, refresh_key: bool = False) -> AmplitudeClient:
         key = self.api_key.get(refresh=refresh_key)
@@ -244,7 +339,7 @@ def runtime() -> Runtime:
     """The per-container runtime, built on first use (cold start)."""
     global _runtime
     if _runtime is None:
-        setup_json_logging()
+        setup_json_logging(log_level(os.environ))
         _runtime = Runtime(os.environ)
     return _runtime
 

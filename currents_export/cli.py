@@ -59,7 +59,9 @@ from currents_export.errors import (
 from currents_export.ledger import LedgerConfigError, open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapper_for
 from currents_export.mapping.settings import MappingConfigError, mapping_options
+from currents_export.observability import quiet_wire_logs
 from currents_export.pipeline import Pipeline, SeenIds
+from currents_export.privatefiles import open_private_for_writing
 from currents_export.redrive import Redrive
 from currents_export.sources import SourceError, SourceObject, find_local_objects
 from currents_export.sources.s3 import (
@@ -154,7 +156,12 @@ def amplitude_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      is_eager=True, expose_value=False, callback=_load_config,
                      help="TOML file with option values (keys as option names)."),
         click.option("--api-key", envvar=_env("api_key", "AMPLITUDE_API_KEY"),
-                     help="Amplitude project API key (or AMPLITUDE_API_KEY)."),
+                     help="Amplitude project API key. Prefer AMPLITUDE_API_KEY or "
+                          "--api-key-file: a command line is visible to every user (ps)."),
+        click.option("--api-key-file", type=click.Path(dir_okay=False),
+                     envvar=_env("api_key_file"),
+                     help="Read the Amplitude API key from this file (owner-only, e.g. "
+                          "chmod 600)."),
         click.option("--region", type=click.Choice(["us", "eu"]), default="us",
                      envvar=_env("region"), show_default=True,
                      help="Amplitude data centre."),
@@ -183,6 +190,12 @@ def amplitude_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ], command)
 
 
+def _dead_letter_kms_key_option() -> Callable[..., Any]:
+    return click.option(
+        "--dead-letter-kms-key", envvar=_env("dead_letter_kms_key"), metavar="KEY_ID_OR_ARN",
+        help="Encrypt an s3:// dead letter with this KMS key (SSE-KMS) instead of SSE-S3.")
+
+
 def replay_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Options of the commands that read Currents objects, map and upload them."""
     return _apply([
@@ -206,6 +219,7 @@ def replay_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--dead-letter", default=DEFAULT_DEAD_LETTER_DIR,
                      envvar=_env("dead_letter"), show_default=True,
                      help="Directory for events that could not be delivered."),
+        _dead_letter_kms_key_option(),
         click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
                      help="Endpoint of an S3-compatible store."),
         click.option("--force", is_flag=True, envvar=_env("force"),
@@ -356,19 +370,70 @@ def _check_creatable_dir(folder: Path, option: str) -> None:
                               "another path")
 
 
+_SOURCE_RANK = {  # command line > environment > config file > default
+    click.core.ParameterSource.COMMANDLINE: 3, click.core.ParameterSource.ENVIRONMENT: 2,
+    click.core.ParameterSource.DEFAULT_MAP: 1,
+}
+
+
+def _api_key(settings: dict[str, Any]) -> str | None:
+    """The key from --api-key or --api-key-file (whichever comes from the stronger source);
+    a key typed on the command line gets a warning (ps shows it to every user)."""
+    ctx = click.get_current_context(silent=True)
+    sources = {name: ctx.get_parameter_source(name) if ctx is not None else None
+               for name in ("api_key", "api_key_file")}
+    rank = {name: _SOURCE_RANK.get(source, 0) if source is not None else 0
+            for name, source in sources.items()}
+    key, path = settings.get("api_key"), settings.get("api_key_file")
+    if key and path:
+        if rank["api_key"] == rank["api_key_file"]:
+            raise click.UsageError("give the API key once: --api-key or --api-key-file")
+        if rank["api_key_file"] > rank["api_key"]:
+            key = None
+        else:
+            path = None
+    if path:
+        return _read_api_key_file(path)
+    if key and sources["api_key"] is click.core.ParameterSource.COMMANDLINE:
+        click.echo("Warning: --api-key on the command line is visible to every user of this "
+                   "machine (ps, shell history); set AMPLITUDE_API_KEY (or "
+                   "CURRENTS_EXPORT_API_KEY) or use --api-key-file PATH instead.", err=True)
+    return key or None
+
+
+def _read_api_key_file(path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            text = file.read().decode("utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigurationError(f"--api-key-file {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"--api-key-file {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigurationError(f"--api-key-file {path}: {exc.strerror or exc}") from None
+    if not text:
+        raise ConfigurationError(f"--api-key-file {path}: the file is empty")
+    if mode & 0o077:
+        click.echo(f"Warning: --api-key-file {path} can be read by other users (mode "
+                   f"{mode & 0o777:o}); chmod 600 {path}", err=True)
+    return text
+
+
 def _build_client(
     settings: dict[str, Any], stack: ExitStack, stop: Stop | None = None
 ) -> AmplitudeClient:
-    if not settings["api_key"]:
+    api_key = _api_key(settings)
+    if not api_key:
         raise click.UsageError(
-            "no Amplitude API key: pass --api-key or set AMPLITUDE_API_KEY "
+            "no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file "
             "(or use --dry-run to send nothing)"
         )
     api = settings["api"]
     pause = settings["throttle_pause"]
     client = AmplitudeClient(
         endpoint_url(api, settings["region"], settings["amplitude_url"]),
-        settings["api_key"],
+        api_key,
         min_id_length=settings["min_id_length"],
         retry=RetryPolicy(horizon_s=settings["retry_horizon"]),
         throttle_pause_s=THROTTLE_PAUSE_S[api] if pause is None else pause,
@@ -392,7 +457,8 @@ def _pipeline_factory(
         if settings["dead_letter"].startswith("s3://"):
             s3 = s3_client(settings["s3_endpoint_url"])
             _check_bucket(s3, settings["dead_letter"])
-        dead_letter = open_dead_letter(settings["dead_letter"], s3_client=s3)
+        dead_letter = open_dead_letter(settings["dead_letter"], s3_client=s3,
+                                       kms_key=settings.get("dead_letter_kms_key"))
     except (LedgerConfigError, DeadLetterConfigError) as exc:
         raise click.UsageError(str(exc)) from None
     stack.callback(ledger.close)
@@ -400,7 +466,7 @@ def _pipeline_factory(
     ledger.state("currents-export:check")  # a missing table or bad file: exit 2, before work
     output: IO[bytes] | None = None
     if settings["output"]:
-        output = stack.enter_context(Path(settings["output"]).open("wb"))  # noqa: SIM115
+        output = stack.enter_context(open_private_for_writing(settings["output"]))  # 0600
     seen_ids = SeenIds()
     options = _mapping_options(settings["profile"], settings["identity_fallback"])
 
@@ -528,6 +594,7 @@ def backfill(
               help="Only lines with this reason (repeatable); default: all.")
 @click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
               help="Endpoint of an S3-compatible store (for an s3:// dead letter).")
+@_dead_letter_kms_key_option()
 @amplitude_options
 def redrive(
     dead_letter: str, reasons: tuple[str, ...], s3_endpoint_url: str | None, **settings: Any
@@ -541,6 +608,7 @@ def redrive(
         store = open_dead_letter_store(
             dead_letter,
             s3_client=s3_client(s3_endpoint_url) if dead_letter.startswith("s3://") else None,
+            kms_key=settings["dead_letter_kms_key"],
         )
     except DeadLetterConfigError as exc:
         raise click.UsageError(f"dead letter {exc}") from None
@@ -565,9 +633,8 @@ def redrive(
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Third-party wire logs (headers, credentials) stay quiet at every verbosity.
-    for name in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # Third-party wire logs (headers, AWS session tokens, secrets) stay quiet at -vv too.
+    quiet_wire_logs()
 
 
 @main.command("status")
@@ -638,6 +705,9 @@ def _routes(
 
 
 def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dict[str, Any]:
+    from currents_export.currents.schemas import field_class
+    from currents_export.mapping.privacy import schema_outline
+
     with source.open() as fileobj:
         stream = open_records(fileobj, source.uri, source.key_event_type)
         mapper = mapper_for(stream.event_type, options, stream.float_fields)
@@ -662,12 +732,13 @@ def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dic
         "mapping": {
             "event_type": mapper.amplitude_event_type,
             "fields": [
-                {"field": name, "pii": pii, "goes_to": where}
+                {"field": name, "pii": pii, "class": field_class(name), "goes_to": where}
                 for name, pii, where in _routes(stream.event_type, options, stream.writer_schema)
             ],
         },
-        "writer_schema": stream.writer_schema,
-        "sample_events": mapped,
+        # structure only: docs and defaults could hold sample data
+        "writer_schema": schema_outline(stream.writer_schema),
+        "sample_events": mapped,  # mapped events: under the privacy policy
     }
 
 

@@ -15,6 +15,11 @@ object (atomic), encrypted at rest.
 The read side, for redrive, is a :class:`DeadLetterStore`: list, read, replace, delete, and
 append to the redrive log (``redrive-log/`` under the same location, which is never listed
 as dead letter).
+
+At rest: local folders we create are 0700 and files 0600, whatever the umask. S3 objects are
+written with SSE-S3 (AES256), or SSE-KMS under the key given as ``kms_key`` (the
+``--dead-letter-kms-key`` option; the Lambda's ``CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY``). A
+redrive that rewrites an object without ``kms_key`` keeps the KMS key the object had.
 """
 
 from __future__ import annotations
@@ -34,13 +39,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from currents_export.errors import AwsSetupError, ConfigurationError
 from currents_export.mapping import json_safe
+from currents_export.privatefiles import make_private_dirs
 
 CLOSED_SUFFIX = ".jsonl"  # a complete dead-letter file: the only kind redrive reads
 PART_SUFFIX = ".part"  # appended to CLOSED_SUFFIX while a writer still holds the file
 FILE_MODE = 0o600  # dead letters hold user data: owner only
 DIRECTORY_MODE = 0o700
 CONTENT_TYPE = "application/x-ndjson"
-SERVER_SIDE_ENCRYPTION = "AES256"
+SERVER_SIDE_ENCRYPTION = "AES256"  # SSE-S3, unless a KMS key is given
+KMS_ENCRYPTION = "aws:kms"
 REDRIVE_LOG_FOLDER = "redrive-log"
 
 
@@ -142,11 +149,12 @@ class DeadLetterDirectory:
             self.written += 1
 
     def _open_part(self) -> IO[bytes]:
-        self.directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+        make_private_dirs(self.directory)
         self._parts += 1
         name = f"{self._name}-{self._parts:06d}{CLOSED_SUFFIX}{PART_SUFFIX}"
         self._part = self.directory / name
         fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # whatever the umask
         return os.fdopen(fd, "wb")
 
     def flush(self) -> None:
@@ -175,13 +183,15 @@ class S3DeadLetter:
 
     Each flush that has new lines writes one new object (S3 has no append; a put is atomic,
     so an object is never seen half-written), so what a checkpoint relies on is durable once
-    ``flush`` returns. Objects are encrypted at rest (SSE-S3).
+    ``flush`` returns. Objects are encrypted at rest: SSE-S3, or SSE-KMS under ``kms_key``.
     """
 
-    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+    def __init__(self, client: Any, bucket: str, prefix: str,
+                 kms_key: str | None = None) -> None:
         self._client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.kms_key = kms_key
         self._name = _run_name()
         self._buffer: list[bytes] = []
         self._parts = 0
@@ -211,22 +221,25 @@ class S3DeadLetter:
             self._parts += 1
             folder = f"{self.prefix}/" if self.prefix else ""
             key = f"{folder}{self._name}-{self._parts:06d}{CLOSED_SUFFIX}"
-            _put(self._client, self.bucket, key, b"".join(self._buffer))
+            _put(self._client, self.bucket, key, b"".join(self._buffer), self.kms_key)
             self._buffer.clear()
 
     def close(self) -> None:
         self.flush()
 
 
-def open_dead_letter(uri: str, *, s3_client: Any = None) -> DeadLetter:
-    """A directory path, or ``s3://BUCKET/PREFIX`` (``s3_client`` required then)."""
+def open_dead_letter(uri: str, *, s3_client: Any = None,
+                     kms_key: str | None = None) -> DeadLetter:
+    """A directory path, or ``s3://BUCKET/PREFIX`` (``s3_client`` required then; objects
+    encrypted under ``kms_key`` when given)."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise DeadLetterConfigError(f"--dead-letter {uri}: expected s3://BUCKET/PREFIX")
         if s3_client is None:
             raise DeadLetterConfigError(f"--dead-letter {uri}: no S3 client configured")
-        return S3DeadLetter(s3_client, bucket, prefix)
+        return S3DeadLetter(s3_client, bucket, prefix, kms_key or None)
+    _no_kms_key_for_a_directory(uri, kms_key)
     if "://" in uri:
         raise DeadLetterConfigError(
             f"--dead-letter {uri}: use a directory path or s3://BUCKET/PREFIX"
@@ -255,9 +268,20 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _put(client: Any, bucket: str, key: str, body: bytes) -> None:
+def _put(client: Any, bucket: str, key: str, body: bytes, kms_key: str | None) -> None:
+    encryption: dict[str, str] = {"ServerSideEncryption": SERVER_SIDE_ENCRYPTION}
+    if kms_key:
+        encryption = {"ServerSideEncryption": KMS_ENCRYPTION, "SSEKMSKeyId": kms_key}
     client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=CONTENT_TYPE,
-                      ServerSideEncryption=SERVER_SIDE_ENCRYPTION)
+                      **encryption)
+
+
+def _no_kms_key_for_a_directory(uri: str, kms_key: str | None) -> None:
+    if kms_key:
+        raise DeadLetterConfigError(
+            f"--dead-letter-kms-key applies to an s3:// dead letter, not to {uri}: local "
+            "files are protected by their modes (0600); unset it or use s3://BUCKET/PREFIX"
+        )
 
 
 # ---- the read side, for redrive --------------------------------------------------------------
@@ -334,10 +358,12 @@ class DirectoryStore:
 
     def append_log(self, name: str, data: bytes) -> None:
         folder = self.directory / REDRIVE_LOG_FOLDER
-        folder.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+        make_private_dirs(folder)
         path = folder / f"{name}{CLOSED_SUFFIX}"
         created = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        if created:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask
         with os.fdopen(fd, "ab") as out:
             out.write(data)
             out.flush()
@@ -353,16 +379,22 @@ class S3Store:
     """Dead-letter objects directly under ``s3://BUCKET/PREFIX/`` (listed page by page).
 
     A rewrite is a put of the whole new body (atomic in S3); the redrive log is written as
-    one object per append, since S3 has no append.
+    one object per append, since S3 has no append. Puts use ``kms_key`` when given; else a
+    rewrite keeps the KMS key the object was read with (and the log the latest such key),
+    and SSE-S3 otherwise.
     """
 
-    def __init__(self, client: Any, bucket: str, prefix: str, *, page_size: int = 1000) -> None:
+    def __init__(self, client: Any, bucket: str, prefix: str, *, page_size: int = 1000,
+                 kms_key: str | None = None) -> None:
         self._client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.page_size = page_size
+        self.kms_key = kms_key
         self._folder = f"{self.prefix}/" if self.prefix else ""
         self._log_parts: Counter[str] = Counter()
+        self._read_keys: dict[str, str] = {}  # name → the KMS key it was encrypted with
+        self._last_read_key: str | None = None
 
     def __repr__(self) -> str:
         return f"S3Store({self.location!r})"
@@ -392,11 +424,15 @@ class S3Store:
                 if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     raise FileNotFoundError(self.describe(name)) from exc
                 raise
+            kms_key = response.get("SSEKMSKeyId")
+            if response.get("ServerSideEncryption") == KMS_ENCRYPTION and kms_key:
+                self._read_keys[name] = self._last_read_key = kms_key
             return bytes(response["Body"].read())
 
     def replace(self, name: str, data: bytes) -> None:
         with self._errors(name):
-            _put(self._client, self.bucket, self._folder + name, data)
+            _put(self._client, self.bucket, self._folder + name, data,
+                 self.kms_key or self._read_keys.get(name))
 
     def delete(self, name: str) -> None:
         with self._errors(name):
@@ -406,7 +442,8 @@ class S3Store:
         self._log_parts[name] += 1
         key = f"{self._folder}{REDRIVE_LOG_FOLDER}/{name}-{self._log_parts[name]:06d}"
         with self._errors(name):
-            _put(self._client, self.bucket, key + CLOSED_SUFFIX, data)
+            _put(self._client, self.bucket, key + CLOSED_SUFFIX, data,
+                 self.kms_key or self._last_read_key)
 
     def log_location(self, name: str) -> str:
         return f"s3://{self.bucket}/{self._folder}{REDRIVE_LOG_FOLDER}/{name}-*{CLOSED_SUFFIX}"
@@ -419,15 +456,18 @@ class S3Store:
             raise DeadLetterStoreError(f"{self.describe(name)}: {exc}") from exc
 
 
-def open_dead_letter_store(uri: str, *, s3_client: Any = None) -> DeadLetterStore:
-    """The dead letter redrive reads: a directory that exists, or ``s3://BUCKET/PREFIX``."""
+def open_dead_letter_store(uri: str, *, s3_client: Any = None,
+                           kms_key: str | None = None) -> DeadLetterStore:
+    """The dead letter redrive reads: a directory that exists, or ``s3://BUCKET/PREFIX``
+    (rewritten under ``kms_key`` when given)."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise DeadLetterConfigError(f"{uri}: expected s3://BUCKET/PREFIX")
         if s3_client is None:
             raise DeadLetterConfigError(f"{uri}: no S3 client configured")
-        return S3Store(s3_client, bucket, prefix)
+        return S3Store(s3_client, bucket, prefix, kms_key=kms_key or None)
+    _no_kms_key_for_a_directory(uri, kms_key)
     if "://" in uri:
         raise DeadLetterConfigError(f"{uri}: use a directory path or s3://BUCKET/PREFIX")
     path = Path(uri)

@@ -45,15 +45,27 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+# Libraries whose debug logs show the wire: request headers (AWS session tokens, signed
+# Authorization), response bodies (GetSecretValue's secret) and URLs.
+WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore", "h11",
+                "h2", "hpack", "awscrt")
+
+
+def quiet_wire_logs() -> None:
+    """Keep third-party wire logs at WARNING whatever the root level (-vv, DEBUG)."""
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def setup_json_logging(level: int = logging.INFO) -> None:
-    """Route every log line to stdout as JSON (CloudWatch Logs keeps one line per entry)."""
+    """Route every log line to stdout as JSON (CloudWatch Logs keeps one line per entry);
+    third-party wire logs stay at WARNING, even at DEBUG."""
     root = logging.getLogger()
     handler = _StdoutHandler()
     handler.setFormatter(JsonFormatter())
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    quiet_wire_logs()
 
 
 def object_fields(report: ObjectReport, now_ms: int | None = None) -> dict[str, Any]:

@@ -42,10 +42,9 @@ def template_problems(template: dict[str, Any]) -> list[str]:
     problems += [f"missing environment variable {name}" for name in sorted(REQUIRED_ENV
                                                                             - variables)]
     granted = set()
-    for policy in worker["Policies"]:
-        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-            actions = statement["Action"]
-            granted |= {actions} if isinstance(actions, str) else set(actions)
+    for statement in statements(worker):
+        actions = statement["Action"]
+        granted |= {actions} if isinstance(actions, str) else set(actions)
     problems += [f"IAM action {action} used by the code is not granted"
                  for action in sorted(aws_lambda.IAM_ACTIONS - granted)]
     problems += [f"IAM action {action} is granted but the code does not use it"
@@ -56,6 +55,19 @@ def template_problems(template: dict[str, Any]) -> list[str]:
     if worker["Runtime"] != "python3.12" or worker["Architectures"] != ["arm64"]:
         problems.append("the runtime is not python3.12 on arm64 (the package's target)")
     return problems
+
+
+def statements(worker: dict[str, Any]) -> list[dict[str, Any]]:
+    """The function's IAM statements; a conditional one (``Fn::If``) by its granting branch."""
+    found = []
+    for policy in worker["Policies"]:
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            if "Fn::If" in statement:
+                _, granting, otherwise = statement["Fn::If"]
+                assert otherwise == {"Ref": "AWS::NoValue"}, statement
+                statement = granting
+            found.append(statement)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +230,116 @@ def test_the_lambda_package_builds_small_for_arm64(tmp_path: Path) -> None:
     assert native and all("x86_64" not in n for n in native)
     assert any("aarch64" in n for n in native)
     assert out.stat().st_size < 15_000_000
+
+
+# ---- secrets and data at rest -----------------------------------------------------------------
+
+def worker_of(template: dict[str, Any]) -> dict[str, Any]:
+    worker: dict[str, Any] = template["Resources"]["Worker"]["Properties"]
+    return worker
+
+
+def statement(template: dict[str, Any], sid: str) -> dict[str, Any]:
+    [found] = [s for s in statements(worker_of(template)) if s.get("Sid") == sid]
+    return found
+
+
+def conditional_statement(template: dict[str, Any], sid: str) -> tuple[str, dict[str, Any]]:
+    """The condition and the statement of a grant that exists only when a parameter is set."""
+    for policy in worker_of(template)["Policies"]:
+        for item in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            if "Fn::If" in item and item["Fn::If"][1].get("Sid") == sid:
+                return item["Fn::If"][0], item["Fn::If"][1]
+    raise AssertionError(f"no conditional statement {sid}")
+
+
+def test_every_bucket_the_stack_creates_is_encrypted_private_and_tls_only(
+    template: dict[str, Any]
+) -> None:
+    resources = template["Resources"]
+    buckets = {name: r for name, r in resources.items() if r["Type"] == "AWS::S3::Bucket"}
+    assert buckets, "the stack creates the dead-letter bucket"
+    policies = [r["Properties"] for r in resources.values()
+                if r["Type"] == "AWS::S3::BucketPolicy"]
+    for name, bucket in buckets.items():
+        properties = bucket["Properties"]
+        [rule] = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"] == {"Fn::If": [
+            "HasDeadLetterKmsKey",
+            {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Ref": "DeadLetterKmsKeyArn"}},
+            {"SSEAlgorithm": "AES256"}]}, name
+        assert properties["PublicAccessBlockConfiguration"] == dict.fromkeys(
+            ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls",
+             "RestrictPublicBuckets"), True), name
+        assert properties["OwnershipControls"] == {
+            "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}, name
+        [policy] = [p for p in policies if p["Bucket"] == {"Ref": name}]
+        [deny] = policy["PolicyDocument"]["Statement"]
+        assert deny["Effect"] == "Deny" and deny["Action"] == "s3:*"
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert bucket["DeletionPolicy"] == "Retain"  # dead letters are not lost with the stack
+
+
+def test_the_dead_letter_prefix_expires_after_the_retention_parameter(
+    template: dict[str, Any]
+) -> None:
+    parameters, resources = template["Parameters"], template["Resources"]
+    assert parameters["DeadLetterRetentionDays"]["Default"] == 90
+    assert parameters["DeadLetterBucket"]["Default"] == "create"
+    bucket = resources["DeadLetterStore"]
+    assert bucket["Condition"] == "CreateDeadLetterBucket"
+    [rule] = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Prefix"] == {"Fn::Sub": "${DeadLetterPrefix}/"}
+    assert rule["ExpirationInDays"] == {"Ref": "DeadLetterRetentionDays"}
+    # The function writes there (or, with DeadLetterBucket=currents, to the Currents
+    # bucket, which the stack does not own: infra/README.md says how to add the rule).
+    variables = worker_of(template)["Environment"]["Variables"]
+    assert variables["CURRENTS_EXPORT_DEAD_LETTER"] == {"Fn::If": [
+        "CreateDeadLetterBucket", {"Fn::Sub": "s3://${DeadLetterStore}/${DeadLetterPrefix}"},
+        {"Fn::Sub": "s3://${BucketName}/${DeadLetterPrefix}"}]}
+    assert statement(template, "WriteDeadLetter")["Resource"] == {"Fn::If": [
+        "CreateDeadLetterBucket", {"Fn::Sub": "${DeadLetterStore.Arn}/${DeadLetterPrefix}/*"},
+        {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}/${DeadLetterPrefix}/*"}]}
+    assert template["Outputs"]["DeadLetter"]["Value"] == variables["CURRENTS_EXPORT_DEAD_LETTER"]
+
+
+def test_the_kms_key_reaches_the_function_and_its_grant_only_when_given(
+    template: dict[str, Any]
+) -> None:
+    assert template["Parameters"]["DeadLetterKmsKeyArn"]["Default"] == ""  # SSE-S3
+    assert template["Conditions"]["HasDeadLetterKmsKey"] == {"Fn::Not": [{"Fn::Equals": [
+        {"Ref": "DeadLetterKmsKeyArn"}, ""]}]}
+    variables = worker_of(template)["Environment"]["Variables"]
+    assert variables["CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY"] == {"Fn::If": [
+        "HasDeadLetterKmsKey", {"Ref": "DeadLetterKmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+    condition, grant = conditional_statement(template, "DeadLetterKey")
+    assert condition == "HasDeadLetterKmsKey"
+    assert sorted(grant["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert grant["Resource"] == {"Ref": "DeadLetterKmsKeyArn"}
+
+
+def test_the_salt_secret_or_parameter_reaches_the_function_and_its_grant_only_when_given(
+    template: dict[str, Any]
+) -> None:
+    variables = worker_of(template)["Environment"]["Variables"]
+    for variable, parameter, condition, sid, action in [
+        ("CURRENTS_EXPORT_PII_SALT_SECRET", "PiiSaltSecretArn", "HasPiiSaltSecret",
+         "PiiSaltSecret", "secretsmanager:GetSecretValue"),
+        ("CURRENTS_EXPORT_PII_SALT_PARAMETER", "PiiSaltParameterName", "HasPiiSaltParameter",
+         "PiiSaltParameter", "ssm:GetParameter"),
+    ]:
+        assert template["Parameters"][parameter]["Default"] == ""
+        assert variables[variable] == {"Fn::If": [condition, {"Ref": parameter},
+                                                  {"Ref": "AWS::NoValue"}]}
+        found_condition, grant = conditional_statement(template, sid)
+        assert (found_condition, grant["Action"]) == (condition, action)
+    assert conditional_statement(template, "PiiSaltSecret")[1]["Resource"] == {
+        "Ref": "PiiSaltSecretArn"}
+    assert conditional_statement(template, "PiiSaltParameter")[1]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
+                   "parameter${PiiSaltParameterName}"}
+    assert variables["CURRENTS_EXPORT_CONFIG"] == {"Fn::If": [
+        "HasMappingConfig", {"Ref": "MappingConfig"}, {"Ref": "AWS::NoValue"}]}
+    [assertion] = template["Rules"]["OneSaltSource"]["Assertions"]
+    assert "not both" in assertion["AssertDescription"]

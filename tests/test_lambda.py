@@ -3,6 +3,8 @@ Amplitude emulator, with events in the shapes AWS sends them."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -14,6 +16,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import boto3
+import httpx
 import pytest
 from test_replay import read_all
 
@@ -343,3 +346,136 @@ def test_the_cli_keeps_its_longer_aws_defaults(monkeypatch: pytest.MonkeyPatch) 
     dynamodb = open_ledger(f"dynamodb://{TABLE}")._client.meta.config  # type: ignore[attr-defined]
     assert (dynamodb.connect_timeout, dynamodb.read_timeout) == (60, 60)  # botocore's
     assert dynamodb.retries["total_max_attempts"] == 11
+
+
+# ---- the hashing salt from Secrets Manager or SSM; nothing secret in DEBUG logs ---------------
+
+SALT = "lambda-salt-0123456789abcdef"
+SESSION_TOKEN = "session-token-MARKER-31f0"
+SECRET_ACCESS_KEY = "secret-access-key-MARKER-77aa"
+
+
+def hash_config(tmp_path: Path, salt_env: str | None = None) -> Path:
+    config = tmp_path / "currents-export.toml"
+    config.write_text('[mapping.pii]\nexternal_user_id = "hash"\n'
+                      + (f'salt_env = "{salt_env}"\n' if salt_env else ""))
+    return config
+
+
+def salted(value: str, salt: str = SALT) -> str:
+    return hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("where", ["secret", "secret-json", "parameter"])
+def test_the_hashing_salt_comes_from_secrets_manager_or_ssm(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    aws: str, where: str,
+) -> None:
+    # With SSM, the file names its own salt variable: the salt is supplied under that name.
+    config = hash_config(tmp_path, "ACME_PII_SALT" if where == "parameter" else None)
+    if where == "parameter":
+        boto3.client("ssm", endpoint_url=aws).put_parameter(
+            Name="/currents-export/pii-salt", Value=SALT, Type="SecureString")
+        monkeypatch.setenv("CURRENTS_EXPORT_PII_SALT_PARAMETER", "/currents-export/pii-salt")
+    else:
+        text = SALT if where == "secret" else json.dumps({"salt": SALT})
+        secret = boto3.client("secretsmanager", endpoint_url=aws).create_secret(
+            Name="pii-salt", SecretString=text)
+        monkeypatch.setenv("CURRENTS_EXPORT_PII_SALT_SECRET",
+                           secret["ARN"] if where == "secret" else secret["Name"])
+    monkeypatch.delenv("CURRENTS_EXPORT_PII_SALT", raising=False)
+    monkeypatch.delenv("ACME_PII_SALT", raising=False)
+    monkeypatch.setenv("CURRENTS_EXPORT_CONFIG", str(config))
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path / "fixtures", events_per_type=40, seed=45,
+                              files_per_type=1, event_types=["users.behaviors.CustomEvent"])
+    upload(stack, files)
+    result, stdout = invoke(sqs_event(stack))
+    assert result == {"batchItemFailures": []}
+    records = {record["id"]: record for _, record in read_all(files)}
+    events = emulator.events()
+    hashed = [e for e in events if records[e["insert_id"]].get("external_user_id")]
+    assert hashed and len({e["user_id"] for e in hashed}) > 1  # users stay distinguishable
+    for event in hashed:
+        assert event["user_id"] == salted(records[event["insert_id"]]["external_user_id"])
+    assert SALT not in stdout
+    assert "ACME_PII_SALT" not in os.environ  # supplied to the mapping, not to the process
+
+
+def test_salt_settings_errors_name_the_setting_never_the_value(
+    stack: dict, tmp_path: Path, aws: str
+) -> None:
+    secrets = boto3.client("secretsmanager", endpoint_url=aws)
+    good = secrets.create_secret(Name="pii-salt", SecretString=SALT)["ARN"]
+    short = secrets.create_secret(Name="short-salt", SecretString="tiny-SALT-9")["ARN"]
+    env = {"CURRENTS_EXPORT_STATE": f"dynamodb://{TABLE}",
+           "CURRENTS_EXPORT_DEAD_LETTER": f"s3://{BUCKET}/dl",
+           "CURRENTS_EXPORT_CONFIG": str(hash_config(tmp_path))}
+    cases = [
+        ({"CURRENTS_EXPORT_PII_SALT_SECRET": good,
+          "CURRENTS_EXPORT_PII_SALT_PARAMETER": "/p"}, "not both"),
+        ({"CURRENTS_EXPORT_PII_SALT_SECRET": "no-such-secret"},
+         "CURRENTS_EXPORT_PII_SALT_SECRET: cannot read the hashing salt from secret "
+         "'no-such-secret': ResourceNotFoundException"),
+        ({"CURRENTS_EXPORT_PII_SALT_SECRET": good, "CURRENTS_EXPORT_PII_SALT": SALT},
+         "set twice"),
+        ({"CURRENTS_EXPORT_PII_SALT_SECRET": short}, "at least 16 characters"),
+        ({"CURRENTS_EXPORT_PII_SALT_PARAMETER": "/missing"}, "ParameterNotFound"),
+    ]
+    for extra, problem in cases:
+        with pytest.raises(aws_lambda.LambdaConfigError) as info:
+            aws_lambda.LambdaSettings.from_env({**env, **extra})
+        assert problem in str(info.value), str(info.value)
+        assert SALT not in str(info.value) and "tiny-SALT-9" not in str(info.value)
+    settings = aws_lambda.LambdaSettings.from_env(
+        {**env, "CURRENTS_EXPORT_PII_SALT_SECRET": good})
+    assert settings.mapping.pii_salt == SALT.encode() and SALT not in repr(settings)
+
+
+def test_debug_logging_prints_no_token_key_or_salt_and_kms_dead_letters(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    aws: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = boto3.client("secretsmanager", endpoint_url=aws).create_secret(
+        Name="pii-salt", SecretString=json.dumps({"salt": SALT}))["ARN"]
+    key = boto3.client("kms", endpoint_url=aws).create_key()["KeyMetadata"]["Arn"]
+    for name, value in {
+        "CURRENTS_EXPORT_CONFIG": str(hash_config(tmp_path)),
+        "CURRENTS_EXPORT_PII_SALT_SECRET": secret, "CURRENTS_EXPORT_LOG_LEVEL": "DEBUG",
+        "CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY": key, "AWS_SESSION_TOKEN": SESSION_TOKEN,
+        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CURRENTS_EXPORT_PII_SALT", raising=False)
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path / "fixtures", events_per_type=40, seed=46,
+                              files_per_type=1, event_types=["users.behaviors.CustomEvent"])
+    upload(stack, files)
+    devices = [r["device_id"] for _, r in read_all(files) if r.get("device_id")]
+    httpx.patch(f"{emulator.url}/_emulator/config", json={"silenced_device_ids": devices[:3]})
+    root = logging.getLogger()
+    level = root.level
+    try:
+        result, stdout = invoke(sqs_event(stack))
+        assert root.level == logging.DEBUG
+        for name in ("botocore", "botocore.endpoint", "urllib3", "httpcore", "httpx"):
+            assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+    finally:
+        root.setLevel(level)
+    assert result == {"batchItemFailures": []}
+    output = stdout + "".join(capsys.readouterr())
+    for marker in (SECRET_KEY, SALT, SESSION_TOKEN, SECRET_ACCESS_KEY):
+        assert marker not in output, marker
+    listed = stack["s3"].list_objects_v2(Bucket=BUCKET, Prefix="dead-letter/")["Contents"]
+    assert listed
+    for item in listed:
+        head = stack["s3"].head_object(Bucket=BUCKET, Key=item["Key"])
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key)
+
+
+def test_the_log_level_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert aws_lambda.log_level({}) == logging.INFO
+    assert aws_lambda.log_level({"CURRENTS_EXPORT_LOG_LEVEL": "debug"}) == logging.DEBUG
+    assert aws_lambda.log_level({"AWS_LAMBDA_LOG_LEVEL": "WARN"}) == logging.WARNING
+    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_LOG_LEVEL"):
+        aws_lambda.log_level({"CURRENTS_EXPORT_LOG_LEVEL": "LOUD"})

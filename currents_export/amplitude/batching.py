@@ -35,12 +35,18 @@ class EventTooLarge(ValueError):
     """A single event is larger than a whole request may be."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Envelope:
-    """The JSON around the events: ``{"api_key":…,"events":[`` … ``],"options":{…}}``."""
+    """The JSON around the events: ``{"api_key":…,"events":[`` … ``],"options":{…}}``.
+
+    ``head`` holds the API key: the repr shows neither it nor the head.
+    """
 
     head: bytes
     tail: bytes
+
+    def __repr__(self) -> str:
+        return f"Envelope(api_key=<hidden>, overhead={self.overhead}, tail={self.tail!r})"
 
     @classmethod
     def build(cls, api_key: str, options: dict[str, Any] | None = None) -> Envelope:

@@ -106,8 +106,9 @@ class AmplitudeClient:
             headers={"Content-Type": "application/json", "User-Agent": "currents-export"},
         )
 
-    def __repr__(self) -> str:  # never show the API key
-        return f"AmplitudeClient(url={self.url!r})"
+    def __repr__(self) -> str:  # never the API key, nor user:password@ from the URL
+        shown = str(httpx.URL(self.url).copy_with(userinfo=b""))
+        return f"AmplitudeClient(url={shown!r})"
 
     @property
     def retry(self) -> RetryPolicy:

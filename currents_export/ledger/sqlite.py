@@ -1,4 +1,4 @@
-"""The default ledger: one SQLite file, one row per object.
+"""The default ledger: one SQLite file, one row per object, readable by its owner only.
 
 Ledgers written before identities keyed objects by absolute path or ``s3://`` URI. Such a
 row is found by ``legacy_id`` only while the file is seen at that same place; so, once per
@@ -27,6 +27,7 @@ import orjson
 
 from currents_export.currents.keys import currents_identity
 from currents_export.ledger.base import DONE, ObjectState, Resume
+from currents_export.privatefiles import create_private_file, make_private, make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,10 @@ class SqliteLedger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner only: folders we create 0700, the file and its -wal/-shm 0600 (SQLite gives
+        # those the database file's mode); whatever the umask.
+        make_private_dirs(self.path.parent)
+        created = create_private_file(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA busy_timeout=30000")
@@ -78,6 +82,9 @@ class SqliteLedger:
             if version < _VERSION_IDENTITY_KEYS:
                 self._rekey_by_identity()
                 self._db.execute(f"PRAGMA user_version = {_VERSION_IDENTITY_KEYS}")
+        if created:  # the first transaction made them; SQLite copies the file's mode anyway
+            for suffix in ("-wal", "-shm"):
+                make_private(f"{self.path}{suffix}")
 
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self.path)!r})"

@@ -1,0 +1,72 @@
+"""Read one secret value from Secrets Manager or an SSM SecureString: never logged, and
+never in an error message (messages name the secret, the setting and the AWS error code).
+
+Shared by the Amplitude API key (``apikey``) and the Lambda's hashing salt
+(``aws_lambda``). A Secrets Manager secret holds the value itself, or JSON with one of
+the fields the caller names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+Kind = Literal["secret", "parameter"]
+
+
+class SecretError(ValueError):
+    """The value cannot be read; the message names where it was looked for, never a value."""
+
+
+def fetch_secret(
+    kind: Kind,
+    name: str,
+    *,
+    what: str,
+    json_fields: tuple[str, ...],
+    client_factory: Callable[[str], Any],
+    error: type[SecretError] = SecretError,
+) -> str:
+    """The value of the Secrets Manager secret (``kind="secret"``) or SSM parameter
+    (``kind="parameter"``, decrypted) ``name``; ``what`` ("the Amplitude API key") serves
+    messages, and ``error`` is the exception raised (a subclass of ``SecretError``)."""
+    try:
+        if kind == "secret":
+            raw = client_factory("secretsmanager").get_secret_value(SecretId=name)
+            return value_from_secret_string(raw.get("SecretString") or "", name,
+                                            json_fields=json_fields, error=error)
+        reply = client_factory("ssm").get_parameter(Name=name, WithDecryption=True)
+        value = reply["Parameter"]["Value"]
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise error(f"cannot read {what} from {kind} {name!r}: {code}") from None
+    except BotoCoreError as exc:
+        raise error(f"cannot read {what} from {kind} {name!r}: {type(exc).__name__}") from None
+    if not value:
+        raise error(f"the {kind} {name!r} is empty")
+    return str(value)
+
+
+def value_from_secret_string(
+    text: str, name: str, *, json_fields: tuple[str, ...],
+    error: type[SecretError] = SecretError,
+) -> str:
+    """A secret's string: the value itself, or JSON holding it under one of ``json_fields``."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            data = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            raise error(f"the secret {name!r} looks like JSON but is not valid") from None
+        for field in json_fields:
+            if isinstance(data, dict) and data.get(field):
+                return str(data[field])
+        raise error(
+            f"the secret {name!r} is JSON without any of the fields {', '.join(json_fields)}"
+        )
+    if not stripped:
+        raise error(f"the secret {name!r} is empty")
+    return stripped
