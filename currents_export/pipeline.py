@@ -75,19 +75,34 @@ UNUSABLE_SHARE = 0.9
 AMPLITUDE_DEDUP_DAYS = 7  # Amplitude drops a repeated insert_id only within this window
 
 
-class SeenIds:
-    """The Braze event ids seen in this run, shared by every worker of the run."""
+DEDUP_WINDOW = 200_000  # event ids remembered for in-run duplicate detection
 
-    def __init__(self) -> None:
-        self._ids: set[str] = set()
+
+class SeenIds:
+    """The Braze event ids seen recently in this run, shared by every worker of the run.
+
+    A bounded window, so memory never grows with the run: the last ``window`` ids at least,
+    and at most twice as many (two generations of sets; the older one is dropped when the
+    newer fills). Braze's at-least-once copies arrive close together; a repeat further
+    apart is still sent, and Amplitude drops it by ``insert_id`` (within 7 days).
+    """
+
+    def __init__(self, window: int = DEDUP_WINDOW) -> None:
+        if window < 1:
+            raise ValueError("the duplicate window must hold at least one id")
+        self.window = window
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
         self._lock = threading.Lock()
 
     def first_time(self, event_id: str) -> bool:
-        """Record ``event_id``; True unless it was seen before."""
+        """Record ``event_id``; True unless it was seen within the window."""
         with self._lock:
-            if event_id in self._ids:
+            if event_id in self._current or event_id in self._previous:
                 return False
-            self._ids.add(event_id)
+            if len(self._current) >= self.window:
+                self._previous, self._current = self._current, set()
+            self._current.add(event_id)
             return True
 
 

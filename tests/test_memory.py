@@ -43,6 +43,6 @@ def test_peak_memory_does_not_grow_with_object_size(tmp_path: Path) -> None:
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)
-    # Three times the records; the only per-record memory is the run's set of seen event
-    # ids (about 100 bytes each), so the peak stays nearly flat.
+    # Three times the records; nothing is kept per record beyond a bounded window of seen
+    # event ids, so the peak stays nearly flat.
     assert peaks[90_000] <= 1.25 * peaks[30_000], peaks

@@ -57,3 +57,15 @@ def test_any_resolution_order_gives_a_safe_checkpoint(order: list[int], resolved
     assert checkpoint.tally.records == checkpoint.next_index
     tally, pending = progress.totals()
     assert tally.records == resolved and pending == 40 - resolved
+
+
+def test_duplicate_detection_remembers_a_bounded_window() -> None:
+    from currents_export.pipeline import SeenIds
+
+    seen = SeenIds(window=3)
+    assert [seen.first_time(i) for i in "abcab"] == [True, True, True, False, False]
+    # After two windows of new ids the oldest are forgotten: memory stays bounded.
+    for i in "defghi":
+        assert seen.first_time(i)
+    assert seen.first_time("a") is True
+    assert seen.first_time("h") is False  # recent ids are still recognised
