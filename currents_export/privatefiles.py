@@ -46,6 +46,19 @@ def create_private_file(path: str | Path) -> bool:
     return True
 
 
+def tighten(path: str | Path) -> bool:
+    """Make an existing file of ours (same owner) 0600 if group or others could read it,
+    e.g. a ledger written by an earlier version; True when its mode was changed."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return False
+    if info.st_uid != os.getuid() or not info.st_mode & 0o077 or not stat.S_ISREG(info.st_mode):
+        return False
+    os.chmod(path, FILE_MODE)
+    return True
+
+
 def open_private_for_writing(path: str | Path) -> IO[bytes]:
     """Open ``path`` for writing from scratch (created or truncated), 0600 when it is a
     regular file (``/dev/stdout``, a pipe or a terminal keeps its mode)."""

@@ -39,7 +39,8 @@ def fetch_secret(
             return value_from_secret_string(raw.get("SecretString") or "", name,
                                             json_fields=json_fields, error=error)
         reply = client_factory("ssm").get_parameter(Name=name, WithDecryption=True)
-        value = reply["Parameter"]["Value"]
+        # Trimmed as secrets are: a parameter written from a file ends in a newline.
+        value = str(reply["Parameter"]["Value"]).strip()
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise error(f"cannot read {what} from {kind} {name!r}: {code}") from None

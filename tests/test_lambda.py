@@ -374,8 +374,8 @@ def test_the_hashing_salt_comes_from_secrets_manager_or_ssm(
     # With SSM, the file names its own salt variable: the salt is supplied under that name.
     config = hash_config(tmp_path, "ACME_PII_SALT" if where == "parameter" else None)
     if where == "parameter":
-        boto3.client("ssm", endpoint_url=aws).put_parameter(
-            Name="/currents-export/pii-salt", Value=SALT, Type="SecureString")
+        boto3.client("ssm", endpoint_url=aws).put_parameter(  # written from a file: a newline
+            Name="/currents-export/pii-salt", Value=SALT + "\n", Type="SecureString")
         monkeypatch.setenv("CURRENTS_EXPORT_PII_SALT_PARAMETER", "/currents-export/pii-salt")
     else:
         text = SALT if where == "secret" else json.dumps({"salt": SALT})

@@ -263,6 +263,10 @@ def test_the_sqlite_ledger_and_its_folder_are_owner_only(
     SqliteLedger(existing / "state.sqlite").close()
     assert mode(existing) == 0o755  # a folder we did not create keeps its mode
     assert mode(existing / "state.sqlite") == 0o600
+    # A ledger an earlier version left readable by others is tightened when opened.
+    os.chmod(existing / "state.sqlite", 0o644)
+    SqliteLedger(existing / "state.sqlite").close()
+    assert mode(existing / "state.sqlite") == 0o600
 
 
 def test_replay_state_output_and_dead_letter_files_are_owner_only(

@@ -27,7 +27,12 @@ import orjson
 
 from currents_export.currents.keys import currents_identity
 from currents_export.ledger.base import DONE, ObjectState, Resume
-from currents_export.privatefiles import create_private_file, make_private, make_private_dirs
+from currents_export.privatefiles import (
+    create_private_file,
+    make_private,
+    make_private_dirs,
+    tighten,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,9 @@ class SqliteLedger:
         if created:  # the first transaction made them; SQLite copies the file's mode anyway
             for suffix in ("-wal", "-shm"):
                 make_private(f"{self.path}{suffix}")
+        else:  # a ledger from an earlier version may be readable by others: ours, tighten
+            for name in (str(self.path), f"{self.path}-wal", f"{self.path}-shm"):
+                tighten(name)
 
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self.path)!r})"
