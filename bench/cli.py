@@ -22,11 +22,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark currents-export against a bare fastavro loop, the official "
-        "Amplitude SDK and the emulator alone; writes a Markdown report.",
+        "Amplitude SDK and the emulator alone, on single files and on real Currents shapes "
+        "(a realistic hour, small files) with emulator latency; writes a Markdown report.",
     )
     p.add_argument("--events", type=_positive, help=f"custom events in the large file "
                    f"(default {FULL.events:,})")
@@ -36,6 +44,14 @@ def parser() -> argparse.ArgumentParser:
                    f"mix of all types (default {FULL.mix_per_type:,})")
     p.add_argument("--repeats", type=_positive, help=f"runs per measurement, the best is "
                    f"reported (default {FULL.repeats})")
+    p.add_argument("--latency-ms", type=_non_negative, help=f"the emulator's answer delay for "
+                   f"the real-shape workloads (default {FULL.latency_ms})")
+    p.add_argument("--latency-repeats", type=_positive, help=f"runs per replay/SDK measurement "
+                   f"of the real-shape workloads (default {FULL.latency_repeats})")
+    p.add_argument("--small-files", type=_positive, help=f"files in the small-files-only "
+                   f"workload (default {FULL.small_files:,})")
+    p.add_argument("--small-file-events", type=_positive, help=f"events per file there "
+                   f"(default {FULL.small_file_events:,})")
     p.add_argument("--output", type=Path, help=f"Markdown report (default {FULL.output})")
     p.add_argument("--json", type=Path, dest="json_output", help="also write the raw results "
                    "as JSON here")
@@ -50,7 +66,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     base = SMOKE if args.smoke else FULL
     given = {
         name: getattr(args, name)
-        for name in ("events", "small_events", "mix_per_type", "repeats", "output", "json_output")
+        for name in (
+            "events", "small_events", "mix_per_type", "repeats", "latency_ms", "latency_repeats",
+            "small_files", "small_file_events", "output", "json_output",
+        )
         if getattr(args, name) is not None
     }
     return replace(base, **given)

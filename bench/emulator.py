@@ -59,13 +59,15 @@ class EmulatorProcess:
         self.reset()
         return self
 
-    def reset(self) -> dict[str, Any]:
-        """Forget all events and logs, then apply :data:`BENCH_CONFIG`; returns the config."""
+    def reset(self, latency_ms: int = 0) -> dict[str, Any]:
+        """Forget all events and logs, then apply :data:`BENCH_CONFIG` and answer every
+        ingestion request ``latency_ms`` after handling it; returns the config."""
         self._http.post("/_emulator/reset").raise_for_status()
-        response = self._http.patch("/_emulator/config", json=BENCH_CONFIG)
+        wanted = {**BENCH_CONFIG, "latency_ms": latency_ms}
+        response = self._http.patch("/_emulator/config", json=wanted)
         response.raise_for_status()
         config: dict[str, Any] = response.json()
-        for key, value in BENCH_CONFIG.items():
+        for key, value in wanted.items():
             require(config.get(key) == value, f"emulator config {key} is {config.get(key)!r}")
         require(self.stored() == 0, "the emulator still holds events after a reset")
         return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,6 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.settings import REPO_ROOT
 
 
 def cli_command() -> list[str]:
@@ -33,8 +36,8 @@ class ChildRun:
     """How a child process ended and what it cost."""
 
     exit_code: int
-    wall_s: float  # from start to exit, interpreter start-up included
-    peak_rss_mb: float  # ru_maxrss of the child (Linux reports KiB)
+    wall_s: float  # from start to exit, interpreter start-up included (and bench.rusage's)
+    peak_rss_mb: float  # ru_maxrss of the command, via bench.rusage (Linux reports KiB)
     timed_out: bool
     stdout_path: Path
     stderr_path: Path
@@ -50,33 +53,43 @@ def run_measured(
 ) -> ChildRun:
     """Run ``command`` to completion; its stdout/stderr go to ``<log_prefix>.out/.err``.
 
-    Reaped with ``os.wait4`` for its resource usage; killed (SIGKILL, by its pid) after
-    ``timeout_s`` so a hung child cannot hang the benchmark.
+    Started through ``bench.rusage`` (see there: a child's ``ru_maxrss`` would otherwise
+    start at this process's size), in a process group of its own that is killed (SIGKILL,
+    by its id) after ``timeout_s`` so a hung child cannot hang the benchmark.
     """
     stdout_path = log_prefix.with_name(log_prefix.name + ".out")
     stderr_path = log_prefix.with_name(log_prefix.name + ".err")
+    rss_path = log_prefix.with_name(log_prefix.name + ".maxrss")
+    rss_path.unlink(missing_ok=True)
+    wrapped = [sys.executable, "-m", "bench.rusage", str(rss_path), *command]
     lock = threading.Lock()
     state = {"reaped": False, "killed": False}
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         started = time.perf_counter()
+        env = child_env()
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+        )  # bench.rusage is importable whatever cwd is
         process = subprocess.Popen(
-            command, stdout=out, stderr=err, cwd=cwd, env=child_env()
+            wrapped, stdout=out, stderr=err, cwd=cwd, env=env, start_new_session=True
         )
 
         def kill() -> None:
             with lock:
                 if not state["reaped"]:
                     state["killed"] = True
-                    os.kill(process.pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
 
         watchdog = threading.Timer(timeout_s, kill)
         watchdog.daemon = True
         watchdog.start()
         try:
-            _, status, usage = os.wait4(process.pid, 0)
+            _, status, _usage = os.wait4(process.pid, 0)
         except BaseException:  # e.g. Ctrl-C: do not leave the child behind
             watchdog.cancel()
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise
         with lock:
@@ -85,10 +98,11 @@ def run_measured(
         wall_s = time.perf_counter() - started
     exit_code = os.waitstatus_to_exitcode(status)
     process.returncode = exit_code  # reaped here; keep Popen from waiting again
+    peak_kib = int(rss_path.read_text()) if rss_path.is_file() else 0  # none when killed
     return ChildRun(
         exit_code=exit_code,
         wall_s=wall_s,
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_rss_mb=peak_kib / 1024,
         timed_out=state["killed"],
         stdout_path=stdout_path,
         stderr_path=stderr_path,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from bench.checks import require
 from bench.emulator import EmulatorProcess
 from bench.inputs import Workload
-from bench.process import cli_command, run_measured
+from bench.process import child_env, cli_command, run_measured
 from bench.settings import API_KEY
 
 
@@ -19,6 +21,8 @@ class ReplayRun:
     """One replay: the summary's figures, what the emulator stored, and the child's cost."""
 
     workload: str
+    workers: int | None  # --workers given to replay; None: not given (replay has no such option)
+    latency_ms: int  # the emulator's answer delay
     records: int
     delivered: int
     skipped: int
@@ -40,11 +44,29 @@ class ReplayRun:
         return {**asdict(self), "events_per_s": self.events_per_s}
 
 
+@cache
+def replay_has_workers() -> bool:
+    """Whether ``currents-export replay`` takes ``--workers`` (asked once, from its help)."""
+    done = subprocess.run(
+        [*cli_command(), "replay", "--help"],
+        capture_output=True, text=True, timeout=120, env=child_env(), check=False,
+    )
+    require(done.returncode == 0, f"replay --help failed:\n{done.stderr[-2000:]}")
+    return "--workers" in done.stdout
+
+
 def run_replay(
-    workload: Workload, emulator: EmulatorProcess, run_dir: Path, timeout_s: float
+    workload: Workload,
+    emulator: EmulatorProcess,
+    run_dir: Path,
+    timeout_s: float,
+    *,
+    workers: int | None = None,
+    latency_ms: int = 0,
 ) -> ReplayRun:
-    """Replay ``workload`` into a freshly reset emulator and check every record is accounted for."""
-    emulator.reset()
+    """Replay ``workload`` into a freshly reset emulator (answering after ``latency_ms``),
+    with ``--workers`` when given, and check every record is accounted for."""
+    emulator.reset(latency_ms)
     run_dir.mkdir(parents=True)
     targets = [str(workload.paths[0])] if len(workload.files) == 1 else [str(workload.root)]
     summary_path = run_dir / "summary.json"
@@ -55,15 +77,18 @@ def run_replay(
         "--state", str(run_dir / "state.sqlite"),
         "--dead-letter", str(run_dir / "dead-letter"),
         "--summary-json", str(summary_path),
+        *(() if workers is None else ("--workers", str(workers))),
     ]
     child = run_measured(command, run_dir / "replay", timeout_s)
-    what = f"replay of {workload.label}"
+    what = f"replay of {workload.label}" + ("" if workers is None else f" --workers {workers}")
     require(not child.timed_out, f"{what} was killed after {timeout_s:.0f} s:\n{child.tail()}")
     require(child.exit_code == 0, f"{what} exited with {child.exit_code}:\n{child.tail()}")
     require(summary_path.is_file(), f"{what} wrote no summary JSON")
     summary = json.loads(summary_path.read_text())
     run = ReplayRun(
         workload=workload.label,
+        workers=workers,
+        latency_ms=latency_ms,
         records=summary["records"],
         delivered=summary["delivered"],
         skipped=sum(summary["skipped"].values()),

@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 
 from bench.emulator_only import BATCH_SIZE
 from bench.replay import ReplayRun
-from bench.results import MEMORY_GROWTH, REPLAY_VS_DECODE, REPLAY_VS_SDK, Results, Target
+from bench.results import (
+    MEMORY_GROWTH,
+    REPLAY_VS_DECODE,
+    REPLAY_VS_SDK,
+    Results,
+    Target,
+)
 
 
 def rate(value: float) -> str:
@@ -37,11 +43,22 @@ def _header(results: Results) -> list[str]:
     ]
     lines += [f"| {name} | {value} |" for name, value in results.machine.items()]
     lines += [
-        f"| emulator | its own process; {switches}; reset before every measurement |",
-        f"| repeats | {results.repeats} per measurement; the fastest run is reported, "
-        "memory is the highest peak |",
+        f"| emulator | its own process; {switches}; reset before every measurement; "
+        f"answers at once except for the real-shape workloads "
+        f"(`latency_ms: {_latency(results)}`) |",
+        f"| repeats | {results.repeats} per measurement ({_shape_repeats(results)} for the "
+        "real-shape replays and SDK runs); the fastest run is reported, memory is the "
+        "highest peak |",
     ]
     return lines
+
+
+def _latency(results: Results) -> str:
+    return ", ".join(sorted({str(shape.latency_ms) for shape in results.shapes})) or "—"
+
+
+def _shape_repeats(results: Results) -> int:
+    return max((len(shape.workers1) for shape in results.shapes), default=0)
 
 
 def _throughput(results: Results) -> list[str]:
@@ -59,6 +76,57 @@ def _throughput(results: Results) -> list[str]:
         f"| {mix.label} | {rate(mix.decode.events_per_s)} | {rate(mix.replay.events_per_s)} "
         f"| — | {judged(mix.replay_vs_decode, REPLAY_VS_DECODE)} | — |",
     ]
+
+
+def _replay_cell(run: ReplayRun | None) -> str:
+    return "— (replay has no `--workers`)" if run is None else rate(run.events_per_s)
+
+
+def _ratio_cell(value: float | None, target: Target | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if target is None else judged(value, target)
+
+
+def _shapes(results: Results) -> list[str]:
+    if not results.shapes:
+        return []
+    w1 = "--workers 1" if results.replay_has_workers else "as it is (no `--workers` yet)"
+    lines = [
+        "## Real shapes, with emulator latency (events/s)",
+        "",
+        "The emulator answers every ingestion request the given latency after handling it "
+        "(requests on different connections wait side by side).",
+        "",
+        f"| workload | files | events | latency | (a) decode only | (b1) replay {w1} "
+        "| (b2) replay --workers 2 | (c) SDK | b1/a | b2/a | b1/c | b2/c |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|---|---|---|",
+    ]
+    for shape in results.shapes:
+        r1, r2 = shape.replay1, shape.replay2
+        lines.append(
+            f"| {shape.label} | {shape.files:,} | {shape.records:,} | {shape.latency_ms} ms "
+            f"| {rate(shape.decode.events_per_s)} | {rate(r1.events_per_s)} "
+            f"| {_replay_cell(r2)} | {rate(shape.sdk.events_per_s)} "
+            f"| {_ratio_cell(shape.vs_decode(r1), shape.decode_target)} "
+            f"| {_ratio_cell(None if r2 is None else shape.vs_decode(r2), shape.decode_target)} "
+            f"| {_ratio_cell(shape.vs_sdk(r1), shape.sdk_target)} "
+            f"| {_ratio_cell(None if r2 is None else shape.vs_sdk(r2), shape.sdk_target)} |"
+        )
+    lines += [
+        "",
+        "| workload | peak RSS: replay --workers 1 | replay --workers 2 | SDK |",
+        "|---|--:|--:|--:|",
+    ]
+    for shape in results.shapes:
+        two = _peaks(shape.workers2) if shape.workers2 else "—"
+        sdk_peak = max(run.peak_rss_mb for run in shape.sdks)
+        lines.append(
+            f"| {shape.label} | {_peaks(shape.workers1)} | {two} | {sdk_peak:.1f} MB |"
+        )
+    lines += ["", "Shapes:", ""]
+    lines += [f"- {shape.label}: {shape.shape}." for shape in results.shapes]
+    return lines
 
 
 def _peaks(runs: tuple[ReplayRun, ...]) -> str:
@@ -109,14 +177,15 @@ def _details(results: Results) -> list[str]:
     ]
     for run in results.replays:
         lines.append(
-            f"| replay {run.workload} | {run.records:,} | {run.delivered:,} | {run.skipped:,} "
+            f"| replay {_run_name(run)} | {run.records:,} | {run.delivered:,} | {run.skipped:,} "
             f"| {run.dead_lettered:,} | {run.duplicates:,} | {run.stored:,} | {run.requests:,} "
             f"| {run.retries:,} | {run.statuses} | {run.elapsed_s:.3f} | {run.wall_s:.3f} "
             f"| {run.peak_rss_mb:.1f} | {rate(run.events_per_s)} |"
         )
-    for sdk in results.sdks:
+    for sdk in results.sdks + tuple(s for shape in results.shapes for s in shape.sdks):
         lines.append(
-            f"| SDK {results.large.label} | {sdk.records:,} | {sdk.tracked:,} tracked "
+            f"| SDK {sdk.workload}{_latency_tag(sdk.latency_ms)} | {sdk.records:,} "
+            f"| {sdk.tracked:,} tracked "
             f"| {sdk.records - sdk.tracked:,} | — | — | {sdk.stored:,} ({sdk.dropped:,} dropped) "
             f"| — | — | {sdk.statuses} | {sdk.elapsed_s:.3f} | {sdk.wall_s:.3f} "
             f"| {sdk.peak_rss_mb:.1f} | {rate(sdk.events_per_s)} |"
@@ -124,12 +193,32 @@ def _details(results: Results) -> list[str]:
     return lines
 
 
+def _latency_tag(latency_ms: int) -> str:
+    return f", {latency_ms} ms latency" if latency_ms else ""
+
+
+def _run_name(run: ReplayRun) -> str:
+    workers = "" if run.workers is None else f" --workers {run.workers}"
+    return f"{run.workload}{workers}{_latency_tag(run.latency_ms)}"
+
+
 NOTES = [
     "## How it is measured",
     "",
     "- Inputs: `generate_fixtures`, uncompressed Avro, no duplicate records: one file of "
     "`users.behaviors.CustomEvent` per size, and one file per event type for the mix. "
-    "Generation is not timed.",
+    "The real-shape workloads follow Braze's cadence (a file per event type every 5 minutes "
+    "or 15,000 events): the realistic hour has every type, busy ones in full 15,000-event "
+    "files and quiet ones in files of 5–300 events over 12 five-minute windows; small files "
+    "only is 400 files of 250 events (at full size; this run's exact shapes are listed "
+    "under its table). Generation is not timed.",
+    "- Latency: the emulator's `latency_ms` (set through `PATCH /_emulator/config`) delays "
+    "each answer of `/batch` and `/2/httpapi` after the request was handled; the control "
+    "API is not delayed. Requests on separate connections overlap.",
+    "- Real shapes: (b1)/(b2) are `replay DIR --workers 1` / `--workers 2` (when replay "
+    "has no `--workers`, (b1) is replay as it is and (b2) is not run); (c) is one SDK client "
+    "over all the files in the same order. Peak RSS of a run with several processes is "
+    "that of its largest process (`ru_maxrss`), not their sum.",
     "- (a) decode only: `for record in fastavro.reader(f): pass` in the benchmark process.",
     "- (b) replay: `currents-export replay FILE --api-key … --amplitude-url EMULATOR --state … "
     "--dead-letter … --summary-json …` as a child process, default options otherwise "
@@ -140,11 +229,13 @@ NOTES = [
     "maps it with `mapper_for(...).map(record)`, tracks one `amplitude.BaseEvent` per mapped "
     "record with `client.track`, then `client.flush()` and `client.shutdown()`. `Config` "
     "defaults except `server_url` = the emulator's `/2/httpapi`. events/s = records / (first "
-    "decode → end of flush and shutdown; `shutdown` joins the SDK's sending threads). Its wall "
-    "time can include up to 10 s more: at exit the SDK's consumer thread may still sit out "
-    "`flush_interval_millis`.",
-    "- Memory: `ru_maxrss` of the replay child, from `os.wait4`; the highest over the "
-    "repeats.",
+    "decode → end of flush and shutdown; `shutdown` joins the SDK's sending threads). The child "
+    "then exits at once (`os._exit`) instead of letting the interpreter wait out the SDK "
+    "consumer thread's `flush_interval_millis` (up to 10 s of idle wall time).",
+    "- Memory: `ru_maxrss` of the replay child, from `os.wait4` in a small launcher "
+    "(`bench/rusage.py`): Linux carries a process's RSS high-water mark across `exec`, so a "
+    "child started straight from the benchmark process would report at least the "
+    "benchmark's own size. The highest over the repeats.",
     "- Emulator alone: the same file's events, mapped and serialised beforehand, POSTed with "
     "httpx over one keep-alive connection; only the POSTs are timed. The emulator, the "
     "replay and the SDK share this machine's cores.",
@@ -156,6 +247,7 @@ def render(results: Results) -> str:
     sections = [
         _header(results),
         _throughput(results),
+        _shapes(results),
         _memory(results),
         _emulator(results),
         _details(results),

@@ -28,6 +28,83 @@ class Target:
 REPLAY_VS_DECODE = Target(">=", 0.6)
 REPLAY_VS_SDK = Target(">=", 8.0)
 MEMORY_GROWTH = Target("<=", 1.3)
+# Issue 13, with the emulator's latency: replay / decode-only per real-shape workload.
+HOUR_VS_DECODE = Target(">=", 0.5)
+SMALL_FILES_VS_DECODE = Target(">=", 0.3)
+SHAPE_VS_SDK = Target(">=", 8.0)  # the realistic hour; the small files have no target
+
+
+def _fastest(runs: tuple[ReplayRun, ...]) -> ReplayRun | None:
+    return max(runs, key=lambda run: run.events_per_s) if runs else None
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeResult:
+    """A real-shape workload with emulator latency: decode, replay with ``--workers 1`` and
+    ``--workers 2`` (or, when replay has no ``--workers``, as it is: ``workers1`` only),
+    and the SDK, on the same files in the same run."""
+
+    label: str
+    shape: str
+    files: int
+    records: int
+    event_types: int
+    latency_ms: int
+    decode: DecodeRun
+    workers1: tuple[ReplayRun, ...]
+    workers2: tuple[ReplayRun, ...]  # empty when replay has no --workers
+    sdks: tuple[SdkRun, ...]
+    decode_target: Target
+    sdk_target: Target | None
+
+    @property
+    def replay1(self) -> ReplayRun:
+        return max(self.workers1, key=lambda run: run.events_per_s)
+
+    @property
+    def replay2(self) -> ReplayRun | None:
+        return _fastest(self.workers2)
+
+    @property
+    def sdk(self) -> SdkRun:
+        return max(self.sdks, key=lambda run: run.events_per_s)
+
+    def vs_decode(self, run: ReplayRun) -> float:
+        return run.events_per_s / self.decode.events_per_s
+
+    def vs_sdk(self, run: ReplayRun) -> float:
+        return run.events_per_s / self.sdk.events_per_s
+
+    @property
+    def replays(self) -> tuple[ReplayRun, ...]:
+        return self.workers1 + self.workers2
+
+    def to_json(self) -> dict[str, Any]:
+        replay2 = self.replay2
+        return {
+            "label": self.label,
+            "shape": self.shape,
+            "files": self.files,
+            "records": self.records,
+            "event_types": self.event_types,
+            "latency_ms": self.latency_ms,
+            "decode_events_per_s": self.decode.events_per_s,
+            "decode_best_s": self.decode.best_s,
+            "workers1": [run.to_json() for run in self.workers1],
+            "workers2": [run.to_json() for run in self.workers2],
+            "sdk_runs": [run.to_json() for run in self.sdks],
+            "ratios": {
+                "workers1_vs_decode": self.vs_decode(self.replay1),
+                "workers2_vs_decode": None if replay2 is None else self.vs_decode(replay2),
+                "workers1_vs_sdk": self.vs_sdk(self.replay1),
+                "workers2_vs_sdk": None if replay2 is None else self.vs_sdk(replay2),
+            },
+            "peak_rss_mb": {
+                "workers1": max(run.peak_rss_mb for run in self.workers1),
+                "workers2": max((run.peak_rss_mb for run in self.workers2), default=None),
+                "sdk": max(run.peak_rss_mb for run in self.sdks),
+            },
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +157,8 @@ class Results:
     sdks: tuple[SdkRun, ...]  # the SDK over the large file, every repeat
     emulator_alone: EmulatorRun
     mix: WorkloadResult  # every event type
+    shapes: tuple[ShapeResult, ...]  # the real-shape workloads, with emulator latency
+    replay_has_workers: bool  # whether replay took --workers in this run
 
     @property
     def sdk(self) -> SdkRun:
@@ -101,7 +180,8 @@ class Results:
     @property
     def replays(self) -> tuple[ReplayRun, ...]:
         """Every replay of the run."""
-        return self.large.replays + self.small_replays + self.mix.replays
+        shaped = tuple(run for shape in self.shapes for run in shape.replays)
+        return self.large.replays + self.small_replays + self.mix.replays + shaped
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +196,8 @@ class Results:
             "sdk": self.sdk.to_json(),
             "sdk_runs": [run.to_json() for run in self.sdks],
             "emulator_alone": self.emulator_alone.to_json(),
+            "shapes": [shape.to_json() for shape in self.shapes],
+            "replay_has_workers": self.replay_has_workers,
             "memory": {
                 "small_events": self.small_events,
                 "small_mb": self.small_peak_rss_mb,

@@ -14,8 +14,16 @@ from bench.emulator import EmulatorProcess
 from bench.emulator_only import measure_emulator
 from bench.inputs import Workload
 from bench.machine import machine_info
-from bench.replay import ReplayRun, run_replay
-from bench.results import Results, WorkloadResult
+from bench.replay import ReplayRun, replay_has_workers, run_replay
+from bench.results import (
+    HOUR_VS_DECODE,
+    SHAPE_VS_SDK,
+    SMALL_FILES_VS_DECODE,
+    Results,
+    ShapeResult,
+    Target,
+    WorkloadResult,
+)
 from bench.sdk import run_sdk
 from bench.settings import Settings
 
@@ -36,6 +44,60 @@ def repeated(name: str, repeats: int, measure: Callable[[int], T]) -> tuple[T, .
     return tuple(runs)
 
 
+def measure_shape(
+    workload: Workload,
+    emulator: EmulatorProcess,
+    runs_dir: Path,
+    settings: Settings,
+    decode_target: Target,
+    sdk_target: Target | None,
+) -> ShapeResult:
+    """Decode, replay (``--workers 1`` and ``2`` when replay has the option) and the SDK on
+    one real-shape workload, the emulator answering after ``settings.latency_ms``."""
+    latency, repeats = settings.latency_ms, settings.latency_repeats
+    say(f"(a) decode {workload.label}")
+    decode = measure_decode(workload, settings.repeats)
+    with_workers = replay_has_workers()
+
+    def replays(workers: int | None) -> tuple[ReplayRun, ...]:
+        tag = f"{workload.label.replace(' ', '-')}-w{workers or 0}"
+        flag = "" if workers is None else f" --workers {workers}"
+        return repeated(
+            f"(b) replay{flag} {workload.label}, {latency} ms latency",
+            repeats,
+            lambda i: run_replay(
+                workload, emulator, runs_dir / f"{tag}-{i}", settings.timeout_s,
+                workers=workers, latency_ms=latency,
+            ),
+        )
+
+    workers1 = replays(1 if with_workers else None)
+    workers2 = replays(2) if with_workers else ()
+    sdks = repeated(
+        f"(c) SDK {workload.label}, {latency} ms latency",
+        repeats,
+        lambda i: run_sdk(
+            workload, emulator,
+            runs_dir / f"sdk-{workload.label.replace(' ', '-')}-{i}", settings.timeout_s,
+            latency_ms=latency,
+        ),
+    )
+    return ShapeResult(
+        label=workload.label,
+        shape=workload.shape,
+        files=len(workload.files),
+        records=workload.records,
+        event_types=workload.event_types,
+        latency_ms=latency,
+        decode=decode,
+        workers1=workers1,
+        workers2=workers2,
+        sdks=sdks,
+        decode_target=decode_target,
+        sdk_target=sdk_target,
+    )
+
+
 def run(settings: Settings, command: str) -> Results:
     """Measure everything; raises ``CheckFailed`` when a result is wrong."""
     with tempfile.TemporaryDirectory(prefix="currents-bench-") as tmp:
@@ -44,6 +106,16 @@ def run(settings: Settings, command: str) -> Results:
         large = inputs.custom_events(root / "large", settings.events)
         small = inputs.custom_events(root / "small", settings.small_events)
         mix = inputs.all_types(root / "mix", settings.mix_per_type)
+        hour = inputs.realistic_hour(
+            root / "hour",
+            windows=settings.hour_windows,
+            busy_events=settings.hour_busy_events,
+            quiet_min=settings.hour_quiet_min,
+            quiet_max=settings.hour_quiet_max,
+        )
+        small_files = inputs.small_files(
+            root / "small-files", files=settings.small_files, events=settings.small_file_events
+        )
         say("starting the emulator")
         with EmulatorProcess(root / "emulator.log") as emulator:
             emulator_config = emulator.config()
@@ -76,6 +148,14 @@ def run(settings: Settings, command: str) -> Results:
             mix_result = WorkloadResult(
                 mix.label, mix.records, mix.event_types, mix_decode, replays(mix, "replay-mix")
             )
+            shapes = (
+                measure_shape(
+                    hour, emulator, root / "runs", settings, HOUR_VS_DECODE, SHAPE_VS_SDK
+                ),
+                measure_shape(
+                    small_files, emulator, root / "runs", settings, SMALL_FILES_VS_DECODE, None
+                ),
+            )
         return Results(
             command=command,
             machine=machine_info(),
@@ -87,4 +167,6 @@ def run(settings: Settings, command: str) -> Results:
             sdks=sdks,
             emulator_alone=emulator_alone,
             mix=mix_result,
+            shapes=shapes,
+            replay_has_workers=replay_has_workers(),
         )

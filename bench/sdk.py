@@ -17,6 +17,8 @@ from bench.settings import API_KEY, REPO_ROOT
 
 @dataclass(frozen=True, slots=True)
 class SdkRun:
+    workload: str
+    latency_ms: int  # the emulator's answer delay
     records: int
     tracked: int  # events handed to client.track (records the mapping did not skip)
     stored: int  # events the emulator stored during this run
@@ -38,16 +40,22 @@ class SdkRun:
 
 
 def run_sdk(
-    workload: Workload, emulator: EmulatorProcess, run_dir: Path, timeout_s: float
+    workload: Workload,
+    emulator: EmulatorProcess,
+    run_dir: Path,
+    timeout_s: float,
+    *,
+    latency_ms: int = 0,
 ) -> SdkRun:
-    """Send the one file of ``workload`` with the SDK to the emulator's HTTP API v2."""
-    require(len(workload.files) == 1, "the SDK measurement takes a single file")
-    emulator.reset()
+    """Send the files of ``workload``, in order, with one SDK client to the emulator's HTTP
+    API v2 (answering after ``latency_ms``)."""
+    emulator.reset(latency_ms)
     run_dir.mkdir(parents=True)
-    fixture = workload.files[0]
+    manifest = run_dir / "files.json"
+    manifest.write_text(json.dumps([[str(f.path), f.event_type] for f in workload.files]))
     command = [
         sys.executable, "-m", "bench.sdk_client",
-        str(fixture.path), fixture.event_type, f"{emulator.url}/2/httpapi", API_KEY,
+        str(manifest), f"{emulator.url}/2/httpapi", API_KEY,
     ]
     child = run_measured(command, run_dir / "sdk", timeout_s, cwd=REPO_ROOT)
     what = f"SDK run over {workload.label}"
@@ -57,6 +65,8 @@ def run_sdk(
     require(bool(lines), f"{what} printed no result:\n{child.tail()}")
     report = json.loads(lines[-1])
     run = SdkRun(
+        workload=workload.label,
+        latency_ms=latency_ms,
         records=report["records"],
         tracked=report["tracked"],
         stored=emulator.stored(),

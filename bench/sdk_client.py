@@ -1,15 +1,17 @@
-"""Child process for (c): one Currents file → the official ``amplitude-analytics`` SDK.
+"""Child process for (c): Currents files → the official ``amplitude-analytics`` SDK.
 
-``python -m bench.sdk_client FILE EVENT_TYPE SERVER_URL API_KEY`` decodes each record with
-fastavro, maps it with the project's mapper (the same mapping work as the replay), tracks one
-``BaseEvent`` per mapped record, then flushes and shuts the client down. The SDK is configured
-with its defaults except ``server_url``. Prints one JSON line: records, tracked, elapsed_s
-(from the first decode to the end of the flush).
+``python -m bench.sdk_client MANIFEST SERVER_URL API_KEY`` reads the files listed in
+``MANIFEST`` (a JSON list of ``[path, event_type]``) one after another with one client: it
+decodes each record with fastavro, maps it with the project's mapper (the same mapping work as
+the replay), tracks one ``BaseEvent`` per mapped record, then flushes and shuts the client
+down. The SDK is configured with its defaults except ``server_url``. Prints one JSON line:
+records, tracked, elapsed_s (from the first decode to the end of the flush).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,10 +57,15 @@ def send_file(path: Path, event_type: str, client: Amplitude) -> tuple[int, int]
 
 
 def main(argv: list[str]) -> int:
-    path, event_type, server_url, api_key = argv
+    manifest, server_url, api_key = argv
+    files = json.loads(Path(manifest).read_text())
     client = Amplitude(api_key, Config(server_url=server_url))
     started = time.perf_counter()
-    records, tracked = send_file(Path(path), event_type, client)
+    records = tracked = 0
+    for path, event_type in files:
+        file_records, file_tracked = send_file(Path(path), event_type, client)
+        records += file_records
+        tracked += file_tracked
     for future in client.flush():
         if future is not None:
             future.result()
@@ -69,4 +76,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Measured and shut down: exit now rather than let the interpreter wait out the SDK
+    # consumer thread's flush interval (up to 10 s of idle wall time per run).
+    os._exit(status)

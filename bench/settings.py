@@ -21,13 +21,34 @@ class Settings:
     small_events: int = 20_000
     mix_per_type: int = 1_000
     repeats: int = 3
+    # The real-shape workloads, replayed against an emulator answering after latency_ms.
+    latency_ms: int = 100
+    latency_repeats: int = 1  # runs per measurement of the real-shape workloads
+    hour_windows: int = 12  # five-minute windows in the realistic hour
+    hour_busy_events: int = 15_000  # events in a busy type's (full) file
+    hour_quiet_min: int = 5  # a quiet type's file: this many events at least
+    hour_quiet_max: int = 300  # and at most
+    small_files: int = 400  # the small-files-only workload: this many files
+    small_file_events: int = 250  # of this many events
     output: Path = DEFAULT_OUTPUT
     json_output: Path | None = None
     smoke: bool = False
-    timeout_s: float = 300.0  # a child process running longer than this is killed
+    timeout_s: float = 900.0  # a child process running longer than this is killed
 
 
 FULL = Settings()
 SMOKE = Settings(
-    events=400, small_events=200, mix_per_type=3, repeats=1, smoke=True, timeout_s=60.0
+    events=400,
+    small_events=200,
+    mix_per_type=3,
+    repeats=1,
+    latency_ms=5,
+    hour_windows=1,
+    hour_busy_events=20,
+    hour_quiet_min=1,
+    hour_quiet_max=3,
+    small_files=6,
+    small_file_events=5,
+    smoke=True,
+    timeout_s=60.0,
 )

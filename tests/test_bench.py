@@ -38,6 +38,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "| CustomEvent × 200 | ",  # peak RSS, small
         "| ratio 400 / 200 | ",  # peak RSS ratio
         "| emulator alone: /batch",
+        "| realistic hour | 99 | ",  # (a), (b1), (b2), (c) and ratios, with latency
+        "| small files only | 6 | 30 | 5 ms | ",
+        "| realistic hour | ",  # peak RSS
+        "| small files only | ",
+        "- realistic hour: 94 types, 1 five-minute window: 5 busy types in 10 files of 20 ",
+        "- small files only: 6 files of 5 events",
     ]
     for row in rows:
         assert any(line.startswith(row) for line in report.splitlines()), row
@@ -45,7 +51,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert types > 1
 
     replays = results["replays"]
-    assert len(replays) == 3  # large, small, mix: one repeat each
+    shapes = {shape["label"]: shape for shape in results["shapes"]}
+    assert list(shapes) == ["realistic hour", "small files only"]
+    per_shape = 2 if results["replay_has_workers"] else 1  # --workers 1 and 2, or as it is
+    assert len(replays) == 3 + 2 * per_shape  # large, small, mix, then each shape
     for run in replays:
         assert run["stored"] == run["delivered"] > 0, run
         accounted = run["delivered"] + run["skipped"] + run["dead_lettered"] + run["duplicates"]
@@ -57,6 +66,25 @@ def test_bench_smoke(tmp_path: Path) -> None:
     sdk = results["sdk"]
     assert sdk["records"] == 400
     assert sdk["stored"] == sdk["tracked"] > 0, sdk
+
+    hour, small_files = shapes["realistic hour"], shapes["small files only"]
+    assert hour["event_types"] == types == 94
+    assert hour["files"] == 10 + 89  # busy types' full files, then one per quiet type
+    assert 10 * 20 + 89 * 1 <= hour["records"] <= 10 * 20 + 89 * 3  # quiet files: 1-3 events
+    assert (small_files["files"], small_files["records"]) == (6, 30)
+    for shape in shapes.values():
+        assert shape["latency_ms"] == 5
+        runs = shape["workers1"] + shape["workers2"]
+        assert len(runs) == per_shape
+        assert len(shape["workers2"]) == (1 if results["replay_has_workers"] else 0)
+        for run in runs:
+            assert run["latency_ms"] == 5
+            assert run["records"] == shape["records"]
+            assert run["stored"] == run["delivered"] > 0, run
+        (sdk_run,) = shape["sdk_runs"]
+        assert sdk_run["records"] == shape["records"]
+        assert sdk_run["stored"] == sdk_run["tracked"] > 0, sdk_run
+        assert shape["peak_rss_mb"]["workers1"] > 0 and shape["peak_rss_mb"]["sdk"] > 0
 
     memory = results["memory"]
     assert memory["small_mb"] > 0 and memory["large_mb"] > 0

@@ -1550,3 +1550,121 @@ def test_bucket_counts_expire_whole_hours() -> None:
 
     assert (before, after_first_hour, quota.count("id")) == (5, 1, 0)
     assert len(quota) == 0
+
+
+# -- latency --------------------------------------------------------------------------------
+
+LATENCY_MS = 300
+
+
+def test_latency_overlaps_concurrent_requests() -> None:
+    """Four requests on four connections are all handled before any answer leaves: the
+    latency is waited out side by side, not one request after another."""
+    arrived_ms: list[float] = []
+    answers: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def send(amp: Emulator, i: int) -> None:
+        with httpx.Client(base_url=amp.url, timeout=30) as http:
+            start.wait(timeout=30)
+            response = post(http, [make_event(i)], path="/batch")
+            with lock:
+                arrived_ms.append(time.time() * 1000)
+                answers.append(response.status_code)
+
+    with Emulator(EmulatorConfig(latency_ms=LATENCY_MS)) as amp:
+        senders = [threading.Thread(target=send, args=(amp, i)) for i in range(4)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=60)  # a hang guard, not a timing
+        log = amp.requests_log()
+        events = amp.events()
+
+    assert not any(sender.is_alive() for sender in senders)
+    assert answers == [200] * 4
+    assert len(events) == 4
+    handled_ms = [entry["time"] for entry in log]  # logged when handled, before the wait
+    assert [entry["status"] for entry in log] == [200] * 4
+    assert max(handled_ms) <= min(arrived_ms)  # every request in before any answer out
+    assert min(arrived_ms) >= min(handled_ms) + LATENCY_MS - 5  # and the answers did wait
+
+
+def test_latency_knob_patch_validation_and_reset(client: httpx.Client) -> None:
+    assert client.get("/_emulator/config").json()["latency_ms"] == 0
+
+    assert patch_config(client, latency_ms=LATENCY_MS)["latency_ms"] == LATENCY_MS
+    for bad in (-1, 60_001, "100", 1.5, True, None):
+        response = client.patch("/_emulator/config", json={"latency_ms": bad})
+        assert response.status_code == 400, bad
+        assert "latency_ms" in response.json()["error"]
+    assert client.get("/_emulator/config").json()["latency_ms"] == LATENCY_MS
+    assert post(client, [make_event(0)]).status_code == 200  # answered, after the latency
+
+    assert client.post("/_emulator/reset").status_code == 200
+    assert client.get("/_emulator/config").json()["latency_ms"] == 0
+
+
+def test_latency_is_validated_at_construction() -> None:
+    assert EmulatorConfig(latency_ms=100).latency_ms == 100
+    for bad in (-1, 60_001):
+        with pytest.raises(ValueError, match="latency_ms"):
+            EmulatorConfig(latency_ms=bad)
+
+
+def test_latency_delays_amplitude_routes_only(client: httpx.Client) -> None:
+    """The control API answers at once: with a minute of latency set, its requests still
+    return within the client's timeout (a hang guard), while an ingestion request does not."""
+    patch_config(client, latency_ms=60_000)
+
+    assert client.get("/_emulator/stats", timeout=10).status_code == 200
+    assert client.get("/_emulator/config", timeout=10).json()["latency_ms"] == 60_000
+    assert client.post("/_emulator/reset", timeout=10).status_code == 200
+
+
+def test_latency_delays_identify_and_fault_answers() -> None:
+    """Identify and fault replies wait too; both are handled (logged) before the wait."""
+    server = Emulator(EmulatorConfig(latency_ms=30_000)).start()
+    server.set_faults([{"action": "status", "status": 503, "route": "/batch"}])
+    identification = orjson.dumps([{"user_id": "user-0001"}]).decode()
+    identify = {"api_key": API_KEY, "identification": identification}
+    try:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{server.url}/identify", data=identify, timeout=0.3)
+        body = orjson.dumps({"api_key": API_KEY, "events": [make_event(0)]})
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{server.url}/batch", content=body, timeout=0.3)
+        log = server.requests_log()
+    finally:
+        server.stop()
+
+    assert [(entry["route"], entry["status"]) for entry in log] == [
+        ("/identify", 200),
+        ("/batch", 503),
+    ]
+
+
+def test_stop_wakes_a_handler_waiting_out_the_latency() -> None:
+    server = Emulator(EmulatorConfig(latency_ms=30_000)).start()
+    body = orjson.dumps({"api_key": API_KEY, "events": [make_event(0)]})
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server.url}/batch", content=body, timeout=0.2)
+    assert len(server.requests_log()) == 1  # handled; its handler waits out the latency
+
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    stopper.join(timeout=10)
+
+    assert not stopper.is_alive()
+
+
+def test_emulator_command_takes_a_latency() -> None:
+    from click.testing import CliRunner
+
+    from currents_export.cli import main
+
+    result = CliRunner().invoke(main, ["emulator", "--help"])
+
+    assert result.exit_code == 0
+    assert "--latency-ms" in result.output

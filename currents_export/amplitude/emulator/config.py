@@ -27,6 +27,7 @@ EMPTY_EVENTS_MODES = ("ok_200", "reject_400")
 
 DEFAULT_DAILY_QUOTA = 500_000  # events per rolling 24 h per id, when the quota is turned on
 DEFAULT_PROJECT_EPS_CAP = 50_000  # events/s per project, when the cap is turned on
+MAX_LATENCY_MS = 60_000  # the longest latency_ms accepted
 
 
 @dataclass
@@ -35,6 +36,11 @@ class EmulatorConfig:
 
     ``daily_quota`` (§9.3 step 8) and ``project_eps_cap`` (step 10) are off when None; a PATCH
     may turn them on with ``true`` (their documented defaults) or a number.
+
+    ``latency_ms`` delays every answer of an Amplitude endpoint (``/2/httpapi``, ``/batch``,
+    ``/identify``, ``/groupidentify``; not the control API) by that many milliseconds, like a
+    round trip over the internet. The request is handled (and logged) on arrival; only its
+    answer waits, in that connection's handler thread, so concurrent requests overlap.
     """
 
     v2: EndpointLimits = field(default_factory=lambda: replace(V2_LIMITS))
@@ -49,6 +55,7 @@ class EmulatorConfig:
     silenced_device_ids: frozenset[str] = frozenset()
     daily_quota: int | None = None  # events per rolling 24 h per (api_key, id)
     project_eps_cap: int | None = None  # events/s per api_key, both endpoints together
+    latency_ms: int = 0  # added before every ingestion/identify answer, 0..MAX_LATENCY_MS
 
     def __post_init__(self) -> None:
         if self.short_id_mode not in SHORT_ID_MODES:
@@ -59,6 +66,9 @@ class EmulatorConfig:
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
                 raise ValueError(f"{name} must be None or a positive integer")
+        latency = self.latency_ms
+        if type(latency) is not int or not 0 <= latency <= MAX_LATENCY_MS:
+            raise ValueError(f"latency_ms must be an integer from 0 to {MAX_LATENCY_MS}")
 
     def limits_for(self, endpoint: str) -> EndpointLimits:
         """Limits of ``"v2"`` or ``"batch"``."""
@@ -98,6 +108,12 @@ def apply_config_patch(config: EmulatorConfig, patch: Mapping[str, Any]) -> Emul
             changes[key] = _string_set(key, value, nullable=key == "valid_api_keys")
         elif key in ("min_id_length_default", "dedup_window_s", "truncate_strings_at"):
             changes[key] = _int_at_least(key, value, 0)
+        elif key == "latency_ms":
+            changes[key] = _int_at_least(key, value, 0)
+            if value > MAX_LATENCY_MS:
+                raise ConfigError(
+                    f"Invalid value for config key: {key} (integer <= {MAX_LATENCY_MS})"
+                )
         elif key == "rate_limits":
             if not isinstance(value, bool):
                 raise ConfigError(f"Invalid value for config key: {key} (expected a boolean)")

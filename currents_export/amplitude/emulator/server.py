@@ -137,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body(size, state.config.limits_for(endpoint).max_body_bytes)
             fault = state.pick_fault(path, body)
             if fault is None:
-                self._send(state.ingest(endpoint, path, body, size))
+                self._answer(state.ingest(endpoint, path, body, size))
             else:
                 self._faulted(fault, endpoint, path, body, size)
         elif method in ("GET", "POST") and path in _IDENTIFY_ROUTES:
@@ -158,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply is None:
             self._reset_connection(graceful=rule.graceful)
         else:
-            self._send(reply)
+            self._answer(reply)
 
     def _reset_connection(self, *, graceful: bool) -> None:
         """Close the connection without answering: with a TCP reset, or a plain close."""
@@ -173,12 +173,12 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         body = self._read_body(size, state.config.v2.max_body_bytes)
         if body is None:
-            self._send(too_large_reply())
+            self._answer(too_large_reply())
             return
         form = first_values(parse_qs(query, keep_blank_values=True))
         if body:
             form.update(parse_form(body, self.headers.get("Content-Type", "")))
-        self._send(state.identify(_IDENTIFY_ROUTES[path], method, path, form, size))
+        self._answer(state.identify(_IDENTIFY_ROUTES[path], method, path, form, size))
 
     def _content_length(self) -> int | None:
         """The declared body length; None after answering a request we cannot frame."""
@@ -209,6 +209,18 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             remaining -= len(chunk)
         return None
+
+    def _answer(self, reply: Reply) -> None:
+        """An Amplitude endpoint's answer, sent ``latency_ms`` after the request was handled.
+
+        Only this connection's handler thread waits (one thread per connection), so requests
+        on other connections overlap. A stopping server wakes it and drops the answer.
+        """
+        latency_ms = self.server.state.config.latency_ms
+        if latency_ms and self.server.stopping.wait(latency_ms / 1000):
+            self.close_connection = True
+            return
+        self._send(reply)
 
     def _send(self, reply: Reply) -> None:
         payload = orjson.dumps(reply.body) if reply.raw is None else reply.raw
