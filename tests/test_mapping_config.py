@@ -270,7 +270,9 @@ def test_inspect_shows_the_mapping_under_the_configuration(
     assert goes_to["external_user_id"] == "user_id (salted hash)"
     assert goes_to["custom_attributes"] == (
         "event_properties.custom_attributes (under [mapping.properties])")
-    assert goes_to["timezone"] == "event_properties.timezone"
+    # privacy-first scans every kept text, unclassified fields included (issue 12 review)
+    assert goes_to["timezone"] == (
+        "event_properties.timezone (e-mail addresses and phone numbers hashed)")
     classes = {f["field"]: f["class"] for f in mapping["fields"]}
     assert classes["email_address"] == "pii"
     assert classes["custom_attributes"] == "properties"

@@ -10,8 +10,9 @@ decimal string, a time given as a numeric string or a float becomes an int, a pr
 a string becomes a float, a ``properties`` map is used as the parsed JSON); values that
 cannot be used are refused with ``Rejected(MAPPING_ERROR, <what was wrong>)``; anything else
 goes to ``event_properties`` JSON-safe (lists and objects as they are, Avro ``bytes`` and
-``fixed`` as hex text). Each check is one ``value.__class__ is …`` test where the value is
-read, so records of the documented schema pay (nearly) nothing for them.
+``fixed`` as hex text; as their text when they are UTF-8 and the privacy scan is on). Each
+check is one ``value.__class__ is …`` test where the value is read, so records of the
+documented schema pay (nearly) nothing for them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import hmac
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
@@ -32,6 +33,7 @@ import orjson
 from currents_export.currents.schemas import (
     CLASS_KEYS,
     FIELD_CLASSES,
+    event_type_fields,
     field_class,
 )
 from currents_export.errors import MAPPING_ERROR
@@ -47,6 +49,7 @@ from currents_export.mapping.privacy import (
     Redactor,
     ScanPolicy,
     hmac_hasher,
+    key_name,
     strip_query,
 )
 
@@ -137,6 +140,15 @@ class PropertiesPolicy:
         return bool(self.drop or self.hash) or self.scan != "off"
 
 
+def needs_salt(
+    pii: Mapping[str, str], pii_classes: Mapping[str, str], properties: PropertiesPolicy
+) -> bool:
+    """Whether a configuration hashes anything (and so needs the secret salt): a field or a
+    class set to ``hash``, keys in ``[mapping.properties].hash`` or ``scan = "hash"``."""
+    return ("hash" in pii.values() or "hash" in pii_classes.values()
+            or bool(properties.hash) or properties.scan == "hash")
+
+
 @dataclass(frozen=True, slots=True)
 class MappingOptions:
     """How records become Amplitude events (see DESIGN.md, "Default mapping", and the
@@ -167,10 +179,13 @@ class MappingOptions:
             )
         if self.properties.scan not in SCAN_POLICIES:
             raise ValueError(f"unknown scan policy {self.properties.scan!r}")
-        hashing = ("hash" in self.pii.values() or "hash" in self.pii_classes.values()
-                   or bool(self.properties.hash) or self.properties.scan == "hash")
-        if hashing and not self.pii_salt:
+        if self.needs_salt and not self.pii_salt:
             raise ValueError("hashing personal data needs a secret salt")
+
+    @property
+    def needs_salt(self) -> bool:
+        """Whether this configuration hashes anything (see ``needs_salt``)."""
+        return needs_salt(self.pii, self.pii_classes, self.properties)
 
     def with_overrides(self, **changes: Any) -> MappingOptions:
         """A copy with some settings replaced (command-line flags over the file)."""
@@ -215,6 +230,8 @@ class MappingOptions:
 
 
 _DEFAULT_RULE = TypeRule()
+_CUSTOM_JSON = ("properties", "custom_attributes")
+_USER_IDS = frozenset({"external_user_id", "user_id", "device_id"})  # under their own policy
 _POLICY_NOTES = {"hash": " (salted hash)", "strip_query": " (query and fragment removed)"}
 
 
@@ -293,6 +310,10 @@ class EventMapper:
     _attributes_json: bool = field(init=False)  # custom_attributes sent as JSON text
     _rewrites: bool = field(init=False)  # hashes, strips or scans fields of this type
     _redacts: bool = field(init=False)  # redact_record changes records at all
+    # custom property keys named like a hashed field (hashed as that field is)
+    _hashed_props: frozenset[str] = field(init=False)
+    _rest: Redactor | None = field(init=False)  # the scan of every other kept string value
+    _rest_skip: frozenset[str] = field(init=False)  # fields hashed or scanned on their own
 
     def __post_init__(self) -> None:
         options = self.options
@@ -345,6 +366,15 @@ class EventMapper:
             if options.properties.active else None
         )
         self._custom_json = self._redactor is not None
+        # A custom property named like a hashed field is hashed as that field is (as one named
+        # like a dropped field is dropped), unless [mapping.properties].hash already does it.
+        hashed_by_key = frozenset(key_name(k) for k in options.properties.hash)
+        self._hashed_props = frozenset(
+            name for name, policy in policies.items()
+            if policy == "hash" and key_name(name) not in hashed_by_key
+        )
+        self._rest = self._redactor if scan else None
+        self._rest_skip = frozenset((*self._hashed, *self._scanned, *_CUSTOM_JSON))
         self._attributes_json = (self._custom_json and self.event_type == PROFILE_UPDATE_TYPE
                                  and not self._identify)
         self._rewrites = bool(self._hashed or self._stripped or self._scanned
@@ -379,10 +409,14 @@ class EventMapper:
         if name in ("external_user_id", "user_id") and policy == "drop":
             return "dropped (personal data)"
         hashed = _POLICY_NOTES.get(policy, "")
-        if name in self._scanned:
-            hashed += (" (e-mail addresses and phone numbers hashed)"
-                       if self.options.properties.scan == "hash"
-                       else " (e-mail addresses and phone numbers removed)")
+        scan_note = (" (e-mail addresses and phone numbers hashed)"
+                     if self.options.properties.scan == "hash"
+                     else " (e-mail addresses and phone numbers removed)")
+        if name in self._scanned or (
+            self._rest is not None and name not in self._rest_skip
+            and name not in _USER_IDS and self._holds_text(name)
+        ):  # kept free text, URLs and tokens; with a scan, every other kept text too
+            hashed += scan_note
         elif self._custom_json and name in ("properties", "custom_attributes"):
             hashed = " (under [mapping.properties])"
         if name == "external_user_id":
@@ -404,13 +438,23 @@ class EventMapper:
                 f" with keys prefixed '{prefix}'" if prefix else ""
             ) + hashed
         if name == "name" and self.event_type == CUSTOM_EVENT_TYPE:
-            return f"event_type ({self._name_template})"
+            return f"event_type ({self._name_template})" + hashed
         if self._is_purchase and name in ("price", "product_id", "currency"):
             return {"price": "price and revenue (quantity 1)", "product_id": "productId",
-                    "currency": "currency and event_properties.currency"}[name]
+                    "currency": "currency and event_properties.currency"}[name] + hashed
         if name in self._top_level:
             return self._top_level[name] + " (top level)"
         return "event_properties." + self._renames.get(name, name) + hashed
+
+    def _holds_text(self, name: str) -> bool:
+        """Whether the catalogue types ``name`` as a string (or strings), for ``destination``;
+        True for a field it does not know."""
+        try:
+            specs = {spec.name: spec for spec in event_type_fields(self.event_type)}
+        except KeyError:  # a type the catalogue does not know
+            return True
+        spec = specs.get(name)
+        return spec is None or "string" in (spec.avro_type, spec.item_type)
 
     def _identify_destination(self, name: str, hashed: str) -> str:
         if self.event_type != PROFILE_UPDATE_TYPE:
@@ -450,8 +494,8 @@ class EventMapper:
         if not event_id:
             return Rejected(NO_EVENT_ID, "the record has no id")
         time_ms = _time_ms(record)
-        if time_ms is None:
-            return Rejected(NO_TIME, _no_time_detail(record))
+        if time_ms is None:  # under a privacy policy the detail names no value
+            return Rejected(NO_TIME, _no_time_detail(record, self._redacts))
 
         user_id = self._personal(user_id or None, self._user_id_policy)
         device_id = device_id or None
@@ -482,6 +526,9 @@ class EventMapper:
             unused_price = _set_revenue(event, record)
             if unused_price is not None and "price" not in self._dropped:
                 properties["price"] = unused_price
+            if self._rest is not None:
+                self._scan_values(event, ("productId", "currency"))
+                self._scan_values(properties, ("price",))
         for name, top_level in self._top_level.items():
             value = properties.pop(name, None)
             if value is not None:  # Amplitude's device fields are strings
@@ -497,7 +544,26 @@ class EventMapper:
     def _custom_event_type(self, name: Any) -> str:
         if name.__class__ is not str:  # a number, after schema drift: used as text
             name = None if name is None else _text(name)
+        rest = self._rest
+        if rest is not None and name and rest.looks(name):  # "Signup jane@example.com"
+            name = rest.text(name)
+            if name is DROP:
+                name = None
         return self._name_template.replace("{name}", name) if name else self._unnamed
+
+    def _scan_values(self, values: dict[str, Any], names: Iterable[str]) -> None:
+        """The scan of ``values[name]`` for each name, in place (left out when dropped)."""
+        rest = self._rest
+        assert rest is not None
+        for name in names:
+            value = values.get(name)
+            if value is None:
+                continue
+            value = rest.value(value)
+            if value is DROP:
+                del values[name]
+            else:
+                values[name] = value
 
     def _event_properties(
         self, record: dict[str, Any], braze_id: str | None
@@ -508,17 +574,44 @@ class EventMapper:
             warnings = self._merge_custom_properties(properties, record["properties"])
         excluded = self._excluded
         float_fields = self.float_fields
-        for name, value in record.items():
-            if value is None or name in excluded:
-                continue
-            cls = value.__class__
-            if cls is not str and cls is not int and cls is not bool:
-                if cls is float:
-                    if name in float_fields:
-                        value = float32(value)
-                else:  # bytes, lists, maps, records, logical types: JSON-safe
-                    value = json_safe(value)
-            properties[name] = value
+        rest = self._rest
+        if rest is None:  # no scan: the loop as lean as it can be
+            for name, value in record.items():
+                if value is None or name in excluded:
+                    continue
+                cls = value.__class__
+                if cls is not str and cls is not int and cls is not bool:
+                    if cls is float:
+                        if name in float_fields:
+                            value = float32(value)
+                    else:  # bytes, lists, maps, records, logical types: JSON-safe
+                        value = json_safe(value)
+                properties[name] = value
+        else:  # every kept string not hashed nor scanned on its own is scanned here
+            skip = self._rest_skip
+            looks = rest.looks
+            for name, value in record.items():
+                if value is None or name in excluded:
+                    continue
+                cls = value.__class__
+                if cls is str:
+                    if name not in skip and looks(value):
+                        value = rest.text(value)
+                        if value is DROP:
+                            continue
+                elif cls is not int and cls is not bool:
+                    if cls is float:
+                        if name in float_fields:
+                            value = float32(value)
+                    elif name in self._hashed:  # hashed as always: bytes as hex
+                        value = json_safe(value)
+                    else:  # bytes that are UTF-8 as their text: the scan reads it
+                        value = readable(value)
+                        if name not in skip:
+                            value = rest.value(value)
+                            if value is DROP:
+                                continue
+                properties[name] = value
         if braze_id and "user_id" not in self._dropped:
             properties["braze_id"] = braze_id
         self._apply_policies(properties)
@@ -564,6 +657,24 @@ class EventMapper:
                 else:
                     values[name] = value
 
+    def _bytes_value(self, value: bytes) -> str:
+        """Bytes that are not JSON: their text when the scan is on and they are UTF-8 (the
+        scan could not read an address in hex), else hex as always."""
+        return _utf8_or_hex(value) if self._rest is not None else _bytes_text(value)
+
+    def _json_value(self, value: Any) -> Any:
+        """``json_safe``, or ``readable`` when the scan is on."""
+        return readable(value) if self._rest is not None else json_safe(value)
+
+    def _hash_property(self, value: Any) -> Any:
+        """A custom property named like a hashed field: a text (or number) as the field is
+        hashed, a list item by item, an object as its JSON text; null stays null."""
+        if value is None:
+            return None
+        if value.__class__ is list:
+            return [None if v is None else self.options.hash_value(_text(v)) for v in value]
+        return self.options.hash_value(_text(value))
+
     def _hash_field(self, value: Any) -> Any:
         """A hashed field: its text (a number's decimal text), or each item of a list."""
         if value.__class__ is list:
@@ -576,24 +687,28 @@ class EventMapper:
         value = self._redactor.value(value)
         return None if value is DROP else value
 
-    def _record_json(self, raw: Any, dropped: frozenset[str]) -> Any:
+    def _record_json(
+        self, raw: Any, dropped: frozenset[str], hashed: frozenset[str] = frozenset()
+    ) -> Any:
         """``properties`` or ``custom_attributes`` as the record holds them (JSON text, or a
-        map after schema drift) without the ``dropped`` top-level keys and under
-        ``[mapping.properties]``; JSON text stays JSON text."""
+        map after schema drift) without the ``dropped`` top-level keys, the ``hashed`` ones
+        hashed and under ``[mapping.properties]``; JSON text stays JSON text."""
         custom = self._custom_json
         cls = raw.__class__
         if cls is str or cls is bytes:
             try:
                 value = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                text = raw if cls is str else _bytes_text(raw)
+                text = raw if cls is str else self._bytes_value(raw)
                 return self._custom_value(text) if custom else text
         else:
-            value = json_safe(raw)
+            value = self._json_value(raw)
         if dropped and value.__class__ is dict:
             value = {k: v for k, v in value.items() if k not in dropped}
         if custom:
             value = self._custom_value(value)
+        if hashed and value.__class__ is dict:
+            value = {k: self._hash_property(v) if k in hashed else v for k, v in value.items()}
         if value is None or not (cls is str or cls is bytes):
             return value
         try:
@@ -620,14 +735,32 @@ class EventMapper:
                 del out[name]
             else:
                 out[name] = self.options.hash_value(_text(value))
+        rest = self._rest
+        if rest is not None:  # every other kept value, the custom event's name included,
+            # and id, time and time_ms (a record is here when one of them was unusable)
+            skip = self._rest_skip
+            for name, value in list(out.items()):
+                if value is None or name in skip or name in _USER_IDS:
+                    continue
+                if value.__class__ is not str:
+                    value = readable(value)
+                elif not rest.looks(value):
+                    continue
+                value = rest.value(value)
+                if value is DROP:
+                    del out[name]
+                else:
+                    out[name] = value
         if self._rewrites:
             self._rewrite_fields(out)
         open_keys = self.event_type in (CUSTOM_EVENT_TYPE, PURCHASE_TYPE)
-        for name in ("properties", "custom_attributes"):
+        for name in _CUSTOM_JSON:
             value = out.get(name)
-            dropped = self._dropped if open_keys and name == "properties" else frozenset()
-            if value is not None and (dropped or self._custom_json):
-                out[name] = self._record_json(value, dropped)
+            is_properties = open_keys and name == "properties"
+            dropped = self._dropped if is_properties else frozenset()
+            hashed = self._hashed_props if is_properties else frozenset()
+            if value is not None and (dropped or hashed or self._custom_json):
+                out[name] = self._record_json(value, dropped, hashed)
         return out
 
     def _merge_custom_properties(self, properties: dict[str, Any], raw: Any) -> tuple[str, ...]:
@@ -642,15 +775,15 @@ class EventMapper:
             try:
                 parsed = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                kept = raw if cls is str else _bytes_text(raw)
+                kept = raw if cls is str else self._bytes_value(raw)
                 kept = self._custom_value(kept) if custom else kept
                 if kept is not None:
                     properties["properties"] = kept
                 return (PROPERTIES_NOT_JSON,)
         elif cls is dict:
-            parsed = json_safe(raw)
+            parsed = self._json_value(raw)
         else:
-            kept = json_safe(raw)
+            kept = self._json_value(raw)
             kept = self._custom_value(kept) if custom else kept
             if kept is not None:
                 properties["properties"] = kept
@@ -659,9 +792,12 @@ class EventMapper:
             parsed = self._custom_value(parsed)
         if parsed.__class__ is dict:
             prefix, dropped, renames = self._property_prefix, self._dropped, self._renames
+            hashed = self._hashed_props
             for key, value in parsed.items():
                 if key in dropped:
                     continue
+                if key in hashed:  # named like a hashed field: hashed as that field is
+                    value = self._hash_property(value)
                 properties[renames.get(key) or prefix + key] = value
         elif parsed is not None:
             properties["properties"] = parsed
@@ -676,6 +812,8 @@ class EventMapper:
             values.pop("braze_id", None)
             raw = record.get("custom_attributes")
             if raw is not None and "custom_attributes" not in self._dropped:
+                if self._custom_json and raw.__class__ is not str:
+                    raw = self._json_value(raw)  # bytes that are UTF-8 as their text
                 attributes, warnings = _custom_attributes(raw)
                 if attributes is not None and self._custom_json:
                     attributes = self._custom_value(attributes)
@@ -686,6 +824,8 @@ class EventMapper:
             if status.__class__ is not str and status is not None:
                 status = json_safe(status)
             values = {_subscription_key(record): status}
+            if self._rest is not None:
+                self._scan_values(values, list(values))
         event["user_properties"] = {"$set": values}
         return Mapped(event, warnings)
 
@@ -741,6 +881,10 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__} ({shown})"
 
 
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
 def _id_text(value: object, name: str) -> str | None:
     """An id field that is not a str: None stays None, an integer or a UUID becomes its
     text (a long where Braze used to write a string); anything else is refused."""
@@ -761,6 +905,28 @@ def _bytes_text(value: bytes | bytearray) -> str:
     needs no padding or alphabet choice, at twice the size (base64 would be 4/3).
     """
     return value.hex()
+
+
+def _utf8_or_hex(value: bytes | bytearray) -> str:
+    """Bytes as their text when they are UTF-8, else as hex (``_bytes_text``)."""
+    try:
+        return bytes(value).decode()
+    except UnicodeDecodeError:
+        return _bytes_text(value)
+
+
+def readable(value: Any) -> Any:
+    """``json_safe`` for the scan: bytes that are UTF-8 become their text rather than hex
+    (an address in hex would pass the scan unseen), anywhere inside ``value``."""
+    cls = value.__class__
+    if cls is bytes or cls is bytearray:
+        return _utf8_or_hex(value)
+    if cls is list or cls is tuple:
+        return [readable(item) for item in value]
+    if cls is dict:
+        return {(key if key.__class__ is str else _text(key)): readable(item)
+                for key, item in value.items()}
+    return json_safe(value)
 
 
 def json_safe(value: Any) -> Any:
@@ -871,8 +1037,11 @@ def _drifted_time_ms(time_ms: Any, time_s: Any) -> int | None:
     return None
 
 
-def _no_time_detail(record: dict[str, Any]) -> str:
-    given = [f"{name} is a {_describe(record[name])}" for name in ("time_ms", "time")
+def _no_time_detail(record: dict[str, Any], without_value: bool) -> str:
+    """Why a record has no time; ``without_value`` (under a privacy policy): naming the type
+    of each value only, never the value."""
+    describe = _type_name if without_value else _describe
+    given = [f"{name} is a {describe(record[name])}" for name in ("time_ms", "time")
              if record.get(name) is not None]
     if not given:
         return "the record has neither time nor time_ms"

@@ -6,13 +6,21 @@ asks for any of it; with the default configuration none is built and nothing her
 
 What the scan flags (see README, "Privacy"):
 
-- e-mail addresses, ``@`` also written ``%40`` (URL-encoded);
+- e-mail addresses, ``@`` also written ``%40`` (URL-encoded), also when more text follows
+  them directly (``jane@example.com_2024``); not image names such as ``logo@2x.png``;
 - phone numbers in international form: ``+`` (or ``%2B``) then 7 to 15 digits, which may be
-  separated by spaces, dots, dashes or parentheses (``+1 (555) 123-4567``);
+  separated by spaces, dots, dashes or parentheses (``+1 (555) 123-4567``); without any
+  separator 10 digits at least (``+12345678`` is a signed count), and never a signed decimal
+  (``+48.8584123``);
 - North American numbers with separators: ``555-123-4567``, ``(555) 123-4567``,
   ``555.123.4567``, ``1-800-555-0199``;
 - national numbers with a trunk ``0`` (or ``00``) and separators, 9 to 15 digits in all:
   ``07700 900123``, ``020 7946 0958``, ``06 12 34 56 78``, ``(030) 1234567``.
+
+URL-encoded text (``%2B1%20555…``, and form encoding with ``+`` for a space) is decoded when
+the decoded text hides one. A flagged value is hashed in a normal form (``normalised``), so
+``JANE@x.com`` and ``jane@x.com``, ``+1 (555) 123-4567`` and ``+15551234567`` have one
+pseudonym.
 
 It does not flag digits without ``+`` nor separators (ids, timestamps, counts: they cannot
 be told from an unformatted number), decimal numbers, dates (``2024-01-15``, ``15.01.2024``),
@@ -25,13 +33,15 @@ import hmac
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import orjson
 
 ScanPolicy = Literal["off", "hash", "drop"]
 SCAN_POLICIES: tuple[str, ...] = ("off", "hash", "drop")
 _MAX_NAMES: Final = 10_000  # property key names remembered per event type
+_MAX_CLEAN: Final = 4_096  # short strings remembered as clean per event type…
+_MAX_CLEAN_LENGTH: Final = 64  # …up to this length
 MAX_DEPTH: Final = 64  # deeper custom JSON is dropped: it cannot be checked (nor be useful)
 
 
@@ -46,12 +56,18 @@ class _Drop:
 
 DROP: Final = _Drop()
 
-_SEP = r"[ .\-\u00a0]"  # separators inside a phone number (no-break space included)
+# Separators inside a phone number: space, dot, dash, and their typographic variants
+# (no-break and thin spaces, the hyphens and dashes U+2010 to U+2013).
+_SEPS = r" .\-\u00a0\u2009\u202f\u2010-\u2013"
+_SEP = f"[{_SEPS}]"
+# The TLD takes every letter that follows (greedy) and anything may come after it, so an
+# address glued to more text (``jane@example.com_2024``, ``jane@x.com-1699999999``,
+# ``ref:jane@example.com1``) is matched whole.
 _EMAIL = (
     r"(?<![\w.%+\-])[\w.%+\-]*[\w](?:@|%40)"  # local part (may be URL-encoded)
-    r"[^\W_](?:[\w\-]*[^\W_])?(?:\.[^\W_](?:[\w\-]*[^\W_])?)*\.[^\W\d_]{2,}(?![\w\-])"
+    r"[^\W_](?:[\w\-]*[^\W_])?(?:\.[^\W_](?:[\w\-]*[^\W_])?)*\.[^\W\d_]{2,}"
 )
-_INTERNATIONAL = r"(?<![\w+%])(?:\+|%2[Bb])(?:[ .\-\u00a0()]{0,2}\d){7,15}(?![\d])"
+_INTERNATIONAL = r"(?<![\w+%])(?:\+|%2[Bb])(?:[" + _SEPS + r"()]{0,2}\d){7,15}(?![\d])"
 _NANP = (
     r"(?<![\w.+\-/])(?:1" + _SEP + r")?(?:\(\d{3}\)" + _SEP + r"?|\d{3}" + _SEP + r")"
     r"\d{3}" + _SEP + r"\d{4}(?![\w]|[.\-/:]\d)"
@@ -63,20 +79,65 @@ _TRUNK = (
 _PATTERN = re.compile(
     f"(?P<email>{_EMAIL})|(?P<intl>{_INTERNATIONAL})|(?P<nanp>{_NANP})|(?P<trunk>{_TRUNK})"
 )
-# What every match of _PATTERN contains (an @, or 7 digits with at most 2 separators between
-# neighbours): a cheaper test that rules out most strings before the full pattern runs.
-_HINT = re.compile(r"@|%40|\d(?:[ .\-\u00a0()]{0,2}\d){6}")
+# What every string the scan must look at contains: an @, a "%" (URL-encoded text is decoded
+# first) or a digit followed by 6 digits or separators ("+" included: form encoding writes a
+# space as "+"), as every number the pattern flags does. A cheap test (it starts with a
+# class, which the regex engine scans for quickly) that rules out most strings before the
+# full pattern (and any decoding) runs.
+_HINT = re.compile(r"[@%]|\d[\d" + _SEPS + r"()+]{6}")
+_FORM_PLUS = re.compile(r"[\d)]\+[\d(]")  # "555+123+4567": form-encoded spaces between digits
 _DATE = re.compile(r"\d{1,2}[.\-/ ]\d{1,2}[.\-/ ]\d{4}(?!\d)")  # 01.02.2024 10:30
+# "+48.8584123", "+1234567.89": a signed decimal, not a number to call
+_SIGNED_DECIMAL = re.compile(r"(?:\+|%2[Bb])\d+[.,]\d+")
+# "logo@2x.png", "icon@1.5x.webp": a high-resolution image's name, not an address
+_RETINA = re.compile(
+    r"\d+(?:\.\d+)?x\.(?:png|jpe?g|gif|webp|svg|ico|css|js|pdf)",
+    re.IGNORECASE,
+)
+_MIN_COMPACT_DIGITS = 10  # "+" then digits only: fewer is a signed count ("+12345678")
 
 
 def _plausible(match: re.Match[str]) -> bool:
-    """A national (trunk-0) candidate is a phone number when it has 9 to 15 digits and does not
-    start with a date; every other alternative is exact in the pattern itself."""
-    if match.lastgroup != "trunk":
-        return True
+    """Whether a match of ``_PATTERN`` is personal data: a national (trunk-0) candidate needs
+    9 to 15 digits and must not start with a date; an international one must not be a
+    signed decimal, and written without separators needs 10 digits at least; an address
+    must not be an image name such as ``logo@2x.png``."""
+    kind = match.lastgroup
     text = match.group()
+    if kind == "email":
+        at = text.rfind("@")
+        domain = text[at + 1:] if at >= 0 else text[text.lower().rfind("%40") + 3:]
+        return _RETINA.fullmatch(domain) is None
+    if kind == "intl":
+        if _SIGNED_DECIMAL.fullmatch(text):
+            return False
+        body = text[3:] if text[0] == "%" else text[1:]
+        return not body.isdigit() or len(body) >= _MIN_COMPACT_DIGITS
+    if kind != "trunk":
+        return True
     digits = sum(c.isdigit() for c in text)
     return 9 <= digits <= 15 and not _DATE.match(text.lstrip("("))
+
+
+def normalised(match: re.Match[str]) -> str:
+    """The text a flagged value is hashed as, so one address or number has one pseudonym
+    however it is written: an address in lower case with ``%40`` (and any other
+    URL-encoding) decoded; a number as its digits, ``+`` first when international (``00``
+    read as ``+``; a North American number with separators as ``+1`` and its 10 digits)."""
+    text = match.group()
+    kind = match.lastgroup
+    if kind == "email":
+        return unquote(text).lower() if "%" in text else text.lower()
+    if kind == "intl":
+        text = (text[3:] if text[0] == "%" else text).replace("(0)", "")  # +44 (0) 20…
+    digits = "".join(c if c < "\x80" else str(int(c)) for c in text if c.isdecimal())
+    if kind == "intl":
+        return "+" + digits
+    if kind == "nanp":
+        return "+1" + digits[-10:]
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    return digits
 
 
 def find_personal(text: str) -> list[str]:
@@ -113,8 +174,8 @@ def key_name(key: str) -> str:
 class Redactor:
     """Applies the scan and the key rules of ``[mapping.properties]`` with one salt."""
 
-    __slots__ = ("_drop_keys", "_hash", "_hash_keys", "_names", "_replace", "_scan", "_search",
-                 "_sub")
+    __slots__ = ("_clean", "_drop_keys", "_hash", "_hash_keys", "_names", "_replace", "_scan",
+                 "_search", "_sub")
 
     def __init__(
         self,
@@ -125,21 +186,26 @@ class Redactor:
     ) -> None:
         if scan not in SCAN_POLICIES:
             raise ValueError(f"unknown scan policy {scan!r}; use off, hash or drop")
-        if hash_text is None and (scan == "hash" or any(True for _ in hash_keys)):
+        drop_names = frozenset(key_name(k) for k in drop_keys)  # one pass: may be an iterator
+        hash_names = frozenset(key_name(k) for k in hash_keys)
+        if hash_text is None and (scan == "hash" or hash_names):
             raise ValueError("hashing personal data needs a secret salt")
         self._scan = scan
         self._hash = hash_text
-        self._drop_keys = frozenset(key_name(k) for k in drop_keys)
-        self._hash_keys = frozenset(key_name(k) for k in hash_keys)
+        self._drop_keys = drop_names
+        self._hash_keys = hash_names
         self._sub = _PATTERN.sub
         self._search = _HINT.search  # a hit is checked by the full pattern (text)
         self._names: dict[str, str] = {}  # key → key_name(key): keys recur in every record
+        # Short strings the pre-check passed (platforms, versions, names): they recur in
+        # every record, and a set lookup is several times cheaper than the regex.
+        self._clean: set[str] = set()
         hashing = scan == "hash"
 
         def replace(match: re.Match[str]) -> str:
             if not _plausible(match):
                 return match.group()
-            return hash_text(match.group()) if hashing and hash_text else ""
+            return hash_text(normalised(match)) if hashing and hash_text else ""
 
         self._replace = replace
 
@@ -147,25 +213,57 @@ class Redactor:
     def scans(self) -> bool:
         return self._scan != "off"
 
+    def hashes_key(self, key: str) -> bool:
+        """Whether ``hash`` names ``key`` (compared as keys are)."""
+        return key_name(key) in self._hash_keys
+
+    def looks(self, value: str) -> bool:
+        """The cheap pre-check: False means ``text(value)`` is ``value`` (nothing to scan).
+        Remembers short values that pass it (up to ``_MAX_CLEAN``)."""
+        clean = self._clean
+        if value in clean or self._scan == "off":
+            return False
+        if self._search(value) is not None:
+            return True
+        if len(value) <= _MAX_CLEAN_LENGTH and len(clean) < _MAX_CLEAN:
+            clean.add(value)
+        return False
+
     def text(self, value: str) -> Any:
         """A string after the scan: itself, with every address and number in it hashed or
-        removed, or ``DROP`` when the whole string was one (under ``scan = "drop"``)."""
-        if self._scan == "off":
+        removed, or ``DROP`` when the whole string was one (under ``scan = "drop"``).
+
+        URL-encoded text is decoded when the decoded text hides an address or a number
+        (``%2B1%20555%20123%204567``; form encoding too, ``+`` for a space:
+        ``tel=%2B1+555+123+4567``) and is then left decoded."""
+        if self._scan == "off" or self._search(value) is None:  # the common case
             return value
-        if "%" in value:  # URL-encoded: "%2B1%20(555)%20123-4567" is a number too
-            decoded = unquote(value)
-            if decoded != value and self._search(decoded) is not None and any(
-                _plausible(m) for m in _PATTERN.finditer(decoded)
-            ):
-                value = decoded  # redacted below, left decoded
-        if self._search(value) is None:  # the common case
-            return value
+        out = self._redact(value)  # what is plain to see, "+15551234567" included
+        if out is DROP:
+            return DROP
+        plus = "+" in out and ("%" in out or _FORM_PLUS.search(out) is not None)
+        if plus or "%" in out:
+            decoded = unquote_plus(out) if plus else unquote(out)
+            if decoded == out or not self._finds(decoded):
+                if not plus or "%" not in out:
+                    return out
+                decoded = unquote(out)  # a "+" that is not a space: "%2B1%20555…+more"
+                if decoded == out or not self._finds(decoded):
+                    return out
+            out = self._redact(decoded)
+        return out
+
+    def _finds(self, text: str) -> bool:
+        return self._search(text) is not None and any(
+            _plausible(m) for m in _PATTERN.finditer(text))
+
+    def _redact(self, value: str) -> Any:
         whole = _PATTERN.fullmatch(value.strip())
         if whole is not None and _plausible(whole):
             if self._scan == "drop":
                 return DROP
             assert self._hash is not None
-            return self._hash(whole.group())
+            return self._hash(normalised(whole))
         return self._sub(self._replace, value)
 
     def value(self, value: Any, depth: int = 0) -> Any:

@@ -31,7 +31,10 @@ what a field holds for the privacy policy (README, "Privacy"): `free_text`, `url
 (the customer's own JSON, under `[mapping.properties]`). The `[mapping.pii]` table sets
 `keep`, `hash` or `drop` (and `strip_query` for URLs) for each field of a class but
 `properties`, and for whole classes with the keys `free_text`, `urls`, `device_tokens` and
-`user_agents`. `{name}` is the custom event's own name.
+`user_agents`. With `[mapping.properties].scan` on, every kept text of an event (these
+classes, the unclassified fields and the custom event's name; not the ids) is also scanned
+for e-mail addresses and phone numbers; `inspect --config` shows it per field. `{name}` is
+the custom event's own name.
 """
 
 

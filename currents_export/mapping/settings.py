@@ -30,6 +30,7 @@ from currents_export.mapping.mapper import (
     PropertiesPolicy,
     TypeRule,
     UserProperties,
+    needs_salt,
 )
 from currents_export.mapping.names import CUSTOM_EVENT_TYPE, PURCHASE_TYPE
 from currents_export.mapping.privacy import SCAN_POLICIES, key_name
@@ -267,9 +268,7 @@ class _Checker:
                                                  f"{', '.join(allowed)}")
             (classes if is_class else policies)[name] = policy
         salt = None
-        hashing = ("hash" in policies.values() or "hash" in classes.values()
-                   or bool(properties.hash) or properties.scan == "hash")
-        if hashing:
+        if needs_salt(policies, classes, properties):
             value = environ.get(salt_env, "")
             if len(value) < 16:
                 raise self.error((*path, "salt_env"), f"hashing needs a secret salt of at "
