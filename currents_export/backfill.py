@@ -1,9 +1,11 @@
-"""Backfill helpers: hour bounds, parallel objects, progress, SQS dispatch, manifests."""
+"""Backfill helpers: hour bounds, parallel objects, SQS dispatch, manifests.
+
+The progress display is ``currents_export.display.LiveProgress``.
+"""
 
 from __future__ import annotations
 
 import csv
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,7 +17,7 @@ import orjson
 
 from currents_export.aws_events import DISPATCH_MESSAGE_VERSION
 from currents_export.sources import SourceObject
-from currents_export.summary import ObjectReport, RunSummary
+from currents_export.summary import RunSummary
 
 
 def parse_hour(value: str | None, *, end: bool = False) -> datetime | None:
@@ -84,45 +86,6 @@ def write_manifest(out: IO[str], bucket: str, objects: Iterable[SourceObject]) -
         writer.writerow([bucket, quote(source.key, safe="/")])
         count += 1
     return count
-
-
-class ProgressLine:
-    """Objects and events done, with the event rate, on stderr.
-
-    Rewrites one line on a terminal; elsewhere prints a line every ``interval_s``.
-    """
-
-    def __init__(self, stream: IO[str] | None = None, interval_s: float = 10.0) -> None:
-        self._stream = stream if stream is not None else sys.stderr
-        self._tty = self._stream.isatty()
-        self._interval_s = interval_s
-        self._lock = threading.Lock()
-        self._started = time.monotonic()
-        self._last = 0.0
-        self.objects = self.failed = self.records = 0
-
-    def update(self, report: ObjectReport) -> None:
-        with self._lock:
-            self.objects += 1
-            self.failed += report.status == "failed"
-            self.records += report.records
-            now = time.monotonic()
-            if self._tty or now - self._last >= self._interval_s:
-                self._last = now
-                self._write(now)
-
-    def close(self) -> None:
-        with self._lock:
-            self._write(time.monotonic())
-            if self._tty:
-                self._stream.write("\n")
-
-    def _write(self, now: float) -> None:
-        rate = self.records / max(now - self._started, 1e-9)
-        line = (f"backfill: {self.objects} objects ({self.failed} failed) · "
-                f"{self.records:,} events · {rate:,.0f} events/s")
-        self._stream.write(f"\r{line}" if self._tty else f"{line}\n")
-        self._stream.flush()
 
 
 def run_in_parallel(

@@ -26,7 +26,6 @@ from currents_export import __version__
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.awserrors import explain
 from currents_export.backfill import (
-    ProgressLine,
     dispatch_to_sqs,
     parse_hour,
     queue_url,
@@ -46,6 +45,7 @@ from currents_export.config import (
 from currents_export.currents.reader import open_records
 from currents_export.currents.schemas import pii_fields
 from currents_export.deadletter import DeadLetterConfigError, open_dead_letter
+from currents_export.display import LiveProgress
 from currents_export.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED_TWICE,
@@ -196,6 +196,22 @@ def _dead_letter_kms_key_option() -> Callable[..., Any]:
         help="Encrypt an s3:// dead letter with this KMS key (SSE-KMS) instead of SSE-S3.")
 
 
+def _progress_option() -> Callable[..., Any]:
+    return click.option(
+        "--progress/--no-progress", default=None,
+        help="A live display on stderr (events/s, objects, delivered, skipped, dead-lettered, "
+             "ETA): one line rewritten every second on a terminal, a line every 30 s "
+             "elsewhere. Default: on when stderr is a terminal.")
+
+
+def _live_progress(command: str, progress: bool | None) -> LiveProgress | None:
+    """The live display on stderr, or None: --progress/--no-progress, else a terminal's."""
+    stream = sys.stderr
+    if progress is None:
+        progress = stream.isatty()
+    return LiveProgress(command, stream) if progress else None
+
+
 def replay_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Options of the commands that read Currents objects, map and upload them."""
     return _apply([
@@ -271,7 +287,8 @@ def main() -> None:
 @click.argument("paths", nargs=-1, required=True)
 @amplitude_options
 @replay_options
-def replay(paths: tuple[str, ...], **settings: Any) -> None:
+@_progress_option()
+def replay(paths: tuple[str, ...], progress: bool | None, **settings: Any) -> None:
     """Replay Avro files or directories (searched recursively for .avro) into Amplitude."""
     _setup_logging(settings["verbose"])
     try:
@@ -280,7 +297,10 @@ def replay(paths: tuple[str, ...], **settings: Any) -> None:
         raise click.UsageError(str(exc)) from None
     if not objects:
         raise click.UsageError(f"no .avro files under {', '.join(paths)}")
-    summary = run_pipeline(objects, settings)
+    live = _live_progress("replay", progress)
+    if live is not None:
+        live.set_totals(len(objects), (source.size for source in objects))
+    summary = run_pipeline(objects, settings, progress=live)
     _finish(summary, settings)
 
 
@@ -289,17 +309,27 @@ def run_pipeline(
     settings: dict[str, Any],
     *,
     workers: int = 1,
-    on_object: Callable[[ObjectReport], None] | None = None,
+    progress: LiveProgress | None = None,
 ) -> RunSummary:
     """Build the pipeline(s) from the options and run them over ``objects``.
 
     The first SIGINT/SIGTERM stops reading, saves progress and returns the summary; a
-    second one exits at once.
+    second one exits at once. ``progress`` shows every pipeline's snapshots while they run
+    and writes its last line before this returns (before the summary).
     """
     _check_output_paths(settings)
     stop = Stop()
     with ExitStack() as stack, _stop_on_signals(stop):
-        new_pipeline = _pipeline_factory(settings, stack, stop, on_object)
+        make_pipeline = _pipeline_factory(settings, stack, stop)
+        if progress is not None:
+            stack.enter_context(progress)
+
+        def new_pipeline() -> Pipeline:
+            pipeline = make_pipeline()
+            if progress is not None:
+                progress.add(pipeline)
+            return pipeline
+
         if workers == 1:
             return new_pipeline().run(objects)
         return run_in_parallel(objects, workers, lambda shared: new_pipeline().run(shared))
@@ -540,8 +570,7 @@ def _finish(summary: RunSummary, settings: dict[str, Any]) -> None:
                                  "Lambda fleet instead of processing here.")
 @click.option("--manifest", type=click.Path(dir_okay=False, writable=True),
               help="Write an S3 Batch Operations CSV manifest instead of processing here.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show objects and events done, with the rate, on stderr.")
+@_progress_option()
 @amplitude_options
 @replay_options
 def backfill(
@@ -552,7 +581,7 @@ def backfill(
     workers: int,
     dispatch: str | None,
     manifest: str | None,
-    progress: bool,
+    progress: bool | None,
     **settings: Any,
 ) -> None:
     """Process (or dispatch) the Currents objects under s3://BUCKET/PREFIX; resumable."""
@@ -577,11 +606,10 @@ def backfill(
             click.echo(f"wrote {count} objects to the manifest {manifest} "
                        "(format S3BatchOperations_CSV_20180820, fields Bucket, Key)")
             return
-        line = ProgressLine() if progress else None
-        summary = run_pipeline(objects, settings, workers=workers,
-                               on_object=line.update if line else None)
-        if line is not None:
-            line.close()
+        live = _live_progress("backfill", progress)
+        if live is not None:  # the listing is lazy: the total is known once it ends
+            objects = live.counting(objects)
+        summary = run_pipeline(objects, settings, workers=workers, progress=live)
     except SourceError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -780,11 +808,12 @@ def fixtures(
 @click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
 @click.option("--api-key", "api_keys", multiple=True,
               help="Accept only this API key (repeatable); default: any key.")
-def emulator(host: str, port: int, api_keys: tuple[str, ...]) -> None:
+@click.option("--latency-ms", type=click.IntRange(0, 60_000), default=0, help="Answer delay.")
+def emulator(host: str, port: int, api_keys: tuple[str, ...], latency_ms: int) -> None:
     """Run the local Amplitude emulator (for trying a set-up without sending data)."""
     from currents_export.amplitude.emulator import Emulator, EmulatorConfig
 
-    config = EmulatorConfig(valid_api_keys=frozenset(api_keys) if api_keys else None)
+    config = EmulatorConfig(valid_api_keys=frozenset(api_keys) or None, latency_ms=latency_ms)
     try:
         server = Emulator(config, host=host, port=port)
     except OSError as exc:

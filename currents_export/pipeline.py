@@ -36,6 +36,7 @@ from currents_export.config import (
 )
 from currents_export.currents.reader import open_records
 from currents_export.deadletter import DeadLetter
+from currents_export.display import ProgressSnapshot
 from currents_export.errors import (
     MAPPING_ERROR,
     AmplitudeUnavailable,
@@ -123,6 +124,37 @@ class EventRef:
     warnings: tuple[str, ...]
 
 
+@dataclass(slots=True)
+class _Finished:
+    """What the objects a pipeline has finished add up to (for ``Pipeline.snapshot``)."""
+
+    done: int = 0
+    already_done: int = 0
+    failed: int = 0
+    skipped_failed: int = 0
+    tally: Tally = field(default_factory=Tally)
+    resumed: int = 0
+    bytes_finished: int = 0
+    bytes_processed: int = 0
+    records_processed: int = 0
+
+    def add(self, report: ObjectReport, size: int | None, processed: bool) -> None:
+        if report.status == "done":
+            self.done += 1
+        elif report.status == "already_done":
+            self.already_done += 1
+        elif report.status == "skipped_failed":
+            self.skipped_failed += 1
+        else:
+            self.failed += 1
+        self.tally.add_tally(report)
+        self.resumed += report.resumed
+        self.bytes_finished += size or 0
+        if processed and size is not None:
+            self.bytes_processed += size
+            self.records_processed += report.records
+
+
 @dataclass
 class Pipeline:
     """Everything a run shares; ``client=None`` means a dry run (nothing is sent)."""
@@ -144,6 +176,10 @@ class Pipeline:
     _lanes: Lanes[EventRef] | None = field(default=None, init=False)
     _valid_ids: set[str] = field(default_factory=lambda: {""}, init=False)
     _last_report: ObjectReport = field(default_factory=ObjectReport, init=False)
+    # For snapshot(): the objects being read now (by id of their report) and the finished.
+    _live_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _in_flight: dict[int, ObjectProgress] = field(default_factory=dict, init=False, repr=False)
+    _finished: _Finished = field(default_factory=_Finished, init=False, repr=False)
 
     @property
     def dry_run(self) -> bool:
@@ -181,9 +217,11 @@ class Pipeline:
                 if ended is None and self._stop.stopped:
                     ended = f"not started: {self._stop.why()}"
                 if ended is not None:
-                    self._report(summary, ObjectReport(
+                    report = ObjectReport(
                         object=source.uri, event_type=source.key_event_type, status="failed",
-                        error=ended, not_started=True))
+                        error=ended, not_started=True)
+                    self._settle(source, report)
+                    self._report(summary, report)
                     continue
                 try:
                     report = self.process(source)
@@ -210,10 +248,62 @@ class Pipeline:
         if self.on_object is not None:
             self.on_object(report)
 
+    def snapshot(self) -> ProgressSnapshot:
+        """Where this pipeline stands: the objects finished, and the records resolved so far
+        including those of the objects in flight. Thread-safe; costs one ``totals()`` per
+        object in flight, so it is for a display polling about once a second."""
+        with self._live_lock:
+            done = self._finished
+            records, delivered, duplicates = (done.tally.records, done.tally.delivered,
+                                              done.tally.duplicates)
+            skipped = sum(done.tally.skipped.values())
+            dead_lettered = sum(done.tally.dead_lettered.values())
+            resumed = done.resumed
+            in_flight_records = 0
+            for progress in self._in_flight.values():
+                tally, _unresolved = progress.totals()
+                in_flight_records += tally.records
+                delivered += tally.delivered
+                skipped += sum(tally.skipped.values())
+                dead_lettered += sum(tally.dead_lettered.values())
+                duplicates += tally.duplicates
+                resumed += progress.resumed_from
+            return ProgressSnapshot(
+                objects_done=done.done,
+                objects_already_done=done.already_done,
+                objects_failed=done.failed,
+                objects_skipped=done.skipped_failed,
+                objects_in_flight=len(self._in_flight),
+                records=records + in_flight_records,
+                resumed=resumed,
+                delivered=delivered,
+                skipped=skipped,
+                dead_lettered=dead_lettered,
+                duplicates=duplicates,
+                in_flight_records=in_flight_records,
+                bytes_finished=done.bytes_finished,
+                bytes_processed=done.bytes_processed,
+                records_processed=done.records_processed,
+            )
+
+    def _settle(self, source: SourceObject, report: ObjectReport) -> None:
+        """Move a finished object from in flight to finished (for ``snapshot``)."""
+        with self._live_lock:
+            processed = self._in_flight.pop(id(report), None) is not None
+            self._finished.add(report, source.size, processed)
+
     def process(self, source: SourceObject) -> ObjectReport:
         """Run one object; any failure becomes its report. Raises only ConfigurationError
         and AmplitudeUnavailable (after reporting the object in ``_last_report``): those
         end the run."""
+        before = self._last_report
+        try:
+            return self._process(source)
+        finally:
+            if self._last_report is not before:  # the report of this object
+                self._settle(source, self._last_report)
+
+    def _process(self, source: SourceObject) -> ObjectReport:
         report = self._last_report = ObjectReport(
             object=source.uri, event_type=source.key_event_type)
         try:
@@ -236,6 +326,8 @@ class Pipeline:
             Checkpoint(resume.next_index, Tally.from_json(resume.figures)) if resume else None,
         )
         report.resumed = progress.resumed_from
+        with self._live_lock:
+            self._in_flight[id(report)] = progress
         try:
             try:
                 self._read(source, report, progress)

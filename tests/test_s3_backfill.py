@@ -68,17 +68,27 @@ def test_backfill_with_hour_and_type_filters_delivers_exactly_the_selection(
                 if f.event_type in TYPES[:2] and parse_key(f.key).queue_hour_label in hours[1:]]
     assert 0 < len(selected) < len(files)
     result, summary = backfill(aws, emulator, tmp_path, "--since", hours[1],
-                               "--event-type", TYPES[0], "--event-type", TYPES[1])
+                               "--event-type", TYPES[0], "--event-type", TYPES[1], "--progress")
     assert result.exit_code == 0, result.output
     assert summary["objects_done"] == len(selected)
     assert {e["insert_id"] for e in stored_events(emulator)} == expected_insert_ids(selected)
     assert summary["records"] == sum(f.records for f in selected)
     assert_balanced(summary)
-    assert "backfill:" in result.output and "events/s" in result.output  # the progress line
+    # The progress display (not a terminal: its final line), on stderr; the listing ended,
+    # so the total is known.
+    final = result.stderr.splitlines()[-1]
+    assert final.endswith("(final)") and "events/s" in final
+    assert f"objects {len(selected)}/{len(selected)} (0 in flight)" in final
+    assert f"delivered {summary['delivered']:,}" in final
+    assert "events/s" not in result.stdout
 
     # Resumable: a second, wider run only does the rest.
-    again, summary = backfill(aws, emulator, tmp_path, "--workers", "3")
+    again, summary = backfill(aws, emulator, tmp_path, "--workers", "3", "--progress")
     assert again.exit_code == 0, again.output
+    final = again.stderr.splitlines()[-1]  # the display adds up the three workers
+    assert (f"objects {len(files)}/{len(files)} (0 in flight, {len(selected)} already done)"
+            in final)
+    assert f"delivered {summary['delivered']:,}" in final
     assert summary["objects_already_done"] == len(selected)
     assert summary["objects_done"] == len(files) - len(selected)
     stored = [e["insert_id"] for e in stored_events(emulator)]

@@ -1,0 +1,324 @@
+"""The live progress display of ``replay`` and ``backfill``, on stderr.
+
+Snapshot providers (one per pipeline; anything with ``snapshot() -> ProgressSnapshot``)
+are polled by one thread once a second and their snapshots added up. A snapshot holds
+cumulative counts only, never deltas, so a provider can be fed from elsewhere — a worker
+process sending ``snapshot().to_json()`` now and then into a ``ReportedSnapshot`` — and a
+late or lost message costs freshness, never correctness.
+
+On a terminal one status line is rewritten at every poll; elsewhere (a file, a pipe, a
+CI log) a timestamped line is written every ``LOG_EVERY_S`` seconds. Both go to the
+stream given (stderr), never to stdout, which carries the run summary. The lines are
+written to the stream rather than logged: ``--progress``/``--no-progress`` is the one
+switch that decides whether they appear (the log level's default, WARNING, would hide an
+INFO line exactly when progress was asked for with ``--progress 2>run.log``), and no
+logger's configuration is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 1.0  # how often providers are polled (and a terminal line rewritten)
+LOG_EVERY_S = 30.0  # how often a line is written when the stream is not a terminal
+RATE_WINDOW_S = 10.0  # events/s is measured over this recent window
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSnapshot:
+    """Where a run (or one worker of it) stands; every field is cumulative.
+
+    Record counts include the objects still in flight (their records resolved so far) and
+    the records that earlier, interrupted runs accounted for in the objects this run
+    resumed (``resumed`` of ``records``), as the run summary counts them.
+    """
+
+    objects_done: int = 0
+    objects_already_done: int = 0
+    objects_failed: int = 0
+    objects_skipped: int = 0  # failed permanently in an earlier run: not tried again
+    objects_in_flight: int = 0
+    records: int = 0  # accounted for: delivered + skipped + dead_lettered + duplicates
+    resumed: int = 0  # of records: accounted for by earlier runs
+    delivered: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    in_flight_records: int = 0  # of records: in objects still in flight
+    bytes_finished: int = 0  # size of the finished objects (those whose size is known)
+    bytes_processed: int = 0  # of bytes_finished: objects that were read (not skipped)
+    records_processed: int = 0  # records of the objects of bytes_processed
+
+    @property
+    def objects_finished(self) -> int:
+        return (self.objects_done + self.objects_already_done + self.objects_failed
+                + self.objects_skipped)
+
+    @property
+    def records_this_run(self) -> int:
+        return self.records - self.resumed
+
+    def __add__(self, other: ProgressSnapshot) -> ProgressSnapshot:
+        return ProgressSnapshot(*(getattr(self, f.name) + getattr(other, f.name)
+                                  for f in dataclasses.fields(self)))
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProgressSnapshot:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: int(v) for k, v in data.items() if k in names})
+
+
+class SnapshotProvider(Protocol):
+    def snapshot(self) -> ProgressSnapshot: ...
+
+
+class ReportedSnapshot:
+    """A provider fed from elsewhere (e.g. a worker process's periodic messages): it
+    answers the latest snapshot it was given."""
+
+    def __init__(self) -> None:
+        self._latest = ProgressSnapshot()
+
+    def update(self, snapshot: ProgressSnapshot) -> None:
+        self._latest = snapshot  # one reference swap: atomic
+
+    def snapshot(self) -> ProgressSnapshot:
+        return self._latest
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """How many objects the run has to go through, and their bytes when all are known."""
+
+    objects: int
+    bytes: int | None = None
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(int(seconds + 0.5), 0)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def estimate_eta(
+    snap: ProgressSnapshot, *, rate: float | None, elapsed_s: float, totals: Totals | None
+) -> float | None:
+    """Seconds left, or None when it cannot be told (no total, nothing measured yet).
+
+    With the bytes known: the records still to come are estimated from the records per
+    byte of the objects read so far (the remaining bytes include the objects in flight,
+    less what of them is already accounted for), at the recent event rate. Otherwise:
+    the objects left at the run's average pace per object.
+    """
+    if totals is None:
+        return None
+    left = totals.objects - snap.objects_finished
+    if left <= 0:
+        return 0.0
+    if totals.bytes is not None and snap.bytes_processed > 0 and snap.records_processed > 0:
+        if not rate:
+            return None
+        per_byte = snap.records_processed / snap.bytes_processed
+        to_come = (totals.bytes - snap.bytes_finished) * per_byte - snap.in_flight_records
+        return max(to_come, 0.0) / rate
+    if snap.objects_finished > 0 and elapsed_s > 0:
+        return left * elapsed_s / snap.objects_finished
+    return None
+
+
+def format_status(
+    label: str,
+    snap: ProgressSnapshot,
+    *,
+    elapsed_s: float,
+    rate: float | None,
+    totals: Totals | None = None,
+) -> str:
+    """The status line: elapsed and ETA, events/s, objects, where the records went (the
+    most useful first: a terminal narrower than the line cuts its end)."""
+    objects = f"{snap.objects_finished:,}"
+    if totals is not None:
+        objects += f"/{totals.objects:,}"
+    notes = [f"{snap.objects_in_flight:,} in flight"]
+    if snap.objects_failed:
+        notes.append(f"{snap.objects_failed:,} failed")
+    if snap.objects_already_done:
+        notes.append(f"{snap.objects_already_done:,} already done")
+    if snap.objects_skipped:
+        notes.append(f"{snap.objects_skipped:,} skipped")
+    head = f"{label} {format_duration(elapsed_s)}"
+    eta = estimate_eta(snap, rate=rate, elapsed_s=elapsed_s, totals=totals)
+    if eta is not None and totals is not None and snap.objects_finished < totals.objects:
+        head += f", ETA {format_duration(eta)}"
+    parts = [
+        head,
+        f"{rate:,.0f} events/s" if rate is not None else "- events/s",
+        f"objects {objects} ({', '.join(notes)})",
+        f"delivered {snap.delivered:,}",
+        f"skipped {snap.skipped:,}",
+        f"dead-lettered {snap.dead_lettered:,}",
+    ]
+    if snap.duplicates:
+        parts.append(f"duplicates {snap.duplicates:,}")
+    return " | ".join(parts)
+
+
+class LiveProgress:
+    """Poll the providers every ``refresh_s`` on a thread of its own and show the sum.
+
+    Use as a context manager (or ``start``/``close``): closing writes the final line (and
+    on a terminal ends it with a newline). Providers may be added while it runs.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        stream: IO[str],
+        *,
+        refresh_s: float | None = None,
+        log_every_s: float | None = None,
+        window_s: float = RATE_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self._stream = stream
+        try:
+            self._tty = bool(stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            self._tty = False
+        self._refresh_s = REFRESH_S if refresh_s is None else refresh_s
+        self._log_every_s = LOG_EVERY_S if log_every_s is None else log_every_s
+        self._window_s = window_s
+        self._clock = clock
+        self._providers: list[SnapshotProvider] = []
+        self._totals: Totals | None = None
+        self._lock = threading.Lock()
+        self._samples: deque[tuple[float, int]] = deque()
+        self._started = clock()
+        self._last_line_at: float | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._broken = False  # the stream failed: stop writing, never stop the run
+        self.updates = 0  # lines written so far
+
+    # -- what the run tells it --------------------------------------------------------------
+
+    def add(self, provider: SnapshotProvider) -> None:
+        with self._lock:
+            self._providers.append(provider)
+
+    def set_totals(self, objects: int, sizes: Iterable[int | None] = ()) -> None:
+        """The number of objects of the run, and their sizes (bytes known only if all are)."""
+        sizes = list(sizes)
+        known = bool(sizes) and all(size is not None for size in sizes)
+        total_bytes = sum(size for size in sizes if size is not None) if known else None
+        with self._lock:
+            self._totals = Totals(objects, total_bytes)
+
+    def counting(self, objects: Iterable[_T]) -> Iterator[_T]:
+        """Pass a lazy listing through; the totals are set once it is exhausted."""
+        count, total_bytes, known = 0, 0, True
+        for item in objects:
+            count += 1
+            size = getattr(item, "size", None)
+            if size is None:
+                known = False
+            else:
+                total_bytes += size
+            yield item
+        with self._lock:
+            self._totals = Totals(count, total_bytes if known and count else None)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def start(self) -> LiveProgress:
+        self._started = self._clock()
+        self._samples.append((self._started, 0))  # the rate from the first tick on
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._tick(final=True)
+
+    def __enter__(self) -> LiveProgress:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self._refresh_s):
+            self._tick()
+
+    def snapshot(self) -> ProgressSnapshot:
+        """The sum of every provider's snapshot."""
+        with self._lock:
+            providers = list(self._providers)
+        total = ProgressSnapshot()
+        for provider in providers:
+            total = total + provider.snapshot()
+        return total
+
+    def _rate(self, now: float, records: int) -> float | None:
+        """Events/s over the recent window (the run's average until a window exists)."""
+        samples = self._samples
+        samples.append((now, records))
+        while len(samples) > 2 and now - samples[1][0] >= self._window_s:
+            samples.popleft()
+        first_at, first = samples[0]
+        if now - first_at > 0 and len(samples) > 1:
+            return (records - first) / (now - first_at)
+        return None
+
+    def _tick(self, *, final: bool = False) -> None:
+        try:
+            snap = self.snapshot()
+        except Exception:  # a display never stops a run
+            log.debug("progress snapshot failed", exc_info=True)
+            return
+        now = self._clock()
+        elapsed = now - self._started
+        if final:
+            rate = snap.records_this_run / elapsed if elapsed > 0 else None
+        else:
+            rate = self._rate(now, snap.records_this_run)
+        with self._lock:
+            totals = self._totals
+        line = format_status(self.label, snap, elapsed_s=elapsed, rate=rate, totals=totals)
+        if self._tty:
+            width = shutil.get_terminal_size((120, 24)).columns
+            self._write(f"\r{line[:max(width - 1, 20)]}\x1b[K" + ("\n" if final else ""))
+        elif final or now - (self._last_line_at or self._started) >= self._log_every_s:
+            self._last_line_at = now
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self._write(f"{stamp} {line}{' (final)' if final else ''}\n")
+
+    def _write(self, text: str) -> None:
+        if self._broken:
+            return
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+            self.updates += 1
+        except (OSError, ValueError):  # a closed or broken stream: keep running, quietly
+            self._broken = True
