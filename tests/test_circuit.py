@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import orjson
 import pytest
 
@@ -166,19 +168,29 @@ def test_a_stop_wakes_a_send_waiting_out_an_outage(servers: list[FailingServer])
 
 
 def test_a_deadline_bounds_the_request_timeout() -> None:
+    """A server that accepts the connection and never answers, a client whose own timeout is
+    an hour: the request gives up at the deadline, not after the hour."""
     stop = Stop.after(0.5)
-    # A server that accepts the connection and never answers.
-    import socket
-
+    outcome: list[BaseException] = []
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/batch"
         client = AmplitudeClient(url, "key-0123456789", stop=stop,
-                                 retry=RetryPolicy(horizon_s=900))
-        try:
-            with pytest.raises(SendInterrupted, match="deadline"):
+                                 retry=RetryPolicy(horizon_s=900),
+                                 timeout=httpx.Timeout(3_600.0))
+
+        def send() -> None:
+            try:
                 client.send(events("d"))
-        finally:
-            client.close()
-    assert stop.stopped
+            except BaseException as exc:  # collected for the assertions
+                outcome.append(exc)
+
+        thread = threading.Thread(target=send, daemon=True)
+        thread.start()
+        thread.join(30)  # a hang guard: unbounded, the request would wait an hour
+        alive = thread.is_alive()
+        client.close()
+    assert not alive
+    [error] = outcome
+    assert isinstance(error, SendInterrupted) and "deadline" in str(error)

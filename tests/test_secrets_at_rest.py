@@ -116,9 +116,11 @@ def test_the_lambda_runtime_repr_names_where_things_are_not_what_they_hold(
 
 # ---- 2. no wire logs at -vv / DEBUG --------------------------------------------------------------
 
-def test_backfill_at_vv_prints_no_aws_token_secret_key_api_key_or_salt(
+def bucket_with_refused_events(
     aws: str, emulator: Emulator, tmp_path: Path
-) -> None:
+) -> tuple[Any, list[FixtureFile]]:
+    """Small Currents files in the bucket, three of their devices silenced in the emulator
+    (so a backfill dead-letters some events)."""
     s3 = boto3.client("s3", endpoint_url=aws)
     s3.create_bucket(Bucket=BUCKET)
     files = small_fixtures(tmp_path / "fixtures")
@@ -126,6 +128,13 @@ def test_backfill_at_vv_prints_no_aws_token_secret_key_api_key_or_salt(
         s3.put_object(Bucket=BUCKET, Key=fixture.key, Body=fixture.path.read_bytes())
     devices = [r["device_id"] for _, r in read_all(files) if r.get("device_id")]
     httpx.patch(f"{emulator.url}/_emulator/config", json={"silenced_device_ids": devices[:3]})
+    return s3, files
+
+
+def test_backfill_at_vv_prints_no_aws_token_secret_key_api_key_or_salt(
+    aws: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    s3, _ = bucket_with_refused_events(aws, emulator, tmp_path)
     config = tmp_path / "currents-export.toml"
     config.write_text('[mapping.pii]\nexternal_user_id = "hash"\n')
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing",
@@ -352,13 +361,7 @@ def test_s3_dead_letters_use_sse_s3_or_the_kms_key(aws: str) -> None:
 def test_backfill_writes_its_dead_letter_under_the_kms_key(
     aws: str, emulator: Emulator, tmp_path: Path
 ) -> None:
-    s3 = boto3.client("s3", endpoint_url=aws)
-    s3.create_bucket(Bucket=BUCKET)
-    files = small_fixtures(tmp_path / "fixtures")
-    for fixture in files:
-        s3.put_object(Bucket=BUCKET, Key=fixture.key, Body=fixture.path.read_bytes())
-    devices = [r["device_id"] for _, r in read_all(files) if r.get("device_id")]
-    httpx.patch(f"{emulator.url}/_emulator/config", json={"silenced_device_ids": devices[:3]})
+    s3, files = bucket_with_refused_events(aws, emulator, tmp_path)
     key = kms_key(aws)
     common = ["backfill", f"s3://{BUCKET}/currents", "--s3-endpoint-url", aws,
               "--amplitude-url", emulator.url, "--state", str(tmp_path / "state.sqlite"),
