@@ -138,3 +138,9 @@ def is_retryable(exc: BaseException) -> bool:
     if getattr(exc, "permanent", False):
         return False
     return bool(getattr(exc, "retryable", True))
+
+
+def ends_run(exc: BaseException) -> bool:
+    """Whether ``exc`` stops the whole run (not one object): a configuration Amplitude or
+    AWS refuses, Amplitude down for longer than the horizon, or a stop (deadline, signal)."""
+    return isinstance(exc, (ConfigurationError, AmplitudeUnavailable, Interrupted))

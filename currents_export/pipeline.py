@@ -1,25 +1,34 @@
 """Run objects through the steps: records → events → requests → outcomes → ledger.
 
-The reader thread decodes and maps records and hands events to the upload lanes; lanes
-resolve them concurrently. Progress inside an object is checkpointed only for the prefix
-of records already accounted for, after the dead letter is flushed, and an object is
-marked done only when every record is accounted for: a checkpoint is never ahead of
-delivered data, so a run killed at any instant resumes without losing anything.
+One stream, never drained between objects: the reader decodes and maps one object after
+another and hands events to the upload lanes, whose requests carry events of several
+objects. A bookkeeping thread takes what the lanes answer (and their failures), writes the
+dead letter and the ledger, and finishes each object when its own records are all
+accounted for, in whatever order that happens. The reader keeps at most
+``max_open_objects`` objects open; the lanes bound the events and bytes in flight.
+
+Progress inside an object is checkpointed only for the prefix of records already accounted
+for, after the dead letter is flushed, and an object is marked done only when every record
+is accounted for: a checkpoint is never ahead of delivered data, so a run killed at any
+instant resumes without losing anything.
 
 Faults are contained at the level ``currents_export.errors`` draws: a record that cannot
 be mapped is dead-lettered (``mapping_error``) and its object goes on; an object that fails
-for any reason is reported (retryable: pending; permanent: recorded and skipped later) and
-the run goes on; a configuration error, a stop (deadline, signal) or an Amplitude outage
-ends the run, with every object it did not reach reported as not started.
+for any reason, or whose events a failure left unanswered, is reported (retryable: pending;
+permanent: recorded and skipped later) and the run goes on; a configuration error, a stop
+(deadline, signal) or an Amplitude outage ends the run, with every object it did not reach
+reported as not started.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, Any
 
 import orjson
@@ -42,8 +51,10 @@ from currents_export.errors import (
     AmplitudeUnavailable,
     ConfigurationError,
     CurrentsExportError,
+    DeliveryFailed,
     Interrupted,
     UnreadableObject,
+    ends_run,
     is_retryable,
 )
 from currents_export.ledger import Ledger
@@ -74,6 +85,7 @@ _VALID_IDS_REMEMBERED = 100_000
 UNUSABLE_AFTER_RECORDS = 1_000
 UNUSABLE_SHARE = 0.9
 AMPLITUDE_DEDUP_DAYS = 7  # Amplitude drops a repeated insert_id only within this window
+MAX_OPEN_OBJECTS = 64  # objects read but not yet finished, at most (the rest wait)
 
 
 DEDUP_WINDOW = 200_000  # event ids remembered for in-run duplicate detection
@@ -107,19 +119,27 @@ class SeenIds:
             return True
 
 
+@dataclass(eq=False)
+class _Open:
+    """An object being read, or read and waiting for the answers to its events."""
+
+    source: SourceObject
+    report: ObjectReport
+    progress: ObjectProgress
+    reading: bool = True
+    error: BaseException | None = None  # the first failure; it fails the object
+    abandoned: int = 0  # events a failure left unanswered (pending)
+    finished: bool = False
+
+
 @dataclass(slots=True)
 class EventRef:
-    """What travels with an event until Amplitude answers for it.
+    """What travels with an event until Amplitude answers for it: its object, its record's
+    place, and the event as sent. The Braze record is not kept (memory stays flat): an
+    event Amplitude refuses is dead-lettered as sent, with its object and record index."""
 
-    The Braze record is kept as decoded (no copy) and the event as the bytes sent: they are
-    only needed again if the event ends in the dead letter.
-    """
-
-    progress: ObjectProgress
-    object_name: str
-    event_type: str
+    obj: _Open
     index: int
-    record: dict[str, Any]
     payload: bytes
     warnings: tuple[str, ...]
 
@@ -173,9 +193,14 @@ class Pipeline:
     stop: Stop | None = None  # a deadline or a signal; the client's when there is a client
     on_object: Callable[[ObjectReport], None] | None = None  # progress display, logs
     seen_ids: SeenIds = field(default_factory=lambda: SeenIds())  # shared by the workers
+    max_open_objects: int = MAX_OPEN_OBJECTS
     _lanes: Lanes[EventRef] | None = field(default=None, init=False)
+    _books: _Bookkeeper | None = field(default=None, init=False, repr=False)
+    _summary: RunSummary = field(default_factory=RunSummary, init=False, repr=False)
+    _open: list[_Open] = field(default_factory=list, init=False, repr=False)
+    _room: threading.Condition = field(default_factory=threading.Condition, init=False,
+                                       repr=False)
     _valid_ids: set[str] = field(default_factory=lambda: {""}, init=False)
-    _last_report: ObjectReport = field(default_factory=ObjectReport, init=False)
     # For snapshot(): the objects being read now (by id of their report) and the finished.
     _live_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _in_flight: dict[int, ObjectProgress] = field(default_factory=dict, init=False, repr=False)
@@ -200,8 +225,9 @@ class Pipeline:
         A configuration error, a stop or an Amplitude outage ends the run: the objects not
         reached are reported as not started (pending), and the summary says why.
         """
-        summary = RunSummary(dry_run=self.dry_run)
+        summary = self._summary = RunSummary(dry_run=self.dry_run)
         started = time.monotonic()
+        books = self._books = _Bookkeeper()
         if self.client is not None:
             self._lanes = Lanes(
                 self.client,
@@ -209,44 +235,62 @@ class Pipeline:
                 lanes=self.lanes,
                 on_delivered=self._delivered,
                 on_rejected=self._rejected,
+                on_abandoned=self._abandoned,
                 horizon_s=self.client.retry.horizon_s,
             )
         ended: str | None = None  # why the run stopped early
+        run_error: BaseException | None = None
         try:
             for source in objects:
-                if ended is None and self._stop.stopped:
-                    ended = f"not started: {self._stop.why()}"
+                if ended is None:
+                    self._wait_for_room()
+                    ended = self._ended()
                 if ended is not None:
                     report = ObjectReport(
                         object=source.uri, event_type=source.key_event_type, status="failed",
                         error=ended, not_started=True)
-                    self._settle(source, report)
-                    self._report(summary, report)
+                    books.put(partial(self._settle, source, report))
                     continue
                 try:
-                    report = self.process(source)
-                except ConfigurationError as exc:
-                    summary.configuration_error = str(exc)
-                    ended = "not started: the configuration must be fixed first"
-                    report = self._last_report
-                except AmplitudeUnavailable as exc:
-                    ended = f"not started: {exc}"
-                    report = self._last_report
-                self._report(summary, report)
+                    self._start(source)
+                except (ConfigurationError, AmplitudeUnavailable) as exc:
+                    ended = self._run_ended_by(exc)
+                except Interrupted:
+                    pass  # the next object sees the stop
         finally:
-            if self._lanes is not None:
-                self._lanes.close()
-                self._lanes = None
+            lanes, self._lanes = self._lanes, None
+            if lanes is not None:
+                try:
+                    lanes.drain()
+                except Exception as exc:  # the objects it left unanswered fail with it
+                    run_error = exc
+                    self._run_ended_by(exc)
+                finally:
+                    lanes.close()
+                summary.requests, summary.retries = lanes.take_stats()
+            books.put(partial(self._finish_open, run_error))
+            books.close()
+            self._books = None
             summary.elapsed_s = time.monotonic() - started
             summary.interrupted = self._stop.requested
             self.dead_letter.flush()
             summary.dead_letter_file = self.dead_letter.location
         return summary
 
-    def _report(self, summary: RunSummary, report: ObjectReport) -> None:
-        summary.add(report)
-        if self.on_object is not None:
-            self.on_object(report)
+    def _ended(self) -> str | None:
+        """Why no further object should start (a stop, the lanes gave up), or None."""
+        if self._stop.stopped:
+            return f"not started: {self._stop.why()}"
+        failed = self._lanes.failed if self._lanes is not None else None
+        return None if failed is None else self._run_ended_by(failed)
+
+    def _run_ended_by(self, error: BaseException) -> str | None:
+        """What objects not started are told when ``error`` ends the run (None: it does not)."""
+        if isinstance(error, ConfigurationError):
+            if self._summary.configuration_error is None:
+                self._summary.configuration_error = str(error)
+            return "not started: the configuration must be fixed first"
+        return f"not started: {error}" if ends_run(error) else None
 
     def snapshot(self) -> ProgressSnapshot:
         """Where this pipeline stands: the objects finished, and the records resolved so far
@@ -287,29 +331,30 @@ class Pipeline:
             )
 
     def _settle(self, source: SourceObject, report: ObjectReport) -> None:
-        """Move a finished object from in flight to finished (for ``snapshot``)."""
+        """Count a finished object (bookkeeping thread): in the summary, in the snapshot's
+        totals, and for ``on_object``."""
         with self._live_lock:
             processed = self._in_flight.pop(id(report), None) is not None
             self._finished.add(report, source.size, processed)
+        self._summary.add(report)
+        if self.on_object is not None:
+            try:
+                self.on_object(report)
+            except Exception:  # a display or a log line must not lose the object's report
+                log.exception("reporting %s failed", source.uri)
 
-    def process(self, source: SourceObject) -> ObjectReport:
-        """Run one object; any failure becomes its report. Raises only ConfigurationError
-        and AmplitudeUnavailable (after reporting the object in ``_last_report``): those
-        end the run."""
-        before = self._last_report
-        try:
-            return self._process(source)
-        finally:
-            if self._last_report is not before:  # the report of this object
-                self._settle(source, self._last_report)
-
-    def _process(self, source: SourceObject) -> ObjectReport:
-        report = self._last_report = ObjectReport(
-            object=source.uri, event_type=source.key_event_type)
+    def _start(self, source: SourceObject) -> None:
+        """Claim the object and read it into the lanes; the bookkeeper finishes it once its
+        records are accounted for. Raises what ends the run (after the object is handed
+        to the bookkeeper): ConfigurationError, AmplitudeUnavailable, Interrupted."""
+        books = self._books
+        assert books is not None  # set by run()
+        report = ObjectReport(object=source.uri, event_type=source.key_event_type)
         try:
             resume = self._begin(source, report)
         except ConfigurationError as exc:
             report.status, report.error = "failed", str(exc)
+            books.put(partial(self._settle, source, report))
             raise
         except Exception as exc:  # e.g. an object outside the layout that cannot be read
             report.status, report.error = "failed", str(exc) or type(exc).__name__
@@ -317,34 +362,88 @@ class Pipeline:
             _log_failure(source, report)
             if not report.retryable:
                 self._dead_letter_object(source, report)
-            return report
+            books.put(partial(self._settle, source, report))
+            return
         if report.status != "done":  # already done, skipped, or another worker has it
-            return report
-        identity = report.identity
+            books.put(partial(self._settle, source, report))
+            return
         progress = ObjectProgress(
-            identity,
+            report.identity,
             Checkpoint(resume.next_index, Tally.from_json(resume.figures)) if resume else None,
         )
         report.resumed = progress.resumed_from
+        obj = _Open(source, report, progress)
+        with self._room:
+            self._open.append(obj)
         with self._live_lock:
             self._in_flight[id(report)] = progress
         try:
-            try:
-                self._read(source, report, progress)
-            finally:
-                if self._lanes is not None:
-                    self._lanes.drain()
-            self.dead_letter.flush()
-        except (ConfigurationError, AmplitudeUnavailable) as exc:
-            self._finish(source, report, progress, error=exc)
-            raise
+            self._read(obj)
         except Exception as exc:  # contain every fault at the object
             if not isinstance(exc, (OSError, CurrentsExportError)):
                 log.debug("%s failed unexpectedly", source.uri, exc_info=True)
-            self._finish(source, report, progress, error=exc)
-            return report
-        self._finish(source, report, progress)
-        return report
+            books.put(partial(self._fail_open, obj, exc))
+            if ends_run(exc):
+                raise
+        finally:
+            obj.reading = False
+            books.put(partial(self._check, obj))
+
+    def _wait_for_room(self) -> None:
+        """Wait while ``max_open_objects`` objects are open (not past a stop)."""
+        with self._room:
+            while len(self._open) >= self.max_open_objects and self._ended() is None:
+                self._room.wait(0.2)
+
+    # ---- bookkeeping thread ------------------------------------------------------------
+
+    def _fail_open(self, obj: _Open, error: BaseException, abandoned: int = 0) -> None:
+        """Some of the object's records failed: it finishes as failed (first error wins)."""
+        obj.abandoned += abandoned
+        if obj.error is None:
+            obj.error = error
+        self._check(obj)
+
+    def _check(self, obj: _Open) -> None:
+        """Finish the object when all its records are accounted for; else checkpoint when
+        due."""
+        if obj.finished:
+            return
+        progress = obj.progress
+        if not obj.reading and progress.unresolved() <= obj.abandoned:
+            self._complete(obj)
+            return
+        if progress.checkpoint_due(self.checkpoint_every):
+            try:
+                self._checkpoint(progress)
+            except Exception as exc:  # the object fails; the next run resumes it
+                log.debug("%s: could not save progress", obj.source.uri, exc_info=True)
+                if obj.error is None:
+                    obj.error = exc
+
+    def _complete(self, obj: _Open, run_error: BaseException | None = None) -> None:
+        obj.finished = True
+        error = obj.error or run_error
+        if error is None:
+            try:
+                self.dead_letter.flush()  # durable before the object is marked done
+            except Exception as exc:
+                error = exc
+        self._finish(obj.source, obj.report, obj.progress, error=error)
+        with self._room:
+            self._open.remove(obj)
+            self._room.notify_all()
+        self._settle(obj.source, obj.report)
+
+    def _finish_open(self, run_error: BaseException | None) -> None:
+        """The run ends: objects still open have events no one will answer (a stop left a
+        request behind, or the lanes failed); they fail, those events pending."""
+        for obj in list(self._open):
+            if not obj.finished:
+                self._complete(obj, run_error or obj.error or (
+                    self._stop.interrupted() if self._stop.requested else DeliveryFailed(
+                        "some events were not answered when the run ended; the object "
+                        "resumes on the next run")))
 
     def _begin(self, source: SourceObject, report: ObjectReport) -> Resume | None:
         """Look the object up in the ledger and claim it; returns where to resume.
@@ -401,8 +500,6 @@ class Pipeline:
         tally, report.pending = progress.totals()
         report.add_tally(tally)
         report.newest_event_ms = progress.newest_event_ms
-        if self._lanes is not None:
-            report.requests, report.retries = self._lanes.take_stats()
         if error is None:
             if self.ledger is None or self.dry_run:
                 return
@@ -442,16 +539,22 @@ class Pipeline:
 
     def _resolve(
         self,
-        progress: ObjectProgress,
+        obj: _Open,
         index: int,
         bucket: str,
         reason: str | None = None,
         warnings: tuple[str, ...] = (),
     ) -> None:
-        """Account for one record, and checkpoint when the resolved prefix grew enough."""
-        progress.resolve(index, bucket, reason, warnings)
-        if progress.checkpoint_due(self.checkpoint_every):
-            self._checkpoint(progress)
+        """Account for one record; the bookkeeper checkpoints when the resolved prefix grew
+        enough."""
+        obj.progress.resolve(index, bucket, reason, warnings)
+        if obj.progress.checkpoint_due(self.checkpoint_every):
+            self._books_put(partial(self._check, obj))
+
+    def _books_put(self, task: Callable[[], None]) -> None:
+        books = self._books
+        if books is not None:  # None: a lane answering after the run ended (events pending)
+            books.put(task)
 
     def _checkpoint(self, progress: ObjectProgress) -> None:
         """Save how far the object got (called from the reader and from lane threads)."""
@@ -467,7 +570,8 @@ class Pipeline:
             )
             progress.saved_index = checkpoint.next_index
 
-    def _read(self, source: SourceObject, report: ObjectReport, progress: ObjectProgress) -> None:
+    def _read(self, obj: _Open) -> None:
+        source, report, progress = obj.source, obj.report, obj.progress
         stop = self._stop
         with source.open() as fileobj:
             stream = open_records(fileobj, source.uri, source.key_event_type)
@@ -486,7 +590,7 @@ class Pipeline:
                         "next run"
                     )
                 if self._repeated(record.get("id")):
-                    self._resolve(progress, index, DUPLICATE)
+                    self._resolve(obj, index, DUPLICATE)
                     continue
                 try:
                     result = mapper.map(record)
@@ -495,11 +599,10 @@ class Pipeline:
                 except Exception as exc:  # one bad record never stops its object
                     result = Rejected(MAPPING_ERROR, f"{type(exc).__name__}: {exc}")
                 if isinstance(result, Mapped):
-                    self._route(progress, source.uri, stream.event_type, index, record,
-                                result, payload)
+                    self._route(obj, stream.event_type, index, record, result, payload)
                 elif isinstance(result, Rejected):
-                    self._dead_letter(progress, source.uri, stream.event_type, index, record,
-                                      None, result.reason, result.detail)
+                    self._dead_letter(obj, stream.event_type, index, record, None,
+                                      result.reason, result.detail)
                     if result.reason == MAPPING_ERROR:
                         unusable += 1
                         if read >= UNUSABLE_AFTER_RECORDS and unusable > UNUSABLE_SHARE * read:
@@ -508,7 +611,7 @@ class Pipeline:
                                 f"not be mapped (last: {result.detail}); the object looks "
                                 "corrupt and is not read further")
                 else:
-                    self._resolve(progress, index, SKIPPED, result.reason)
+                    self._resolve(obj, index, SKIPPED, result.reason)
 
     def _checked_payload(self, event: dict[str, Any]) -> bytes | str:
         """The event as sent, or the reason its ids are refused (a str)."""
@@ -527,8 +630,7 @@ class Pipeline:
 
     def _route(
         self,
-        progress: ObjectProgress,
-        object_name: str,
+        obj: _Open,
         event_type: str,
         index: int,
         record: dict[str, Any],
@@ -538,24 +640,25 @@ class Pipeline:
         """Write to --output and hand the event to the lanes (or count a dry run)."""
         event = mapped.event
         if isinstance(payload, str):  # ids Amplitude would refuse
-            self._dead_letter(progress, object_name, event_type, index, record, event,
-                              INVALID_ID, payload, mapped.warnings)
+            self._dead_letter(obj, event_type, index, record, event, INVALID_ID, payload,
+                              mapped.warnings)
             return
+        progress = obj.progress
         if progress.newest_event_ms is None or event["time"] > progress.newest_event_ms:
             progress.newest_event_ms = event["time"]
         if self.output is not None:
             self.output.write(payload + b"\n")
         if self._lanes is None:
-            self._resolve(progress, index, SKIPPED, DRY_RUN, mapped.warnings)
+            self._resolve(obj, index, SKIPPED, DRY_RUN, mapped.warnings)
             return
         user_id, device_id = event.get("user_id"), event.get("device_id")
         ids = tuple(i for i in (user_id, device_id) if i)
-        ref = EventRef(progress, object_name, event_type, index, record, payload,
-                       mapped.warnings)
+        ref = EventRef(obj, index, payload, mapped.warnings)
         try:
             self._lanes.submit(PendingEvent(payload, ref, ids))
         except EventTooLarge as exc:
-            self._rejected(ref, EVENT_TOO_LARGE, str(exc))
+            self._dead_letter(obj, event_type, index, record, orjson.Fragment(payload),
+                              EVENT_TOO_LARGE, str(exc), mapped.warnings)
 
     def _id_problem(self, event: dict[str, Any]) -> str | None:
         """``id_problem``, remembering ids already found valid (users recur in a file)."""
@@ -570,50 +673,92 @@ class Pipeline:
             valid.update(i for i in (event.get("user_id"), event.get("device_id")) if i)
         return problem
 
+    # ---- lane threads: account in memory, leave the writing to the bookkeeper -----------
+
     def _delivered(self, refs: list[EventRef]) -> None:
-        """One request's delivered events (nearly always of one object): resolve them at once."""
-        if self._lanes is None:  # a lane left behind by a stop answers after the run ended:
-            return               # its events stay pending (re-sent, deduplicated by insert_id)
-        progress = refs[0].progress
-        if any(ref.progress is not progress for ref in refs):
+        """One request's delivered events (of one object or several)."""
+        first = refs[0].obj
+        if all(ref.obj is first for ref in refs):
+            groups = {first: refs}
+        else:
+            groups = {}
             for ref in refs:
-                self._delivered([ref])
-            return
-        progress.resolve_delivered([(ref.index, ref.warnings) for ref in refs])
-        if progress.checkpoint_due(self.checkpoint_every):
-            self._checkpoint(progress)
+                groups.setdefault(ref.obj, []).append(ref)
+        for obj, delivered in groups.items():
+            progress = obj.progress
+            progress.resolve_delivered([(ref.index, ref.warnings) for ref in delivered])
+            if ((not obj.reading and progress.unresolved() <= obj.abandoned)
+                    or progress.checkpoint_due(self.checkpoint_every)):
+                self._books_put(partial(self._check, obj))
 
     def _rejected(self, ref: EventRef, reason: str, detail: str) -> None:
-        if self._lanes is None:  # after the run ended (see _delivered)
+        self._books_put(partial(self._dead_letter_event, ref, reason, detail))
+
+    def _abandoned(self, refs: list[EventRef], error: BaseException) -> None:
+        counts: dict[_Open, int] = {}
+        for ref in refs:
+            counts[ref.obj] = counts.get(ref.obj, 0) + 1
+        for obj, count in counts.items():
+            self._books_put(partial(self._fail_open, obj, error, count))
+
+    def _dead_letter_event(self, ref: EventRef, reason: str, detail: str) -> None:
+        """An event Amplitude refused (bookkeeping thread): its line holds the event as
+        sent and its record's place, not the record (see ``EventRef``)."""
+        obj = ref.obj
+        if obj.finished:
             return
-        self._dead_letter(ref.progress, ref.object_name, ref.event_type, ref.index,
-                          ref.record, orjson.Fragment(ref.payload),
-                          reason, detail, ref.warnings)
+        self._dead_letter(obj, obj.report.event_type or "", ref.index, None,
+                          orjson.Fragment(ref.payload), reason, detail, ref.warnings)
+        self._check(obj)
 
     def _dead_letter(
         self,
-        progress: ObjectProgress,
-        object_name: str,
+        obj: _Open,
         event_type: str,
         index: int,
-        record: dict[str, Any] | orjson.Fragment,
+        record: dict[str, Any] | None,
         event: dict[str, Any] | orjson.Fragment | None,
         reason: str,
         detail: str,
         warnings: tuple[str, ...] = (),
     ) -> None:
-        if isinstance(record, dict) and not self.options.dead_letter_raw_record:
+        if record is not None and not self.options.dead_letter_raw_record:
             record = redacted_record(event_type, self.options, record)  # the privacy policy
         self.dead_letter.write(
             reason=reason,
             detail=detail,
-            object_name=object_name,
+            object_name=obj.source.uri,
             record_index=index,
             event_type=event_type,
             record=record,
             event=event,
         )
-        self._resolve(progress, index, DEAD_LETTERED, reason, warnings)
+        self._resolve(obj, index, DEAD_LETTERED, reason, warnings)
+
+
+class _Bookkeeper:
+    """One thread that runs the writing side of accounting in order: dead-letter lines of
+    refused events, checkpoints, finished objects (ledger, summary, ``on_object``)."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="bookkeeper", daemon=True)
+        self._thread.start()
+
+    def put(self, task: Callable[[], None]) -> None:
+        self._tasks.put(task)
+
+    def close(self) -> None:
+        """Run what is queued, then stop."""
+        self._tasks.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            try:
+                task()
+            except Exception:  # a bug: logged, and the other objects go on
+                log.exception("bookkeeping failed")
 
 
 def _log_failure(source: SourceObject, report: ObjectReport) -> None:

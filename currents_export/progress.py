@@ -102,6 +102,11 @@ class ObjectProgress:
         with self._lock:
             return Checkpoint(self._next, _copy(self._prefix))
 
+    def unresolved(self) -> int:
+        """How many records read are not resolved yet."""
+        with self._lock:
+            return self._read - self._next - len(self._above)
+
     def totals(self) -> tuple[Tally, int]:
         """Everything resolved so far (prefix and beyond) and how many read are unresolved."""
         with self._lock:

@@ -211,13 +211,13 @@ def test_a_pipeline_snapshot_counts_the_object_in_flight_then_the_finished(
 @pytest.fixture(scope="module")
 def twelve_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[FixtureFile]]:
     root = tmp_path_factory.mktemp("display-bucket")
-    return root, generate_fixtures(root, events_per_type=200, event_types=TYPES,
+    return root, generate_fixtures(root, events_per_type=2_000, event_types=TYPES,
                                    files_per_type=2, seed=5)
 
 
 @pytest.fixture
 def slow_emulator(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.set_faults([{"action": "delay", "delay_s": 0.3}], seed=1)
+    emulator.set_faults([{"action": "delay", "delay_s": 0.5}], seed=1)
     yield emulator
     emulator.clear_faults()
 

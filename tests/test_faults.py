@@ -26,6 +26,7 @@ from test_replay import API_KEY, assert_balanced, replay, requests_made, run_cli
 from currents_export.amplitude.emulator import Emulator
 from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
+from currents_export.pipeline import MAX_OPEN_OBJECTS
 
 CUSTOM = "users.behaviors.CustomEvent"
 
@@ -97,23 +98,24 @@ def test_a_url_that_is_not_amplitude_delivers_nothing_and_says_so(
 def test_an_outage_pauses_the_run_once_not_once_per_object(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    files = fixtures(tmp_path / "bucket", events=150, files_per_type=50)
-    assert len(files) == 50
+    files = fixtures(tmp_path / "bucket", events=300, files_per_type=100)
+    assert len(files) == 100
     set_faults(emulator, [{"action": "status", "status": 503}])
     result, summary = replay(emulator, tmp_path, tmp_path / "bucket",
                              extra=("--retry-horizon", "3", "--lanes", "4"))
     assert result.exit_code == 1
-    assert summary["objects_failed"] == 50
-    # One object met the outage; the 49 others were not even read.
-    assert summary["objects_not_started"] == 49
-    assert "unavailable since" in summary["failures"][0]["error"]
+    assert summary["objects_failed"] == 100
+    # The objects read before the outage was known (at most MAX_OPEN_OBJECTS are open at
+    # once) failed with it; the others were not even read.
+    assert summary["objects_not_started"] >= 100 - MAX_OPEN_OBJECTS
+    assert all("unavailable since" in failure["error"] for failure in summary["failures"])
     assert_balanced(summary)
     # One circuit probing at a backoff: a handful of requests for the whole run, where
-    # retrying per object would have spent the horizon 50 times (hundreds of requests).
+    # retrying per object would have spent the horizon 100 times (hundreds of requests).
     assert requests_made(emulator) < 30
     clear_faults(emulator)
     result, summary = replay(emulator, tmp_path, tmp_path / "bucket")
-    assert result.exit_code == 0 and summary["objects_done"] == 50
+    assert result.exit_code == 0 and summary["objects_done"] == 100
 
 
 def replay_process(emulator: Emulator, work: Path, *extra: str) -> subprocess.Popen[bytes]:

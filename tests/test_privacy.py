@@ -790,7 +790,11 @@ def test_planted_personal_data_reaches_nothing_under_privacy_first(
              if part.is_file() for line in part.read_bytes().splitlines()]
     assert len(lines) == sum(dead.values())
     assert {line["reason"] for line in lines} >= {"no_event_id", "invalid_id"}
-    assert all(line["record"] for line in lines)  # records kept, redacted
+    # Records refused before sending are kept, redacted; events Amplitude refused are kept
+    # as sent (after the policy), with their record's place.
+    assert all(line["record"] for line in lines if not line["reason"].startswith("amplitude_"))
+    assert all(line["event"] and line["record"] is None for line in lines
+               if line["reason"].startswith("amplitude_"))
     assert_clean(orjson.dumps(lines).decode(), "the dead letter")
 
     # inspect, every file: samples shown, after the policy

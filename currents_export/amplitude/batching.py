@@ -7,7 +7,8 @@ never by serialising again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -72,13 +73,16 @@ class RequestPacker(Generic[Ref]):
     """Accumulates events and hands out full requests.
 
     ``add`` returns the request that had to be closed to make room (or None); ``flush``
-    returns what is left. No request ever exceeds ``limits``.
+    returns what is left. No request ever exceeds ``limits``. ``opened_at`` is the clock
+    time of the first event of the open request (for a linger), 0.0 when it is empty.
     """
 
     limits: RequestLimits
     envelope_overhead: int
+    clock: Callable[[], float] = time.monotonic
     _events: list[PendingEvent[Ref]] = field(default_factory=list)
     _size: int = 0
+    opened_at: float = 0.0
 
     def __post_init__(self) -> None:
         self._size = self.envelope_overhead
@@ -97,6 +101,8 @@ class RequestPacker(Generic[Ref]):
         ):
             closed = self.flush()
             separator = 0
+        if not self._events:
+            self.opened_at = self.clock()
         self._events.append(event)
         self._size += separator + len(event.payload)
         return closed
@@ -106,6 +112,7 @@ class RequestPacker(Generic[Ref]):
             return None
         events, self._events = self._events, []
         self._size = self.envelope_overhead
+        self.opened_at = 0.0
         return events
 
     def __len__(self) -> int:

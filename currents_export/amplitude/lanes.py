@@ -6,6 +6,12 @@ lane. A lane sends one request at a time, in order, so there are never two reque
 flight for one id and each id's events reach Amplitude in record order, retries included.
 When Amplitude throttles some ids (429), the lane holds their events, and every later
 event of those ids, for the pause Amplitude asks for, while the other ids keep flowing.
+
+Requests close when full, or when their lane has nothing else to send and the request has
+been open for ``linger_s``: a steady stream fills requests, a trickle still leaves soon.
+With ``on_abandoned``, events a failure leaves unresolved are handed back with the error
+(their objects fail, the others go on); only an error that ends the run (see
+``errors.ends_run``) stops the lanes.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Generic, TypeVar
 from currents_export.amplitude.batching import PendingEvent, RequestPacker, pack_all
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.config import RequestLimits
-from currents_export.errors import DeliveryFailed, SendError
+from currents_export.errors import DeliveryFailed, SendError, ends_run
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,7 @@ Ref = TypeVar("Ref")
 
 OnDelivered = Callable[[list[Ref]], None]  # one call per request
 OnRejected = Callable[[Ref, str, str], None]
+OnAbandoned = Callable[[list[Ref], BaseException], None]  # left unresolved by a failure
 
 
 @dataclass
@@ -40,6 +47,10 @@ class _Drain:
 
 _STOP = object()
 _STOP_GRACE_S = 3.0  # after a stop, how long drain/close wait for a request in flight
+DEFAULT_LINGER_S = 0.05  # how long an idle lane waits for its open request to fill
+# A lane holding this many throttled events takes no new work until some are sent: the
+# reader waits (back-pressure) instead of memory growing with a throttled user's events.
+MAX_HELD_EVENTS = 20_000
 
 
 class Lanes(Generic[Ref]):
@@ -48,7 +59,7 @@ class Lanes(Generic[Ref]):
     ``submit`` is called from one thread (the reader); callbacks run on lane threads,
     ``on_delivered`` once per request with the refs it delivered.
     ``drain`` returns when every submitted event is resolved, or raises the first
-    DeliveryFailed / ConfigurationError a lane met (its unresolved events stay pending).
+    error a lane met that was not handed to ``on_abandoned`` (its events stay pending).
     """
 
     def __init__(
@@ -60,7 +71,9 @@ class Lanes(Generic[Ref]):
         on_delivered: OnDelivered[Ref],
         on_rejected: OnRejected[Ref],
         horizon_s: float,
+        on_abandoned: OnAbandoned[Ref] | None = None,
         queue_depth: int = 2,
+        linger_s: float = DEFAULT_LINGER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if lanes < 1:
@@ -68,6 +81,8 @@ class Lanes(Generic[Ref]):
         self._client = client
         self._on_delivered = on_delivered
         self._on_rejected = on_rejected
+        self._on_abandoned = on_abandoned
+        self._linger_s = linger_s
         self._horizon_s = horizon_s
         self._clock = clock
         self._stop = client.stop  # a deadline or a signal: checked before every request
@@ -83,11 +98,19 @@ class Lanes(Generic[Ref]):
         self._requests = 0
         self._retries = 0
         self._next_anonymous = 0
-        self._packers = [RequestPacker[Ref](limits, client.envelope.overhead) for _ in range(lanes)]
+        self._packers = [RequestPacker[Ref](limits, client.envelope.overhead, clock)
+                         for _ in range(lanes)]
+        # Held while a lane's packer is filled or emptied into its queue: keeps the order of
+        # requests when the linger thread closes one while the reader adds to it.
+        self._packing = [threading.Lock() for _ in range(lanes)]
         self._limits = limits
         self._lanes = [_Lane(self, index, queue_depth) for index in range(lanes)]
         for lane in self._lanes:
             lane.start()
+        self._closed = threading.Event()
+        self._linger = threading.Thread(target=self._linger_loop, name="amplitude-linger",
+                                        daemon=True)
+        self._linger.start()
 
     # ---- reader side ----------------------------------------------------------------------
 
@@ -95,19 +118,46 @@ class Lanes(Generic[Ref]):
         """Queue one event (blocks while its lane is busy: memory stays bounded)."""
         self._raise_if_failed()
         lane = self._claim(event)
-        try:
-            closed = self._packers[lane].add(event)
-        except Exception:
-            self._release([event])
-            raise
-        if closed:
-            self._put(lane, closed)
+        with self._packing[lane]:
+            try:
+                closed = self._packers[lane].add(event)
+            except Exception:
+                self._release([event])
+                raise
+            if closed:
+                self._put(lane, closed)
+
+    def _send_open(self, lane: int) -> None:
+        """Close the lane's open request and queue it."""
+        with self._packing[lane]:
+            rest = self._packers[lane].flush()
+            if rest:
+                self._put(lane, rest)
+
+    def _linger_loop(self) -> None:
+        """Close open requests of idle lanes once they have waited ``linger_s``."""
+        tick = max(self._linger_s / 2, 0.005)
+        while not self._closed.wait(tick):
+            now = self._clock()
+            for lane, packer in zip(self._lanes, self._packers, strict=True):
+                if (not packer.opened_at or now - packer.opened_at < self._linger_s
+                        or lane.busy or not lane.queue.empty()):
+                    continue
+                packing = self._packing[lane.index]
+                if not packing.acquire(blocking=False):  # the reader is adding: next tick
+                    continue
+                try:
+                    rest = packer.flush()
+                    if rest:
+                        self._put(lane.index, rest)
+                except Exception:  # a stop: what was open is abandoned by _put
+                    pass
+                finally:
+                    packing.release()
 
     def drain(self) -> None:
-        for lane, packer in zip(self._lanes, self._packers, strict=True):
-            rest = packer.flush()
-            if rest:
-                self._put(lane.index, rest)
+        for lane in self._lanes:
+            self._send_open(lane.index)
         markers = [_Drain() for _ in self._lanes]
         for lane, marker in zip(self._lanes, markers, strict=True):
             self._put(lane.index, marker)
@@ -127,7 +177,10 @@ class Lanes(Generic[Ref]):
                 return
             except queue.Full:
                 if self._stop.requested:
-                    raise self._stop.interrupted() from None
+                    error = self._stop.interrupted()
+                    if isinstance(item, list):
+                        self._abandon(item, error)
+                    raise error from None
 
     def _wait(self, done: threading.Event) -> None:
         """Wait for a lane; once the run is stopping, only a short grace for a request in
@@ -141,6 +194,11 @@ class Lanes(Generic[Ref]):
                 self._fail(self._stop.interrupted())
                 return
 
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that stopped the lanes, if one did."""
+        return self._error
+
     def take_stats(self) -> tuple[int, int]:
         """Requests and retries since the last call."""
         with self._stats_lock:
@@ -149,6 +207,8 @@ class Lanes(Generic[Ref]):
         return stats
 
     def close(self) -> None:
+        self._closed.set()
+        self._linger.join(timeout=1.0)
         for lane in self._lanes:
             # A lane stuck in a request while stopping is left behind (a daemon thread).
             with contextlib.suppress(queue.Full):
@@ -181,9 +241,7 @@ class Lanes(Generic[Ref]):
             # The user's and the device's events sit in two lanes: send what those lanes
             # have packed (outside the lock: a full queue blocks) and wait for one to finish.
             for lane in owners:
-                rest = self._packers[lane].flush()
-                if rest:
-                    self._put(lane, rest)
+                self._send_open(lane)
             with self._ownership:
                 self._ownership.wait(timeout=0.5)
             self._raise_if_failed()
@@ -219,6 +277,24 @@ class Lanes(Generic[Ref]):
                         holds[identifier] = left
             self._ownership.notify_all()
 
+    def _abandon(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
+        """After a failure: leave events unresolved (pending), free their ids, and hand them
+        back to ``on_abandoned`` when there is one."""
+        if not events:
+            return
+        try:
+            if self._on_abandoned is not None:
+                self._on_abandoned([event.ref for event in events], error)
+        finally:
+            self._release(events)
+
+    def _give_up(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
+        """``events`` failed with ``error``: with ``on_abandoned`` only they fail, unless
+        the error ends the run; without it, the lanes stop (``drain`` raises it)."""
+        self._abandon(events, error)
+        if self._on_abandoned is None or ends_run(error):
+            self._fail(error)
+
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
@@ -236,10 +312,19 @@ class _Lane(threading.Thread, Generic[Ref]):
         self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.held: list[PendingEvent[Ref]] = []
         self.paused: dict[str, float] = {}  # id → clock time when it may be sent again
+        # A throttled id is re-sent a few events at a time, one batch per pause: ``budget``
+        # halves when Amplitude throttles the id again and doubles when a batch gets through.
+        self.budget: dict[str, int] = {}
+        self.pace: dict[str, float] = {}  # id → the pause Amplitude asked for
+        self.progressed_at = 0.0  # when a held event last got through (or holding began)
+        self.busy = False  # sending (read by the linger thread)
 
     def run(self) -> None:
         while True:
             self._release_ready()
+            if len(self.held) >= MAX_HELD_EVENTS:
+                self.parent._stop.sleep(self._next_wake() or 0.01)
+                continue
             try:
                 item = self.queue.get(timeout=self._next_wake())
             except queue.Empty:
@@ -251,11 +336,14 @@ class _Lane(threading.Thread, Generic[Ref]):
                 item.done.set()
                 continue
             assert isinstance(item, list)
+            self.busy = True
             try:
                 self._send_or_hold(item)
             except Exception as exc:  # a failing callback must not leave drain() hanging
                 log.exception("lane %s failed", self.name)
                 self.parent._fail(exc)
+            finally:
+                self.busy = False
 
     def _next_wake(self) -> float | None:
         if not self.held:
@@ -267,7 +355,7 @@ class _Lane(threading.Thread, Generic[Ref]):
     def _wait_out_held(self) -> None:
         while self.held:
             if self.parent._stop.stopped:
-                self._give_up(self.parent._stop.interrupted())
+                self._give_up([], self.parent._stop.interrupted())
                 return
             self._release_ready()
             if self.held:
@@ -281,12 +369,14 @@ class _Lane(threading.Thread, Generic[Ref]):
 
     def _send_or_hold(self, request: list[PendingEvent[Ref]]) -> None:
         if self.parent._error is not None:
-            self._abandon(request)
+            self.parent._abandon(request, self.parent._error)
             return
         if not self.held and not self.paused:  # nothing throttled: the usual case
             self._send(request)
             return
         now = self.parent._clock()
+        if not self.held:  # holding (begins again): the horizon counts from now
+            self.progressed_at = now
         held_ids = {i for event in self.held for i in event.ids}
         ready = []
         for event in request:
@@ -303,39 +393,58 @@ class _Lane(threading.Thread, Generic[Ref]):
         if not self.held:
             return
         if self.parent._error is not None:
-            self._abandon(self.held)
-            self.held = []
+            held, self.held = self.held, []
+            self.parent._abandon(held, self.parent._error)
             return
         now = self.parent._clock()
         horizon = self.parent._horizon_s
-        if any(e.held_since is not None and now - e.held_since > horizon for e in self.held):
-            self._give_up(DeliveryFailed(
-                f"Amplitude kept throttling some users/devices for over {horizon:.0f}s; "
-                "the object stays pending for the next run"
+        if now - self.progressed_at > horizon:
+            self._give_up([], DeliveryFailed(
+                f"Amplitude throttled some users/devices for over {horizon:.0f}s without "
+                "letting any of their events through; the objects stay pending for the "
+                "next run"
             ))
             return
         still: list[PendingEvent[Ref]] = []
         still_ids: set[str] = set()
         ready: list[PendingEvent[Ref]] = []
+        budget = self.budget
+        released: dict[str, int] = {}
         for event in self.held:
-            if self._blocked(event, now, still_ids):
+            if self._blocked(event, now, still_ids) or any(
+                    released.get(i, 0) >= budget.get(i, MAX_HELD_EVENTS) for i in event.ids):
                 still.append(event)
                 still_ids.update(event.ids)
             else:
                 ready.append(event)
+                for identifier in event.ids:
+                    released[identifier] = released.get(identifier, 0) + 1
         self.held = still
         self.paused = {i: t for i, t in self.paused.items() if t > now}
-        for request in pack_all(ready, self.parent._limits, self.parent._client.envelope.overhead):
-            self._send(request)
+        for identifier in released:  # the next batch of a throttled id waits one pause
+            if identifier in budget:
+                self.paused[identifier] = now + self.pace.get(identifier, 0.0)
+        if not self.held:
+            self.budget, self.pace = {}, {}
+        requests = list(pack_all(ready, self.parent._limits,
+                                 self.parent._client.envelope.overhead))
+        for n, request in enumerate(requests):
+            # While a request is out, what follows it counts as held: if the request is
+            # throttled again (or fails), the rest waits behind it (or fails with it), so no
+            # event overtakes an earlier one of the same id.
+            self.held = [e for later in requests[n + 1:] for e in later] + still
+            if not self._send(request):
+                return
 
-    def _send(self, events: list[PendingEvent[Ref]]) -> None:
+    def _send(self, events: list[PendingEvent[Ref]]) -> bool:
+        """Send one request; its throttled events are held. True when every event was
+        answered for, False when some were throttled or failed."""
         if self.parent._error is not None:
-            self._abandon(events)
-            return
+            self.parent._abandon(events, self.parent._error)
+            return False
         if self.parent._stop.stopped:
-            self._abandon(events)
-            self._give_up(self.parent._stop.interrupted())
-            return
+            self._give_up(events, self.parent._stop.interrupted())
+            return False
         try:
             outcome = self.parent._client.send(events)
         except SendError as exc:
@@ -345,15 +454,28 @@ class _Lane(threading.Thread, Generic[Ref]):
                 self._report(partial.delivered, [(e, r, d) for e, r, d in partial.rejected])
                 resolved = {id(e) for e in partial.delivered}
                 resolved |= {id(e) for e, _, _ in partial.rejected}
-            self._abandon([e for e in events if id(e) not in resolved])
-            self._give_up(exc)
-            return
+            self._give_up([e for e in events if id(e) not in resolved], exc)
+            return False
         self._report(outcome.delivered, outcome.rejected)
         with self.parent._stats_lock:
             self.parent._requests += outcome.requests
             self.parent._retries += outcome.retries
+        if self.budget:
+            self._got_through(outcome.delivered)
         if outcome.throttled:
             self._hold_throttled(outcome.throttled)
+            return False
+        return True
+
+    def _got_through(self, delivered: list[PendingEvent[Ref]]) -> None:
+        """Held events were delivered: their ids may send more per batch."""
+        budget = self.budget
+        for event in delivered:
+            if event.held_since is not None:
+                self.progressed_at = self.parent._clock()
+            for identifier in event.ids:
+                if identifier in budget:
+                    budget[identifier] = min(budget[identifier] * 2, MAX_HELD_EVENTS)
 
     def _report(
         self,
@@ -374,10 +496,17 @@ class _Lane(threading.Thread, Generic[Ref]):
 
     def _hold_throttled(self, throttled: list[tuple[PendingEvent[Ref], float]]) -> None:
         now = self.parent._clock()
+        if not self.held:
+            self.progressed_at = now
+        per_id: dict[str, int] = {}
+        for event, _ in throttled:
+            for identifier in event.ids:
+                per_id[identifier] = per_id.get(identifier, 0) + 1
+        for identifier, sent in per_id.items():  # half as many next time
+            self.budget[identifier] = max(1, min(self.budget.get(identifier, sent), sent) // 2)
         for event, pause in throttled:
             if pause > self.parent._horizon_s:
-                self._abandon([event for event, _ in throttled])
-                self._give_up(DeliveryFailed(
+                self._give_up([event for event, _ in throttled], DeliveryFailed(
                     "Amplitude's daily quota is exhausted for some users/devices; "
                     "the object stays pending: run again later"
                 ))
@@ -385,17 +514,14 @@ class _Lane(threading.Thread, Generic[Ref]):
             until = now + pause
             for identifier in event.ids:
                 self.paused[identifier] = max(self.paused.get(identifier, 0.0), until)
+                self.pace[identifier] = max(self.pace.get(identifier, 0.0), pause)
             if event.held_since is None:
                 event.held_since = now
         # Throttled events go before anything later of the same ids (held keeps order).
         self.held = [event for event, _ in throttled] + self.held
         log.info("holding %d throttled events", len(throttled))
 
-    def _abandon(self, events: list[PendingEvent[Ref]]) -> None:
-        """After a failure: leave events unresolved (pending) but free their ids."""
-        self.parent._release(events)
-
-    def _give_up(self, error: BaseException) -> None:
-        self._abandon(self.held)
-        self.held = []
-        self.parent._fail(error)
+    def _give_up(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
+        """``events`` and every held event failed with ``error``."""
+        held, self.held = self.held, []
+        self.parent._give_up(events + held, error)
