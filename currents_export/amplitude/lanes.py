@@ -72,7 +72,7 @@ class Lanes(Generic[Ref]):
         on_rejected: OnRejected[Ref],
         horizon_s: float,
         on_abandoned: OnAbandoned[Ref] | None = None,
-        queue_depth: int = 2,
+        queue_depth: int = 1,
         linger_s: float = DEFAULT_LINGER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
