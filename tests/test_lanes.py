@@ -114,3 +114,26 @@ def test_one_lane_keeps_global_order(server: RecordingServer) -> None:
     events = workload(200)
     deliver(server.url, events, lanes=1)
     assert [e["insert_id"] for e in server.stored] == [e["insert_id"] for e in events]
+
+
+def test_an_idle_lane_sends_its_open_request_after_the_linger(server: RecordingServer) -> None:
+    """No drain and no full request: the events still leave, once the lane is idle."""
+    client = AmplitudeClient(server.url, "key-123")
+    delivered = threading.Event()
+    got: list[str] = []
+
+    def on_delivered(refs: list[str]) -> None:
+        got.extend(refs)
+        delivered.set()
+
+    lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=2, on_delivered=on_delivered,
+                              on_rejected=lambda *_: None, horizon_s=30, linger_s=0.05)
+    try:
+        for n in range(3):  # fewer than a request holds
+            event = {"event_type": "e", "insert_id": f"i-{n}", "user_id": "user-00001"}
+            lanes.submit(PendingEvent(orjson.dumps(event), event["insert_id"], ("user-00001",)))
+        assert delivered.wait(10), "the open request was never sent"
+        assert got == ["i-0", "i-1", "i-2"]  # in one request, in order
+    finally:
+        lanes.close()
+        client.close()
