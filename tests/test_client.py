@@ -221,3 +221,25 @@ def test_a_429_without_usable_indexes_pauses_the_whole_stream(
     outcome = client(server.url, slept, retry=policy).send(events(2))
     assert [e.ref for e in outcome.delivered] == [0, 1] and outcome.throttled == []
     assert len(slept) >= 2 and all(pause >= 7.0 for pause in slept)
+
+
+def test_after_a_413_split_a_later_part_never_overtakes_a_throttled_event() -> None:
+    """The first half of a split request is throttled for a device; the second half holds a
+    later event of the same user on another device: it waits too, instead of arriving
+    before the throttled one."""
+    def event(n: int, device: str) -> PendingEvent[int]:
+        body = {"event_type": "e", "user_id": "user-00001", "device_id": device,
+                "insert_id": f"i-{n}", "time": 1_768_471_200_000 + n}
+        return PendingEvent(orjson.dumps(body), n, ("user-00001", device))
+
+    with Emulator() as emulator:
+        emulator.set_faults([
+            {"action": "status", "status": 413, "times": 1},
+            {"action": "status", "status": 429, "ids": ["device-aaaa"], "times": 1},
+        ], seed=1)
+        sent = [event(0, "device-aaaa"), event(1, "device-aaaa"), event(2, "device-bbbb"),
+                event(3, "device-bbbb")]
+        outcome = AmplitudeClient(f"{emulator.url}/batch", SECRET,
+                                  throttle_pause_s=0.5).send(sent)
+        assert [e.ref for e, _ in outcome.throttled] == [0, 1, 2, 3]
+        assert outcome.delivered == [] and emulator.events() == []

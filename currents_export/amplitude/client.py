@@ -144,7 +144,9 @@ class AmplitudeClient:
     def _send_all(self, events: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]) -> None:
         work: deque[list[PendingEvent[Ref]]] = deque([events])
         while work:
-            chunk = work.popleft()
+            chunk = self._behind_throttled(work.popleft(), outcome)
+            if not chunk:
+                continue
             response = self._post(chunk, outcome)
             if response.status == 200:
                 outcome.delivered.extend(chunk)
@@ -158,6 +160,31 @@ class AmplitudeClient:
                 remaining = self._set_aside_listed(chunk, response, outcome)
                 if remaining:
                     work.appendleft(remaining)
+
+    @staticmethod
+    def _behind_throttled(
+        chunk: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]
+    ) -> list[PendingEvent[Ref]]:
+        """The chunk without the events that share an id with an event already throttled
+        in this send (a 413 split the request, and an earlier part got a 429): those wait
+        as long, behind it, or they would overtake it."""
+        if not outcome.throttled:
+            return chunk
+        blocked: dict[str, float] = {}
+        for event, pause in outcome.throttled:
+            for identifier in event.ids:
+                blocked[identifier] = max(blocked.get(identifier, 0.0), pause)
+        kept = []
+        for event in chunk:
+            shared = [blocked[i] for i in event.ids if i in blocked]
+            if not shared:
+                kept.append(event)
+                continue
+            pause = max(shared)
+            outcome.throttled.append((event, pause))
+            for identifier in event.ids:
+                blocked[identifier] = max(blocked.get(identifier, 0.0), pause)
+        return kept
 
     def _set_aside_listed(
         self, chunk: list[PendingEvent[Ref]], response: _Response, outcome: SendOutcome[Ref]

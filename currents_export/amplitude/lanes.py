@@ -326,8 +326,10 @@ class _Lane(threading.Thread, Generic[Ref]):
                 self.parent._stop.sleep(self._next_wake() or 0.01)
                 continue
             try:
-                item = self.queue.get(timeout=self._next_wake())
+                item = self.queue.get(timeout=self._next_wake() or 0.5)
             except queue.Empty:
+                if self.parent._closed.is_set():  # closed while the queue was full
+                    return
                 continue
             if item is _STOP:
                 return
