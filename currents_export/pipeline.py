@@ -93,7 +93,7 @@ DEDUP_WINDOW = 200_000  # event ids remembered for in-run duplicate detection
 
 
 class SeenIds:
-    """The Braze event ids seen recently in this run, shared by every thread of the run.
+    """The Braze event ids seen recently in this run (one process reads: no lock needed).
 
     A bounded window, so memory never grows with the run: the last ``window`` ids at least,
     and at most twice as many (two generations of sets; the older one is dropped when the
@@ -110,18 +110,16 @@ class SeenIds:
         self.window = window
         self._current: set[int] = set()
         self._previous: set[int] = set()
-        self._lock = threading.Lock()
 
     def first_time(self, event_id: str) -> bool:
         """Record ``event_id``; True unless it was seen within the window."""
         key = hash(event_id)
-        with self._lock:
-            if key in self._current or key in self._previous:
-                return False
-            if len(self._current) >= self.window:
-                self._previous, self._current = self._current, set()
-            self._current.add(key)
-            return True
+        if key in self._current or key in self._previous:
+            return False
+        if len(self._current) >= self.window:
+            self._previous, self._current = self._current, set()
+        self._current.add(key)
+        return True
 
 
 @dataclass(eq=False)
@@ -135,6 +133,7 @@ class _Open:
     error: BaseException | None = None  # the first failure; it fails the object
     abandoned: int = 0  # events a failure left unanswered (pending)
     finished: bool = False
+    check_queued: bool = False  # the bookkeeper has a look at it queued
 
 
 @dataclass(slots=True)
@@ -198,7 +197,7 @@ class Pipeline:
     retry_failed: bool = False  # try objects the ledger says failed permanently again
     stop: Stop | None = None  # a deadline or a signal; the client's when there is a client
     on_object: Callable[[ObjectReport], None] | None = None  # progress display, logs
-    seen_ids: SeenIds = field(default_factory=lambda: SeenIds())  # shared by the workers
+    seen_ids: SeenIds = field(default_factory=lambda: SeenIds())
     max_open_objects: int = MAX_OPEN_OBJECTS
     _lanes: Lanes[EventRef] | None = field(default=None, init=False)
     _books: _Bookkeeper | None = field(default=None, init=False, repr=False)
@@ -414,6 +413,7 @@ class Pipeline:
     def _check(self, obj: _Open) -> None:
         """Finish the object when all its records are accounted for; else checkpoint when
         due."""
+        obj.check_queued = False
         if obj.finished:
             return
         progress = obj.progress
@@ -556,6 +556,12 @@ class Pipeline:
         enough."""
         obj.progress.resolve(index, bucket, reason, warnings)
         if obj.progress.checkpoint_due(self.checkpoint_every):
+            self._queue_check(obj)
+
+    def _queue_check(self, obj: _Open) -> None:
+        """Have the bookkeeper look at the object (once, however often it is asked before)."""
+        if not obj.check_queued:
+            obj.check_queued = True
             self._books_put(partial(self._check, obj))
 
     def _books_put(self, task: Callable[[], None]) -> None:
@@ -659,7 +665,10 @@ class Pipeline:
             self._resolve(obj, index, SKIPPED, DRY_RUN, mapped.warnings)
             return
         user_id, device_id = event.get("user_id"), event.get("device_id")
-        ids = tuple(i for i in (user_id, device_id) if i)
+        if user_id and device_id:
+            ids: tuple[str, ...] = (user_id, device_id)
+        else:
+            ids = (user_id,) if user_id else (device_id,) if device_id else ()
         ref = EventRef(obj, index, payload, mapped.warnings)
         try:
             self._lanes.submit(PendingEvent(payload, ref, ids))
@@ -696,7 +705,7 @@ class Pipeline:
             progress.resolve_delivered([(ref.index, ref.warnings) for ref in delivered])
             if ((not obj.reading and progress.unresolved() <= obj.abandoned)
                     or progress.checkpoint_due(self.checkpoint_every)):
-                self._books_put(partial(self._check, obj))
+                self._queue_check(obj)
 
     def _rejected(self, ref: EventRef, reason: str, detail: str) -> None:
         self._books_put(partial(self._dead_letter_event, ref, reason, detail))
