@@ -1,3 +1,4 @@
 from currents_export.cli import main
 
-main(prog_name="currents-export")
+if __name__ == "__main__":  # not when a worker process (spawn) imports it
+    main(prog_name="currents-export")

@@ -1,14 +1,14 @@
-"""Backfill helpers: hour bounds, parallel objects, SQS dispatch, manifests.
+"""Backfill helpers: hour bounds, SQS dispatch, manifests.
 
-The progress display is ``currents_export.display.LiveProgress``.
+Worker processes (``--workers``) are ``currents_export.workers``; the progress display is
+``currents_export.display.LiveProgress``.
 """
 
 from __future__ import annotations
 
 import csv
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 from urllib.parse import quote
@@ -17,7 +17,6 @@ import orjson
 
 from currents_export.aws_events import DISPATCH_MESSAGE_VERSION
 from currents_export.sources import SourceObject
-from currents_export.summary import RunSummary
 
 
 def parse_hour(value: str | None, *, end: bool = False) -> datetime | None:
@@ -86,44 +85,3 @@ def write_manifest(out: IO[str], bucket: str, objects: Iterable[SourceObject]) -
         writer.writerow([bucket, quote(source.key, safe="/")])
         count += 1
     return count
-
-
-def run_in_parallel(
-    objects: Iterable[SourceObject],
-    workers: int,
-    run_one: Callable[[Iterator[SourceObject]], RunSummary],
-) -> RunSummary:
-    """Run ``workers`` pipelines over one shared stream of objects and merge their summaries."""
-    shared = _LockedIterator(iter(objects))
-    summaries: list[RunSummary] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            summaries.append(run_one(shared))
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, name=f"backfill-{n}") for n in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    total = RunSummary(dry_run=summaries[0].dry_run if summaries else False)
-    for summary in summaries:
-        total.merge(summary)
-    return total
-
-
-class _LockedIterator(Iterator[SourceObject]):
-    def __init__(self, inner: Iterator[SourceObject]) -> None:
-        self._inner = inner
-        self._lock = threading.Lock()
-
-    def __next__(self) -> SourceObject:
-        with self._lock:
-            return next(self._inner)
-
-

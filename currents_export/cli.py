@@ -29,7 +29,6 @@ from currents_export.backfill import (
     dispatch_to_sqs,
     parse_hour,
     queue_url,
-    run_in_parallel,
     write_manifest,
 )
 from currents_export.config import (
@@ -73,6 +72,7 @@ from currents_export.sources.s3 import (
 )
 from currents_export.stopping import Stop
 from currents_export.summary import ObjectReport, RunSummary
+from currents_export.workers import ProcessRun, WorkerSpec, default_workers
 
 ENV_PREFIX = "CURRENTS_EXPORT_"
 _MAPPING_META = "currents_export.mapping_options"  # ctx.meta key: the [mapping] options
@@ -204,6 +204,25 @@ def _progress_option() -> Callable[..., Any]:
              "elsewhere. Default: on when stderr is a terminal.")
 
 
+def _workers_option() -> Callable[..., Any]:
+    return click.option(
+        "--workers", type=click.IntRange(1, 64), envvar=_env("workers"),
+        help="Worker processes, each processing objects on its own (its own lanes, ledger "
+             "connection and dead-letter files). Default: the number of CPUs this process "
+             "may use; 1 with --output.")
+
+
+def _effective_workers(workers: int | None, settings: dict[str, Any]) -> int:
+    """--workers, or its default; --output (one file) takes one process."""
+    if workers is None:
+        return 1 if settings.get("output") else default_workers()
+    if workers > 1 and settings.get("output"):
+        raise click.UsageError(
+            f"--output writes one file from one process: with --workers {workers} the "
+            "workers' lines would interleave; use --workers 1 with --output")
+    return workers
+
+
 def _live_progress(command: str, progress: bool | None) -> LiveProgress | None:
     """The live display on stderr, or None: --progress/--no-progress, else a terminal's."""
     stream = sys.stderr
@@ -287,10 +306,14 @@ def main() -> None:
 @click.argument("paths", nargs=-1, required=True)
 @amplitude_options
 @replay_options
+@_workers_option()
 @_progress_option()
-def replay(paths: tuple[str, ...], progress: bool | None, **settings: Any) -> None:
+def replay(
+    paths: tuple[str, ...], workers: int | None, progress: bool | None, **settings: Any
+) -> None:
     """Replay Avro files or directories (searched recursively for .avro) into Amplitude."""
     _setup_logging(settings["verbose"])
+    count = _effective_workers(workers, settings)
     try:
         objects = find_local_objects(paths)
     except SourceError as exc:
@@ -300,7 +323,7 @@ def replay(paths: tuple[str, ...], progress: bool | None, **settings: Any) -> No
     live = _live_progress("replay", progress)
     if live is not None:
         live.set_totals(len(objects), (source.size for source in objects))
-    summary = run_pipeline(objects, settings, progress=live)
+    summary = run_pipeline(objects, settings, workers=min(count, len(objects)), progress=live)
     _finish(summary, settings)
 
 
@@ -311,38 +334,82 @@ def run_pipeline(
     workers: int = 1,
     progress: LiveProgress | None = None,
 ) -> RunSummary:
-    """Build the pipeline(s) from the options and run them over ``objects``.
+    """Build the pipeline from the options and run it over ``objects``: in this process,
+    or over ``workers`` worker processes (``currents_export.workers``).
 
     The first SIGINT/SIGTERM stops reading, saves progress and returns the summary; a
-    second one exits at once. ``progress`` shows every pipeline's snapshots while they run
+    second one exits at once. ``progress`` shows the pipelines' snapshots while they run
     and writes its last line before this returns (before the summary).
     """
     _check_output_paths(settings)
     stop = Stop()
+    if workers > 1:
+        return _run_in_processes(objects, settings, workers, stop, progress)
     with ExitStack() as stack, _stop_on_signals(stop):
-        make_pipeline = _pipeline_factory(settings, stack, stop)
+        pipeline = _pipeline_factory(settings, stack, stop)()
         if progress is not None:
+            progress.add(pipeline)
             stack.enter_context(progress)
-
-        def new_pipeline() -> Pipeline:
-            pipeline = make_pipeline()
-            if progress is not None:
-                progress.add(pipeline)
-            return pipeline
-
-        if workers == 1:
-            return new_pipeline().run(objects)
-        return run_in_parallel(objects, workers, lambda shared: new_pipeline().run(shared))
+        return pipeline.run(objects)
     raise AssertionError("unreachable")
 
 
+def _run_in_processes(
+    objects: Iterable[SourceObject],
+    settings: dict[str, Any],
+    workers: int,
+    stop: Stop,
+    progress: LiveProgress | None,
+) -> RunSummary:
+    """Resolve what needs the command line here (the API key, the [mapping] options), check
+    the set-up before any work, and run the worker processes."""
+    if settings.get("output"):
+        raise click.UsageError("--output needs --workers 1")
+    api_key = None if settings["dry_run"] else _api_key(settings)
+    options = _mapping_options(settings["profile"], settings["identity_fallback"])
+    worker_settings = {**settings, "api_key": None, "api_key_file": None, "summary_json": None}
+    spec = WorkerSpec(_worker_pipeline, (worker_settings, options, api_key),
+                      s3_endpoint_url=settings["s3_endpoint_url"])
+    run = ProcessRun(spec, workers=workers, stop=stop, dry_run=settings["dry_run"],
+                     progress=progress)
+    with ExitStack() as stack, _stop_on_signals(stop, on_exit=run.kill):
+        # Client, ledger, dead letter: built here once, so that a bad set-up is an answer
+        # before any worker starts; the ledger frees the leases of a worker that dies.
+        checked = _pipeline_factory(settings, stack, stop, api_key=api_key, options=options)()
+        run.ledger = checked.ledger
+        if progress is not None:
+            stack.enter_context(progress)
+        return run.run(objects)
+    raise AssertionError("unreachable")
+
+
+def _worker_pipeline(
+    settings: dict[str, Any],
+    options: MappingOptions,
+    api_key: str | None,
+    stack: ExitStack,
+    stop: Stop,
+    on_object: Callable[[ObjectReport], None],
+) -> Pipeline:
+    """A worker process's pipeline (see ``currents_export.workers``)."""
+    _setup_logging(settings["verbose"])
+    try:
+        return _pipeline_factory(settings, stack, stop, on_object, api_key=api_key,
+                                 options=options)()
+    except click.ClickException as exc:
+        raise ConfigurationError(exc.format_message()) from None
+
+
 @contextmanager
-def _stop_on_signals(stop: Stop) -> Iterator[None]:
-    """SIGINT/SIGTERM: the first asks the run to stop cleanly, a second exits at once."""
+def _stop_on_signals(stop: Stop, on_exit: Callable[[], None] | None = None) -> Iterator[None]:
+    """SIGINT/SIGTERM: the first asks the run to stop cleanly, a second exits at once
+    (after ``on_exit``: e.g. killing the worker processes)."""
 
     def handle(signum: int, _frame: object) -> None:
         if stop.requested:
             os.write(2, b"\ninterrupted again: exiting now\n")
+            if on_exit is not None:
+                on_exit()
             os._exit(EXIT_INTERRUPTED_TWICE)
         stop.request(f"interrupted by {signal.Signals(signum).name}")
         os.write(2, b"\nstopping: saving progress and writing the summary "
@@ -451,9 +518,10 @@ def _read_api_key_file(path: str) -> str:
 
 
 def _build_client(
-    settings: dict[str, Any], stack: ExitStack, stop: Stop | None = None
+    settings: dict[str, Any], stack: ExitStack, stop: Stop | None = None,
+    api_key: str | None = None,
 ) -> AmplitudeClient:
-    api_key = _api_key(settings)
+    api_key = api_key or _api_key(settings)
     if not api_key:
         raise click.UsageError(
             "no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file "
@@ -478,9 +546,17 @@ def _pipeline_factory(
     stack: ExitStack,
     stop: Stop,
     on_object: Callable[[ObjectReport], None] | None = None,
+    *,
+    api_key: str | None = None,
+    options: MappingOptions | None = None,
 ) -> Callable[[], Pipeline]:
-    """What every worker shares (client, ledger, dead letter, seen ids), and a constructor."""
-    client = None if settings["dry_run"] else _build_client(settings, stack, stop)
+    """What a pipeline uses (client, ledger, dead letter, seen ids), and a constructor.
+
+    ``api_key`` and ``options`` resolved already (a worker process has no command line);
+    else from the options and the command's context.
+    """
+    client = (None if settings["dry_run"]
+              else _build_client(settings, stack, stop, api_key=api_key))
     try:
         ledger = open_ledger(settings["state"])
         s3 = None
@@ -498,7 +574,8 @@ def _pipeline_factory(
     if settings["output"]:
         output = stack.enter_context(open_private_for_writing(settings["output"]))  # 0600
     seen_ids = SeenIds()
-    options = _mapping_options(settings["profile"], settings["identity_fallback"])
+    if options is None:
+        options = _mapping_options(settings["profile"], settings["identity_fallback"])
 
     def new_pipeline() -> Pipeline:
         return Pipeline(
@@ -564,8 +641,7 @@ def _finish(summary: RunSummary, settings: dict[str, Any]) -> None:
 @click.option("--until", help="Last queue hour (UTC), inclusive; a day means its last hour.")
 @click.option("--event-type", "event_types", multiple=True,
               help="Only this Currents event type (repeatable).")
-@click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True,
-              help="Objects processed in parallel in this process.")
+@_workers_option()
 @click.option("--dispatch", help="sqs://QUEUE_URL: enqueue one message per object for the "
                                  "Lambda fleet instead of processing here.")
 @click.option("--manifest", type=click.Path(dir_okay=False, writable=True),
@@ -578,7 +654,7 @@ def backfill(
     since: str | None,
     until: str | None,
     event_types: tuple[str, ...],
-    workers: int,
+    workers: int | None,
     dispatch: str | None,
     manifest: str | None,
     progress: bool | None,
@@ -606,10 +682,11 @@ def backfill(
             click.echo(f"wrote {count} objects to the manifest {manifest} "
                        "(format S3BatchOperations_CSV_20180820, fields Bucket, Key)")
             return
+        count = _effective_workers(workers, settings)
         live = _live_progress("backfill", progress)
         if live is not None:  # the listing is lazy: the total is known once it ends
             objects = live.counting(objects)
-        summary = run_pipeline(objects, settings, workers=workers, progress=live)
+        summary = run_pipeline(objects, settings, workers=count, progress=live)
     except SourceError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)

@@ -92,6 +92,42 @@ class ObjectReport(Tally):
     def figures(self) -> dict[str, Any]:
         return {"event_type": self.event_type, **self.tally_json()}
 
+    def to_json(self) -> dict[str, Any]:
+        """Everything in the report (a worker process sends it to the parent)."""
+        return {
+            **self.tally_json(),
+            "object": self.object,
+            "event_type": self.event_type,
+            "status": self.status,
+            "pending": self.pending,
+            "resumed": self.resumed,
+            "newest_event_ms": self.newest_event_ms,
+            "error": self.error,
+            "retryable": self.retryable,
+            "not_started": self.not_started,
+            "identity": self.identity,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ObjectReport:
+        tally = Tally.from_json(data)
+        newest = data.get("newest_event_ms")
+        return cls(
+            records=tally.records, delivered=tally.delivered, skipped=tally.skipped,
+            dead_lettered=tally.dead_lettered, duplicates=tally.duplicates,
+            warnings=tally.warnings, requests=tally.requests, retries=tally.retries,
+            object=str(data.get("object", "")),
+            event_type=data.get("event_type"),
+            status=data.get("status", "done"),
+            pending=int(data.get("pending", 0)),
+            resumed=int(data.get("resumed", 0)),
+            newest_event_ms=None if newest is None else int(newest),
+            error=data.get("error"),
+            retryable=bool(data.get("retryable", True)),
+            not_started=bool(data.get("not_started", False)),
+            identity=str(data.get("identity", "")),
+        )
+
 
 @dataclass(slots=True)
 class TypeTotals:
@@ -119,6 +155,7 @@ class RunSummary(Tally):
     dead_letter_file: str | None = None
     configuration_error: str | None = None  # what stopped the run (exit 2)
     interrupted: bool = False  # a signal stopped the run
+    worker_restarts: int = 0  # worker processes that died and were replaced (--workers)
 
     def add(self, report: ObjectReport) -> None:
         if report.status == "already_done":
@@ -159,6 +196,7 @@ class RunSummary(Tally):
         self.objects_skipped_failed += other.objects_skipped_failed
         self.configuration_error = self.configuration_error or other.configuration_error
         self.interrupted = self.interrupted or other.interrupted
+        self.worker_restarts += other.worker_restarts
         self.pending_records += other.pending_records
         self.resumed_records += other.resumed_records
         self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
@@ -200,7 +238,35 @@ class RunSummary(Tally):
             "dead_letter_file": self.dead_letter_file,
             "configuration_error": self.configuration_error,
             "interrupted": self.interrupted,
+            "worker_restarts": self.worker_restarts,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunSummary:
+        """The summary ``to_json`` wrote (a worker process sends it to the parent)."""
+        tally = Tally.from_json(data)
+        return cls(
+            records=tally.records, delivered=tally.delivered, skipped=tally.skipped,
+            dead_lettered=tally.dead_lettered, duplicates=tally.duplicates,
+            warnings=tally.warnings, requests=tally.requests, retries=tally.retries,
+            dry_run=bool(data.get("dry_run", False)),
+            objects_done=int(data.get("objects_done", 0)),
+            objects_already_done=int(data.get("objects_already_done", 0)),
+            objects_failed=int(data.get("objects_failed", 0)),
+            objects_failed_permanently=int(data.get("objects_failed_permanently", 0)),
+            objects_not_started=int(data.get("objects_not_started", 0)),
+            objects_skipped_failed=int(data.get("objects_skipped_failed", 0)),
+            pending_records=int(data.get("pending_records", 0)),
+            resumed_records=int(data.get("resumed_records", 0)),
+            elapsed_s=float(data.get("elapsed_s", 0.0)),
+            by_event_type={name: TypeTotals(**totals)
+                           for name, totals in data.get("by_event_type", {}).items()},
+            failures=list(data.get("failures", [])),
+            dead_letter_file=data.get("dead_letter_file"),
+            configuration_error=data.get("configuration_error"),
+            interrupted=bool(data.get("interrupted", False)),
+            worker_restarts=int(data.get("worker_restarts", 0)),
+        )
 
     def render(self) -> str:
         """The end-of-run table, one row per event type, then the totals."""
@@ -253,6 +319,9 @@ class RunSummary(Tally):
         if self.objects_skipped_failed:
             out.append(f"skipped: {self.objects_skipped_failed} objects that failed "
                        "permanently before (see `currents-export status`; --retry-failed)")
+        if self.worker_restarts:
+            out.append(f"worker processes restarted: {self.worker_restarts} (a worker died; "
+                       "its objects were handed to another, from their checkpoints)")
         if self.interrupted:
             out.append("interrupted: progress is saved; run the same command again to resume")
         if self.configuration_error:

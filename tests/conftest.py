@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import pytest
 
 from currents_export.amplitude.emulator import Emulator
 from currents_export.currents.fixtures import FixtureFile, generate_fixtures
+
+# replay and backfill run as many worker processes as there are CPUs unless told otherwise:
+# the tests run them in one process (as their figures and timings assume) unless a test
+# passes --workers itself (tests/test_workers.py). Commands they start inherit it.
+os.environ.setdefault("CURRENTS_EXPORT_WORKERS", "1")
 
 
 @pytest.fixture(scope="session")

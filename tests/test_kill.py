@@ -127,3 +127,69 @@ def test_sigkill_at_several_points_then_resume(tmp_path: Path) -> None:
         assert tally.records == fixture.records
         assert tally.balanced
     ledger.close()
+
+
+def test_sigkill_of_a_run_with_two_workers_then_resume(tmp_path: Path) -> None:
+    """The parent and both worker processes killed at once (SIGKILL to the process group),
+    mid-object; the resumed run finishes and every event is in Amplitude exactly once."""
+    files = generate_fixtures(tmp_path / "bucket", events_per_type=6_000, seed=79,
+                              files_per_type=2, event_types=["users.behaviors.CustomEvent",
+                                                              "users.messages.email.Open"],
+                              duplicate_rate=0)
+    valid = sorted(r["id"] for _, r in read_all(files)
+                   if r.get("external_user_id") or r.get("device_id"))
+    state = tmp_path / "state.sqlite"
+    ids = [source.identity for source in find_local_objects([tmp_path / "bucket"])]
+
+    def checkpoints() -> dict[str, tuple[str, int]]:
+        return {object_id: progress_of(state, object_id) for object_id in ids}
+
+    with Emulator() as emulator:
+        emulator.set_faults([{"action": "delay", "delay_s": 0.25}])
+        command = [*replay_command(emulator, tmp_path), "--workers", "2"]
+        process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                # Killed once two objects (so: both workers, most likely) saved progress.
+                at_kill = checkpoints()
+                if sum(1 for status, index in at_kill.values()
+                       if status == "in_progress" and index > 0) >= 2:
+                    os.killpg(process.pid, signal.SIGKILL)  # parent, workers, all at once
+                    break
+                time.sleep(0.02)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        assert process.returncode == -signal.SIGKILL, "the replay ended before the kill"
+        assert any(status == "in_progress" for status, _ in at_kill.values())
+        emulator.clear_faults()
+
+        finished = subprocess.run(command, env=ENV, capture_output=True, text=True,
+                                  timeout=300)
+        assert finished.returncode == 0, finished.stderr
+        summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+        stored = emulator.events()
+        requests_before_last = requests_seen(emulator)
+
+        again = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0
+        last = orjson.loads((tmp_path / "summary.json").read_bytes())
+        assert requests_seen(emulator) == requests_before_last
+        assert last["objects_already_done"] == len(files) and last["requests"] == 0
+
+    # Every valid event is in Amplitude exactly once; the resumed objects took up from
+    # their checkpoints (the leases of the killed workers did not hold them).
+    assert sorted(event["insert_id"] for event in stored) == valid
+    assert summary["balanced"] and summary["objects_failed"] == 0
+    assert summary["resumed_records"] > 0
+    ledger = SqliteLedger(state)
+    for source, fixture in zip(find_local_objects([tmp_path / "bucket"]),
+                               sorted(files, key=lambda f: f.path), strict=True):
+        row = ledger.status(source.identity)
+        assert row is not None and row["status"] == "done"
+        tally = Tally.from_json(orjson.loads(row["figures"]))
+        assert tally.records == fixture.records and tally.balanced
+    ledger.close()

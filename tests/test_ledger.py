@@ -1,4 +1,8 @@
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +12,9 @@ from currents_export.amplitude.emulator import Emulator
 from currents_export.currents.fixtures import generate_fixtures
 from currents_export.currents.keys import currents_identity
 from currents_export.ledger import (
+    AlreadyDone,
+    LeaseHeld,
+    LeaseLost,
     Ledger,
     LedgerConfigError,
     ObjectState,
@@ -271,3 +278,103 @@ def test_replay_from_a_new_place_skips_what_an_old_ledger_did_elsewhere(
     assert result.exit_code == 0, result.output
     assert summary["objects_already_done"] == 1 and summary["objects_done"] == 0
     assert summary["requests"] == 0 and emulator.requests_log() == []
+
+
+# ---- leases: several processes on one SQLite file ---------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sqlite_a_live_lease_holds_the_object_until_it_expires_and_fences_the_old_owner(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    path = tmp_path / "state.sqlite"
+    holder = SqliteLedger(path, owner="worker-a", lease_s=100, clock=clock)
+    other = SqliteLedger(path, owner="worker-b", lease_s=100, clock=clock)
+    holder.begin(IDENTITY, location="/data/f.avro")
+    clock.now += 10
+    holder.save_progress(IDENTITY, 500, {"records": 500})  # extends the lease to +110
+    clock.now += 99
+    with pytest.raises(LeaseHeld, match="processed elsewhere") as held:
+        other.begin(IDENTITY)
+    assert (held.value.owner, held.value.until) == ("worker-a", 1_800_000_110.0)
+    row = other.status(IDENTITY)
+    assert row is not None and row["attempts"] == 1 and row["lease_owner"] == "worker-a"
+
+    clock.now += 2  # the lease ran out: the other owner resumes from the checkpoint
+    assert other.begin(IDENTITY) == Resume(next_index=500, figures={"records": 500})
+    row = other.status(IDENTITY)
+    assert row is not None and row["lease_owner"] == "worker-b" and row["attempts"] == 2
+
+    # Fencing: the old owner may not write any more, whatever it tries.
+    with pytest.raises(LeaseLost, match="another worker took this object over"):
+        holder.save_progress(IDENTITY, 900, {"records": 900})
+    with pytest.raises(LeaseLost):
+        holder.complete(IDENTITY, {"records": 1000})
+    with pytest.raises(LeaseLost):
+        holder.fail(IDENTITY, "too late")
+    state = other.state(IDENTITY)
+    assert state is not None and (state.status, state.next_index) == ("in_progress", 500)
+    other.complete(IDENTITY, {"records": 1000})
+    with pytest.raises(AlreadyDone):  # done: only --force (restart) begins it again
+        holder.begin(IDENTITY)
+    assert holder.begin(IDENTITY, restart=True) is None
+    holder.close()
+    other.close()
+
+
+def test_sqlite_a_released_lease_or_a_dead_owner_frees_the_object_at_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite"
+    worker = SqliteLedger(path)  # this process: its lease is live
+    parent, next_worker = SqliteLedger(path), SqliteLedger(path)
+    assert worker.owner.split(":")[1] == str(os.getpid())
+    worker.begin(IDENTITY)
+    worker.save_progress(IDENTITY, 300, {"records": 300})
+    with pytest.raises(LeaseHeld):
+        next_worker.begin(IDENTITY)
+    # The parent saw the worker die: it frees that owner's lease (and no other's).
+    assert not parent.release(IDENTITY, "someone-else")
+    assert parent.release(IDENTITY, worker.owner)
+    assert next_worker.begin(IDENTITY) == Resume(next_index=300, figures={"records": 300})
+    with pytest.raises(LeaseLost):
+        worker.save_progress(IDENTITY, 400, {"records": 400})
+
+    # A lease whose owner is a process of this host that has ended is free at once.
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    gone = f"{socket.gethostname()}:{int(ended.stdout)}:-:deadbeef"
+    dead = SqliteLedger(path, owner=gone)
+    dead.begin(DONE_IDENTITY)
+    dead.save_progress(DONE_IDENTITY, 7, {"records": 7})
+    assert next_worker.begin(DONE_IDENTITY) == Resume(next_index=7, figures={"records": 7})
+    # ... but not when the owner runs on another host: its lease must expire.
+    far = SqliteLedger(path, owner=f"elsewhere:{int(ended.stdout)}:-:cafe")
+    far.begin(BROKEN)
+    with pytest.raises(LeaseHeld):
+        next_worker.begin(BROKEN)
+    # A failure releases the lease: a retry claims it at once.
+    far.fail(BROKEN, "timeout")
+    assert next_worker.begin(BROKEN) is None
+    for ledger in (worker, parent, next_worker, dead, far):
+        ledger.close()
+
+
+def test_sqlite_leases_are_added_to_an_old_file_whose_rows_stay_free(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old_ledger(path, [(IDENTITY, "in_progress", 1, 40, '{"records": 40}', None, 1.0, 2.0)])
+    ledger = SqliteLedger(path)
+    columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(objects)")}
+    assert {"lease_owner", "lease_until"} <= columns
+    ledger.save_progress(IDENTITY, 50, {"records": 50})  # a row without an owner: writable
+    assert ledger.begin(IDENTITY) == Resume(next_index=50, figures={"records": 50})
+    row = ledger.status(IDENTITY)
+    assert row is not None and row["lease_owner"] == ledger.owner and row["attempts"] == 2
+    ledger.close()

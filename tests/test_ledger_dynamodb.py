@@ -403,3 +403,21 @@ def test_an_object_leased_elsewhere_is_reported_as_failed_not_processed(
     assert summary["objects_failed"] == 1
     assert "processed elsewhere" in summary["failures"][0]["error"]
     assert emulator.requests_log() == []
+
+
+def test_a_dead_worker_s_lease_released_by_the_parent_is_claimed_at_once(table: str) -> None:
+    clock = Clock()
+    dead, parent, other = (ledger(table, name, clock) for name in ("worker-a", "parent",
+                                                                  "worker-b"))
+    dead.begin(OBJECT)
+    dead.save_progress(OBJECT, 100, {"records": 100})
+    with pytest.raises(LeaseHeld):
+        other.begin(OBJECT)
+    assert not parent.release(OBJECT, "worker-c")  # only the named owner's lease
+    assert parent.release(OBJECT, "worker-a")
+    resume = other.begin(OBJECT)  # no waiting for the lease to run out
+    assert resume is not None and resume.next_index == 100
+    assert row(other)["lease_owner"] == "worker-b"
+    with pytest.raises(LeaseLost):
+        dead.complete(OBJECT, {"records": 100})
+    assert not parent.release(OBJECT, "worker-a")  # it holds nothing any more

@@ -48,6 +48,11 @@ class Ledger(Protocol):
     Progress inside an object is saved only for records already accounted for, after the
     dead letter is flushed; an object is marked done only after all its records are.
 
+    Several processes may share one ledger: ``begin`` claims the object with a lease
+    (AlreadyDone when it is done and not restarted, LeaseHeld while another owner's lease
+    is live); ``save_progress`` renews it; ``save_progress``, ``complete`` and ``fail`` are
+    fenced on the owner (LeaseLost once another owner took the object over).
+
     ``legacy_id``: ledgers written before identities keyed objects by absolute path or
     ``s3://`` URI; when ``object_id`` has no row, the row under ``legacy_id`` stands for it
     (and ``begin`` moves unfinished progress from there to ``object_id``).
@@ -78,6 +83,11 @@ class Ledger(Protocol):
 
     def fail(self, object_id: str, error: str, *, permanent: bool = False) -> None:
         """Mark failed; ``permanent``: retrying cannot help (later runs skip it)."""
+        ...
+
+    def release(self, object_id: str, owner: str) -> bool:
+        """Free the lease ``owner`` (known to be dead: a worker process that died) holds on
+        the object, so another owner claims it at once; True when it held it."""
         ...
 
     def objects(self) -> Iterator[ObjectState]:

@@ -284,6 +284,17 @@ class DynamoDbLedger:
         self._finish(object_id, now, update + self._ttl(now, values), values,
                      {"#state": "state", "#error": "error", "#permanent": "permanent"})
 
+    def release(self, object_id: str, owner: str) -> bool:
+        """Free the lease ``owner`` holds on the object, when ``owner`` is known to be dead
+        (a worker process that died), so that another worker can claim it at once; True
+        when it held it. The checkpoint stays."""
+        claimed, _ = self._update(
+            object_id, "SET lease_until = :zero", "lease_owner = :dead AND #state = :progress",
+            {":zero": _n(0), ":dead": _s(owner), ":progress": _s(IN_PROGRESS)},
+            {"#state": "state"},
+        )
+        return claimed
+
     def objects(self, *, page_size: int | None = None) -> Iterator[ObjectState]:
         """Every item (a paginated, strongly consistent Scan), moved legacy items left out."""
         arguments: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}

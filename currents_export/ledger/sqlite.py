@@ -11,22 +11,45 @@ kept under the identity: a done row beats an in-progress or failed one (the othe
 dropped, and logged); otherwise the row already under the identity stays and the old one
 keeps its old id (it still answers as a ``legacy_id``). Rows outside the layout (content
 hashes, paths of files named otherwise) are left as they are.
+
+Leases, as in the DynamoDB ledger, so that several processes (``--workers``, or two runs
+on one file) never process one object at the same time: ``begin`` claims an object only if
+it is not done and its lease is free, expired or already ours (else ``AlreadyDone`` or
+``LeaseHeld``); ``save_progress`` extends the lease; ``save_progress``, ``complete`` and
+``fail`` are fenced on the owner (``LeaseLost`` once another owner took it over); ``fail``
+and ``complete`` release it. The owner is ``host:pid:start:random`` (``start``: when the
+process started, so a recycled pid is not taken for the owner), and a lease whose owner is
+a process of this host that no longer exists is free at once: a run killed with SIGKILL
+does not hold its objects for the lease's length. ``release`` frees the lease of an owner
+known to be dead (a worker process that died). Rows written before leases (no owner) are
+free. Each process opens its own connection; WAL and a busy timeout let them write in turn.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from currents_export.currents.keys import currents_identity
-from currents_export.ledger.base import DONE, ObjectState, Resume
+from currents_export.ledger.base import (
+    DONE,
+    IN_PROGRESS,
+    AlreadyDone,
+    LeaseHeld,
+    LeaseLost,
+    ObjectState,
+    Resume,
+)
 from currents_export.privatefiles import (
     create_private_file,
     make_private,
@@ -56,7 +79,10 @@ _ADDED_COLUMNS = {
     "permanent": "permanent INTEGER NOT NULL DEFAULT 0",
     "location": "location TEXT",
     "finished_at": "finished_at REAL",
+    "lease_owner": "lease_owner TEXT",  # who holds the object while it is in progress
+    "lease_until": "lease_until REAL",  # until when (time.time()); renewed by checkpoints
 }
+LEASE_S = 960.0  # as the DynamoDB ledger's
 _STATE_COLUMNS = ("object_id, status, permanent, error, location, attempts, next_index, "
                   "started_at, updated_at, finished_at")
 _IDENTITY_PREFIXES = ("currents:", "sha256:", "s3etag:")  # ids that are identities already
@@ -66,8 +92,18 @@ _VERSION_IDENTITY_KEYS = 1  # user_version once path-keyed rows were re-keyed by
 class SqliteLedger:
     """Every write is its own durable transaction (WAL, synchronous=FULL)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        owner: str | None = None,
+        lease_s: float = LEASE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(path)
+        self.owner = owner or process_owner()
+        self.lease_s = lease_s
+        self._clock = clock
         # Owner only: folders we create 0700, the file and its -wal/-shm 0600 (SQLite gives
         # those the database file's mode); whatever the umask.
         make_private_dirs(self.path.parent)
@@ -113,57 +149,90 @@ class SqliteLedger:
         legacy_id: str | None = None,
         restart: bool = False,
     ) -> Resume | None:
+        """Claim the object and return where a previous attempt stopped (None: from the
+        start). Raises AlreadyDone when it is done (unless ``restart``), LeaseHeld when
+        another owner's lease on it is live."""
         with self._lock, self._transaction():
             if legacy_id is not None and legacy_id != object_id:
                 self._adopt(object_id, legacy_id)
             row = self._db.execute(
-                "SELECT status, next_index, figures FROM objects WHERE object_id = ?",
+                """SELECT status, next_index, figures, lease_owner, lease_until
+                   FROM objects WHERE object_id = ?""",
                 (object_id,),
             ).fetchone()
-            now = time.time()
+            now = self._clock()
             resume = None
-            if row is not None and not restart and row[0] != DONE and row[1] > 0 and row[2]:
-                resume = Resume(next_index=row[1], figures=orjson.loads(row[2]))
+            if row is not None:
+                status, next_index, figures, owner, until = row
+                if status == DONE and not restart:
+                    raise AlreadyDone(object_id)
+                if status == IN_PROGRESS and self._held_by_another(owner, until, now):
+                    raise LeaseHeld(object_id, owner, float(until))
+                if not restart and status != DONE and next_index > 0 and figures:
+                    resume = Resume(next_index=next_index, figures=orjson.loads(figures))
             keep_index = resume.next_index if resume else 0
             keep_figures = orjson.dumps(resume.figures).decode() if resume else None
             self._db.execute(
                 """INSERT INTO objects (object_id, status, attempts, next_index, figures,
-                                        started_at, updated_at, location)
-                   VALUES (?, 'in_progress', 1, ?, ?, ?, ?, ?)
+                                        started_at, updated_at, location, lease_owner,
+                                        lease_until)
+                   VALUES (?, 'in_progress', 1, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (object_id) DO UPDATE SET status = 'in_progress',
                        attempts = attempts + 1, next_index = excluded.next_index,
                        figures = excluded.figures, error = NULL, permanent = 0,
                        finished_at = NULL, started_at = excluded.started_at,
                        updated_at = excluded.updated_at,
-                       location = COALESCE(excluded.location, location)""",
-                (object_id, keep_index, keep_figures, now, now, location),
+                       location = COALESCE(excluded.location, location),
+                       lease_owner = excluded.lease_owner, lease_until = excluded.lease_until""",
+                (object_id, keep_index, keep_figures, now, now, location, self.owner,
+                 now + self.lease_s),
             )
         return resume
 
     def save_progress(self, object_id: str, next_index: int, figures: dict[str, Any]) -> None:
-        self._execute(
-            """UPDATE objects SET next_index = ?, figures = ?, updated_at = ?
+        """Save a checkpoint and extend the lease (LeaseLost once another owner has it; a
+        late checkpoint of an object already finished is a no-op)."""
+        now = self._clock()
+        self._fenced(
+            object_id,
+            """UPDATE objects SET next_index = ?, figures = ?, updated_at = ?, lease_until = ?
                WHERE object_id = ? AND status = 'in_progress'""",
-            (next_index, orjson.dumps(figures).decode(), time.time(), object_id),
+            (next_index, orjson.dumps(figures).decode(), now, now + self.lease_s, object_id),
         )
 
     def complete(self, object_id: str, figures: dict[str, Any]) -> None:
-        now = time.time()
-        self._execute(
+        """Mark done and release the lease (LeaseLost once another owner has it)."""
+        now = self._clock()
+        self._fenced(
+            object_id,
             """UPDATE objects SET status = 'done', figures = ?, error = NULL, permanent = 0,
-                   updated_at = ?, finished_at = ?
+                   updated_at = ?, finished_at = ?, lease_until = NULL
                WHERE object_id = ?""",
             (orjson.dumps(figures).decode(), now, now, object_id),
         )
 
     def fail(self, object_id: str, error: str, *, permanent: bool = False) -> None:
-        now = time.time()
-        self._execute(
+        """Mark failed and release the lease at once, so that a retry can claim it."""
+        now = self._clock()
+        self._fenced(
+            object_id,
             """UPDATE objects SET status = 'failed', error = ?, permanent = ?, updated_at = ?,
-                   finished_at = ?
+                   finished_at = ?, lease_until = NULL
                WHERE object_id = ?""",
             (error, int(permanent), now, now, object_id),
         )
+
+    def release(self, object_id: str, owner: str) -> bool:
+        """Free the lease ``owner`` holds on the object, when ``owner`` is known to be dead
+        (a worker process that died), so that another owner can claim it at once; True
+        when it held it. Progress saved so far stays."""
+        with self._lock:
+            cursor = self._db.execute(
+                """UPDATE objects SET lease_until = NULL
+                   WHERE object_id = ? AND lease_owner = ? AND status = 'in_progress'""",
+                (object_id, owner),
+            )
+            return cursor.rowcount > 0
 
     def objects(self) -> Iterator[ObjectState]:
         with self._lock:
@@ -247,8 +316,22 @@ class SqliteLedger:
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
-    def _execute(self, sql: str, params: tuple[object, ...]) -> None:
-        with self._lock:
+    def _held_by_another(self, owner: str | None, until: float | None, now: float) -> bool:
+        """Whether a live lease of another owner holds an in-progress row."""
+        if owner is None or owner == self.owner or until is None or until <= now:
+            return False
+        return not _owner_is_gone(owner)
+
+    def _fenced(self, object_id: str, sql: str, params: tuple[object, ...]) -> None:
+        """One write to a row this owner holds (or no owner holds: rows from before
+        leases); LeaseLost when another owner holds it. No row: nothing happens."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT lease_owner FROM objects WHERE object_id = ?",
+                                   (object_id,)).fetchone()
+            if row is None:
+                return
+            if row[0] is not None and row[0] != self.owner:
+                raise LeaseLost(object_id)
             self._db.execute(sql, params)
 
 
@@ -263,6 +346,45 @@ class _Transaction:
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         self._db.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+
+def process_owner() -> str:
+    """This process as a lease owner: ``host:pid:start:random``."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_proc_stat(pid)[1]}:{uuid.uuid4().hex[:8]}"
+
+
+def _proc_stat(pid: int) -> tuple[str, str]:
+    """Process ``pid``'s state letter and when it started (clock ticks since boot), from
+    /proc; ("?", "-") when they cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        return fields[0].decode(), fields[19].decode()  # fields 3 and 22 of proc(5)
+    except (OSError, IndexError):
+        return "?", "-"
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """True when ``owner`` names a process of this host that no longer runs (a zombie, or
+    a pid now used by a process started at another time, counts as gone). Owners of other
+    hosts, or named otherwise, are never known to be gone: their lease must expire."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, rest = rest.partition(":")
+    started, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, as another user's process
+        pass
+    state, now_started = _proc_stat(pid)
+    if state in ("Z", "X"):
+        return True
+    return started != "-" and now_started not in (started, "-")
 
 
 def _object_state(row: tuple[Any, ...]) -> ObjectState:

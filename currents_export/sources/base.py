@@ -27,6 +27,10 @@ class SourceObject:
 
     ``fingerprint`` is an identity known without reading the object (S3: ``s3etag:<ETag>``),
     used for objects outside the Currents layout instead of hashing their content.
+
+    ``origin`` says, in plain picklable values, how to open it again in another process
+    (``opener`` may hold a client that cannot cross): ``("file", PATH)`` or
+    ``("s3", BUCKET, KEY, VERSION_ID or "")``; None when it cannot be.
     """
 
     uri: str
@@ -34,6 +38,7 @@ class SourceObject:
     size: int | None
     opener: Callable[[], AbstractContextManager[IO[bytes]]]
     fingerprint: str | None = None
+    origin: tuple[str, ...] | None = None
     _identity: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def open(self) -> AbstractContextManager[IO[bytes]]:

@@ -16,11 +16,18 @@ def _open_binary(path: Path) -> IO[bytes]:
 
 def _local_object(path: Path) -> SourceObject:
     resolved = path.resolve()
+    return local_object(resolved, resolved.stat().st_size)
+
+
+def local_object(resolved: Path, size: int | None) -> SourceObject:
+    """The object of a file whose path is resolved already and whose size is known (e.g.
+    from another process's ``origin``)."""
     return SourceObject(
         uri=str(resolved),
         key=resolved.as_posix(),
-        size=resolved.stat().st_size,
+        size=size,
         opener=partial(_open_binary, resolved),
+        origin=("file", str(resolved)),
     )
 
 

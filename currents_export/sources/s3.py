@@ -156,6 +156,7 @@ def s3_object(
         size=size,
         opener=partial(_open, client, bucket, key, version_id),
         fingerprint=f"s3etag:{tag}" if tag else None,
+        origin=("s3", bucket, key, version_id or ""),
     )
 
 
