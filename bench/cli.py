@@ -34,12 +34,18 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark currents-export against a bare fastavro loop, the official "
         "Amplitude SDK and the emulator alone, on single files and on real Currents shapes "
-        "(a realistic hour, small files) with emulator latency; writes a Markdown report.",
+        "(a realistic hour, small files) with emulator latency, and the replay's peak memory "
+        "on events spread over queue hours at two sizes; writes a Markdown report.",
     )
-    p.add_argument("--events", type=_positive, help=f"custom events in the large file "
-                   f"(default {FULL.events:,})")
-    p.add_argument("--small-events", type=_positive, help=f"custom events in the small file, "
-                   f"for the memory ratio (default {FULL.small_events:,})")
+    p.add_argument("--events", type=_positive, help=f"custom events in the single-file "
+                   f"workload (default {FULL.events:,})")
+    p.add_argument("--memory-events", type=_positive, help=f"events of the smaller "
+                   f"memory replay, spread over --memory-hours queue hours (default "
+                   f"{FULL.memory_events:,})")
+    p.add_argument("--memory-large-events", type=_positive, help=f"events of the larger "
+                   f"memory replay, same hours (default {FULL.memory_large_events:,})")
+    p.add_argument("--memory-hours", type=_positive, help=f"queue hours both memory replays "
+                   f"spread their events over (default {FULL.memory_hours})")
     p.add_argument("--mix-per-type", type=_positive, help=f"records per event type in the "
                    f"mix of all types (default {FULL.mix_per_type:,})")
     p.add_argument("--repeats", type=_positive, help=f"runs per measurement, the best is "
@@ -56,8 +62,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, dest="json_output", help="also write the raw results "
                    "as JSON here")
     p.add_argument("--smoke", action="store_true", help=f"tiny sizes for CI: {SMOKE.events} "
-                   f"events, {SMOKE.small_events} small, {SMOKE.mix_per_type} per type, "
-                   f"{SMOKE.repeats} repeat (explicit options still win)")
+                   f"events, {SMOKE.mix_per_type} per type, memory replays of "
+                   f"{SMOKE.memory_events:,} and {SMOKE.memory_large_events:,} events over "
+                   f"{SMOKE.memory_hours} hours, {SMOKE.repeats} repeat (explicit options "
+                   "still win)")
     return p
 
 
@@ -67,7 +75,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     given = {
         name: getattr(args, name)
         for name in (
-            "events", "small_events", "mix_per_type", "repeats", "latency_ms", "latency_repeats",
+            "events", "memory_events", "memory_large_events", "memory_hours", "mix_per_type",
+            "repeats", "latency_ms", "latency_repeats",
             "small_files", "small_file_events", "output", "json_output",
         )
         if getattr(args, name) is not None
@@ -78,7 +87,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every correctness check passed (targets may be missed)."""
     args_list = sys.argv[1:] if argv is None else argv
-    settings = settings_from(parser().parse_args(args_list))
+    cli = parser()
+    settings = settings_from(cli.parse_args(args_list))
+    fewest = min(settings.memory_events, settings.memory_large_events)
+    if fewest < settings.memory_hours:
+        cli.error(f"{fewest:,} memory events cannot fill {settings.memory_hours} queue hours")
     command = shlex.join([sys.executable, "-m", "bench", *args_list])
     try:
         results = run(settings, command)

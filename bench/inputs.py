@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
+
+import fastavro
 
 from bench.checks import require
 from bench.settings import SEED
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
+from currents_export.currents.fixtures import FixtureFile, generate_fixtures, write_avro
+from currents_export.currents.keys import object_key, parse_key
 from currents_export.currents.schemas import known_event_types
 
 CUSTOM_EVENT = "users.behaviors.CustomEvent"
@@ -22,6 +29,7 @@ BUSY_TYPES: dict[str, int] = {
     "users.messages.email.Delivery": 2,
     "users.messages.pushnotification.Send": 1,
 }
+BRAZE_FILE_EVENTS = 15_000  # Braze closes a file at this many events (or after 5 minutes)
 STEADY_SHARE = 1 / 3  # of the quiet types, those with a file in every window
 MAX_SPARSE_WINDOWS = 6  # the other quiet types have a file in 1..6 of the windows
 
@@ -156,3 +164,109 @@ def small_files(root: Path, *, files: int, events: int) -> Workload:
         f"(in {math.ceil(files / len(types))} window{'s' if files > len(types) else ''})"
     )
     return Workload("small files only", root, tuple(written), shape)
+
+
+def _shares(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` split in proportion to ``weights``, exactly (largest remainders first)."""
+    whole = sum(weights)
+    counts = [total * weight // whole for weight in weights]
+    by_remainder = sorted(range(len(weights)), key=lambda i: -(total * weights[i] % whole))
+    for index in by_remainder[: total - sum(counts)]:
+        counts[index] += 1
+    return counts
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    with path.open("rb") as f:
+        return [cast(dict[str, Any], record) for record in fastavro.reader(f)]
+
+
+def _in_hour(records: Sequence[dict[str, Any]], hour: int) -> Iterator[dict[str, Any]]:
+    """Copies of ``records`` for queue hour ``hour`` (0 = the generated one): the id's first
+    8 hex digits become the hour's number, times move ``hour`` hours later."""
+    tag, shift_s = f"{hour:08x}", 3600 * hour
+    for record in records:
+        moved = dict(record)
+        moved["id"] = tag + record["id"][8:]
+        if isinstance(record.get("time"), int):
+            moved["time"] = record["time"] + shift_s
+        if isinstance(record.get("time_ms"), int):
+            moved["time_ms"] = record["time_ms"] + 1000 * shift_s
+        yield moved
+
+
+def queue_hours(
+    root: Path, *, events: int, hours: int, file_events: int = BRAZE_FILE_EVENTS
+) -> Workload:
+    """``events`` events of the busy types (:data:`BUSY_TYPES`, in proportion to their file
+    counts there) spread evenly over ``hours`` successive queue hours, in the Currents layout
+    (``…/event_type=T/date=YYYY-MM-DD-HH/…``); a type's events of an hour are in as few
+    files of at most ``file_events`` as hold them.
+
+    Each type's largest hour is generated once (``generate_fixtures``, one seed for all
+    types: one integration); every hour is written from those records with ``write_avro``,
+    ids made distinct by the hour's number in their first 8 hex digits (the rest of each
+    generated id is checked to be unique) and times moved by the hour.
+    """
+    require(hours >= 1 and events >= hours, f"{events:,} events cannot fill {hours} hours")
+    types = list(BUSY_TYPES)
+    per_hour = [_shares(n, list(BUSY_TYPES.values())) for n in _shares(events, [1] * hours)]
+    written: list[FixtureFile] = []
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=f"{root.name}-base-") as scratch:
+        bases = []
+        for index, event_type in enumerate(types):
+            largest = max(counts[index] for counts in per_hour)
+            base = _one_file(Path(scratch), event_type, largest, SEED + 10_000)
+            bases.append((base, _read_records(base.path)))
+        suffixes = {record["id"][8:] for _, records in bases for record in records}
+        require(
+            len(suffixes) == sum(len(records) for _, records in bases),
+            "queue hours: two generated ids share their last 28 characters",
+        )
+        for index, (base, records) in enumerate(bases):
+            key = parse_key(base.key)
+            require(
+                None not in (key.queue_hour, key.schema_id, key.partition, key.offset),
+                f"queue hours: unexpected fixture key {base.key}",
+            )
+            assert key.queue_hour is not None and key.schema_id is not None
+            assert key.partition is not None and key.offset is not None
+            prefix = base.key.split("/", 1)[0]
+            integration = f"dataexport.{key.cluster}.{key.connection}.integration." \
+                f"{key.integration_id}"
+            zone = base.key.split("/")[-2]
+            offset = key.offset
+            for hour, counts in enumerate(per_hour):
+                count, start = counts[index], 0
+                for size in _shares(count, [1] * math.ceil(count / file_events)):
+                    name = object_key(
+                        prefix, integration, base.event_type,
+                        key.queue_hour + timedelta(hours=hour), key.schema_id, zone,
+                        key.partition, offset,
+                    )
+                    require(
+                        hour > 0 or start > 0 or name == base.key,
+                        f"queue hours: rebuilt key {name} differs from {base.key}",
+                    )
+                    path = root / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with path.open("wb") as f:
+                        n = write_avro(
+                            f, base.event_type, _in_hour(records[start : start + size], hour)
+                        )
+                    require(n == size, f"queue hours: wrote {n} records, wanted {size}")
+                    written.append(FixtureFile(path, name, base.event_type, size, 0))
+                    start += size
+                    offset += size
+    _distinct(written, "queue hours")
+    workload = Workload(f"{events:,} events over {hours} queue hours", root, tuple(written))
+    require(workload.records == events, f"queue hours: {workload.records} records, not {events}")
+    sizes = [f.records for f in written]
+    mix = ", ".join(f"{t.split('.', 2)[2]} {w}" for t, w in BUSY_TYPES.items())
+    shape = (
+        f"{len(types)} types in proportions {mix}, {events / hours:,.0f} events an hour, "
+        f"{len(written):,} files of {min(sizes):,}–{max(sizes):,} events "
+        f"(at most {file_events:,})"
+    )
+    return Workload(workload.label, root, workload.files, shape)

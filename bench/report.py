@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from bench.emulator_only import BATCH_SIZE
 from bench.replay import ReplayRun
 from bench.results import (
+    MEMORY_CEILING,
     MEMORY_GROWTH,
     REPLAY_VS_DECODE,
     REPLAY_VS_SDK,
+    MemoryRuns,
     Results,
     Target,
 )
@@ -20,9 +22,11 @@ def rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def judged(value: float, target: Target) -> str:
-    """``0.72 ✓ (≥ 0.6)``: the ratio, whether it meets its target, and the target."""
-    return f"{value:.2f} {'✓' if target.met(value) else '✗'} ({target})"
+def judged(value: float, target: Target, shown: str | None = None) -> str:
+    """``0.72 ✓ (≥ 0.6)``: the value (``shown``, else two decimals), whether it meets its
+    target, and the target."""
+    text = f"{value:.2f}" if shown is None else shown
+    return f"{text} {'✓' if target.met(value) else '✗'} ({target})"
 
 
 def _header(results: Results) -> list[str]:
@@ -122,7 +126,7 @@ def _shapes(results: Results) -> list[str]:
         two = _peaks(shape.workers2) if shape.workers2 else "—"
         sdk_peak = max(run.peak_rss_mb for run in shape.sdks)
         lines.append(
-            f"| {shape.label} | {_peaks(shape.workers1)} | {two} | {sdk_peak:.1f} MB |"
+            f"| {shape.label} | {_peaks(shape.workers1)} | {two} | {sdk_peak:.1f} MiB |"
         )
     lines += ["", "Shapes:", ""]
     lines += [f"- {shape.label}: {shape.shape}." for shape in results.shapes]
@@ -133,22 +137,38 @@ def _peaks(runs: tuple[ReplayRun, ...]) -> str:
     """The highest peak, and the spread over the repeats when there are several."""
     peaks = [run.peak_rss_mb for run in runs]
     spread = f" (runs: {min(peaks):.1f}–{max(peaks):.1f})" if len(peaks) > 1 else ""
-    return f"{max(peaks):.1f} MB{spread}"
+    return f"{max(peaks):.1f} MiB{spread}"
+
+
+def _memory_row(runs: MemoryRuns) -> str:
+    peak = judged(runs.peak_rss_mb, MEMORY_CEILING, _peaks(runs.replays))
+    return f"| {runs.label} | {runs.files:,} | {peak} |"
 
 
 def _memory(results: Results) -> list[str]:
-    small, large = results.small_events, results.large.records
+    memory = results.memory
+    small, large = memory.small, memory.large
+    workers = "`--workers 1`, " if results.replay_has_workers else ""
     return [
         "## Memory (peak RSS of the replay process)",
         "",
-        "| replay of | peak RSS |",
-        "|---|--:|",
-        f"| CustomEvent × {small:,} | {_peaks(results.small_replays)} |",
-        f"| CustomEvent × {large:,} | {_peaks(results.large.replays)} |",
-        f"| ratio {large:,} / {small:,} | {judged(results.memory_growth, MEMORY_GROWTH)} |",
+        f"`replay DIR` ({workers}every other option at its default) of the same shape of "
+        f"files at two sizes, {large.hours} queue hours each, the emulator answering at once.",
         "",
-        f"For comparison, the SDK process peaked at {results.sdk.peak_rss_mb:.1f} MB "
-        f"for {large:,} events.",
+        "| replay of | files | peak RSS |",
+        "|---|--:|---|",
+        _memory_row(small),
+        _memory_row(large),
+        f"| ratio {large.records:,} / {small.records:,} | "
+        f"| {judged(memory.growth, MEMORY_GROWTH)} |",
+        "",
+        "Shapes:",
+        "",
+        f"- {small.label}: {small.shape}.",
+        f"- {large.label}: {large.shape}.",
+        "",
+        f"For comparison, the SDK process peaked at {results.sdk.peak_rss_mb:.1f} MiB "
+        f"for {results.large.label} (the SDK is not run over the queue hours).",
     ]
 
 
@@ -172,7 +192,7 @@ def _details(results: Results) -> list[str]:
         "",
         "| run | records | delivered | skipped | dead-lettered | duplicates "
         "| stored by emulator | requests | retries | emulator answers | elapsed s | wall s "
-        "| peak RSS MB | events/s |",
+        "| peak RSS MiB | events/s |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
     ]
     for run in results.replays:
@@ -206,7 +226,7 @@ NOTES = [
     "## How it is measured",
     "",
     "- Inputs: `generate_fixtures`, uncompressed Avro, no duplicate records: one file of "
-    "`users.behaviors.CustomEvent` per size, and one file per event type for the mix. "
+    "`users.behaviors.CustomEvent`, and one file per event type for the mix. "
     "The real-shape workloads follow Braze's cadence (a file per event type every 5 minutes "
     "or 15,000 events): the realistic hour has every type, busy ones in full 15,000-event "
     "files and quiet ones in files of 5–300 events over 12 five-minute windows; small files "
@@ -232,10 +252,19 @@ NOTES = [
     "decode → end of flush and shutdown; `shutdown` joins the SDK's sending threads). The child "
     "then exits at once (`os._exit`) instead of letting the interpreter wait out the SDK "
     "consumer thread's `flush_interval_millis` (up to 10 s of idle wall time).",
-    "- Memory: `ru_maxrss` of the replay child, from `os.wait4` in a small launcher "
+    "- Memory (issue 13: 1,000,000 events over 20 queue hours within 1.25 × the peak of "
+    "200,000, and under 200 MiB at default settings): the 5 busy types of the realistic "
+    "hour in proportion 3:2:2:2:1, spread evenly over the queue hours "
+    "(`…/event_type=T/date=YYYY-MM-DD-HH/…`), a type's events of an hour in files of at "
+    "most 15,000; each type's largest hour is generated once and written again for every "
+    "hour with the hour in the ids' first 8 hex digits (no two ids alike: nothing is "
+    "deduplicated) and the times moved by the hour. Both sizes have the same files, the "
+    "larger 5× the events. `replay DIR --workers 1` (when replay has `--workers`; every "
+    "other option at its default), checked like every replay.",
+    "- Peak RSS: `ru_maxrss` of the replay child, from `os.wait4` in a small launcher "
     "(`bench/rusage.py`): Linux carries a process's RSS high-water mark across `exec`, so a "
     "child started straight from the benchmark process would report at least the "
-    "benchmark's own size. The highest over the repeats.",
+    "benchmark's own size. The highest over the repeats; MiB = 2²⁰ bytes.",
     "- Emulator alone: the same file's events, mapped and serialised beforehand, POSTed with "
     "httpx over one keep-alive connection; only the POSTs are timed. The emulator, the "
     "replay and the SDK share this machine's cores.",

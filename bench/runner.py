@@ -19,6 +19,8 @@ from bench.results import (
     HOUR_VS_DECODE,
     SHAPE_VS_SDK,
     SMALL_FILES_VS_DECODE,
+    MemoryResult,
+    MemoryRuns,
     Results,
     ShapeResult,
     Target,
@@ -98,13 +100,40 @@ def measure_shape(
     )
 
 
+def measure_memory(
+    workload: Workload, hours: int, emulator: EmulatorProcess, runs_dir: Path, settings: Settings
+) -> MemoryRuns:
+    """Replays of ``workload`` (``--workers 1`` when replay has the option, other options
+    at their defaults) into an emulator answering at once, each checked like every replay;
+    the emulator is reset afterwards so it does not keep the events until the next run."""
+    workers = 1 if replay_has_workers() else None
+    flag = "" if workers is None else f" --workers {workers}"
+    tag = workload.label.replace(" ", "-").replace(",", "")
+    runs = repeated(
+        f"(d) memory: replay{flag} {workload.label}",
+        settings.repeats,
+        lambda i: run_replay(
+            workload, emulator, runs_dir / f"memory-{tag}-{i}", settings.timeout_s,
+            workers=workers,
+        ),
+    )
+    emulator.reset()
+    return MemoryRuns(
+        label=workload.label,
+        records=workload.records,
+        files=len(workload.files),
+        hours=hours,
+        shape=workload.shape,
+        replays=runs,
+    )
+
+
 def run(settings: Settings, command: str) -> Results:
     """Measure everything; raises ``CheckFailed`` when a result is wrong."""
     with tempfile.TemporaryDirectory(prefix="currents-bench-") as tmp:
         root = Path(tmp)
         say(f"generating inputs in {root} (not timed)")
         large = inputs.custom_events(root / "large", settings.events)
-        small = inputs.custom_events(root / "small", settings.small_events)
         mix = inputs.all_types(root / "mix", settings.mix_per_type)
         hour = inputs.realistic_hour(
             root / "hour",
@@ -115,6 +144,13 @@ def run(settings: Settings, command: str) -> Results:
         )
         small_files = inputs.small_files(
             root / "small-files", files=settings.small_files, events=settings.small_file_events
+        )
+        hours = settings.memory_hours
+        memory_small = inputs.queue_hours(
+            root / "hours-small", events=settings.memory_events, hours=hours
+        )
+        memory_large = inputs.queue_hours(
+            root / "hours-large", events=settings.memory_large_events, hours=hours
         )
         say("starting the emulator")
         with EmulatorProcess(root / "emulator.log") as emulator:
@@ -135,7 +171,6 @@ def run(settings: Settings, command: str) -> Results:
                 large.label, large.records, large.event_types, large_decode,
                 replays(large, "replay-large"),
             )
-            small_replays = replays(small, "replay-small")
             sdks = repeated(
                 f"(c) SDK {large.label}",
                 settings.repeats,
@@ -156,17 +191,20 @@ def run(settings: Settings, command: str) -> Results:
                     small_files, emulator, root / "runs", settings, SMALL_FILES_VS_DECODE, None
                 ),
             )
+            memory = MemoryResult(
+                small=measure_memory(memory_small, hours, emulator, root / "runs", settings),
+                large=measure_memory(memory_large, hours, emulator, root / "runs", settings),
+            )
         return Results(
             command=command,
             machine=machine_info(),
             emulator_config=emulator_config,
             repeats=settings.repeats,
             large=large_result,
-            small_replays=small_replays,
-            small_events=small.records,
             sdks=sdks,
             emulator_alone=emulator_alone,
             mix=mix_result,
             shapes=shapes,
+            memory=memory,
             replay_has_workers=replay_has_workers(),
         )

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from amplitude import Amplitude, BaseEvent, Config
@@ -49,7 +49,7 @@ def send_file(path: Path, event_type: str, client: Amplitude) -> tuple[int, int]
         mapper = mapper_for_reader(reader, event_type)
         for record in reader:
             records += 1
-            result = mapper.map(record)
+            result = mapper.map(cast(dict[str, Any], record))
             if isinstance(result, Mapped):
                 client.track(to_base_event(result.event))
                 tracked += 1

@@ -18,7 +18,10 @@ class Settings:
     """Sizes of the inputs and how often each measurement is repeated (best run kept)."""
 
     events: int = 100_000
-    small_events: int = 20_000
+    # Flat memory (issue 13): replays of events spread over queue hours, at two sizes.
+    memory_events: int = 200_000
+    memory_large_events: int = 1_000_000
+    memory_hours: int = 20
     mix_per_type: int = 1_000
     repeats: int = 3
     # The real-shape workloads, replayed against an emulator answering after latency_ms.
@@ -39,7 +42,9 @@ class Settings:
 FULL = Settings()
 SMOKE = Settings(
     events=400,
-    small_events=200,
+    memory_events=200,
+    memory_large_events=1_000,
+    memory_hours=2,
     mix_per_type=3,
     repeats=1,
     latency_ms=5,

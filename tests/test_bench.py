@@ -35,8 +35,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
                                       "currents-export")),
         "| CustomEvent × 400 | ",  # (a), (b), (c), b/a, b/c
         f"| all {types} types × 3 | ",  # the mix: (a), (b), b/a
-        "| CustomEvent × 200 | ",  # peak RSS, small
-        "| ratio 400 / 200 | ",  # peak RSS ratio
+        "| 200 events over 2 queue hours | 10 | ",  # peak RSS, the smaller memory replay
+        "| 1,000 events over 2 queue hours | 10 | ",  # and the larger
+        "| ratio 1,000 / 200 | ",  # peak RSS ratio
         "| emulator alone: /batch",
         "| realistic hour | 99 | ",  # (a), (b1), (b2), (c) and ratios, with latency
         "| small files only | 6 | 30 | 5 ms | ",
@@ -54,7 +55,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     shapes = {shape["label"]: shape for shape in results["shapes"]}
     assert list(shapes) == ["realistic hour", "small files only"]
     per_shape = 2 if results["replay_has_workers"] else 1  # --workers 1 and 2, or as it is
-    assert len(replays) == 3 + 2 * per_shape  # large, small, mix, then each shape
+    assert len(replays) == 2 + 2 * per_shape + 2  # large, mix, each shape, then memory
     for run in replays:
         assert run["stored"] == run["delivered"] > 0, run
         accounted = run["delivered"] + run["skipped"] + run["dead_lettered"] + run["duplicates"]
@@ -88,4 +89,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
     memory = results["memory"]
     assert memory["small_mb"] > 0 and memory["large_mb"] > 0
+    assert (memory["small_events"], memory["large_events"]) == (200, 1_000)
+    for size, events in (("small", 200), ("large", 1_000)):
+        runs = memory[size]
+        assert (runs["records"], runs["files"], runs["hours"]) == (events, 10, 2)
+        (run,) = runs["replays"]
+        assert run["workers"] == (1 if results["replay_has_workers"] else None)
+        assert run["latency_ms"] == 0 and run["duplicates"] == 0
+        assert run["records"] == events and run["stored"] == run["delivered"] > 0, run
+    assert memory["ratio"] == memory["large_mb"] / memory["small_mb"]
     assert results["emulator_alone"]["stored"] == results["emulator_alone"]["events"] > 0
