@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark currents-export against a bare fastavro loop, the official "
-        "Amplitude SDK and the emulator alone, on single files and on real Currents shapes "
+        "Amplitude SDK and the emulator alone, on single files, on several files with worker "
+        "processes and on real Currents shapes "
         "(a realistic hour, small files) with emulator latency, and the replay's peak memory "
         "on events spread over queue hours at two sizes; writes a Markdown report.",
     )
@@ -58,6 +59,10 @@ def parser() -> argparse.ArgumentParser:
                    f"workload (default {FULL.small_files:,})")
     p.add_argument("--small-file-events", type=_positive, help=f"events per file there "
                    f"(default {FULL.small_file_events:,})")
+    p.add_argument("--ten-files", type=_positive, help=f"custom-event files replayed with "
+                   f"--workers 1 and 2 against decode-only (default {FULL.ten_files})")
+    p.add_argument("--ten-file-events", type=_positive, help=f"events per file there "
+                   f"(default {FULL.ten_file_events:,})")
     p.add_argument("--output", type=Path, help=f"Markdown report (default {FULL.output})")
     p.add_argument("--json", type=Path, dest="json_output", help="also write the raw results "
                    "as JSON here")
@@ -77,7 +82,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         for name in (
             "events", "memory_events", "memory_large_events", "memory_hours", "mix_per_type",
             "repeats", "latency_ms", "latency_repeats",
-            "small_files", "small_file_events", "output", "json_output",
+            "small_files", "small_file_events", "ten_files", "ten_file_events",
+            "output", "json_output",
         )
         if getattr(args, name) is not None
     }

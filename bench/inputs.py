@@ -56,20 +56,28 @@ class Workload:
         return len({f.event_type for f in self.files})
 
 
-def custom_events(root: Path, events: int) -> Workload:
-    """Exactly one file of ``events`` custom events, without duplicates."""
-    files = generate_fixtures(
+def custom_events(root: Path, events: int, files: int = 1) -> Workload:
+    """Exactly ``files`` files of ``events`` custom events each, in successive queue hours,
+    from one generation (one seed), without duplicates: no id repeats across the files."""
+    written = generate_fixtures(
         root,
-        events_per_type=events,
+        events_per_type=events * files,
         event_types=[CUSTOM_EVENT],
         seed=SEED,
-        files_per_type=1,
+        files_per_type=files,
         max_events_per_file=events,
         duplicate_rate=0.0,
     )
-    require(len(files) == 1, f"expected one fixture file, got {len(files)}")
-    require(files[0].records == events, f"expected {events} records, got {files[0].records}")
-    return Workload(f"CustomEvent × {events:,}", root, tuple(files))
+    require(len(written) == files, f"expected {files} fixture files, got {len(written)}")
+    for f in written:
+        require(f.records == events, f"expected {events} records, got {f.records} in {f.key}")
+    if files == 1:
+        return Workload(f"CustomEvent × {events:,}", root, tuple(written))
+    _distinct(written, "custom-event files")
+    ids = {record["id"] for f in written for record in _read_records(f.path)}
+    require(len(ids) == events * files, "custom-event files: two records share an id")
+    shape = f"{files:,} files of {events:,} events, one per queue hour"
+    return Workload(f"CustomEvent, {files:,} files × {events:,}", root, tuple(written), shape)
 
 
 def all_types(root: Path, per_type: int) -> Workload:

@@ -12,6 +12,7 @@ from bench.results import (
     MEMORY_GROWTH,
     REPLAY_VS_DECODE,
     REPLAY_VS_SDK,
+    TEN_FILES_VS_DECODE,
     MemoryRuns,
     Results,
     Target,
@@ -79,6 +80,28 @@ def _throughput(results: Results) -> list[str]:
         f"| {judged(results.replay_vs_sdk, REPLAY_VS_SDK)} |",
         f"| {mix.label} | {rate(mix.decode.events_per_s)} | {rate(mix.replay.events_per_s)} "
         f"| — | {judged(mix.replay_vs_decode, REPLAY_VS_DECODE)} | — |",
+    ]
+
+
+def _ten_files(results: Results) -> list[str]:
+    files = results.ten_files
+    r1, r2 = files.replay1, files.replay2
+    w1 = "--workers 1" if results.replay_has_workers else "as it is (no `--workers` yet)"
+    ratio2 = None if r2 is None else files.vs_decode(r2)
+    return [
+        "## Several files, worker processes (events/s)",
+        "",
+        f"Issue 13: `replay DIR --workers 2` over {files.files:,} files of custom events at "
+        f"{TEN_FILES_VS_DECODE} × decode-only in one process over the same files; the "
+        "emulator answers at once.",
+        "",
+        f"| workload | files | events | (a) decode only | (b1) replay {w1} "
+        "| (b2) replay --workers 2 | b1/a | b2/a |",
+        "|---|--:|--:|--:|--:|--:|---|---|",
+        f"| {files.label} | {files.files:,} | {files.records:,} "
+        f"| {rate(files.decode.events_per_s)} | {rate(r1.events_per_s)} | {_replay_cell(r2)} "
+        f"| {_ratio_cell(files.vs_decode(r1), None)} "
+        f"| {_ratio_cell(ratio2, TEN_FILES_VS_DECODE)} |",
     ]
 
 
@@ -232,6 +255,11 @@ NOTES = [
     "files and quiet ones in files of 5–300 events over 12 five-minute windows; small files "
     "only is 400 files of 250 events (at full size; this run's exact shapes are listed "
     "under its table). Generation is not timed.",
+    "- Several files: `users.behaviors.CustomEvent` in 10 files of 10,000 events (at full "
+    "size), one per queue hour, from one generation (no id repeats across the files); "
+    "(a) decodes them all one after the other in the benchmark process, (b1)/(b2) are "
+    "`replay DIR --workers 1` / `--workers 2` with the emulator answering at once, each "
+    "checked like every replay.",
     "- Latency: the emulator's `latency_ms` (set through `PATCH /_emulator/config`) delays "
     "each answer of `/batch` and `/2/httpapi` after the request was handled; the control "
     "API is not delayed. Requests on separate connections overlap.",
@@ -276,6 +304,7 @@ def render(results: Results) -> str:
     sections = [
         _header(results),
         _throughput(results),
+        _ten_files(results),
         _shapes(results),
         _memory(results),
         _emulator(results),

@@ -44,6 +44,8 @@ MEMORY_CEILING = Target("<", 200.0, " MiB")
 HOUR_VS_DECODE = Target(">=", 0.5)
 SMALL_FILES_VS_DECODE = Target(">=", 0.3)
 SHAPE_VS_SDK = Target(">=", 8.0)  # the realistic hour; the small files have no target
+# Issue 13: ten 10,000-event files, replay --workers 2 / single-process decode-only, no latency.
+TEN_FILES_VS_DECODE = Target(">=", 0.8)
 
 
 def _fastest(runs: tuple[ReplayRun, ...]) -> ReplayRun | None:
@@ -115,6 +117,65 @@ class ShapeResult:
                 "workers1": max(run.peak_rss_mb for run in self.workers1),
                 "workers2": max((run.peak_rss_mb for run in self.workers2), default=None),
                 "sdk": max(run.peak_rss_mb for run in self.sdks),
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FilesResult:
+    """Several custom-event files, the emulator answering at once: decode-only in this one
+    process over all the files, and replay with ``--workers 1`` and ``--workers 2`` (or, when
+    replay has no ``--workers``, as it is: ``workers1`` only), every repeat."""
+
+    label: str
+    shape: str
+    files: int
+    records: int
+    decode: DecodeRun
+    workers1: tuple[ReplayRun, ...]
+    workers2: tuple[ReplayRun, ...]  # empty when replay has no --workers
+
+    @property
+    def replay1(self) -> ReplayRun:
+        return max(self.workers1, key=lambda run: run.events_per_s)
+
+    @property
+    def replay2(self) -> ReplayRun | None:
+        return _fastest(self.workers2)
+
+    def vs_decode(self, run: ReplayRun) -> float:
+        return run.events_per_s / self.decode.events_per_s
+
+    @property
+    def replays(self) -> tuple[ReplayRun, ...]:
+        return self.workers1 + self.workers2
+
+    def to_json(self) -> dict[str, Any]:
+        replay2 = self.replay2
+        workers2_vs_decode = None if replay2 is None else self.vs_decode(replay2)
+        return {
+            "label": self.label,
+            "shape": self.shape,
+            "files": self.files,
+            "records": self.records,
+            "decode_events_per_s": self.decode.events_per_s,
+            "decode_best_s": self.decode.best_s,
+            "workers1": [run.to_json() for run in self.workers1],
+            "workers2": [run.to_json() for run in self.workers2],
+            "workers1_events_per_s": self.replay1.events_per_s,
+            "workers2_events_per_s": None if replay2 is None else replay2.events_per_s,
+            "ratios": {
+                "workers1_vs_decode": self.vs_decode(self.replay1),
+                "workers2_vs_decode": workers2_vs_decode,
+            },
+            "target": f"workers2_vs_decode {TEN_FILES_VS_DECODE}",
+            "target_met": (
+                None if workers2_vs_decode is None
+                else TEN_FILES_VS_DECODE.met(workers2_vs_decode)
+            ),
+            "peak_rss_mb": {
+                "workers1": max(run.peak_rss_mb for run in self.workers1),
+                "workers2": max((run.peak_rss_mb for run in self.workers2), default=None),
             },
         }
 
@@ -230,6 +291,7 @@ class Results:
     sdks: tuple[SdkRun, ...]  # the SDK over the large file, every repeat
     emulator_alone: EmulatorRun
     mix: WorkloadResult  # every event type
+    ten_files: FilesResult  # custom events in several files, --workers 1 and 2, no latency
     shapes: tuple[ShapeResult, ...]  # the real-shape workloads, with emulator latency
     memory: MemoryResult  # events over queue hours at two sizes, no latency
     replay_has_workers: bool  # whether replay took --workers in this run
@@ -247,7 +309,10 @@ class Results:
     def replays(self) -> tuple[ReplayRun, ...]:
         """Every replay of the run."""
         shaped = tuple(run for shape in self.shapes for run in shape.replays)
-        return self.large.replays + self.mix.replays + shaped + self.memory.replays
+        return (
+            self.large.replays + self.mix.replays + self.ten_files.replays + shaped
+            + self.memory.replays
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -257,6 +322,7 @@ class Results:
             "repeats": self.repeats,
             "large": self.large.to_json(),
             "mix": self.mix.to_json(),
+            "ten_files": self.ten_files.to_json(),
             "replays": [run.to_json() for run in self.replays],
             "sdk": self.sdk.to_json(),
             "sdk_runs": [run.to_json() for run in self.sdks],
@@ -268,5 +334,10 @@ class Results:
                 "replay_vs_decode": self.large.replay_vs_decode,
                 "replay_vs_sdk": self.replay_vs_sdk,
                 "mix_replay_vs_decode": self.mix.replay_vs_decode,
+                "ten_files_workers1_vs_decode": self.ten_files.vs_decode(self.ten_files.replay1),
+                "ten_files_workers2_vs_decode": (
+                    None if self.ten_files.replay2 is None
+                    else self.ten_files.vs_decode(self.ten_files.replay2)
+                ),
             },
         }

@@ -19,6 +19,7 @@ from bench.results import (
     HOUR_VS_DECODE,
     SHAPE_VS_SDK,
     SMALL_FILES_VS_DECODE,
+    FilesResult,
     MemoryResult,
     MemoryRuns,
     Results,
@@ -100,6 +101,43 @@ def measure_shape(
     )
 
 
+def measure_files(
+    workload: Workload, emulator: EmulatorProcess, runs_dir: Path, settings: Settings
+) -> FilesResult:
+    """Decode-only over all of ``workload``'s files in this process, then ``replay DIR``
+    with ``--workers 1`` and ``--workers 2`` (replay as it is, once, when it has no
+    ``--workers``), ``settings.repeats`` runs each, the emulator answering at once; every
+    replay resets the emulator and is checked; the emulator is reset afterwards."""
+    say(f"(a) decode {workload.label}")
+    decode = measure_decode(workload, settings.repeats)
+    with_workers = replay_has_workers()
+    tag = workload.label.replace(" ", "-").replace(",", "")
+
+    def replays(workers: int | None) -> tuple[ReplayRun, ...]:
+        flag = "" if workers is None else f" --workers {workers}"
+        return repeated(
+            f"(b) replay{flag} {workload.label}",
+            settings.repeats,
+            lambda i: run_replay(
+                workload, emulator, runs_dir / f"{tag}-w{workers or 0}-{i}", settings.timeout_s,
+                workers=workers,
+            ),
+        )
+
+    workers1 = replays(1 if with_workers else None)
+    workers2 = replays(2) if with_workers else ()
+    emulator.reset()
+    return FilesResult(
+        label=workload.label,
+        shape=workload.shape,
+        files=len(workload.files),
+        records=workload.records,
+        decode=decode,
+        workers1=workers1,
+        workers2=workers2,
+    )
+
+
 def measure_memory(
     workload: Workload, hours: int, emulator: EmulatorProcess, runs_dir: Path, settings: Settings
 ) -> MemoryRuns:
@@ -135,6 +173,9 @@ def run(settings: Settings, command: str) -> Results:
         say(f"generating inputs in {root} (not timed)")
         large = inputs.custom_events(root / "large", settings.events)
         mix = inputs.all_types(root / "mix", settings.mix_per_type)
+        ten_files = inputs.custom_events(
+            root / "ten-files", settings.ten_file_events, files=settings.ten_files
+        )
         hour = inputs.realistic_hour(
             root / "hour",
             windows=settings.hour_windows,
@@ -183,6 +224,7 @@ def run(settings: Settings, command: str) -> Results:
             mix_result = WorkloadResult(
                 mix.label, mix.records, mix.event_types, mix_decode, replays(mix, "replay-mix")
             )
+            ten_files_result = measure_files(ten_files, emulator, root / "runs", settings)
             shapes = (
                 measure_shape(
                     hour, emulator, root / "runs", settings, HOUR_VS_DECODE, SHAPE_VS_SDK
@@ -204,6 +246,7 @@ def run(settings: Settings, command: str) -> Results:
             sdks=sdks,
             emulator_alone=emulator_alone,
             mix=mix_result,
+            ten_files=ten_files_result,
             shapes=shapes,
             memory=memory,
             replay_has_workers=replay_has_workers(),

@@ -33,6 +33,9 @@ class Settings:
     hour_quiet_max: int = 300  # and at most
     small_files: int = 400  # the small-files-only workload: this many files
     small_file_events: int = 250  # of this many events
+    # Issue 13: ten custom-event files replayed with --workers 2 against decode-only, no latency.
+    ten_files: int = 10  # this many files
+    ten_file_events: int = 10_000  # of this many events
     output: Path = DEFAULT_OUTPUT
     json_output: Path | None = None
     smoke: bool = False
@@ -54,6 +57,8 @@ SMOKE = Settings(
     hour_quiet_max=3,
     small_files=6,
     small_file_events=5,
+    ten_files=3,
+    ten_file_events=50,
     smoke=True,
     timeout_s=60.0,
 )

@@ -35,6 +35,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
                                       "currents-export")),
         "| CustomEvent × 400 | ",  # (a), (b), (c), b/a, b/c
         f"| all {types} types × 3 | ",  # the mix: (a), (b), b/a
+        "| CustomEvent, 3 files × 50 | 3 | 150 | ",  # (a), (b1), (b2), b1/a, b2/a
         "| 200 events over 2 queue hours | 10 | ",  # peak RSS, the smaller memory replay
         "| 1,000 events over 2 queue hours | 10 | ",  # and the larger
         "| ratio 1,000 / 200 | ",  # peak RSS ratio
@@ -55,7 +56,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     shapes = {shape["label"]: shape for shape in results["shapes"]}
     assert list(shapes) == ["realistic hour", "small files only"]
     per_shape = 2 if results["replay_has_workers"] else 1  # --workers 1 and 2, or as it is
-    assert len(replays) == 2 + 2 * per_shape + 2  # large, mix, each shape, then memory
+    # large, mix, the several files, each shape, then memory
+    assert len(replays) == 2 + per_shape + 2 * per_shape + 2
     for run in replays:
         assert run["stored"] == run["delivered"] > 0, run
         accounted = run["delivered"] + run["skipped"] + run["dead_lettered"] + run["duplicates"]
@@ -63,6 +65,31 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert run["peak_rss_mb"] > 0
     assert results["large"]["replays"][0]["records"] == 400
     assert results["mix"]["records"] == 3 * types
+
+    ten = results["ten_files"]
+    assert (ten["label"], ten["files"], ten["records"]) == ("CustomEvent, 3 files × 50", 3, 150)
+    assert ten["decode_events_per_s"] > 0 and ten["decode_best_s"] > 0
+    assert len(ten["workers1"]) == 1
+    assert len(ten["workers2"]) == (1 if results["replay_has_workers"] else 0)
+    for workers, key in ((1, "workers1"), (2, "workers2")):
+        for run in ten[key]:
+            assert run["workers"] == (workers if results["replay_has_workers"] else None)
+            assert run["latency_ms"] == 0 and run["duplicates"] == 0  # ids distinct across files
+            assert run["records"] == 150 and run["stored"] == run["delivered"] > 0, run
+            assert run in replays
+    # Both worker counts account for the same records the same way.
+    assert len({(run["delivered"], run["skipped"], run["dead_lettered"])
+                for run in ten["workers1"] + ten["workers2"]}) == 1
+    ratios = ten["ratios"]
+    assert ratios["workers1_vs_decode"] == (
+        ten["workers1_events_per_s"] / ten["decode_events_per_s"]
+    ) > 0
+    if results["replay_has_workers"]:
+        assert ratios["workers2_vs_decode"] == (
+            ten["workers2_events_per_s"] / ten["decode_events_per_s"]
+        ) > 0
+        assert ten["target_met"] == (ratios["workers2_vs_decode"] >= 0.8)
+    assert ten["target"] == "workers2_vs_decode ≥ 0.8"
 
     sdk = results["sdk"]
     assert sdk["records"] == 400
