@@ -134,6 +134,7 @@ class _Open:
     abandoned: int = 0  # events a failure left unanswered (pending)
     finished: bool = False
     check_queued: bool = False  # the bookkeeper has a look at it queued
+    in_hand: bool = False  # the reader holds a record of it not yet settled nor handed over
 
 
 @dataclass(slots=True)
@@ -290,13 +291,14 @@ class Pipeline:
         failed = self._lanes.failed if self._lanes is not None else None
         return None if failed is None else self._run_ended_by(failed)
 
-    def _run_ended_by(self, error: BaseException) -> str | None:
-        """What objects not started are told when ``error`` ends the run (None: it does not)."""
+    def _run_ended_by(self, error: BaseException) -> str:
+        """What objects not started are told when ``error`` ends the run (the lanes stop
+        only for errors that end it, or for a bug)."""
         if isinstance(error, ConfigurationError):
             if self._summary.configuration_error is None:
                 self._summary.configuration_error = str(error)
             return "not started: the configuration must be fixed first"
-        return f"not started: {error}" if ends_run(error) else None
+        return f"not started: {error}"
 
     def snapshot(self) -> ProgressSnapshot:
         """Where this pipeline stands: the objects finished, and the records resolved so far
@@ -388,7 +390,9 @@ class Pipeline:
         except Exception as exc:  # contain every fault at the object
             if not isinstance(exc, (OSError, CurrentsExportError)):
                 log.debug("%s failed unexpectedly", source.uri, exc_info=True)
-            books.put(partial(self._fail_open, obj, exc))
+            # The record in hand when it failed is neither settled nor with the lanes: it
+            # stays pending, and must not keep the object open.
+            books.put(partial(self._fail_open, obj, exc, 1 if obj.in_hand else 0))
             if ends_run(exc):
                 raise
         finally:
@@ -596,14 +600,19 @@ class Pipeline:
                     self._repeated(record.get("id"))  # accounted for by an earlier attempt
                     continue
                 progress.read()
+                obj.in_hand = True  # until it is settled or handed to the lanes
                 read += 1
-                if index % _STOP_CHECK_EVERY == 0 and stop.stopped:
-                    raise Interrupted(
-                        f"{stop.why()}: progress is saved and the object resumes on its "
-                        "next run"
-                    )
+                if index % _STOP_CHECK_EVERY == 0:
+                    if stop.stopped:
+                        raise Interrupted(
+                            f"{stop.why()}: progress is saved and the object resumes on its "
+                            "next run"
+                        )
+                    if obj.error is not None:  # some of its events failed: read no further,
+                        raise obj.error        # its later events would overtake them
                 if self._repeated(record.get("id")):
                     self._resolve(obj, index, DUPLICATE)
+                    obj.in_hand = False
                     continue
                 try:
                     result = mapper.map(record)
@@ -613,9 +622,11 @@ class Pipeline:
                     result = Rejected(MAPPING_ERROR, f"{type(exc).__name__}: {exc}")
                 if isinstance(result, Mapped):
                     self._route(obj, stream.event_type, index, record, result, payload)
+                    obj.in_hand = False
                 elif isinstance(result, Rejected):
                     self._dead_letter(obj, stream.event_type, index, record, None,
                                       result.reason, result.detail)
+                    obj.in_hand = False
                     if result.reason == MAPPING_ERROR:
                         unusable += 1
                         if read >= UNUSABLE_AFTER_RECORDS and unusable > UNUSABLE_SHARE * read:
@@ -625,6 +636,7 @@ class Pipeline:
                                 "corrupt and is not read further")
                 else:
                     self._resolve(obj, index, SKIPPED, result.reason)
+                    obj.in_hand = False
 
     def _checked_payload(self, event: dict[str, Any]) -> bytes | str:
         """The event as sent, or the reason its ids are refused (a str)."""
@@ -723,8 +735,12 @@ class Pipeline:
         obj = ref.obj
         if obj.finished:
             return
-        self._dead_letter(obj, obj.report.event_type or "", ref.index, None,
-                          orjson.Fragment(ref.payload), reason, detail, ref.warnings)
+        try:
+            self._dead_letter(obj, obj.report.event_type or "", ref.index, None,
+                              orjson.Fragment(ref.payload), reason, detail, ref.warnings)
+        except Exception as exc:  # e.g. a full disk: the event stays pending
+            self._fail_open(obj, exc, 1)
+            return
         self._check(obj)
 
     def _dead_letter(

@@ -4,19 +4,24 @@ ledger ends up exactly as with one object at a time."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import orjson
 from conftest import stored_events
 from test_replay import read_all
 
+from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.emulator import Emulator
+from currents_export.amplitude.lanes import Lanes
+from currents_export.config import REQUEST_LIMITS
 from currents_export.currents.fixtures import generate_fixtures
 from currents_export.deadletter import DeadLetterDirectory
 from currents_export.ledger import SqliteLedger
 from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
-from currents_export.summary import ObjectReport
+from currents_export.summary import ObjectReport, RunSummary
 
 
 def test_small_objects_share_requests_and_each_is_finished_on_its_own(
@@ -48,3 +53,55 @@ def test_small_objects_share_requests_and_each_is_finished_on_its_own(
         state = ledger.state(source.identity)
         assert state is not None and state.status == "done"
     ledger.close()
+
+
+def test_a_record_that_fails_in_hand_leaves_its_object_pending_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Writing --output fails (a full disk: /dev/full) while a record is in hand: each object
+    fails with that record pending, and the run neither hangs nor counts it twice (with at
+    most two objects open, it would wait forever for objects that cannot finish)."""
+    files = generate_fixtures(tmp_path / "bucket", events_per_type=60, files_per_type=6,
+                              seed=32, event_types=["users.behaviors.CustomEvent"])
+    summaries: list[RunSummary] = []
+    with open("/dev/full", "wb", buffering=0) as full:
+        pipeline = Pipeline(client=None, ledger=None, output=full, max_open_objects=2,
+                            dead_letter=DeadLetterDirectory(tmp_path / "dead-letter"))
+        runner = threading.Thread(target=lambda: summaries.append(
+            pipeline.run(find_local_objects([tmp_path / "bucket"]))), daemon=True)
+        runner.start()
+        runner.join(60)
+    assert not runner.is_alive(), "the run hung"
+    summary = summaries[0]
+    assert summary.objects_failed == len(files) == 6
+    assert all("No space left on device" in f["error"] for f in summary.failures)
+    assert summary.pending_records == 6  # the record in hand of each object, once
+    assert summary.balanced
+
+
+def test_an_id_throttled_past_the_horizon_is_given_back(emulator: Emulator) -> None:
+    """Amplitude throttles one user on every attempt: after the horizon its events are
+    handed back (pending) instead of being re-sent forever."""
+    emulator.set_faults([{"action": "status", "status": 429, "ids": ["user-throttled-1"]}],
+                        seed=1)
+    client = AmplitudeClient(f"{emulator.url}/batch", "continuous-key-0001",
+                             throttle_pause_s=0.05)
+    abandoned: list[tuple[str, str]] = []
+    lanes: Lanes[str] = Lanes(
+        client, REQUEST_LIMITS["batch"], lanes=2, horizon_s=0.5,
+        on_delivered=lambda refs: None, on_rejected=lambda *_: None,
+        on_abandoned=lambda refs, error: abandoned.extend((r, str(error)) for r in refs))
+    try:
+        event = {"event_type": "e", "user_id": "user-throttled-1", "insert_id": "i-1",
+                 "time": 1_768_471_200_000}
+        lanes.submit(PendingEvent(orjson.dumps(event), "i-1", ("user-throttled-1",)))
+        drained = threading.Thread(target=lanes.drain, daemon=True)
+        drained.start()
+        drained.join(30)
+        assert not drained.is_alive(), "drain never returned"
+    finally:
+        lanes.close()
+        client.close()
+        emulator.clear_faults()
+    assert [ref for ref, _ in abandoned] == ["i-1"]
+    assert "throttled" in abandoned[0][1]

@@ -115,17 +115,24 @@ class Lanes(Generic[Ref]):
     # ---- reader side ----------------------------------------------------------------------
 
     def submit(self, event: PendingEvent[Ref]) -> None:
-        """Queue one event (blocks while its lane is busy: memory stays bounded)."""
+        """Queue one event (blocks while its lane is busy: memory stays bounded). When it
+        raises, the event was not taken: the caller still answers for it."""
         self._raise_if_failed()
         lane = self._claim(event)
         with self._packing[lane]:
+            packer = self._packers[lane]
             try:
-                closed = self._packers[lane].add(event)
+                closed = packer.add(event)
             except Exception:
                 self._release([event])
                 raise
             if closed:
-                self._put(lane, closed)
+                try:
+                    self._put(lane, closed)
+                except BaseException:  # a stop: the closed request is abandoned by _put
+                    packer.flush()  # holds only this event, handed back to the caller
+                    self._release([event])
+                    raise
 
     def _send_open(self, lane: int) -> None:
         """Close the lane's open request and queue it."""
@@ -316,36 +323,44 @@ class _Lane(threading.Thread, Generic[Ref]):
         # halves when Amplitude throttles the id again and doubles when a batch gets through.
         self.budget: dict[str, int] = {}
         self.pace: dict[str, float] = {}  # id → the pause Amplitude asked for
-        self.progressed_at = 0.0  # when a held event last got through (or holding began)
+        self.progressed_at = 0.0  # when a held event last got through
         self.busy = False  # sending (read by the linger thread)
 
     def run(self) -> None:
         while True:
-            self._release_ready()
-            if len(self.held) >= MAX_HELD_EVENTS:
-                self.parent._stop.sleep(self._next_wake() or 0.01)
-                continue
             try:
-                item = self.queue.get(timeout=self._next_wake() or 0.5)
-            except queue.Empty:
-                if self.parent._closed.is_set():  # closed while the queue was full
+                if not self._step():
                     return
-                continue
-            if item is _STOP:
-                return
-            if isinstance(item, _Drain):
-                self._wait_out_held()
-                item.done.set()
-                continue
-            assert isinstance(item, list)
-            self.busy = True
-            try:
-                self._send_or_hold(item)
-            except Exception as exc:  # a failing callback must not leave drain() hanging
-                log.exception("lane %s failed", self.name)
-                self.parent._fail(exc)
+            except Exception as exc:  # a bug or a failing callback: never leave drain()
+                log.exception("lane %s failed", self.name)  # or the reader waiting
+                self.parent._fail(exc)  # the run ends (Lanes.failed); what is unanswered
+                held, self.held = self.held, []  # stays pending
+                self.parent._release(held)
             finally:
                 self.busy = False
+
+    def _step(self) -> bool:
+        """Handle what is due and one queued item; False once the lane is to stop."""
+        self._release_ready()
+        if len(self.held) >= MAX_HELD_EVENTS:
+            self.parent._stop.sleep(self._next_wake() or 0.01)
+            return True
+        try:
+            item = self.queue.get(timeout=self._next_wake() or 0.5)
+        except queue.Empty:
+            return not self.parent._closed.is_set()  # closed while the queue was full
+        if item is _STOP:
+            return False
+        if isinstance(item, _Drain):
+            try:
+                self._wait_out_held()
+            finally:
+                item.done.set()
+            return True
+        assert isinstance(item, list)
+        self.busy = True
+        self._send_or_hold(item)
+        return True
 
     def _next_wake(self) -> float | None:
         if not self.held:
@@ -377,8 +392,6 @@ class _Lane(threading.Thread, Generic[Ref]):
             self._send(request)
             return
         now = self.parent._clock()
-        if not self.held:  # holding (begins again): the horizon counts from now
-            self.progressed_at = now
         held_ids = {i for event in self.held for i in event.ids}
         ready = []
         for event in request:
@@ -400,7 +413,9 @@ class _Lane(threading.Thread, Generic[Ref]):
             return
         now = self.parent._clock()
         horizon = self.parent._horizon_s
-        if now - self.progressed_at > horizon:
+        oldest = min((e.held_since for e in self.held if e.held_since is not None),
+                     default=now)
+        if now - max(oldest, self.progressed_at) > horizon:
             self._give_up([], DeliveryFailed(
                 f"Amplitude throttled some users/devices for over {horizon:.0f}s without "
                 "letting any of their events through; the objects stay pending for the "
@@ -498,8 +513,6 @@ class _Lane(threading.Thread, Generic[Ref]):
 
     def _hold_throttled(self, throttled: list[tuple[PendingEvent[Ref], float]]) -> None:
         now = self.parent._clock()
-        if not self.held:
-            self.progressed_at = now
         per_id: dict[str, int] = {}
         for event, _ in throttled:
             for identifier in event.ids:
