@@ -39,6 +39,10 @@ _POLL_INTERVAL_S = 0.05  # how quickly stop() takes effect
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Connections waiting to be accepted. socketserver's default, 5, is overrun when several
+    # worker processes open a connection per lane at once: the kernel then drops the last
+    # handshake step, and a client's first request fails after about a second.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], state: EmulatorState) -> None:
         super().__init__(address, _Handler)
