@@ -619,7 +619,8 @@ class Pipeline:
                     if isinstance(result, Mapped):
                         payload = self._checked_payload(result.event)
                 except Exception as exc:  # one bad record never stops its object
-                    result = Rejected(MAPPING_ERROR, f"{type(exc).__name__}: {exc}")
+                    result = Rejected(MAPPING_ERROR, f"{type(exc).__name__}: {exc}",
+                                      type(exc).__name__)
                 if isinstance(result, Mapped):
                     self._route(obj, stream.event_type, index, record, result, payload)
                     obj.in_hand = False
@@ -630,10 +631,14 @@ class Pipeline:
                     if result.reason == MAPPING_ERROR:
                         unusable += 1
                         if read >= UNUSABLE_AFTER_RECORDS and unusable > UNUSABLE_SHARE * read:
+                            # No record value: this message reaches logs, the ledger
+                            # and the summary.
                             raise UnreadableObject(
                                 f"{source.uri}: {unusable} of the first {read} records could "
-                                f"not be mapped (last: {result.detail}); the object looks "
-                                "corrupt and is not read further")
+                                f"not be mapped (last: {result.without_value or result.reason}"
+                                "; each record's reason is in the "
+                                "dead letter); the object looks corrupt and is not read "
+                                "further")
                 else:
                     self._resolve(obj, index, SKIPPED, result.reason)
                     obj.in_hand = False

@@ -444,6 +444,7 @@ def test_an_object_of_overwhelmingly_unusable_records_stops_instead_of_flooding(
     assert summary["objects_failed_permanently"] == 1
     [failure] = summary["failures"]
     assert "could not be mapped" in failure["error"] and "unusable+0+1.avro" in failure["error"]
+    assert '{"a"' not in failure["error"]  # no record value in a message that reaches logs
     # It stopped after the first thousand, not after 1,500 dead-lettered records.
     assert summary["dead_lettered"]["mapping_error"] <= 1_000
     assert summary["pending_records"] + summary["records"] <= 1_000
@@ -451,3 +452,31 @@ def test_an_object_of_overwhelmingly_unusable_records_stops_instead_of_flooding(
     result, summary = replay(emulator, tmp_path, tmp_path / "bucket", extra=("--retry-failed",))
     assert result.exit_code == 1 and summary["resumed_records"] == 0
     assert summary["objects_failed_permanently"] == 1
+
+
+def test_the_message_of_an_unusable_object_quotes_no_record_value(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """The refusals quote what they found ("a list (['jane@…'])"); the object's failure,
+    which reaches logs, the ledger and the summary, names the field only."""
+    import fastavro
+
+    [good] = fixtures(tmp_path / "bucket", events=1_200, files_per_type=1)
+    with good.path.open("rb") as stream:
+        reader = fastavro.reader(stream)
+        schema, records = dict(reader.writer_schema), list(reader)
+    schema["fields"] = [
+        {"name": f["name"], "type": ["null", {"type": "array", "items": "string"}],
+         "default": None} if f["name"] == "external_user_id"
+        else f for f in schema["fields"]]
+    bad_path = good.path.with_name("drifted+0+1.avro")
+    with bad_path.open("wb") as out:
+        fastavro.writer(out, schema, [{**r, "external_user_id": ["jane.doe@example.com"]}
+                                      for r in records])
+    good.path.unlink()
+    result, summary = replay(emulator, tmp_path, tmp_path / "bucket")
+    assert summary["objects_failed_permanently"] == 1
+    [failure] = summary["failures"]
+    assert "could not be mapped" in failure["error"] and "external_user_id" in failure["error"]
+    assert "jane.doe@example.com" not in failure["error"]
+    assert "jane.doe@example.com" not in result.output

@@ -250,10 +250,12 @@ class Skipped:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Cannot become a valid event; goes to the dead letter."""
+    """Cannot become a valid event; goes to the dead letter. ``without_value`` says the same
+    as ``detail`` without quoting the record (for messages that reach logs)."""
 
     reason: str
     detail: str
+    without_value: str = ""
 
 
 MapResult = Mapped | Skipped | Rejected
@@ -490,7 +492,7 @@ class EventMapper:
                 braze_id = _id_text(braze_id, "user_id")
         except _Refused as refused:  # under a privacy policy the detail names no value
             return Rejected(MAPPING_ERROR, refused.without_value if self._redacts
-                            else str(refused))
+                            else str(refused), refused.without_value)
         if not event_id:
             return Rejected(NO_EVENT_ID, "the record has no id")
         time_ms = _time_ms(record)
