@@ -59,7 +59,7 @@ from currents_export.ledger import LedgerConfigError, open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapper_for
 from currents_export.mapping.settings import MappingConfigError, mapping_options
 from currents_export.observability import quiet_wire_logs
-from currents_export.pipeline import Pipeline, SeenIds
+from currents_export.pipeline import Pipeline
 from currents_export.privatefiles import open_private_for_writing
 from currents_export.redrive import Redrive
 from currents_export.sources import SourceError, SourceObject, find_local_objects
@@ -346,7 +346,7 @@ def run_pipeline(
     if workers > 1:
         return _run_in_processes(objects, settings, workers, stop, progress)
     with ExitStack() as stack, _stop_on_signals(stop):
-        pipeline = _pipeline_factory(settings, stack, stop)()
+        pipeline = _build_pipeline(settings, stack, stop)
         if progress is not None:
             progress.add(pipeline)
             stack.enter_context(progress)
@@ -375,7 +375,7 @@ def _run_in_processes(
     with ExitStack() as stack, _stop_on_signals(stop, on_exit=run.kill):
         # Client, ledger, dead letter: built here once, so that a bad set-up is an answer
         # before any worker starts; the ledger frees the leases of a worker that dies.
-        checked = _pipeline_factory(settings, stack, stop, api_key=api_key, options=options)()
+        checked = _build_pipeline(settings, stack, stop, api_key=api_key, options=options)
         run.ledger = checked.ledger
         if progress is not None:
             stack.enter_context(progress)
@@ -394,8 +394,8 @@ def _worker_pipeline(
     """A worker process's pipeline (see ``currents_export.workers``)."""
     _setup_logging(settings["verbose"])
     try:
-        return _pipeline_factory(settings, stack, stop, on_object, api_key=api_key,
-                                 options=options)()
+        return _build_pipeline(settings, stack, stop, on_object, api_key=api_key,
+                               options=options)
     except click.ClickException as exc:
         raise ConfigurationError(exc.format_message()) from None
 
@@ -541,7 +541,7 @@ def _build_client(
     return client
 
 
-def _pipeline_factory(
+def _build_pipeline(
     settings: dict[str, Any],
     stack: ExitStack,
     stop: Stop,
@@ -549,8 +549,8 @@ def _pipeline_factory(
     *,
     api_key: str | None = None,
     options: MappingOptions | None = None,
-) -> Callable[[], Pipeline]:
-    """What a pipeline uses (client, ledger, dead letter, seen ids), and a constructor.
+) -> Pipeline:
+    """The run's pipeline with what it uses (client, ledger, dead letter, --output).
 
     ``api_key`` and ``options`` resolved already (a worker process has no command line);
     else from the options and the command's context.
@@ -573,29 +573,23 @@ def _pipeline_factory(
     output: IO[bytes] | None = None
     if settings["output"]:
         output = stack.enter_context(open_private_for_writing(settings["output"]))  # 0600
-    seen_ids = SeenIds()
     if options is None:
         options = _mapping_options(settings["profile"], settings["identity_fallback"])
-
-    def new_pipeline() -> Pipeline:
-        return Pipeline(
-            client=client,
-            ledger=ledger,
-            dead_letter=dead_letter,
-            options=options,
-            limits=REQUEST_LIMITS[settings["api"]],
-            min_id_length=settings["min_id_length"],
-            output=output,
-            force=settings["force"],
-            lanes=settings["lanes"],
-            checkpoint_every=settings["checkpoint_every"],
-            retry_failed=settings["retry_failed"],
-            stop=stop,
-            seen_ids=seen_ids,
-            on_object=on_object,
-        )
-
-    return new_pipeline
+    return Pipeline(
+        client=client,
+        ledger=ledger,
+        dead_letter=dead_letter,
+        options=options,
+        limits=REQUEST_LIMITS[settings["api"]],
+        min_id_length=settings["min_id_length"],
+        output=output,
+        force=settings["force"],
+        lanes=settings["lanes"],
+        checkpoint_every=settings["checkpoint_every"],
+        retry_failed=settings["retry_failed"],
+        stop=stop,
+        on_object=on_object,
+    )
 
 
 def _check_bucket(s3: Any, uri: str) -> None:

@@ -203,14 +203,13 @@ class Pipeline:
     _lanes: Lanes[EventRef] | None = field(default=None, init=False)
     _books: _Bookkeeper | None = field(default=None, init=False, repr=False)
     _summary: RunSummary = field(default_factory=RunSummary, init=False, repr=False)
+    # The objects open (read, or waiting for their answers) and what the finished add up
+    # to, under one lock (snapshot() reads both); the reader waits on it for room.
     _open: list[_Open] = field(default_factory=list, init=False, repr=False)
+    _finished: _Finished = field(default_factory=_Finished, init=False, repr=False)
     _room: threading.Condition = field(default_factory=threading.Condition, init=False,
                                        repr=False)
     _valid_ids: set[str] = field(default_factory=lambda: {""}, init=False)
-    # For snapshot(): the objects being read now (by id of their report) and the finished.
-    _live_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _in_flight: dict[int, ObjectProgress] = field(default_factory=dict, init=False, repr=False)
-    _finished: _Finished = field(default_factory=_Finished, init=False, repr=False)
 
     @property
     def dry_run(self) -> bool:
@@ -304,7 +303,7 @@ class Pipeline:
         """Where this pipeline stands: the objects finished, and the records resolved so far
         including those of the objects in flight. Thread-safe; costs one ``totals()`` per
         object in flight, so it is for a display polling about once a second."""
-        with self._live_lock:
+        with self._room:
             done = self._finished
             records, delivered, duplicates = (done.tally.records, done.tally.delivered,
                                               done.tally.duplicates)
@@ -312,7 +311,8 @@ class Pipeline:
             dead_lettered = sum(done.tally.dead_lettered.values())
             resumed = done.resumed
             in_flight_records = 0
-            for progress in self._in_flight.values():
+            for obj in self._open:
+                progress = obj.progress
                 tally, _unresolved = progress.totals()
                 in_flight_records += tally.records
                 delivered += tally.delivered
@@ -325,7 +325,7 @@ class Pipeline:
                 objects_already_done=done.already_done,
                 objects_failed=done.failed,
                 objects_skipped=done.skipped_failed,
-                objects_in_flight=len(self._in_flight),
+                objects_in_flight=len(self._open),
                 records=records + in_flight_records,
                 resumed=resumed,
                 delivered=delivered,
@@ -338,12 +338,15 @@ class Pipeline:
                 records_processed=done.records_processed,
             )
 
-    def _settle(self, source: SourceObject, report: ObjectReport) -> None:
+    def _settle(self, source: SourceObject, report: ObjectReport, obj: _Open | None = None
+                ) -> None:
         """Count a finished object (bookkeeping thread): in the summary, in the snapshot's
-        totals, and for ``on_object``."""
-        with self._live_lock:
-            processed = self._in_flight.pop(id(report), None) is not None
-            self._finished.add(report, source.size, processed)
+        totals (moving it from the open objects when it was read), and for ``on_object``."""
+        with self._room:
+            if obj is not None:
+                self._open.remove(obj)
+                self._room.notify_all()
+            self._finished.add(report, source.size, processed=obj is not None)
         self._summary.add(report)
         if self.on_object is not None:
             try:
@@ -383,8 +386,6 @@ class Pipeline:
         obj = _Open(source, report, progress)
         with self._room:
             self._open.append(obj)
-        with self._live_lock:
-            self._in_flight[id(report)] = progress
         try:
             self._read(obj)
         except Exception as exc:  # contain every fault at the object
@@ -441,10 +442,7 @@ class Pipeline:
             except Exception as exc:
                 error = exc
         self._finish(obj.source, obj.report, obj.progress, error=error)
-        with self._room:
-            self._open.remove(obj)
-            self._room.notify_all()
-        self._settle(obj.source, obj.report)
+        self._settle(obj.source, obj.report, obj)
 
     def _finish_open(self, run_error: BaseException | None) -> None:
         """The run ends: objects still open have events no one will answer (a stop left a
