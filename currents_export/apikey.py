@@ -13,11 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
 from currents_export.secretstore import SecretError, fetch_secret
+
+if TYPE_CHECKING:
+    from currents_export.settings import Settings
 
 ENV_KEY = "AMPLITUDE_API_KEY"
 ENV_SECRET = "AMPLITUDE_API_KEY_SECRET"
@@ -69,6 +72,27 @@ class ApiKeyProvider:
         self._value: str | None = None
         self._fetched_at = 0.0
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, client_factory: Callable[[str], Any] = boto3.client
+    ) -> ApiKeyProvider:
+        """The key the settings point to: given (``api_key``, from its variable or file),
+        or in Secrets Manager (``api_key_secret``) or SSM (``api_key_parameter``)."""
+        if settings.api_key:
+            where = settings.origin("api_key")
+            return cls(ApiKeySource("env", where), {where: settings.api_key},
+                       client_factory=client_factory)
+        if settings.api_key_secret:
+            return cls(ApiKeySource("secret", settings.api_key_secret), {},
+                       client_factory=client_factory)
+        if settings.api_key_parameter:
+            return cls(ApiKeySource("parameter", settings.api_key_parameter), {},
+                       client_factory=client_factory)
+        raise ApiKeyError(
+            f"no Amplitude API key configured: set {ENV_SECRET} (a Secrets Manager secret), "
+            f"{ENV_PARAMETER} (an SSM SecureString) or {ENV_KEY}"
+        )
+
     def __repr__(self) -> str:
         return f"ApiKeyProvider({self.source.kind}:{self.source.name})"
 
@@ -84,7 +108,7 @@ class ApiKeyProvider:
     def _fetch(self) -> str:
         kind, name = self.source.kind, self.source.name
         if kind == "env":
-            return self._env[ENV_KEY]
+            return self._env[name]
         return fetch_secret("secret" if kind == "secret" else "parameter", name,
                             what="the Amplitude API key", json_fields=_JSON_FIELDS,
                             client_factory=self._client_factory, error=ApiKeyError)

@@ -50,14 +50,13 @@ import logging
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import boto3
 
-from currents_export.amplitude.client import AmplitudeClient
-from currents_export.apikey import ApiKeyProvider, ApiKeySource
+from currents_export.apikey import ApiKeyProvider
 from currents_export.aws_events import (
     Invocation,
     WorkItem,
@@ -65,42 +64,31 @@ from currents_export.aws_events import (
     parse_invocation,
     sqs_response,
 )
-from currents_export.config import (
-    DEFAULT_LANES,
-    DEFAULT_MIN_ID_LENGTH,
-    REQUEST_LIMITS,
-    THROTTLE_PAUSE_S,
-    endpoint_url,
-)
-from currents_export.deadletter import DeadLetter, open_dead_letter
-from currents_export.ledger import Ledger, open_ledger
-from currents_export.mapping import MappingOptions
-from currents_export.mapping.settings import (
-    DEFAULT_SALT_ENV,
-    MappingConfigError,
-    load_mapping_file,
-)
+from currents_export.mapping.settings import DEFAULT_SALT_ENV
 from currents_export.observability import emf_line, object_fields, setup_json_logging
-from currents_export.pipeline import Pipeline
+from currents_export.run import AwsCallLimits, build_pipeline, open_destinations
 from currents_export.secretstore import SecretError, fetch_secret
+from currents_export.settings import (
+    CONFIG_VARIABLE,
+    LAMBDA,
+    OPTION,
+    Settings,
+    SettingsError,
+    load_settings,
+    options_for,
+)
 from currents_export.sources import SourceObject
-from currents_export.sources.s3 import s3_client, s3_object
+from currents_export.sources.s3 import s3_object
 from currents_export.stopping import Stop
 from currents_export.summary import ObjectReport, RunSummary
 
 log = logging.getLogger("currents_export.lambda")
 
 # What the deployed function needs; infra/template.yaml is checked against these by a test.
-ENVIRONMENT_VARIABLES = frozenset({
-    "AMPLITUDE_API_KEY", "AMPLITUDE_API_KEY_SECRET", "AMPLITUDE_API_KEY_PARAMETER",
-    "AMPLITUDE_REGION", "AMPLITUDE_API", "AMPLITUDE_URL", "CURRENTS_EXPORT_STATE",
-    "LEDGER_TABLE", "CURRENTS_EXPORT_DEAD_LETTER", "CURRENTS_EXPORT_PROFILE",
-    "CURRENTS_EXPORT_IDENTITY_FALLBACK", "CURRENTS_EXPORT_MIN_ID_LENGTH",
-    "CURRENTS_EXPORT_LANES", "CURRENTS_EXPORT_DEADLINE_MARGIN_S",
-    "CURRENTS_EXPORT_CHECKPOINT_EVERY", "CURRENTS_EXPORT_CONFIG", "CURRENTS_EXPORT_PII_SALT",
-    "CURRENTS_EXPORT_PII_SALT_SECRET", "CURRENTS_EXPORT_PII_SALT_PARAMETER",
-    "CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY", "CURRENTS_EXPORT_LOG_LEVEL",
-})
+ENVIRONMENT_VARIABLES = frozenset(
+    {variable for option in options_for(LAMBDA) for variable in option.variables}
+    | {CONFIG_VARIABLE, DEFAULT_SALT_ENV}
+)
 IAM_ACTIONS = frozenset({
     "s3:GetObject",  # sources.s3: streaming reads
     "s3:PutObject",  # deadletter.S3DeadLetter
@@ -119,26 +107,12 @@ _LAMBDA_LOG_LEVELS = {**_LOG_LEVELS, "TRACE": logging.DEBUG, "WARN": logging.WAR
                       "FATAL": logging.CRITICAL}
 
 
-class LambdaConfigError(ValueError):
+class LambdaConfigError(SettingsError):
     """A missing or wrong environment variable; the message names it."""
 
 
-@dataclass(frozen=True, slots=True)
-class AwsCallLimits:
-    """How long one S3 or DynamoDB call may take: per attempt, and how many attempts."""
-
-    connect_timeout: float
-    read_timeout: float
-    max_attempts: int
-
-    @property
-    def worst_case_s(self) -> float:
-        """One call, every attempt timing out, with botocore's backoff between them."""
-        return self.max_attempts * (self.connect_timeout + self.read_timeout) + _AWS_BACKOFF_S
-
-
 _AWS_ATTEMPTS = 3
-_AWS_BACKOFF_S = 3.0  # botocore standard mode: up to 1 s, then up to 2 s, between 3 attempts
+
 
 
 def aws_call_limits(deadline_margin_s: float) -> AwsCallLimits:
@@ -151,82 +125,45 @@ def aws_call_limits(deadline_margin_s: float) -> AwsCallLimits:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class LambdaSettings:
-    state: str
-    dead_letter: str
-    api: str = "batch"
-    region: str = "us"
-    amplitude_url: str | None = None
-    profile: str = "braze"
-    identity_fallback: str = "none"
-    min_id_length: int = DEFAULT_MIN_ID_LENGTH
-    lanes: int = DEFAULT_LANES
-    deadline_margin_s: float = 60.0
-    checkpoint_every: int = 5_000
-    mapping: MappingOptions = field(default_factory=MappingOptions)  # its repr hides the salt
-    dead_letter_kms_key: str | None = None
+def lambda_settings(
+    env: Mapping[str, str], *, client_factory: Callable[[str], Any] = boto3.client
+) -> Settings:
+    """The settings the variables give (the same table as the command line's:
+    ``currents_export.settings``); ``client_factory`` makes the Secrets Manager or SSM
+    client that reads the hashing salt (when it is kept there)."""
+    try:
+        secret = _variable(env, "pii_salt_secret")
+        parameter = _variable(env, "pii_salt_parameter")
+        config = env.get(CONFIG_VARIABLE)
+        mapping_env = env
+        if config:
+            mapping_env = _with_salt(env, config, secret, parameter, client_factory)
+        elif secret or parameter:
+            log.warning("a hashing salt is configured (%s) but no %s: nothing is hashed",
+                        ENV_SALT_SECRET if secret else ENV_SALT_PARAMETER, CONFIG_VARIABLE)
+        settings = load_settings(LAMBDA, environ=env, environ_for_mapping=mapping_env)
+    except SettingsError as exc:
+        raise LambdaConfigError(str(exc)) from None
+    if not settings.state.startswith("dynamodb://") or not settings.given("state"):
+        raise LambdaConfigError(
+            "set CURRENTS_EXPORT_STATE=dynamodb://TABLE (or LEDGER_TABLE=TABLE)")
+    if not settings.dead_letter.startswith("s3://") or not settings.given("dead_letter"):
+        raise LambdaConfigError(
+            "set CURRENTS_EXPORT_DEAD_LETTER=s3://BUCKET/PREFIX (a Lambda's disk is not kept)")
+    return settings
 
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str], *, client_factory: Callable[[str], Any] = boto3.client
-    ) -> LambdaSettings:
-        """The settings the variables give; ``client_factory`` makes the Secrets Manager or
-        SSM client that reads the hashing salt (when it is kept there)."""
-        state = env.get("CURRENTS_EXPORT_STATE") or (
-            f"dynamodb://{env['LEDGER_TABLE']}" if env.get("LEDGER_TABLE") else ""
-        )
-        if not state:
-            raise LambdaConfigError(
-                "set CURRENTS_EXPORT_STATE=dynamodb://TABLE (or LEDGER_TABLE=TABLE)"
-            )
-        dead_letter = env.get("CURRENTS_EXPORT_DEAD_LETTER", "")
-        if not dead_letter.startswith("s3://"):
-            raise LambdaConfigError(
-                "set CURRENTS_EXPORT_DEAD_LETTER=s3://BUCKET/PREFIX (a Lambda's disk is not kept)"
-            )
-        choices = {"AMPLITUDE_API": ("batch", "http"), "AMPLITUDE_REGION": ("us", "eu"),
-                   "CURRENTS_EXPORT_PROFILE": ("braze", "plain"),
-                   "CURRENTS_EXPORT_IDENTITY_FALLBACK": ("none", "braze_id")}
-        for name, allowed in choices.items():
-            if name in env and env[name] not in allowed:
-                raise LambdaConfigError(f"{name}={env[name]!r}: use one of {', '.join(allowed)}")
-        mapping = MappingOptions()
-        if env.get("CURRENTS_EXPORT_CONFIG"):
-            path = env["CURRENTS_EXPORT_CONFIG"]
-            try:
-                mapping = load_mapping_file(path, _with_salt(env, path, client_factory))
-            except MappingConfigError as exc:
-                raise LambdaConfigError(f"CURRENTS_EXPORT_CONFIG: {exc}") from None
-        elif env.get(ENV_SALT_SECRET) or env.get(ENV_SALT_PARAMETER):
-            log.warning("a hashing salt is configured (%s) but no CURRENTS_EXPORT_CONFIG: "
-                        "nothing is hashed", ENV_SALT_SECRET if env.get(ENV_SALT_SECRET)
-                        else ENV_SALT_PARAMETER)
-        return cls(
-            state=state,
-            dead_letter=dead_letter,
-            api=env.get("AMPLITUDE_API", "batch"),
-            region=env.get("AMPLITUDE_REGION", "us"),
-            amplitude_url=env.get("AMPLITUDE_URL") or None,
-            profile=env.get("CURRENTS_EXPORT_PROFILE", mapping.profile),
-            identity_fallback=env.get("CURRENTS_EXPORT_IDENTITY_FALLBACK",
-                                      mapping.identity_fallback),
-            min_id_length=_int(env, "CURRENTS_EXPORT_MIN_ID_LENGTH",
-                               mapping.min_id_length or DEFAULT_MIN_ID_LENGTH),
-            lanes=_int(env, "CURRENTS_EXPORT_LANES", DEFAULT_LANES),
-            deadline_margin_s=float(_int(env, "CURRENTS_EXPORT_DEADLINE_MARGIN_S", 60)),
-            checkpoint_every=_int(env, "CURRENTS_EXPORT_CHECKPOINT_EVERY", 5_000),
-            mapping=mapping,
-            dead_letter_kms_key=env.get("CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY") or None,
-        )
+
+def _variable(env: Mapping[str, str], name: str) -> str | None:
+    """The first of the option's variables that is set (its own name, then aliases)."""
+    return next((env[v] for v in OPTION[name].variables if env.get(v)), None)
 
 
 def _with_salt(
-    env: Mapping[str, str], config_path: str, client_factory: Callable[[str], Any]
+    env: Mapping[str, str], config_path: str, secret: str | None, parameter: str | None,
+    client_factory: Callable[[str], Any],
 ) -> Mapping[str, str]:
     """``env``, plus the salt read from Secrets Manager or SSM (when one of them is
     configured) as the value of the variable the file's ``pii.salt_env`` names."""
-    secret, parameter = env.get(ENV_SALT_SECRET), env.get(ENV_SALT_PARAMETER)
     if not secret and not parameter:
         return env
     if secret and parameter:
@@ -260,76 +197,31 @@ def _salt_variable(config_path: str) -> str:
 
 def log_level(env: Mapping[str, str]) -> int:
     """``CURRENTS_EXPORT_LOG_LEVEL``, else Lambda's ``AWS_LAMBDA_LOG_LEVEL``, else INFO."""
-    if env.get(ENV_LOG_LEVEL):
-        value = env[ENV_LOG_LEVEL].upper()
-        if value not in _LOG_LEVELS:
-            raise LambdaConfigError(f"{ENV_LOG_LEVEL}={env[ENV_LOG_LEVEL]!r}: use one of "
+    value = env.get(ENV_LOG_LEVEL)
+    if value:
+        if value.upper() not in _LOG_LEVELS:
+            raise LambdaConfigError(f"{ENV_LOG_LEVEL}={value!r}: use one of "
                                     f"{', '.join(_LOG_LEVELS)}")
-        return _LOG_LEVELS[value]
+        return _LOG_LEVELS[value.upper()]
     return _LAMBDA_LOG_LEVELS.get(env.get("AWS_LAMBDA_LOG_LEVEL", "").upper(), logging.INFO)
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    try:
-        return int(env.get(name, default))
-    except ValueError:
-        raise LambdaConfigError(f"{name}={env[name]!r} is not a whole number") from None
-
-
 class Runtime:
-    """What one execution environment keeps between invocations: clients, ledger, key."""
+    """What one execution environment keeps between invocations: the settings, the
+    ledger, the dead letter, the S3 client and the key (fetched once, see ``apikey``)."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self.settings = LambdaSettings.from_env(env)
+        self.settings = lambda_settings(env)
         limits = aws_call_limits(self.settings.deadline_margin_s)
-        self.s3 = s3_client(connect_timeout=limits.connect_timeout,
-                            read_timeout=limits.read_timeout, max_attempts=limits.max_attempts)
-        self.ledger: Ledger = open_ledger(
-            self.settings.state, connect_timeout=limits.connect_timeout,
-            read_timeout=limits.read_timeout, max_attempts=limits.max_attempts,
-        )
-        self.dead_letter: DeadLetter = open_dead_letter(
-            self.settings.dead_letter, s3_client=self.s3,
-            kms_key=self.settings.dead_letter_kms_key)
-        self.api_key = ApiKeyProvider(ApiKeySource.from_env(env), env)
-        self.url = endpoint_url(self.settings.api, self.settings.region,
-                                self.settings.amplitude_url)
-        self._client: AmplitudeClient | None = None
-        self._client_key: str | None = None
+        self._resources = ExitStack()  # open for the life of the container
+        self.destinations = open_destinations(self.settings, self._resources, aws=limits,
+                                              check=False)
+        self.s3 = self.destinations.s3
+        self.api_key = ApiKeyProvider.from_settings(self.settings)
 
     def __repr__(self) -> str:  # never the key (nor the salt, in settings.mapping)
         return (f"Runtime(state={self.settings.state!r}, "
                 f"dead_letter={self.settings.dead_letter!r}, api_key={self.api_key!r})")
-
-    def client(self, *, refresh_key: bool = False) -> AmplitudeClient:
-        key = self.api_key.get(refresh=refresh_key)
-        if self._client is None or key != self._client_key:
-            if self._client is not None:
-                self._client.close()
-            self._client = AmplitudeClient(
-                self.url, key, min_id_length=self.settings.min_id_length,
-                throttle_pause_s=THROTTLE_PAUSE_S[self.settings.api],
-            )
-            self._client_key = key
-        return self._client
-
-    def pipeline(self, client: AmplitudeClient, stop: Stop,
-                 on_object: Callable[[ObjectReport], None]) -> Pipeline:
-        settings = self.settings
-        return Pipeline(
-            client=client,
-            ledger=self.ledger,
-            dead_letter=self.dead_letter,
-            options=settings.mapping.with_overrides(
-                profile=settings.profile, identity_fallback=settings.identity_fallback
-            ),
-            limits=REQUEST_LIMITS[settings.api],
-            min_id_length=settings.min_id_length,
-            lanes=settings.lanes,
-            checkpoint_every=settings.checkpoint_every,
-            stop=stop,
-            on_object=on_object,
-        )
 
 
 _runtime: Runtime | None = None
@@ -376,24 +268,29 @@ def _process_item(current: Runtime, item: WorkItem, stop: Stop) -> list[ObjectRe
         return []
     if stop.stopped:
         return [_not_started(source.uri) for source in sources]
-    reports, summary = _run(current, current.client(), sources, stop)
+    reports, summary = _run(current, current.api_key.get(), sources, stop)
     if summary.configuration_error is None:
         return reports
     # The key may have been rotated: read it again, once.
-    reports, summary = _run(current, current.client(refresh_key=True), sources, stop)
+    reports, summary = _run(current, current.api_key.get(refresh=True), sources, stop)
     if summary.configuration_error is not None:
         log.error("configuration error", extra={"fields": {"error": summary.configuration_error}})
     return reports
 
 
 def _run(
-    current: Runtime, client: AmplitudeClient, sources: list[SourceObject], stop: Stop
+    current: Runtime, api_key: str, sources: list[SourceObject], stop: Stop
 ) -> tuple[list[ObjectReport], RunSummary]:
+    """One run over ``sources``: its own client and pipeline, over the container's ledger
+    and dead letter. The retry horizon never outlives the deadline; every wait is bounded
+    by ``stop``."""
     reports: list[ObjectReport] = []
-    # The retry horizon never outlives the deadline; every wait is bounded by ``stop``.
-    horizon = max(1.0, stop.remaining() or 1.0)
-    client.begin_run(stop, replace(client.retry, horizon_s=horizon))
-    summary = current.pipeline(client, stop, reports.append).run(sources)
+    horizon = max(1.0, min(current.settings.retry_horizon, stop.remaining() or 1.0))
+    with ExitStack() as stack:
+        pipeline = build_pipeline(current.settings, current.destinations, stack, stop=stop,
+                                  api_key=api_key, on_object=reports.append,
+                                  retry_horizon_s=horizon)
+        summary = pipeline.run(sources)
     for report in reports:
         _log_object(report)
     return reports, summary

@@ -1,29 +1,29 @@
 """The ``currents-export`` command line: parse options, build the run, print the result.
 
-Every option can also come from ``CURRENTS_EXPORT_<OPTION>`` or from the TOML file given
-with ``--config`` (command line > environment > config file > default).
+The options come from one table (``currents_export.settings``): each can also be given as
+``CURRENTS_EXPORT_<OPTION>`` or in the TOML file of ``--config`` (command line >
+environment > file > default). Runs are built by ``currents_export.run``.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import signal
 import sys
 import tempfile
-import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import boto3
 import click
 import orjson
 
 from currents_export import __version__
-from currents_export.amplitude.client import AmplitudeClient
 from currents_export.awserrors import explain
 from currents_export.backfill import (
     dispatch_to_sqs,
@@ -31,19 +31,10 @@ from currents_export.backfill import (
     queue_url,
     write_manifest,
 )
-from currents_export.config import (
-    DEFAULT_DEAD_LETTER_DIR,
-    DEFAULT_LANES,
-    DEFAULT_MIN_ID_LENGTH,
-    DEFAULT_STATE_PATH,
-    REQUEST_LIMITS,
-    THROTTLE_PAUSE_S,
-    RetryPolicy,
-    endpoint_url,
-)
+from currents_export.config import REQUEST_LIMITS
 from currents_export.currents.reader import open_records
 from currents_export.currents.schemas import pii_fields
-from currents_export.deadletter import DeadLetterConfigError, open_dead_letter
+from currents_export.deadletter import DeadLetterConfigError
 from currents_export.display import LiveProgress
 from currents_export.errors import (
     EXIT_CONFIG,
@@ -53,15 +44,25 @@ from currents_export.errors import (
     ConfigurationError,
     CurrentsExportError,
     ObjectError,
-    OutputPathError,
 )
-from currents_export.ledger import LedgerConfigError, open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapper_for
-from currents_export.mapping.settings import MappingConfigError, mapping_options
 from currents_export.observability import quiet_wire_logs
 from currents_export.pipeline import Pipeline
-from currents_export.privatefiles import open_private_for_writing
 from currents_export.redrive import Redrive
+from currents_export.run import build_client, build_run, check_outputs, resolve_api_key
+from currents_export.settings import (
+    BACKFILL,
+    CONFIG_VARIABLE,
+    INSPECT,
+    REDRIVE,
+    REPLAY,
+    STATUS,
+    Option,
+    Settings,
+    SettingsError,
+    load_settings,
+    options_for,
+)
 from currents_export.sources import SourceError, SourceObject, find_local_objects
 from currents_export.sources.s3 import (
     KeyFilter,
@@ -74,129 +75,65 @@ from currents_export.stopping import Stop
 from currents_export.summary import ObjectReport, RunSummary
 from currents_export.workers import ProcessRun, WorkerSpec, default_workers
 
-ENV_PREFIX = "CURRENTS_EXPORT_"
-_MAPPING_META = "currents_export.mapping_options"  # ctx.meta key: the [mapping] options
 log = logging.getLogger("currents_export")
+Command = Callable[..., Any]
 
 
-def _env(name: str, *extra: str) -> list[str]:
-    return [ENV_PREFIX + name.upper().replace("-", "_"), *extra]
+def _settings_options(place: str) -> Callable[[Command], Command]:
+    """The options of ``place`` from the one table (``currents_export.settings``), plus
+    ``--config``. No click defaults or variables: ``load_settings`` resolves those, the same
+    way for every command and for the Lambda."""
+
+    def decorate(command: Command) -> Command:
+        for option in reversed(options_for(place)):
+            command = _click_option(option)(command)
+        return click.option(
+            "--config", type=click.Path(dir_okay=False), metavar="PATH",
+            help=f"TOML file with option values (keys as option names, e.g. lanes = 4) and "
+                 f"the [mapping] table (docs/mapping.md). Variable: {CONFIG_VARIABLE}.",
+        )(command)
+
+    return decorate
 
 
-def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """Read the TOML file into click's default_map, after checking every key is known."""
-    if not value:
-        return value
-    path = Path(value)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except FileNotFoundError:
-        raise click.BadParameter(f"{value}: no such file", param_hint="--config") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise click.BadParameter(
-            f"{value}: not valid TOML ({exc})", param_hint="--config"
-        ) from None
-    known = {p.name for p in ctx.command.params if p.name and p.name != "config"}
-    defaults = _mapping_defaults(ctx, value, text, data.pop("mapping", None), known)
-    for key, item in data.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise click.BadParameter(
-                f"{value}: unknown key {key!r}; known keys for "
-                f"'{ctx.info_name}': {', '.join(sorted(known))}",
-                param_hint="--config",
-            )
-        defaults[name] = item
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    return value
+def _click_option(option: Option) -> Callable[[Command], Command]:
+    variables = " or ".join(option.variables)
+    text = f"{option.help} Variable: {variables}."
+    if option.default is not None or option.default_text is not None:
+        text += f" Default: {option.describe_default()}."
+    if option.kind is bool:
+        return click.option(option.flag, is_flag=True, default=None, help=text)
+    kind: click.ParamType
+    if option.choices:
+        kind = click.Choice(option.choices)
+    elif option.kind is int:
+        kind = click.IntRange(_bound(option.minimum), _bound(option.maximum))
+    elif option.kind is float:
+        kind = click.FloatRange(option.minimum, option.maximum)
+    else:
+        kind = click.STRING
+    return click.option(option.flag, type=kind, default=None, metavar=option.metavar,
+                        help=text)
 
 
-def _mapping_defaults(
-    ctx: click.Context, source: str, text: str, table: Any, known: set[str]
-) -> dict[str, Any]:
-    """Check the [mapping] table; keep its options for the command and return the values it
-    gives for options that also exist as flags (so flags and variables still win)."""
-    if table is None:
-        return {}
-    if not isinstance(table, dict):
-        raise click.BadParameter(f"{source}: mapping must be a table", param_hint="--config")
-    try:
-        options = mapping_options(table, source=source, text=text, environ=os.environ)
-    except MappingConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--config") from None
-    ctx.meta[_MAPPING_META] = options
-    identity = table.get("identity", {})
-    given = {
-        "profile": "profile" in table,
-        "identity_fallback": "fallback" in identity,
-        "min_id_length": "min_id_length" in identity,
-    }
-    values = {"profile": options.profile, "identity_fallback": options.identity_fallback,
-              "min_id_length": options.min_id_length}
-    return {name: values[name] for name, present in given.items() if present and name in known}
+def _bound(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
-def _mapping_options(profile: str, identity_fallback: str) -> MappingOptions:
-    """The [mapping] options of --config (if any), with the profile flags applied."""
-    base = click.get_current_context().meta.get(_MAPPING_META) or MappingOptions()
-    return base.with_overrides(profile=profile, identity_fallback=identity_fallback)
+def _settings(place: str, params: dict[str, Any]) -> Settings:
+    """The command's settings: the flags given on this command line over the environment,
+    the --config file and the defaults."""
+    ctx = click.get_current_context()
+    given = {name: value for name, value in params.items()
+             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+    return load_settings(place, flags=given, environ=os.environ)
 
 
-def _apply(options: list[Callable[..., Any]], command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(options):
-        command = option(command)
-    return command
+def _warn(message: str) -> None:
+    click.echo(f"Warning: {message}", err=True)
 
 
-def amplitude_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Options of every command that uploads: where, how, and how patiently."""
-    return _apply([
-        click.option("--config", type=click.Path(dir_okay=False), envvar=_env("config"),
-                     is_eager=True, expose_value=False, callback=_load_config,
-                     help="TOML file with option values (keys as option names)."),
-        click.option("--api-key", envvar=_env("api_key", "AMPLITUDE_API_KEY"),
-                     help="Amplitude project API key. Prefer AMPLITUDE_API_KEY or "
-                          "--api-key-file: a command line is visible to every user (ps)."),
-        click.option("--api-key-file", type=click.Path(dir_okay=False),
-                     envvar=_env("api_key_file"),
-                     help="Read the Amplitude API key from this file (owner-only, e.g. "
-                          "chmod 600)."),
-        click.option("--region", type=click.Choice(["us", "eu"]), default="us",
-                     envvar=_env("region"), show_default=True,
-                     help="Amplitude data centre."),
-        click.option("--amplitude-url", envvar=_env("amplitude_url"),
-                     help="Base URL of the Amplitude API (overrides --region), "
-                          "e.g. the local emulator."),
-        click.option("--api", type=click.Choice(["http", "batch"]), default="batch",
-                     envvar=_env("api"), show_default=True,
-                     help="HTTP API v2 or the Batch API."),
-        click.option("--min-id-length", type=click.IntRange(1), default=DEFAULT_MIN_ID_LENGTH,
-                     envvar=_env("min_id_length"), show_default=True,
-                     help="Shortest user_id/device_id Amplitude should accept."),
-        click.option("--lanes", type=click.IntRange(1, 64), default=DEFAULT_LANES,
-                     envvar=_env("lanes"), show_default=True,
-                     help="Requests in flight at once (never two for one user or device)."),
-        click.option("--retry-horizon", type=click.FloatRange(0), default=900.0,
-                     envvar=_env("retry_horizon"), show_default=True,
-                     help="Seconds to keep retrying an unreachable or failing Amplitude "
-                          "before leaving the object pending for the next run."),
-        click.option("--throttle-pause", type=click.FloatRange(0), envvar=_env("throttle_pause"),
-                     help="Seconds to hold the events of users/devices Amplitude throttles "
-                          "(429). Default: 30 for --api http, 15 for --api batch."),
-        click.option("--summary-json", type=click.Path(dir_okay=False, writable=True),
-                     envvar=_env("summary_json"), help="Write the run summary as JSON."),
-        click.option("-v", "--verbose", count=True, help="More log output (-v, -vv)."),
-    ], command)
-
-
-def _dead_letter_kms_key_option() -> Callable[..., Any]:
-    return click.option(
-        "--dead-letter-kms-key", envvar=_env("dead_letter_kms_key"), metavar="KEY_ID_OR_ARN",
-        help="Encrypt an s3:// dead letter with this KMS key (SSE-KMS) instead of SSE-S3.")
-
-
-def _progress_option() -> Callable[..., Any]:
+def _progress_option() -> Callable[[Command], Command]:
     return click.option(
         "--progress/--no-progress", default=None,
         help="A live display on stderr (events/s, objects, delivered, skipped, dead-lettered, "
@@ -204,23 +141,20 @@ def _progress_option() -> Callable[..., Any]:
              "elsewhere. Default: on when stderr is a terminal.")
 
 
-def _workers_option() -> Callable[..., Any]:
-    return click.option(
-        "--workers", type=click.IntRange(1, 64), envvar=_env("workers"),
-        help="Worker processes, each processing objects on its own (its own lanes, ledger "
-             "connection and dead-letter files). Default: the number of CPUs this process "
-             "may use; 1 with --output.")
+def _verbose_option() -> Callable[[Command], Command]:
+    return click.option("-v", "--verbose", count=True, help="More log output (-v, -vv).")
 
 
-def _effective_workers(workers: int | None, settings: dict[str, Any]) -> int:
+def _effective_workers(settings: Settings) -> int:
     """--workers, or its default; --output (one file) takes one process."""
-    if workers is None:
-        return 1 if settings.get("output") else default_workers()
-    if workers > 1 and settings.get("output"):
-        raise click.UsageError(
-            f"--output writes one file from one process: with --workers {workers} the "
-            "workers' lines would interleave; use --workers 1 with --output")
-    return workers
+    if settings.workers is None:
+        return 1 if settings.output else default_workers()
+    if settings.workers > 1 and settings.output:
+        raise SettingsError(
+            f"--output writes one file from one process: with {settings.origin('workers')} "
+            f"{settings.workers} the workers' lines would interleave; use --workers 1 with "
+            "--output")
+    return settings.workers
 
 
 def _live_progress(command: str, progress: bool | None) -> LiveProgress | None:
@@ -229,41 +163,6 @@ def _live_progress(command: str, progress: bool | None) -> LiveProgress | None:
     if progress is None:
         progress = stream.isatty()
     return LiveProgress(command, stream) if progress else None
-
-
-def replay_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Options of the commands that read Currents objects, map and upload them."""
-    return _apply([
-        click.option("--profile", type=click.Choice(["braze", "plain"]), default="braze",
-                     envvar=_env("profile"), show_default=True,
-                     help="braze: names as Braze's Amplitude connector; plain: raw names."),
-        click.option("--identity-fallback", type=click.Choice(["none", "braze_id"]),
-                     default="none", envvar=_env("identity_fallback"), show_default=True,
-                     help="For records with neither external_user_id nor device_id: skip "
-                          "them (none) or use Braze's internal id as user_id (braze_id)."),
-        click.option("--dry-run", is_flag=True, envvar=_env("dry_run"),
-                     help="Map everything, send nothing, mark nothing done."),
-        click.option("--output", type=click.Path(dir_okay=False, writable=True),
-                     envvar=_env("output"), help="Also write mapped events as JSON lines."),
-        click.option("--state", default=DEFAULT_STATE_PATH, envvar=_env("state"),
-                     show_default=True,
-                     help="Ledger of finished objects: a SQLite file path."),
-        click.option("--checkpoint-every", type=click.IntRange(1), default=10_000,
-                     envvar=_env("checkpoint_every"), show_default=True,
-                     help="Records between progress checkpoints inside an object."),
-        click.option("--dead-letter", default=DEFAULT_DEAD_LETTER_DIR,
-                     envvar=_env("dead_letter"), show_default=True,
-                     help="Directory for events that could not be delivered."),
-        _dead_letter_kms_key_option(),
-        click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
-                     help="Endpoint of an S3-compatible store."),
-        click.option("--force", is_flag=True, envvar=_env("force"),
-                     help="Process objects even if the ledger says they are done (or failed "
-                          "permanently)."),
-        click.option("--retry-failed", is_flag=True, envvar=_env("retry_failed"),
-                     help="Try again the objects that failed permanently before (not Avro, "
-                          "corrupt, refused codec); see `currents-export status`."),
-    ], command)
 
 
 class _Answers(click.Group):
@@ -302,51 +201,58 @@ def main() -> None:
     """Move Braze Currents (Avro files) into Amplitude."""
 
 
-@main.command()
+@main.command(short_help="Replay local Avro files or folders into Amplitude.")
 @click.argument("paths", nargs=-1, required=True)
-@amplitude_options
-@replay_options
-@_workers_option()
+@_settings_options(REPLAY)
 @_progress_option()
-def replay(
-    paths: tuple[str, ...], workers: int | None, progress: bool | None, **settings: Any
-) -> None:
+@_verbose_option()
+def replay(paths: tuple[str, ...], progress: bool | None, verbose: int, **params: Any) -> None:
     """Replay Avro files or directories (searched recursively for .avro) into Amplitude."""
-    _setup_logging(settings["verbose"])
-    count = _effective_workers(workers, settings)
+    _setup_logging(verbose)
+    remote = [path for path in paths if "://" in path]
+    if remote:
+        raise click.UsageError(
+            f"{remote[0]}: replay reads local files; for S3 use "
+            f"`currents-export backfill {remote[0]}` (or copy the objects here first)")
+    settings = _settings(REPLAY, params)
+    count = _effective_workers(settings)
     try:
         objects = find_local_objects(paths)
     except SourceError as exc:
         raise click.UsageError(str(exc)) from None
     if not objects:
-        raise click.UsageError(f"no .avro files under {', '.join(paths)}")
+        raise click.UsageError(f"no .avro files under {', '.join(paths)}; give the folder "
+                               "Braze writes into (…/currents/…) or .avro files")
     live = _live_progress("replay", progress)
     if live is not None:
         live.set_totals(len(objects), (source.size for source in objects))
-    summary = run_pipeline(objects, settings, workers=min(count, len(objects)), progress=live)
+    summary = run_pipeline(objects, settings, workers=min(count, len(objects)), progress=live,
+                           verbose=verbose)
     _finish(summary, settings)
 
 
 def run_pipeline(
     objects: Iterable[SourceObject],
-    settings: dict[str, Any],
+    settings: Settings,
     *,
     workers: int = 1,
     progress: LiveProgress | None = None,
+    verbose: int = 0,
 ) -> RunSummary:
-    """Build the pipeline from the options and run it over ``objects``: in this process,
-    or over ``workers`` worker processes (``currents_export.workers``).
+    """Build the run from the settings and run it over ``objects``: in this process, or
+    over ``workers`` worker processes (``currents_export.workers``).
 
     The first SIGINT/SIGTERM stops reading, saves progress and returns the summary; a
     second one exits at once. ``progress`` shows the pipelines' snapshots while they run
     and writes its last line before this returns (before the summary).
     """
-    _check_output_paths(settings)
+    check_outputs(settings)
+    api_key = None if settings.dry_run else resolve_api_key(settings, _warn)
     stop = Stop()
     if workers > 1:
-        return _run_in_processes(objects, settings, workers, stop, progress)
+        return _run_in_processes(objects, settings, api_key, workers, stop, progress, verbose)
     with ExitStack() as stack, _stop_on_signals(stop):
-        pipeline = _build_pipeline(settings, stack, stop)
+        pipeline = build_run(settings, stack, stop=stop, api_key=api_key)
         if progress is not None:
             progress.add(pipeline)
             stack.enter_context(progress)
@@ -356,26 +262,24 @@ def run_pipeline(
 
 def _run_in_processes(
     objects: Iterable[SourceObject],
-    settings: dict[str, Any],
+    settings: Settings,
+    api_key: str | None,
     workers: int,
     stop: Stop,
     progress: LiveProgress | None,
+    verbose: int,
 ) -> RunSummary:
-    """Resolve what needs the command line here (the API key, the [mapping] options), check
-    the set-up before any work, and run the worker processes."""
-    if settings.get("output"):
-        raise click.UsageError("--output needs --workers 1")
-    api_key = None if settings["dry_run"] else _api_key(settings)
-    options = _mapping_options(settings["profile"], settings["identity_fallback"])
-    worker_settings = {**settings, "api_key": None, "api_key_file": None, "summary_json": None}
-    spec = WorkerSpec(_worker_pipeline, (worker_settings, options, api_key),
-                      s3_endpoint_url=settings["s3_endpoint_url"])
-    run = ProcessRun(spec, workers=workers, stop=stop, dry_run=settings["dry_run"],
+    """Check the set-up here, before any work, and run the worker processes (each builds
+    its run from the same settings; the key travels separately, never in a repr)."""
+    worker_settings = settings.without("api_key", "api_key_file", "summary_json")
+    spec = WorkerSpec(worker_pipeline, (worker_settings, api_key, verbose),
+                      s3_endpoint_url=settings.s3_endpoint_url)
+    run = ProcessRun(spec, workers=workers, stop=stop, dry_run=settings.dry_run,
                      progress=progress)
     with ExitStack() as stack, _stop_on_signals(stop, on_exit=run.kill):
-        # Client, ledger, dead letter: built here once, so that a bad set-up is an answer
-        # before any worker starts; the ledger frees the leases of a worker that dies.
-        checked = _build_pipeline(settings, stack, stop, api_key=api_key, options=options)
+        # Built here once, so that a bad set-up is an answer before any worker starts; the
+        # ledger frees the leases of a worker that dies.
+        checked = build_run(settings, stack, stop=stop, api_key=api_key)
         run.ledger = checked.ledger
         if progress is not None:
             stack.enter_context(progress)
@@ -383,21 +287,17 @@ def _run_in_processes(
     raise AssertionError("unreachable")
 
 
-def _worker_pipeline(
-    settings: dict[str, Any],
-    options: MappingOptions,
+def worker_pipeline(
+    settings: Settings,
     api_key: str | None,
+    verbose: int,
     stack: ExitStack,
     stop: Stop,
     on_object: Callable[[ObjectReport], None],
 ) -> Pipeline:
-    """A worker process's pipeline (see ``currents_export.workers``)."""
-    _setup_logging(settings["verbose"])
-    try:
-        return _build_pipeline(settings, stack, stop, on_object, api_key=api_key,
-                               options=options)
-    except click.ClickException as exc:
-        raise ConfigurationError(exc.format_message()) from None
+    """A worker process's run (``WorkerSpec.build``, see ``currents_export.workers``)."""
+    _setup_logging(verbose)
+    return build_run(settings, stack, stop=stop, api_key=api_key, on_object=on_object)
 
 
 @contextmanager
@@ -427,198 +327,16 @@ def _stop_on_signals(stop: Stop, on_exit: Callable[[], None] | None = None) -> I
             signal.signal(sig, old)
 
 
-def _check_output_paths(settings: dict[str, Any]) -> None:
-    """Fail before any work when an output cannot be written (not after a long run)."""
-    for option in ("summary_json", "output"):
-        value = settings.get(option)
-        if value:
-            _check_writable_file(value, "--" + option.replace("_", "-"))
-    state = settings.get("state") or ""
-    if state and "://" not in state:
-        if Path(state).is_dir():
-            raise OutputPathError(f"--state {state}: is a directory; give the ledger's file "
-                                  "name (e.g. state.sqlite)")
-        _check_creatable_dir(Path(state).parent, "--state")
-    dead_letter = settings.get("dead_letter") or ""
-    if dead_letter and "://" not in dead_letter:
-        _check_creatable_dir(Path(dead_letter), "--dead-letter")
-
-
-def _check_writable_file(value: str, option: str) -> None:
-    path = Path(value)
-    if path.is_dir():
-        raise OutputPathError(f"{option} {value}: is a directory; give a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        raise OutputPathError(f"{option} {value}: the folder {folder} does not exist; "
-                              "create it or choose another path")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise OutputPathError(f"{option} {value}: not writable; choose another path")
-
-
-def _check_creatable_dir(folder: Path, option: str) -> None:
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputPathError(f"{option} {folder}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{option} {folder}: {existing} is not writable; choose "
-                              "another path")
-
-
-_SOURCE_RANK = {  # command line > environment > config file > default
-    click.core.ParameterSource.COMMANDLINE: 3, click.core.ParameterSource.ENVIRONMENT: 2,
-    click.core.ParameterSource.DEFAULT_MAP: 1,
-}
-
-
-def _api_key(settings: dict[str, Any]) -> str | None:
-    """The key from --api-key or --api-key-file (whichever comes from the stronger source);
-    a key typed on the command line gets a warning (ps shows it to every user)."""
-    ctx = click.get_current_context(silent=True)
-    sources = {name: ctx.get_parameter_source(name) if ctx is not None else None
-               for name in ("api_key", "api_key_file")}
-    rank = {name: _SOURCE_RANK.get(source, 0) if source is not None else 0
-            for name, source in sources.items()}
-    key, path = settings.get("api_key"), settings.get("api_key_file")
-    if key and path:
-        if rank["api_key"] == rank["api_key_file"]:
-            raise click.UsageError("give the API key once: --api-key or --api-key-file")
-        if rank["api_key_file"] > rank["api_key"]:
-            key = None
-        else:
-            path = None
-    if path:
-        return _read_api_key_file(path)
-    if key and sources["api_key"] is click.core.ParameterSource.COMMANDLINE:
-        click.echo("Warning: --api-key on the command line is visible to every user of this "
-                   "machine (ps, shell history); set AMPLITUDE_API_KEY (or "
-                   "CURRENTS_EXPORT_API_KEY) or use --api-key-file PATH instead.", err=True)
-    return key or None
-
-
-def _read_api_key_file(path: str) -> str:
-    try:
-        with open(path, "rb") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            text = file.read().decode("utf-8").strip()
-    except FileNotFoundError:
-        raise ConfigurationError(f"--api-key-file {path}: no such file") from None
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"--api-key-file {path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigurationError(f"--api-key-file {path}: {exc.strerror or exc}") from None
-    if not text:
-        raise ConfigurationError(f"--api-key-file {path}: the file is empty")
-    if mode & 0o077:
-        click.echo(f"Warning: --api-key-file {path} can be read by other users (mode "
-                   f"{mode & 0o777:o}); chmod 600 {path}", err=True)
-    return text
-
-
-def _build_client(
-    settings: dict[str, Any], stack: ExitStack, stop: Stop | None = None,
-    api_key: str | None = None,
-) -> AmplitudeClient:
-    api_key = api_key or _api_key(settings)
-    if not api_key:
-        raise click.UsageError(
-            "no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file "
-            "(or use --dry-run to send nothing)"
-        )
-    api = settings["api"]
-    pause = settings["throttle_pause"]
-    client = AmplitudeClient(
-        endpoint_url(api, settings["region"], settings["amplitude_url"]),
-        api_key,
-        min_id_length=settings["min_id_length"],
-        retry=RetryPolicy(horizon_s=settings["retry_horizon"]),
-        throttle_pause_s=THROTTLE_PAUSE_S[api] if pause is None else pause,
-        stop=stop,
-    )
-    stack.callback(client.close)
-    return client
-
-
-def _build_pipeline(
-    settings: dict[str, Any],
-    stack: ExitStack,
-    stop: Stop,
-    on_object: Callable[[ObjectReport], None] | None = None,
-    *,
-    api_key: str | None = None,
-    options: MappingOptions | None = None,
-) -> Pipeline:
-    """The run's pipeline with what it uses (client, ledger, dead letter, --output).
-
-    ``api_key`` and ``options`` resolved already (a worker process has no command line);
-    else from the options and the command's context.
-    """
-    client = (None if settings["dry_run"]
-              else _build_client(settings, stack, stop, api_key=api_key))
-    try:
-        ledger = open_ledger(settings["state"])
-        s3 = None
-        if settings["dead_letter"].startswith("s3://"):
-            s3 = s3_client(settings["s3_endpoint_url"])
-            _check_bucket(s3, settings["dead_letter"])
-        dead_letter = open_dead_letter(settings["dead_letter"], s3_client=s3,
-                                       kms_key=settings.get("dead_letter_kms_key"))
-    except (LedgerConfigError, DeadLetterConfigError) as exc:
-        raise click.UsageError(str(exc)) from None
-    stack.callback(ledger.close)
-    stack.callback(dead_letter.close)
-    ledger.state("currents-export:check")  # a missing table or bad file: exit 2, before work
-    output: IO[bytes] | None = None
-    if settings["output"]:
-        output = stack.enter_context(open_private_for_writing(settings["output"]))  # 0600
-    if options is None:
-        options = _mapping_options(settings["profile"], settings["identity_fallback"])
-    return Pipeline(
-        client=client,
-        ledger=ledger,
-        dead_letter=dead_letter,
-        options=options,
-        limits=REQUEST_LIMITS[settings["api"]],
-        min_id_length=settings["min_id_length"],
-        output=output,
-        force=settings["force"],
-        lanes=settings["lanes"],
-        checkpoint_every=settings["checkpoint_every"],
-        retry_failed=settings["retry_failed"],
-        stop=stop,
-        on_object=on_object,
-    )
-
-
-def _check_bucket(s3: Any, uri: str) -> None:
-    """The dead-letter bucket must exist and be reachable before any work starts."""
-    bucket = uri[len("s3://"):].partition("/")[0]
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except Exception as exc:  # turned into an answer, or re-raised
-        known = explain(exc, f"--dead-letter {uri}")
-        if known is None:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchBucket"):
-                raise ConfigurationError(
-                    f"--dead-letter {uri}: the bucket does not exist; create it or fix the "
-                    "name") from None
-            raise
-        raise known from None
-
-
-def _finish(summary: RunSummary, settings: dict[str, Any]) -> None:
+def _finish(summary: RunSummary, settings: Settings) -> None:
     """Print and write the summary (always), then exit with the documented status."""
     click.echo(summary.render())
-    if settings["summary_json"]:
+    if settings.summary_json:
         try:
-            Path(settings["summary_json"]).write_bytes(
+            Path(settings.summary_json).write_bytes(
                 orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
             )
         except OSError as exc:
-            click.echo(f"Error: --summary-json {settings['summary_json']}: "
+            click.echo(f"Error: --summary-json {settings.summary_json}: "
                        f"{exc.strerror or exc}", err=True)
     if summary.configuration_error:
         click.echo(f"Error: {summary.configuration_error}. Nothing more was marked done.",
@@ -628,34 +346,36 @@ def _finish(summary: RunSummary, settings: dict[str, Any]) -> None:
     sys.exit(EXIT_UNFINISHED if failed else EXIT_OK)
 
 
-@main.command()
-@click.argument("uri")
+@main.command(short_help="Process (or dispatch) the objects under an S3 prefix; resumable.")
+@click.argument("uri", metavar="s3://BUCKET/PREFIX")
 @click.option("--since", help="First queue hour (UTC), YYYY-MM-DD or YYYY-MM-DD-HH "
                                "(the date= folder: pad it, events queue late).")
 @click.option("--until", help="Last queue hour (UTC), inclusive; a day means its last hour.")
 @click.option("--event-type", "event_types", multiple=True,
-              help="Only this Currents event type (repeatable).")
-@_workers_option()
-@click.option("--dispatch", help="sqs://QUEUE_URL: enqueue one message per object for the "
-                                 "Lambda fleet instead of processing here.")
-@click.option("--manifest", type=click.Path(dir_okay=False, writable=True),
+              help="Only this Currents event type (repeatable), e.g. "
+                   "users.behaviors.CustomEvent.")
+@click.option("--dispatch", metavar="sqs://QUEUE_URL",
+              help="Enqueue one message per object for the Lambda fleet instead of "
+                   "processing here.")
+@click.option("--manifest", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Write an S3 Batch Operations CSV manifest instead of processing here.")
+@_settings_options(BACKFILL)
 @_progress_option()
-@amplitude_options
-@replay_options
+@_verbose_option()
 def backfill(
     uri: str,
     since: str | None,
     until: str | None,
     event_types: tuple[str, ...],
-    workers: int | None,
     dispatch: str | None,
     manifest: str | None,
     progress: bool | None,
-    **settings: Any,
+    verbose: int,
+    **params: Any,
 ) -> None:
     """Process (or dispatch) the Currents objects under s3://BUCKET/PREFIX; resumable."""
-    _setup_logging(settings["verbose"])
+    _setup_logging(verbose)
+    settings = _settings(BACKFILL, params)
     try:
         location = S3Location.parse(uri)
         key_filter = KeyFilter(parse_hour(since), parse_hour(until, end=True),
@@ -663,9 +383,9 @@ def backfill(
         url = queue_url(dispatch) if dispatch else None
     except (SourceError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    client = s3_client(settings["s3_endpoint_url"])
-    objects = list_objects(client, location, key_filter)
+    client = s3_client(settings.s3_endpoint_url)
     try:
+        objects = _not_empty(list_objects(client, location, key_filter), uri, key_filter)
         if url is not None:
             sent = dispatch_to_sqs(boto3.client("sqs"), url, location.bucket, objects)
             click.echo(f"dispatched {sent} objects to {url}")
@@ -676,47 +396,65 @@ def backfill(
             click.echo(f"wrote {count} objects to the manifest {manifest} "
                        "(format S3BatchOperations_CSV_20180820, fields Bucket, Key)")
             return
-        count = _effective_workers(workers, settings)
+        count = _effective_workers(settings)
         live = _live_progress("backfill", progress)
         if live is not None:  # the listing is lazy: the total is known once it ends
             objects = live.counting(objects)
-        summary = run_pipeline(objects, settings, workers=count, progress=live)
+        summary = run_pipeline(objects, settings, workers=count, progress=live,
+                               verbose=verbose)
     except SourceError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     _finish(summary, settings)
 
 
-@main.command()
-@click.argument("dead_letter")
+def _not_empty(
+    objects: Iterator[SourceObject], uri: str, key_filter: KeyFilter
+) -> Iterator[SourceObject]:
+    """``objects``, or exit 2 with a hint when the listing finds none (checked on the
+    first one; the listing stays lazy)."""
+    first = next(objects, None)
+    if first is None:
+        filters = [f"--since {key_filter.since}" if key_filter.since else "",
+                   f"--until {key_filter.until}" if key_filter.until else "",
+                   *(f"--event-type {name}" for name in sorted(key_filter.event_types))]
+        given = " ".join(f for f in filters if f)
+        hint = (f"no Currents objects under {uri} match {given}; check the filters (queue "
+                "hours are UTC)" if given else
+                f"no Currents objects under {uri}; the prefix is the folder Braze writes "
+                "into, e.g. s3://BUCKET/currents (see `aws s3 ls`)")
+        raise click.UsageError(hint)
+    return itertools.chain([first], objects)
+
+
+@main.command(short_help="Re-send dead-lettered events.")
+@click.argument("dead_letter", metavar="DIR|s3://BUCKET/PREFIX")
 @click.option("--reason", "reasons", multiple=True,
               help="Only lines with this reason (repeatable); default: all.")
-@click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
-              help="Endpoint of an S3-compatible store (for an s3:// dead letter).")
-@_dead_letter_kms_key_option()
-@amplitude_options
-def redrive(
-    dead_letter: str, reasons: tuple[str, ...], s3_endpoint_url: str | None, **settings: Any
-) -> None:
+@_settings_options(REDRIVE)
+@_verbose_option()
+def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: Any) -> None:
     """Re-send dead-lettered events from DEAD_LETTER (a directory or s3://BUCKET/PREFIX);
     what gets delivered leaves the dead letter, what stays keeps its latest reason."""
     from currents_export.deadletter import open_dead_letter_store
 
-    _setup_logging(settings["verbose"])
+    _setup_logging(verbose)
+    settings = _settings(REDRIVE, params)
     try:
         store = open_dead_letter_store(
             dead_letter,
-            s3_client=s3_client(s3_endpoint_url) if dead_letter.startswith("s3://") else None,
-            kms_key=settings["dead_letter_kms_key"],
+            s3_client=(s3_client(settings.s3_endpoint_url) if dead_letter.startswith("s3://")
+                       else None),
+            kms_key=settings.dead_letter_kms_key,
         )
     except DeadLetterConfigError as exc:
         raise click.UsageError(f"dead letter {exc}") from None
     stop = Stop()
     with ExitStack() as stack, _stop_on_signals(stop):
-        client = _build_client(settings, stack, stop)
+        client = build_client(settings, resolve_api_key(settings, _warn), stop, stack)
         redrive_run = Redrive(
-            client, REQUEST_LIMITS[settings["api"]], settings["min_id_length"],
-            lanes=settings["lanes"], reasons=frozenset(reasons),
+            client, REQUEST_LIMITS[settings.api], settings.min_id_length,
+            lanes=settings.lanes, reasons=frozenset(reasons),
         )
         try:
             summary = redrive_run.run(store)
@@ -736,16 +474,16 @@ def _setup_logging(verbose: int) -> None:
     quiet_wire_logs()
 
 
-@main.command("status")
-@click.option("--state", default=DEFAULT_STATE_PATH, envvar=_env("state"), show_default=True,
-              help="The ledger to read: a SQLite file path or dynamodb://TABLE.")
+@main.command("status", short_help="What the ledger knows: objects done, in progress, failed.")
+@_settings_options(STATUS)
 @click.option("--all", "show_all", is_flag=True, help="List the objects that are done too.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status_command(state: str, show_all: bool, as_json: bool) -> None:
+def status_command(show_all: bool, as_json: bool, **params: Any) -> None:
     """What the ledger knows: how many objects are done, in progress and failed, and for
     each object not done why, where it was last read from and since when."""
     from currents_export.status import StatusError, read_states, render_json, render_text
 
+    state = _settings(STATUS, params).state
     try:
         states = read_states(state)
     except StatusError as exc:
@@ -758,38 +496,35 @@ def status_command(state: str, show_all: bool, as_json: bool) -> None:
         click.echo(render_text(states, source=state, show_all=show_all))
 
 
-@main.command()
-@click.argument("target")
-@click.option("--config", type=click.Path(dir_okay=False), envvar=_env("config"),
-              is_eager=True, expose_value=False, callback=_load_config,
-              help="TOML configuration whose [mapping] table applies.")
-@click.option("--profile", type=click.Choice(["braze", "plain"]), default="braze",
-              envvar=_env("profile"), show_default=True, help="Mapping profile to show.")
-@click.option("--identity-fallback", type=click.Choice(["none", "braze_id"]), default="none",
-              envvar=_env("identity_fallback"), show_default=True)
+@main.command(short_help="Show a file's schema, mapping and mapped samples.")
+@click.argument("target", metavar="FILE|DIR|s3://BUCKET/KEY")
+@_settings_options(INSPECT)
 @click.option("--samples", type=click.IntRange(0), default=3, show_default=True,
-              help="How many mapped events to show.")
-@click.option("--s3-endpoint-url", envvar=_env("s3_endpoint_url"),
-              help="Endpoint of an S3-compatible store.")
-def inspect(
-    target: str, profile: str, identity_fallback: str, samples: int, s3_endpoint_url: str | None
-) -> None:
+              help="How many mapped events to show per file.")
+def inspect(target: str, samples: int, **params: Any) -> None:
     """Show a file's (or an s3:// object's) schema, records, the mapping that applies to it
-    (under --config) and mapped samples."""
+    (under --config) and mapped samples. A folder: every .avro file under it, one report
+    each (a JSON list)."""
+    settings = _settings(INSPECT, params)
     try:
         if target.startswith("s3://"):
-            [source] = objects_from_uris(s3_client(s3_endpoint_url), [target])
+            sources = objects_from_uris(s3_client(settings.s3_endpoint_url), [target])
         else:
-            [source] = find_local_objects([target])
+            sources = find_local_objects([target])
     except (SourceError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    options = _mapping_options(profile, identity_fallback)
-    try:
-        report = _inspect(source, options, samples)
-    except (ObjectError, OSError) as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_UNFINISHED)
-    click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    if not sources:
+        raise click.UsageError(f"{target}: no .avro files there; give an .avro file, a "
+                               "folder holding some, or s3://BUCKET/KEY")
+    reports = []
+    for source in sources:
+        try:
+            reports.append(_inspect(source, settings.mapping, samples))
+        except (ObjectError, OSError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_UNFINISHED)
+    shown: Any = reports[0] if len(reports) == 1 and not Path(target).is_dir() else reports
+    click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
 
 
 def _routes(
@@ -841,16 +576,18 @@ def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dic
     }
 
 
-@main.command()
+@main.command(short_help="Write synthetic Currents files (all 94 types).")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--events", type=click.IntRange(1), default=200, show_default=True,
               help="Records per event type (duplicates included).")
 @click.option("--event-type", "event_types", multiple=True,
               help="Only this event type (repeatable); default all 94.")
 @click.option("--codec", type=click.Choice(["null", "deflate"]), default="null",
-              show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--files-per-type", type=click.IntRange(1), default=2, show_default=True)
+              show_default=True, help="Avro block compression (Braze writes null).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed: the same seed writes the same files.")
+@click.option("--files-per-type", type=click.IntRange(1), default=2, show_default=True,
+              help="Files per event type (records are spread over them).")
 def fixtures(
     out_dir: str, events: int, event_types: tuple[str, ...], codec: str, seed: int,
     files_per_type: int,
@@ -874,12 +611,15 @@ def fixtures(
     )
 
 
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
+@main.command(short_help="Run the local Amplitude emulator.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (keep it local: it accepts any key by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True,
+              help="Port to listen on (0 picks a free one).")
 @click.option("--api-key", "api_keys", multiple=True,
               help="Accept only this API key (repeatable); default: any key.")
-@click.option("--latency-ms", type=click.IntRange(0, 60_000), default=0, help="Answer delay.")
+@click.option("--latency-ms", type=click.IntRange(0, 60_000), default=0, show_default=True,
+              help="Delay before every answer, in milliseconds (a real network's 100-300).")
 def emulator(host: str, port: int, api_keys: tuple[str, ...], latency_ms: int) -> None:
     """Run the local Amplitude emulator (for trying a set-up without sending data)."""
     from currents_export.amplitude.emulator import Emulator, EmulatorConfig
@@ -900,13 +640,15 @@ def emulator(host: str, port: int, api_keys: tuple[str, ...], latency_ms: int) -
         server.stop()
 
 
-@main.command()
+@main.command(short_help="Fixtures → local emulator → replay → summary, on this machine.")
 @click.option("--events", type=click.IntRange(1), default=200, show_default=True,
               help="Records per event type.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed of the fixtures.")
 @click.option("--workdir", type=click.Path(file_okay=False),
               help="Keep fixtures, ledger and dead letter here (default: a temporary dir).")
-@click.option("--summary-json", type=click.Path(dir_okay=False, writable=True))
+@click.option("--summary-json", type=click.Path(dir_okay=False, writable=True),
+              help="Write the run summary as JSON to this file.")
 def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) -> None:
     """Fixtures for all 94 types → local emulator → replay → summary, on this machine only."""
     from currents_export.amplitude.emulator import Emulator
@@ -919,23 +661,36 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
                    f"for {len({f.event_type for f in files})} event types in {root / 'bucket'}")
         click.echo(f"2. emulator: {server.url}")
         click.echo("3. replay:")
-        # The replay command's own defaults, with the demo's endpoint, key and paths.
-        settings = replay.make_context("replay", [
-            str(root / "bucket"), "--api-key", "demo-api-key", "--amplitude-url", server.url,
-            "--state", str(root / "state.sqlite"), "--dead-letter", str(root / "dead-letter"),
-            "--retry-horizon", "60",
-        ]).params
+        # The replay command's own settings, with the demo's endpoint, key and paths.
+        settings = load_settings(REPLAY, environ={}, flags={
+            "api_key": "demo-api-key", "amplitude_url": server.url,
+            "state": str(root / "state.sqlite"), "dead_letter": str(root / "dead-letter"),
+            "retry_horizon": 60.0})
         summary = run_pipeline(find_local_objects([root / "bucket"]), settings)
         stored = len(server.events())
         click.echo(summary.render())
         click.echo(f"\nthe emulator stored {stored} events; the summary says "
                    f"{summary.delivered} delivered; invariant holds: {summary.balanced}")
+        _explain_skipped(summary)
         if summary_json:
             Path(summary_json).write_bytes(
                 orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
             )
         ok = summary.balanced and stored == summary.delivered and not summary.objects_failed
     sys.exit(EXIT_OK if ok else EXIT_UNFINISHED)
+
+
+def _explain_skipped(summary: RunSummary) -> None:
+    """Why some types sent nothing: Amplitude needs a user_id or a device_id."""
+    whole = sorted(name for name, totals in summary.by_event_type.items()
+                   if totals.skipped and not totals.delivered)
+    if not whole:
+        return
+    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.skipped.items()))
+    click.echo(f"\n{len(whole)} event types sent nothing ({reasons}): their records name "
+               "neither an external_user_id nor a device_id (Braze's own id only), and "
+               "Amplitude needs one of them. `--identity-fallback braze_id` sends them under "
+               "Braze's id instead. They are: " + ", ".join(whole))
 
 
 @contextmanager

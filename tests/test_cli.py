@@ -75,3 +75,43 @@ def test_module_entry_point_and_emulator_command() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# ---- a command line that answers for itself --------------------------------------------------
+
+def test_every_command_and_option_has_help_and_the_command_list_is_not_cut_off() -> None:
+    listing = CliRunner().invoke(main, ["--help"]).output
+    for name, command in main.commands.items():
+        assert command.short_help and not command.short_help.endswith("..."), name
+        assert command.short_help in listing, name
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.help, f"{name} {param.name} has no help"  # type: ignore[attr-defined]
+    backfill = CliRunner().invoke(main, ["backfill", "--help"]).output
+    assert "dynamodb://TABLE" in backfill and "s3://BUCKET/PREFIX" in backfill
+
+
+def test_replay_of_an_s3_uri_points_to_backfill() -> None:
+    result = CliRunner().invoke(main, ["replay", "s3://bucket/currents", "--dry-run"])
+    assert result.exit_code == 2
+    assert "currents-export backfill s3://bucket/currents" in result.output
+
+
+def test_inspect_of_a_folder_reports_each_file_or_says_why_not(tmp_path: Path) -> None:
+    CliRunner().invoke(main, ["fixtures", str(tmp_path / "bucket"), "--events", "6",
+                              "--files-per-type", "2", "--event-type",
+                              "users.behaviors.CustomEvent"])
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "bucket"), "--samples", "1"])
+    assert result.exit_code == 0, result.output
+    reports = orjson.loads(result.output)
+    assert len(reports) == 2 and sum(r["records"] for r in reports) == 6
+    (tmp_path / "empty").mkdir()
+    empty = CliRunner().invoke(main, ["inspect", str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and "no .avro files there" in empty.output
+
+
+def test_a_demo_explains_the_types_it_sends_nothing_for(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--events", "5", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "event types sent nothing (no_identity" in result.output
+    assert "--identity-fallback braze_id" in result.output

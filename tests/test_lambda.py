@@ -323,8 +323,8 @@ def test_the_lambdas_s3_and_dynamodb_calls_are_bounded_by_the_deadline_margin(
     each client's timeouts and attempts come from the deadline margin."""
     monkeypatch.setenv("CURRENTS_EXPORT_DEADLINE_MARGIN_S", margin)
     runtime = aws_lambda.Runtime(os.environ)
-    dynamodb = runtime.ledger._client  # type: ignore[attr-defined]
-    dead_letter_s3 = runtime.dead_letter._client  # type: ignore[attr-defined]
+    dynamodb = runtime.destinations.ledger._client  # type: ignore[attr-defined]
+    dead_letter_s3 = runtime.destinations.dead_letter._client  # type: ignore[attr-defined]
     assert dead_letter_s3 is runtime.s3
     for client in (runtime.s3, dynamodb):
         config = client.meta.config
@@ -424,10 +424,10 @@ def test_salt_settings_errors_name_the_setting_never_the_value(
     ]
     for extra, problem in cases:
         with pytest.raises(aws_lambda.LambdaConfigError) as info:
-            aws_lambda.LambdaSettings.from_env({**env, **extra})
+            aws_lambda.lambda_settings({**env, **extra})
         assert problem in str(info.value), str(info.value)
         assert SALT not in str(info.value) and "tiny-SALT-9" not in str(info.value)
-    settings = aws_lambda.LambdaSettings.from_env(
+    settings = aws_lambda.lambda_settings(
         {**env, "CURRENTS_EXPORT_PII_SALT_SECRET": good})
     assert settings.mapping.pii_salt == SALT.encode() and SALT not in repr(settings)
 

@@ -17,7 +17,7 @@ from conftest import stored_events
 from test_replay import API_KEY, assert_balanced, read_all, run_cli
 
 from currents_export.amplitude.emulator import Emulator
-from currents_export.aws_lambda import LambdaConfigError, LambdaSettings
+from currents_export.aws_lambda import LambdaConfigError, lambda_settings
 from currents_export.currents.fixtures import FixtureFile
 from currents_export.mapping.reference import render_reference
 
@@ -282,9 +282,9 @@ def test_inspect_shows_the_mapping_under_the_configuration(
 def test_lambda_reads_the_configuration_file(tmp_path: Path) -> None:
     env = {"CURRENTS_EXPORT_STATE": "dynamodb://t", "CURRENTS_EXPORT_DEAD_LETTER": "s3://b/p",
            "CURRENTS_EXPORT_CONFIG": str(EXAMPLES / "clean-names.toml")}
-    settings = LambdaSettings.from_env(env)
+    settings = lambda_settings(env)
     assert settings.profile == "plain"
     assert settings.mapping.device_fields == "top_level"
     env["CURRENTS_EXPORT_CONFIG"] = str(write(tmp_path, '[mapping]\nprofile = "raw"\n'))
     with pytest.raises(LambdaConfigError, match=r"CURRENTS_EXPORT_CONFIG: .*mapping.profile"):
-        LambdaSettings.from_env(env)
+        lambda_settings(env)

@@ -186,3 +186,18 @@ def test_bad_uris_and_missing_buckets_are_clear_errors(aws: str, tmp_path: Path)
         API_KEY, "--state", str(tmp_path / "s.sqlite"), "--amplitude-url", "http://127.0.0.1:9",
     ])
     assert missing.exit_code == 2 and "no-such-bucket" in missing.output
+
+
+def test_filters_that_match_no_object_exit_2_with_a_hint(aws: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3", endpoint_url=aws)
+    s3.create_bucket(Bucket="empty-bucket")
+    base = ["backfill", "s3://empty-bucket/currents", "--s3-endpoint-url", aws, "--api-key",
+            API_KEY, "--state", str(tmp_path / "s.sqlite")]
+    nothing = CliRunner().invoke(main, base)
+    assert nothing.exit_code == 2 and "no Currents objects under" in nothing.output
+    assert "the folder Braze writes into" in nothing.output
+    filtered = CliRunner().invoke(main, [*base, "--since", "2026-01-01", "--event-type",
+                                         "users.behaviors.Purchase"])
+    assert filtered.exit_code == 2
+    assert "--event-type users.behaviors.Purchase" in filtered.output
+    assert "check the filters" in filtered.output

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ from currents_export.amplitude.batching import Envelope
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.emulator import Emulator
 from currents_export.apikey import ApiKeyProvider, ApiKeySource
-from currents_export.aws_lambda import LambdaSettings
 from currents_export.cli import main
 from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.deadletter import (
@@ -36,6 +36,9 @@ from currents_export.deadletter import (
 from currents_export.ledger import SqliteLedger
 from currents_export.mapping import MappingOptions
 from currents_export.observability import WIRE_LOGGERS
+from currents_export.run import build_client
+from currents_export.settings import Settings
+from currents_export.stopping import Stop
 
 KEY_MARKER = "apikey-MARKER-5f1e2d3c"
 SALT_MARKER = "salt-MARKER-0123456789abcdef"
@@ -74,8 +77,9 @@ def test_no_repr_shows_the_api_key_the_salt_or_the_url_credentials() -> None:
     try:
         options = MappingOptions(pii={"external_user_id": "hash"},
                                  pii_salt=SALT_MARKER.encode())
-        settings = LambdaSettings(state="dynamodb://t", dead_letter="s3://b/p", mapping=options,
-                                  dead_letter_kms_key="alias/dead-letter")
+        settings = Settings(place="lambda", api_key=KEY_MARKER, state="dynamodb://t",
+                            dead_letter="s3://b/p", mapping=options,
+                            dead_letter_kms_key="alias/dead-letter")
         env = {"AMPLITUDE_API_KEY": KEY_MARKER}
         provider = ApiKeyProvider(ApiKeySource.from_env(env), env)
         assert provider.get() == KEY_MARKER  # cached in the object now
@@ -104,14 +108,15 @@ def test_the_lambda_runtime_repr_names_where_things_are_not_what_they_hold(
            "CURRENTS_EXPORT_DEAD_LETTER": "s3://b/p", "CURRENTS_EXPORT_CONFIG": str(config),
            "CURRENTS_EXPORT_PII_SALT": SALT_MARKER}
     runtime = Runtime(env)
-    client = runtime.client()
+    stack = ExitStack()
+    client = build_client(runtime.settings, runtime.api_key.get(), Stop(), stack)
     try:
         for text in (repr(runtime), str(runtime), repr(runtime.settings), repr(client),
                      repr(runtime.api_key)):
             assert KEY_MARKER not in text and SALT_MARKER not in text, text
         assert "dynamodb://t" in repr(runtime)
     finally:
-        client.close()
+        stack.close()
 
 
 # ---- 2. no wire logs at -vv / DEBUG --------------------------------------------------------------

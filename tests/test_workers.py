@@ -29,6 +29,7 @@ from currents_export.amplitude.emulator import Emulator
 from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.display import ProgressSnapshot
 from currents_export.ledger import SqliteLedger
+from currents_export.settings import load_settings
 from currents_export.sources import SourceObject, find_local_objects
 from currents_export.stopping import Stop
 from currents_export.summary import ObjectReport, RunSummary
@@ -314,7 +315,7 @@ class _DiesOn:
 
 def _poisoned_pipeline(poison: str, *args: Any) -> _DiesOn:
     """WorkerSpec.build of the test below (run in the worker processes)."""
-    return _DiesOn(cli._worker_pipeline(*args), poison)
+    return _DiesOn(cli.worker_pipeline(*args), poison)
 
 
 def test_an_object_that_kills_its_worker_every_time_is_reported_failed(
@@ -323,13 +324,10 @@ def test_an_object_that_kills_its_worker_every_time_is_reported_failed(
     files = fixtures(tmp_path / "bucket", events=200)
     objects = find_local_objects([tmp_path / "bucket"])
     poison = objects[1].uri
-    settings = cli.replay.make_context("replay", [
-        str(tmp_path / "bucket"), "--api-key", API_KEY, "--amplitude-url", emulator.url,
-        "--state", str(tmp_path / "state.sqlite"), "--dead-letter", str(tmp_path / "dl"),
-        "--retry-horizon", "0",
-    ]).params
-    options = cli.MappingOptions()
-    spec = WorkerSpec(_poisoned_pipeline, (poison, settings, options, API_KEY))
+    settings = load_settings("replay", environ={}, flags={
+        "amplitude_url": emulator.url, "state": str(tmp_path / "state.sqlite"),
+        "dead_letter": str(tmp_path / "dl"), "retry_horizon": 0.0})
+    spec = WorkerSpec(_poisoned_pipeline, (poison, settings, API_KEY, 0))
     with ExitStack() as stack:
         ledger = SqliteLedger(tmp_path / "state.sqlite")
         stack.callback(ledger.close)

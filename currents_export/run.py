@@ -1,0 +1,274 @@
+"""The composition root: :class:`~currents_export.settings.Settings` in, a ready run out.
+
+The command line, the worker processes and the Lambda build every run here, the same way:
+
+- :func:`open_destinations`: the ledger and the dead letter (what a run writes to; the
+  Lambda keeps them for the life of its container);
+- :func:`build_pipeline`: the Amplitude client and the pipeline for one run over them;
+- :func:`build_run`: both at once (a command-line run).
+
+Everything is built whole and not changed afterwards; a new run gets a new client and a
+new pipeline. Set-up problems are :class:`~currents_export.errors.ConfigurationError`\\ s
+naming the option, raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from currents_export.amplitude.client import AmplitudeClient
+from currents_export.awserrors import explain
+from currents_export.config import REQUEST_LIMITS, THROTTLE_PAUSE_S, RetryPolicy, endpoint_url
+from currents_export.deadletter import DeadLetter, DeadLetterConfigError, open_dead_letter
+from currents_export.errors import ConfigurationError, OutputPathError
+from currents_export.ledger import Ledger, LedgerConfigError, open_ledger
+from currents_export.pipeline import Pipeline
+from currents_export.privatefiles import open_private_for_writing
+from currents_export.settings import Settings, SettingsError
+from currents_export.sources.s3 import s3_client
+from currents_export.stopping import Stop
+from currents_export.summary import ObjectReport
+
+
+@dataclass(frozen=True, slots=True)
+class AwsCallLimits:
+    """How long one S3 or DynamoDB call may take: per attempt, and how many attempts (the
+    Lambda's are derived from its deadline margin)."""
+
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+
+    @property
+    def worst_case_s(self) -> float:
+        """One call, every attempt timing out, with botocore's backoff between them."""
+        return self.max_attempts * (self.connect_timeout + self.read_timeout) + AWS_BACKOFF_S
+
+
+AWS_BACKOFF_S = 3.0  # botocore standard mode: up to 1 s, then up to 2 s, between 3 attempts
+
+
+@dataclass(frozen=True, slots=True)
+class Destinations:
+    """What runs write to: the ledger, the dead letter (and the S3 client they use)."""
+
+    ledger: Ledger
+    dead_letter: DeadLetter
+    s3: Any  # a boto3 S3 client, or None when nothing here needs S3
+
+
+def check_outputs(settings: Settings) -> None:
+    """Fail before any work when an output cannot be written (not after a long run)."""
+    for name, flag in (("summary_json", "--summary-json"), ("output", "--output")):
+        value = getattr(settings, name)
+        if value:
+            _check_writable_file(value, flag)
+    state = settings.state
+    if state and "://" not in state:
+        if Path(state).is_dir():
+            raise OutputPathError(f"--state {state}: is a directory; give the ledger's file "
+                                  "name (e.g. state.sqlite)")
+        _check_creatable_dir(Path(state).parent, "--state")
+    dead_letter = settings.dead_letter
+    if dead_letter and "://" not in dead_letter:
+        _check_creatable_dir(Path(dead_letter), "--dead-letter")
+
+
+def _check_writable_file(value: str, option: str) -> None:
+    path = Path(value)
+    if path.is_dir():
+        raise OutputPathError(f"{option} {value}: is a directory; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputPathError(f"{option} {value}: the folder {folder} does not exist; "
+                              "create it or choose another path")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputPathError(f"{option} {value}: not writable; choose another path")
+
+
+def _check_creatable_dir(folder: Path, option: str) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputPathError(f"{option} {folder}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{option} {folder}: {existing} is not writable; choose "
+                              "another path")
+
+
+_RANK = {"flag": 3, "variable": 2, "file": 1, "default": 0}
+
+
+def _rank(origin: str) -> int:
+    if origin.startswith("--"):
+        return _RANK["flag"]
+    if origin == "default":
+        return _RANK["default"]
+    return _RANK["file"] if " line " in origin else _RANK["variable"]
+
+
+def resolve_api_key(settings: Settings, warn: Callable[[str], None]) -> str | None:
+    """The key from --api-key or --api-key-file, whichever comes from the stronger place;
+    a key typed on the command line gets a warning (ps shows it to every user)."""
+    key, path = settings.api_key, settings.api_key_file
+    if key and path:
+        key_rank = _rank(settings.origin("api_key"))
+        file_rank = _rank(settings.origin("api_key_file"))
+        if key_rank == file_rank:
+            raise SettingsError(f"give the API key once: {settings.origin('api_key')} or "
+                                f"{settings.origin('api_key_file')}")
+        if file_rank > key_rank:
+            key = None
+        else:
+            path = None
+    if path:
+        return _read_api_key_file(path, warn)
+    if key and settings.origin("api_key") == "--api-key":
+        warn("--api-key on the command line is visible to every user of this machine (ps, "
+             "shell history); set AMPLITUDE_API_KEY (or CURRENTS_EXPORT_API_KEY) or use "
+             "--api-key-file PATH instead.")
+    return key or None
+
+
+def _read_api_key_file(path: str, warn: Callable[[str], None]) -> str:
+    try:
+        with open(path, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            text = file.read().decode("utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigurationError(f"--api-key-file {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"--api-key-file {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigurationError(f"--api-key-file {path}: {exc.strerror or exc}") from None
+    if not text:
+        raise ConfigurationError(f"--api-key-file {path}: the file is empty")
+    if mode & 0o077:
+        warn(f"--api-key-file {path} can be read by other users (mode {mode & 0o777:o}); "
+             f"chmod 600 {path}")
+    return text
+
+
+def build_client(
+    settings: Settings, api_key: str | None, stop: Stop, stack: ExitStack,
+    *, retry_horizon_s: float | None = None,
+) -> AmplitudeClient:
+    """The Amplitude client of one run (closed with ``stack``)."""
+    if not api_key:
+        raise SettingsError(
+            "no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file "
+            "(or use --dry-run to send nothing)")
+    horizon = settings.retry_horizon if retry_horizon_s is None else retry_horizon_s
+    pause = settings.throttle_pause
+    client = AmplitudeClient(
+        endpoint_url(settings.api, settings.region, settings.amplitude_url),
+        api_key,
+        min_id_length=settings.min_id_length,
+        retry=RetryPolicy(horizon_s=horizon),
+        throttle_pause_s=THROTTLE_PAUSE_S[settings.api] if pause is None else pause,
+        stop=stop,
+    )
+    stack.callback(client.close)
+    return client
+
+
+def open_destinations(
+    settings: Settings, stack: ExitStack, *, aws: AwsCallLimits | None = None,
+    check: bool = True,
+) -> Destinations:
+    """The ledger and the dead letter (closed with ``stack``).
+
+    ``check``: see, before any work, that the ledger answers and that an s3:// dead
+    letter's bucket exists. The Lambda does not: HeadBucket needs s3:ListBucket, which its
+    role does not have (it only writes objects), and its first object finds out anyway."""
+    limits: dict[str, Any] = {}
+    if aws is not None:
+        limits = {"connect_timeout": aws.connect_timeout, "read_timeout": aws.read_timeout,
+                  "max_attempts": aws.max_attempts}
+    try:
+        ledger = open_ledger(settings.state, **limits)
+        s3 = None
+        if settings.dead_letter.startswith("s3://"):
+            s3 = s3_client(settings.s3_endpoint_url, **limits)
+            if check:
+                _check_bucket(s3, settings.dead_letter)
+        dead_letter = open_dead_letter(settings.dead_letter, s3_client=s3,
+                                       kms_key=settings.dead_letter_kms_key)
+    except (LedgerConfigError, DeadLetterConfigError) as exc:
+        raise SettingsError(str(exc)) from None
+    stack.callback(ledger.close)
+    stack.callback(dead_letter.close)
+    if check:
+        ledger.state("currents-export:check")  # a missing table or bad file: exit 2
+    return Destinations(ledger=ledger, dead_letter=dead_letter, s3=s3)
+
+
+def _check_bucket(s3: Any, uri: str) -> None:
+    """The dead-letter bucket must exist and be reachable before any work starts."""
+    bucket = uri[len("s3://"):].partition("/")[0]
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except Exception as exc:  # turned into an answer, or re-raised
+        known = explain(exc, f"--dead-letter {uri}")
+        if known is None:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket"):
+                raise ConfigurationError(
+                    f"--dead-letter {uri}: the bucket does not exist; create it or fix the "
+                    "name") from None
+            raise
+        raise known from None
+
+
+def build_pipeline(
+    settings: Settings,
+    destinations: Destinations,
+    stack: ExitStack,
+    *,
+    stop: Stop,
+    api_key: str | None,
+    on_object: Callable[[ObjectReport], None] | None = None,
+    retry_horizon_s: float | None = None,
+) -> Pipeline:
+    """One run's pipeline over ``destinations``: its client (none in a dry run) and the
+    ``--output`` file (owner-only), closed with ``stack``."""
+    client = (None if settings.dry_run
+              else build_client(settings, api_key, stop, stack, retry_horizon_s=retry_horizon_s))
+    output: IO[bytes] | None = None
+    if settings.output:
+        output = stack.enter_context(open_private_for_writing(settings.output))
+    return Pipeline(
+        client=client,
+        ledger=destinations.ledger,
+        dead_letter=destinations.dead_letter,
+        options=settings.mapping,
+        limits=REQUEST_LIMITS[settings.api],
+        min_id_length=settings.min_id_length,
+        output=output,
+        force=settings.force,
+        lanes=settings.lanes,
+        checkpoint_every=settings.checkpoint_every,
+        retry_failed=settings.retry_failed,
+        stop=stop,
+        on_object=on_object,
+    )
+
+
+def build_run(
+    settings: Settings,
+    stack: ExitStack,
+    *,
+    stop: Stop,
+    api_key: str | None,
+    on_object: Callable[[ObjectReport], None] | None = None,
+) -> Pipeline:
+    """A ready run: destinations, client and pipeline (closed with ``stack``)."""
+    destinations = open_destinations(settings, stack)
+    return build_pipeline(settings, destinations, stack, stop=stop, api_key=api_key,
+                          on_object=on_object)

@@ -1,0 +1,226 @@
+"""One table of options: the command line, the environment, the TOML file and the Lambda
+accept the same names, give the same defaults, and say where a bad value came from."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from currents_export import aws_lambda, cli
+from currents_export.settings import (
+    LAMBDA,
+    OPTIONS,
+    PLACES,
+    Option,
+    Settings,
+    SettingsError,
+    load_settings,
+    option_table_markdown,
+    options_for,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+LAMBDA_REQUIRED = {"CURRENTS_EXPORT_STATE": "dynamodb://ledger",
+                   "CURRENTS_EXPORT_DEAD_LETTER": "s3://bucket/dl"}
+COMMANDS = [place for place in PLACES if place != LAMBDA]
+
+
+@pytest.fixture(autouse=True)
+def no_settings_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command-line cases read os.environ: start them from an empty configuration."""
+    for option in OPTIONS:
+        for variable in option.variables:
+            monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("CURRENTS_EXPORT_CONFIG", raising=False)
+
+
+def sample(option: Option) -> Any:
+    """A value unlike the default that the option accepts (valid for the Lambda too)."""
+    if option.choices:
+        return next(c for c in reversed(option.choices) if c != option.default)
+    if option.kind is bool:
+        return True
+    if option.kind is int:
+        return 3
+    if option.kind is float:
+        return 2.5
+    return {"state": "dynamodb://other", "dead_letter": "s3://other/dl"}.get(
+        option.name, f"value-of-{option.name}")
+
+
+def as_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def as_toml(value: Any) -> str:
+    return as_text(value) if isinstance(value, bool | int | float) else f'"{value}"'
+
+
+def from_command_line(command: str, args: list[str]) -> Settings:
+    """The settings the real click command builds from ``args``."""
+    ctx = cli.main.commands[command].make_context(command, ["x"] * _arguments(command) + args)
+    with ctx:
+        return cli._settings(command, ctx.params)
+
+
+def _arguments(command: str) -> int:
+    return sum(1 for p in cli.main.commands[command].params if p.param_type_name == "argument")
+
+
+def test_the_settings_type_has_exactly_the_tables_options() -> None:
+    names = {f.name for f in dataclasses.fields(Settings)} - {"place", "config", "mapping",
+                                                               "origins"}
+    assert names == {option.name for option in OPTIONS}
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    assert {o.name: o.default for o in OPTIONS} == {o.name: defaults[o.name] for o in OPTIONS}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_exactly_its_options_with_help(command: str) -> None:
+    params = {p.name: p for p in cli.main.commands[command].params}
+    for option in options_for(command):
+        param = params[option.name]
+        assert option.flag in param.opts
+        assert param.default is None  # the table's default applies, not click's
+        assert param.help and len(param.help) > 20
+    assert "config" in params
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_defaults_are_the_same_everywhere(place: str) -> None:
+    settings = (aws_lambda.lambda_settings(LAMBDA_REQUIRED) if place == LAMBDA
+                else load_settings(place, environ={}))
+    for option in options_for(place):
+        if place == LAMBDA and option.name in ("state", "dead_letter"):
+            continue  # required there
+        assert getattr(settings, option.name) == option.default, option.name
+        if place != LAMBDA:
+            assert getattr(from_command_line(place, []), option.name) == option.default
+    assert settings.checkpoint_every == 5_000  # the CLI said 10,000 and the Lambda 5,000
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.name)
+def test_each_option_is_read_the_same_from_flag_variable_file_and_lambda(
+    option: Option, tmp_path: Path
+) -> None:
+    value = sample(option)
+    config = tmp_path / "settings.toml"
+    config.write_text(f"# a comment\n{option.name} = {as_toml(value)}\n")
+    seen: dict[str, Any] = {}
+    for place in sorted(option.places):
+        if place == LAMBDA:
+            required = {k: v for k, v in LAMBDA_REQUIRED.items() if k != option.variable}
+            for variable in option.variables:
+                text = as_text(value).removeprefix("dynamodb://") if variable == "LEDGER_TABLE" \
+                    else as_text(value)
+                settings = aws_lambda.lambda_settings({**required, variable: text})
+                seen[f"lambda {variable}"] = getattr(settings, option.name)
+            settings = aws_lambda.lambda_settings(
+                {**required, "CURRENTS_EXPORT_CONFIG": str(config)})
+            seen["lambda file"] = getattr(settings, option.name)
+            continue
+        flag = [option.flag] if option.kind is bool else [option.flag, as_text(value)]
+        seen[f"{place} flag"] = getattr(from_command_line(place, flag), option.name)
+        env = load_settings(place, environ={option.variable: as_text(value)})
+        seen[f"{place} variable"] = getattr(env, option.name)
+        assert env.origin(option.name) == option.variable
+        in_file = load_settings(place, environ={"CURRENTS_EXPORT_CONFIG": str(config)})
+        seen[f"{place} file"] = getattr(in_file, option.name)
+        assert in_file.origin(option.name) == f"{config} line 2"
+    assert seen and set(seen.values()) == {value}, seen
+
+
+def test_command_line_beats_environment_beats_file_beats_default(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("lanes = 2\nregion = \"eu\"\napi = \"http\"\n")
+    environ = {"CURRENTS_EXPORT_CONFIG": str(config), "CURRENTS_EXPORT_LANES": "3",
+               "AMPLITUDE_API": "batch"}
+    settings = load_settings("replay", flags={"lanes": 4}, environ=environ)
+    assert (settings.lanes, settings.api, settings.region, settings.retry_horizon) == \
+        (4, "batch", "eu", 900.0)
+    assert settings.origin("lanes") == "--lanes"
+    assert settings.origin("api") == "AMPLITUDE_API"
+    assert settings.origin("region") == f"{config} line 2"
+    assert settings.origin("retry_horizon") == "default"
+    assert load_settings("replay", environ=environ).lanes == 3
+    ours = load_settings("replay", environ={**environ, "CURRENTS_EXPORT_API": "http"})
+    assert ours.api == "http"  # the option's own variable before the older alias
+
+
+@pytest.mark.parametrize(("environ", "file", "expected"), [
+    ({"CURRENTS_EXPORT_LANES": "many"}, "", "CURRENTS_EXPORT_LANES='many': not a whole number"),
+    ({"CURRENTS_EXPORT_LANES": "0"}, "", "CURRENTS_EXPORT_LANES: 0 is below the minimum 1"),
+    ({"AMPLITUDE_REGION": "mars"}, "", "AMPLITUDE_REGION: 'mars' is not allowed; use one of "
+                                       "us, eu"),
+    ({"CURRENTS_EXPORT_DRY_RUN": "perhaps"}, "", "CURRENTS_EXPORT_DRY_RUN='perhaps': not true "
+                                                 "or false"),
+    ({}, "\n\nlanes = 65\n", "line 3: 65 is above the maximum 64"),
+    ({}, "lanes = \"four\"\n", "line 1: 'four' is not a whole number (option --lanes)"),
+    ({}, "lane = 4\n", "line 1: unknown key 'lane'; known keys for 'replay': amplitude_url, api,"),
+    ({}, "deadline_margin_s = 4\n", "line 1: 'deadline_margin_s' does not apply to 'replay'"),
+    ({}, "profile = \"plain\"\n[mapping]\nprofile = \"braze\"\n",
+     "line 1: profile is also set in [mapping]; keep one"),
+    ({}, "lanes = [", "not valid TOML"),
+])
+def test_a_bad_value_names_where_it_came_from(
+    environ: dict[str, str], file: str, expected: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(file)
+    with pytest.raises(SettingsError) as info:
+        load_settings("replay", environ={**environ, "CURRENTS_EXPORT_CONFIG": str(config)})
+    assert expected in str(info.value)
+    if "line" in expected:
+        assert str(config) in str(info.value)
+
+
+def test_a_bad_flag_is_named_and_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli.main, ["replay", str(tmp_path), "--lanes", "0"])
+    assert result.exit_code == 2 and "--lanes" in result.output
+    config = tmp_path / "c.toml"
+    config.write_text("lanes = 0\n")
+    result = CliRunner().invoke(cli.main, ["replay", str(tmp_path), "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"Error: {config} line 1: 0 is below the minimum 1" in result.output
+    result = CliRunner().invoke(cli.main, ["replay", str(tmp_path), "--config", "nowhere.toml"])
+    assert result.exit_code == 2 and "--config nowhere.toml: no such file" in result.output
+
+
+def test_a_secret_value_is_never_repeated_in_a_message(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("api_key = 123456789\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings("replay", environ={"CURRENTS_EXPORT_CONFIG": str(config)})
+    assert "123456789" not in str(info.value) and "line 1" in str(info.value)
+    settings = load_settings("replay", environ={"AMPLITUDE_API_KEY": "k-SECRET-9"})
+    assert settings.api_key == "k-SECRET-9" and "k-SECRET-9" not in repr(settings)
+
+
+def test_the_lambdas_documented_names_still_work() -> None:
+    settings = aws_lambda.lambda_settings({
+        "LEDGER_TABLE": "ledger", "CURRENTS_EXPORT_DEAD_LETTER": "s3://b/dl",
+        "AMPLITUDE_REGION": "eu", "AMPLITUDE_API": "http", "AMPLITUDE_URL": "http://x",
+        "CURRENTS_EXPORT_DEADLINE_MARGIN_S": "30", "CURRENTS_EXPORT_LANES": "4"})
+    assert (settings.state, settings.region, settings.api, settings.amplitude_url,
+            settings.deadline_margin_s, settings.lanes) == \
+        ("dynamodb://ledger", "eu", "http", "http://x", 30.0, 4)
+    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_STATE=dynamodb"):
+        aws_lambda.lambda_settings({"CURRENTS_EXPORT_DEAD_LETTER": "s3://b/dl"})
+    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_LANES"):
+        aws_lambda.lambda_settings({**LAMBDA_REQUIRED, "CURRENTS_EXPORT_LANES": "x"})
+
+
+def test_the_readme_option_table_is_generated_from_the_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- options:begin -->\n(.*?)<!-- options:end -->", readme, re.S)
+    assert match is not None, "README.md lost its options markers"
+    assert match.group(1) == option_table_markdown(), (
+        "README.md's option table is out of date: replace it with the output of "
+        "python -m currents_export.settings")
+    for option in OPTIONS:
+        assert f"`{option.variable}`" in match.group(1)
