@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from currents_export.amplitude.emulator import Emulator
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 
 # replay and backfill run as many worker processes as there are CPUs unless told otherwise:
 # the tests run them in one process (as their figures and timings assume) unless a test

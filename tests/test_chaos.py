@@ -15,10 +15,10 @@ import orjson
 from test_replay import read_all
 
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.emulator import Emulator
 from currents_export.config import REQUEST_LIMITS, RequestLimits, RetryPolicy
-from currents_export.currents.fixtures import Identity, generate_fixtures, make_record, write_avro
 from currents_export.deadletter import DeadLetterDirectory
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import Identity, generate_fixtures, make_record, write_avro
 from currents_export.ledger import SqliteLedger
 from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects

@@ -19,8 +19,8 @@ from currents_export.amplitude.client import (
     AmplitudeSetupError,
     DeliveryFailed,
 )
-from currents_export.amplitude.emulator import Emulator
 from currents_export.config import RetryPolicy, endpoint_url
+from currents_export.kit.emulator import Emulator
 
 SECRET = "secret-api-key-42"
 

@@ -13,11 +13,11 @@ from test_replay import read_all
 
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.emulator import Emulator
 from currents_export.amplitude.lanes import Lanes
 from currents_export.config import REQUEST_LIMITS
-from currents_export.currents.fixtures import generate_fixtures
 from currents_export.deadletter import DeadLetterDirectory
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects

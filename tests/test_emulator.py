@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from currents_export.amplitude.emulator import (
+from currents_export.kit.emulator import (
     BucketCounts,
     Emulator,
     EmulatorConfig,

@@ -23,8 +23,8 @@ import pytest
 from conftest import stored_events
 from test_replay import API_KEY, assert_balanced, replay, requests_made, run_cli
 
-from currents_export.amplitude.emulator import Emulator
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.pipeline import MAX_OPEN_OBJECTS
 

@@ -17,7 +17,10 @@ import fastavro
 import pytest
 from fastavro.validation import validate
 
-from currents_export.currents.fixtures import (
+from currents_export.currents.keys import parse_key
+from currents_export.currents.reader import open_records
+from currents_export.currents.schemas import event_type_fields, known_event_types, writer_schema
+from currents_export.kit.fixtures import (
     FixtureFile,
     Identity,
     generate_fixtures,
@@ -25,9 +28,6 @@ from currents_export.currents.fixtures import (
     make_record,
     write_avro,
 )
-from currents_export.currents.keys import parse_key
-from currents_export.currents.reader import open_records
-from currents_export.currents.schemas import event_type_fields, known_event_types, writer_schema
 
 EVENTS = 20
 DUP_RATE = 0.2  # high enough that 10-record files get duplicates

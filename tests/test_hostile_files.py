@@ -26,9 +26,7 @@ from click.testing import CliRunner
 from conftest import stored_events
 from records import minimal_record
 
-from currents_export.amplitude.emulator import Emulator
 from currents_export.cli import main
-from currents_export.currents.fixtures import generate_fixtures
 from currents_export.currents.reader import (
     MAX_BLOCK_BYTES,
     IncompleteObject,
@@ -38,6 +36,8 @@ from currents_export.currents.reader import (
 )
 from currents_export.currents.schemas import writer_schema
 from currents_export.errors import RetryableObjectError, is_retryable
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import generate_fixtures
 
 EVENT_TYPE = "users.messages.email.Open"
 SYNC = bytes(range(16))

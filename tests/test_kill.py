@@ -14,8 +14,8 @@ import httpx
 import orjson
 from test_replay import read_all
 
-from currents_export.amplitude.emulator import Emulator
-from currents_export.currents.fixtures import generate_fixtures
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.sources import find_local_objects
 from currents_export.summary import Tally

@@ -21,9 +21,9 @@ import pytest
 from test_replay import read_all
 
 from currents_export import aws_lambda
-from currents_export.amplitude.emulator import Emulator
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.currents.keys import currents_identity
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import open_ledger
 from currents_export.sources.s3 import s3_client
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_replay import replay
 
-from currents_export.amplitude.emulator import Emulator
-from currents_export.currents.fixtures import generate_fixtures
 from currents_export.currents.keys import currents_identity
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import (
     AlreadyDone,
     LeaseHeld,

@@ -20,9 +20,9 @@ from test_ledger import (
     ledger_contract,
 )
 
-from currents_export.amplitude.emulator import Emulator
 from currents_export.cli import main
-from currents_export.currents.fixtures import generate_fixtures
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import (
     AlreadyDone,
     DynamoDbLedger,

@@ -16,9 +16,9 @@ from click.testing import Result
 from conftest import stored_events
 from test_replay import API_KEY, assert_balanced, read_all, run_cli
 
-from currents_export.amplitude.emulator import Emulator
 from currents_export.aws_lambda import LambdaConfigError, LambdaSettings
-from currents_export.currents.fixtures import FixtureFile
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile
 from currents_export.mapping.reference import render_reference
 
 ROOT = Path(__file__).resolve().parent.parent

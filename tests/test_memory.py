@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from currents_export.currents.fixtures import generate_fixtures
+from currents_export.kit.fixtures import generate_fixtures
 
 
 def peak_rss_mb(command: list[str]) -> float:

@@ -27,8 +27,6 @@ from conftest import stored_events
 from test_mapping_config import ENV, EXAMPLES, SALT, raw_events, replay_config, write
 from test_replay import run_cli
 
-from currents_export.amplitude.emulator import Emulator
-from currents_export.currents.fixtures import generate_fixtures
 from currents_export.currents.schemas import (
     CLASS_KEYS,
     FIELD_CLASSES,
@@ -39,6 +37,8 @@ from currents_export.currents.schemas import (
     pii_fields,
     writer_schema,
 )
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import generate_fixtures
 from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
 from currents_export.mapping.mapper import redacted_record
 from currents_export.mapping.privacy import (

@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import stored_events
 
-from currents_export.amplitude.emulator import Emulator
 from currents_export.cli import main
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.currents.schemas import known_event_types
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.mapping import braze_event_type
 
 API_KEY = "test-key-0123456789"

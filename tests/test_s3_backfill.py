@@ -17,10 +17,10 @@ from click.testing import CliRunner, Result
 from conftest import stored_events
 from test_replay import API_KEY, assert_balanced, read_all
 
-from currents_export.amplitude.emulator import Emulator
 from currents_export.cli import main
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.currents.keys import parse_key
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 
 BUCKET = "acme-currents"
 TYPES = ["users.behaviors.CustomEvent", "users.messages.email.Open", "users.behaviors.Purchase"]

@@ -21,11 +21,9 @@ from test_replay import API_KEY, read_all
 
 from currents_export.amplitude.batching import Envelope
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.emulator import Emulator
 from currents_export.apikey import ApiKeyProvider, ApiKeySource
 from currents_export.aws_lambda import LambdaSettings
 from currents_export.cli import main
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.deadletter import (
     DeadLetterConfigError,
     DirectoryStore,
@@ -33,6 +31,8 @@ from currents_export.deadletter import (
     S3Store,
     open_dead_letter,
 )
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.mapping import MappingOptions
 from currents_export.observability import WIRE_LOGGERS

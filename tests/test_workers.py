@@ -25,9 +25,9 @@ from conftest import stored_events
 from test_replay import API_KEY, assert_balanced, read_all, replay, run_cli
 
 from currents_export import cli
-from currents_export.amplitude.emulator import Emulator
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.display import ProgressSnapshot
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.sources import SourceObject, find_local_objects
 from currents_export.stopping import Stop
