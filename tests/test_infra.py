@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 import subprocess
 import sys
 import zipfile
@@ -222,6 +223,7 @@ def test_the_lambda_package_builds_small_for_arm64(tmp_path: Path) -> None:
     names = zipfile.ZipFile(out).namelist()
     assert "currents_export/aws_lambda.py" in names
     assert "currents_export/currents/catalogue.py" in names
+    assert not [name for name in names if name.startswith("currents_export/kit/")]
     tops = {name.split("/")[0] for name in names}
     assert {"fastavro", "orjson", "httpx", "click"} <= tops
     assert not {"boto3", "botocore"} & tops  # the runtime has them
@@ -230,6 +232,23 @@ def test_the_lambda_package_builds_small_for_arm64(tmp_path: Path) -> None:
     assert native and all("x86_64" not in n for n in native)
     assert any("aarch64" in n for n in native)
     assert out.stat().st_size < 15_000_000
+    # Without the kit, the handler still imports: the zip's own currents_export (the
+    # dependencies' wheels are for arm64 / 3.12, so this interpreter's are used).
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(out) as archive:
+        archive.extractall(unpacked, [n for n in names if n.startswith("currents_export/")])
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, currents_export, currents_export.aws_lambda as h;"
+         "print(currents_export.__file__);"
+         "print(callable(h.handler),"
+         "      any(m.startswith('currents_export.kit') for m in sys.modules))"],
+        env={**os.environ, "PYTHONPATH": str(unpacked)}, cwd=tmp_path,
+        capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    where, imported = probe.stdout.splitlines()
+    assert Path(where).is_relative_to(unpacked)
+    assert imported == "True False"
 
 
 # ---- secrets and data at rest -----------------------------------------------------------------
