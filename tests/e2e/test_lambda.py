@@ -18,7 +18,6 @@ from urllib.parse import quote_plus
 import boto3
 import httpx
 import pytest
-from test_replay import read_all
 
 from currents_export import aws_lambda
 from currents_export.currents.keys import currents_identity
@@ -26,6 +25,7 @@ from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import open_ledger
 from currents_export.sources.s3 import s3_client
+from tests.support.runs import read_all
 
 BUCKET = "acme-currents"
 TABLE = "currents-ledger"

@@ -21,13 +21,13 @@ import httpx
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from conftest import stored_events
 
 from currents_export.cli import main
 from currents_export.currents.schemas import writer_schema
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.mapping import braze_event_type
+from tests.support.emulator import stored_events
 
 API_KEY = "test-key-0123456789"
 MAPPING_ERROR = "mapping_error"  # currents_export.errors.MAPPING_ERROR

@@ -9,7 +9,6 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import Scripted, ScriptedServer
 
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import (
@@ -21,6 +20,7 @@ from currents_export.amplitude.client import (
 )
 from currents_export.config import RetryPolicy, endpoint_url
 from currents_export.kit.emulator import Emulator
+from tests.support.servers import Scripted, ScriptedServer
 
 SECRET = "secret-api-key-42"
 

@@ -20,13 +20,13 @@ import boto3
 import httpx
 import orjson
 import pytest
-from conftest import stored_events
-from test_replay import API_KEY, assert_balanced, replay, requests_made, run_cli
 
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.pipeline import MAX_OPEN_OBJECTS
+from tests.support.emulator import requests_made, stored_events
+from tests.support.runs import API_KEY, assert_balanced, replay, run_cli
 
 CUSTOM = "users.behaviors.CustomEvent"
 

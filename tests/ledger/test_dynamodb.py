@@ -11,14 +11,6 @@ import boto3
 import orjson
 import pytest
 from click.testing import CliRunner
-from test_ledger import (
-    BROKEN,
-    DONE_IDENTITY,
-    DONE_LEGACY,
-    IDENTITY,
-    LEGACY,
-    ledger_contract,
-)
 
 from currents_export.cli import main
 from currents_export.kit.emulator import Emulator
@@ -32,6 +24,14 @@ from currents_export.ledger import (
     open_ledger,
 )
 from currents_export.sources import find_local_objects
+from tests.support.ledgers import (
+    BROKEN,
+    DONE_IDENTITY,
+    DONE_LEGACY,
+    IDENTITY,
+    LEGACY,
+    ledger_contract,
+)
 
 TABLE = "ledger"
 OBJECT = "s3://acme/currents/event_type=users.behaviors.Purchase/x+0+1.avro"

@@ -16,8 +16,6 @@ import httpx
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from conftest import stored_events
-from test_replay import API_KEY, read_all
 
 from currents_export.amplitude.batching import Envelope
 from currents_export.amplitude.client import AmplitudeClient
@@ -36,6 +34,8 @@ from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.mapping import MappingOptions
 from currents_export.observability import WIRE_LOGGERS
+from tests.support.emulator import stored_events
+from tests.support.runs import API_KEY, read_all
 
 KEY_MARKER = "apikey-MARKER-5f1e2d3c"
 SALT_MARKER = "salt-MARKER-0123456789abcdef"

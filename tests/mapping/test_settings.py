@@ -7,24 +7,19 @@ import hmac
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
-import httpx
 import orjson
 import pytest
-from click.testing import Result
-from conftest import stored_events
-from test_replay import API_KEY, assert_balanced, read_all, run_cli
 
 from currents_export.aws_lambda import LambdaConfigError, LambdaSettings
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile
 from currents_export.mapping.reference import render_reference
+from tests.support import REPO_ROOT
+from tests.support.configs import ENV, EXAMPLES, SALT, replay_config, write
+from tests.support.emulator import raw_events, stored_events
+from tests.support.runs import assert_balanced, read_all, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-SALT = "test-salt-0123456789abcdef"
-ENV = {"CURRENTS_EXPORT_PII_SALT": SALT}
 EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 PHONE = re.compile(rb"\+\d{8,15}")
 
@@ -33,34 +28,6 @@ Fixtures = tuple[Path, list[FixtureFile]]
 
 def files_of(fixtures: Fixtures, *event_types: str) -> list[Path]:
     return [f.path for f in fixtures[1] if f.event_type in event_types]
-
-
-def replay_config(
-    emulator: Emulator, work: Path, paths: list[Path], config: Path | None,
-    *extra: str, env: dict[str, str] | None = None,
-) -> tuple[Result, dict[str, Any]]:
-    summary_path = work / "summary.json"
-    work.mkdir(parents=True, exist_ok=True)
-    args = [
-        "replay", *map(str, paths), "--api-key", API_KEY, "--amplitude-url", emulator.url,
-        "--state", str(work / "state.sqlite"), "--dead-letter", str(work / "dead-letter"),
-        "--summary-json", str(summary_path), "--retry-horizon", "0", *extra,
-    ]
-    if config is not None:
-        args += ["--config", str(config)]
-    result = run_cli(*args, env=ENV if env is None else env)
-    summary = orjson.loads(summary_path.read_bytes()) if summary_path.exists() else {}
-    return result, summary
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "currents-export.toml"
-    path.write_text(text)
-    return path
-
-
-def raw_events(emulator: Emulator) -> bytes:
-    return httpx.get(f"{emulator.url}/_emulator/events", timeout=60).content
 
 
 # ---------------------------------------------------------------- the example configurations
@@ -249,7 +216,7 @@ def test_hashing_without_a_salt_names_the_variable(tmp_path: Path) -> None:
 
 
 def test_mapping_reference_matches_the_code() -> None:
-    document = (ROOT / "docs" / "mapping.md").read_text(encoding="utf-8")
+    document = (REPO_ROOT / "docs" / "mapping.md").read_text(encoding="utf-8")
     assert document == render_reference(), (
         "docs/mapping.md is out of date: python -m currents_export.mapping.reference "
         "> docs/mapping.md"

@@ -14,13 +14,13 @@ import httpx
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from conftest import stored_events
-from test_replay import API_KEY, assert_balanced, read_all
 
 from currents_export.cli import main
 from currents_export.currents.keys import parse_key
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
+from tests.support.emulator import stored_events
+from tests.support.runs import API_KEY, assert_balanced, read_all
 
 BUCKET = "acme-currents"
 TYPES = ["users.behaviors.CustomEvent", "users.messages.email.Open", "users.behaviors.Purchase"]

@@ -11,7 +11,6 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from records import minimal_record
 
 from currents_export.currents.schemas import event_type_fields, known_event_types
 from currents_export.mapping import (
@@ -26,6 +25,7 @@ from currents_export.mapping import (
 )
 from currents_export.mapping.mapper import TypeRule, UserProperties
 from currents_export.mapping.names import BRAZE_DISPLAY_NAMES
+from tests.support.records import minimal_record
 
 BRAZE = MappingOptions()
 PLAIN = MappingOptions(profile="plain")

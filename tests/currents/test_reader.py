@@ -6,10 +6,10 @@ import io
 
 import fastavro
 import pytest
-from records import minimal_record
 
 from currents_export.currents.reader import IncompleteObject, UnreadableObject, open_records
 from currents_export.currents.schemas import writer_schema
+from tests.support.records import minimal_record
 
 EVENT_TYPE = "users.behaviors.Purchase"
 

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from servers import RecordingServer
 
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.lanes import Lanes
 from currents_export.config import RequestLimits, RetryPolicy
+from tests.support.servers import RecordingServer
 
 SMALL_REQUESTS = RequestLimits(max_events=20, max_body_bytes=100_000)
 

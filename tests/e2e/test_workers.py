@@ -21,8 +21,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import stored_events
-from test_replay import API_KEY, assert_balanced, read_all, replay, run_cli
 
 from currents_export import cli
 from currents_export.display import ProgressSnapshot
@@ -33,6 +31,8 @@ from currents_export.sources import SourceObject, find_local_objects
 from currents_export.stopping import Stop
 from currents_export.summary import ObjectReport, RunSummary
 from currents_export.workers import ProcessRun, WorkerSpec
+from tests.support.emulator import stored_events
+from tests.support.runs import API_KEY, assert_balanced, read_all, replay, run_cli
 
 TYPES = ["users.behaviors.CustomEvent", "users.messages.email.Open",
          "users.behaviors.Purchase", "users.behaviors.app.SessionStart"]

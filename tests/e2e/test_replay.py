@@ -7,67 +7,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import httpx
 import orjson
 import pytest
-from click.testing import CliRunner, Result
-from conftest import stored_events
 
-from currents_export.cli import main
 from currents_export.currents.schemas import known_event_types
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.mapping import braze_event_type
-
-API_KEY = "test-key-0123456789"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-
-def replay(
-    emulator: Emulator, work: Path, *paths: Path | str, extra: tuple[str, ...] = ()
-) -> tuple[Result, dict[str, Any]]:
-    summary_path = work / "summary.json"
-    summary_path.unlink(missing_ok=True)
-    result = run_cli(
-        "replay", *map(str, paths),
-        "--api-key", API_KEY,
-        "--amplitude-url", emulator.url,
-        "--state", str(work / "state.sqlite"),
-        "--dead-letter", str(work / "dead-letter"),
-        "--summary-json", str(summary_path),
-        "--retry-horizon", "0",
-        *extra,
-    )
-    summary = orjson.loads(summary_path.read_bytes()) if summary_path.exists() else {}
-    return result, summary
-
-
-def assert_balanced(summary: dict[str, Any]) -> None:
-    assert summary["records"] == (
-        summary["delivered"]
-        + sum(summary["skipped"].values())
-        + sum(summary["dead_lettered"].values())
-        + summary["duplicates"]
-    )
-    assert summary["balanced"] is True
-
-
-def read_all(files: list[FixtureFile]) -> list[tuple[str, dict[str, Any]]]:
-    """Every record of the fixture files, decoded independently of the tool."""
-    out = []
-    for fixture in files:
-        with fixture.path.open("rb") as fo:
-            out.extend((fixture.event_type, record) for record in fastavro.reader(fo))
-    return out
-
-
-def requests_made(emulator: Emulator) -> int:
-    return len(httpx.get(f"{emulator.url}/_emulator/requests").json()["requests"])
-
+from tests.support.emulator import requests_made, stored_events
+from tests.support.runs import API_KEY, assert_balanced, read_all, replay, run_cli
 
 # ---- the main path ------------------------------------------------------------------------
 

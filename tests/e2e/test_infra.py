@@ -19,10 +19,10 @@ from cfnlint.decode import cfn_yaml
 from currents_export import aws_lambda
 from currents_export.observability import NAMESPACE, emf_line
 from currents_export.summary import ObjectReport
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "infra" / "template.yaml"
-WHEELHOUSE = ROOT / "infra" / "build" / "wheels-arm64-3.12"
+TEMPLATE = REPO_ROOT / "infra" / "template.yaml"
+WHEELHOUSE = REPO_ROOT / "infra" / "build" / "wheels-arm64-3.12"
 REQUIRED_ENV = {"AMPLITUDE_API_KEY_SECRET", "CURRENTS_EXPORT_STATE",
                 "CURRENTS_EXPORT_DEAD_LETTER"}
 
@@ -218,7 +218,7 @@ def test_the_lambda_package_builds_small_for_arm64(tmp_path: Path) -> None:
         "run `python infra/build_lambda.py --download-only` first (scripts/test does)"
     )
     out = tmp_path / "lambda.zip"
-    subprocess.run([sys.executable, str(ROOT / "infra" / "build_lambda.py"), "--offline",
+    subprocess.run([sys.executable, str(REPO_ROOT / "infra" / "build_lambda.py"), "--offline",
                     "--out", str(out)], check=True, capture_output=True)
     names = zipfile.ZipFile(out).namelist()
     assert "currents_export/aws_lambda.py" in names

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import orjson
-from test_replay import read_all
 
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.config import REQUEST_LIMITS, RequestLimits, RetryPolicy
@@ -22,6 +21,7 @@ from currents_export.kit.fixtures import Identity, generate_fixtures, make_recor
 from currents_export.ledger import SqliteLedger
 from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
+from tests.support.runs import read_all
 
 EVENT_TYPES = [
     "users.behaviors.CustomEvent",

@@ -23,9 +23,6 @@ import fastavro
 import httpx
 import orjson
 import pytest
-from conftest import stored_events
-from test_mapping_config import ENV, EXAMPLES, SALT, raw_events, replay_config, write
-from test_replay import run_cli
 
 from currents_export.currents.schemas import (
     CLASS_KEYS,
@@ -55,6 +52,9 @@ from currents_export.mapping.settings import (
     load_mapping_file,
     mapping_options,
 )
+from tests.support.configs import ENV, EXAMPLES, SALT, replay_config, write
+from tests.support.emulator import raw_events, stored_events
+from tests.support.runs import run_cli
 
 PRIVACY_FIRST = EXAMPLES / "privacy-first.toml"
 HASH = hmac_hasher(SALT.encode())

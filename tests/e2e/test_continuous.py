@@ -8,8 +8,6 @@ import threading
 from pathlib import Path
 
 import orjson
-from conftest import stored_events
-from test_replay import read_all
 
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
@@ -22,6 +20,8 @@ from currents_export.ledger import SqliteLedger
 from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
 from currents_export.summary import ObjectReport, RunSummary
+from tests.support.emulator import stored_events
+from tests.support.runs import read_all
 
 
 def test_small_objects_share_requests_and_each_is_finished_on_its_own(

@@ -23,8 +23,6 @@ import fastavro
 import orjson
 import pytest
 from click.testing import CliRunner
-from conftest import stored_events
-from records import minimal_record
 
 from currents_export.cli import main
 from currents_export.currents.reader import (
@@ -38,6 +36,8 @@ from currents_export.currents.schemas import writer_schema
 from currents_export.errors import RetryableObjectError, is_retryable
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
+from tests.support.emulator import stored_events
+from tests.support.records import minimal_record
 
 EVENT_TYPE = "users.messages.email.Open"
 SYNC = bytes(range(16))
