@@ -2,8 +2,10 @@
 
 A real HTTP/1.1 server on loopback, built on the standard library, that answers like Amplitude
 closely enough to test the upload client: the same limits, check order and response bodies
-(reference §9), insert_id deduplication, optional per-id throttling, daily quota and project
-cap, a virtual clock, and seeded fault injection (§9.4).
+as Amplitude's public API documentation (https://amplitude.com/docs/apis/analytics/http-v2,
+https://amplitude.com/docs/apis/analytics/batch-event-upload), insert_id deduplication,
+optional per-id throttling, daily quota and project cap, a virtual clock, and seeded fault
+injection.
 
 Modules, from pure to stateful:
 

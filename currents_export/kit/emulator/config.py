@@ -1,4 +1,4 @@
-"""The emulator's configuration (reference §9.2) and its runtime patching."""
+"""The emulator's configuration and its runtime patching."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ MAX_LATENCY_MS = 60_000  # the longest latency_ms accepted
 
 @dataclass
 class EmulatorConfig:
-    """The emulator's knobs (reference §9.2); all can be changed at runtime.
+    """The emulator's knobs; all can be changed at runtime.
 
-    ``daily_quota`` (§9.3 step 8) and ``project_eps_cap`` (step 10) are off when None; a PATCH
-    may turn them on with ``true`` (their documented defaults) or a number.
+    ``daily_quota`` and ``project_eps_cap`` are off when None; a PATCH may turn them on with
+    ``true`` (their documented defaults) or a number.
 
     ``latency_ms`` delays every answer of an Amplitude endpoint (``/2/httpapi``, ``/batch``,
     ``/identify``, ``/groupidentify``; not the control API) by that many milliseconds, like a
@@ -51,7 +51,7 @@ class EmulatorConfig:
     empty_events_mode: str = "ok_200"  # or "reject_400"
     dedup_window_s: int = 604_800
     truncate_strings_at: int = 1_024
-    rate_limits: bool = False  # per-id EPS throttling (§6)
+    rate_limits: bool = False  # per-id EPS throttling (429 naming the throttled ids)
     silenced_device_ids: frozenset[str] = frozenset()
     daily_quota: int | None = None  # events per rolling 24 h per (api_key, id)
     project_eps_cap: int | None = None  # events/s per api_key, both endpoints together

@@ -1,4 +1,4 @@
-"""Fault injection (reference §9.4): rules, their pure matching, and the replies they make.
+"""Fault injection: rules, their pure matching, and the replies they make.
 
 A rule is a JSON object. Matching keys (all optional; every one given must match):
 
@@ -375,7 +375,8 @@ def fake_success_reply(
 def _throttled_ids_reply(
     ids: frozenset[str], facts: RequestFacts, eps_threshold: int, batch_shape: bool
 ) -> Reply:
-    """The §5 per-id 429 for the rule's ids found in the request.
+    """Amplitude's per-id 429 (``throttled_users``/``throttled_devices``) for the rule's ids
+    found in the request.
 
     The reported rate of each id is ``eps_threshold + 1`` (any value over the threshold).
     """

@@ -246,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
         """A control-API answer (a plain JSON document, not an ingestion reply)."""
         self._send(Reply(status, data))
 
-    # -- control API (§9.5) ---------------------------------------------------------------
+    # -- control API (/_emulator/) ------------------------------------------------------------
 
     def _control(self, method: str, path: str, query: str, size: int) -> None:
         state = self.server.state

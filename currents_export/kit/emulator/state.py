@@ -1,8 +1,8 @@
 """What the emulator remembers, behind one lock: events, dedup index, rate and quota windows,
 fault rules, request log, counters, and the clock they all read.
 
-Ingestion = an optional fault pick (§9.4), the stateless verdict (``validate_ingest``, §9.3
-steps 1-7), then under the lock the stateful checks (steps 8-10) and the commit (step 11).
+Ingestion = an optional fault pick, the stateless verdict (``validate_ingest``), then under
+the lock the stateful checks (daily quota, per-id rates, project cap) and the commit.
 
 Per-id windows (daily quota, rates) are keyed by ``(api_key, "device_id"|"user_id", id)`` with
 the ids **as sent**: an event without a device_id counts only against its user_id (the device
@@ -276,7 +276,7 @@ class EmulatorState:
         return reply
 
     def _process(self, endpoint: str, body: bytes | None) -> Reply:
-        """§9.3: validate, check quota/rates/cap, store."""
+        """Validate, check quota/rates/cap, store."""
         config = self.config
         limits = config.limits_for(endpoint)
         verdict = too_large_reply() if body is None else validate_ingest(body, limits, config)
@@ -287,7 +287,7 @@ class EmulatorState:
     def _accept(
         self, batch: ValidBatch, config: EmulatorConfig, limits: EndpointLimits, endpoint: str
     ) -> Reply:
-        """Steps 8-11: daily quota, per-id rates, project cap, then store — atomically."""
+        """The daily quota, per-id rates, project cap, then store — atomically."""
         per_id = config.rate_limits or config.daily_quota is not None
         counts = _id_counts(batch.events) if per_id else None
         cap = config.project_eps_cap
@@ -329,7 +329,7 @@ class EmulatorState:
         endpoint: str,
         now: float,
     ) -> Reply | None:
-        """The 429 of the daily quota (step 8) and the per-id rates (step 9, §6), or None.
+        """The 429 of the daily quota and the per-id rates, or None.
 
         An id is over its quota when ``counted_in_24h + its events in the request > quota``
         (reported as that sum), over its rate when ``(accepted_in_window + its events in the

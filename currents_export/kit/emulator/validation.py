@@ -1,4 +1,4 @@
-"""Pure validation of ingestion and identify requests (reference §9.3 steps 1-7).
+"""Pure validation of ingestion and identify requests: the checks that need no state.
 
 Request bytes + config in, a ``Reply`` (rejected) or the events that may be stored out; no
 state, no clock, no I/O.
@@ -41,8 +41,8 @@ ERR_PROJECT_THROTTLED = "Too many requests"
 
 _ID_FIELDS = ("user_id", "device_id")
 
-# Event-level problem categories in the order of §9.3 step 6; the lowest that fired names the
-# error string of the 400.
+# Event-level problem categories, in the order Amplitude ranks them; the lowest that fired
+# names the error string of the 400.
 _P_EVENT_JSON, _P_MISSING_TYPE, _P_INVALID, _P_MISSING_ID, _P_ID_LENGTH, _P_NONE = range(6)
 _CATEGORY_ERRORS = (
     ERR_EVENT_JSON,
@@ -71,7 +71,7 @@ class Reply:
 
 @dataclass(slots=True)
 class ValidBatch:
-    """A request that passed every stateless check (§9.3 steps 1-7)."""
+    """A request that passed every stateless check."""
 
     api_key: str
     events: list[JSONDict]
@@ -97,7 +97,9 @@ def derive_device_id(user_id: str) -> str:
 def validate_ingest(
     body: bytes, limits: EndpointLimits, config: EmulatorConfig
 ) -> Reply | ValidBatch:
-    """Steps 1-7 of §9.3 for a ``/2/httpapi`` or ``/batch`` body.
+    """The stateless checks of a ``/2/httpapi`` or ``/batch`` body, in order: size, body, JSON,
+    api_key, events, key validity, event count, empty events, options, each event, silenced
+    devices.
 
     Returns the rejection, or the validated events (possibly with short ids removed when
     ``short_id_mode == "strip"``). Parsed event dicts are owned by the result and may be
@@ -171,7 +173,7 @@ def _min_id_length(options: Any, default: int) -> int | Reply:
 
 
 def check_events(events: list[Any], min_id_length: int, *, strip_short_ids: bool) -> Reply | None:
-    """Per-event validation (§9.3 step 6), listing every bad index; None when all are fine.
+    """Per-event validation, listing every bad index; None when all are fine.
 
     In strip mode an id shorter than ``min_id_length`` is deleted from its event (the
     documented behaviour) instead of failing the request; blocklisted ids always fail.
@@ -254,7 +256,8 @@ def _check_ids(
 def check_silenced(
     events: list[JSONDict], silenced: frozenset[str], eps_threshold: int
 ) -> Reply | None:
-    """The 400 for events whose device_id is silenced (§5 shape), or None."""
+    """The 400 for events whose device_id is silenced (Amplitude's silenced-device reply), or
+    None."""
     indexes = [i for i, event in enumerate(events) if event.get("device_id") in silenced]
     if not indexes:
         return None
