@@ -540,12 +540,6 @@ def _raw_response(c: _Ctx) -> str:
 # --------------------------------------------------------------------------- value factories
 
 
-def _phone_uk_or_us(c: _Ctx) -> str:
-    if c.chance(0.3):
-        return f"+447700900{c.rng.randrange(1000):03d}"
-    return f"+1555{c.rng.randrange(10_000_000):07d}"
-
-
 def _business_number(c: _Ctx) -> str:
     return c.pick(("+15550100123", "+15550100456", "+447700900001"))
 
