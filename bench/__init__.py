@@ -4,4 +4,12 @@ One run generates Currents files, starts the Amplitude emulator in its own proce
 measures, on the same files and the same emulator: a bare fastavro decode loop, the
 ``currents-export replay`` CLI end to end, the official ``amplitude-analytics`` SDK, the
 replay's peak memory at two sizes, and the emulator alone. The result is a Markdown table.
+
+The modules, by what they do: ``settings`` (sizes), ``inputs`` (the files), ``decode`` (a),
+``replay`` (b), ``sdk`` (c; ``sdk_client`` is the SDK's own child process), ``emulator`` (the
+emulator's process, and (e) the emulator alone), ``process`` (measured child processes;
+``rusage`` is their launcher, a module of its own so that it stays small: its size is the
+floor of the ``ru_maxrss`` it reports), ``events`` (the project's mapping, also used by the
+SDK's child), ``checks``, ``results`` (figures, targets, the machine), ``report``,
+``runner`` and ``cli``.
 """

@@ -15,9 +15,9 @@ import fastavro
 
 from bench.checks import require
 from bench.settings import SEED
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures, write_avro
 from currents_export.currents.keys import object_key, parse_key
 from currents_export.currents.schemas import known_event_types
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures, write_avro
 
 CUSTOM_EVENT = "users.behaviors.CustomEvent"
 

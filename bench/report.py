@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from bench.emulator_only import BATCH_SIZE
+from bench.emulator import BATCH_SIZE
 from bench.replay import ReplayRun
 from bench.results import (
     MEMORY_CEILING,

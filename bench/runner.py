@@ -10,10 +10,8 @@ from typing import TypeVar
 
 from bench import inputs
 from bench.decode import measure_decode
-from bench.emulator import EmulatorProcess
-from bench.emulator_only import measure_emulator
+from bench.emulator import EmulatorProcess, measure_emulator
 from bench.inputs import Workload
-from bench.machine import machine_info
 from bench.replay import ReplayRun, replay_has_workers, run_replay
 from bench.results import (
     HOUR_VS_DECODE,
@@ -26,6 +24,7 @@ from bench.results import (
     ShapeResult,
     Target,
     WorkloadResult,
+    machine_info,
 )
 from bench.sdk import run_sdk
 from bench.settings import Settings

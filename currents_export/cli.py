@@ -593,7 +593,7 @@ def fixtures(
     files_per_type: int,
 ) -> None:
     """Write realistic synthetic Currents files, laid out as Braze lays them out in S3."""
-    from currents_export.currents.fixtures import generate_fixtures
+    from currents_export.kit.fixtures import generate_fixtures
 
     try:
         files = generate_fixtures(
@@ -622,7 +622,7 @@ def fixtures(
               help="Delay before every answer, in milliseconds (a real network's 100-300).")
 def emulator(host: str, port: int, api_keys: tuple[str, ...], latency_ms: int) -> None:
     """Run the local Amplitude emulator (for trying a set-up without sending data)."""
-    from currents_export.amplitude.emulator import Emulator, EmulatorConfig
+    from currents_export.kit.emulator import Emulator, EmulatorConfig
 
     config = EmulatorConfig(valid_api_keys=frozenset(api_keys) or None, latency_ms=latency_ms)
     try:
@@ -651,8 +651,8 @@ def emulator(host: str, port: int, api_keys: tuple[str, ...], latency_ms: int) -
               help="Write the run summary as JSON to this file.")
 def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) -> None:
     """Fixtures for all 94 types → local emulator → replay → summary, on this machine only."""
-    from currents_export.amplitude.emulator import Emulator
-    from currents_export.currents.fixtures import generate_fixtures
+    from currents_export.kit.emulator import Emulator
+    from currents_export.kit.fixtures import generate_fixtures
 
     _setup_logging(0)
     with _workdir(workdir) as root, Emulator() as server:

@@ -23,13 +23,13 @@ class RequestLimits:
     max_body_bytes: int
 
 
-# Amplitude rejects ≥ 1 MB (v2) / > 20 MB (batch) with 413; we keep headroom (reference §4).
+# Amplitude rejects ≥ 1 MB (v2) / > 20 MB (batch) with 413; we keep headroom.
 REQUEST_LIMITS: dict[str, RequestLimits] = {
     "http": RequestLimits(max_events=2_000, max_body_bytes=900_000),
     "batch": RequestLimits(max_events=2_000, max_body_bytes=18_000_000),
 }
 
-# How long to hold a throttled user's or device's events (reference §4, §10).
+# How long to hold a throttled user's or device's events after a 429, per API.
 THROTTLE_PAUSE_S: dict[str, float] = {"http": 30.0, "batch": 15.0}
 
 DEFAULT_MIN_ID_LENGTH = 5

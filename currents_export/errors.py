@@ -19,7 +19,6 @@
         │   │   └── AmplitudeUnavailable  the whole run's circuit is open: every later object
         │   │                             is left pending without being read
         │   ├── Interrupted ........... a deadline or a signal: progress saved, resumable
-        │   ├── SourceUnavailable ..... the object could not be fetched (network, throttling)
         │   └── IncompleteObject ...... the object ends early: still being written or copied,
         │                               or truncated; retried, since a complete copy may
         │                               replace it
@@ -111,10 +110,6 @@ class SendInterrupted(Interrupted):
     """A stop (deadline or signal) reached a send: what it settled is in ``partial``."""
 
     partial: Any = None
-
-
-class SourceUnavailable(RetryableObjectError):
-    """The object could not be fetched now (network, throttling, a broken stream)."""
 
 
 class IncompleteObject(RetryableObjectError):

@@ -4,9 +4,11 @@
     python infra/build_lambda.py --download-only      # fill the wheelhouse (needs PyPI)
     python infra/build_lambda.py --offline            # build from the wheelhouse only
 
-The zip holds ``currents_export/`` and the runtime dependencies from ``pyproject.toml``
-as wheels for the target (default: Python 3.12 on arm64, as in ``template.yaml``), minus
-boto3 and botocore, which the Lambda runtime provides. Entries are sorted and timestamps
+The zip holds ``currents_export/`` without the local kit (``currents_export/kit/``: the
+emulator and the fixtures generator, which the product never imports) and the runtime
+dependencies from ``pyproject.toml`` as wheels for the target (default: Python 3.12 on
+arm64, as in ``template.yaml``), minus boto3 and botocore, which the Lambda runtime
+provides. Entries are sorted and timestamps
 fixed, so the same inputs give the same zip.
 """
 
@@ -27,6 +29,7 @@ BUILD = ROOT / "infra" / "build"
 IN_RUNTIME = {"boto3", "botocore"}  # provided by the Lambda Python runtime
 PLATFORMS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+LEFT_OUT = ROOT / "currents_export" / "kit"  # the local kit: not needed to run the product
 
 
 def runtime_requirements() -> list[str]:
@@ -54,6 +57,12 @@ def download(wheelhouse: Path, arch: str, python: str) -> None:
 CONFIG_NAME = "currents-export.toml"  # CURRENTS_EXPORT_CONFIG=/var/task/currents-export.toml
 
 
+def _left_out(directory: str, names: list[str]) -> set[str]:
+    """What ``copytree`` leaves out of ``directory``: caches and the local kit."""
+    skipped = set(shutil.ignore_patterns("__pycache__", "*.pyc")(directory, names))
+    return skipped | {name for name in names if Path(directory, name) == LEFT_OUT}
+
+
 def build(
     out: Path, wheelhouse: Path, arch: str, python: str, config: Path | None = None
 ) -> Path:
@@ -63,7 +72,7 @@ def build(
                         "--find-links", str(wheelhouse), "--target", str(staging),
                         *_pip_target_args(arch, python), *runtime_requirements()], check=True)
         shutil.copytree(ROOT / "currents_export", staging / "currents_export",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                        ignore=_left_out)
         if config is not None:
             shutil.copyfile(config, staging / CONFIG_NAME)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from currents_export.amplitude.emulator import Emulator
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 
 # replay and backfill run as many worker processes as there are CPUs unless told otherwise:
 # the tests run them in one process (as their figures and timings assume) unless a test
-# passes --workers itself (tests/test_workers.py). Commands they start inherit it.
+# passes --workers itself (tests/e2e/test_workers.py). Commands they start inherit it.
 os.environ.setdefault("CURRENTS_EXPORT_WORKERS", "1")
 
 
@@ -36,13 +36,6 @@ def all_types_fixtures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     """Fixtures for all 94 types (two files each), generated once per test session."""
     root = tmp_path_factory.mktemp("bucket")
     return root, generate_fixtures(root, events_per_type=60, seed=7)
-
-
-def stored_events(emulator: Emulator, **filters: str) -> list[dict]:
-    """Events the emulator stored, read over its HTTP inspection API."""
-    response = httpx.get(f"{emulator.url}/_emulator/events", params=filters, timeout=30)
-    response.raise_for_status()
-    return response.json()["events"]
 
 
 @pytest.fixture(scope="session")

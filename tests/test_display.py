@@ -15,8 +15,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from currents_export import cli, display
-from currents_export.amplitude.emulator import Emulator
-from currents_export.currents.fixtures import FixtureFile, generate_fixtures
 from currents_export.deadletter import open_dead_letter
 from currents_export.display import (
     LiveProgress,
@@ -27,6 +25,8 @@ from currents_export.display import (
     format_duration,
     format_status,
 )
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
 

@@ -12,21 +12,21 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from conftest import stored_events
-from test_replay import API_KEY, assert_balanced, read_all, replay, run_cli
 
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.emulator import Emulator
 from currents_export.config import RequestLimits, RetryPolicy, endpoint_url
-from currents_export.currents.fixtures import generate_fixtures
 from currents_export.deadletter import (
     DeadLetter,
     DeadLetterDirectory,
     DirectoryStore,
     S3DeadLetter,
 )
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import generate_fixtures
 from currents_export.redrive import Redrive
 from currents_export.sources.s3 import s3_client
+from tests.support.emulator import stored_events
+from tests.support.runs import API_KEY, assert_balanced, read_all, replay, run_cli
 
 
 def redrive(emulator: Emulator, directory: Path, *extra: str) -> tuple[int, dict]:

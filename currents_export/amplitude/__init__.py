@@ -1,1 +1,2 @@
-"""The Amplitude side: the ingestion client and a local emulator of its HTTP APIs."""
+"""The Amplitude side: the ingestion client and its parts (request packing, lanes, the circuit
+breaker, id validation)."""

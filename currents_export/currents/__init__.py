@@ -1,4 +1,4 @@
-"""The Braze side: object keys, record streams, schemas and synthetic Currents files."""
+"""The Braze side: object keys, record streams and schemas."""
 
 from currents_export.currents.keys import CurrentsKey, NotACurrentsKey, parse_key
 from currents_export.currents.reader import RecordStream, UnreadableObject, open_records

@@ -151,8 +151,8 @@ def needs_salt(
 
 @dataclass(frozen=True, slots=True)
 class MappingOptions:
-    """How records become Amplitude events (see DESIGN.md, "Default mapping", and the
-    ``[mapping]`` table of the configuration file, docs/mapping.md)."""
+    """How records become Amplitude events (README.md, "The default mapping" and "Mapping
+    configuration": the ``[mapping]`` table of the configuration file; docs/mapping.md)."""
 
     profile: Profile = "braze"
     identity_fallback: IdentityFallback = "none"  # "braze_id": user_id ← Braze's internal id

@@ -209,14 +209,6 @@ class Redactor:
 
         self._replace = replace
 
-    @property
-    def scans(self) -> bool:
-        return self._scan != "off"
-
-    def hashes_key(self, key: str) -> bool:
-        """Whether ``hash`` names ``key`` (compared as keys are)."""
-        return key_name(key) in self._hash_keys
-
     def looks(self, value: str) -> bool:
         """The cheap pre-check: False means ``text(value)`` is ``value`` (nothing to scan).
         Remembers short values that pass it (up to ``_MAX_CLEAN``)."""

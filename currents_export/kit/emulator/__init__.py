@@ -1,0 +1,153 @@
+"""A local emulator of Amplitude's ingestion endpoints (HTTP API v2, Batch, Identify).
+
+A real HTTP/1.1 server on loopback, built on the standard library, that answers like Amplitude
+closely enough to test the upload client: the same limits, check order and response bodies
+as Amplitude's public API documentation (https://amplitude.com/docs/apis/analytics/http-v2,
+https://amplitude.com/docs/apis/analytics/batch-event-upload), insert_id deduplication,
+optional per-id throttling, daily quota and project cap, a virtual clock, and seeded fault
+injection.
+
+Modules, from pure to stateful:
+
+* ``config`` — the knobs and their runtime patching;
+* ``validation`` — pure: request bytes + config → a ``Reply`` (rejected) or the events that
+  may be stored;
+* ``windows`` — sliding windows and hourly buckets of accepted events;
+* ``faults`` — fault rules, their pure matching (``select_fault``) and replies;
+* ``state`` — ``EmulatorState``: what the emulator remembers, guarded by one lock, and its
+  clock;
+* ``server`` — ``Emulator``: HTTP routing and server lifecycle only.
+"""
+
+from .config import (
+    BATCH_LIMITS,
+    DEFAULT_DAILY_QUOTA,
+    DEFAULT_PROJECT_EPS_CAP,
+    EMPTY_EVENTS_MODES,
+    SHORT_ID_MODES,
+    V2_LIMITS,
+    ConfigError,
+    EmulatorConfig,
+    EndpointLimits,
+    apply_config_patch,
+    config_to_dict,
+)
+from .faults import (
+    FAULT_ACTIONS,
+    FAULT_BODIES,
+    FAULT_ROUTES,
+    FAULT_STATUS_ERRORS,
+    MAX_DELAY_S,
+    STORE_FIRST_STATUSES,
+    FaultRule,
+    FaultRuleError,
+    RequestFacts,
+    RuleProgress,
+    fake_success_reply,
+    fault_reply,
+    parse_fault_document,
+    parse_fault_rules,
+    select_fault,
+)
+from .server import Emulator
+from .state import (
+    EVENT_FILTERS,
+    IDENTIFY_FILTERS,
+    REQUEST_LOG_LIMIT,
+    EmulatorState,
+    FiredFault,
+    key_fingerprint,
+)
+from .validation import (
+    BLOCKED_ID_VALUES,
+    ERR_EVENT_JSON,
+    ERR_ID_LENGTH,
+    ERR_INVALID_FIELDS,
+    ERR_INVALID_JSON,
+    ERR_MISSING_BODY,
+    ERR_MISSING_FIELD,
+    ERR_PATH,
+    ERR_PROJECT_THROTTLED,
+    ERR_SILENCED,
+    ERR_THROTTLED,
+    ERR_TOO_LARGE,
+    Reply,
+    ValidBatch,
+    check_events,
+    check_silenced,
+    derive_device_id,
+    error_reply,
+    first_values,
+    may_contain_long_strings,
+    parse_form,
+    too_large_reply,
+    truncate_event,
+    truncate_strings,
+    validate_identify,
+    validate_ingest,
+)
+from .windows import BucketCounts, SlidingWindows
+
+__all__ = [
+    "BATCH_LIMITS",
+    "BLOCKED_ID_VALUES",
+    "DEFAULT_DAILY_QUOTA",
+    "DEFAULT_PROJECT_EPS_CAP",
+    "EMPTY_EVENTS_MODES",
+    "ERR_EVENT_JSON",
+    "ERR_ID_LENGTH",
+    "ERR_INVALID_FIELDS",
+    "ERR_INVALID_JSON",
+    "ERR_MISSING_BODY",
+    "ERR_MISSING_FIELD",
+    "ERR_PATH",
+    "ERR_PROJECT_THROTTLED",
+    "ERR_SILENCED",
+    "ERR_THROTTLED",
+    "ERR_TOO_LARGE",
+    "EVENT_FILTERS",
+    "FAULT_ACTIONS",
+    "FAULT_BODIES",
+    "FAULT_ROUTES",
+    "FAULT_STATUS_ERRORS",
+    "IDENTIFY_FILTERS",
+    "MAX_DELAY_S",
+    "REQUEST_LOG_LIMIT",
+    "SHORT_ID_MODES",
+    "STORE_FIRST_STATUSES",
+    "V2_LIMITS",
+    "BucketCounts",
+    "ConfigError",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorState",
+    "EndpointLimits",
+    "FaultRule",
+    "FaultRuleError",
+    "FiredFault",
+    "Reply",
+    "RequestFacts",
+    "RuleProgress",
+    "SlidingWindows",
+    "ValidBatch",
+    "apply_config_patch",
+    "check_events",
+    "check_silenced",
+    "config_to_dict",
+    "derive_device_id",
+    "error_reply",
+    "fake_success_reply",
+    "fault_reply",
+    "first_values",
+    "key_fingerprint",
+    "may_contain_long_strings",
+    "parse_fault_document",
+    "parse_fault_rules",
+    "parse_form",
+    "select_fault",
+    "too_large_reply",
+    "truncate_event",
+    "truncate_strings",
+    "validate_identify",
+    "validate_ingest",
+]

@@ -1,0 +1,165 @@
+"""The emulator's configuration and its runtime patching."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+JSONDict = dict[str, Any]
+
+
+@dataclass
+class EndpointLimits:
+    """Size and rate limits of one ingestion endpoint."""
+
+    max_body_bytes: int
+    max_events: int
+    eps_threshold: int
+    eps_window_s: int = 30
+
+
+V2_LIMITS = EndpointLimits(max_body_bytes=1_048_576, max_events=2_000, eps_threshold=30)
+BATCH_LIMITS = EndpointLimits(max_body_bytes=20_971_520, max_events=2_000, eps_threshold=1_000)
+
+SHORT_ID_MODES = ("reject_400", "strip")
+EMPTY_EVENTS_MODES = ("ok_200", "reject_400")
+
+DEFAULT_DAILY_QUOTA = 500_000  # events per rolling 24 h per id, when the quota is turned on
+DEFAULT_PROJECT_EPS_CAP = 50_000  # events/s per project, when the cap is turned on
+MAX_LATENCY_MS = 60_000  # the longest latency_ms accepted
+
+
+@dataclass
+class EmulatorConfig:
+    """The emulator's knobs; all can be changed at runtime.
+
+    ``daily_quota`` and ``project_eps_cap`` are off when None; a PATCH may turn them on with
+    ``true`` (their documented defaults) or a number.
+
+    ``latency_ms`` delays every answer of an Amplitude endpoint (``/2/httpapi``, ``/batch``,
+    ``/identify``, ``/groupidentify``; not the control API) by that many milliseconds, like a
+    round trip over the internet. The request is handled (and logged) on arrival; only its
+    answer waits, in that connection's handler thread, so concurrent requests overlap.
+    """
+
+    v2: EndpointLimits = field(default_factory=lambda: replace(V2_LIMITS))
+    batch: EndpointLimits = field(default_factory=lambda: replace(BATCH_LIMITS))
+    valid_api_keys: frozenset[str] | None = None  # None = any key accepted
+    min_id_length_default: int = 5
+    short_id_mode: str = "reject_400"  # or "strip"
+    empty_events_mode: str = "ok_200"  # or "reject_400"
+    dedup_window_s: int = 604_800
+    truncate_strings_at: int = 1_024
+    rate_limits: bool = False  # per-id EPS throttling (429 naming the throttled ids)
+    silenced_device_ids: frozenset[str] = frozenset()
+    daily_quota: int | None = None  # events per rolling 24 h per (api_key, id)
+    project_eps_cap: int | None = None  # events/s per api_key, both endpoints together
+    latency_ms: int = 0  # added before every ingestion/identify answer, 0..MAX_LATENCY_MS
+
+    def __post_init__(self) -> None:
+        if self.short_id_mode not in SHORT_ID_MODES:
+            raise ValueError(f"short_id_mode must be one of {SHORT_ID_MODES}")
+        if self.empty_events_mode not in EMPTY_EVENTS_MODES:
+            raise ValueError(f"empty_events_mode must be one of {EMPTY_EVENTS_MODES}")
+        for name in ("daily_quota", "project_eps_cap"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ValueError(f"{name} must be None or a positive integer")
+        latency = self.latency_ms
+        if type(latency) is not int or not 0 <= latency <= MAX_LATENCY_MS:
+            raise ValueError(f"latency_ms must be an integer from 0 to {MAX_LATENCY_MS}")
+
+    def limits_for(self, endpoint: str) -> EndpointLimits:
+        """Limits of ``"v2"`` or ``"batch"``."""
+        return self.batch if endpoint == "batch" else self.v2
+
+
+class ConfigError(ValueError):
+    """A config patch names an unknown key or carries an invalid value."""
+
+
+def config_to_dict(config: EmulatorConfig) -> JSONDict:
+    """The config as plain JSON data (sets become sorted lists)."""
+    out: JSONDict = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, EndpointLimits):
+            value = {lf.name: getattr(value, lf.name) for lf in fields(value)}
+        elif isinstance(value, frozenset):
+            value = sorted(value)
+        out[f.name] = value
+    return out
+
+
+_SWITCHED_LIMITS = {
+    "daily_quota": DEFAULT_DAILY_QUOTA,
+    "project_eps_cap": DEFAULT_PROJECT_EPS_CAP,
+}
+
+
+def apply_config_patch(config: EmulatorConfig, patch: Mapping[str, Any]) -> EmulatorConfig:
+    """A new config with ``patch`` applied; raises ConfigError naming the offending key."""
+    changes: JSONDict = {}
+    for key, value in patch.items():
+        if key in ("v2", "batch"):
+            changes[key] = _patch_limits(key, getattr(config, key), value)
+        elif key in ("valid_api_keys", "silenced_device_ids"):
+            changes[key] = _string_set(key, value, nullable=key == "valid_api_keys")
+        elif key in ("min_id_length_default", "dedup_window_s", "truncate_strings_at"):
+            changes[key] = _int_at_least(key, value, 0)
+        elif key == "latency_ms":
+            changes[key] = _int_at_least(key, value, 0)
+            if value > MAX_LATENCY_MS:
+                raise ConfigError(
+                    f"Invalid value for config key: {key} (integer <= {MAX_LATENCY_MS})"
+                )
+        elif key == "rate_limits":
+            if not isinstance(value, bool):
+                raise ConfigError(f"Invalid value for config key: {key} (expected a boolean)")
+            changes[key] = value
+        elif key in _SWITCHED_LIMITS:
+            changes[key] = _optional_limit(key, value, _SWITCHED_LIMITS[key])
+        elif key in ("short_id_mode", "empty_events_mode"):
+            allowed = SHORT_ID_MODES if key == "short_id_mode" else EMPTY_EVENTS_MODES
+            if value not in allowed:
+                raise ConfigError(f"Invalid value for config key: {key} (one of {allowed})")
+            changes[key] = value
+        else:
+            raise ConfigError(f"Unknown config key: {key}")
+    return replace(config, **changes)
+
+
+def _optional_limit(name: str, value: Any, default: int) -> int | None:
+    """``null``/``false`` → off, ``true`` → the default, a positive integer → itself."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return default
+    return _int_at_least(name, value, 1)
+
+
+def _patch_limits(name: str, limits: EndpointLimits, patch: Any) -> EndpointLimits:
+    if not isinstance(patch, dict):
+        raise ConfigError(f"Invalid value for config key: {name} (expected an object)")
+    known = {f.name for f in fields(EndpointLimits)}
+    changes = {}
+    for key, value in patch.items():
+        if key not in known:
+            raise ConfigError(f"Unknown config key: {name}.{key}")
+        changes[key] = _int_at_least(f"{name}.{key}", value, 1)
+    return replace(limits, **changes)
+
+
+def _int_at_least(name: str, value: Any, minimum: int) -> int:
+    if type(value) is not int or value < minimum:
+        raise ConfigError(f"Invalid value for config key: {name} (integer >= {minimum})")
+    return value
+
+
+def _string_set(name: str, value: Any, *, nullable: bool) -> frozenset[str] | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"Invalid value for config key: {name} (expected a list of strings)")
+    return frozenset(value)

@@ -1,0 +1,477 @@
+"""HTTP routing and the server's lifecycle; all behaviour lives in ``EmulatorState``."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import traceback
+from collections.abc import Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from .config import ConfigError, EmulatorConfig, config_to_dict
+from .faults import MAX_DELAY_S, FaultRule, FaultRuleError, parse_fault_document
+from .state import EVENT_FILTERS, IDENTIFY_FILTERS, EmulatorState, FiredFault
+from .validation import (
+    ERR_INVALID_JSON,
+    ERR_PATH,
+    Reply,
+    error_reply,
+    first_values,
+    parse_form,
+    too_large_reply,
+)
+
+_INGEST_ROUTES = {"/2/httpapi": "v2", "/batch": "batch"}
+_IDENTIFY_ROUTES = {"/identify": "identify", "/groupidentify": "groupidentify"}
+_CONTROL_PREFIX = "/_emulator/"
+_CONTROL_MAX_BODY = 1_048_576
+_DRAIN_CHUNK = 65_536
+_POLL_INTERVAL_S = 0.05  # how quickly stop() takes effect
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Connections waiting to be accepted. socketserver's default, 5, is overrun when several
+    # worker processes open a connection per lane at once: the kernel then drops the last
+    # handshake step, and a client's first request fails after about a second.
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], state: EmulatorState) -> None:
+        super().__init__(address, _Handler)
+        self.state = state
+        self.stopping = threading.Event()  # wakes handlers sleeping in a "delay" fault
+        self._connections: set[Any] = set()
+        self._connections_lock = threading.Lock()
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup of the host (slow on some machines)."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request (a timeout, a killed process) is normal here."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+    def track(self, connection: Any, *, open_: bool) -> None:
+        with self._connections_lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        """Shut down idle keep-alive connections so their handler threads end."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes requests to EmulatorState; holds no state of its own."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "AmplitudeEmulator/1"
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, open_=True)
+        self.server.state.connection_opened()
+
+    def finish(self) -> None:
+        self.server.track(self.connection, open_=False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: no per-request output."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            self._route(method)
+        except ConnectionError:
+            self.close_connection = True  # the client went away (e.g. it timed out)
+        except Exception:
+            self.close_connection = True
+            traceback.print_exc()
+            with contextlib.suppress(OSError):
+                self._send(error_reply(500, "Emulator internal error"))
+
+    def _route(self, method: str) -> None:
+        url = urlsplit(self.path)
+        path = url.path
+        state = self.server.state
+        size = self._content_length()
+        if size is None:
+            return
+        if path.startswith(_CONTROL_PREFIX):
+            self._control(method, path, url.query, size)
+        elif method == "POST" and path in _INGEST_ROUTES:
+            endpoint = _INGEST_ROUTES[path]
+            body = self._read_body(size, state.config.limits_for(endpoint).max_body_bytes)
+            fault = state.pick_fault(path, body)
+            if fault is None:
+                self._answer(state.ingest(endpoint, path, body, size))
+            else:
+                self._faulted(fault, endpoint, path, body, size)
+        elif method in ("GET", "POST") and path in _IDENTIFY_ROUTES:
+            self._identify(method, path, url.query, size)
+        else:
+            self._read_body(size, 0)
+            self._send(state.not_found(method, path, size))
+
+    def _faulted(
+        self, fault: FiredFault, endpoint: str, path: str, body: bytes | None, size: int
+    ) -> None:
+        """Apply a fault rule that fired (the body has been read)."""
+        rule = fault.rule
+        if rule.action == "delay" and self.server.stopping.wait(min(rule.delay_s, MAX_DELAY_S)):
+            self.close_connection = True  # the server is stopping: drop the request
+            return
+        reply = self.server.state.ingest_faulted(endpoint, path, body, size, fault)
+        if reply is None:
+            self._reset_connection(graceful=rule.graceful)
+        else:
+            self._answer(reply)
+
+    def _reset_connection(self, *, graceful: bool) -> None:
+        """Close the connection without answering: with a TCP reset, or a plain close."""
+        self.close_connection = True
+        if not graceful:
+            with contextlib.suppress(OSError):
+                linger = struct.pack("ii", 1, 0)  # l_onoff=1, l_linger=0: close sends RST
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()  # really closed once rfile/wfile are (in finish)
+
+    def _identify(self, method: str, path: str, query: str, size: int) -> None:
+        state = self.server.state
+        body = self._read_body(size, state.config.v2.max_body_bytes)
+        if body is None:
+            self._answer(too_large_reply())
+            return
+        form = first_values(parse_qs(query, keep_blank_values=True))
+        if body:
+            form.update(parse_form(body, self.headers.get("Content-Type", "")))
+        self._answer(state.identify(_IDENTIFY_ROUTES[path], method, path, form, size))
+
+    def _content_length(self) -> int | None:
+        """The declared body length; None after answering a request we cannot frame."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            self._send(error_reply(411, "Length Required"))
+            return None
+        raw = self.headers.get("Content-Length", "0")
+        try:
+            size = int(raw)
+        except ValueError:
+            size = -1
+        if size < 0:
+            self.close_connection = True
+            self._send(error_reply(400, "Invalid Content-Length"))
+            return None
+        return size
+
+    def _read_body(self, size: int, limit: int) -> bytes | None:
+        """The body, or None when it exceeds ``limit`` (then it is read and discarded)."""
+        if size <= limit:
+            return self.rfile.read(size) if size else b""
+        remaining = size
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, _DRAIN_CHUNK))
+            if not chunk:
+                self.close_connection = True
+                break
+            remaining -= len(chunk)
+        return None
+
+    def _answer(self, reply: Reply) -> None:
+        """An Amplitude endpoint's answer, sent ``latency_ms`` after the request was handled.
+
+        Only this connection's handler thread waits (one thread per connection), so requests
+        on other connections overlap. A stopping server wakes it and drops the answer.
+        """
+        latency_ms = self.server.state.config.latency_ms
+        if latency_ms and self.server.stopping.wait(latency_ms / 1000):
+            self.close_connection = True
+            return
+        self._send(reply)
+
+    def _send(self, reply: Reply) -> None:
+        payload = orjson.dumps(reply.body) if reply.raw is None else reply.raw
+        self._send_bytes(reply.status, payload, reply.content_type)
+
+    def _send_bytes(
+        self, status: int, payload: bytes, content_type: str = "application/json"
+    ) -> None:
+        """Answer with a payload, keeping the connection open unless told otherwise."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _send_json(self, status: int, data: Any) -> None:
+        """A control-API answer (a plain JSON document, not an ingestion reply)."""
+        self._send(Reply(status, data))
+
+    # -- control API (/_emulator/) ------------------------------------------------------------
+
+    def _control(self, method: str, path: str, query: str, size: int) -> None:
+        state = self.server.state
+        body = self._read_body(size, _CONTROL_MAX_BODY)
+        if body is None:
+            self._send(too_large_reply())
+            return
+        name = path[len(_CONTROL_PREFIX) :]
+        params = first_values(parse_qs(query, keep_blank_values=True))
+        if method == "GET" and name in ("events", "identifies"):
+            self._list(name, params)
+        elif method == "GET" and name == "requests":
+            log = state.requests_log()
+            self._send_json(200, {"requests": log, "count": len(log)})
+        elif method == "GET" and name == "stats":
+            self._send_json(200, state.stats())
+        elif method == "GET" and name == "config":
+            self._send_json(200, config_to_dict(state.config))
+        elif method == "PATCH" and name == "config":
+            self._patch_config(body)
+        elif method == "POST" and name == "reset":
+            state.reset()
+            self._send_json(200, {"reset": True})
+        elif name == "faults" and method in ("GET", "POST", "DELETE"):
+            self._faults(method, body)
+        elif name == "clock" and method in ("GET", "POST"):
+            self._clock(method, body)
+        else:
+            self._send(error_reply(404, ERR_PATH))
+
+    def _list(self, name: str, params: dict[str, str]) -> None:
+        allowed = EVENT_FILTERS if name == "events" else IDENTIFY_FILTERS
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            self._send(error_reply(400, f"Unknown filter: {unknown[0]}"))
+            return
+        state = self.server.state
+        if name == "identifies":
+            items = state.identifies(**params)
+            self._send_json(200, {name: items, "count": len(items)})
+            return
+        raws = state.raw_events(**params)
+        payload = b'{"events":[%b],"count":%d}' % (b",".join(raws), len(raws))
+        self._send_bytes(200, payload)
+
+    def _json_object(self, body: bytes, what: str) -> dict[str, Any] | None:
+        """The body as a JSON object; None after answering a 400."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self._send(error_reply(400, ERR_INVALID_JSON))
+            return None
+        if not isinstance(data, dict):
+            self._send(error_reply(400, f"{what} must be a JSON object"))
+            return None
+        return data
+
+    def _faults(self, method: str, body: bytes) -> None:
+        state = self.server.state
+        if method == "POST":
+            document = self._json_object(body, "Faults")
+            if document is None:
+                return
+            try:
+                rules, seed = parse_fault_document(document)
+            except FaultRuleError as exc:
+                self._send(error_reply(400, str(exc)))
+                return
+            state.set_faults(rules, seed)
+        elif method == "DELETE":
+            state.clear_faults()
+        self._send_json(200, state.faults_info())
+
+    def _clock(self, method: str, body: bytes) -> None:
+        """``{"advance_s": s}`` moves the virtual clock; ``{"mode": "real"}`` leaves it."""
+        state = self.server.state
+        if method == "POST":
+            command = self._json_object(body, "Clock command")
+            if command is None:
+                return
+            advance = command.get("advance_s")
+            mode = command.get("mode")
+            if set(command) == {"mode"} and mode in ("real", "virtual"):
+                if mode == "real":
+                    state.use_real_clock()
+                else:
+                    state.advance_clock(0)
+            elif (set(command) == {"advance_s"} and isinstance(advance, (int, float))
+                  and not isinstance(advance, bool) and advance >= 0):
+                state.advance_clock(float(advance))
+            else:
+                message = 'Clock command: {"advance_s": seconds >= 0} or {"mode": "real"}'
+                self._send(error_reply(400, message))
+                return
+        self._send_json(200, state.clock_info())
+
+    def _patch_config(self, body: bytes) -> None:
+        patch = self._json_object(body, "Config patch")
+        if patch is None:
+            return
+        try:
+            config = self.server.state.patch_config(patch)
+        except (ConfigError, ValueError) as exc:
+            self._send(error_reply(400, str(exc)))
+            return
+        self._send_json(200, config_to_dict(config))
+
+
+# ---------------------------------------------------------------------------------------------
+# Public server
+# ---------------------------------------------------------------------------------------------
+
+
+class Emulator:
+    """The emulator server: ``with Emulator() as amp: httpx.post(amp.url + "/batch", ...)``.
+
+    The socket is bound on construction (``port=0`` picks a free port), so ``url`` is known
+    before ``start``. The emulator works on a copy of ``config``.
+    """
+
+    def __init__(
+        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.state = EmulatorState(config if config is not None else EmulatorConfig())
+        self._server = _Server((host, port), self.state)
+        self._thread: threading.Thread | None = None
+        self._serving = False
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        host, port = self._server.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """The current config (replaced, never mutated, by PATCH /_emulator/config)."""
+        return self.state.config
+
+    def start(self) -> Self:
+        """Serve in a daemon thread and return self."""
+        if self._thread is None:
+            self._serving = True
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": _POLL_INTERVAL_S},
+                name="amplitude-emulator",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until ``stop`` (from another thread) or Ctrl-C."""
+        self._serving = True
+        try:
+            self._server.serve_forever(poll_interval=_POLL_INTERVAL_S)
+        finally:
+            self._serving = False
+            self._close()
+
+    def stop(self) -> None:
+        """Stop serving, drop open connections and release the port. Idempotent.
+
+        Handlers sleeping in a ``"delay"`` fault wake at once and drop their request.
+        """
+        self._server.stopping.set()
+        if self._serving:
+            self._server.shutdown()
+            self._serving = False
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._server.close_connections()
+            self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def events(self, **filters: str) -> list[dict]:
+        """Stored events (copies), optionally filtered like ``GET /_emulator/events``."""
+        return self.state.events(**filters)
+
+    def requests_log(self) -> list[dict]:
+        """The request log (copies), API keys fingerprinted."""
+        return self.state.requests_log()
+
+    def reset(self) -> None:
+        """Same as ``POST /_emulator/reset``: clear all state and faults, restore the initial
+        config and the real clock."""
+        self.state.reset()
+
+    def set_faults(
+        self, rules: Iterable[Mapping[str, Any] | FaultRule], seed: int = 0
+    ) -> dict[str, Any]:
+        """Same as ``POST /_emulator/faults``: replace the fault rules, seed their RNG.
+
+        Raises FaultRuleError (a ValueError) for a malformed rule. Returns the rules with
+        their counters, like ``GET /_emulator/faults``.
+        """
+        self.state.set_faults(rules, seed)
+        return self.state.faults_info()
+
+    def clear_faults(self) -> None:
+        """Same as ``DELETE /_emulator/faults``."""
+        self.state.clear_faults()
+
+    def faults(self) -> dict[str, Any]:
+        """Same as ``GET /_emulator/faults``: the rules with ``seen``/``fired``/``remaining``."""
+        return self.state.faults_info()
+
+    def advance_clock(self, seconds: float) -> float:
+        """Same as ``POST /_emulator/clock {"advance_s": seconds}``; returns the new now."""
+        return self.state.advance_clock(seconds)
+
+    def use_real_clock(self) -> None:
+        """Same as ``POST /_emulator/clock {"mode": "real"}``."""
+        self.state.use_real_clock()

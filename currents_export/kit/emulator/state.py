@@ -1,0 +1,580 @@
+"""What the emulator remembers, behind one lock: events, dedup index, rate and quota windows,
+fault rules, request log, counters, and the clock they all read.
+
+Ingestion = an optional fault pick, the stateless verdict (``validate_ingest``), then under
+the lock the stateful checks (daily quota, per-id rates, project cap) and the commit.
+
+Per-id windows (daily quota, rates) are keyed by ``(api_key, "device_id"|"user_id", id)`` with
+the ids **as sent**: an event without a device_id counts only against its user_id (the device
+id derived from the user_id at storage maps one-to-one to that user, so counting it as well
+would add nothing), and throttled/exceeded maps only ever name ids the client sent. Counted
+events are every validated event of an accepted request, insert_id duplicates included (they
+are "ingested" in the reply too). A window only fills while its check is turned on.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .config import EmulatorConfig, EndpointLimits, JSONDict, apply_config_patch
+from .faults import (
+    FaultRule,
+    RequestFacts,
+    RuleProgress,
+    fake_success_reply,
+    fault_record,
+    fault_reply,
+    select_fault,
+)
+from .validation import (
+    ERR_PATH,
+    ERR_PROJECT_THROTTLED,
+    ERR_THROTTLED,
+    Reply,
+    ValidBatch,
+    derive_device_id,
+    error_reply,
+    too_large_reply,
+    truncate_event,
+    validate_identify,
+    validate_ingest,
+    with_facts,
+)
+from .windows import BucketCounts, SlidingWindows
+
+REQUEST_LOG_LIMIT = 100_000
+EVENT_FILTERS = ("api_key", "user_id", "device_id", "event_type", "insert_id")
+IDENTIFY_FILTERS = ("api_key", "kind", "user_id", "device_id")
+
+# A stored event is a flat tuple of atomic values: the filterable fields (EVENT_FILTERS order),
+# then where the event is: its request (an index into the stored request bodies) and its
+# position in that request. Millions of them then cost the garbage collector nothing, and
+# ingestion never re-encodes an event: GET /_emulator/events rebuilds the stored form.
+StoredEvent = tuple[str, str | None, str, str, str | None, int, int]
+_BATCH = len(EVENT_FILTERS)
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredBatch:
+    """One accepted request: its body and what storage adds to each of its events."""
+
+    body: bytes
+    upload_ms: int
+    truncate_at: int | None  # string limit to apply, None when no string can be too long
+
+    def events(self) -> list[JSONDict]:
+        events: list[JSONDict] = orjson.loads(self.body)["events"]
+        return events
+
+    def stored_form(self, event: JSONDict) -> bytes:
+        """The event as Amplitude would keep it: device_id filled, strings cut, upload time."""
+        event["device_id"] = event.get("device_id") or derive_device_id(event["user_id"])
+        if self.truncate_at is not None:
+            truncate_event(event, self.truncate_at)
+        event["server_upload_time"] = self.upload_ms
+        return orjson.dumps(event)
+
+QUOTA_BUCKET_S = 3_600  # the daily quota counts in 1-hour buckets …
+QUOTA_BUCKETS = 24  # … over the current hour and the 23 before it
+PROJECT_WINDOW_S = 1.0  # the project cap is a sliding 1-second window
+
+IdKey = tuple[str, str]  # ("device_id" | "user_id", id)
+
+
+def key_fingerprint(api_key: str | None) -> str | None:
+    """A short, non-secret stand-in for an API key in logs."""
+    return None if api_key is None else api_key[:4] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class FiredFault:
+    """A fault rule that fired for one request, with what it knows of that request."""
+
+    index: int
+    rule: FaultRule
+    facts: RequestFacts
+
+
+class EmulatorState:
+    """Everything the emulator remembers, behind one lock.
+
+    ``clock()`` (seconds since the epoch) is the real clock given at construction until
+    ``advance_clock`` switches to a virtual one (starting at the real time of that moment);
+    ``use_real_clock`` switches back, and so does ``reset``. Rate windows, the daily quota,
+    the project cap, the dedup window and every timestamp read it.
+    """
+
+    def __init__(self, config: EmulatorConfig, clock: Callable[[], float] = time.time) -> None:
+        self._initial_config = copy.deepcopy(config)
+        self.config = copy.deepcopy(config)
+        self._real_clock = clock
+        self._lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._virtual_now: float | None = None
+        self._events: list[StoredEvent] = []
+        self._batches: list[_StoredBatch] = []
+        self._identifies: list[tuple[str, JSONDict]] = []
+        self._dedup: dict[tuple[str, str, str], float] = {}
+        self._windows = SlidingWindows()
+        self._quota = BucketCounts(QUOTA_BUCKET_S, QUOTA_BUCKETS)
+        self._project = SlidingWindows()
+        self._log: deque[JSONDict] = deque(maxlen=REQUEST_LOG_LIMIT)
+        self._status_counts: Counter[int] = Counter()
+        self._requests = 0
+        self._duplicates = 0
+        self._connections = 0
+        self._faults_fired = 0
+        self._install_faults((), 0)
+
+    def reset(self) -> None:
+        """Forget everything stored, counted and scripted (faults), return to the real clock
+        and restore the configuration given at start."""
+        with self._lock:
+            self._clear()
+            self.config = copy.deepcopy(self._initial_config)
+
+    # -- clock ----------------------------------------------------------------------------
+
+    def clock(self) -> float:
+        """Now, in seconds since the epoch (virtual once ``advance_clock`` was used)."""
+        virtual = self._virtual_now
+        return self._real_clock() if virtual is None else virtual
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def advance_clock(self, seconds: float) -> float:
+        """Switch to the virtual clock (if not yet) and move it ``seconds`` forward; → now."""
+        if seconds < 0:
+            raise ValueError("The clock only moves forward")
+        with self._lock:
+            start = self._real_clock() if self._virtual_now is None else self._virtual_now
+            self._virtual_now = start + seconds
+            return self._virtual_now
+
+    def use_real_clock(self) -> None:
+        """Switch back to the real clock."""
+        with self._lock:
+            self._virtual_now = None
+
+    def clock_info(self) -> JSONDict:
+        mode = "real" if self._virtual_now is None else "virtual"
+        return {"mode": mode, "now": self.clock()}
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def set_faults(self, rules: Iterable[Mapping[str, Any] | FaultRule], seed: int = 0) -> None:
+        """Replace the fault rules (validated first; raises FaultRuleError) and reseed the RNG."""
+        parsed = tuple(
+            rule if isinstance(rule, FaultRule) else FaultRule.from_dict(rule, i)
+            for i, rule in enumerate(rules)
+        )
+        with self._lock:
+            self._install_faults(parsed, seed)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._install_faults((), 0)
+
+    def _install_faults(self, rules: tuple[FaultRule, ...], seed: int) -> None:
+        self._fault_progress = [RuleProgress() for _ in rules]
+        self._fault_seed = seed
+        self._fault_rng = random.Random(seed)
+        self._faults_need_ids = any(rule.ids is not None for rule in rules)
+        self._faults = rules  # last: the lock-free "any rules?" check reads it
+
+    def faults_info(self) -> JSONDict:
+        """The rules as JSON data with their counters (``seen``, ``fired``, ``remaining``)."""
+        with self._lock:
+            rules = [
+                {
+                    **rule.to_dict(),
+                    "seen": progress.seen,
+                    "fired": progress.fired,
+                    "remaining": progress.remaining(rule),
+                }
+                for rule, progress in zip(self._faults, self._fault_progress, strict=True)
+            ]
+            return {"seed": self._fault_seed, "rules": rules, "faults_fired": self._faults_fired}
+
+    def pick_fault(self, route: str, body: bytes | None) -> FiredFault | None:
+        """The fault to apply to an ingestion request, if a rule fires (nearly free when
+        there are no rules). ``body`` is None when it was too large to read."""
+        if not self._faults:
+            return None
+        facts = RequestFacts(route, body)
+        if self._faults_need_ids:
+            _ = facts.ids  # parse outside the lock
+        with self._lock:
+            index = select_fault(self._faults, self._fault_progress, facts, self._fault_rng)
+            if index is None:
+                return None
+            self._faults_fired += 1
+            return FiredFault(index, self._faults[index], facts)
+
+    # -- ingestion ------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        endpoint: str,
+        path: str,
+        body: bytes | None,
+        size: int,
+        fault: FiredFault | None = None,
+    ) -> Reply:
+        """Handle a ``/2/httpapi`` or ``/batch`` body; ``body`` is None when it was too large.
+
+        ``fault`` is a ``"delay"`` fault already waited for (recorded in the log), if any.
+        """
+        reply = self._process(endpoint, body)
+        self._record_reply(path, size, reply, fault)
+        return reply
+
+    def ingest_faulted(
+        self, endpoint: str, path: str, body: bytes | None, size: int, fault: FiredFault
+    ) -> Reply | None:
+        """Apply a ``"status"``, ``"reset"``, ``"not_amplitude"`` or ``"wrong_count"`` fault
+        from ``pick_fault`` to a request.
+
+        A ``"status"`` fault answers its reply, after handling the request normally for
+        500/502/504; a ``"reset"`` fault returns None (answer nothing), after handling the
+        request normally when it has ``store``; ``"not_amplitude"`` and ``"wrong_count"``
+        answer a 200 that is not Amplitude's success, storing nothing.
+        """
+        if fault.rule.action == "delay":
+            return self.ingest(endpoint, path, body, size, fault)
+        rule = fault.rule
+        underlying = self._process(endpoint, body) if rule.stores_first else None
+        if underlying is not None:
+            api_key, count = underlying.api_key, underlying.event_count
+        else:
+            events = fault.facts.events
+            api_key, count = fault.facts.api_key, None if events is None else len(events)
+        if rule.action == "reset":
+            self._record("POST", path, size, None, None, api_key, count, fault)
+            return None
+        if rule.action in ("not_amplitude", "wrong_count"):
+            reply = fake_success_reply(rule, fault.facts, payload_size=size, now_ms=self.now_ms())
+        else:
+            limits = self.config.limits_for(endpoint)
+            reply = fault_reply(
+                rule, fault.facts, limits.eps_threshold, batch_shape=endpoint == "batch"
+            )
+        reply = with_facts(reply, api_key, count)
+        self._record_reply(path, size, reply, fault)
+        return reply
+
+    def _process(self, endpoint: str, body: bytes | None) -> Reply:
+        """Validate, check quota/rates/cap, store."""
+        config = self.config
+        limits = config.limits_for(endpoint)
+        verdict = too_large_reply() if body is None else validate_ingest(body, limits, config)
+        if isinstance(verdict, Reply):
+            return verdict
+        return self._accept(verdict, config, limits, endpoint)
+
+    def _accept(
+        self, batch: ValidBatch, config: EmulatorConfig, limits: EndpointLimits, endpoint: str
+    ) -> Reply:
+        """The daily quota, per-id rates, project cap, then store — atomically."""
+        per_id = config.rate_limits or config.daily_quota is not None
+        counts = _id_counts(batch.events) if per_id else None
+        cap = config.project_eps_cap
+        api_key, n = batch.api_key, len(batch.events)
+        with self._lock:
+            now = self.clock()
+            if counts:
+                rejection = self._check_ids(batch, counts, config, limits, endpoint, now)
+                if rejection is not None:
+                    return rejection
+            if cap is not None:
+                self._project.sweep(now, PROJECT_WINDOW_S)
+                in_window = self._project.count(api_key, now, PROJECT_WINDOW_S, PROJECT_WINDOW_S)
+                if in_window + n > cap:
+                    return with_facts(error_reply(429, ERR_PROJECT_THROTTLED), api_key, n)
+                if n:
+                    self._project.add(api_key, now, n)
+            if counts:
+                for key, k in counts.items():
+                    if config.rate_limits:
+                        self._windows.add((api_key, *key), now, k)
+                    if config.daily_quota is not None:
+                        self._quota.add((api_key, *key), now, k)
+            self._store(batch, config, now)
+        body = {
+            "code": 200,
+            "events_ingested": n,
+            "payload_size_bytes": batch.payload_size,
+            "server_upload_time": int(now * 1000),
+        }
+        return Reply(200, body, api_key, n)
+
+    def _check_ids(
+        self,
+        batch: ValidBatch,
+        counts: Counter[IdKey],
+        config: EmulatorConfig,
+        limits: EndpointLimits,
+        endpoint: str,
+        now: float,
+    ) -> Reply | None:
+        """The 429 of the daily quota and the per-id rates, or None.
+
+        An id is over its quota when ``counted_in_24h + its events in the request > quota``
+        (reported as that sum), over its rate when ``(accepted_in_window + its events in the
+        request) / window_s > eps_threshold`` (reported as that rate, rounded). Both checks
+        run, and one 429 reports both; ``throttled_events`` lists the indexes whose user or
+        device is in any map. Caller holds the lock.
+        """
+        api_key = batch.api_key
+        quota = config.daily_quota
+        exceeded: dict[str, dict[str, int]] = {"device_id": {}, "user_id": {}}
+        throttled: dict[str, dict[str, int]] = {"device_id": {}, "user_id": {}}
+        if quota is not None:
+            self._quota.expire(now)
+            for (kind, ident), n in counts.items():
+                total = self._quota.count((api_key, kind, ident)) + n
+                if total > quota:
+                    exceeded[kind][ident] = total
+        if config.rate_limits:
+            window = limits.eps_window_s
+            retain = max(config.v2.eps_window_s, config.batch.eps_window_s)
+            self._windows.sweep(now, retain)
+            for (kind, ident), n in counts.items():
+                accepted = self._windows.count((api_key, kind, ident), now, window, retain)
+                rate = (accepted + n) / window
+                if rate > limits.eps_threshold:
+                    throttled[kind][ident] = round(rate)
+        if not any((*exceeded.values(), *throttled.values())):
+            return None
+        devices = throttled["device_id"].keys() | exceeded["device_id"].keys()
+        users = throttled["user_id"].keys() | exceeded["user_id"].keys()
+        indexes = [
+            i
+            for i, event in enumerate(batch.events)
+            if event.get("device_id") in devices or event.get("user_id") in users
+        ]
+        extra: JSONDict = {}
+        if endpoint == "batch" or quota is not None:
+            extra = {
+                "exceeded_daily_quota_users": exceeded["user_id"],
+                "exceeded_daily_quota_devices": exceeded["device_id"],
+            }
+        reply = error_reply(
+            429,
+            ERR_THROTTLED,
+            eps_threshold=limits.eps_threshold,
+            throttled_devices=throttled["device_id"],
+            throttled_users=throttled["user_id"],
+            throttled_events=indexes,
+            **extra,
+        )
+        return with_facts(reply, api_key, len(batch.events))
+
+    def _store(self, batch: ValidBatch, config: EmulatorConfig, now: float) -> None:
+        """Fill device_id, drop insert_id duplicates, truncate, store. Caller holds the lock."""
+        window = config.dedup_window_s
+        body = batch.body
+        if body is None:  # the events were changed (short ids stripped): keep them as they are
+            body = orjson.dumps({"events": batch.events})
+        batch_index = len(self._batches)
+        self._batches.append(_StoredBatch(
+            body,
+            int(now * 1000),
+            config.truncate_strings_at if batch.may_need_truncation else None,
+        ))
+        api_key, dedup, stored = batch.api_key, self._dedup, self._events
+        for position, event in enumerate(batch.events):
+            device_id = event.get("device_id") or derive_device_id(event["user_id"])
+            insert_id = event.get("insert_id")
+            if insert_id is not None:
+                key = (api_key, device_id, insert_id)
+                stored_at = dedup.get(key)
+                if stored_at is not None and now - stored_at < window:
+                    self._duplicates += 1
+                    continue
+                dedup[key] = now
+            stored.append((api_key, event.get("user_id"), device_id, event["event_type"],
+                           insert_id, batch_index, position))
+
+    # -- identify, unknown routes ---------------------------------------------------------
+
+    def identify(
+        self, kind: str, method: str, path: str, form: Mapping[str, str], size: int
+    ) -> Reply:
+        """Handle an Identify / Group Identify request."""
+        verdict = validate_identify(form, kind, self.config)
+        if isinstance(verdict, Reply):
+            reply = verdict
+        else:
+            api_key, items = verdict
+            with self._lock:
+                upload_ms = self.now_ms()
+                for item in items:
+                    record = {"kind": kind, **item, "server_upload_time": upload_ms}
+                    self._identifies.append((api_key, record))
+            reply = Reply(200, {"code": 200}, api_key, len(items))
+        self._record_reply(path, size, reply, method=method)
+        return reply
+
+    def not_found(self, method: str, path: str, size: int) -> Reply:
+        reply = error_reply(404, ERR_PATH)
+        self._record_reply(path, size, reply, method=method)
+        return reply
+
+    def _record_reply(
+        self,
+        path: str,
+        size: int,
+        reply: Reply,
+        fault: FiredFault | None = None,
+        method: str = "POST",
+    ) -> None:
+        response = _redacted(reply) if reply.raw is None else reply.raw.decode("utf-8", "replace")
+        self._record(
+            method, path, size, reply.status, response, reply.api_key, reply.event_count, fault
+        )
+
+    def _record(
+        self,
+        method: str,
+        path: str,
+        size: int,
+        status: int | None,
+        response: Any,
+        api_key: str | None,
+        event_count: int | None,
+        fault: FiredFault | None,
+    ) -> None:
+        """Append to the request log and counters, with the API key reduced to a fingerprint.
+
+        ``status`` is None when the connection was reset without an answer.
+        """
+        entry = {
+            "time": self.now_ms(),
+            "method": method,
+            "route": path,
+            "api_key": key_fingerprint(api_key),
+            "body_bytes": size,
+            "event_count": event_count,
+            "status": status,
+            "response": response,
+            "fault": None if fault is None else fault_record(fault.index, fault.rule),
+        }
+        with self._lock:
+            self._log.append(entry)
+            if status is not None:
+                self._status_counts[status] += 1
+            self._requests += 1
+
+    def connection_opened(self) -> None:
+        with self._lock:
+            self._connections += 1
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def events(self, **filters: str) -> list[JSONDict]:
+        """Stored events (fresh copies) in arrival order matching every filter."""
+        return [orjson.loads(raw) for raw in self.raw_events(**filters)]
+
+    def raw_events(self, **filters: str) -> list[bytes]:
+        """JSON of the stored events in arrival order matching every filter (EVENT_FILTERS)."""
+        wanted = [(_filter_index(name), value) for name, value in filters.items()]
+        with self._lock:
+            records = list(self._events)
+            batches = list(self._batches)
+        for index, value in wanted:
+            records = [r for r in records if r[index] == value]
+        parsed: dict[int, list[JSONDict]] = {}
+        raws = []
+        for record in records:
+            *_, batch_index, position = record
+            events = parsed.get(batch_index)
+            if events is None:
+                events = parsed[batch_index] = batches[batch_index].events()
+            raws.append(batches[batch_index].stored_form(events[position]))
+        return raws
+
+    def identifies(self, **filters: str) -> list[JSONDict]:
+        with self._lock:
+            records = list(self._identifies)
+        return [dict(item) for api_key, item in records if _matches(api_key, item, filters)]
+
+    def requests_log(self) -> list[JSONDict]:
+        with self._lock:
+            return [dict(entry) for entry in self._log]
+
+    def stats(self) -> JSONDict:
+        config = self.config
+        with self._lock:
+            now = self.clock()
+            window = max(config.v2.eps_window_s, config.batch.eps_window_s)
+            current_eps = [
+                {"api_key": key_fingerprint(api_key), kind: ident, "eps": eps}
+                for (api_key, kind, ident), eps in self._windows.rates(now, window)
+            ]
+            return {
+                "requests": self._requests,
+                "by_status": {str(k): v for k, v in sorted(self._status_counts.items())},
+                "events_stored": len(self._events),
+                "duplicates_dropped": self._duplicates,
+                "identifies_stored": len(self._identifies),
+                "connections_opened": self._connections,
+                "faults_fired": self._faults_fired,
+                "current_eps": current_eps,
+                "clock": self.clock_info(),
+            }
+
+    def patch_config(self, patch: Mapping[str, Any]) -> EmulatorConfig:
+        """Apply a partial config atomically; raises ConfigError."""
+        with self._lock:
+            self.config = apply_config_patch(self.config, patch)
+            return self.config
+
+
+def _id_counts(events: Iterable[JSONDict]) -> Counter[IdKey]:
+    """Events per ``("device_id"|"user_id", id)`` as sent in a request."""
+    counts: Counter[IdKey] = Counter()
+    for event in events:
+        device_id = event.get("device_id")
+        if device_id:
+            counts["device_id", device_id] += 1
+        user_id = event.get("user_id")
+        if user_id:
+            counts["user_id", user_id] += 1
+    return counts
+
+
+def _filter_index(name: str) -> int:
+    try:
+        return EVENT_FILTERS.index(name)
+    except ValueError:
+        raise ValueError(f"Unknown filter: {name}") from None
+
+
+def _matches(api_key: str, record: JSONDict, filters: Mapping[str, str]) -> bool:
+    for name, wanted in filters.items():
+        actual = api_key if name == "api_key" else record.get(name)
+        if actual != wanted:
+            return False
+    return True
+
+
+def _redacted(reply: Reply) -> JSONDict:
+    """The reply body with the API key (echoed by the invalid-key error) fingerprinted."""
+    error = reply.body.get("error")
+    if reply.api_key and isinstance(error, str) and reply.api_key in error:
+        fingerprint = key_fingerprint(reply.api_key) or ""
+        return {**reply.body, "error": error.replace(reply.api_key, fingerprint)}
+    return reply.body

@@ -1,0 +1,139 @@
+"""Concurrent delivery: per-id order, no id in two requests at once, 429 holds."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from currents_export.amplitude.batching import PendingEvent
+from currents_export.amplitude.client import AmplitudeClient
+from currents_export.amplitude.lanes import Lanes
+from currents_export.config import RequestLimits, RetryPolicy
+from tests.support.servers import RecordingServer
+
+SMALL_REQUESTS = RequestLimits(max_events=20, max_body_bytes=100_000)
+
+
+@pytest.fixture
+def server() -> Iterator[RecordingServer]:
+    recording = RecordingServer(delay_s=0.003)
+    yield recording
+    recording.close()
+
+
+def workload(n: int = 900) -> list[dict[str, str]]:
+    """Users with their own devices, device-only events, and a few shared devices."""
+    events = []
+    for i in range(n):
+        user = f"user-{i % 37:03d}"
+        kind = i % 10
+        event = {"event_type": "e", "insert_id": f"i-{i:05d}"}
+        if kind < 7:
+            event |= {"user_id": user, "device_id": f"dev-of-{user}"}
+        elif kind < 9:
+            event |= {"device_id": f"anon-{i % 11:03d}"}
+        else:  # a shared device: links users that otherwise live in different lanes
+            event |= {"user_id": user, "device_id": f"kiosk-{i % 3}"}
+        events.append(event)
+    return events
+
+
+def deliver(url: str, events: list[dict[str, str]], lanes: int = 4) -> tuple[list, list]:
+    client = AmplitudeClient(
+        url, "key-123", throttle_pause_s=0.05,
+        retry=RetryPolicy(initial_delay_s=0.01, max_delay_s=0.05, horizon_s=30),
+    )
+    delivered: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def on_delivered(refs: list[str]) -> None:
+        with lock:
+            delivered.extend(refs)
+
+    def on_rejected(ref: str, reason: str, detail: str) -> None:
+        with lock:
+            rejected.append((ref, reason))
+
+    pipeline: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=lanes, on_delivered=on_delivered,
+                                 on_rejected=on_rejected, horizon_s=30)
+    try:
+        for event in events:
+            ids = tuple(event[k] for k in ("user_id", "device_id") if k in event)
+            pipeline.submit(PendingEvent(orjson.dumps(event), event["insert_id"], ids))
+        pipeline.drain()
+        requests, _ = pipeline.take_stats()
+        assert requests >= len(events) // SMALL_REQUESTS.max_events
+    finally:
+        pipeline.close()
+        client.close()
+    return delivered, rejected
+
+
+def per_id_order(events: list[dict[str, str]]) -> dict[str, list[str]]:
+    order: dict[str, list[str]] = defaultdict(list)
+    for event in events:
+        for key in ("user_id", "device_id"):
+            if key in event:
+                order[event[key]].append(event["insert_id"])
+    return order
+
+
+def test_every_event_once_in_per_id_order_and_never_two_requests_per_id(
+    server: RecordingServer,
+) -> None:
+    events = workload()
+    delivered, rejected = deliver(server.url, events)
+    assert sorted(delivered) == sorted(e["insert_id"] for e in events)
+    assert rejected == []
+    assert len(server.stored) == len(events)
+    assert per_id_order(server.stored) == per_id_order(events)
+    assert server.overlaps == []
+
+
+def test_throttled_ids_wait_while_the_others_flow(server: RecordingServer) -> None:
+    events = workload(600)
+    server.throttle = {"user-005": 3, "anon-004": 2}
+    delivered, _ = deliver(server.url, events)
+    assert sorted(delivered) == sorted(e["insert_id"] for e in events)
+    assert server.throttle == {"user-005": 0, "anon-004": 0}  # every scripted 429 was met
+    assert 3 <= server.throttled_requests <= 5  # one request may name both ids
+    assert per_id_order(server.stored) == per_id_order(events)
+    assert server.overlaps == []
+    # The throttled user's first event arrived after events submitted later by others.
+    arrival = [e["insert_id"] for e in server.stored]
+    first_of_user_5 = next(e["insert_id"] for e in events if e.get("user_id") == "user-005")
+    assert any(later > first_of_user_5 for later in arrival[: arrival.index(first_of_user_5)])
+
+
+def test_one_lane_keeps_global_order(server: RecordingServer) -> None:
+    events = workload(200)
+    deliver(server.url, events, lanes=1)
+    assert [e["insert_id"] for e in server.stored] == [e["insert_id"] for e in events]
+
+
+def test_an_idle_lane_sends_its_open_request_after_the_linger(server: RecordingServer) -> None:
+    """No drain and no full request: the events still leave, once the lane is idle."""
+    client = AmplitudeClient(server.url, "key-123")
+    delivered = threading.Event()
+    got: list[str] = []
+
+    def on_delivered(refs: list[str]) -> None:
+        got.extend(refs)
+        delivered.set()
+
+    lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=2, on_delivered=on_delivered,
+                              on_rejected=lambda *_: None, horizon_s=30, linger_s=0.05)
+    try:
+        for n in range(3):  # fewer than a request holds
+            event = {"event_type": "e", "insert_id": f"i-{n}", "user_id": "user-00001"}
+            lanes.submit(PendingEvent(orjson.dumps(event), event["insert_id"], ("user-00001",)))
+        assert delivered.wait(10), "the open request was never sent"
+        assert got == ["i-0", "i-1", "i-2"]  # in one request, in order
+    finally:
+        lanes.close()
+        client.close()

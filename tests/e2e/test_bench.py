@@ -1,0 +1,128 @@
+"""The benchmark harness runs end to end at smoke sizes and its counts add up.
+
+A correctness test of ``python -m bench --smoke``, not a timing: no speed or ratio is
+asserted, only that every row is reported and every event is where it should be.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import REPO_ROOT
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    report_path, json_path = tmp_path / "results.md", tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke",
+         "--output", str(report_path), "--json", str(json_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = report_path.read_text()
+    results = json.loads(json_path.read_text())
+    types = results["mix"]["event_types"]
+
+    rows = [
+        "| command | ",
+        "| CPU | ",
+        "| cores | ",
+        "| Python | ",
+        *(f"| {name} | " for name in ("fastavro", "orjson", "httpx", "amplitude-analytics",
+                                      "currents-export")),
+        "| CustomEvent × 400 | ",  # (a), (b), (c), b/a, b/c
+        f"| all {types} types × 3 | ",  # the mix: (a), (b), b/a
+        "| CustomEvent, 3 files × 50 | 3 | 150 | ",  # (a), (b1), (b2), b1/a, b2/a
+        "| 200 events over 2 queue hours | 10 | ",  # peak RSS, the smaller memory replay
+        "| 1,000 events over 2 queue hours | 10 | ",  # and the larger
+        "| ratio 1,000 / 200 | ",  # peak RSS ratio
+        "| emulator alone: /batch",
+        "| realistic hour | 99 | ",  # (a), (b1), (b2), (c) and ratios, with latency
+        "| small files only | 6 | 30 | 5 ms | ",
+        "| realistic hour | ",  # peak RSS
+        "| small files only | ",
+        "- realistic hour: 94 types, 1 five-minute window: 5 busy types in 10 files of 20 ",
+        "- small files only: 6 files of 5 events",
+    ]
+    for row in rows:
+        assert any(line.startswith(row) for line in report.splitlines()), row
+    assert "-m bench --smoke" in report
+    assert types > 1
+
+    replays = results["replays"]
+    shapes = {shape["label"]: shape for shape in results["shapes"]}
+    assert list(shapes) == ["realistic hour", "small files only"]
+    per_shape = 2 if results["replay_has_workers"] else 1  # --workers 1 and 2, or as it is
+    # large, mix, the several files, each shape, then memory
+    assert len(replays) == 2 + per_shape + 2 * per_shape + 2
+    for run in replays:
+        assert run["stored"] == run["delivered"] > 0, run
+        accounted = run["delivered"] + run["skipped"] + run["dead_lettered"] + run["duplicates"]
+        assert run["records"] == accounted, run
+        assert run["peak_rss_mb"] > 0
+    assert results["large"]["replays"][0]["records"] == 400
+    assert results["mix"]["records"] == 3 * types
+
+    ten = results["ten_files"]
+    assert (ten["label"], ten["files"], ten["records"]) == ("CustomEvent, 3 files × 50", 3, 150)
+    assert ten["decode_events_per_s"] > 0 and ten["decode_best_s"] > 0
+    assert len(ten["workers1"]) == 1
+    assert len(ten["workers2"]) == (1 if results["replay_has_workers"] else 0)
+    for workers, key in ((1, "workers1"), (2, "workers2")):
+        for run in ten[key]:
+            assert run["workers"] == (workers if results["replay_has_workers"] else None)
+            assert run["latency_ms"] == 0 and run["duplicates"] == 0  # ids distinct across files
+            assert run["records"] == 150 and run["stored"] == run["delivered"] > 0, run
+            assert run in replays
+    # Both worker counts account for the same records the same way.
+    assert len({(run["delivered"], run["skipped"], run["dead_lettered"])
+                for run in ten["workers1"] + ten["workers2"]}) == 1
+    ratios = ten["ratios"]
+    assert ratios["workers1_vs_decode"] == (
+        ten["workers1_events_per_s"] / ten["decode_events_per_s"]
+    ) > 0
+    if results["replay_has_workers"]:
+        assert ratios["workers2_vs_decode"] == (
+            ten["workers2_events_per_s"] / ten["decode_events_per_s"]
+        ) > 0
+        assert ten["target_met"] == (ratios["workers2_vs_decode"] >= 0.8)
+    assert ten["target"] == "workers2_vs_decode ≥ 0.8"
+
+    sdk = results["sdk"]
+    assert sdk["records"] == 400
+    assert sdk["stored"] == sdk["tracked"] > 0, sdk
+
+    hour, small_files = shapes["realistic hour"], shapes["small files only"]
+    assert hour["event_types"] == types == 94
+    assert hour["files"] == 10 + 89  # busy types' full files, then one per quiet type
+    assert 10 * 20 + 89 * 1 <= hour["records"] <= 10 * 20 + 89 * 3  # quiet files: 1-3 events
+    assert (small_files["files"], small_files["records"]) == (6, 30)
+    for shape in shapes.values():
+        assert shape["latency_ms"] == 5
+        runs = shape["workers1"] + shape["workers2"]
+        assert len(runs) == per_shape
+        assert len(shape["workers2"]) == (1 if results["replay_has_workers"] else 0)
+        for run in runs:
+            assert run["latency_ms"] == 5
+            assert run["records"] == shape["records"]
+            assert run["stored"] == run["delivered"] > 0, run
+        (sdk_run,) = shape["sdk_runs"]
+        assert sdk_run["records"] == shape["records"]
+        assert sdk_run["stored"] == sdk_run["tracked"] > 0, sdk_run
+        assert shape["peak_rss_mb"]["workers1"] > 0 and shape["peak_rss_mb"]["sdk"] > 0
+
+    memory = results["memory"]
+    assert memory["small_mb"] > 0 and memory["large_mb"] > 0
+    assert (memory["small_events"], memory["large_events"]) == (200, 1_000)
+    for size, events in (("small", 200), ("large", 1_000)):
+        runs = memory[size]
+        assert (runs["records"], runs["files"], runs["hours"]) == (events, 10, 2)
+        (run,) = runs["replays"]
+        assert run["workers"] == (1 if results["replay_has_workers"] else None)
+        assert run["latency_ms"] == 0 and run["duplicates"] == 0
+        assert run["records"] == events and run["stored"] == run["delivered"] > 0, run
+    assert memory["ratio"] == memory["large_mb"] / memory["small_mb"]
+    assert results["emulator_alone"]["stored"] == results["emulator_alone"]["events"] > 0

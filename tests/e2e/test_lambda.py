@@ -1,0 +1,481 @@
+"""The Lambda handler against moto's server (S3, SQS, DynamoDB, Secrets Manager) and the
+Amplitude emulator, with events in the shapes AWS sends them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import boto3
+import httpx
+import pytest
+
+from currents_export import aws_lambda
+from currents_export.currents.keys import currents_identity
+from currents_export.kit.emulator import Emulator
+from currents_export.kit.fixtures import FixtureFile, generate_fixtures
+from currents_export.ledger import open_ledger
+from currents_export.sources.s3 import s3_client
+from tests.support.runs import read_all
+
+BUCKET = "acme-currents"
+TABLE = "currents-ledger"
+SECRET_KEY = "lambda-secret-api-key-7"
+
+
+class Context:
+    """What the Lambda runtime passes: the remaining time and a request id."""
+
+    def __init__(self, remaining_ms: int = 600_000) -> None:
+        self.remaining_ms = remaining_ms
+        self.aws_request_id = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def stack(aws: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """Bucket with notifications to a queue, the ledger table, the secret, the environment."""
+    s3 = boto3.client("s3", endpoint_url=aws)
+    sqs = boto3.client("sqs", endpoint_url=aws)
+    s3.create_bucket(Bucket=BUCKET)
+    queue = sqs.create_queue(QueueName="currents-inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    boto3.client("dynamodb", endpoint_url=aws).create_table(
+        TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    secret = boto3.client("secretsmanager", endpoint_url=aws).create_secret(
+        Name="amplitude", SecretString=json.dumps({"api_key": SECRET_KEY}))["ARN"]
+    for name, value in {
+        "AWS_ENDPOINT_URL": aws, "AMPLITUDE_API_KEY_SECRET": secret,
+        "AMPLITUDE_URL": emulator.url, "CURRENTS_EXPORT_STATE": f"dynamodb://{TABLE}",
+        "CURRENTS_EXPORT_DEAD_LETTER": f"s3://{BUCKET}/dead-letter",
+        "CURRENTS_EXPORT_DEADLINE_MARGIN_S": "5", "CURRENTS_EXPORT_CHECKPOINT_EVERY": "500",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AMPLITUDE_API_KEY", raising=False)
+    aws_lambda.reset_runtime()
+    yield {"s3": s3, "sqs": sqs, "queue": queue}
+    aws_lambda.reset_runtime()
+    logging.getLogger().handlers.clear()
+
+
+def upload(stack: dict, files: list[FixtureFile]) -> None:
+    for fixture in files:
+        stack["s3"].put_object(Bucket=BUCKET, Key=fixture.key, Body=fixture.path.read_bytes())
+
+
+def sqs_event(stack: dict) -> dict[str, Any]:
+    """Receive what S3 sent to the queue and wrap it as the SQS event source does."""
+    records = []
+    while True:
+        reply = stack["sqs"].receive_message(QueueUrl=stack["queue"], MaxNumberOfMessages=10)
+        if not reply.get("Messages"):
+            break
+        for message in reply["Messages"]:
+            records.append({
+                "messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"], "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:currents-inbox",
+                "awsRegion": "us-east-1",
+            })
+    return {"Records": records}
+
+
+def invoke(event: dict[str, Any], context: Context | None = None) -> tuple[Any, str]:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        result = aws_lambda.handler(event, context or Context())
+    return result, out.getvalue()
+
+
+def valid_ids(files: list[FixtureFile]) -> list[str]:
+    first: dict[str, dict] = {}
+    for _, record in read_all(files):
+        first.setdefault(record["id"], record)
+    return sorted(i for i, r in first.items() if r.get("external_user_id") or r.get("device_id"))
+
+
+def test_sqs_notifications_processed_once_even_when_delivered_twice(
+    stack: dict, emulator: Emulator, tmp_path: Path
+) -> None:
+    files = generate_fixtures(tmp_path, events_per_type=60, seed=41,
+                              event_types=["users.behaviors.CustomEvent",
+                                           "users.messages.email.Open"])
+    upload(stack, files)
+    event = sqs_event(stack)
+    bodies = [json.loads(r["body"]) for r in event["Records"]]
+    assert any(b.get("Event") == "s3:TestEvent" for b in bodies)  # S3 sends one first
+    duplicate = dict(next(r for r in event["Records"] if "Records" in json.loads(r["body"])))
+    duplicate["messageId"] = "redelivered-1"
+    event["Records"].append(duplicate)
+
+    result, stdout = invoke(event)
+    assert result == {"batchItemFailures": []}
+    stored = sorted(e["insert_id"] for e in emulator.events())
+    assert stored == valid_ids(files)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    assert len(emf) == len(files)  # one per processed object; the repeat was already done
+    assert sum(line["EventsDelivered"] for line in emf) == len(stored)
+    assert all("DeliveryLagSeconds" in line for line in emf)
+    logged = [line for line in lines if line.get("message", "").startswith("object")]
+    assert {line["status"] for line in logged} == {"done", "already_done"}
+    assert SECRET_KEY not in stdout
+
+    ledger = open_ledger(f"dynamodb://{TABLE}")
+    assert all(ledger.is_done(f"currents:{currents_identity(f.key)}") for f in files)
+
+    # Redelivering the whole batch sends nothing more.
+    before = len(emulator.requests_log())
+    again, _ = invoke(event)
+    assert again == {"batchItemFailures": []}
+    assert len(emulator.requests_log()) == before
+
+
+def batch_event(version: str, tasks: list[tuple[str, str]]) -> dict[str, Any]:
+    if version == "1.0":
+        task_list = [{"taskId": tid, "s3Key": quote_plus(key), "s3VersionId": None,
+                      "s3BucketArn": f"arn:aws:s3:::{BUCKET}"} for tid, key in tasks]
+        job: dict[str, Any] = {"id": "job-1"}
+    else:
+        task_list = [{"taskId": tid, "s3Key": quote_plus(key), "s3VersionId": None,
+                      "s3Bucket": BUCKET} for tid, key in tasks]
+        job = {"id": "job-2", "userArguments": {"note": "backfill"}}
+    return {"invocationSchemaVersion": version, "invocationId": f"inv-{version}", "job": job,
+            "tasks": task_list}
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_s3_batch_operations_results(
+    stack: dict, emulator: Emulator, tmp_path: Path, version: str
+) -> None:
+    files = generate_fixtures(tmp_path, events_per_type=40, seed=42, files_per_type=1,
+                              event_types=["users.messages.sms.Send"])
+    upload(stack, files)
+    stack["s3"].put_object(Bucket=BUCKET, Key="currents/broken+0+1.avro", Body=b"not avro")
+    result, _ = invoke(batch_event(version, [
+        ("t-ok", files[0].key), ("t-missing", "currents/nope+0+2.avro"),
+        ("t-broken", "currents/broken+0+1.avro"),
+    ]))
+    assert result["invocationSchemaVersion"] == version
+    assert result["invocationId"] == f"inv-{version}"
+    codes = {r["taskId"]: (r["resultCode"], r["resultString"]) for r in result["results"]}
+    assert codes["t-ok"][0] == "Succeeded" and "delivered=" in codes["t-ok"][1]
+    assert codes["t-missing"][0] == "PermanentFailure" and "NoSuchKey" in codes["t-missing"][1]
+    assert codes["t-broken"][0] == "PermanentFailure"
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+
+
+def test_a_short_deadline_saves_progress_and_the_redelivery_resumes(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CURRENTS_EXPORT_LANES", "1")  # one request at a time: slow enough
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path, events_per_type=12_000, seed=43, files_per_type=1,
+                              event_types=["users.behaviors.CustomEvent"])
+    upload(stack, files)
+    event = sqs_event(stack)
+    message_id = next(r["messageId"] for r in event["Records"]
+                      if "Records" in json.loads(r["body"]))
+    emulator.set_faults([{"action": "delay", "delay_s": 0.6}])  # slow Amplitude
+    # 5 s margin: with 7 s left the handler has about 2 s of work before it must stop.
+    result, _ = invoke(event, Context(remaining_ms=7_000))
+    assert result == {"batchItemFailures": [{"itemIdentifier": message_id}]}
+    ledger = open_ledger(f"dynamodb://{TABLE}")
+    uri = f"currents:{currents_identity(files[0].key)}"
+    assert not ledger.is_done(uri)
+
+    emulator.clear_faults()
+    result, stdout = invoke(event)
+    assert result == {"batchItemFailures": []}
+    assert ledger.is_done(uri)
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    finished = next(line for line in lines if line.get("message") == "object done")
+    assert finished["records"] == files[0].records
+    assert finished["resumed"] > 0  # the second attempt started from the saved checkpoint
+
+
+def test_eventbridge_and_test_events(stack: dict, emulator: Emulator, tmp_path: Path) -> None:
+    files = generate_fixtures(tmp_path, events_per_type=20, seed=44, files_per_type=1,
+                              event_types=["users.messages.pushnotification.Send"])
+    upload(stack, files)
+    event = {"version": "0", "id": "e-1", "detail-type": "Object Created", "source": "aws.s3",
+             "account": "123456789012", "time": "2026-01-15T10:00:00Z", "region": "us-east-1",
+             "resources": [f"arn:aws:s3:::{BUCKET}"],
+             "detail": {"version": "0", "bucket": {"name": BUCKET},
+                        "object": {"key": files[0].key, "size": 1}, "reason": "PutObject"}}
+    result, _ = invoke(event)
+    assert result == {"objects": 1}
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET}
+    result, _ = invoke({"Records": [{"messageId": "m-test", "body": json.dumps(test_event),
+                                     "eventSource": "aws:sqs"}]})
+    assert result == {"batchItemFailures": []}
+
+
+def test_configuration_errors_name_the_variable(
+    stack: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CURRENTS_EXPORT_DEAD_LETTER")
+    aws_lambda.reset_runtime()
+    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_DEAD_LETTER"):
+        aws_lambda.handler({"Records": []}, Context())
+    monkeypatch.setenv("CURRENTS_EXPORT_DEAD_LETTER", f"s3://{BUCKET}/dl")
+    monkeypatch.setenv("AMPLITUDE_API", "grpc")
+    aws_lambda.reset_runtime()
+    with pytest.raises(aws_lambda.LambdaConfigError, match="AMPLITUDE_API"):
+        aws_lambda.handler({"Records": []}, Context())
+
+
+def test_an_amplitude_answering_503_forever_cannot_make_the_lambda_overrun(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retries and backoff are bounded by the deadline: the handler returns at the margin
+    with the checkpoint saved, and the redelivery resumes from it."""
+    monkeypatch.setenv("CURRENTS_EXPORT_LANES", "1")  # requests in record order
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path, events_per_type=7_000, seed=46, files_per_type=1,
+                              event_types=["users.behaviors.CustomEvent"])
+    upload(stack, files)
+    event = sqs_event(stack)
+    message_id = next(r["messageId"] for r in event["Records"]
+                      if "Records" in json.loads(r["body"]))
+    # Two requests get through (a checkpoint is saved), then Amplitude fails for good.
+    emulator.set_faults([{"action": "status", "status": 503, "after": 2}])
+    # 15 s left, 5 s margin: the default 900 s retry horizon would overrun by far.
+    result, stdout = invoke(event, Context(remaining_ms=15_000))
+    assert result == {"batchItemFailures": [{"itemIdentifier": message_id}]}
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    failed = next(line for line in lines if line.get("message") == "object failed")
+    # Stopped by the deadline, or by the horizon, which the deadline bounds.
+    assert "deadline" in failed["error"] or "unavailable since" in failed["error"]
+    identity = f"currents:{currents_identity(files[0].key)}"
+    state = open_ledger(f"dynamodb://{TABLE}").state(identity)
+    assert state is not None and state.status == "failed" and not state.permanent
+    assert state.next_index > 0  # progress was checkpointed before returning
+
+    emulator.clear_faults()
+    result, stdout = invoke(event)
+    assert result == {"batchItemFailures": []}
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+
+
+def test_an_object_that_can_never_be_read_is_handled_not_redelivered(
+    stack: dict, emulator: Emulator, tmp_path: Path
+) -> None:
+    files = generate_fixtures(tmp_path, events_per_type=20, seed=47, files_per_type=1,
+                              event_types=["users.messages.email.Send"])
+    upload(stack, files)
+    broken_key = files[0].key.replace(".avro", "-broken.avro")
+    stack["s3"].put_object(Bucket=BUCKET, Key=broken_key, Body=b"<html>not avro</html>")
+    event = sqs_event(stack)
+    result, stdout = invoke(event)
+    # Redelivering it ten times cannot help: it is reported handled...
+    assert result == {"batchItemFailures": []}
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    # ...with an error log line, a metric,
+    error = next(line for line in lines if line.get("message") == "object failed")
+    assert error["level"] == "ERROR" and error["permanent"] is True
+    assert broken_key in error["object"] and "not an Avro container" in error["error"]
+    emf = [line for line in lines if "_aws" in line and line.get("ObjectsFailedPermanently")]
+    assert len(emf) == 1
+    # ...an object-level dead-letter entry,
+    s3 = stack["s3"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="dead-letter/")
+            .get("Contents", [])]
+    entries = [json.loads(line) for key in keys
+               for line in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().splitlines()]
+    assert [(e["reason"], e["object"]) for e in entries] == [
+        ("object_failed", f"s3://{BUCKET}/{broken_key}")]
+    # ...and the ledger, which later notifications of the same object respect.
+    state = open_ledger(f"dynamodb://{TABLE}").state(
+        f"currents:{currents_identity(broken_key)}")
+    assert state is not None and state.permanent
+
+
+@pytest.mark.parametrize(("margin", "connect", "read"), [
+    ("60", 3.0, 6.0),  # the default margin
+    ("300", 5.0, 30.0),  # the caps
+    ("5", 1.0, 1.0),  # the floors
+])
+def test_the_lambdas_s3_and_dynamodb_calls_are_bounded_by_the_deadline_margin(
+    stack: dict, monkeypatch: pytest.MonkeyPatch, margin: str, connect: float, read: float
+) -> None:
+    """A stalled GetObject stream or a slow DynamoDB call cannot outlive the hard timeout:
+    each client's timeouts and attempts come from the deadline margin."""
+    monkeypatch.setenv("CURRENTS_EXPORT_DEADLINE_MARGIN_S", margin)
+    runtime = aws_lambda.Runtime(os.environ)
+    dynamodb = runtime.destinations.ledger._client  # type: ignore[attr-defined]
+    dead_letter_s3 = runtime.destinations.dead_letter._client  # type: ignore[attr-defined]
+    assert dead_letter_s3 is runtime.s3
+    for client in (runtime.s3, dynamodb):
+        config = client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (connect, read)
+        assert config.retries["total_max_attempts"] == 3  # the first attempt included
+    limits = aws_lambda.aws_call_limits(float(margin))
+    if float(margin) >= 60:
+        assert limits.worst_case_s <= float(margin) / 2
+    else:
+        assert limits.worst_case_s < float(margin) * 2  # floors: 1 s timeouts at least
+
+
+def test_the_cli_keeps_its_longer_aws_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3 = s3_client().meta.config
+    assert (s3.connect_timeout, s3.read_timeout) == (10, 120)
+    assert s3.retries["total_max_attempts"] == 11  # botocore's max_attempts=10: retries
+    dynamodb = open_ledger(f"dynamodb://{TABLE}")._client.meta.config  # type: ignore[attr-defined]
+    assert (dynamodb.connect_timeout, dynamodb.read_timeout) == (60, 60)  # botocore's
+    assert dynamodb.retries["total_max_attempts"] == 11
+
+
+# ---- the hashing salt from Secrets Manager or SSM; nothing secret in DEBUG logs ---------------
+
+SALT = "lambda-salt-0123456789abcdef"
+SESSION_TOKEN = "session-token-MARKER-31f0"
+SECRET_ACCESS_KEY = "secret-access-key-MARKER-77aa"
+
+
+def hash_config(tmp_path: Path, salt_env: str | None = None) -> Path:
+    config = tmp_path / "currents-export.toml"
+    config.write_text('[mapping.pii]\nexternal_user_id = "hash"\n'
+                      + (f'salt_env = "{salt_env}"\n' if salt_env else ""))
+    return config
+
+
+def salted(value: str, salt: str = SALT) -> str:
+    return hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("where", ["secret", "secret-json", "parameter"])
+def test_the_hashing_salt_comes_from_secrets_manager_or_ssm(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    aws: str, where: str,
+) -> None:
+    # With SSM, the file names its own salt variable: the salt is supplied under that name.
+    config = hash_config(tmp_path, "ACME_PII_SALT" if where == "parameter" else None)
+    if where == "parameter":
+        boto3.client("ssm", endpoint_url=aws).put_parameter(  # written from a file: a newline
+            Name="/currents-export/pii-salt", Value=SALT + "\n", Type="SecureString")
+        monkeypatch.setenv("CURRENTS_EXPORT_PII_SALT_PARAMETER", "/currents-export/pii-salt")
+    else:
+        text = SALT if where == "secret" else json.dumps({"salt": SALT})
+        secret = boto3.client("secretsmanager", endpoint_url=aws).create_secret(
+            Name="pii-salt", SecretString=text)
+        monkeypatch.setenv("CURRENTS_EXPORT_PII_SALT_SECRET",
+                           secret["ARN"] if where == "secret" else secret["Name"])
+    monkeypatch.delenv("CURRENTS_EXPORT_PII_SALT", raising=False)
+    monkeypatch.delenv("ACME_PII_SALT", raising=False)
+    monkeypatch.setenv("CURRENTS_EXPORT_CONFIG", str(config))
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path / "fixtures", events_per_type=40, seed=45,
+                              files_per_type=1, event_types=["users.behaviors.CustomEvent"])
+    upload(stack, files)
+    result, stdout = invoke(sqs_event(stack))
+    assert result == {"batchItemFailures": []}
+    records = {record["id"]: record for _, record in read_all(files)}
+    events = emulator.events()
+    hashed = [e for e in events if records[e["insert_id"]].get("external_user_id")]
+    assert hashed and len({e["user_id"] for e in hashed}) > 1  # users stay distinguishable
+    for event in hashed:
+        assert event["user_id"] == salted(records[event["insert_id"]]["external_user_id"])
+    assert SALT not in stdout
+    assert "ACME_PII_SALT" not in os.environ  # supplied to the mapping, not to the process
+
+
+def test_salt_settings_errors_name_the_setting_never_the_value(
+    stack: dict, tmp_path: Path, aws: str
+) -> None:
+    secrets = boto3.client("secretsmanager", endpoint_url=aws)
+    good = secrets.create_secret(Name="pii-salt", SecretString=SALT)["ARN"]
+    short = secrets.create_secret(Name="short-salt", SecretString="tiny-SALT-9")["ARN"]
+    env = {"CURRENTS_EXPORT_STATE": f"dynamodb://{TABLE}",
+           "CURRENTS_EXPORT_DEAD_LETTER": f"s3://{BUCKET}/dl",
+           "CURRENTS_EXPORT_CONFIG": str(hash_config(tmp_path))}
+    cases = [
+        ({"CURRENTS_EXPORT_PII_SALT_SECRET": good,
+          "CURRENTS_EXPORT_PII_SALT_PARAMETER": "/p"}, "not both"),
+        ({"CURRENTS_EXPORT_PII_SALT_SECRET": "no-such-secret"},
+         "CURRENTS_EXPORT_PII_SALT_SECRET: cannot read the hashing salt from secret "
+         "'no-such-secret': ResourceNotFoundException"),
+        ({"CURRENTS_EXPORT_PII_SALT_SECRET": good, "CURRENTS_EXPORT_PII_SALT": SALT},
+         "set twice"),
+        ({"CURRENTS_EXPORT_PII_SALT_SECRET": short}, "at least 16 characters"),
+        ({"CURRENTS_EXPORT_PII_SALT_PARAMETER": "/missing"}, "ParameterNotFound"),
+    ]
+    for extra, problem in cases:
+        with pytest.raises(aws_lambda.LambdaConfigError) as info:
+            aws_lambda.lambda_settings({**env, **extra})
+        assert problem in str(info.value), str(info.value)
+        assert SALT not in str(info.value) and "tiny-SALT-9" not in str(info.value)
+    settings = aws_lambda.lambda_settings(
+        {**env, "CURRENTS_EXPORT_PII_SALT_SECRET": good})
+    assert settings.mapping.pii_salt == SALT.encode() and SALT not in repr(settings)
+
+
+def test_debug_logging_prints_no_token_key_or_salt_and_kms_dead_letters(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    aws: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = boto3.client("secretsmanager", endpoint_url=aws).create_secret(
+        Name="pii-salt", SecretString=json.dumps({"salt": SALT}))["ARN"]
+    key = boto3.client("kms", endpoint_url=aws).create_key()["KeyMetadata"]["Arn"]
+    for name, value in {
+        "CURRENTS_EXPORT_CONFIG": str(hash_config(tmp_path)),
+        "CURRENTS_EXPORT_PII_SALT_SECRET": secret, "CURRENTS_EXPORT_LOG_LEVEL": "DEBUG",
+        "CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY": key, "AWS_SESSION_TOKEN": SESSION_TOKEN,
+        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CURRENTS_EXPORT_PII_SALT", raising=False)
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path / "fixtures", events_per_type=40, seed=46,
+                              files_per_type=1, event_types=["users.behaviors.CustomEvent"])
+    upload(stack, files)
+    devices = [r["device_id"] for _, r in read_all(files) if r.get("device_id")]
+    httpx.patch(f"{emulator.url}/_emulator/config", json={"silenced_device_ids": devices[:3]})
+    root = logging.getLogger()
+    level = root.level
+    try:
+        result, stdout = invoke(sqs_event(stack))
+        assert root.level == logging.DEBUG
+        for name in ("botocore", "botocore.endpoint", "urllib3", "httpcore", "httpx"):
+            assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+    finally:
+        root.setLevel(level)
+    assert result == {"batchItemFailures": []}
+    output = stdout + "".join(capsys.readouterr())
+    for marker in (SECRET_KEY, SALT, SESSION_TOKEN, SECRET_ACCESS_KEY):
+        assert marker not in output, marker
+    listed = stack["s3"].list_objects_v2(Bucket=BUCKET, Prefix="dead-letter/")["Contents"]
+    assert listed
+    for item in listed:
+        head = stack["s3"].head_object(Bucket=BUCKET, Key=item["Key"])
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key)
+
+
+def test_the_log_level_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert aws_lambda.log_level({}) == logging.INFO
+    assert aws_lambda.log_level({"CURRENTS_EXPORT_LOG_LEVEL": "debug"}) == logging.DEBUG
+    assert aws_lambda.log_level({"AWS_LAMBDA_LOG_LEVEL": "WARN"}) == logging.WARNING
+    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_LOG_LEVEL"):
+        aws_lambda.log_level({"CURRENTS_EXPORT_LOG_LEVEL": "LOUD"})
