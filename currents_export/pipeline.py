@@ -44,7 +44,6 @@ from currents_export.config import (
     REQUEST_LIMITS,
     RequestLimits,
 )
-from currents_export.currents.reader import open_records
 from currents_export.deadletter import DeadLetter
 from currents_export.display import ProgressSnapshot
 from currents_export.errors import (
@@ -60,7 +59,13 @@ from currents_export.errors import (
 )
 from currents_export.ledger import Ledger
 from currents_export.ledger.base import AlreadyDone, LeaseError, ObjectState, Resume
-from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
+from currents_export.mapping import (
+    Duplicate,
+    Mapped,
+    MappingOptions,
+    Rejected,
+    mapped_records,
+)
 from currents_export.mapping.mapper import redacted_record
 from currents_export.progress import (
     DEAD_LETTERED,
@@ -589,14 +594,11 @@ class Pipeline:
         source, report, progress = obj.source, obj.report, obj.progress
         stop = self._stop
         with source.open() as fileobj:
-            stream = open_records(fileobj, source.uri, source.key_event_type)
-            report.event_type = stream.event_type
-            mapper = mapper_for(stream.event_type, self.options, stream.float_fields)
+            records = mapped_records(fileobj, source.uri, self.options, source.key_event_type,
+                                     start=progress.resumed_from, repeated=self._repeated)
+            report.event_type = records.event_type
             read = unusable = 0
-            for index, record in enumerate(stream.records):
-                if index < progress.resumed_from:
-                    self._repeated(record.get("id"))  # accounted for by an earlier attempt
-                    continue
+            for index, record, result in records:
                 progress.read()
                 obj.in_hand = True  # until it is settled or handed to the lanes
                 read += 1
@@ -608,23 +610,18 @@ class Pipeline:
                         )
                     if obj.error is not None:  # some of its events failed: read no further,
                         raise obj.error        # its later events would overtake them
-                if self._repeated(record.get("id")):
-                    self._resolve(obj, index, DUPLICATE)
-                    obj.in_hand = False
-                    continue
-                try:
-                    result = mapper.map(record)
-                    if isinstance(result, Mapped):
-                        payload = self._checked_payload(result.event)
-                except Exception as exc:  # one bad record never stops its object
-                    result = Rejected(MAPPING_ERROR, f"{type(exc).__name__}: {exc}",
-                                      type(exc).__name__)
                 if isinstance(result, Mapped):
-                    self._route(obj, stream.event_type, index, record, result, payload)
-                    obj.in_hand = False
-                elif isinstance(result, Rejected):
-                    self._dead_letter(obj, stream.event_type, index, record, None,
-                                      result.reason, result.detail)
+                    try:
+                        payload = self._checked_payload(result.event)
+                    except Exception as exc:  # one bad record never stops its object
+                        result = Rejected(MAPPING_ERROR, f"{type(exc).__name__}: {exc}",
+                                          type(exc).__name__)
+                    else:
+                        self._route(obj, index, record, result, payload)
+                        obj.in_hand = False
+                        continue
+                if isinstance(result, Rejected):
+                    self._dead_letter(obj, index, record, None, result.reason, result.detail)
                     obj.in_hand = False
                     if result.reason == MAPPING_ERROR:
                         unusable += 1
@@ -637,6 +634,9 @@ class Pipeline:
                                 "; each record's reason is in the "
                                 "dead letter); the object looks corrupt and is not read "
                                 "further")
+                elif isinstance(result, Duplicate):
+                    self._resolve(obj, index, DUPLICATE)
+                    obj.in_hand = False
                 else:
                     self._resolve(obj, index, SKIPPED, result.reason)
                     obj.in_hand = False
@@ -648,8 +648,10 @@ class Pipeline:
             return problem
         return orjson.dumps(event)
 
-    def _repeated(self, event_id: object) -> bool:
-        """True when this Braze event id was already seen in this run (at-least-once copies)."""
+    def _repeated(self, record: dict[str, Any]) -> bool:
+        """True when this record's Braze event id was already seen in this run (Braze's
+        at-least-once copies)."""
+        event_id = record.get("id")
         if event_id.__class__ is int:  # a drifted schema: the mapper sends it as text
             event_id = str(event_id)
         if not isinstance(event_id, str) or not event_id:
@@ -659,7 +661,6 @@ class Pipeline:
     def _route(
         self,
         obj: _Open,
-        event_type: str,
         index: int,
         record: dict[str, Any],
         mapped: Mapped,
@@ -668,8 +669,7 @@ class Pipeline:
         """Write to --output and hand the event to the lanes (or count a dry run)."""
         event = mapped.event
         if isinstance(payload, str):  # ids Amplitude would refuse
-            self._dead_letter(obj, event_type, index, record, event, INVALID_ID, payload,
-                              mapped.warnings)
+            self._dead_letter(obj, index, record, event, INVALID_ID, payload, mapped.warnings)
             return
         progress = obj.progress
         if progress.newest_event_ms is None or event["time"] > progress.newest_event_ms:
@@ -688,8 +688,8 @@ class Pipeline:
         try:
             self._lanes.submit(PendingEvent(payload, ref, ids))
         except EventTooLarge as exc:
-            self._dead_letter(obj, event_type, index, record, orjson.Fragment(payload),
-                              EVENT_TOO_LARGE, str(exc), mapped.warnings)
+            self._dead_letter(obj, index, record, orjson.Fragment(payload), EVENT_TOO_LARGE,
+                              str(exc), mapped.warnings)
 
     def _id_problem(self, event: dict[str, Any]) -> str | None:
         """``id_problem``, remembering ids already found valid (users recur in a file)."""
@@ -739,8 +739,8 @@ class Pipeline:
         if obj.finished:
             return
         try:
-            self._dead_letter(obj, obj.report.event_type or "", ref.index, None,
-                              orjson.Fragment(ref.payload), reason, detail, ref.warnings)
+            self._dead_letter(obj, ref.index, None, orjson.Fragment(ref.payload), reason,
+                              detail, ref.warnings)
         except Exception as exc:  # e.g. a full disk: the event stays pending
             self._fail_open(obj, exc, 1)
             return
@@ -749,7 +749,6 @@ class Pipeline:
     def _dead_letter(
         self,
         obj: _Open,
-        event_type: str,
         index: int,
         record: dict[str, Any] | None,
         event: dict[str, Any] | orjson.Fragment | None,
@@ -757,6 +756,7 @@ class Pipeline:
         detail: str,
         warnings: tuple[str, ...] = (),
     ) -> None:
+        event_type = obj.report.event_type or ""  # the schema's (set before any record)
         if record is not None and not self.options.dead_letter_raw_record:
             record = redacted_record(event_type, self.options, record)  # the privacy policy
         self.dead_letter.write(
