@@ -34,8 +34,8 @@ from typing import IO, Any
 import orjson
 
 from currents_export.amplitude.batching import EventTooLarge, PendingEvent
-from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.lanes import Lanes
+from currents_export.amplitude.dryrun import DryRun, Sender
+from currents_export.amplitude.lanes import Outbox
 from currents_export.amplitude.validation import INVALID_ID, id_problem
 from currents_export.config import (
     DEFAULT_LANES,
@@ -57,7 +57,7 @@ from currents_export.errors import (
     ends_run,
     is_retryable,
 )
-from currents_export.ledger import Ledger
+from currents_export.ledger import Ledger, NoLedger
 from currents_export.ledger.base import AlreadyDone, LeaseError, ObjectState, Resume
 from currents_export.mapping import (
     Duplicate,
@@ -80,7 +80,6 @@ from currents_export.summary import ObjectReport, RunSummary, Tally
 
 log = logging.getLogger(__name__)
 
-DRY_RUN = "dry_run"
 EVENT_TOO_LARGE = "event_too_large"
 OBJECT_FAILED = "object_failed"  # dead-letter reason of a whole object that cannot be read
 _STOP_CHECK_EVERY = 256  # records between checks of the run's stop
@@ -98,7 +97,11 @@ DEDUP_WINDOW = 200_000  # event ids remembered for in-run duplicate detection
 
 
 class SeenIds:
-    """The Braze event ids seen recently in this run (one process reads: no lock needed).
+    """The Braze event ids seen recently in this run.
+
+    Only the reader touches it (the thread in ``Pipeline.run``, through ``mapped_records``'s
+    ``repeated``): lane threads and the bookkeeper never do, so it has no lock. Worker
+    processes each have their own. Share one between threads and it needs a lock first.
 
     A bounded window, so memory never grows with the run: the last ``window`` ids at least,
     and at most twice as many (two generations of sets; the older one is dropped when the
@@ -187,9 +190,15 @@ class _Finished:
 
 @dataclass
 class Pipeline:
-    """Everything a run shares; ``client=None`` means a dry run (nothing is sent)."""
+    """Everything a run shares.
 
-    client: AmplitudeClient | None
+    ``client``: an ``AmplitudeClient``, or ``DryRun()`` to send nothing (each event is
+    counted as skipped, ``dry_run``). ``ledger``: a ``Ledger``, or ``NoLedger()`` to keep
+    none. A dry run keeps no ledger whatever it is given: objects already done are read
+    again, and nothing is recorded. None is taken for ``DryRun()`` / ``NoLedger()``.
+    """
+
+    client: Sender | None
     ledger: Ledger | None
     dead_letter: DeadLetter
     options: MappingOptions = field(default_factory=MappingOptions)
@@ -205,7 +214,9 @@ class Pipeline:
     on_object: Callable[[ObjectReport], None] | None = None  # progress display, logs
     seen_ids: SeenIds = field(default_factory=lambda: SeenIds())
     max_open_objects: int = MAX_OPEN_OBJECTS
-    _lanes: Lanes[EventRef] | None = field(default=None, init=False)
+    _sender: Sender = field(init=False, repr=False)  # client, or DryRun() for None
+    _ledger: Ledger = field(init=False, repr=False)  # ledger, or NoLedger()
+    _lanes: Outbox[EventRef] = field(init=False, repr=False)  # while running; _IDLE else
     _books: _Bookkeeper | None = field(default=None, init=False, repr=False)
     _summary: RunSummary = field(default_factory=RunSummary, init=False, repr=False)
     # The objects open (read, or waiting for their answers) and what the finished add up
@@ -218,11 +229,15 @@ class Pipeline:
 
     @property
     def dry_run(self) -> bool:
-        return self.client is None
+        return isinstance(self._sender, DryRun)
 
     def __post_init__(self) -> None:
+        self._sender = DryRun() if self.client is None else self.client
+        self._ledger = NoLedger() if self.ledger is None or self.dry_run else self.ledger
+        self.ledger = self._ledger  # what this pipeline records to (workers ask its owner)
+        self._lanes = _IDLE
         if self.stop is None:
-            self.stop = self.client.stop if self.client is not None else Stop()
+            self.stop = self._sender.stop
 
     @property
     def _stop(self) -> Stop:
@@ -238,17 +253,15 @@ class Pipeline:
         summary = self._summary = RunSummary(dry_run=self.dry_run)
         started = time.monotonic()
         books = self._books = _Bookkeeper()
-        if self.client is not None:
-            self._lanes = Lanes(
-                self.client,
-                replace(self.limits,
-                        max_events=min(self.limits.max_events, self.events_per_request)),
-                lanes=self.lanes,
-                on_delivered=self._delivered,
-                on_rejected=self._rejected,
-                on_abandoned=self._abandoned,
-                horizon_s=self.client.retry.horizon_s,
-            )
+        self._lanes = self._sender.open_lanes(
+            replace(self.limits, max_events=min(self.limits.max_events,
+                                                self.events_per_request)),
+            lanes=self.lanes,
+            on_delivered=self._delivered,
+            on_rejected=self._rejected,
+            on_abandoned=self._abandoned,
+            on_skipped=self._skipped,
+        )
         ended: str | None = None  # why the run stopped early
         run_error: BaseException | None = None
         try:
@@ -269,16 +282,15 @@ class Pipeline:
                 except Interrupted:
                     pass  # the next object sees the stop
         finally:
-            lanes, self._lanes = self._lanes, None
-            if lanes is not None:
-                try:
-                    lanes.drain()
-                except Exception as exc:  # the objects it left unanswered fail with it
-                    run_error = exc
-                    self._run_ended_by(exc)
-                finally:
-                    lanes.close()
-                summary.requests, summary.retries = lanes.take_stats()
+            lanes, self._lanes = self._lanes, _IDLE
+            try:
+                lanes.drain()
+            except Exception as exc:  # the objects it left unanswered fail with it
+                run_error = exc
+                self._run_ended_by(exc)
+            finally:
+                lanes.close()
+            summary.requests, summary.retries = lanes.take_stats()
             books.put(partial(self._finish_open, run_error))
             books.close()
             self._books = None
@@ -292,7 +304,7 @@ class Pipeline:
         """Why no further object should start (a stop, the lanes gave up), or None."""
         if self._stop.stopped:
             return f"not started: {self._stop.why()}"
-        failed = self._lanes.failed if self._lanes is not None else None
+        failed = self._lanes.failed
         return None if failed is None else self._run_ended_by(failed)
 
     def _run_ended_by(self, error: BaseException) -> str:
@@ -446,7 +458,7 @@ class Pipeline:
                 self.dead_letter.flush()  # durable before the object is marked done
             except Exception as exc:
                 error = exc
-        self._finish(obj.source, obj.report, obj.progress, error=error)
+        self._finish(obj, error)
         self._settle(obj.source, obj.report, obj)
 
     def _finish_open(self, run_error: BaseException | None) -> None:
@@ -464,10 +476,9 @@ class Pipeline:
 
         Leaves ``report.status`` "done" when the object is to be processed now.
         """
-        report.identity = identity = source.uri if self.ledger is None else source.identity
-        if self.ledger is None:
-            return None
-        state = self.ledger.state(identity, legacy_id=source.uri)
+        ledger = self._ledger
+        report.identity = identity = source.identity
+        state = ledger.state(identity, legacy_id=source.uri)
         if state is not None and state.status == "done":
             if not self.force:
                 report.status = "already_done"
@@ -477,12 +488,10 @@ class Pipeline:
         if failed_for_good and not (self.retry_failed or self.force):
             report.status, report.error = "skipped_failed", state.error if state else None
             return None
-        if self.dry_run:
-            return None
         try:
             # A permanent failure tried again starts over: its checkpoint may sit past
             # records it could not use then.
-            return self.ledger.begin(identity, location=source.uri, legacy_id=source.uri,
+            return ledger.begin(identity, location=source.uri, legacy_id=source.uri,
                                      restart=self.force or failed_for_good)
         except AlreadyDone:  # finished by another worker since the look-up
             report.status = "already_done"
@@ -504,21 +513,16 @@ class Pipeline:
             log.warning("%s: --force redoes an object finished %s (%.1f days ago); Amplitude "
                         "drops the repeats by insert_id", source.uri, when, age_days)
 
-    def _finish(
-        self,
-        source: SourceObject,
-        report: ObjectReport,
-        progress: ObjectProgress,
-        error: BaseException | None = None,
-    ) -> None:
+    def _finish(self, obj: _Open, error: BaseException | None) -> None:
+        """Total the object's report and record it in the ledger: done, or failed (the
+        failure goes to the log, and to the dead letter when it is permanent)."""
+        source, report, progress = obj.source, obj.report, obj.progress
         tally, report.pending = progress.totals()
         report.add_tally(tally)
         report.newest_event_ms = progress.newest_event_ms
         if error is None:
-            if self.ledger is None or self.dry_run:
-                return
             try:
-                self.ledger.complete(progress.object_id, report.figures())
+                self._ledger.complete(progress.object_id, report.figures())
                 return
             except Exception as exc:  # delivered, but not recorded: the next run re-sends,
                 error = exc           # and Amplitude drops the repeats by insert_id
@@ -529,16 +533,14 @@ class Pipeline:
         _log_failure(source, report)
         if not report.retryable:
             self._dead_letter_object(source, report)
-        if self.ledger is not None and not self.dry_run:
-            try:
-                self._checkpoint(progress)
-                self.ledger.fail(progress.object_id, report.error,
-                                 permanent=not report.retryable)
-            except LeaseError as exc:  # another worker owns the object now: leave it be
-                log.warning("%s: %s", source.uri, exc)
-            except Exception as exc:  # the report says it failed anyway
-                log.error("%s: could not record the failure in the ledger (%s)",
-                          source.uri, exc)
+        try:
+            self._checkpoint(progress)
+            self._ledger.fail(progress.object_id, report.error,
+                              permanent=not report.retryable)
+        except LeaseError as exc:  # another worker owns the object now: leave it be
+            log.warning("%s: %s", source.uri, exc)
+        except Exception as exc:  # the report says it failed anyway
+            log.error("%s: could not record the failure in the ledger (%s)", source.uri, exc)
 
     def _dead_letter_object(self, source: SourceObject, report: ObjectReport) -> None:
         """One dead-letter line for an object that can never be read, so it is not lost
@@ -578,14 +580,12 @@ class Pipeline:
 
     def _checkpoint(self, progress: ObjectProgress) -> None:
         """Save how far the object got (called from the reader and from lane threads)."""
-        if self.ledger is None or self.dry_run:
-            return
         with progress.save_lock:
             checkpoint = progress.checkpoint()
             if checkpoint.next_index <= progress.saved_index:
                 return
             self.dead_letter.flush()  # the dead-lettered records before it must be durable
-            self.ledger.save_progress(
+            self._ledger.save_progress(
                 progress.object_id, checkpoint.next_index, checkpoint.tally.tally_json()
             )
             progress.saved_index = checkpoint.next_index
@@ -666,7 +666,7 @@ class Pipeline:
         mapped: Mapped,
         payload: bytes | str,
     ) -> None:
-        """Write to --output and hand the event to the lanes (or count a dry run)."""
+        """Write to --output and hand the event to the lanes (a dry run's answer at once)."""
         event = mapped.event
         if isinstance(payload, str):  # ids Amplitude would refuse
             self._dead_letter(obj, index, record, event, INVALID_ID, payload, mapped.warnings)
@@ -676,9 +676,6 @@ class Pipeline:
             progress.newest_event_ms = event["time"]
         if self.output is not None:
             self.output.write(payload + b"\n")
-        if self._lanes is None:
-            self._resolve(obj, index, SKIPPED, DRY_RUN, mapped.warnings)
-            return
         user_id, device_id = event.get("user_id"), event.get("device_id")
         if user_id and device_id:
             ids: tuple[str, ...] = (user_id, device_id)
@@ -721,6 +718,10 @@ class Pipeline:
             if ((not obj.reading and progress.unresolved() <= obj.abandoned)
                     or progress.checkpoint_due(self.checkpoint_every)):
                 self._queue_check(obj)
+
+    def _skipped(self, ref: EventRef, reason: str) -> None:
+        """An event not sent on purpose (a dry run's, on the reader thread)."""
+        self._resolve(ref.obj, ref.index, SKIPPED, reason, ref.warnings)
 
     def _rejected(self, ref: EventRef, reason: str, detail: str) -> None:
         self._books_put(partial(self._dead_letter_event, ref, reason, detail))
@@ -769,6 +770,29 @@ class Pipeline:
             event=event,
         )
         self._resolve(obj, index, DEAD_LETTERED, reason, warnings)
+
+
+class _Idle:
+    """The outbox of a pipeline that is not running: it takes no event."""
+
+    def submit(self, event: PendingEvent[EventRef]) -> None:
+        raise RuntimeError("the pipeline is not running")
+
+    @property
+    def failed(self) -> BaseException | None:
+        return None
+
+    def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take_stats(self) -> tuple[int, int]:
+        return 0, 0
+
+
+_IDLE: Outbox[EventRef] = _Idle()
 
 
 class _Bookkeeper:
