@@ -105,7 +105,8 @@ class SeenIds:
 
     A bounded window, so memory never grows with the run: the last ``window`` ids at least,
     and at most twice as many (two generations of sets; the older one is dropped when the
-    newer fills). Ids are kept as their 64-bit hash (about 50 bytes each instead of 130);
+    newer fills). Ids are kept as their 64-bit hash (about 75 bytes each with the sets'
+    tables: some 30 MiB at most);
     an event is wrongly taken for a copy only if its hash equals one in the window: about
     one chance in 4·10¹³ per event. Braze's
     at-least-once copies arrive close together; a repeat further apart is still sent, and
