@@ -273,8 +273,9 @@ NOTES = [
     "(Batch API). events/s = the summary's `records` / `elapsed_s` (interpreter start-up "
     "excluded; it is in the wall time). After each run the emulator must hold exactly the "
     "delivered events and records = delivered + skipped + dead-lettered + duplicates.",
-    "- (c) SDK: a child process (`bench/sdk_client.py`) decodes each record with fastavro, "
-    "maps it with `mapper_for(...).map(record)`, tracks one `amplitude.BaseEvent` per mapped "
+    "- (c) SDK: a child process (`bench/sdk_client.py`) decodes and maps each record as the "
+    "replay does (`currents_export.mapping.mapped_records`: fastavro and the project's "
+    "mapper), tracks one `amplitude.BaseEvent` per mapped "
     "record with `client.track`, then `client.flush()` and `client.shutdown()`. `Config` "
     "defaults except `server_url` = the emulator's `/2/httpapi`. events/s = records / (first "
     "decode → end of flush and shutdown; `shutdown` joins the SDK's sending threads). The child "

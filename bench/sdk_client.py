@@ -2,10 +2,11 @@
 
 ``python -m bench.sdk_client MANIFEST SERVER_URL API_KEY`` reads the files listed in
 ``MANIFEST`` (a JSON list of ``[path, event_type]``) one after another with one client: it
-decodes each record with fastavro, maps it with the project's mapper (the same mapping work as
-the replay), tracks one ``BaseEvent`` per mapped record, then flushes and shuts the client
-down. The SDK is configured with its defaults except ``server_url``. Prints one JSON line:
-records, tracked, elapsed_s (from the first decode to the end of the flush).
+decodes and maps each record as the project does (``mapped_records``: fastavro and the
+project's mapper, the same work as the replay), tracks one ``BaseEvent`` per mapped record,
+then flushes and shuts the client down. The SDK is configured with its defaults except
+``server_url``. Prints one JSON line: records, tracked, elapsed_s (from the first decode to
+the end of the flush).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import fastavro
 from amplitude import Amplitude, BaseEvent, Config
 
-from bench.events import mapper_for_reader
+from bench.events import outcomes
 from currents_export.mapping import Mapped
 
 
@@ -44,15 +44,11 @@ def to_base_event(event: dict[str, Any]) -> BaseEvent:
 def send_file(path: Path, event_type: str, client: Amplitude) -> tuple[int, int]:
     """Track every mapped record of ``path``; returns (records, tracked)."""
     records = tracked = 0
-    with path.open("rb") as f:
-        reader = fastavro.reader(f)
-        mapper = mapper_for_reader(reader, event_type)
-        for record in reader:
-            records += 1
-            result = mapper.map(cast(dict[str, Any], record))
-            if isinstance(result, Mapped):
-                client.track(to_base_event(result.event))
-                tracked += 1
+    for outcome in outcomes(path, event_type):
+        records += 1
+        if isinstance(outcome, Mapped):
+            client.track(to_base_event(outcome.event))
+            tracked += 1
     return records, tracked
 
 

@@ -32,7 +32,6 @@ from currents_export.backfill import (
     write_manifest,
 )
 from currents_export.config import REQUEST_LIMITS
-from currents_export.currents.reader import open_records
 from currents_export.currents.schemas import pii_fields
 from currents_export.deadletter import DeadLetterConfigError
 from currents_export.display import LiveProgress
@@ -45,7 +44,7 @@ from currents_export.errors import (
     CurrentsExportError,
     ObjectError,
 )
-from currents_export.mapping import Mapped, MappingOptions, mapper_for
+from currents_export.mapping import Mapped, MappingOptions, mapped_records, mapper_for
 from currents_export.observability import quiet_wire_logs
 from currents_export.pipeline import Pipeline
 from currents_export.redrive import Redrive
@@ -543,14 +542,12 @@ def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dic
     from currents_export.mapping.privacy import schema_outline
 
     with source.open() as fileobj:
-        stream = open_records(fileobj, source.uri, source.key_event_type)
-        mapper = mapper_for(stream.event_type, options, stream.float_fields)
+        stream = mapped_records(fileobj, source.uri, options, source.key_event_type)
         records = 0
         mapped: list[dict[str, Any]] = []
         outcomes: dict[str, int] = {}
-        for record in stream.records:
+        for _index, _record, result in stream:
             records += 1
-            result = mapper.map(record)
             outcome = "mapped" if isinstance(result, Mapped) else result.reason
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if isinstance(result, Mapped) and len(mapped) < samples:
@@ -564,7 +561,7 @@ def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dic
         "records": records,
         "outcomes": outcomes,
         "mapping": {
-            "event_type": mapper.amplitude_event_type,
+            "event_type": stream.mapper.amplitude_event_type,
             "fields": [
                 {"field": name, "pii": pii, "class": field_class(name), "goes_to": where}
                 for name, pii, where in _routes(stream.event_type, options, stream.writer_schema)

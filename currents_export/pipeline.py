@@ -34,8 +34,8 @@ from typing import IO, Any
 import orjson
 
 from currents_export.amplitude.batching import EventTooLarge, PendingEvent
-from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.lanes import Lanes
+from currents_export.amplitude.dryrun import DryRun, Sender
+from currents_export.amplitude.lanes import Outbox
 from currents_export.amplitude.validation import INVALID_ID, id_problem
 from currents_export.config import (
     DEFAULT_LANES,
@@ -44,7 +44,6 @@ from currents_export.config import (
     REQUEST_LIMITS,
     RequestLimits,
 )
-from currents_export.currents.reader import open_records
 from currents_export.deadletter import DeadLetter
 from currents_export.display import ProgressSnapshot
 from currents_export.errors import (
@@ -58,9 +57,15 @@ from currents_export.errors import (
     ends_run,
     is_retryable,
 )
-from currents_export.ledger import Ledger
+from currents_export.ledger import Ledger, NoLedger
 from currents_export.ledger.base import AlreadyDone, LeaseError, ObjectState, Resume
-from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
+from currents_export.mapping import (
+    Duplicate,
+    Mapped,
+    MappingOptions,
+    Rejected,
+    mapped_records,
+)
 from currents_export.mapping.mapper import redacted_record
 from currents_export.progress import (
     DEAD_LETTERED,
@@ -75,7 +80,6 @@ from currents_export.summary import ObjectReport, RunSummary, Tally
 
 log = logging.getLogger(__name__)
 
-DRY_RUN = "dry_run"
 EVENT_TOO_LARGE = "event_too_large"
 OBJECT_FAILED = "object_failed"  # dead-letter reason of a whole object that cannot be read
 _STOP_CHECK_EVERY = 256  # records between checks of the run's stop
@@ -93,11 +97,16 @@ DEDUP_WINDOW = 200_000  # event ids remembered for in-run duplicate detection
 
 
 class SeenIds:
-    """The Braze event ids seen recently in this run (one process reads: no lock needed).
+    """The Braze event ids seen recently in this run.
+
+    Only the reader touches it (the thread in ``Pipeline.run``, through ``mapped_records``'s
+    ``repeated``): lane threads and the bookkeeper never do, so it has no lock. Worker
+    processes each have their own. Share one between threads and it needs a lock first.
 
     A bounded window, so memory never grows with the run: the last ``window`` ids at least,
     and at most twice as many (two generations of sets; the older one is dropped when the
-    newer fills). Ids are kept as their 64-bit hash (about 50 bytes each instead of 130);
+    newer fills). Ids are kept as their 64-bit hash (about 75 bytes each with the sets'
+    tables: some 30 MiB at most);
     an event is wrongly taken for a copy only if its hash equals one in the window: about
     one chance in 4·10¹³ per event. Braze's
     at-least-once copies arrive close together; a repeat further apart is still sent, and
@@ -182,10 +191,16 @@ class _Finished:
 
 @dataclass
 class Pipeline:
-    """Everything a run shares; ``client=None`` means a dry run (nothing is sent)."""
+    """Everything a run shares.
 
-    client: AmplitudeClient | None
-    ledger: Ledger | None
+    ``client``: an ``AmplitudeClient``, or ``DryRun()`` to send nothing (each event is
+    counted as skipped, ``dry_run``). ``ledger``: a ``Ledger``, or ``NoLedger()`` to keep
+    none. A dry run keeps no ledger whatever it is given: objects already done are read
+    again, and nothing is recorded.
+    """
+
+    client: Sender
+    ledger: Ledger
     dead_letter: DeadLetter
     options: MappingOptions = field(default_factory=MappingOptions)
     limits: RequestLimits = REQUEST_LIMITS["batch"]
@@ -200,7 +215,7 @@ class Pipeline:
     on_object: Callable[[ObjectReport], None] | None = None  # progress display, logs
     seen_ids: SeenIds = field(default_factory=lambda: SeenIds())
     max_open_objects: int = MAX_OPEN_OBJECTS
-    _lanes: Lanes[EventRef] | None = field(default=None, init=False)
+    _lanes: Outbox[EventRef] = field(init=False, repr=False)  # while running; _IDLE else
     _books: _Bookkeeper | None = field(default=None, init=False, repr=False)
     _summary: RunSummary = field(default_factory=RunSummary, init=False, repr=False)
     # The objects open (read, or waiting for their answers) and what the finished add up
@@ -213,11 +228,14 @@ class Pipeline:
 
     @property
     def dry_run(self) -> bool:
-        return self.client is None
+        return isinstance(self.client, DryRun)
 
     def __post_init__(self) -> None:
+        if self.dry_run:
+            self.ledger = NoLedger()  # a dry run neither reads nor writes one
+        self._lanes = _IDLE
         if self.stop is None:
-            self.stop = self.client.stop if self.client is not None else Stop()
+            self.stop = self.client.stop
 
     @property
     def _stop(self) -> Stop:
@@ -233,17 +251,15 @@ class Pipeline:
         summary = self._summary = RunSummary(dry_run=self.dry_run)
         started = time.monotonic()
         books = self._books = _Bookkeeper()
-        if self.client is not None:
-            self._lanes = Lanes(
-                self.client,
-                replace(self.limits,
-                        max_events=min(self.limits.max_events, self.events_per_request)),
-                lanes=self.lanes,
-                on_delivered=self._delivered,
-                on_rejected=self._rejected,
-                on_abandoned=self._abandoned,
-                horizon_s=self.client.retry.horizon_s,
-            )
+        self._lanes = self.client.open_lanes(
+            replace(self.limits, max_events=min(self.limits.max_events,
+                                                self.events_per_request)),
+            lanes=self.lanes,
+            on_delivered=self._delivered,
+            on_rejected=self._rejected,
+            on_abandoned=self._abandoned,
+            on_skipped=self._skipped,
+        )
         ended: str | None = None  # why the run stopped early
         run_error: BaseException | None = None
         try:
@@ -264,16 +280,15 @@ class Pipeline:
                 except Interrupted:
                     pass  # the next object sees the stop
         finally:
-            lanes, self._lanes = self._lanes, None
-            if lanes is not None:
-                try:
-                    lanes.drain()
-                except Exception as exc:  # the objects it left unanswered fail with it
-                    run_error = exc
-                    self._run_ended_by(exc)
-                finally:
-                    lanes.close()
-                summary.requests, summary.retries = lanes.take_stats()
+            lanes, self._lanes = self._lanes, _IDLE
+            try:
+                lanes.drain()
+            except Exception as exc:  # the objects it left unanswered fail with it
+                run_error = exc
+                self._run_ended_by(exc)
+            finally:
+                lanes.close()
+            summary.requests, summary.retries = lanes.take_stats()
             books.put(partial(self._finish_open, run_error))
             books.close()
             self._books = None
@@ -287,7 +302,7 @@ class Pipeline:
         """Why no further object should start (a stop, the lanes gave up), or None."""
         if self._stop.stopped:
             return f"not started: {self._stop.why()}"
-        failed = self._lanes.failed if self._lanes is not None else None
+        failed = self._lanes.failed
         return None if failed is None else self._run_ended_by(failed)
 
     def _run_ended_by(self, error: BaseException) -> str:
@@ -441,7 +456,7 @@ class Pipeline:
                 self.dead_letter.flush()  # durable before the object is marked done
             except Exception as exc:
                 error = exc
-        self._finish(obj.source, obj.report, obj.progress, error=error)
+        self._finish(obj, error)
         self._settle(obj.source, obj.report, obj)
 
     def _finish_open(self, run_error: BaseException | None) -> None:
@@ -459,10 +474,9 @@ class Pipeline:
 
         Leaves ``report.status`` "done" when the object is to be processed now.
         """
-        report.identity = identity = source.uri if self.ledger is None else source.identity
-        if self.ledger is None:
-            return None
-        state = self.ledger.state(identity, legacy_id=source.uri)
+        ledger = self.ledger
+        report.identity = identity = source.identity
+        state = ledger.state(identity, legacy_id=source.uri)
         if state is not None and state.status == "done":
             if not self.force:
                 report.status = "already_done"
@@ -472,12 +486,10 @@ class Pipeline:
         if failed_for_good and not (self.retry_failed or self.force):
             report.status, report.error = "skipped_failed", state.error if state else None
             return None
-        if self.dry_run:
-            return None
         try:
             # A permanent failure tried again starts over: its checkpoint may sit past
             # records it could not use then.
-            return self.ledger.begin(identity, location=source.uri, legacy_id=source.uri,
+            return ledger.begin(identity, location=source.uri, legacy_id=source.uri,
                                      restart=self.force or failed_for_good)
         except AlreadyDone:  # finished by another worker since the look-up
             report.status = "already_done"
@@ -499,19 +511,14 @@ class Pipeline:
             log.warning("%s: --force redoes an object finished %s (%.1f days ago); Amplitude "
                         "drops the repeats by insert_id", source.uri, when, age_days)
 
-    def _finish(
-        self,
-        source: SourceObject,
-        report: ObjectReport,
-        progress: ObjectProgress,
-        error: BaseException | None = None,
-    ) -> None:
+    def _finish(self, obj: _Open, error: BaseException | None) -> None:
+        """Total the object's report and record it in the ledger: done, or failed (the
+        failure goes to the log, and to the dead letter when it is permanent)."""
+        source, report, progress = obj.source, obj.report, obj.progress
         tally, report.pending = progress.totals()
         report.add_tally(tally)
         report.newest_event_ms = progress.newest_event_ms
         if error is None:
-            if self.ledger is None or self.dry_run:
-                return
             try:
                 self.ledger.complete(progress.object_id, report.figures())
                 return
@@ -524,16 +531,14 @@ class Pipeline:
         _log_failure(source, report)
         if not report.retryable:
             self._dead_letter_object(source, report)
-        if self.ledger is not None and not self.dry_run:
-            try:
-                self._checkpoint(progress)
-                self.ledger.fail(progress.object_id, report.error,
-                                 permanent=not report.retryable)
-            except LeaseError as exc:  # another worker owns the object now: leave it be
-                log.warning("%s: %s", source.uri, exc)
-            except Exception as exc:  # the report says it failed anyway
-                log.error("%s: could not record the failure in the ledger (%s)",
-                          source.uri, exc)
+        try:
+            self._checkpoint(progress)
+            self.ledger.fail(progress.object_id, report.error,
+                              permanent=not report.retryable)
+        except LeaseError as exc:  # another worker owns the object now: leave it be
+            log.warning("%s: %s", source.uri, exc)
+        except Exception as exc:  # the report says it failed anyway
+            log.error("%s: could not record the failure in the ledger (%s)", source.uri, exc)
 
     def _dead_letter_object(self, source: SourceObject, report: ObjectReport) -> None:
         """One dead-letter line for an object that can never be read, so it is not lost
@@ -573,8 +578,6 @@ class Pipeline:
 
     def _checkpoint(self, progress: ObjectProgress) -> None:
         """Save how far the object got (called from the reader and from lane threads)."""
-        if self.ledger is None or self.dry_run:
-            return
         with progress.save_lock:
             checkpoint = progress.checkpoint()
             if checkpoint.next_index <= progress.saved_index:
@@ -589,14 +592,11 @@ class Pipeline:
         source, report, progress = obj.source, obj.report, obj.progress
         stop = self._stop
         with source.open() as fileobj:
-            stream = open_records(fileobj, source.uri, source.key_event_type)
-            report.event_type = stream.event_type
-            mapper = mapper_for(stream.event_type, self.options, stream.float_fields)
+            records = mapped_records(fileobj, source.uri, self.options, source.key_event_type,
+                                     start=progress.resumed_from, repeated=self._repeated)
+            report.event_type = records.event_type
             read = unusable = 0
-            for index, record in enumerate(stream.records):
-                if index < progress.resumed_from:
-                    self._repeated(record.get("id"))  # accounted for by an earlier attempt
-                    continue
+            for index, record, result in records:
                 progress.read()
                 obj.in_hand = True  # until it is settled or handed to the lanes
                 read += 1
@@ -608,23 +608,18 @@ class Pipeline:
                         )
                     if obj.error is not None:  # some of its events failed: read no further,
                         raise obj.error        # its later events would overtake them
-                if self._repeated(record.get("id")):
-                    self._resolve(obj, index, DUPLICATE)
-                    obj.in_hand = False
-                    continue
-                try:
-                    result = mapper.map(record)
-                    if isinstance(result, Mapped):
-                        payload = self._checked_payload(result.event)
-                except Exception as exc:  # one bad record never stops its object
-                    result = Rejected(MAPPING_ERROR, f"{type(exc).__name__}: {exc}",
-                                      type(exc).__name__)
                 if isinstance(result, Mapped):
-                    self._route(obj, stream.event_type, index, record, result, payload)
-                    obj.in_hand = False
-                elif isinstance(result, Rejected):
-                    self._dead_letter(obj, stream.event_type, index, record, None,
-                                      result.reason, result.detail)
+                    try:
+                        payload = self._checked_payload(result.event)
+                    except Exception as exc:  # one bad record never stops its object
+                        result = Rejected(MAPPING_ERROR, f"{type(exc).__name__}: {exc}",
+                                          type(exc).__name__)
+                    else:
+                        self._route(obj, index, record, result, payload)
+                        obj.in_hand = False
+                        continue
+                if isinstance(result, Rejected):
+                    self._dead_letter(obj, index, record, None, result.reason, result.detail)
                     obj.in_hand = False
                     if result.reason == MAPPING_ERROR:
                         unusable += 1
@@ -637,6 +632,9 @@ class Pipeline:
                                 "; each record's reason is in the "
                                 "dead letter); the object looks corrupt and is not read "
                                 "further")
+                elif isinstance(result, Duplicate):
+                    self._resolve(obj, index, DUPLICATE)
+                    obj.in_hand = False
                 else:
                     self._resolve(obj, index, SKIPPED, result.reason)
                     obj.in_hand = False
@@ -648,8 +646,10 @@ class Pipeline:
             return problem
         return orjson.dumps(event)
 
-    def _repeated(self, event_id: object) -> bool:
-        """True when this Braze event id was already seen in this run (at-least-once copies)."""
+    def _repeated(self, record: dict[str, Any]) -> bool:
+        """True when this record's Braze event id was already seen in this run (Braze's
+        at-least-once copies)."""
+        event_id = record.get("id")
         if event_id.__class__ is int:  # a drifted schema: the mapper sends it as text
             event_id = str(event_id)
         if not isinstance(event_id, str) or not event_id:
@@ -659,26 +659,21 @@ class Pipeline:
     def _route(
         self,
         obj: _Open,
-        event_type: str,
         index: int,
         record: dict[str, Any],
         mapped: Mapped,
         payload: bytes | str,
     ) -> None:
-        """Write to --output and hand the event to the lanes (or count a dry run)."""
+        """Write to --output and hand the event to the lanes (a dry run's answer at once)."""
         event = mapped.event
         if isinstance(payload, str):  # ids Amplitude would refuse
-            self._dead_letter(obj, event_type, index, record, event, INVALID_ID, payload,
-                              mapped.warnings)
+            self._dead_letter(obj, index, record, event, INVALID_ID, payload, mapped.warnings)
             return
         progress = obj.progress
         if progress.newest_event_ms is None or event["time"] > progress.newest_event_ms:
             progress.newest_event_ms = event["time"]
         if self.output is not None:
             self.output.write(payload + b"\n")
-        if self._lanes is None:
-            self._resolve(obj, index, SKIPPED, DRY_RUN, mapped.warnings)
-            return
         user_id, device_id = event.get("user_id"), event.get("device_id")
         if user_id and device_id:
             ids: tuple[str, ...] = (user_id, device_id)
@@ -688,8 +683,8 @@ class Pipeline:
         try:
             self._lanes.submit(PendingEvent(payload, ref, ids))
         except EventTooLarge as exc:
-            self._dead_letter(obj, event_type, index, record, orjson.Fragment(payload),
-                              EVENT_TOO_LARGE, str(exc), mapped.warnings)
+            self._dead_letter(obj, index, record, orjson.Fragment(payload), EVENT_TOO_LARGE,
+                              str(exc), mapped.warnings)
 
     def _id_problem(self, event: dict[str, Any]) -> str | None:
         """``id_problem``, remembering ids already found valid (users recur in a file)."""
@@ -722,6 +717,10 @@ class Pipeline:
                     or progress.checkpoint_due(self.checkpoint_every)):
                 self._queue_check(obj)
 
+    def _skipped(self, ref: EventRef, reason: str) -> None:
+        """An event not sent on purpose (a dry run's, on the reader thread)."""
+        self._resolve(ref.obj, ref.index, SKIPPED, reason, ref.warnings)
+
     def _rejected(self, ref: EventRef, reason: str, detail: str) -> None:
         self._books_put(partial(self._dead_letter_event, ref, reason, detail))
 
@@ -739,8 +738,8 @@ class Pipeline:
         if obj.finished:
             return
         try:
-            self._dead_letter(obj, obj.report.event_type or "", ref.index, None,
-                              orjson.Fragment(ref.payload), reason, detail, ref.warnings)
+            self._dead_letter(obj, ref.index, None, orjson.Fragment(ref.payload), reason,
+                              detail, ref.warnings)
         except Exception as exc:  # e.g. a full disk: the event stays pending
             self._fail_open(obj, exc, 1)
             return
@@ -749,7 +748,6 @@ class Pipeline:
     def _dead_letter(
         self,
         obj: _Open,
-        event_type: str,
         index: int,
         record: dict[str, Any] | None,
         event: dict[str, Any] | orjson.Fragment | None,
@@ -757,6 +755,7 @@ class Pipeline:
         detail: str,
         warnings: tuple[str, ...] = (),
     ) -> None:
+        event_type = obj.report.event_type or ""  # the schema's (set before any record)
         if record is not None and not self.options.dead_letter_raw_record:
             record = redacted_record(event_type, self.options, record)  # the privacy policy
         self.dead_letter.write(
@@ -769,6 +768,29 @@ class Pipeline:
             event=event,
         )
         self._resolve(obj, index, DEAD_LETTERED, reason, warnings)
+
+
+class _Idle:
+    """The outbox of a pipeline that is not running: it takes no event."""
+
+    def submit(self, event: PendingEvent[EventRef]) -> None:
+        raise RuntimeError("the pipeline is not running")
+
+    @property
+    def failed(self) -> BaseException | None:
+        return None
+
+    def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take_stats(self) -> tuple[int, int]:
+        return 0, 0
+
+
+_IDLE: Outbox[EventRef] = _Idle()
 
 
 class _Bookkeeper:

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from currents_export.amplitude.client import AmplitudeClient
+from currents_export.amplitude.dryrun import DryRun, Sender
 from currents_export.awserrors import explain
 from currents_export.config import REQUEST_LIMITS, THROTTLE_PAUSE_S, RetryPolicy, endpoint_url
 from currents_export.deadletter import DeadLetter, DeadLetterConfigError, open_dead_letter
 from currents_export.errors import ConfigurationError, OutputPathError
-from currents_export.ledger import Ledger, LedgerConfigError, open_ledger
+from currents_export.ledger import Ledger, LedgerConfigError, NoLedger, open_ledger
 from currents_export.pipeline import Pipeline
 from currents_export.privatefiles import open_private_for_writing
 from currents_export.settings import Settings, SettingsError
@@ -69,7 +70,7 @@ def check_outputs(settings: Settings) -> None:
         if value:
             _check_writable_file(value, flag)
     state = settings.state
-    if state and "://" not in state:
+    if not settings.dry_run and state and "://" not in state:
         if Path(state).is_dir():
             raise OutputPathError(f"--state {state}: is a directory; give the ledger's file "
                                   "name (e.g. state.sqlite)")
@@ -192,7 +193,8 @@ def open_destinations(
         limits = {"connect_timeout": aws.connect_timeout, "read_timeout": aws.read_timeout,
                   "max_attempts": aws.max_attempts}
     try:
-        ledger = open_ledger(settings.state, **limits)
+        ledger: Ledger = (NoLedger() if settings.dry_run  # a dry run neither reads nor writes
+                          else open_ledger(settings.state, **limits))
         s3 = None
         if settings.dead_letter.startswith("s3://"):
             s3 = s3_client(settings.s3_endpoint_url, **limits)
@@ -236,10 +238,11 @@ def build_pipeline(
     on_object: Callable[[ObjectReport], None] | None = None,
     retry_horizon_s: float | None = None,
 ) -> Pipeline:
-    """One run's pipeline over ``destinations``: its client (none in a dry run) and the
-    ``--output`` file (owner-only), closed with ``stack``."""
-    client = (None if settings.dry_run
-              else build_client(settings, api_key, stop, stack, retry_horizon_s=retry_horizon_s))
+    """One run's pipeline over ``destinations``: its client (a ``DryRun`` that sends
+    nothing, in a dry run) and the ``--output`` file (owner-only), closed with ``stack``."""
+    client: Sender = (
+        DryRun(stop) if settings.dry_run
+        else build_client(settings, api_key, stop, stack, retry_horizon_s=retry_horizon_s))
     output: IO[bytes] | None = None
     if settings.output:
         output = stack.enter_context(open_private_for_writing(settings.output))

@@ -9,6 +9,8 @@ from typing import Any, Literal
 # skipped_failed: the ledger says the object failed permanently before (--retry-failed).
 ObjectStatus = Literal["done", "already_done", "skipped_failed", "failed"]
 
+DRY_RUN = "dry_run"  # the skipped reason of the events a dry run did not send
+
 
 @dataclass(slots=True)
 class Tally:
@@ -288,11 +290,18 @@ class RunSummary(Tally):
         out = [line.format(*header), "-" * (width + 62)]
         out += [line.format(*row) for row in rows]
         out += ["-" * (width + 62), line.format(*total), ""]
-        out.append(
-            f"objects: {self.objects_done} done, {self.objects_already_done} already done, "
-            f"{self.objects_failed} failed · requests {self.requests} · retries {self.retries}"
-            f" · {self.elapsed_s:.1f} s"
-        )
+        if self.dry_run:  # nothing sent, nothing recorded: say what a real run would do
+            out.append(
+                f"dry run: would deliver {self.skipped.get(DRY_RUN, 0)} events (counted as "
+                f"skipped: {DRY_RUN}) · objects: {self.objects_done} read, "
+                f"{self.objects_failed} failed · {self.elapsed_s:.1f} s"
+            )
+        else:
+            out.append(
+                f"objects: {self.objects_done} done, {self.objects_already_done} already "
+                f"done, {self.objects_failed} failed · requests {self.requests} · retries "
+                f"{self.retries} · {self.elapsed_s:.1f} s"
+            )
         for label, counter in (
             ("skipped", self.skipped),
             ("dead-lettered", self.dead_lettered),
@@ -327,5 +336,6 @@ class RunSummary(Tally):
         if self.configuration_error:
             out.append(f"stopped: {self.configuration_error}")
         if self.dry_run:
-            out.append("dry run: nothing was sent and nothing was marked done")
+            out.append("dry run: nothing was sent; the ledger was neither read nor written "
+                       "(objects already done were read again)")
         return "\n".join(out)

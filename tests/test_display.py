@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from currents_export import cli, display
+from currents_export.amplitude.dryrun import DryRun
 from currents_export.deadletter import open_dead_letter
 from currents_export.display import (
     LiveProgress,
@@ -27,6 +28,7 @@ from currents_export.display import (
 )
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
+from currents_export.ledger import NoLedger
 from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
 
@@ -191,7 +193,7 @@ def test_a_pipeline_snapshot_counts_the_object_in_flight_then_the_finished(
                 seen.append(pipeline.snapshot())
             return super().write(data)
 
-    pipeline = Pipeline(client=None, ledger=None, output=Output(),
+    pipeline = Pipeline(client=DryRun(), ledger=NoLedger(), output=Output(),
                         dead_letter=open_dead_letter(str(tmp_path / "dl")))
     assert pipeline.snapshot() == ProgressSnapshot()
     summary = pipeline.run([source])

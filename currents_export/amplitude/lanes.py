@@ -24,7 +24,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from currents_export.amplitude.batching import PendingEvent, RequestPacker, pack_all
 from currents_export.amplitude.client import AmplitudeClient
@@ -38,6 +38,25 @@ Ref = TypeVar("Ref")
 OnDelivered = Callable[[list[Ref]], None]  # one call per request
 OnRejected = Callable[[Ref, str, str], None]
 OnAbandoned = Callable[[list[Ref], BaseException], None]  # left unresolved by a failure
+OnSkipped = Callable[[Ref, str], None]  # not sent on purpose (a dry run), with the reason
+
+
+class Outbox(Protocol[Ref]):
+    """Where the reader hands events, and how it learns their fate: ``Lanes`` (sent to
+    Amplitude) or a dry run's (``amplitude.dryrun``: nothing sent). Each submitted event is
+    answered exactly once, through the callbacks it was opened with; ``submit`` is called
+    from one thread."""
+
+    def submit(self, event: PendingEvent[Ref]) -> None: ...
+
+    @property
+    def failed(self) -> BaseException | None: ...
+
+    def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def take_stats(self) -> tuple[int, int]: ...
 
 
 @dataclass

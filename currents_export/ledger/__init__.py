@@ -13,6 +13,7 @@ from currents_export.ledger.base import (
     Resume,
 )
 from currents_export.ledger.dynamodb import DynamoDbLedger
+from currents_export.ledger.none import NoLedger
 from currents_export.ledger.sqlite import SqliteLedger
 
 
@@ -58,6 +59,7 @@ __all__ = [
     "LeaseLost",
     "Ledger",
     "LedgerConfigError",
+    "NoLedger",
     "ObjectState",
     "Resume",
     "SqliteLedger",

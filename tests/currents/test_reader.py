@@ -95,3 +95,51 @@ def test_truncated_file_fails_after_the_records_it_could_read() -> None:
     assert f"after record {len(read)}," in str(info.value)
     assert str(info.value).endswith("if it is still being copied, run again once it is complete")
     assert info.value.retryable and not isinstance(info.value, UnreadableObject)
+
+
+def test_mapped_records_yield_each_record_with_its_outcome_and_the_header() -> None:
+    """The one decode-and-map loop (pipeline, inspect, benchmark): indexes from the object's
+    first record, a resumed start, copies recognised before mapping, a mapper that raises
+    turned into a rejection, and what the header says."""
+    from currents_export.errors import MAPPING_ERROR
+    from currents_export.mapping import (
+        DUPLICATE,
+        Mapped,
+        MappingOptions,
+        Rejected,
+        mapped_records,
+    )
+
+    data = avro_bytes(EVENT_TYPE, 6, "deflate")
+    seen: list[str] = []
+
+    def repeated(record: dict[str, object]) -> bool:
+        seen.append(str(record["id"]))
+        return record["id"] == "id-3"
+
+    records = mapped_records(io.BytesIO(data), "mem", MappingOptions(), EVENT_TYPE,
+                             start=2, repeated=repeated)
+    assert (records.event_type, records.codec) == (EVENT_TYPE, "deflate")
+    assert records.float_fields == frozenset({"price"})
+    assert records.key_event_type == records.schema_event_type == EVENT_TYPE
+    assert records.writer_schema["fields"]
+    assert records.mapper.event_type == EVENT_TYPE
+
+    real = records.mapper
+
+    class Flaky:  # a mapper with a bug on one record
+        def map(self, record: dict[str, object]) -> object:
+            if record["id"] == "id-4":
+                raise ValueError("boom")
+            return real.map(record)  # type: ignore[arg-type]
+
+    records.mapper = Flaky()  # type: ignore[assignment]
+    out = [(index, record["id"], outcome) for index, record, outcome in records]
+    assert seen == [f"id-{i}" for i in range(6)]  # those before start too (their ids count)
+    assert [index for index, _id, _outcome in out] == [2, 3, 4, 5]
+    assert [record_id for _index, record_id, _outcome in out] == ["id-2", "id-3", "id-4", "id-5"]
+    outcomes = [outcome for _index, _id, outcome in out]
+    assert isinstance(outcomes[0], Mapped) and outcomes[0].event["revenue"] == 9.99
+    assert outcomes[1] is DUPLICATE
+    assert outcomes[2] == Rejected(MAPPING_ERROR, "ValueError: boom", "ValueError")
+    assert isinstance(outcomes[3], Mapped)

@@ -11,12 +11,13 @@ import orjson
 
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
+from currents_export.amplitude.dryrun import DryRun
 from currents_export.amplitude.lanes import Lanes
 from currents_export.config import REQUEST_LIMITS
 from currents_export.deadletter import DeadLetterDirectory
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
-from currents_export.ledger import SqliteLedger
+from currents_export.ledger import NoLedger, SqliteLedger
 from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
 from currents_export.summary import ObjectReport, RunSummary
@@ -65,7 +66,7 @@ def test_a_record_that_fails_in_hand_leaves_its_object_pending_and_the_run_goes_
                               seed=32, event_types=["users.behaviors.CustomEvent"])
     summaries: list[RunSummary] = []
     with open("/dev/full", "wb", buffering=0) as full:
-        pipeline = Pipeline(client=None, ledger=None, output=full, max_open_objects=2,
+        pipeline = Pipeline(client=DryRun(), ledger=NoLedger(), output=full, max_open_objects=2,
                             dead_letter=DeadLetterDirectory(tmp_path / "dead-letter"))
         runner = threading.Thread(target=lambda: summaries.append(
             pipeline.run(find_local_objects([tmp_path / "bucket"]))), daemon=True)

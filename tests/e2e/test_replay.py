@@ -117,6 +117,77 @@ def test_dry_run_sends_nothing_marks_nothing_and_writes_the_events(
     assert real.exit_code == 0 and summary["delivered"] == len(lines)
 
 
+def test_dry_run_ignores_the_ledger_and_says_what_it_would_deliver(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Objects a real run marked done are read and mapped again by --dry-run, which neither
+    sends nor writes anything to the ledger; its summary says what it *would* deliver."""
+    from currents_export.ledger import SqliteLedger
+
+    generate_fixtures(tmp_path / "bucket", events_per_type=20, seed=5,
+                      event_types=["users.messages.email.Send"])
+    real, done = replay(emulator, tmp_path, tmp_path / "bucket")
+    assert real.exit_code == 0 and done["objects_done"] > 0 and done["delivered"] > 0
+    requests_after_real = requests_made(emulator)
+
+    def ledger_rows() -> list[Any]:
+        ledger = SqliteLedger(str(tmp_path / "state.sqlite"))
+        try:
+            return sorted((s.object_id, s.status, s.attempts, s.next_index, s.updated_at)
+                          for s in ledger.objects())
+        finally:
+            ledger.close()
+
+    rows = ledger_rows()
+    dry, summary = replay(emulator, tmp_path, tmp_path / "bucket", extra=("--dry-run",))
+    assert dry.exit_code == 0
+    assert requests_made(emulator) == requests_after_real
+    assert summary["dry_run"] is True
+    assert summary["objects_already_done"] == 0
+    assert summary["objects_done"] == done["objects_done"]
+    assert summary["records"] == done["records"]
+    assert summary["skipped"]["dry_run"] == done["delivered"]
+    assert summary["delivered"] == 0
+    assert_balanced(summary)
+    assert ledger_rows() == rows  # nothing written, not even an attempt
+    assert f"would deliver {done['delivered']} events" in dry.output
+    # The JSON contract: a dry run's summary has the same keys as a real run's.
+    assert summary.keys() == done.keys()
+    # A dry run on a ledger that knows nothing leaves it knowing nothing.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    dry, summary = replay(emulator, fresh, tmp_path / "bucket", extra=("--dry-run",))
+    assert dry.exit_code == 0 and summary["skipped"]["dry_run"] == done["delivered"]
+    ledger = SqliteLedger(str(fresh / "state.sqlite"))
+    assert list(ledger.objects()) == []
+    ledger.close()
+
+
+def test_the_summary_text_of_a_dry_run_says_would_and_its_json_keys_do_not_change() -> None:
+    from currents_export.summary import ObjectReport, RunSummary
+
+    def summary(dry_run: bool) -> RunSummary:
+        report = ObjectReport(object="/data/f.avro", event_type="users.behaviors.CustomEvent",
+                              records=130, duplicates=2)
+        if dry_run:
+            report.skipped.update({"dry_run": 123, "no_identity": 5})
+        else:
+            report.delivered = 123
+            report.skipped["no_identity"] = 5
+        run = RunSummary(dry_run=dry_run)
+        run.add(report)
+        return run
+
+    dry, real = summary(True), summary(False)
+    text = dry.render()
+    assert "would deliver 123 events" in text
+    assert "objects: 1 read" in text and "1 done" not in text
+    assert "nothing was sent" in text and "ledger was neither read nor written" in text
+    assert "would" not in real.render() and "objects: 1 done" in real.render()
+    assert dry.to_json().keys() == real.to_json().keys()
+    assert dry.to_json()["skipped"] == {"dry_run": 123, "no_identity": 5}
+
+
 def test_a_bad_file_is_reported_by_name_and_the_others_finish(
     emulator: Emulator, tmp_path: Path
 ) -> None:
