@@ -13,11 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import boto3
 
-from currents_export.secretstore import SecretError, fetch_secret
+from currents_export.secretstore import ClientFactory, SecretError, fetch_secret
 
 ENV_KEY = "AMPLITUDE_API_KEY"
 ENV_SECRET = "AMPLITUDE_API_KEY_SECRET"
@@ -56,7 +55,7 @@ class ApiKeyProvider:
         source: ApiKeySource,
         env: Mapping[str, str],
         *,
-        client_factory: Callable[[str], Any] = boto3.client,
+        client_factory: ClientFactory = boto3.client,
         ttl_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -82,7 +82,7 @@ from currents_export.mapping.settings import (
 )
 from currents_export.observability import emf_line, object_fields, setup_json_logging
 from currents_export.pipeline import Pipeline
-from currents_export.secretstore import SecretError, fetch_secret
+from currents_export.secretstore import ClientFactory, SecretError, fetch_secret
 from currents_export.sources import SourceObject
 from currents_export.sources.s3 import s3_client, s3_object
 from currents_export.stopping import Stop
@@ -169,7 +169,7 @@ class LambdaSettings:
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str], *, client_factory: Callable[[str], Any] = boto3.client
+        cls, env: Mapping[str, str], *, client_factory: ClientFactory = boto3.client
     ) -> LambdaSettings:
         """The settings the variables give; ``client_factory`` makes the Secrets Manager or
         SSM client that reads the hashing salt (when it is kept there)."""
@@ -222,7 +222,7 @@ class LambdaSettings:
 
 
 def _with_salt(
-    env: Mapping[str, str], config_path: str, client_factory: Callable[[str], Any]
+    env: Mapping[str, str], config_path: str, client_factory: ClientFactory
 ) -> Mapping[str, str]:
     """``env``, plus the salt read from Secrets Manager or SSM (when one of them is
     configured) as the value of the variable the file's ``pii.salt_env`` names."""
