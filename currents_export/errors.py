@@ -45,7 +45,14 @@ EXIT_INTERRUPTED_TWICE = 130  # a second SIGINT/SIGTERM: out at once
 MAPPING_ERROR = "mapping_error"  # dead-letter reason of records the mapping could not use
 
 
-class CurrentsExportError(Exception):
+class Retryability:
+    """Mixed into an error that says whether trying again can help: ``retryable`` (a class
+    attribute, or set per instance) is what :func:`is_retryable` reads."""
+
+    retryable: bool = True
+
+
+class CurrentsExportError(Retryability, Exception):
     """Base of every error the tool raises on purpose; its message says what to do."""
 
 
@@ -133,11 +140,10 @@ SendError = (AmplitudeSetupError, DeliveryFailed, SendInterrupted)
 def is_retryable(exc: BaseException) -> bool:
     """Whether an object failing with ``exc`` may succeed on a later attempt.
 
-    Errors outside this tree are retryable unless they say ``permanent`` (S3's NoSuchKey).
+    What the error says (:class:`Retryability`: this tree, and S3ReadError, not retryable
+    for S3's NoSuchKey); any other error is retryable.
     """
-    if getattr(exc, "permanent", False):
-        return False
-    return bool(getattr(exc, "retryable", True))
+    return exc.retryable if isinstance(exc, Retryability) else True
 
 
 def ends_run(exc: BaseException) -> bool:

@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from currents_export.currents.keys import NotACurrentsKey, parse_key
+from currents_export.errors import Retryability
 from currents_export.sources.base import SourceError, SourceObject
 
 if TYPE_CHECKING:
@@ -33,15 +34,16 @@ log = logging.getLogger(__name__)
 READ_BUFFER_BYTES = 1 << 20
 
 
-class S3ReadError(OSError):
+class S3ReadError(Retryability, OSError):
     """The object could not be fetched or its stream broke.
 
-    ``permanent`` is True when trying again cannot help (the key does not exist).
+    ``permanent``: trying again cannot help (the key does not exist); ``retryable`` is then
+    False.
     """
 
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
-        self.permanent = permanent
+        self.retryable = not permanent
 
 
 @dataclass(frozen=True, slots=True)
