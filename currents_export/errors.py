@@ -37,7 +37,10 @@ retryable object failure (logged with its traceback at ``-vv``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from currents_export.amplitude.client import SendOutcome
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED_TWICE = 130  # a second SIGINT/SIGTERM: out at once
@@ -68,7 +71,7 @@ class AmplitudeSetupError(ConfigurationError):
     ``partial`` says what a send had settled before it stopped (see ``SendError``).
     """
 
-    partial: Any = None
+    partial: SendOutcome[Any] | None = None
 
 
 class AwsSetupError(ConfigurationError):
@@ -103,7 +106,7 @@ class DeliveryFailed(RetryableObjectError):
     ``partial`` says what a send had settled before it stopped.
     """
 
-    partial: Any = None
+    partial: SendOutcome[Any] | None = None
 
 
 class AmplitudeUnavailable(DeliveryFailed):
@@ -117,7 +120,7 @@ class Interrupted(RetryableObjectError):
 class SendInterrupted(Interrupted):
     """A stop (deadline or signal) reached a send: what it settled is in ``partial``."""
 
-    partial: Any = None
+    partial: SendOutcome[Any] | None = None
 
 
 class SourceUnavailable(RetryableObjectError):
