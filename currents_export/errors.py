@@ -29,6 +29,9 @@
             └── UnreadableObject ...... not Avro, corrupt, a codec we refuse, a decompressed
                                         block over the cap, records overwhelmingly unusable
 
+Whether trying again can help is each class's ``retryable`` (from :class:`Retryability`,
+which S3's read error shares: not retryable for a missing key); :func:`is_retryable` reads it.
+
 A *record* that cannot be mapped is not an error at any level above: it is dead-lettered
 with reason ``mapping_error`` and the exception's message, and its object goes on.
 Anything else raised while processing an object is contained by the pipeline as a
