@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 
-from currents_export.secretstore import SecretError, fetch_secret
+from currents_export.secretstore import ClientFactory, SecretError, fetch_secret
 
 if TYPE_CHECKING:
     from currents_export.settings import Settings
@@ -59,7 +59,7 @@ class ApiKeyProvider:
         source: ApiKeySource,
         env: Mapping[str, str],
         *,
-        client_factory: Callable[[str], Any] = boto3.client,
+        client_factory: ClientFactory = boto3.client,
         ttl_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -74,7 +74,7 @@ class ApiKeyProvider:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, client_factory: Callable[[str], Any] = boto3.client
+        cls, settings: Settings, *, client_factory: ClientFactory = boto3.client
     ) -> ApiKeyProvider:
         """The key the settings point to: given (``api_key``, from its variable or file),
         or in Secrets Manager (``api_key_secret``) or SSM (``api_key_parameter``)."""

@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ from currents_export.aws_events import (
 from currents_export.mapping.settings import DEFAULT_SALT_ENV
 from currents_export.observability import emf_line, object_fields, setup_json_logging
 from currents_export.run import AwsCallLimits, build_pipeline, open_destinations
-from currents_export.secretstore import SecretError, fetch_secret
+from currents_export.secretstore import ClientFactory, SecretError, fetch_secret
 from currents_export.settings import (
     CONFIG_VARIABLE,
     LAMBDA,
@@ -126,7 +126,7 @@ def aws_call_limits(deadline_margin_s: float) -> AwsCallLimits:
 
 
 def lambda_settings(
-    env: Mapping[str, str], *, client_factory: Callable[[str], Any] = boto3.client
+    env: Mapping[str, str], *, client_factory: ClientFactory = boto3.client
 ) -> Settings:
     """The settings the variables give (the same table as the command line's:
     ``currents_export.settings``); ``client_factory`` makes the Secrets Manager or SSM
@@ -160,7 +160,7 @@ def _variable(env: Mapping[str, str], name: str) -> str | None:
 
 def _with_salt(
     env: Mapping[str, str], config_path: str, secret: str | None, parameter: str | None,
-    client_factory: Callable[[str], Any],
+    client_factory: ClientFactory,
 ) -> Mapping[str, str]:
     """``env``, plus the salt read from Secrets Manager or SSM (when one of them is
     configured) as the value of the variable the file's ``pii.salt_env`` names."""

@@ -10,13 +10,17 @@ import csv
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
 
 import orjson
 
 from currents_export.aws_events import DISPATCH_MESSAGE_VERSION
 from currents_export.sources import SourceObject
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 
 def parse_hour(value: str | None, *, end: bool = False) -> datetime | None:
@@ -48,14 +52,15 @@ def dispatch_message(bucket: str, key: str) -> str:
                         ).decode()
 
 
-def dispatch_to_sqs(sqs: Any, url: str, bucket: str, objects: Iterable[SourceObject]) -> int:
+def dispatch_to_sqs(sqs: SQSClient, url: str, bucket: str, objects: Iterable[SourceObject]) -> int:
     """Send one message per object (batches of 10); returns how many were sent."""
     sent = 0
     batch: list[SourceObject] = []
 
     def send(chunk: list[SourceObject]) -> None:
-        entries = [{"Id": str(n), "MessageBody": dispatch_message(bucket, obj.key)}
-                   for n, obj in enumerate(chunk)]
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(n), "MessageBody": dispatch_message(bucket, obj.key)}
+            for n, obj in enumerate(chunk)]
         for _attempt in range(5):
             failed = sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed", [])
             if not failed:

@@ -102,7 +102,7 @@ def _click_option(option: Option) -> Callable[[Command], Command]:
         text += f" Default: {option.describe_default()}."
     if option.kind is bool:
         return click.option(option.flag, is_flag=True, default=None, help=text)
-    kind: click.ParamType
+    kind: click.ParamType[Any]
     if option.choices:
         kind = click.Choice(option.choices)
     elif option.kind is int:

@@ -68,5 +68,5 @@ class RetryPolicy:
 
     def delay(self, attempt: int, jitter: float) -> float:
         """Delay before retry number ``attempt`` (1-based); ``jitter`` in [0, 1)."""
-        ceiling = min(self.max_delay_s, self.initial_delay_s * (2 ** (attempt - 1)))
+        ceiling = min(self.max_delay_s, self.initial_delay_s * (2.0 ** (attempt - 1)))
         return ceiling * (0.5 + jitter / 2)

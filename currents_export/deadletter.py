@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol, TypedDict, Unpack
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,13 +41,16 @@ from currents_export.errors import AwsSetupError, ConfigurationError
 from currents_export.mapping import json_safe
 from currents_export.privatefiles import make_private_dirs
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 CLOSED_SUFFIX = ".jsonl"  # a complete dead-letter file: the only kind redrive reads
 PART_SUFFIX = ".part"  # appended to CLOSED_SUFFIX while a writer still holds the file
 FILE_MODE = 0o600  # dead letters hold user data: owner only
 DIRECTORY_MODE = 0o700
 CONTENT_TYPE = "application/x-ndjson"
-SERVER_SIDE_ENCRYPTION = "AES256"  # SSE-S3, unless a KMS key is given
-KMS_ENCRYPTION = "aws:kms"
+SERVER_SIDE_ENCRYPTION: Final = "AES256"  # SSE-S3, unless a KMS key is given
+KMS_ENCRYPTION: Final = "aws:kms"
 REDRIVE_LOG_FOLDER = "redrive-log"
 
 
@@ -59,6 +62,18 @@ class DeadLetterStoreError(OSError):
     """A dead-letter file or object could not be read, replaced or deleted."""
 
 
+class DeadLetterFields(TypedDict):
+    """What one dead-letter line says (the keyword arguments of ``DeadLetter.write``)."""
+
+    reason: str
+    detail: str
+    object_name: str
+    record_index: int
+    event_type: str
+    record: dict[str, Any] | orjson.Fragment | None
+    event: dict[str, Any] | orjson.Fragment | None
+
+
 class DeadLetter(Protocol):
     written: int
 
@@ -67,9 +82,7 @@ class DeadLetter(Protocol):
         """Where lines went (None while nothing was written)."""
         ...
 
-    def write(self, *, reason: str, detail: str, object_name: str, record_index: int,
-              event_type: str, record: dict[str, Any] | orjson.Fragment | None,
-              event: dict[str, Any] | orjson.Fragment | None) -> None: ...
+    def write(self, **fields: Unpack[DeadLetterFields]) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -140,7 +153,7 @@ class DeadLetterDirectory:
             return None
         return str(self.directory / f"{self._name}-*{CLOSED_SUFFIX}")
 
-    def write(self, **fields: Any) -> None:
+    def write(self, **fields: Unpack[DeadLetterFields]) -> None:
         line = dead_letter_line(**fields)
         with self._lock:
             if self._file is None:
@@ -186,7 +199,7 @@ class S3DeadLetter:
     ``flush`` returns. Objects are encrypted at rest: SSE-S3, or SSE-KMS under ``kms_key``.
     """
 
-    def __init__(self, client: Any, bucket: str, prefix: str,
+    def __init__(self, client: S3Client, bucket: str, prefix: str,
                  kms_key: str | None = None) -> None:
         self._client = client
         self.bucket = bucket
@@ -208,7 +221,7 @@ class S3DeadLetter:
         folder = f"{self.prefix}/" if self.prefix else ""
         return f"s3://{self.bucket}/{folder}{self._name}-*{CLOSED_SUFFIX}"
 
-    def write(self, **fields: Any) -> None:
+    def write(self, **fields: Unpack[DeadLetterFields]) -> None:
         line = dead_letter_line(**fields)
         with self._lock:
             self._buffer.append(line)
@@ -228,7 +241,7 @@ class S3DeadLetter:
         self.flush()
 
 
-def open_dead_letter(uri: str, *, s3_client: Any = None,
+def open_dead_letter(uri: str, *, s3_client: S3Client | None = None,
                      kms_key: str | None = None) -> DeadLetter:
     """A directory path, or ``s3://BUCKET/PREFIX`` (``s3_client`` required then; objects
     encrypted under ``kms_key`` when given)."""
@@ -268,12 +281,13 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _put(client: Any, bucket: str, key: str, body: bytes, kms_key: str | None) -> None:
-    encryption: dict[str, str] = {"ServerSideEncryption": SERVER_SIDE_ENCRYPTION}
+def _put(client: S3Client, bucket: str, key: str, body: bytes, kms_key: str | None) -> None:
     if kms_key:
-        encryption = {"ServerSideEncryption": KMS_ENCRYPTION, "SSEKMSKeyId": kms_key}
-    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=CONTENT_TYPE,
-                      **encryption)
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=CONTENT_TYPE,
+                          ServerSideEncryption=KMS_ENCRYPTION, SSEKMSKeyId=kms_key)
+    else:
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=CONTENT_TYPE,
+                          ServerSideEncryption=SERVER_SIDE_ENCRYPTION)
 
 
 def _no_kms_key_for_a_directory(uri: str, kms_key: str | None) -> None:
@@ -384,7 +398,7 @@ class S3Store:
     and SSE-S3 otherwise.
     """
 
-    def __init__(self, client: Any, bucket: str, prefix: str, *, page_size: int = 1000,
+    def __init__(self, client: S3Client, bucket: str, prefix: str, *, page_size: int = 1000,
                  kms_key: str | None = None) -> None:
         self._client = client
         self.bucket = bucket
@@ -456,7 +470,7 @@ class S3Store:
             raise DeadLetterStoreError(f"{self.describe(name)}: {exc}") from exc
 
 
-def open_dead_letter_store(uri: str, *, s3_client: Any = None,
+def open_dead_letter_store(uri: str, *, s3_client: S3Client | None = None,
                            kms_key: str | None = None) -> DeadLetterStore:
     """The dead letter redrive reads: a directory that exists, or ``s3://BUCKET/PREFIX``
     (rewritten under ``kms_key`` when given)."""
@@ -476,3 +490,10 @@ def open_dead_letter_store(uri: str, *, s3_client: Any = None,
     if not path.is_dir():
         raise DeadLetterConfigError(f"{uri}: not a directory")
     return DirectoryStore(path)
+
+
+if TYPE_CHECKING:  # mypy checks that each class implements its protocol
+    def _implements(directory: DeadLetterDirectory, s3: S3DeadLetter, directory_store:
+                    DirectoryStore, s3_store: S3Store) -> tuple[DeadLetter, DeadLetter,
+                                                                DeadLetterStore, DeadLetterStore]:
+        return directory, s3, directory_store, s3_store

@@ -28,6 +28,9 @@
             └── UnreadableObject ...... not Avro, corrupt, a codec we refuse, a decompressed
                                         block over the cap, records overwhelmingly unusable
 
+Whether trying again can help is each class's ``retryable`` (from :class:`Retryability`,
+which S3's read error shares: not retryable for a missing key); :func:`is_retryable` reads it.
+
 A *record* that cannot be mapped is not an error at any level above: it is dead-lettered
 with reason ``mapping_error`` and the exception's message, and its object goes on.
 Anything else raised while processing an object is contained by the pipeline as a
@@ -36,7 +39,10 @@ retryable object failure (logged with its traceback at ``-vv``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from currents_export.amplitude.client import SendOutcome
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED_TWICE = 130  # a second SIGINT/SIGTERM: out at once
@@ -44,7 +50,14 @@ EXIT_INTERRUPTED_TWICE = 130  # a second SIGINT/SIGTERM: out at once
 MAPPING_ERROR = "mapping_error"  # dead-letter reason of records the mapping could not use
 
 
-class CurrentsExportError(Exception):
+class Retryability:
+    """Mixed into an error that says whether trying again can help: ``retryable`` (a class
+    attribute, or set per instance) is what :func:`is_retryable` reads."""
+
+    retryable: bool = True
+
+
+class CurrentsExportError(Retryability, Exception):
     """Base of every error the tool raises on purpose; its message says what to do."""
 
 
@@ -60,7 +73,7 @@ class AmplitudeSetupError(ConfigurationError):
     ``partial`` says what a send had settled before it stopped (see ``SendError``).
     """
 
-    partial: Any = None
+    partial: SendOutcome[Any] | None = None
 
 
 class AwsSetupError(ConfigurationError):
@@ -95,7 +108,7 @@ class DeliveryFailed(RetryableObjectError):
     ``partial`` says what a send had settled before it stopped.
     """
 
-    partial: Any = None
+    partial: SendOutcome[Any] | None = None
 
 
 class AmplitudeUnavailable(DeliveryFailed):
@@ -109,7 +122,7 @@ class Interrupted(RetryableObjectError):
 class SendInterrupted(Interrupted):
     """A stop (deadline or signal) reached a send: what it settled is in ``partial``."""
 
-    partial: Any = None
+    partial: SendOutcome[Any] | None = None
 
 
 class IncompleteObject(RetryableObjectError):
@@ -128,11 +141,10 @@ SendError = (AmplitudeSetupError, DeliveryFailed, SendInterrupted)
 def is_retryable(exc: BaseException) -> bool:
     """Whether an object failing with ``exc`` may succeed on a later attempt.
 
-    Errors outside this tree are retryable unless they say ``permanent`` (S3's NoSuchKey).
+    What the error says (:class:`Retryability`: this tree, and S3ReadError, not retryable
+    for S3's NoSuchKey); any other error is retryable.
     """
-    if getattr(exc, "permanent", False):
-        return False
-    return bool(getattr(exc, "retryable", True))
+    return exc.retryable if isinstance(exc, Retryability) else True
 
 
 def ends_run(exc: BaseException) -> bool:

@@ -8,13 +8,25 @@ the fields the caller names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_ssm import SSMClient
+
 Kind = Literal["secret", "parameter"]
+
+
+class ClientFactory(Protocol):
+    """Makes the client for a service name, as ``boto3.client`` does (tests pass fakes)."""
+
+    @overload
+    def __call__(self, service_name: Literal["secretsmanager"]) -> SecretsManagerClient: ...
+    @overload
+    def __call__(self, service_name: Literal["ssm"]) -> SSMClient: ...
 
 
 class SecretError(ValueError):
@@ -27,7 +39,7 @@ def fetch_secret(
     *,
     what: str,
     json_fields: tuple[str, ...],
-    client_factory: Callable[[str], Any],
+    client_factory: ClientFactory,
     error: type[SecretError] = SecretError,
 ) -> str:
     """The value of the Secrets Manager secret (``kind="secret"``) or SSM parameter

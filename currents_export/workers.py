@@ -61,6 +61,8 @@ from currents_export.stopping import Stop
 from currents_export.summary import ObjectReport, RunSummary
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
     from currents_export.ledger import Ledger
     from currents_export.pipeline import Pipeline
 
@@ -96,7 +98,7 @@ class Ticket:
             raise ValueError(f"{source.uri}: cannot be handed to a worker process")
         return cls(seq, source.uri, source.key, source.size, source.fingerprint, source.origin)
 
-    def open(self, s3: Callable[[], Any]) -> SourceObject:
+    def open(self, s3: Callable[[], S3Client]) -> SourceObject:
         """The source object again, in the worker (``s3``: the worker's S3 client)."""
         kind = self.origin[0]
         if kind == "file":
@@ -142,7 +144,7 @@ class _Worker:
         self._handed_lock = threading.Lock()
         self._ended = threading.Event()  # the pipeline ended the run: ask for no more
         self._pipeline: Pipeline | None = None
-        self._s3: Any = None
+        self._s3: S3Client | None = None
 
     def run(self) -> None:
         threading.Thread(target=self._listen, name="parent", daemon=True).start()
@@ -197,7 +199,7 @@ class _Worker:
         self._send("finished", seq, report.to_json(),
                    getattr(dead_letter, "location", None))
 
-    def _s3_client(self) -> Any:
+    def _s3_client(self) -> S3Client:
         if self._s3 is None:
             self._s3 = s3_client(self.spec.s3_endpoint_url)
         return self._s3

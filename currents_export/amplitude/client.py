@@ -123,13 +123,6 @@ class AmplitudeClient:
     def retry(self) -> RetryPolicy:
         return self.circuit.policy
 
-    def begin_run(self, stop: Stop, retry: RetryPolicy | None = None) -> None:
-        """Start a run on this (possibly long-lived) client: its stop, a fresh circuit."""
-        self.stop = self.circuit.stop = stop
-        if retry is not None:
-            self.circuit.policy = retry
-        self.circuit.reset()
-
     def close(self) -> None:
         self._http.close()
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar, cast
 
 import fastavro
 
@@ -62,6 +62,8 @@ _EMAIL_USERS = 8
 _UUID_USERS = 6
 _ANONYMOUS_USERS = 80
 _UNIDENTIFIED_USERS = 20
+
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- public types
@@ -335,12 +337,12 @@ class _Ctx:
     time_s: int
     memo: dict[str, Any] = field(default_factory=dict)
 
-    def once(self, key: str, factory: Callable[[], Any]) -> Any:
+    def once(self, key: str, factory: Callable[[], _T]) -> _T:
         if key not in self.memo:
             self.memo[key] = factory()
-        return self.memo[key]
+        return cast(_T, self.memo[key])  # what ``factory`` made: a key is made by one factory
 
-    def pick(self, options: Sequence[Any]) -> Any:
+    def pick(self, options: Sequence[_T]) -> _T:
         return self.rng.choice(options)
 
     def chance(self, p: float) -> bool:

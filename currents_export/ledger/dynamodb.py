@@ -32,7 +32,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
 import boto3
 import orjson
@@ -48,12 +48,15 @@ from currents_export.ledger.base import (
     Resume,
 )
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 IN_PROGRESS, DONE, FAILED = "IN_PROGRESS", "DONE", "FAILED"
 MOVED = "MOVED"  # a legacy item whose progress now lives under the object's identity
 _SEALED_UNTIL = 253_402_300_799  # 9999-12-31T23:59:59Z: a moved item's lease never ends
 MAX_ERROR_CHARS = 1_000
-_DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 10}
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+_R = TypeVar("_R")
 
 # A claim: the object is new, or not done and its lease is expired or ours.
 _CLAIM = ("attribute_not_exists(pk)"
@@ -76,7 +79,7 @@ class DynamoDbLedger:
         owner: str | None = None,
         lease_s: float = 960.0,
         ttl_days: float | None = 400.0,
-        client: Any | None = None,
+        client: DynamoDBClient | None = None,
         clock: Callable[[], float] = time.time,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
@@ -88,12 +91,15 @@ class DynamoDbLedger:
         self.ttl_s = None if ttl_days is None else ttl_days * 86_400
         self._clock = clock
         if client is None:
+            timeouts: _Timeouts = {}  # None: botocore's, so not passed at all
+            if connect_timeout is not None:
+                timeouts["connect_timeout"] = connect_timeout
+            if read_timeout is not None:
+                timeouts["read_timeout"] = read_timeout
             config = Config(
-                retries=_DEFAULT_RETRIES if max_attempts is None
+                retries={"mode": "standard", "max_attempts": 10} if max_attempts is None
                 else {"mode": "standard", "total_max_attempts": max_attempts},
-                **{name: value for name, value in (("connect_timeout", connect_timeout),
-                                                   ("read_timeout", read_timeout))
-                   if value is not None},
+                **timeouts,
             )
             try:
                 client = boto3.session.Session().client(
@@ -110,7 +116,7 @@ class DynamoDbLedger:
         return f"DynamoDbLedger({self.table!r})"
 
     @staticmethod
-    def create_table(client: Any, table: str) -> None:
+    def create_table(client: DynamoDBClient, table: str) -> None:
         """Create an on-demand table keyed by ``pk`` (string), with TTL on ``expires_at``."""
         client.create_table(
             TableName=table,
@@ -362,10 +368,13 @@ class DynamoDbLedger:
         except ClientError as exc:
             if _code(exc) != _CONDITION_FAILED:
                 raise
-            return False, _plain_item(exc.response.get("Item") or {})
+            # The item DynamoDB returns with ReturnValuesOnConditionCheckFailure: botocore's
+            # stubs type ClientError.response without it.
+            current = cast("dict[str, Any] | None", exc.response.get("Item"))
+            return False, _plain_item(current or {})
         return True, _plain_item(response.get("Attributes") or {})
 
-    def _call(self, operation: Callable[..., dict[str, Any]], **arguments: Any) -> dict[str, Any]:
+    def _call(self, operation: Callable[..., _R], **arguments: Any) -> _R:
         """Call the client, turning a missing table into a configuration error."""
         try:
             return operation(**arguments)
@@ -377,6 +386,11 @@ class DynamoDbLedger:
                     "on-demand, partition key pk (string), TTL on expires_at"
                 ) from None
             raise
+
+
+class _Timeouts(TypedDict, total=False):
+    connect_timeout: float
+    read_timeout: float
 
 
 def _object_state(item: dict[str, Any]) -> ObjectState:

@@ -991,14 +991,14 @@ def _number(value: Any) -> float | int | None:
                 return None
         cls = value.__class__
     if cls is int:
-        return value if -_INT64_MAX <= value <= _INT64_MAX else None  # type: ignore[no-any-return]
+        return value if -_INT64_MAX <= value <= _INT64_MAX else None
     if cls is Decimal:
         if not value.is_finite():  # float() refuses a signalling NaN
             return None
         value = float(value)
     elif cls is not float:
         return None
-    return value if math.isfinite(value) else None  # type: ignore[no-any-return]
+    return value if math.isfinite(value) else None
 
 
 def _time_ms(record: dict[str, Any]) -> int | None:
@@ -1007,11 +1007,11 @@ def _time_ms(record: dict[str, Any]) -> int | None:
     # The bounds are literals (faster than globals): _INT64_MAX and _MAX_TIME_S.
     time_ms = record.get("time_ms")
     if time_ms.__class__ is int and -9223372036854775807 <= time_ms <= 9223372036854775807:
-        return time_ms  # type: ignore[no-any-return]
+        return time_ms
     if time_ms is None:
         time_s = record.get("time")
         if time_s.__class__ is int and -9223372036854775 <= time_s <= 9223372036854775:
-            return time_s * 1000  # type: ignore[no-any-return]
+            return time_s * 1000
     return _drifted_time_ms(time_ms, record.get("time"))
 
 

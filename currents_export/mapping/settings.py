@@ -193,7 +193,7 @@ class _Checker:
         value = table.get(key, default)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise self.error((*path, key), f"must be a whole number ≥ 1, not {value!r}")
         return value
 

@@ -14,29 +14,36 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from currents_export.currents.keys import NotACurrentsKey, parse_key
+from currents_export.errors import Retryability
 from currents_export.sources.base import SourceError, SourceObject
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectRequestTypeDef
 
 log = logging.getLogger(__name__)
 
 READ_BUFFER_BYTES = 1 << 20
 
 
-class S3ReadError(OSError):
+class S3ReadError(Retryability, OSError):
     """The object could not be fetched or its stream broke.
 
-    ``permanent`` is True when trying again cannot help (the key does not exist).
+    ``permanent``: trying again cannot help (the key does not exist); ``retryable`` is then
+    False.
     """
 
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
-        self.permanent = permanent
+        self.retryable = not permanent
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +68,7 @@ def s3_client(
     connect_timeout: float = 10,
     read_timeout: float = 120,
     max_attempts: int | None = None,
-) -> Any:
+) -> S3Client:
     """A boto3 S3 client with botocore's standard retries and sane timeouts.
 
     The defaults suit the CLI; the Lambda passes tighter ones, derived from its deadline
@@ -70,14 +77,13 @@ def s3_client(
     included; None: the CLI's ``AWS_MAX_ATTEMPTS``, else 10 (botocore's ``max_attempts``,
     which counts retries).
     """
-    retries: Any = (
-        # botocore's standard retries; AWS_MAX_ATTEMPTS lowers them (an unreachable endpoint
-        # costs about 30 s of backoff at 10 attempts).
-        {"mode": "standard", "max_attempts": _max_attempts()} if max_attempts is None
-        else {"mode": "standard", "total_max_attempts": max_attempts}
-    )
     config = Config(
-        retries=retries,
+        retries=(
+            # botocore's standard retries; AWS_MAX_ATTEMPTS lowers them (an unreachable
+            # endpoint costs about 30 s of backoff at 10 attempts).
+            {"mode": "standard", "max_attempts": _max_attempts()} if max_attempts is None
+            else {"mode": "standard", "total_max_attempts": max_attempts}
+        ),
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=32,
@@ -117,7 +123,7 @@ class KeyFilter:
 
 
 def list_objects(
-    client: Any, location: S3Location, key_filter: KeyFilter = KeyFilter()
+    client: S3Client, location: S3Location, key_filter: KeyFilter = KeyFilter()
 ) -> Iterator[SourceObject]:
     """Every selected Currents object under the prefix, at any depth, in key order."""
     paginator = client.get_paginator("list_objects_v2")
@@ -137,7 +143,7 @@ def list_objects(
 
 
 def s3_object(
-    client: Any,
+    client: S3Client,
     bucket: str,
     key: str,
     *,
@@ -161,8 +167,8 @@ def s3_object(
 
 
 @contextmanager
-def _open(client: Any, bucket: str, key: str, version_id: str | None) -> Iterator[IO[bytes]]:
-    arguments: dict[str, Any] = {"Bucket": bucket, "Key": key}
+def _open(client: S3Client, bucket: str, key: str, version_id: str | None) -> Iterator[IO[bytes]]:
+    arguments: GetObjectRequestTypeDef = {"Bucket": bucket, "Key": key}
     if version_id:
         arguments["VersionId"] = version_id
     try:
@@ -183,7 +189,7 @@ def _open(client: Any, bucket: str, key: str, version_id: str | None) -> Iterato
 class _BodyStream(io.RawIOBase):
     """GetObject's body as a raw, forward-only stream; network errors become S3ReadError."""
 
-    def __init__(self, body: Any, name: str) -> None:
+    def __init__(self, body: StreamingBody, name: str) -> None:
         self._body = body
         self._name = name
 
@@ -199,7 +205,7 @@ class _BodyStream(io.RawIOBase):
         return len(chunk)
 
 
-def objects_from_uris(client: Any, uris: Iterable[str]) -> list[SourceObject]:
+def objects_from_uris(client: S3Client, uris: Iterable[str]) -> list[SourceObject]:
     """Single objects named as s3://BUCKET/KEY (for inspect)."""
     objects = []
     for uri in uris:

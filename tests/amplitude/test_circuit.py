@@ -130,10 +130,13 @@ def test_the_horizon_counts_for_the_run_not_for_each_request(
         with pytest.raises(AmplitudeUnavailable):
             client.send(events("b"))
         assert server.seen == used
-        # A new run (a warm Lambda's next invocation) starts with a fresh circuit.
-        client.begin_run(Stop(), policy)
-        with pytest.raises(AmplitudeUnavailable):
-            client.send(events("c"))
+        # A new run (a warm Lambda's next invocation) builds a new client: a fresh circuit.
+        fresh = AmplitudeClient(server.url, "key-0123456789", retry=policy, stop=Stop())
+        try:
+            with pytest.raises(AmplitudeUnavailable):
+                fresh.send(events("c"))
+        finally:
+            fresh.close()
         assert server.seen > used
     finally:
         client.close()
