@@ -457,11 +457,11 @@ class Emulator:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def events(self, **filters: str) -> list[dict]:
+    def events(self, **filters: str) -> list[dict[str, Any]]:
         """Stored events (copies), optionally filtered like ``GET /_emulator/events``."""
         return self.state.events(**filters)
 
-    def requests_log(self) -> list[dict]:
+    def requests_log(self) -> list[dict[str, Any]]:
         """The request log (copies), API keys fingerprinted."""
         return self.state.requests_log()
 
