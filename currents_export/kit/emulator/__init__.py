@@ -1,4 +1,5 @@
-"""A local emulator of Amplitude's ingestion endpoints (HTTP API v2, Batch, Identify).
+"""A local emulator of Amplitude's ingestion endpoints (HTTP API v2, Batch, Identify) and
+of its User Privacy API v1 (deletions).
 
 A real HTTP/1.1 server on loopback, built on the standard library, that answers like Amplitude
 closely enough to test the upload client: the same limits, check order and response bodies
@@ -7,12 +8,26 @@ https://amplitude.com/docs/apis/analytics/batch-event-upload), insert_id dedupli
 optional per-id throttling, daily quota and project cap, a virtual clock, and seeded fault
 injection.
 
+User Privacy API v1 (HTTP Basic: API key, secret key; see ``deletions`` for the details):
+``POST /api/2/deletions/users`` schedules ``user_ids``/``amplitude_ids`` (at most 100, known
+= events stored for them in that project; ``ignore_invalid_id``) into the project's job of
+the day ``today + 10``; ``GET /api/2/deletions/users?start_day=&end_day=`` lists the jobs (at
+most 6 months); ``DELETE /api/2/deletions/users/{AMPLITUDE_ID}/{JOB_DAY}`` takes an id out of
+a staging job. Each project may make ``deletion_requests_per_second`` requests (default 1)
+with at most ``deletion_max_in_flight`` (8) in flight, else 429; ``secret_keys`` (api key →
+secret; default any secret) is checked. Amplitude ids are given to users (user_id, else
+device_id) in order of their first stored event, from 100000001 (``Emulator.amplitude_id``).
+``GET /_emulator/deletions`` → ``{"jobs": [...], "requests": [...]}`` (also
+``Emulator.deletion_jobs()`` / ``deletion_requests()``); ``reset`` clears them. Fault rules
+do not apply to these routes.
+
 Modules, from pure to stateful:
 
 * ``config`` — the knobs and their runtime patching;
 * ``validation`` — pure: request bytes + config → a ``Reply`` (rejected) or the events that
   may be stored;
 * ``windows`` — sliding windows and hourly buckets of accepted events;
+* ``deletions`` — the User Privacy API: Basic auth, request parsing, days, the jobs;
 * ``faults`` — fault rules, their pure matching (``select_fault``) and replies;
 * ``state`` — ``EmulatorState``: what the emulator remembers, guarded by one lock, and its
   clock;
@@ -31,6 +46,18 @@ from .config import (
     EndpointLimits,
     apply_config_patch,
     config_to_dict,
+)
+from .deletions import (
+    DELETION_DELAY_DAYS,
+    DELETIONS_PATH,
+    MAX_DELETION_IDS,
+    DeletionJob,
+    DeletionJobs,
+    DeletionRequest,
+    ScheduledId,
+    check_basic_auth,
+    parse_day_range,
+    parse_deletion_request,
 )
 from .faults import (
     FAULT_ACTIONS,
@@ -93,6 +120,8 @@ __all__ = [
     "BLOCKED_ID_VALUES",
     "DEFAULT_DAILY_QUOTA",
     "DEFAULT_PROJECT_EPS_CAP",
+    "DELETIONS_PATH",
+    "DELETION_DELAY_DAYS",
     "EMPTY_EVENTS_MODES",
     "ERR_EVENT_JSON",
     "ERR_ID_LENGTH",
@@ -112,12 +141,16 @@ __all__ = [
     "FAULT_STATUS_ERRORS",
     "IDENTIFY_FILTERS",
     "MAX_DELAY_S",
+    "MAX_DELETION_IDS",
     "REQUEST_LOG_LIMIT",
     "SHORT_ID_MODES",
     "STORE_FIRST_STATUSES",
     "V2_LIMITS",
     "BucketCounts",
     "ConfigError",
+    "DeletionJob",
+    "DeletionJobs",
+    "DeletionRequest",
     "Emulator",
     "EmulatorConfig",
     "EmulatorState",
@@ -128,9 +161,11 @@ __all__ = [
     "Reply",
     "RequestFacts",
     "RuleProgress",
+    "ScheduledId",
     "SlidingWindows",
     "ValidBatch",
     "apply_config_patch",
+    "check_basic_auth",
     "check_events",
     "check_silenced",
     "config_to_dict",
@@ -141,6 +176,8 @@ __all__ = [
     "first_values",
     "key_fingerprint",
     "may_contain_long_strings",
+    "parse_day_range",
+    "parse_deletion_request",
     "parse_fault_document",
     "parse_fault_rules",
     "parse_form",

@@ -28,6 +28,9 @@ EMPTY_EVENTS_MODES = ("ok_200", "reject_400")
 DEFAULT_DAILY_QUOTA = 500_000  # events per rolling 24 h per id, when the quota is turned on
 DEFAULT_PROJECT_EPS_CAP = 50_000  # events/s per project, when the cap is turned on
 MAX_LATENCY_MS = 60_000  # the longest latency_ms accepted
+DEFAULT_DELETION_RPS = 1  # User Privacy API: requests per second per project
+DEFAULT_DELETION_IN_FLIGHT = 8  # User Privacy API: requests in flight per project
+REDACTED = "<redacted>"  # what the config shows instead of a secret key
 
 
 @dataclass
@@ -40,7 +43,15 @@ class EmulatorConfig:
     ``latency_ms`` delays every answer of an Amplitude endpoint (``/2/httpapi``, ``/batch``,
     ``/identify``, ``/groupidentify``; not the control API) by that many milliseconds, like a
     round trip over the internet. The request is handled (and logged) on arrival; only its
-    answer waits, in that connection's handler thread, so concurrent requests overlap.
+    answer waits, in that connection's handler thread, so concurrent requests overlap. The
+    User Privacy API (``/api/2/deletions/users``) waits too.
+
+    User Privacy API (HTTP Basic auth, username = API key, password = secret key):
+    ``secret_keys`` maps each API key to its secret key; None (the default) accepts any
+    non-empty secret for any key, as ``valid_api_keys=None`` accepts any key (a key outside
+    ``valid_api_keys`` is refused either way). It is left out of the repr and shown as
+    ``"<redacted>"`` by ``config_to_dict``. ``deletion_requests_per_second`` (None = no limit)
+    and ``deletion_max_in_flight`` limit each project's requests on that endpoint (429 beyond).
     """
 
     v2: EndpointLimits = field(default_factory=lambda: replace(V2_LIMITS))
@@ -55,7 +66,10 @@ class EmulatorConfig:
     silenced_device_ids: frozenset[str] = frozenset()
     daily_quota: int | None = None  # events per rolling 24 h per (api_key, id)
     project_eps_cap: int | None = None  # events/s per api_key, both endpoints together
-    latency_ms: int = 0  # added before every ingestion/identify answer, 0..MAX_LATENCY_MS
+    latency_ms: int = 0  # before every ingestion/identify/deletion answer, 0..MAX_LATENCY_MS
+    secret_keys: dict[str, str] | None = field(default=None, repr=False)  # None = any secret
+    deletion_requests_per_second: int | None = DEFAULT_DELETION_RPS  # per api_key; None = off
+    deletion_max_in_flight: int = DEFAULT_DELETION_IN_FLIGHT  # per api_key
 
     def __post_init__(self) -> None:
         if self.short_id_mode not in SHORT_ID_MODES:
@@ -69,6 +83,14 @@ class EmulatorConfig:
         latency = self.latency_ms
         if type(latency) is not int or not 0 <= latency <= MAX_LATENCY_MS:
             raise ValueError(f"latency_ms must be an integer from 0 to {MAX_LATENCY_MS}")
+        if self.secret_keys is not None:
+            self.secret_keys = _secret_map("secret_keys", self.secret_keys, ValueError)
+        rps = self.deletion_requests_per_second
+        if rps is not None and (type(rps) is not int or rps < 1):
+            raise ValueError("deletion_requests_per_second must be None or a positive integer")
+        in_flight = self.deletion_max_in_flight
+        if type(in_flight) is not int or in_flight < 1:
+            raise ValueError("deletion_max_in_flight must be a positive integer")
 
     def limits_for(self, endpoint: str) -> EndpointLimits:
         """Limits of ``"v2"`` or ``"batch"``."""
@@ -88,6 +110,8 @@ def config_to_dict(config: EmulatorConfig) -> JSONDict:
             value = {lf.name: getattr(value, lf.name) for lf in fields(value)}
         elif isinstance(value, frozenset):
             value = sorted(value)
+        elif f.name == "secret_keys" and value is not None:
+            value = dict.fromkeys(sorted(value), REDACTED)
         out[f.name] = value
     return out
 
@@ -120,6 +144,12 @@ def apply_config_patch(config: EmulatorConfig, patch: Mapping[str, Any]) -> Emul
             changes[key] = value
         elif key in _SWITCHED_LIMITS:
             changes[key] = _optional_limit(key, value, _SWITCHED_LIMITS[key])
+        elif key == "secret_keys":
+            changes[key] = None if value is None else _secret_map(key, value, ConfigError)
+        elif key == "deletion_requests_per_second":
+            changes[key] = None if value is None else _int_at_least(key, value, 1)
+        elif key == "deletion_max_in_flight":
+            changes[key] = _int_at_least(key, value, 1)
         elif key in ("short_id_mode", "empty_events_mode"):
             allowed = SHORT_ID_MODES if key == "short_id_mode" else EMPTY_EVENTS_MODES
             if value not in allowed:
@@ -163,3 +193,16 @@ def _string_set(name: str, value: Any, *, nullable: bool) -> frozenset[str] | No
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"Invalid value for config key: {name} (expected a list of strings)")
     return frozenset(value)
+
+
+def _secret_map(name: str, value: object, error: type[ValueError]) -> dict[str, str]:
+    """A copy of an api_key → secret key mapping of non-empty strings (the message never
+    shows a value: secrets stay out of errors and logs)."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise error(
+            f"Invalid value for config key: {name} "
+            "(expected an object of API key to secret key, non-empty strings)"
+        )
+    return {str(k): str(v) for k, v in value.items()}

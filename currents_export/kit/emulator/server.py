@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from .config import ConfigError, EmulatorConfig, config_to_dict
+from .deletions import DELETIONS_PATH
 from .faults import MAX_DELAY_S, FaultRule, FaultRuleError, parse_fault_document
 from .state import EVENT_FILTERS, IDENTIFY_FILTERS, EmulatorState, FiredFault
 from .validation import (
@@ -146,6 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._faulted(fault, endpoint, path, body, size)
         elif method in ("GET", "POST") and path in _IDENTIFY_ROUTES:
             self._identify(method, path, url.query, size)
+        elif path == DELETIONS_PATH or path.startswith(DELETIONS_PATH + "/"):
+            self._deletions(method, path, url.query, size)
         else:
             self._read_body(size, 0)
             self._send(state.not_found(method, path, size))
@@ -183,6 +186,20 @@ class _Handler(BaseHTTPRequestHandler):
         if body:
             form.update(parse_form(body, self.headers.get("Content-Type", "")))
         self._answer(state.identify(_IDENTIFY_ROUTES[path], method, path, form, size))
+
+    def _deletions(self, method: str, path: str, query: str, size: int) -> None:
+        """The User Privacy API; the project's in-flight slot is held until the answer is sent
+        (after ``latency_ms``). The Authorization header is read here and never logged."""
+        state = self.server.state
+        body = self._read_body(size, _CONTROL_MAX_BODY)
+        reply, slot = state.deletion_request(
+            method, path, query, self.headers.get("Authorization"), body, size
+        )
+        try:
+            self._answer(reply)
+        finally:
+            if slot is not None:
+                state.deletion_finished(slot)
 
     def _content_length(self) -> int | None:
         """The declared body length; None after answering a request we cannot frame."""
@@ -261,6 +278,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "GET" and name == "requests":
             log = state.requests_log()
             self._send_json(200, {"requests": log, "count": len(log)})
+        elif method == "GET" and name == "deletions":
+            self._send_json(
+                200, {"jobs": state.deletion_jobs(), "requests": state.deletion_requests()}
+            )
         elif method == "GET" and name == "stats":
             self._send_json(200, state.stats())
         elif method == "GET" and name == "config":
@@ -443,6 +464,23 @@ class Emulator:
     def requests_log(self) -> list[dict[str, Any]]:
         """The request log (copies), API keys fingerprinted."""
         return self.state.requests_log()
+
+    def deletion_jobs(self) -> list[dict[str, Any]]:
+        """Same as ``jobs`` of ``GET /_emulator/deletions``: every project's User Privacy API
+        jobs by day, each with its ``api_key`` (fingerprint), ``day``, ``status``,
+        ``amplitude_ids`` and ``active_scrub_done_date``."""
+        return self.state.deletion_jobs()
+
+    def deletion_requests(self) -> list[dict[str, Any]]:
+        """Same as ``requests`` of ``GET /_emulator/deletions``: every User Privacy API
+        request with ``at`` (clock seconds), ``method``, ``route``, ``api_key``
+        (fingerprint), ``ids`` (how many), ``user_ids``, ``amplitude_ids`` and ``status``."""
+        return self.state.deletion_requests()
+
+    def amplitude_id(self, user_id: str, api_key: str | None = None) -> int | None:
+        """The amplitude id given to ``user_id`` (in ``api_key``'s project, else the first
+        project that sent it); None when no event of it was stored."""
+        return self.state.amplitude_id(user_id, api_key)
 
     def reset(self) -> None:
         """Same as ``POST /_emulator/reset``: clear all state and faults, restore the initial

@@ -15,6 +15,7 @@ are "ingested" in the reply too). A window only fills while its check is turned 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import random
 import threading
 import time
@@ -22,10 +23,26 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
 from .config import EmulatorConfig, EndpointLimits, JSONDict, apply_config_patch
+from .deletions import (
+    DELETIONS_PATH,
+    ERR_IN_FLIGHT,
+    ERR_INVALID_IDS,
+    ERR_JOB_PATH,
+    ERR_RATE,
+    DeletionJobs,
+    DeletionRequest,
+    ScheduledId,
+    check_basic_auth,
+    day_of,
+    parse_day_range,
+    parse_deletion_request,
+    parse_job_path,
+)
 from .faults import (
     FaultRule,
     RequestFacts,
@@ -43,6 +60,7 @@ from .validation import (
     ValidBatch,
     derive_device_id,
     error_reply,
+    first_values,
     too_large_reply,
     truncate_event,
     validate_identify,
@@ -86,6 +104,8 @@ class _StoredBatch:
 QUOTA_BUCKET_S = 3_600  # the daily quota counts in 1-hour buckets …
 QUOTA_BUCKETS = 24  # … over the current hour and the 23 before it
 PROJECT_WINDOW_S = 1.0  # the project cap is a sliding 1-second window
+DELETION_WINDOW_S = 1.0  # deletion_requests_per_second counts over a sliding 1-second window
+FIRST_AMPLITUDE_ID = 100_000_001  # amplitude ids are given from here, in order of first event
 
 IdKey = tuple[str, str]  # ("device_id" | "user_id", id)
 
@@ -136,6 +156,15 @@ class EmulatorState:
         self._connections = 0
         self._faults_fired = 0
         self._install_faults((), 0)
+        self._deletion_jobs = DeletionJobs()
+        self._deletion_log: deque[JSONDict] = deque(maxlen=REQUEST_LOG_LIMIT)
+        self._deletion_window = SlidingWindows()
+        self._deletions_in_flight: Counter[str] = Counter()
+        # amplitude ids: (api_key, "user_id"|"device_id", id) → id, and back; the stored
+        # events are indexed lazily (up to _amplitude_indexed) when a deletion needs them
+        self._amplitude_ids: dict[tuple[str, str, str], int] = {}
+        self._amplitude_owners: dict[int, tuple[str, str | None]] = {}  # → (api_key, user_id)
+        self._amplitude_indexed = 0
 
     def reset(self) -> None:
         """Forget everything stored, counted and scripted (faults), return to the real clock
@@ -536,11 +565,224 @@ class EmulatorState:
                 "clock": self.clock_info(),
             }
 
+    # -- User Privacy API (deletions) -----------------------------------------------------
+
+    def deletion_request(
+        self, method: str, path: str, query: str, authorization: str | None, body: bytes | None,
+        size: int,
+    ) -> tuple[Reply, str | None]:
+        """Handle a request under ``/api/2/deletions/users`` (``body`` None: too large).
+
+        → the reply, and the API key whose in-flight slot the caller releases with
+        ``deletion_finished`` once the answer is sent (None when no slot was taken).
+        Checks: route (404), auth (401), in-flight and rate limits (429), then the request.
+        """
+        user_ids, amplitude_ids = _sent_ids(method, path, body)
+        api_key: str | None = None
+        slot: str | None = None
+        job_path = parse_job_path(path) if path != DELETIONS_PATH else None
+        routed = (method in ("GET", "POST") and path == DELETIONS_PATH) or (
+            method == "DELETE" and path.startswith(DELETIONS_PATH + "/")
+        )
+        if not routed:
+            reply = error_reply(404, ERR_PATH)
+        else:
+            config = self.config
+            verdict = check_basic_auth(authorization, config)
+            if isinstance(verdict, Reply):
+                reply = verdict
+            else:
+                api_key = verdict
+                reply = self._admit_deletion(api_key, config) or self._deletion_reply(
+                    method, api_key, query, body, job_path
+                )
+                if reply.status != 429:
+                    slot = api_key
+        self._record_deletion(method, path, size, api_key, reply, user_ids, amplitude_ids)
+        return reply, slot
+
+    def _admit_deletion(self, api_key: str, config: EmulatorConfig) -> Reply | None:
+        """A 429 when the project has too many requests in flight or in the last second;
+        otherwise None, and the request counts (and holds an in-flight slot)."""
+        rps = config.deletion_requests_per_second
+        with self._lock:
+            if self._deletions_in_flight[api_key] >= config.deletion_max_in_flight:
+                return error_reply(429, ERR_IN_FLIGHT)
+            now = self.clock()
+            if rps is not None:
+                window = self._deletion_window
+                window.sweep(now, DELETION_WINDOW_S)
+                if window.count(api_key, now, DELETION_WINDOW_S, DELETION_WINDOW_S) >= rps:
+                    return error_reply(429, ERR_RATE)
+                window.add(api_key, now, 1)
+            self._deletions_in_flight[api_key] += 1
+        return None
+
+    def deletion_finished(self, api_key: str) -> None:
+        """Release the in-flight slot ``deletion_request`` returned."""
+        with self._lock:
+            if self._deletions_in_flight[api_key] > 1:
+                self._deletions_in_flight[api_key] -= 1
+            else:
+                del self._deletions_in_flight[api_key]  # also after a reset in between
+
+    def _deletion_reply(
+        self,
+        method: str,
+        api_key: str,
+        query: str,
+        body: bytes | None,
+        job_path: tuple[int, dt.date] | None,
+    ) -> Reply:
+        if method == "GET":
+            days = parse_day_range(first_values(parse_qs(query, keep_blank_values=True)))
+            if isinstance(days, Reply):
+                return days
+            with self._lock:
+                today = day_of(self.clock())
+                jobs = [job.to_dict(today) for job in self._deletion_jobs.in_range(api_key, *days)]
+            return Reply(200, {}, api_key, raw=orjson.dumps(jobs))  # a JSON array
+        if method == "DELETE":
+            if job_path is None:
+                return error_reply(400, ERR_JOB_PATH)
+            with self._lock:
+                today = day_of(self.clock())
+                removed = self._deletion_jobs.remove(api_key, *job_path, today)
+            if isinstance(removed, Reply):
+                return with_facts(removed, api_key)
+            entry = removed.to_dict()
+            del entry["user_id"]
+            return Reply(200, entry, api_key)
+        if body is None:
+            return too_large_reply()
+        request = parse_deletion_request(body)
+        if isinstance(request, Reply):
+            return with_facts(request, api_key)
+        return self._schedule_deletions(api_key, request)
+
+    def _schedule_deletions(self, api_key: str, request: DeletionRequest) -> Reply:
+        """Resolve the ids against the stored events, then schedule the known ones."""
+        with self._lock:
+            self._index_amplitude_ids()
+            today = day_of(self.clock())
+            known: dict[int, ScheduledId] = {}
+            invalid: list[str | int] = []
+            ids = self._amplitude_ids
+            resolved: list[tuple[str | int, int | None]] = [
+                (user_id, ids.get((api_key, "user_id", user_id))) for user_id in request.user_ids
+            ]
+            for sent_id in request.amplitude_ids:
+                owner = self._amplitude_owners.get(sent_id)
+                resolved.append((sent_id, sent_id if owner and owner[0] == api_key else None))
+            for sent, amplitude_id in resolved:
+                if amplitude_id is None:
+                    invalid.append(sent)
+                elif amplitude_id not in known:
+                    user_id = self._amplitude_owners[amplitude_id][1]
+                    known[amplitude_id] = ScheduledId(
+                        amplitude_id, user_id, request.requester, today
+                    )
+            if invalid and not request.ignore_invalid_id:
+                return error_reply(400, ERR_INVALID_IDS, invalid_ids=invalid)
+            job = self._deletion_jobs.schedule(api_key, today, list(known.values()))
+            body: JSONDict = {
+                "day": job.day.isoformat(),
+                "status": job.status(today),
+                "amplitude_ids": [job.entries[a].to_dict() for a in known],
+            }
+        if request.ignore_invalid_id:
+            body["invalid_ids"] = invalid
+        return Reply(200, body, api_key)
+
+    def _index_amplitude_ids(self) -> None:
+        """Give an amplitude id to each user (user_id, else device_id) of the events stored
+        since the last call, in arrival order. Caller holds the lock."""
+        ids, owners = self._amplitude_ids, self._amplitude_owners
+        for record in self._events[self._amplitude_indexed :]:
+            api_key, user_id, device_id = record[0], record[1], record[2]
+            key = (api_key, "user_id", user_id) if user_id else (api_key, "device_id", device_id)
+            if key not in ids:
+                amplitude_id = FIRST_AMPLITUDE_ID + len(ids)
+                ids[key] = amplitude_id
+                owners[amplitude_id] = (api_key, user_id)
+        self._amplitude_indexed = len(self._events)
+
+    def _record_deletion(
+        self,
+        method: str,
+        path: str,
+        size: int,
+        api_key: str | None,
+        reply: Reply,
+        user_ids: list[str],
+        amplitude_ids: list[int],
+    ) -> None:
+        """Log a deletion request in the request log and in the deletion requests."""
+        entry: JSONDict = {
+            "at": self.clock(),
+            "method": method,
+            "route": path,
+            "api_key": key_fingerprint(api_key),
+            "ids": len(user_ids) + len(amplitude_ids),
+            "user_ids": user_ids,
+            "amplitude_ids": amplitude_ids,
+            "status": reply.status,
+        }
+        with self._lock:
+            self._deletion_log.append(entry)
+        response = _redacted(reply) if reply.raw is None else reply.raw.decode("utf-8", "replace")
+        self._record(method, path, size, reply.status, response, api_key, None, None)
+
+    def amplitude_id(self, user_id: str, api_key: str | None = None) -> int | None:
+        """The amplitude id the emulator gave ``user_id`` (in ``api_key``'s project, or the
+        first project that sent it), or None when no event was stored for it."""
+        with self._lock:
+            self._index_amplitude_ids()
+            for (key, kind, ident), amplitude_id in self._amplitude_ids.items():
+                if kind == "user_id" and ident == user_id and api_key in (None, key):
+                    return amplitude_id
+        return None
+
+    def deletion_jobs(self) -> list[JSONDict]:
+        """Every project's deletion jobs, by day (API keys fingerprinted)."""
+        with self._lock:
+            today = day_of(self.clock())
+            return [
+                {"api_key": key_fingerprint(job.api_key), **job.to_dict(today)}
+                for job in self._deletion_jobs.all()
+            ]
+
+    def deletion_requests(self) -> list[JSONDict]:
+        """Every request to the User Privacy API: ``at`` (clock seconds), method, route,
+        API key fingerprint, ``ids`` (how many were sent), the ids, and the status."""
+        with self._lock:
+            return [copy.deepcopy(entry) for entry in self._deletion_log]
+
     def patch_config(self, patch: Mapping[str, Any]) -> EmulatorConfig:
         """Apply a partial config atomically; raises ConfigError."""
         with self._lock:
             self.config = apply_config_patch(self.config, patch)
             return self.config
+
+
+def _sent_ids(method: str, path: str, body: bytes | None) -> tuple[list[str], list[int]]:
+    """The ids a deletion request carries, as far as they can be read (for the log)."""
+    if method == "DELETE":
+        job = parse_job_path(path)
+        return [], [] if job is None else [job[0]]
+    if method != "POST" or not body:
+        return [], []
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return [], []
+    if not isinstance(data, dict):
+        return [], []
+    user_ids, amplitude_ids = data.get("user_ids"), data.get("amplitude_ids")
+    return (
+        [u for u in user_ids if isinstance(u, str)] if isinstance(user_ids, list) else [],
+        [a for a in amplitude_ids if type(a) is int] if isinstance(amplitude_ids, list) else [],
+    )
 
 
 def _id_counts(events: Iterable[JSONDict]) -> Counter[IdKey]:
