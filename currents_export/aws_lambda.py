@@ -48,11 +48,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import tomllib
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 
@@ -64,9 +65,21 @@ from currents_export.aws_events import (
     parse_invocation,
     sqs_response,
 )
+from currents_export.deletions.submit import submit_deletions
 from currents_export.mapping.settings import DEFAULT_SALT_ENV
-from currents_export.observability import emf_line, object_fields, setup_json_logging
-from currents_export.run import AwsCallLimits, build_pipeline, open_destinations
+from currents_export.observability import (
+    deletions_emf_line,
+    emf_line,
+    object_fields,
+    setup_json_logging,
+)
+from currents_export.run import (
+    AwsCallLimits,
+    build_pipeline,
+    build_privacy_client,
+    open_deletion_store,
+    open_destinations,
+)
 from currents_export.secretstore import ClientFactory, SecretError, fetch_secret
 from currents_export.settings import (
     CONFIG_VARIABLE,
@@ -93,7 +106,8 @@ IAM_ACTIONS = frozenset({
     "s3:GetObject",  # sources.s3: streaming reads
     "s3:PutObject",  # deadletter.S3DeadLetter
     "dynamodb:GetItem", "dynamodb:UpdateItem",  # ledger.dynamodb
-    "secretsmanager:GetSecretValue",  # apikey (AMPLITUDE_API_KEY_SECRET), the salt's secret
+    "dynamodb:PutItem", "dynamodb:Query",  # deletions.store: deletions, their sparse index
+    "secretsmanager:GetSecretValue",  # the API key, the secret key, the salt's secret
     "ssm:GetParameter",  # the salt, with CURRENTS_EXPORT_PII_SALT_PARAMETER
     "kms:GenerateDataKey", "kms:Decrypt",  # SSE-KMS dead letter (…_DEAD_LETTER_KMS_KEY)
 })
@@ -216,8 +230,36 @@ class Runtime:
         self._resources = ExitStack()  # open for the life of the container
         self.destinations = open_destinations(self.settings, self._resources, aws=limits,
                                               check=False)
-        self.s3 = self.destinations.s3
+        s3 = self.destinations.s3
+        assert s3 is not None  # the dead letter is s3:// (lambda_settings)
+        self.s3 = s3
         self.api_key = ApiKeyProvider.from_settings(self.settings)
+        self._secret_key: str | None = None
+
+    def secret_key(self) -> str:
+        """The project's secret key (User Privacy API): the variable, else Secrets Manager
+        or SSM, read once per container and never logged."""
+        if self._secret_key is None:
+            settings = self.settings
+            if settings.secret_key:
+                self._secret_key = settings.secret_key
+            elif settings.secret_key_secret or settings.secret_key_parameter:
+                kind: Literal["secret", "parameter"] = (
+                    "secret" if settings.secret_key_secret else "parameter")
+                try:
+                    self._secret_key = fetch_secret(
+                        kind, settings.secret_key_secret or settings.secret_key_parameter or "",
+                        what="the Amplitude secret key", json_fields=("secret_key",),
+                        client_factory=boto3.client)
+                except SecretError as exc:
+                    raise LambdaConfigError(f"CURRENTS_EXPORT_SECRET_KEY_"
+                                            f"{kind.upper()}: {exc}") from None
+            else:
+                raise LambdaConfigError(
+                    "deletions need the project's secret key: set "
+                    "CURRENTS_EXPORT_SECRET_KEY_SECRET (Secrets Manager) or "
+                    "CURRENTS_EXPORT_SECRET_KEY_PARAMETER (SSM)")
+        return self._secret_key
 
     def __repr__(self) -> str:  # never the key (nor the salt, in settings.mapping)
         return (f"Runtime(state={self.settings.state!r}, "
@@ -242,9 +284,15 @@ def reset_runtime() -> None:
     _runtime = None
 
 
+SUBMIT_DELETIONS = {"currents_export": "submit_deletions"}  # the schedule's input
+
+
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
-    """Process the objects an event names; report failures the way the trigger expects."""
+    """Process the objects an event names; report failures the way the trigger expects.
+    The schedule's event (:data:`SUBMIT_DELETIONS`) submits the due deletions instead."""
     current = runtime()
+    if dict(event) == SUBMIT_DELETIONS:
+        return _submit_deletions(current, context)
     invocation = parse_invocation(event)
     stop = Stop.after(_remaining_s(context) - current.settings.deadline_margin_s)
     outcomes = {}
@@ -253,6 +301,30 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
             log.info("ignored", extra={"fields": {"reason": reason, "item": item.item_id}})
         outcomes[item.item_id] = _process_item(current, item, stop)
     return _response(invocation, outcomes)
+
+
+def _submit_deletions(current: Runtime, context: Any) -> dict[str, Any]:
+    """Resolve and submit the due deletions, within the deadline (the rest waits for the
+    next schedule); one log line and one EMF line."""
+    settings = current.settings
+    if not settings.deletions.enabled:
+        log.warning("deletions submit scheduled but deletions are off",
+                    extra={"fields": {"hint": "add [deletions] to CURRENTS_EXPORT_CONFIG"}})
+        return {"deletions": "off"}
+    stop = Stop.after(_remaining_s(context) - settings.deadline_margin_s)
+    with ExitStack() as stack:
+        store = open_deletion_store(settings, current.destinations.ledger)
+        client = build_privacy_client(settings, current.api_key.get(), current.secret_key(),
+                                      stack)
+        report = submit_deletions(store, client, grace_s=settings.deletions.grace_period_s,
+                                  now=time.time(), stopped=lambda: stop.stopped)
+    figures = report.to_json()
+    log.log(logging.ERROR if report.error else logging.INFO, "deletions submitted",
+            extra={"fields": figures})
+    print(deletions_emf_line(figures), flush=True)
+    if report.error and "deadline" not in report.error:
+        raise RuntimeError(f"deletions not all submitted: {report.error}")
+    return {"deletions": figures}
 
 
 def _remaining_s(context: Any) -> float:

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -34,6 +35,8 @@ from currents_export.backfill import (
 from currents_export.config import REQUEST_LIMITS
 from currents_export.currents.schemas import pii_fields
 from currents_export.deadletter import DeadLetterConfigError
+from currents_export.deletions.store import DeletionStore
+from currents_export.deletions.submit import deletion_status, render_status, submit_deletions
 from currents_export.display import LiveProgress
 from currents_export.errors import (
     EXIT_CONFIG,
@@ -44,14 +47,24 @@ from currents_export.errors import (
     CurrentsExportError,
     ObjectError,
 )
+from currents_export.ledger import LedgerConfigError, open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapped_records, mapper_for
 from currents_export.observability import quiet_wire_logs
 from currents_export.pipeline import Pipeline
 from currents_export.redrive import Redrive
-from currents_export.run import build_client, build_run, check_outputs, resolve_api_key
+from currents_export.run import (
+    build_client,
+    build_privacy_client,
+    build_run,
+    check_outputs,
+    open_deletion_store,
+    resolve_api_key,
+    resolve_secret_key,
+)
 from currents_export.settings import (
     BACKFILL,
     CONFIG_VARIABLE,
+    DELETIONS,
     INSPECT,
     REDRIVE,
     REPLAY,
@@ -493,6 +506,84 @@ def status_command(show_all: bool, as_json: bool, **params: Any) -> None:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(render_text(states, source=state, show_all=show_all))
+
+
+@main.group(short_help="Submit Braze deletions to Amplitude; show what became of them.")
+def deletions() -> None:
+    """Braze users.UserDeleteRequest → Amplitude User Privacy API (README: "Deletions").
+
+    Runs record delete requests and learn which Amplitude user ids each Braze id had when
+    the --config file has a [deletions] table; `submit` sends the due ones, `status` shows
+    them all."""
+
+
+@deletions.command("submit", short_help="Resolve the due deletions and submit them.")
+@_settings_options(DELETIONS)
+@click.option("--grace-period", type=click.FloatRange(0), metavar="SECONDS",
+              help="Submit deletions recorded at least this long ago (overrides [deletions] "
+                   "grace_period_s; default 3600: events queued in the same hour first).")
+@_verbose_option()
+def deletions_submit(grace_period: float | None, verbose: int, **params: Any) -> None:
+    """Resolve each due deletion to the Amplitude user ids its Braze id was sent with and
+    submit them (100 per request, one request a second); --dry-run lists them instead."""
+    _setup_logging(verbose)
+    settings = _deletions_settings(params)
+    grace = settings.deletions.grace_period_s if grace_period is None else grace_period
+    with ExitStack() as stack, _stop_on_signals(Stop()):
+        store = _deletion_store(settings, stack)
+        deleter = None
+        if not settings.dry_run:
+            deleter = build_privacy_client(settings, resolve_api_key(settings, _warn),
+                                           resolve_secret_key(settings, _warn), stack)
+        report = submit_deletions(store, deleter, grace_s=grace, now=time.time())
+    click.echo(report.render())
+    _write_json(settings, {"deletions": report.to_json()})
+    sys.exit(EXIT_UNFINISHED if report.error else EXIT_OK)
+
+
+@deletions.command("status", short_help="Deletions recorded, submitted and unresolved.")
+@_settings_options(DELETIONS)
+@click.option("--all", "show_all", is_flag=True, help="List the submitted deletions too.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def deletions_status(show_all: bool, as_json: bool, **params: Any) -> None:
+    """Every deletion recorded: pending (and since when), submitted (the Amplitude job's
+    day and status), unresolved (and why)."""
+    settings = _deletions_settings(params)
+    with ExitStack() as stack:
+        found = list(_deletion_store(settings, stack).deletions())
+    status = deletion_status(found, grace_s=settings.deletions.grace_period_s,
+                             now=time.time(), show_all=show_all)
+    click.echo(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() if as_json
+               else render_status(status))
+
+
+def _deletions_settings(params: dict[str, Any]) -> Settings:
+    settings = _settings(DELETIONS, params)
+    if not settings.deletions.enabled:
+        raise SettingsError("deletions are off: add a [deletions] table to the --config file "
+                            "(see the README's Deletions section)")
+    return settings
+
+
+def _deletion_store(settings: Settings, stack: ExitStack) -> DeletionStore:
+    try:
+        ledger = open_ledger(settings.state)
+    except LedgerConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    stack.callback(ledger.close)
+    store = open_deletion_store(settings, ledger)
+    stack.callback(store.close)
+    return store
+
+
+def _write_json(settings: Settings, data: dict[str, Any]) -> None:
+    if settings.summary_json:
+        try:
+            Path(settings.summary_json).write_bytes(
+                orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            click.echo(f"Error: --summary-json {settings.summary_json}: "
+                       f"{exc.strerror or exc}", err=True)
 
 
 @main.command(short_help="Show a file's schema, mapping and mapped samples.")

@@ -133,3 +133,26 @@ def emf_line(report: ObjectReport, now_ms: int | None = None) -> str:
         **metrics,
     }
     return orjson.dumps(document).decode()
+
+
+def deletions_emf_line(figures: dict[str, Any], now_ms: int | None = None) -> str:
+    """A CloudWatch EMF document for one deletions submit (``SubmitReport.to_json()``)."""
+    unresolved = figures.get("unresolved") or {}
+    metrics: dict[str, float] = {
+        "DeletionsDue": figures.get("due", 0),
+        "DeletionsSubmitted": figures.get("submitted", 0),
+        "DeletionUserIdsSubmitted": figures.get("user_ids", 0),
+        "DeletionsUnresolved": sum(unresolved.values()),
+        "DeletionsFailed": 1 if figures.get("error") else 0,
+    }
+    document: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000) if now_ms is None else now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE, "Dimensions": [[]],
+                "Metrics": [{"Name": name, "Unit": "Count"} for name in metrics],
+            }],
+        },
+        **metrics,
+    }
+    return orjson.dumps(document).decode()

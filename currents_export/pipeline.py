@@ -45,6 +45,13 @@ from currents_export.config import (
     RequestLimits,
 )
 from currents_export.deadletter import DeadLetter
+from currents_export.deletions.tracker import (
+    DELETE_REQUEST_TYPE,
+    DELETED_USER,
+    DELETION_REQUEST,
+    DeletionTracker,
+    NoDeletions,
+)
 from currents_export.display import ProgressSnapshot
 from currents_export.errors import (
     MAPPING_ERROR,
@@ -64,9 +71,11 @@ from currents_export.mapping import (
     Mapped,
     MappingOptions,
     Rejected,
+    Skipped,
     mapped_records,
 )
 from currents_export.mapping.mapper import redacted_record
+from currents_export.mapping.stream import Outcome
 from currents_export.progress import (
     DEAD_LETTERED,
     DUPLICATE,
@@ -214,6 +223,8 @@ class Pipeline:
     stop: Stop | None = None  # a deadline or a signal; the client's when there is a client
     on_object: Callable[[ObjectReport], None] | None = None  # progress display, logs
     seen_ids: SeenIds = field(default_factory=lambda: SeenIds())
+    # [deletions]: learn user ids, record delete requests, skip deleted users' events
+    deletions: DeletionTracker | NoDeletions = field(default_factory=NoDeletions)
     max_open_objects: int = MAX_OPEN_OBJECTS
     _lanes: Outbox[EventRef] = field(init=False, repr=False)  # while running; _IDLE else
     _books: _Bookkeeper | None = field(default=None, init=False, repr=False)
@@ -296,6 +307,8 @@ class Pipeline:
             summary.interrupted = self._stop.requested
             self.dead_letter.flush()
             summary.dead_letter_file = self.dead_letter.location
+            if self.deletions.counts is not None:
+                summary.deletions = self.deletions.counts.to_json()
         return summary
 
     def _ended(self) -> str | None:
@@ -520,6 +533,7 @@ class Pipeline:
         report.newest_event_ms = progress.newest_event_ms
         if error is None:
             try:
+                self.deletions.flush()  # the user ids learned from it, before it is done
                 self.ledger.complete(progress.object_id, report.figures())
                 return
             except Exception as exc:  # delivered, but not recorded: the next run re-sends,
@@ -583,6 +597,7 @@ class Pipeline:
             if checkpoint.next_index <= progress.saved_index:
                 return
             self.dead_letter.flush()  # the dead-lettered records before it must be durable
+            self.deletions.flush()  # and the user ids learned from the records before it
             self.ledger.save_progress(
                 progress.object_id, checkpoint.next_index, checkpoint.tally.tally_json()
             )
@@ -591,10 +606,12 @@ class Pipeline:
     def _read(self, obj: _Open) -> None:
         source, report, progress = obj.source, obj.report, obj.progress
         stop = self._stop
+        deletions = self.deletions
         with source.open() as fileobj:
             records = mapped_records(fileobj, source.uri, self.options, source.key_event_type,
                                      start=progress.resumed_from, repeated=self._repeated)
             report.event_type = records.event_type
+            delete_requests = records.event_type == DELETE_REQUEST_TYPE
             read = unusable = 0
             for index, record, result in records:
                 progress.read()
@@ -608,6 +625,8 @@ class Pipeline:
                         )
                     if obj.error is not None:  # some of its events failed: read no further,
                         raise obj.error        # its later events would overtake them
+                if deletions.active and not isinstance(result, Duplicate):
+                    result = self._deletion_outcome(delete_requests, record, result)
                 if isinstance(result, Mapped):
                     try:
                         payload = self._checked_payload(result.event)
@@ -638,6 +657,27 @@ class Pipeline:
                 else:
                     self._resolve(obj, index, SKIPPED, result.reason)
                     obj.in_hand = False
+
+    def _deletion_outcome(self, delete_request: bool, record: dict[str, Any],
+                          result: Outcome) -> Outcome:
+        """[deletions]: a delete request is recorded (and skipped: it is not an event); a
+        mapped event teaches the identity map its user id; a deleted user's record is then
+        skipped whatever its outcome (nothing of theirs is sent or dead-lettered again)."""
+        braze_id = record.get("user_id")
+        if not isinstance(braze_id, str) or not braze_id:
+            return result
+        deletions = self.deletions
+        key = deletions.key(braze_id)
+        if delete_request:
+            time_s = record.get("time")
+            deletions.request(key, float(time_s) if isinstance(time_s, int | float) else 0.0)
+            return Skipped(DELETION_REQUEST)
+        if isinstance(result, Mapped):  # learned even when not sent: an earlier run may
+            deletions.observe(key, result.event.get("user_id") or "")  # have sent it
+        if deletions.is_deleted(key):
+            deletions.skipped(key)
+            return Skipped(DELETED_USER)
+        return result
 
     def _checked_payload(self, event: dict[str, Any]) -> bytes | str:
         """The event as sent, or the reason its ids are refused (a str)."""

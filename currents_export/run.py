@@ -19,21 +19,33 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.dryrun import DryRun, Sender
 from currents_export.awserrors import explain
 from currents_export.config import REQUEST_LIMITS, THROTTLE_PAUSE_S, RetryPolicy, endpoint_url
 from currents_export.deadletter import DeadLetter, DeadLetterConfigError, open_dead_letter
+from currents_export.deletions.privacy import PrivacyClient, privacy_url
+from currents_export.deletions.store import (
+    DeletionStore,
+    DynamoDbDeletionStore,
+    SqliteDeletionStore,
+)
+from currents_export.deletions.tracker import DeletionTracker, NoDeletions
 from currents_export.errors import ConfigurationError, OutputPathError
 from currents_export.ledger import Ledger, LedgerConfigError, NoLedger, open_ledger
+from currents_export.ledger.dynamodb import DynamoDbLedger
+from currents_export.ledger.sqlite import SqliteLedger
 from currents_export.pipeline import Pipeline
 from currents_export.privatefiles import open_private_for_writing
 from currents_export.settings import Settings, SettingsError
 from currents_export.sources.s3 import s3_client
 from currents_export.stopping import Stop
 from currents_export.summary import ObjectReport
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +72,8 @@ class Destinations:
 
     ledger: Ledger
     dead_letter: DeadLetter
-    s3: Any  # a boto3 S3 client, or None when nothing here needs S3
+    s3: S3Client | None  # None when nothing here needs S3
+    deletions: DeletionStore | None = None  # [deletions] on (and not a dry run)
 
 
 def check_outputs(settings: Settings) -> None:
@@ -137,21 +150,42 @@ def resolve_api_key(settings: Settings, warn: Callable[[str], None]) -> str | No
     return key or None
 
 
+def resolve_secret_key(settings: Settings, warn: Callable[[str], None]) -> str:
+    """The secret key (User Privacy API) from --secret-key-file or the variable."""
+    if settings.secret_key and settings.secret_key_file:
+        raise SettingsError(f"give the secret key once: {settings.origin('secret_key')} or "
+                            f"{settings.origin('secret_key_file')}")
+    if settings.secret_key_file:
+        return _read_key_file(settings.secret_key_file, "--secret-key-file", warn)
+    if settings.secret_key:
+        if settings.origin("secret_key") == "--secret-key":
+            warn("--secret-key on the command line is visible to every user of this machine; "
+                 "set AMPLITUDE_SECRET_KEY or use --secret-key-file PATH instead.")
+        return settings.secret_key
+    raise SettingsError("no Amplitude secret key (the User Privacy API needs the project's "
+                        "API key and secret key): set AMPLITUDE_SECRET_KEY or pass "
+                        "--secret-key-file (or use --dry-run to submit nothing)")
+
+
 def _read_api_key_file(path: str, warn: Callable[[str], None]) -> str:
+    return _read_key_file(path, "--api-key-file", warn)
+
+
+def _read_key_file(path: str, flag: str, warn: Callable[[str], None]) -> str:
     try:
         with open(path, "rb") as file:
             mode = os.fstat(file.fileno()).st_mode
             text = file.read().decode("utf-8").strip()
     except FileNotFoundError:
-        raise ConfigurationError(f"--api-key-file {path}: no such file") from None
+        raise ConfigurationError(f"{flag} {path}: no such file") from None
     except UnicodeDecodeError:
-        raise ConfigurationError(f"--api-key-file {path}: not UTF-8 text") from None
+        raise ConfigurationError(f"{flag} {path}: not UTF-8 text") from None
     except OSError as exc:
-        raise ConfigurationError(f"--api-key-file {path}: {exc.strerror or exc}") from None
+        raise ConfigurationError(f"{flag} {path}: {exc.strerror or exc}") from None
     if not text:
-        raise ConfigurationError(f"--api-key-file {path}: the file is empty")
+        raise ConfigurationError(f"{flag} {path}: the file is empty")
     if mode & 0o077:
-        warn(f"--api-key-file {path} can be read by other users (mode {mode & 0o777:o}); "
+        warn(f"{flag} {path} can be read by other users (mode {mode & 0o777:o}); "
              f"chmod 600 {path}")
     return text
 
@@ -208,7 +242,11 @@ def open_destinations(
     stack.callback(dead_letter.close)
     if check:
         ledger.state("currents-export:check")  # a missing table or bad file: exit 2
-    return Destinations(ledger=ledger, dead_letter=dead_letter, s3=s3)
+    deletions = None
+    if settings.deletions.enabled and not settings.dry_run:
+        deletions = open_deletion_store(settings, ledger)
+        stack.callback(deletions.close)
+    return Destinations(ledger=ledger, dead_letter=dead_letter, s3=s3, deletions=deletions)
 
 
 def _check_bucket(s3: Any, uri: str) -> None:
@@ -260,6 +298,8 @@ def build_pipeline(
         retry_failed=settings.retry_failed,
         stop=stop,
         on_object=on_object,
+        deletions=(NoDeletions() if destinations.deletions is None
+                   else DeletionTracker(destinations.deletions)),
     )
 
 
@@ -275,3 +315,28 @@ def build_run(
     destinations = open_destinations(settings, stack)
     return build_pipeline(settings, destinations, stack, stop=stop, api_key=api_key,
                           on_object=on_object)
+
+
+def open_deletion_store(settings: Settings, ledger: Ledger) -> DeletionStore:
+    """The identity map and deletions, kept with ``ledger`` (closed with it)."""
+    if isinstance(ledger, DynamoDbLedger):
+        return DynamoDbDeletionStore(ledger.client, ledger.table,
+                                     identity_ttl_days=settings.deletions.identity_ttl_days)
+    if isinstance(ledger, SqliteLedger):
+        return SqliteDeletionStore(ledger.path)
+    raise SettingsError(f"--state {settings.state}: deletions need a SQLite or DynamoDB ledger")
+
+
+def build_privacy_client(
+    settings: Settings, api_key: str | None, secret_key: str, stack: ExitStack
+) -> PrivacyClient:
+    """The User Privacy API client (closed with ``stack``); same region or base URL as
+    the uploads."""
+    if not api_key:
+        raise SettingsError("no Amplitude API key: set AMPLITUDE_API_KEY or pass "
+                            "--api-key-file (the User Privacy API needs it with the secret key)")
+    client = PrivacyClient(privacy_url(settings.region, settings.amplitude_url), api_key,
+                           secret_key, requests_per_second=settings.deletions.requests_per_second,
+                           requester=settings.deletions.requester)
+    stack.callback(client.close)
+    return client

@@ -28,6 +28,7 @@ from currents_export.config import (
     DEFAULT_MIN_ID_LENGTH,
     DEFAULT_STATE_PATH,
 )
+from currents_export.deletions.options import DeletionOptions, deletion_options
 from currents_export.errors import ConfigurationError
 from currents_export.mapping import MappingOptions
 from currents_export.mapping.settings import MappingConfigError, mapping_options
@@ -35,14 +36,14 @@ from currents_export.mapping.settings import MappingConfigError, mapping_options
 ENV_PREFIX = "CURRENTS_EXPORT_"
 
 # The places an option may be used: the commands, and the Lambda.
-REPLAY, BACKFILL, REDRIVE, INSPECT, STATUS, LAMBDA = (
-    "replay", "backfill", "redrive", "inspect", "status", "lambda")
+REPLAY, BACKFILL, REDRIVE, INSPECT, STATUS, DELETIONS, LAMBDA = (
+    "replay", "backfill", "redrive", "inspect", "status", "deletions", "lambda")
 _RUNS = frozenset({REPLAY, BACKFILL, LAMBDA})  # read objects, map them, upload
 _LOCAL_RUNS = frozenset({REPLAY, BACKFILL})
 _UPLOADS = _RUNS | {REDRIVE}
 _CLI_UPLOADS = _LOCAL_RUNS | {REDRIVE}
 _MAPPING = _RUNS | {INSPECT}
-PLACES = (REPLAY, BACKFILL, REDRIVE, INSPECT, STATUS, LAMBDA)
+PLACES = (REPLAY, BACKFILL, REDRIVE, INSPECT, STATUS, DELETIONS, LAMBDA)
 
 
 class SettingsError(ConfigurationError):
@@ -94,18 +95,28 @@ OPTIONS: tuple[Option, ...] = (
     # Where Amplitude is, and how to talk to it.
     Option("api_key", str, None, "Amplitude project API key. Prefer the variable or "
            "--api-key-file: a command line is visible to every user (ps).",
-           _UPLOADS, aliases=("AMPLITUDE_API_KEY",), secret=True),
+           _UPLOADS | {DELETIONS}, aliases=("AMPLITUDE_API_KEY",), secret=True),
     Option("api_key_file", str, None, "Read the Amplitude API key from this file (owner-only, "
-           "e.g. chmod 600).", _CLI_UPLOADS, metavar="PATH"),
+           "e.g. chmod 600).", _CLI_UPLOADS | {DELETIONS}, metavar="PATH"),
     Option("api_key_secret", str, None, "Read the API key from this Secrets Manager secret "
            "(id or ARN; the key, or JSON with api_key).", frozenset({LAMBDA}),
            aliases=("AMPLITUDE_API_KEY_SECRET",)),
     Option("api_key_parameter", str, None, "Read the API key from this SSM SecureString "
            "parameter.", frozenset({LAMBDA}), aliases=("AMPLITUDE_API_KEY_PARAMETER",)),
-    Option("region", str, "us", "Amplitude data centre.", _UPLOADS, choices=("us", "eu"),
-           aliases=("AMPLITUDE_REGION",)),
+    Option("secret_key", str, None, "Amplitude project secret key, for the User Privacy API "
+           "(deletions). Prefer the variable or --secret-key-file.",
+           frozenset({DELETIONS, LAMBDA}), aliases=("AMPLITUDE_SECRET_KEY",), secret=True),
+    Option("secret_key_file", str, None, "Read the Amplitude secret key from this file "
+           "(owner-only, e.g. chmod 600).", frozenset({DELETIONS}), metavar="PATH"),
+    Option("secret_key_secret", str, None, "Read the secret key from this Secrets Manager "
+           "secret (id or ARN; the key, or JSON with secret_key).", frozenset({LAMBDA})),
+    Option("secret_key_parameter", str, None, "Read the secret key from this SSM "
+           "SecureString parameter.", frozenset({LAMBDA})),
+    Option("region", str, "us", "Amplitude data centre.", _UPLOADS | {DELETIONS},
+           choices=("us", "eu"), aliases=("AMPLITUDE_REGION",)),
     Option("amplitude_url", str, None, "Base URL of the Amplitude API (overrides --region), "
-           "e.g. the local emulator.", _UPLOADS, aliases=("AMPLITUDE_URL",), metavar="URL"),
+           "e.g. the local emulator.", _UPLOADS | {DELETIONS}, aliases=("AMPLITUDE_URL",),
+           metavar="URL"),
     Option("api", str, "batch", "HTTP API v2 (http, /2/httpapi) or the Batch API (batch, "
            "/batch).", _UPLOADS, choices=("http", "batch"), aliases=("AMPLITUDE_API",)),
     Option("min_id_length", int, DEFAULT_MIN_ID_LENGTH, "Shortest user_id/device_id "
@@ -133,7 +144,7 @@ OPTIONS: tuple[Option, ...] = (
     # Where the run keeps its state and what it could not deliver.
     Option("state", str, DEFAULT_STATE_PATH, "Ledger of finished objects: a SQLite file path, "
            "or dynamodb://TABLE (the Lambda's; LEDGER_TABLE=TABLE means the same).",
-           _RUNS | {STATUS}, aliases=("LEDGER_TABLE",), metavar="PATH|dynamodb://TABLE",
+           _RUNS | {STATUS, DELETIONS}, aliases=("LEDGER_TABLE",), metavar="PATH|dynamodb://TABLE",
            default_text=f"{DEFAULT_STATE_PATH} (the Lambda: required, dynamodb://)"),
     Option("checkpoint_every", int, 5_000, "Records between progress checkpoints inside an "
            "object.", _RUNS, minimum=1),
@@ -146,10 +157,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("output", str, None, "Also write the mapped events as JSON lines to this file.",
            _LOCAL_RUNS, metavar="PATH"),
     Option("summary_json", str, None, "Write the run summary as JSON to this file.",
-           _CLI_UPLOADS, metavar="PATH"),
+           _CLI_UPLOADS | {DELETIONS}, metavar="PATH"),
     # How the run goes.
     Option("dry_run", bool, False, "Map everything, send nothing, mark nothing done; the "
-           "ledger is not read either (it shows everything that would be sent).", _LOCAL_RUNS),
+           "ledger is not read either (it shows everything that would be sent). For "
+           "deletions: list what would be deleted, submit nothing.", _LOCAL_RUNS | {DELETIONS}),
     Option("force", bool, False, "Process objects even if the ledger says they are done (or "
            "failed permanently); warns when they were finished more than 7 days ago "
            "(Amplitude drops a repeated insert_id only for 7 days).", _LOCAL_RUNS),
@@ -189,6 +201,10 @@ class Settings:
     api_key_file: str | None = None
     api_key_secret: str | None = None
     api_key_parameter: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    secret_key_file: str | None = None
+    secret_key_secret: str | None = None
+    secret_key_parameter: str | None = None
     region: str = "us"
     amplitude_url: str | None = None
     api: str = "batch"
@@ -215,6 +231,7 @@ class Settings:
     pii_salt_parameter: str | None = None
     config: str | None = None  # the TOML file the values came from, if any
     mapping: MappingOptions = field(default_factory=MappingOptions)  # repr hides the salt
+    deletions: DeletionOptions = field(default_factory=DeletionOptions)  # [deletions]
     origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def origin(self, name: str) -> str:
@@ -261,9 +278,10 @@ def load_settings(
     file_values: dict[str, tuple[Any, str]] = {}
     mapping = MappingOptions()
     mapping_given: dict[str, Any] = {}
+    deletions = DeletionOptions()
     if config_path:
         config_origin = "--config" if config_flag else CONFIG_VARIABLE
-        file_values, mapping, mapping_given = _read_file(
+        file_values, mapping, mapping_given, deletions = _read_file(
             place, config_path, known, environ_for_mapping or environ, config_origin)
 
     for name, option in known.items():
@@ -287,7 +305,8 @@ def load_settings(
     )
     if "min_id_length" not in values and mapping.min_id_length is not None:
         values["min_id_length"] = mapping.min_id_length
-    return Settings(place=place, config=config_path, mapping=mapping, origins=origins,
+    return Settings(place=place, config=config_path, mapping=mapping, deletions=deletions,
+                    origins=origins,
                     **values)
 
 
@@ -356,9 +375,10 @@ def _in_range(option: Option, value: Any, origin: str, shown: str) -> Any:
 def _read_file(
     place: str, path: str, known: Mapping[str, Option], environ: Mapping[str, str],
     origin: str,
-) -> tuple[dict[str, tuple[Any, str]], MappingOptions, dict[str, Any]]:
-    """The file's option values (with their lines), its [mapping] options, and the values
-    [mapping] gives for options that also exist on their own (profile, …)."""
+) -> tuple[dict[str, tuple[Any, str]], MappingOptions, dict[str, Any], DeletionOptions]:
+    """The file's option values (with their lines), its [mapping] options, the values
+    [mapping] gives for options that also exist on their own (profile, …), and its
+    [deletions] options."""
     try:
         text = Path(path).read_text(encoding="utf-8")
         data = tomllib.loads(text)
@@ -369,6 +389,16 @@ def _read_file(
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{origin} {path}: not valid TOML ({exc})") from None
     lines = text.splitlines()
+    deletions = DeletionOptions()
+    deletions_table = data.pop("deletions", None)
+    if deletions_table is not None:
+        where = f"{path} line {_line(lines, 'deletions')}"
+        if not isinstance(deletions_table, dict):
+            raise SettingsError(f"{where}: deletions must be a table ([deletions])")
+        try:
+            deletions = deletion_options(deletions_table, where)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
     table = data.pop("mapping", None)
     mapping = MappingOptions()
     mapping_given: dict[str, Any] = {}
@@ -403,7 +433,7 @@ def _read_file(
         if name in mapping_given:
             raise SettingsError(f"{where}: {key} is also set in [mapping]; keep one")
         values[name] = (value, where)
-    return values, mapping, mapping_given
+    return values, mapping, mapping_given, deletions
 
 
 def _place_name(place: str) -> str:
@@ -420,7 +450,8 @@ def _line(lines: list[str], key: str) -> int | str:
 
 def option_table_markdown() -> str:
     """The README's option table (a test keeps the README in step with it)."""
-    short = {REPLAY: "R", BACKFILL: "B", REDRIVE: "D", INSPECT: "I", STATUS: "S", LAMBDA: "L"}
+    short = {REPLAY: "R", BACKFILL: "B", REDRIVE: "D", INSPECT: "I", STATUS: "S",
+             DELETIONS: "X", LAMBDA: "L"}
     rows = ["| option | variable | default | where | what |", "|---|---|---|---|---|"]
     for option in OPTIONS:
         where = "".join(short[p] for p in PLACES if p in option.places)
@@ -429,7 +460,8 @@ def option_table_markdown() -> str:
         allowed = f" One of: {', '.join(option.choices)}." if option.choices else ""
         rows.append(f"| {flag} | {variables} | {option.describe_default()} | {where} | "
                     f"{option.help}{allowed} |")
-    legend = ("where: R replay, B backfill, D redrive, I inspect, S status, L the Lambda. "
+    legend = ("where: R replay, B backfill, D redrive, I inspect, S status, X deletions "
+              "submit/status, L the Lambda. "
               "Command line > environment > `--config` file (`name = value`) > default.")
     return "\n".join(rows) + "\n\n" + legend + "\n"
 

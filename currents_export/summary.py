@@ -158,6 +158,7 @@ class RunSummary(Tally):
     configuration_error: str | None = None  # what stopped the run (exit 2)
     interrupted: bool = False  # a signal stopped the run
     worker_restarts: int = 0  # worker processes that died and were replaced (--workers)
+    deletions: dict[str, int] | None = None  # [deletions] on: this run's delete requests
 
     def add(self, report: ObjectReport) -> None:
         if report.status == "already_done":
@@ -199,6 +200,10 @@ class RunSummary(Tally):
         self.configuration_error = self.configuration_error or other.configuration_error
         self.interrupted = self.interrupted or other.interrupted
         self.worker_restarts += other.worker_restarts
+        if other.deletions is not None:
+            counts = self.deletions = self.deletions or {}
+            for name, count in other.deletions.items():
+                counts[name] = counts.get(name, 0) + count
         self.pending_records += other.pending_records
         self.resumed_records += other.resumed_records
         self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
@@ -241,6 +246,7 @@ class RunSummary(Tally):
             "configuration_error": self.configuration_error,
             "interrupted": self.interrupted,
             "worker_restarts": self.worker_restarts,
+            **({"deletions": self.deletions} if self.deletions is not None else {}),
         }
 
     @classmethod
@@ -268,6 +274,7 @@ class RunSummary(Tally):
             configuration_error=data.get("configuration_error"),
             interrupted=bool(data.get("interrupted", False)),
             worker_restarts=int(data.get("worker_restarts", 0)),
+            deletions=data.get("deletions"),
         )
 
     def render(self) -> str:
@@ -312,6 +319,12 @@ class RunSummary(Tally):
                 out.append(f"{label}: {details}")
         if self.dead_letter_file:
             out.append(f"dead letter: {self.dead_letter_file}")
+        if self.deletions:
+            counts = self.deletions
+            out.append(f"deletions: {counts.get('requested', 0)} delete requests recorded "
+                       f"({counts.get('repeated', 0)} repeated), "
+                       f"{counts.get('skipped_deleted_user', 0)} events of deleted users "
+                       "skipped; `currents-export deletions submit` sends them to Amplitude")
         if self.pending_records:
             out.append(f"pending (read, not finished; retried next run): {self.pending_records}")
         for failure in self.failures:

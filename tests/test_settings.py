@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -61,20 +62,26 @@ def as_toml(value: Any) -> str:
     return as_text(value) if isinstance(value, bool | int | float) else f'"{value}"'
 
 
-def from_command_line(command: str, args: list[str]) -> Settings:
+def command_of(place: str) -> click.Command:
+    """The click command of ``place`` (``deletions``: its ``submit`` subcommand)."""
+    command = cli.main.commands[place]
+    if isinstance(command, click.Group):
+        command = command.commands["submit"]
+    return command
+
+
+def from_command_line(place: str, args: list[str]) -> Settings:
     """The settings the real click command builds from ``args``."""
-    ctx = cli.main.commands[command].make_context(command, ["x"] * _arguments(command) + args)
+    command = command_of(place)
+    arguments = sum(1 for p in command.params if p.param_type_name == "argument")
+    ctx = command.make_context(place, ["x"] * arguments + args)
     with ctx:
-        return cli._settings(command, ctx.params)
-
-
-def _arguments(command: str) -> int:
-    return sum(1 for p in cli.main.commands[command].params if p.param_type_name == "argument")
+        return cli._settings(place, ctx.params)
 
 
 def test_the_settings_type_has_exactly_the_tables_options() -> None:
-    names = {f.name for f in dataclasses.fields(Settings)} - {"place", "config", "mapping",
-                                                               "origins"}
+    tables = {"place", "config", "mapping", "deletions", "origins"}  # not options
+    names = {f.name for f in dataclasses.fields(Settings)} - tables
     assert names == {option.name for option in OPTIONS}
     defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
     assert {o.name: o.default for o in OPTIONS} == {o.name: defaults[o.name] for o in OPTIONS}
@@ -82,7 +89,7 @@ def test_the_settings_type_has_exactly_the_tables_options() -> None:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_exactly_its_options_with_help(command: str) -> None:
-    params = {p.name: p for p in cli.main.commands[command].params}
+    params = {p.name: p for p in command_of(command).params}
     for option in options_for(command):
         param = params[option.name]
         assert option.flag in param.opts

@@ -50,6 +50,10 @@ from currents_export.ledger.base import (
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeDefinitionTypeDef,
+        GlobalSecondaryIndexTypeDef,
+    )
 
 IN_PROGRESS, DONE, FAILED = "IN_PROGRESS", "DONE", "FAILED"
 MOVED = "MOVED"  # a legacy item whose progress now lives under the object's identity
@@ -57,6 +61,22 @@ _SEALED_UNTIL = 253_402_300_799  # 9999-12-31T23:59:59Z: a moved item's lease ne
 MAX_ERROR_CHARS = 1_000
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _R = TypeVar("_R")
+
+# The deletions store (``deletions.store``) keeps its items in this table too: identities
+# and deletions, the latter listed through a sparse index (only they have its key).
+IDENTITY_PREFIX, DELETION_PREFIX = "identity#", "deletion#"
+NOT_OBJECTS = (IDENTITY_PREFIX, DELETION_PREFIX)
+DELETIONS_INDEX = "deletions"
+DELETIONS_INDEX_ATTRIBUTES: list[AttributeDefinitionTypeDef] = [
+    {"AttributeName": "deletion_queue", "AttributeType": "S"},
+    {"AttributeName": "requested_at", "AttributeType": "N"},
+]
+DELETIONS_INDEX_DEFINITION: GlobalSecondaryIndexTypeDef = {
+    "IndexName": DELETIONS_INDEX,
+    "KeySchema": [{"AttributeName": "deletion_queue", "KeyType": "HASH"},
+                  {"AttributeName": "requested_at", "KeyType": "RANGE"}],
+    "Projection": {"ProjectionType": "ALL"},
+}
 
 # A claim: the object is new, or not done and its lease is expired or ours.
 _CLAIM = ("attribute_not_exists(pk)"
@@ -115,14 +135,22 @@ class DynamoDbLedger:
     def __repr__(self) -> str:
         return f"DynamoDbLedger({self.table!r})"
 
+    @property
+    def client(self) -> Any:
+        """The DynamoDB client (the deletions store keeps its items in this table too)."""
+        return self._client
+
     @staticmethod
     def create_table(client: DynamoDBClient, table: str) -> None:
-        """Create an on-demand table keyed by ``pk`` (string), with TTL on ``expires_at``."""
+        """Create an on-demand table keyed by ``pk`` (string), with TTL on ``expires_at``
+        and the sparse index the deletions are listed through (``deletions.store``)."""
         client.create_table(
             TableName=table,
             BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  *DELETIONS_INDEX_ATTRIBUTES],
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            GlobalSecondaryIndexes=[DELETIONS_INDEX_DEFINITION],
         )
         client.get_waiter("table_exists").wait(
             TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
@@ -310,7 +338,7 @@ class DynamoDbLedger:
             page = self._call(self._client.scan, **arguments)
             for raw in page.get("Items", []):
                 item = _plain_item(raw)
-                if item.get("state") != MOVED:
+                if item.get("state") != MOVED and not str(item["pk"]).startswith(NOT_OBJECTS):
                     yield _object_state(item)
             if not page.get("LastEvaluatedKey"):
                 return

@@ -479,3 +479,80 @@ def test_the_log_level_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert aws_lambda.log_level({"AWS_LAMBDA_LOG_LEVEL": "WARN"}) == logging.WARNING
     with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_LOG_LEVEL"):
         aws_lambda.log_level({"CURRENTS_EXPORT_LOG_LEVEL": "LOUD"})
+
+
+# ---- deletions: the SQS path records them, the schedule submits them ------------------------
+
+def _avro(event_type: str, records: list[dict[str, Any]]) -> bytes:
+    import fastavro
+
+    from currents_export.currents.schemas import writer_schema
+
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(writer_schema(event_type)), records)
+    return out.getvalue()
+
+
+def test_deletions_recorded_from_sqs_and_submitted_on_schedule(
+    stack: dict, emulator: Emulator, tmp_path: Path, aws: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from currents_export.ledger.dynamodb import DynamoDbLedger
+    from tests.support.records import minimal_record
+
+    table = "currents-ledger-deletions"
+    DynamoDbLedger.create_table(boto3.client("dynamodb", endpoint_url=aws), table)
+    secret_key = "privacy-SECRET-marker-99"
+    key_secret = boto3.client("secretsmanager", endpoint_url=aws).create_secret(
+        Name="amplitude-secret-key", SecretString=json.dumps({"secret_key": secret_key}))["ARN"]
+    config = tmp_path / "currents-export.toml"
+    config.write_text("[deletions]\ngrace_period_s = 0\n")
+    monkeypatch.setenv("CURRENTS_EXPORT_STATE", f"dynamodb://{table}")
+    monkeypatch.setenv("CURRENTS_EXPORT_CONFIG", str(config))
+    monkeypatch.setenv("CURRENTS_EXPORT_SECRET_KEY_SECRET", key_secret)
+    httpx.patch(f"{emulator.url}/_emulator/config",
+                json={"secret_keys": {SECRET_KEY: secret_key}}).raise_for_status()
+    aws_lambda.reset_runtime()
+    alice, dave, frank = "a" * 24, "d" * 24, "f" * 24
+    custom = "users.behaviors.CustomEvent"
+    prefix = "currents/dataexport.prod-01.S3.integration.0123456789abcdef01234567"
+
+    def put(event_type: str, hour: str, records: list[dict[str, Any]]) -> None:
+        key = f"{prefix}/event_type={event_type}/date=2026-11-30-{hour}/1/a/f{hour}.avro"
+        stack["s3"].put_object(Bucket=BUCKET, Key=key, Body=_avro(event_type, records))
+
+    put(custom, "10", [
+        minimal_record(custom, id="e1", user_id=alice, external_user_id="alice_0001"),
+        minimal_record(custom, id="e2", user_id=dave, external_user_id=None,
+                       device_id="device-dave-04"),
+        minimal_record(custom, id="e3", user_id=frank, external_user_id="frank_0006")])
+    assert invoke(sqs_event(stack))[0] == {"batchItemFailures": []}
+    put("users.UserDeleteRequest", "11", [
+        minimal_record("users.UserDeleteRequest", id=f"d{n}", user_id=who)
+        for n, who in enumerate([alice, dave, "e" * 24, alice])])
+    result, stdout = invoke(sqs_event(stack))
+    assert result == {"batchItemFailures": []}
+    assert "deletion_request" in stdout  # the object's log line counts the skip
+
+    submitted, stdout = invoke(dict(aws_lambda.SUBMIT_DELETIONS))
+    figures = submitted["deletions"]
+    assert (figures["submitted"], figures["user_ids"], figures["requests"]) == (1, 1, 1)
+    assert figures["unresolved"] == {"device_only": 1, "never_seen": 1}
+    jobs = emulator.deletion_jobs()
+    assert [entry["user_id"] for job in jobs for entry in job["amplitude_ids"]] == ["alice_0001"]
+    assert '"DeletionsSubmitted":1' in stdout  # the EMF line
+    assert secret_key not in stdout
+
+    again, _ = invoke(dict(aws_lambda.SUBMIT_DELETIONS))  # a repeated schedule sends nothing
+    assert again["deletions"]["submitted"] == 0 and len(emulator.deletion_requests()) == 1
+    before = len(emulator.events())
+    put(custom, "12", [
+        minimal_record(custom, id="e4", user_id=alice, external_user_id="alice_0001"),
+        minimal_record(custom, id="e5", user_id=frank, external_user_id="frank_0006")])
+    assert invoke(sqs_event(stack))[0] == {"batchItemFailures": []}
+    assert [e["user_id"] for e in emulator.events()[before:]] == ["frank_0006"]
+    # The ledger's object listing (status) shows objects only, not the deletions' items.
+    ledger = open_ledger(f"dynamodb://{table}")
+    try:
+        assert all(state.object_id.startswith("currents:") for state in ledger.objects())
+    finally:
+        ledger.close()

@@ -1,0 +1,1 @@
+"""Tests of currents_export.deletions."""
