@@ -96,6 +96,10 @@ def delivery_lag_s(report: ObjectReport, now_ms: int | None = None) -> float | N
     return round(max(0, now_ms - report.newest_event_ms) / 1000, 3)
 
 
+_DELETION_SKIPS = {"deletion_request": "DeletionsRequested",
+                   "deleted_user": "EventsSkippedDeletedUser"}
+
+
 def emf_line(report: ObjectReport, now_ms: int | None = None) -> str:
     """A CloudWatch EMF document: counts per event type and over all types, and the lag.
 
@@ -115,6 +119,9 @@ def emf_line(report: ObjectReport, now_ms: int | None = None) -> str:
         "ObjectsFailed": 1 if failed else 0,
         "ObjectsFailedPermanently": 1 if failed and not report.retryable else 0,
     }
+    for reason, name in _DELETION_SKIPS.items():  # [deletions] on: only when they happen
+        if report.skipped.get(reason):
+            metrics[name] = report.skipped[reason]
     units = dict.fromkeys(metrics, "Count")
     lag = delivery_lag_s(report, now_ms)
     if lag is not None:
@@ -143,6 +150,8 @@ def deletions_emf_line(figures: dict[str, Any], now_ms: int | None = None) -> st
         "DeletionsSubmitted": figures.get("submitted", 0),
         "DeletionUserIdsSubmitted": figures.get("user_ids", 0),
         "DeletionsUnresolved": sum(unresolved.values()),
+        "DeletionsUnresolvedDeviceOnly": unresolved.get("device_only", 0),
+        "DeletionsUnresolvedNeverSeen": unresolved.get("never_seen", 0),
         "DeletionsFailed": 1 if figures.get("error") else 0,
     }
     document: dict[str, Any] = {

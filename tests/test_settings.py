@@ -206,6 +206,8 @@ def test_a_secret_value_is_never_repeated_in_a_message(tmp_path: Path) -> None:
     assert "123456789" not in str(info.value) and "line 1" in str(info.value)
     settings = load_settings("replay", environ={"AMPLITUDE_API_KEY": "k-SECRET-9"})
     assert settings.api_key == "k-SECRET-9" and "k-SECRET-9" not in repr(settings)
+    deletions = load_settings("deletions", environ={"AMPLITUDE_SECRET_KEY": "s-SECRET-1"})
+    assert deletions.secret_key == "s-SECRET-1" and "s-SECRET-1" not in repr(deletions)
 
 
 def test_the_lambdas_documented_names_still_work() -> None:

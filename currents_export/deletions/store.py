@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from currents_export.errors import ConfigurationError
 from currents_export.ledger.dynamodb import DELETION_PREFIX, DELETIONS_INDEX, IDENTITY_PREFIX
 
 PENDING, SUBMITTED, UNRESOLVED = "pending", "submitted", "unresolved"
@@ -242,7 +243,7 @@ class DynamoDbDeletionStore:
             "KeyConditionExpression": "deletion_queue = :queue",
             "ExpressionAttributeValues": {":queue": {"S": _QUEUE}}}
         while True:
-            page = self._client.query(**arguments)
+            page = self._query(arguments)
             for item in page.get("Items", []):
                 deletion = Deletion(
                     key=item["pk"]["S"].removeprefix(DELETION_PREFIX),
@@ -253,6 +254,23 @@ class DynamoDbDeletionStore:
             if not page.get("LastEvaluatedKey"):
                 return
             arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _query(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        try:
+            page: dict[str, Any] = self._client.query(**arguments)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") in ("ValidationException", "ResourceNotFoundException"):
+                raise ConfigurationError(
+                    f"--state dynamodb://{self.table}: the table has no {DELETIONS_INDEX!r} "
+                    "index, which deletions need (tables made before deletions existed): "
+                    "update the stack, or add a global secondary index named "
+                    f"{DELETIONS_INDEX!r} on deletion_queue (string) and requested_at "
+                    f"(number) ({error.get('Code')})") from None
+            raise
+        return page
 
     def save(self, deletion: Deletion) -> None:
         self._client.update_item(

@@ -133,3 +133,15 @@ def test_the_tracker_writes_each_pair_once_with_bounded_memory(tmp_path: Path) -
     assert (tracker.counts.requested, tracker.counts.repeated) == (1, 1)
     assert tracker.is_deleted("k7") and DeletionTracker(store).is_deleted("k7")  # tombstone
     store.close()
+
+
+def test_a_ledger_table_without_the_deletions_index_is_a_clear_error(aws: str) -> None:
+    from currents_export.errors import ConfigurationError
+
+    client = boto3.client("dynamodb", endpoint_url=aws)
+    client.create_table(TableName="old-ledger", BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    store = DynamoDbDeletionStore(client, "old-ledger", identity_ttl_days=400)
+    with pytest.raises(ConfigurationError, match="has no 'deletions' index"):
+        list(store.deletions())

@@ -531,7 +531,7 @@ def test_deletions_recorded_from_sqs_and_submitted_on_schedule(
         for n, who in enumerate([alice, dave, "e" * 24, alice])])
     result, stdout = invoke(sqs_event(stack))
     assert result == {"batchItemFailures": []}
-    assert "deletion_request" in stdout  # the object's log line counts the skip
+    assert '"DeletionsRequested":4' in stdout  # the object's EMF line
 
     submitted, stdout = invoke(dict(aws_lambda.SUBMIT_DELETIONS))
     figures = submitted["deletions"]
@@ -539,7 +539,7 @@ def test_deletions_recorded_from_sqs_and_submitted_on_schedule(
     assert figures["unresolved"] == {"device_only": 1, "never_seen": 1}
     jobs = emulator.deletion_jobs()
     assert [entry["user_id"] for job in jobs for entry in job["amplitude_ids"]] == ["alice_0001"]
-    assert '"DeletionsSubmitted":1' in stdout  # the EMF line
+    assert '"DeletionsSubmitted":1' in stdout and '"DeletionsUnresolvedDeviceOnly":1' in stdout
     assert secret_key not in stdout
 
     again, _ = invoke(dict(aws_lambda.SUBMIT_DELETIONS))  # a repeated schedule sends nothing
@@ -548,7 +548,8 @@ def test_deletions_recorded_from_sqs_and_submitted_on_schedule(
     put(custom, "12", [
         minimal_record(custom, id="e4", user_id=alice, external_user_id="alice_0001"),
         minimal_record(custom, id="e5", user_id=frank, external_user_id="frank_0006")])
-    assert invoke(sqs_event(stack))[0] == {"batchItemFailures": []}
+    later, stdout = invoke(sqs_event(stack))
+    assert later == {"batchItemFailures": []} and '"EventsSkippedDeletedUser":1' in stdout
     assert [e["user_id"] for e in emulator.events()[before:]] == ["frank_0006"]
     # The ledger's object listing (status) shows objects only, not the deletions' items.
     ledger = open_ledger(f"dynamodb://{table}")
