@@ -66,6 +66,7 @@ from currents_export.aws_events import (
     sqs_response,
 )
 from currents_export.deletions.submit import submit_deletions
+from currents_export.errors import ConfigurationError
 from currents_export.mapping.settings import DEFAULT_SALT_ENV
 from currents_export.observability import (
     deletions_emf_line,
@@ -106,7 +107,8 @@ IAM_ACTIONS = frozenset({
     "s3:GetObject",  # sources.s3: streaming reads
     "s3:PutObject",  # deadletter.S3DeadLetter
     "dynamodb:GetItem", "dynamodb:UpdateItem",  # ledger.dynamodb
-    "dynamodb:PutItem", "dynamodb:Query",  # deletions.store: deletions, their sparse index
+    "dynamodb:PutItem", "dynamodb:DeleteItem",  # deletions.store: deletions, forgetting
+    "dynamodb:Query", "dynamodb:DescribeTable",  # its sparse index (and why it is missing)
     "secretsmanager:GetSecretValue",  # the API key, the secret key, the salt's secret
     "ssm:GetParameter",  # the salt, with CURRENTS_EXPORT_PII_SALT_PARAMETER
     "kms:GenerateDataKey", "kms:Decrypt",  # SSE-KMS dead letter (…_DEAD_LETTER_KMS_KEY)
@@ -235,6 +237,12 @@ class Runtime:
         self.s3 = s3
         self.api_key = ApiKeyProvider.from_settings(self.settings)
         self._secret_key: str | None = None
+        settings = self.settings
+        if settings.deletions.enabled and not (settings.secret_key or settings.secret_key_secret
+                                               or settings.secret_key_parameter):
+            log.warning("deletions are recorded but cannot be submitted: no secret key",
+                        extra={"fields": {"hint": "set CURRENTS_EXPORT_SECRET_KEY_SECRET "
+                                                  "(the stack's AmplitudeSecretKeySecretArn)"}})
 
     def secret_key(self) -> str:
         """The project's secret key (User Privacy API): the variable, else Secrets Manager
@@ -314,10 +322,15 @@ def _submit_deletions(current: Runtime, context: Any) -> dict[str, Any]:
     stop = Stop.after(_remaining_s(context) - settings.deadline_margin_s)
     with ExitStack() as stack:
         store = open_deletion_store(settings, current.destinations.ledger)
-        client = build_privacy_client(settings, current.api_key.get(), current.secret_key(),
-                                      stack)
-        report = submit_deletions(store, client, grace_s=settings.deletions.grace_period_s,
-                                  now=time.time(), stopped=lambda: stop.stopped)
+        try:
+            client = build_privacy_client(settings, current.api_key.get(),
+                                          current.secret_key(), stack, stop=stop)
+            report = submit_deletions(store, client, grace_s=settings.deletions.grace_period_s,
+                                      now=time.time(), stopped=lambda: stop.stopped)
+        except ConfigurationError as exc:  # a wrong or missing secret key: alarm, then raise
+            print(deletions_emf_line({"error": str(exc)}), flush=True)
+            log.error("deletions not submitted", extra={"fields": {"error": str(exc)}})
+            raise
     figures = report.to_json()
     log.log(logging.ERROR if report.error else logging.INFO, "deletions submitted",
             extra={"fields": figures})

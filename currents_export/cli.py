@@ -529,13 +529,16 @@ def deletions_submit(grace_period: float | None, verbose: int, **params: Any) ->
     _setup_logging(verbose)
     settings = _deletions_settings(params)
     grace = settings.deletions.grace_period_s if grace_period is None else grace_period
-    with ExitStack() as stack, _stop_on_signals(Stop()):
+    stop = Stop()
+    with ExitStack() as stack, _stop_on_signals(stop):
         store = _deletion_store(settings, stack)
         deleter = None
         if not settings.dry_run:
             deleter = build_privacy_client(settings, resolve_api_key(settings, _warn),
-                                           resolve_secret_key(settings, _warn), stack)
-        report = submit_deletions(store, deleter, grace_s=grace, now=time.time())
+                                           resolve_secret_key(settings, _warn), stack,
+                                           stop=stop)
+        report = submit_deletions(store, deleter, grace_s=grace, now=time.time(),
+                                  stopped=lambda: stop.stopped)
     click.echo(report.render())
     _write_json(settings, {"deletions": report.to_json()})
     sys.exit(EXIT_UNFINISHED if report.error else EXIT_OK)
@@ -566,6 +569,9 @@ def _deletions_settings(params: dict[str, Any]) -> Settings:
 
 
 def _deletion_store(settings: Settings, stack: ExitStack) -> DeletionStore:
+    if "://" not in settings.state and not Path(settings.state).is_file():
+        raise SettingsError(f"{settings.origin('state')} {settings.state}: no ledger there; "
+                            "give the --state the runs use")
     try:
         ledger = open_ledger(settings.state)
     except LedgerConfigError as exc:

@@ -23,6 +23,7 @@ reported as not started.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -49,6 +50,7 @@ from currents_export.deletions.tracker import (
     DELETE_REQUEST_TYPE,
     DELETED_USER,
     DELETION_REQUEST,
+    DeletionCounts,
     DeletionTracker,
     NoDeletions,
 )
@@ -225,6 +227,8 @@ class Pipeline:
     seen_ids: SeenIds = field(default_factory=lambda: SeenIds())
     # [deletions]: learn user ids, record delete requests, skip deleted users' events
     deletions: DeletionTracker | NoDeletions = field(default_factory=NoDeletions)
+    _deletion_counts: DeletionCounts = field(default_factory=DeletionCounts, init=False,
+                                             repr=False)
     max_open_objects: int = MAX_OPEN_OBJECTS
     _lanes: Outbox[EventRef] = field(init=False, repr=False)  # while running; _IDLE else
     _books: _Bookkeeper | None = field(default=None, init=False, repr=False)
@@ -261,6 +265,8 @@ class Pipeline:
         """
         summary = self._summary = RunSummary(dry_run=self.dry_run)
         started = time.monotonic()
+        self._deletion_counts = DeletionCounts()
+        self.deletions.refresh()  # the tombstones recorded since the last run
         books = self._books = _Bookkeeper()
         self._lanes = self.client.open_lanes(
             replace(self.limits, max_events=min(self.limits.max_events,
@@ -307,8 +313,8 @@ class Pipeline:
             summary.interrupted = self._stop.requested
             self.dead_letter.flush()
             summary.dead_letter_file = self.dead_letter.location
-            if self.deletions.counts is not None:
-                summary.deletions = self.deletions.counts.to_json()
+            if self.deletions.active:
+                summary.deletions = self._deletion_counts.to_json()
         return summary
 
     def _ended(self) -> str | None:
@@ -668,14 +674,19 @@ class Pipeline:
             return result
         deletions = self.deletions
         key = deletions.key(braze_id)
+        counts = self._deletion_counts
         if delete_request:
             time_s = record.get("time")
-            deletions.request(key, float(time_s) if isinstance(time_s, int | float) else 0.0)
+            when = float(time_s) if isinstance(time_s, int | float) else 0.0
+            if deletions.request(key, when if math.isfinite(when) else 0.0):
+                counts.requested += 1
+            else:
+                counts.repeated += 1
             return Skipped(DELETION_REQUEST)
         if isinstance(result, Mapped):  # learned even when not sent: an earlier run may
             deletions.observe(key, result.event.get("user_id") or "")  # have sent it
         if deletions.is_deleted(key):
-            deletions.skipped(key)
+            counts.skipped_deleted_user += 1
             return Skipped(DELETED_USER)
         return result
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -73,7 +73,8 @@ class Destinations:
     ledger: Ledger
     dead_letter: DeadLetter
     s3: S3Client | None  # None when nothing here needs S3
-    deletions: DeletionStore | None = None  # [deletions] on (and not a dry run)
+    # [deletions] on (and not a dry run): the tracker lives as long as the ledger
+    deletions: DeletionTracker | NoDeletions = field(default_factory=NoDeletions)
 
 
 def check_outputs(settings: Settings) -> None:
@@ -242,10 +243,11 @@ def open_destinations(
     stack.callback(dead_letter.close)
     if check:
         ledger.state("currents-export:check")  # a missing table or bad file: exit 2
-    deletions = None
+    deletions: DeletionTracker | NoDeletions = NoDeletions()
     if settings.deletions.enabled and not settings.dry_run:
-        deletions = open_deletion_store(settings, ledger)
-        stack.callback(deletions.close)
+        store = open_deletion_store(settings, ledger)
+        stack.callback(store.close)
+        deletions = DeletionTracker(store)
     return Destinations(ledger=ledger, dead_letter=dead_letter, s3=s3, deletions=deletions)
 
 
@@ -298,8 +300,7 @@ def build_pipeline(
         retry_failed=settings.retry_failed,
         stop=stop,
         on_object=on_object,
-        deletions=(NoDeletions() if destinations.deletions is None
-                   else DeletionTracker(destinations.deletions)),
+        deletions=destinations.deletions,
     )
 
 
@@ -328,15 +329,17 @@ def open_deletion_store(settings: Settings, ledger: Ledger) -> DeletionStore:
 
 
 def build_privacy_client(
-    settings: Settings, api_key: str | None, secret_key: str, stack: ExitStack
+    settings: Settings, api_key: str | None, secret_key: str, stack: ExitStack,
+    *, stop: Stop,
 ) -> PrivacyClient:
-    """The User Privacy API client (closed with ``stack``); same region or base URL as
-    the uploads."""
+    """The User Privacy API client (closed with ``stack``): the region's host, or
+    ``privacy_url``; every retry ends at ``stop``."""
     if not api_key:
         raise SettingsError("no Amplitude API key: set AMPLITUDE_API_KEY or pass "
                             "--api-key-file (the User Privacy API needs it with the secret key)")
-    client = PrivacyClient(privacy_url(settings.region, settings.amplitude_url), api_key,
+    client = PrivacyClient(privacy_url(settings.region, settings.privacy_url), api_key,
                            secret_key, requests_per_second=settings.deletions.requests_per_second,
-                           requester=settings.deletions.requester)
+                           requester=settings.deletions.requester,
+                           stopped=lambda: stop.stopped)
     stack.callback(client.close)
     return client

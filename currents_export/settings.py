@@ -117,6 +117,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("amplitude_url", str, None, "Base URL of the Amplitude API (overrides --region), "
            "e.g. the local emulator.", _UPLOADS | {DELETIONS}, aliases=("AMPLITUDE_URL",),
            metavar="URL"),
+    Option("privacy_url", str, None, "Base URL of the User Privacy API (overrides --region: "
+           "amplitude.com, analytics.eu.amplitude.com), e.g. the local emulator. Not taken "
+           "from --amplitude-url: the secret key goes only where this says.",
+           frozenset({DELETIONS, LAMBDA}), metavar="URL"),
     Option("api", str, "batch", "HTTP API v2 (http, /2/httpapi) or the Batch API (batch, "
            "/batch).", _UPLOADS, choices=("http", "batch"), aliases=("AMPLITUDE_API",)),
     Option("min_id_length", int, DEFAULT_MIN_ID_LENGTH, "Shortest user_id/device_id "
@@ -207,6 +211,7 @@ class Settings:
     secret_key_parameter: str | None = None
     region: str = "us"
     amplitude_url: str | None = None
+    privacy_url: str | None = None
     api: str = "batch"
     min_id_length: int = DEFAULT_MIN_ID_LENGTH
     lanes: int = DEFAULT_LANES

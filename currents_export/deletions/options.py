@@ -8,7 +8,7 @@ from typing import Any
 
 DEFAULT_GRACE_S = 3_600.0  # events queued in the same hour are seen before the deletion
 DEFAULT_REQUESTER = "currents-export"
-DEFAULT_IDENTITY_TTL_DAYS = 400  # DynamoDB: a pair not seen again for this long expires
+DEFAULT_IDENTITY_TTL_DAYS = 0  # DynamoDB: forget a Braze id not seen for this long; 0: never
 PRIVACY_REQUESTS_PER_SECOND = 1.0  # Amplitude's documented limit for the endpoint
 _KEYS = {"enabled": bool, "grace_period_s": float, "requester": str,
          "identity_ttl_days": int, "requests_per_second": float}
@@ -45,6 +45,7 @@ def deletion_options(table: Mapping[str, Any], where: str) -> DeletionOptions:
 def _check_value(key: str, value: Any, where: str) -> None:
     if isinstance(value, int | float) and not isinstance(value, bool) and (
             value < 0 or (key == "requests_per_second" and value == 0)):
-        raise ValueError(f"{where}: deletions.{key} must be above 0")
+        raise ValueError(f"{where}: deletions.{key} must be above 0"
+                         + (" (0: never)" if key == "identity_ttl_days" else ""))
     if isinstance(value, str) and not value.strip():
         raise ValueError(f"{where}: deletions.{key} is empty")

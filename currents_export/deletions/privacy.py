@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -27,7 +28,14 @@ _ATTEMPTS = 6
 
 
 class PrivacyApiError(CurrentsExportError):
-    """Amplitude did not take a deletion request; what was not sent stays pending."""
+    """Amplitude did not take a deletion request; what was not sent stays pending.
+
+    ``refused``: Amplitude answered that this request is wrong (a 4xx other than 401, 403
+    and 429), so sending it again cannot help; else it may (an outage, a stop)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,7 @@ class PrivacyClient:
         *,
         requests_per_second: float = 1.0,
         requester: str = "currents-export",
+        stopped: Callable[[], bool] = lambda: False,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
@@ -65,8 +74,9 @@ class PrivacyClient:
         self._clock = clock
         self._sleep = sleep
         self._last_request: float | None = None
+        self._stopped = stopped
         self.requests = 0
-        self._http = httpx.Client(auth=httpx.BasicAuth(api_key, secret_key), timeout=60.0,
+        self._http = httpx.Client(auth=httpx.BasicAuth(api_key, secret_key), timeout=30.0,
                                   transport=transport,
                                   headers={"User-Agent": "currents-export"})
 
@@ -80,16 +90,41 @@ class PrivacyClient:
         """Ask Amplitude to delete these users (at most 100); the job they joined."""
         if not 0 < len(user_ids) <= MAX_IDS_PER_REQUEST:
             raise ValueError(f"1 to {MAX_IDS_PER_REQUEST} ids per request, not {len(user_ids)}")
+        # Amplitude's page spells the flag both ways; both are sent, meaning the same.
         body = orjson.dumps({"user_ids": user_ids, "requester": self.requester,
-                             "ignore_invalid_id": True, "include_mapped_user_ids": True})
+                             "ignore_invalid_id": True, "ignore_invalid_ids": True,
+                             "include_mapped_user_ids": True})
+        response = self._call("POST", f"a request for {len(user_ids)} users", content=body,
+                              headers={"Content-Type": "application/json"})
+        return _verified(response, user_ids)
+
+    def scheduled(self, start_day: str, end_day: str) -> set[str]:
+        """The user ids in the project's deletion jobs of these days (to tell whether a
+        request whose answer was lost was taken)."""
+        response = self._call("GET", "a list of deletion jobs",
+                              params={"start_day": start_day, "end_day": end_day})
+        try:
+            jobs = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            jobs = None
+        if not isinstance(jobs, list):
+            raise PrivacyApiError("the User Privacy API answered 200 without a list of jobs "
+                                  "(not Amplitude?)")
+        return {str(entry["user_id"]) for job in jobs if isinstance(job, dict)
+                for entry in job.get("amplitude_ids") or ()
+                if isinstance(entry, dict) and entry.get("user_id") is not None}
+
+    def _call(self, method: str, what: str, **arguments: Any) -> httpx.Response:
+        """One request, retried on 429, 5xx and network errors; a 200, or an error."""
         problem = "no answer"
         for attempt in range(_ATTEMPTS):
+            if self._stopped():
+                raise PrivacyApiError(f"stopped before {what} was sent")
             if attempt:
                 self._sleep(min(60.0, 2.0 ** attempt))
             self._pace()
             try:
-                response = self._http.post(self.url, content=body,
-                                           headers={"Content-Type": "application/json"})
+                response = self._http.request(method, self.url, **arguments)
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__} from {self.url}"
                 continue
@@ -104,11 +139,10 @@ class PrivacyClient:
                 continue
             if response.status_code != 200:
                 raise PrivacyApiError(f"the User Privacy API answered HTTP "
-                                      f"{response.status_code} to a request for "
-                                      f"{len(user_ids)} users")
-            return _verified(response, user_ids)
-        raise PrivacyApiError(f"the User Privacy API did not take a request for "
-                              f"{len(user_ids)} users after {_ATTEMPTS} attempts ({problem})")
+                                      f"{response.status_code} to {what}", refused=True)
+            return response
+        raise PrivacyApiError(f"the User Privacy API did not take {what} after {_ATTEMPTS} "
+                              f"attempts ({problem})")
 
     def _pace(self) -> None:
         now = self._clock()

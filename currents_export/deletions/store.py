@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,8 +31,9 @@ import orjson
 from currents_export.errors import ConfigurationError
 from currents_export.ledger.dynamodb import DELETION_PREFIX, DELETIONS_INDEX, IDENTITY_PREFIX
 
-PENDING, SUBMITTED, UNRESOLVED = "pending", "submitted", "unresolved"
-NEVER_SEEN, DEVICE_ONLY, NOT_IN_AMPLITUDE = "never_seen", "device_only", "not_in_amplitude"
+PENDING, SUBMITTING, SUBMITTED = "pending", "submitting", "submitted"
+UNRESOLVED, FAILED = "unresolved", "failed"
+NEVER_SEEN, DEVICE_ONLY = "never_seen", "device_only"
 _QUEUE = "deletions"  # the deletion items' partition in the ledger's sparse index
 
 
@@ -40,17 +42,28 @@ def braze_key(braze_id: str) -> str:
     return hashlib.sha256(b"currents-export:braze:" + braze_id.encode()).hexdigest()[:40]
 
 
+def id_digest(user_id: str) -> str:
+    """How a submitted deletion remembers a user id it sent (not the id itself)."""
+    return hashlib.sha256(b"currents-export:user:" + user_id.encode()).hexdigest()[:24]
+
+
 @dataclass(frozen=True, slots=True)
 class Deletion:
-    """One Braze id's deletion and what became of it."""
+    """One Braze id's deletion and what became of it.
+
+    Once submitted it keeps no user id, only digests of the ids sent (to tell ids learned
+    later from those already deleted) and counts; its identity rows are forgotten.
+    """
 
     key: str
     requested_at: float  # the delete request's event time (s)
     recorded_at: float  # when a run recorded it (the grace period counts from here)
-    status: str = PENDING  # pending, submitted or unresolved
-    reason: str | None = None  # why unresolved: never_seen, device_only
-    user_ids: tuple[str, ...] = ()  # submitted for deletion
-    invalid_ids: tuple[str, ...] = ()  # of those, unknown to Amplitude (nothing to delete)
+    status: str = PENDING  # pending, submitting, submitted, unresolved or failed
+    reason: str | None = None  # unresolved: never_seen, device_only; failed: why
+    sending: tuple[str, ...] = ()  # submitting: the user ids in the request (if it crashed)
+    sent: tuple[str, ...] = ()  # submitted: digests of every user id sent (id_digest)
+    user_ids: int = 0  # user ids submitted
+    not_in_amplitude: int = 0  # of those, unknown to Amplitude (nothing to delete)
     job_day: str | None = None  # the Amplitude job's day
     job_status: str | None = None  # its status when submitted (staging, …)
     submitted_at: float | None = None
@@ -58,7 +71,7 @@ class Deletion:
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "requested_at": self.requested_at,
                 "recorded_at": self.recorded_at, "status": self.status, "reason": self.reason,
-                "user_ids": len(self.user_ids), "invalid_ids": len(self.invalid_ids),
+                "user_ids": self.user_ids, "not_in_amplitude": self.not_in_amplitude,
                 "job_day": self.job_day, "job_status": self.job_status,
                 "submitted_at": self.submitted_at}
 
@@ -78,10 +91,20 @@ class DeletionStore(Protocol):
 
     def identity(self, key: str) -> Identity: ...
 
+    def forget(self, key: str) -> None:
+        """Drop what the map holds of ``key`` (its deletion was submitted)."""
+
     def request(self, key: str, requested_at: float) -> bool:
         """Record a deletion; False when one is recorded for ``key`` already."""
 
+    def reopen(self, keys: Iterable[str]) -> None:
+        """Submitted deletions whose Braze id was seen again: pending, to submit the user
+        ids learned since (``submit`` leaves out those already sent)."""
+
     def deletions(self) -> Iterator[Deletion]: ...
+
+    def deleted_keys(self, since: float = 0.0) -> set[str]:
+        """The keys of the deletions recorded at ``since`` or later (tombstones)."""
 
     def save(self, deletion: Deletion) -> None: ...
 
@@ -116,6 +139,7 @@ class SqliteDeletionStore:
         self._lock = threading.Lock()
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # as the ledger: durable before a checkpoint
         self._db.executescript(_SQLITE_SCHEMA)
 
     def __repr__(self) -> str:
@@ -140,6 +164,22 @@ class SqliteDeletionStore:
                                     (key,)).fetchall()
         ids = {row[0] for row in rows}
         return Identity(frozenset(ids - {""}), "" in ids)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM identities WHERE braze_key = ?", (key,))
+
+    def reopen(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "UPDATE deletions SET status = ? WHERE braze_key = ? AND status = ?",
+                [(PENDING, key, SUBMITTED) for key in keys])
+
+    def deleted_keys(self, since: float = 0.0) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT braze_key FROM deletions WHERE recorded_at >= ?",
+                                    (since,)).fetchall()
+        return {row[0] for row in rows}
 
     def request(self, key: str, requested_at: float) -> bool:
         with self._lock:
@@ -167,28 +207,37 @@ class SqliteDeletionStore:
 
 
 def _detail(deletion: Deletion) -> dict[str, Any]:
-    return {"reason": deletion.reason, "user_ids": list(deletion.user_ids),
-            "invalid_ids": list(deletion.invalid_ids), "job_day": deletion.job_day,
+    return {"reason": deletion.reason, "sending": list(deletion.sending),
+            "sent": list(deletion.sent), "user_ids": deletion.user_ids,
+            "not_in_amplitude": deletion.not_in_amplitude, "job_day": deletion.job_day,
             "job_status": deletion.job_status, "submitted_at": deletion.submitted_at}
 
 
 def _from_detail(deletion: Deletion, detail: dict[str, Any]) -> Deletion:
     return replace(deletion, reason=detail.get("reason"),
-                   user_ids=tuple(detail.get("user_ids") or ()),
-                   invalid_ids=tuple(detail.get("invalid_ids") or ()),
+                   sending=tuple(detail.get("sending") or ()),
+                   sent=tuple(detail.get("sent") or ()),
+                   user_ids=int(detail.get("user_ids") or 0),
+                   not_in_amplitude=int(detail.get("not_in_amplitude") or 0),
                    job_day=detail.get("job_day"), job_status=detail.get("job_status"),
                    submitted_at=detail.get("submitted_at"))
 
 
 class DynamoDbDeletionStore:
-    """The identity map and deletions as items of the DynamoDB ledger table."""
+    """The identity map and deletions as items of the DynamoDB ledger table.
 
-    def __init__(self, client: Any, table: str, *, identity_ttl_days: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    New pairs are written by a few threads at once (one UpdateItem per Braze id, an
+    idempotent ADD to its set of user ids); deletions are listed and tombstones refreshed
+    through the sparse index, by when they were recorded.
+    """
+
+    def __init__(self, client: Any, table: str, *, identity_ttl_days: int | None,
+                 clock: Callable[[], float] = time.time, writers: int = 8) -> None:
         self._client = client
         self.table = table
-        self._ttl_s = identity_ttl_days * 86_400
+        self._ttl_s = None if not identity_ttl_days else identity_ttl_days * 86_400
         self._clock = clock
+        self._writers = writers
 
     def __repr__(self) -> str:
         return f"DynamoDbDeletionStore({self.table!r})"
@@ -197,21 +246,37 @@ class DynamoDbDeletionStore:
         by_key: dict[str, set[str]] = {}
         for key, user_id in pairs:
             by_key.setdefault(key, set()).add(user_id)
-        expires = {"N": str(int(self._clock() + self._ttl_s))}
-        for key, user_ids in by_key.items():
-            named = sorted(user_ids - {""})
-            update = "SET expires_at = :expires"
-            values: dict[str, Any] = {":expires": expires}
-            if named:
-                update += " ADD user_ids :ids"
-                values[":ids"] = {"SS": named}
-            if "" in user_ids:
-                update += ", seen_without_user_id = :yes"
-                values[":yes"] = {"BOOL": True}
-            self._client.update_item(TableName=self.table,
-                                     Key={"pk": {"S": IDENTITY_PREFIX + key}},
-                                     UpdateExpression=update,
-                                     ExpressionAttributeValues=values)
+        if len(by_key) <= 1:
+            for key, user_ids in by_key.items():
+                self._remember_one(key, user_ids)
+            return
+        with ThreadPoolExecutor(max_workers=self._writers) as pool:
+            for future in [pool.submit(self._remember_one, key, user_ids)
+                           for key, user_ids in by_key.items()]:
+                future.result()  # the first failure is raised (the pairs are kept)
+
+    def _remember_one(self, key: str, user_ids: set[str]) -> None:
+        sets: list[str] = []
+        values: dict[str, Any] = {}
+        if self._ttl_s is not None:
+            sets.append("expires_at = :expires")
+            values[":expires"] = {"N": str(int(self._clock() + self._ttl_s))}
+        if "" in user_ids:
+            sets.append("seen_without_user_id = :yes")
+            values[":yes"] = {"BOOL": True}
+        named = sorted(user_ids - {""})
+        clauses = []
+        if sets:
+            clauses.append("SET " + ", ".join(sets))
+        if named:
+            clauses.append("ADD user_ids :ids")
+            values[":ids"] = {"SS": named}
+        if not clauses:
+            return
+        self._client.update_item(TableName=self.table,
+                                 Key={"pk": {"S": IDENTITY_PREFIX + key}},
+                                 UpdateExpression=" ".join(clauses),
+                                 ExpressionAttributeValues=values)
 
     def identity(self, key: str) -> Identity:
         item = self._client.get_item(TableName=self.table,
@@ -219,6 +284,10 @@ class DynamoDbDeletionStore:
                                      ConsistentRead=True).get("Item") or {}
         return Identity(frozenset(item.get("user_ids", {}).get("SS", [])),
                         bool(item.get("seen_without_user_id", {}).get("BOOL", False)))
+
+    def forget(self, key: str) -> None:
+        self._client.delete_item(TableName=self.table,
+                                 Key={"pk": {"S": IDENTITY_PREFIX + key}})
 
     def request(self, key: str, requested_at: float) -> bool:
         from botocore.exceptions import ClientError
@@ -237,20 +306,47 @@ class DynamoDbDeletionStore:
             raise
         return True
 
+    def reopen(self, keys: Iterable[str]) -> None:
+        from botocore.exceptions import ClientError
+
+        for key in keys:
+            try:
+                self._client.update_item(
+                    TableName=self.table, Key={"pk": {"S": DELETION_PREFIX + key}},
+                    UpdateExpression="SET #status = :pending",
+                    ConditionExpression="#status = :submitted",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues={":pending": {"S": PENDING},
+                                               ":submitted": {"S": SUBMITTED}})
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != \
+                        "ConditionalCheckFailedException":
+                    raise
+
     def deletions(self) -> Iterator[Deletion]:
+        for item in self._items(0.0, keys_only=False):
+            deletion = Deletion(
+                key=item["pk"]["S"].removeprefix(DELETION_PREFIX),
+                requested_at=float(item["requested_at"]["N"]),
+                recorded_at=float(item["recorded_at"]["N"]),
+                status=item["status"]["S"])
+            yield _from_detail(deletion, orjson.loads(item["detail"]["S"]))
+
+    def deleted_keys(self, since: float = 0.0) -> set[str]:
+        return {item["pk"]["S"].removeprefix(DELETION_PREFIX)
+                for item in self._items(since, keys_only=True)}
+
+    def _items(self, since: float, *, keys_only: bool) -> Iterator[dict[str, Any]]:
         arguments: dict[str, Any] = {
             "TableName": self.table, "IndexName": DELETIONS_INDEX,
-            "KeyConditionExpression": "deletion_queue = :queue",
-            "ExpressionAttributeValues": {":queue": {"S": _QUEUE}}}
+            "KeyConditionExpression": "deletion_queue = :queue AND recorded_at >= :since",
+            "ExpressionAttributeValues": {":queue": {"S": _QUEUE},
+                                          ":since": {"N": repr(since)}}}
+        if keys_only:
+            arguments["ProjectionExpression"] = "pk"
         while True:
             page = self._query(arguments)
-            for item in page.get("Items", []):
-                deletion = Deletion(
-                    key=item["pk"]["S"].removeprefix(DELETION_PREFIX),
-                    requested_at=float(item["requested_at"]["N"]),
-                    recorded_at=float(item["recorded_at"]["N"]),
-                    status=item["status"]["S"])
-                yield _from_detail(deletion, orjson.loads(item["detail"]["S"]))
+            yield from page.get("Items", [])
             if not page.get("LastEvaluatedKey"):
                 return
             arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -262,15 +358,31 @@ class DynamoDbDeletionStore:
             page: dict[str, Any] = self._client.query(**arguments)
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            if error.get("Code") in ("ValidationException", "ResourceNotFoundException"):
+            code, message = error.get("Code", ""), str(error.get("Message", ""))
+            if code == "ResourceNotFoundException" and self._table_exists():
+                code, message = "ValidationException", "no such index"  # as moto says it
+            if code == "ResourceNotFoundException":
                 raise ConfigurationError(
-                    f"--state dynamodb://{self.table}: the table has no {DELETIONS_INDEX!r} "
-                    "index, which deletions need (tables made before deletions existed): "
-                    "update the stack, or add a global secondary index named "
-                    f"{DELETIONS_INDEX!r} on deletion_queue (string) and requested_at "
-                    f"(number) ({error.get('Code')})") from None
+                    f"--state dynamodb://{self.table}: the table does not exist; create it "
+                    "(the SAM stack does)") from None
+            if code == "ValidationException" and "index" in message.lower():
+                raise ConfigurationError(
+                    f"--state dynamodb://{self.table}: the table has no usable "
+                    f"{DELETIONS_INDEX!r} index, which deletions need (a table made before "
+                    "deletions existed, or the index is still being built): update the "
+                    f"stack, or add a global secondary index named {DELETIONS_INDEX!r} on "
+                    "deletion_queue (string) and recorded_at (number)") from None
             raise
         return page
+
+    def _table_exists(self) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.describe_table(TableName=self.table)
+        except ClientError:
+            return False
+        return True
 
     def save(self, deletion: Deletion) -> None:
         self._client.update_item(

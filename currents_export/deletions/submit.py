@@ -14,28 +14,35 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from currents_export.deletions.privacy import MAX_IDS_PER_REQUEST, DeletionJob, PrivacyApiError
 from currents_export.deletions.store import (
     DEVICE_ONLY,
+    FAILED,
     NEVER_SEEN,
     PENDING,
     SUBMITTED,
+    SUBMITTING,
     UNRESOLVED,
     Deletion,
     DeletionStore,
+    id_digest,
 )
+from currents_export.errors import ConfigurationError
 
 
 class Deleter(Protocol):
     def delete(self, user_ids: list[str]) -> DeletionJob: ...
 
+    def scheduled(self, start_day: str, end_day: str) -> set[str]: ...
+
 
 @dataclass
 class SubmitReport:
     dry_run: bool = False
-    due: int = 0  # deletions past their grace period and not submitted
+    due: int = 0  # deletions past their grace period with user ids not yet sent
     waiting: int = 0  # still within their grace period
     submitted: int = 0  # deletions submitted now (would be, in a dry run)
     user_ids: int = 0  # user ids in them
@@ -43,6 +50,7 @@ class SubmitReport:
     requests: int = 0
     job_days: set[str] = field(default_factory=set)
     unresolved: Counter[str] = field(default_factory=Counter)
+    failed: int = 0  # deletions Amplitude refused (see `deletions status`)
     would_delete: list[dict[str, Any]] = field(default_factory=list)  # a dry run's list
     error: str | None = None  # what stopped the submission (the rest stays pending)
 
@@ -52,7 +60,7 @@ class SubmitReport:
             "submitted": self.submitted, "user_ids": self.user_ids,
             "not_in_amplitude": self.not_in_amplitude, "requests": self.requests,
             "job_days": sorted(self.job_days), "unresolved": dict(sorted(self.unresolved.items())),
-            "error": self.error}
+            "failed": self.failed, "error": self.error}
         if self.dry_run:
             data["would_delete"] = self.would_delete
         return data
@@ -69,6 +77,9 @@ class SubmitReport:
                          "(nothing of theirs to delete)")
         for reason, count in sorted(self.unresolved.items()):
             lines.append(f"  unresolved: {count} {reason} ({_EXPLAIN[reason]})")
+        if self.failed:
+            lines.append(f"  failed: {self.failed} deletions Amplitude refused (see "
+                         "`currents-export deletions status`)")
         for item in self.would_delete:
             lines.append(f"  would delete {item['key']}: {', '.join(item['user_ids'])}")
         if self.error:
@@ -82,6 +93,13 @@ _EXPLAIN = {
     DEVICE_ONLY: "device-only or anonymous users: seen only without a user id, which the "
                  "User Privacy API needs; not deleted (see the README)",
 }
+_LOOK_BACK_DAYS, _LOOK_AHEAD_DAYS = 2, 60  # where a lost answer's job may be
+
+
+@dataclass
+class _Due:
+    deletion: Deletion
+    ids: list[str]  # user ids to send (none of them sent before)
 
 
 def submit_deletions(
@@ -90,76 +108,137 @@ def submit_deletions(
     *,
     grace_s: float,
     now: float,
-    on_submitted: Callable[[Deletion], None] | None = None,
     stopped: Callable[[], bool] = lambda: False,
 ) -> SubmitReport:
     """Submit the due deletions (``deleter=None``: a dry run, which only lists them);
-    ``stopped`` (a deadline, a signal) is asked before each request."""
+    ``stopped`` (a deadline, a signal) is asked before each request.
+
+    Each request's deletions are saved as *submitting* (with the ids sent) before it goes
+    out; one found so on the next submit (its answer was lost: a crash, a timeout) is
+    looked up in Amplitude's job list before anything is sent again.
+    """
     report = SubmitReport(dry_run=deleter is None)
-    due: list[tuple[Deletion, list[str]]] = []
-    for deletion in store.deletions():
-        if deletion.status == SUBMITTED:
-            continue
-        if now - deletion.recorded_at < grace_s:
-            report.waiting += 1
-            continue
-        report.due += 1
-        identity = store.identity(deletion.key)
-        if not identity.user_ids:
-            reason = DEVICE_ONLY if identity.seen_without_user_id else NEVER_SEEN
-            report.unresolved[reason] += 1
-            if deleter is not None and (deletion.status, deletion.reason) != (UNRESOLVED,
-                                                                              reason):
-                store.save(replace(deletion, status=UNRESOLVED, reason=reason))
-            continue
-        due.append((deletion, sorted(identity.user_ids)))
-    if deleter is None:
-        report.submitted = len(due)
-        report.user_ids = sum(len(ids) for _, ids in due)
-        report.requests = sum(1 for _ in _requests(due))
-        report.would_delete = [{"key": d.key, "user_ids": ids} for d, ids in due]
-        return report
-    every_id = {deletion.key: ids for deletion, ids in due}
-    jobs: dict[str, list[DeletionJob]] = {}
+    due: list[_Due] = []
     try:
+        for deletion in store.deletions():
+            if deletion.status == SUBMITTING and deleter is not None:
+                deletion = _settle_lost_answer(store, deleter, deletion, now)
+            if deletion.status in (SUBMITTED, FAILED):
+                continue
+            if now - deletion.recorded_at < grace_s:
+                report.waiting += 1
+                continue
+            item = _resolve(store, deletion, report, write=deleter is not None, now=now)
+            if item is not None:
+                due.append(item)
+        report.due = len(due) + sum(report.unresolved.values())
+        if deleter is None:
+            report.submitted = len(due)
+            report.user_ids = sum(len(item.ids) for item in due)
+            report.requests = sum(1 for _ in _requests(due))
+            report.would_delete = [{"key": item.deletion.key, "user_ids": item.ids}
+                                   for item in due]
+            return report
         for batch in _requests(due):
             if stopped():
                 raise PrivacyApiError("stopped before the deadline")
-            job = deleter.delete([user_id for _, ids in batch for user_id in ids])
-            report.requests += 1
-            report.job_days.add(job.day)
-            for deletion, ids in batch:
-                jobs.setdefault(deletion.key, []).append(job)
-                all_ids = every_id[deletion.key]
-                if ids[-1] != all_ids[-1]:
-                    continue  # the rest of its ids go in the next request
-                invalid = tuple(i for i in all_ids
-                                if any(i in j.invalid_ids for j in jobs[deletion.key]))
-                done = replace(deletion, status=SUBMITTED, reason=None,
-                               user_ids=tuple(all_ids), invalid_ids=invalid,
-                               job_day=job.day, job_status=job.status, submitted_at=now)
-                store.save(done)
-                report.submitted += 1
-                report.user_ids += len(all_ids)
-                report.not_in_amplitude += len(invalid)
-                if on_submitted is not None:
-                    on_submitted(done)
+            _send(store, deleter, batch, report, now)
     except PrivacyApiError as exc:
         report.error = str(exc)
     return report
 
 
-def _requests(
-    due: list[tuple[Deletion, list[str]]]
-) -> Iterator[list[tuple[Deletion, list[str]]]]:
+def _resolve(store: DeletionStore, deletion: Deletion, report: SubmitReport, *, write: bool,
+             now: float) -> _Due | None:
+    """The user ids to send for ``deletion`` (those not sent before), or None: unresolved,
+    or nothing new since it was submitted."""
+    identity = store.identity(deletion.key)
+    sent = set(deletion.sent)
+    ids = sorted(i for i in identity.user_ids if id_digest(i) not in sent)
+    if ids:
+        return _Due(deletion, ids)
+    if deletion.sent:  # reopened, but every id seen again was sent already
+        if write:
+            store.save(replace(deletion, status=SUBMITTED))
+            store.forget(deletion.key)
+        return None
+    reason = DEVICE_ONLY if identity.seen_without_user_id else NEVER_SEEN
+    report.unresolved[reason] += 1
+    if write and (deletion.status, deletion.reason) != (UNRESOLVED, reason):
+        store.save(replace(deletion, status=UNRESOLVED, reason=reason))
+    return None
+
+
+def _settle_lost_answer(store: DeletionStore, deleter: Deleter, deletion: Deletion,
+                        now: float) -> Deletion:
+    """A deletion left *submitting*: the ids Amplitude's jobs hold count as sent."""
+    day = datetime.fromtimestamp(deletion.submitted_at or now, UTC).date()
+    scheduled = deleter.scheduled((day - timedelta(days=_LOOK_BACK_DAYS)).isoformat(),
+                                  (day + timedelta(days=_LOOK_AHEAD_DAYS)).isoformat())
+    taken = [i for i in deletion.sending if i in scheduled]
+    settled = replace(deletion, status=PENDING, sending=(),
+                      sent=(*deletion.sent, *map(id_digest, taken)),
+                      user_ids=deletion.user_ids + len(taken))
+    store.save(settled)
+    return settled
+
+
+def _send(store: DeletionStore, deleter: Deleter, batch: list[tuple[_Due, list[str]]],
+          report: SubmitReport, now: float) -> None:
+    """One request; a refused one is tried a deletion at a time, so that one bad deletion
+    is marked failed and the others go on."""
+    for item, part in batch:
+        store.save(replace(item.deletion, status=SUBMITTING, sending=tuple(part),
+                           submitted_at=now))
+    try:
+        job = deleter.delete([user_id for _, part in batch for user_id in part])
+    except PrivacyApiError as exc:
+        for item, _ in batch:  # the request was not taken (or may not have been: lost)
+            if exc.refused:
+                store.save(replace(item.deletion, status=PENDING, sending=()))
+        if not exc.refused:
+            raise
+        if len(batch) > 1:
+            for single in batch:
+                _send(store, deleter, [single], report, now)
+            return
+        [(item, _)] = batch
+        store.save(replace(item.deletion, status=FAILED, sending=(), reason=str(exc)))
+        report.failed += 1
+        return
+    except ConfigurationError:
+        for item, _ in batch:  # refused credentials: nothing was scheduled
+            store.save(replace(item.deletion, status=PENDING, sending=()))
+        raise
+    report.requests += 1
+    report.job_days.add(job.day)
+    for item, part in batch:
+        deletion = item.deletion
+        invalid = sum(1 for i in part if i in job.invalid_ids)
+        deletion = item.deletion = replace(
+            deletion, sending=(), sent=(*deletion.sent, *map(id_digest, part)),
+            user_ids=deletion.user_ids + len(part),
+            not_in_amplitude=deletion.not_in_amplitude + invalid,
+            job_day=job.day, job_status=job.status, submitted_at=now, reason=None)
+        report.user_ids += len(part)
+        report.not_in_amplitude += invalid
+        if part[-1] != item.ids[-1]:  # the rest of its ids go in the next request
+            store.save(replace(deletion, status=PENDING))
+            continue
+        store.save(replace(deletion, status=SUBMITTED))
+        store.forget(deletion.key)  # the map keeps nothing of a deleted user
+        report.submitted += 1
+
+
+def _requests(due: list[_Due]) -> Iterator[list[tuple[_Due, list[str]]]]:
     """Requests of at most 100 ids; a deletion with more spans several."""
-    batch: list[tuple[Deletion, list[str]]] = []
+    batch: list[tuple[_Due, list[str]]] = []
     room = MAX_IDS_PER_REQUEST
-    for deletion, ids in due:
-        rest = ids
+    for item in due:
+        rest = item.ids
         while rest:
             part, rest = rest[:room], rest[room:]
-            batch.append((deletion, part))
+            batch.append((item, part))
             room -= len(part)
             if room == 0:
                 yield batch
@@ -182,6 +261,8 @@ def deletion_status(
         "within_grace_period": sum(1 for d in deletions if d.status != SUBMITTED
                                    and now - d.recorded_at < grace_s),
         "submitted": counts.get(SUBMITTED, 0),
+        "submitting": counts.get(SUBMITTING, 0),  # answer lost: checked on the next submit
+        "failed": counts.get(FAILED, 0),
         "unresolved": dict(sorted(unresolved.items())),
         "job_days": sorted({d.job_day for d in deletions if d.job_day}),
         "items": [d.to_json() for d in listed],
@@ -191,13 +272,14 @@ def deletion_status(
 def render_status(status: dict[str, Any]) -> str:
     lines = [f"deletions: {status['deletions']} recorded; {status['submitted']} submitted, "
              f"{status['pending']} pending ({status['within_grace_period']} within the grace "
-             f"period), {sum(status['unresolved'].values())} unresolved"]
+             f"period), {sum(status['unresolved'].values())} unresolved, "
+             f"{status['failed']} failed"]
     for reason, count in status["unresolved"].items():
         lines.append(f"  unresolved {reason}: {count} ({_EXPLAIN.get(reason, reason)})")
     if status["job_days"]:
         lines.append(f"  Amplitude job days: {', '.join(status['job_days'])}")
     for item in status["items"]:
         detail = (f"job {item['job_day']} ({item['job_status']}), {item['user_ids']} user ids"
-                  if item["status"] == SUBMITTED else item["reason"] or "waiting")
+                  if item["status"] == SUBMITTED else item["reason"] or "waiting to be sent")
         lines.append(f"  {item['key']}  {item['status']:<10}  {detail}")
     return "\n".join(lines)

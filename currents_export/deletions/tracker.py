@@ -1,30 +1,36 @@
-"""What a run does per record for deletions: learn which user ids each Braze id has had,
+"""What runs do per record for deletions: learn which user ids each Braze id has had,
 record delete requests, and skip the events of users already deleted (tombstones).
 
-:class:`NoDeletions` is the same interface doing nothing: deletions off (nothing is stored
-then), or a dry run (nothing is written).
+A :class:`DeletionTracker` lives as long as its store (a CLI process, a Lambda container):
+its window of pairs already written spans runs, and each run refreshes its tombstones
+with the deletions recorded since. :class:`NoDeletions` is the same interface doing
+nothing: deletions off (nothing is stored then), or a dry run (nothing is written).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from currents_export.deletions.store import DeletionStore, braze_key
 
 DELETE_REQUEST_TYPE = "users.UserDeleteRequest"
 DELETION_REQUEST = "deletion_request"  # skip reason of the delete request records themselves
 DELETED_USER = "deleted_user"  # skip reason of the events of a deleted user
-PAIRS_WINDOW = 100_000  # pairs remembered in memory per run (twice this at most)
+PAIRS_WINDOW = 100_000  # pairs remembered in memory (twice this at most)
 FLUSH_EVERY = 500  # new pairs written together
+_REFRESH_OVERLAP_S = 600.0  # clocks of other writers may lag: refresh a little further back
 
 
 @dataclass
 class DeletionCounts:
+    """One run's figures (the summary's ``deletions``)."""
+
     requested: int = 0  # delete requests recorded by this run
     repeated: int = 0  # delete requests for a Braze id already recorded
     skipped_deleted_user: int = 0
-    pairs_written: int = 0
 
     def to_json(self) -> dict[str, int]:
         return {"requested": self.requested, "repeated": self.repeated,
@@ -35,7 +41,9 @@ class NoDeletions:
     """Deletions off (or a dry run): nothing is learned, recorded or skipped."""
 
     active = False
-    counts: DeletionCounts | None = None
+
+    def refresh(self) -> None:
+        """No tombstones."""
 
     def key(self, braze_id: str) -> str:
         return braze_id
@@ -46,37 +54,45 @@ class NoDeletions:
     def observe(self, key: str, user_id: str) -> None:
         """Nothing to learn."""
 
-    def skipped(self, key: str) -> None:
-        """Nothing is skipped."""
-
-    def request(self, key: str, requested_at: float) -> None:
-        """Nothing to record."""
+    def request(self, key: str, requested_at: float) -> bool:
+        return False
 
     def flush(self) -> None:
         """Nothing to write."""
 
 
-@dataclass
 class DeletionTracker:
     """Deletions on: the identity map grows, requests are recorded, tombstones hold.
 
     ``observe`` and ``request`` run on the reader thread; ``flush`` may run on any (the
     bookkeeper calls it before each checkpoint, so a checkpoint is never ahead of the
-    pairs learned from the records it covers).
+    pairs learned from the records it covers). Memory: the pairs window, and one key per
+    deletion ever recorded (the tombstones).
     """
 
-    store: DeletionStore
-    counts: DeletionCounts = field(default_factory=DeletionCounts)
-    window: int = PAIRS_WINDOW
     active = True
-    _deleted: set[str] = field(default_factory=set, init=False)
-    _known: set[tuple[str, str]] = field(default_factory=set, init=False)
-    _older: set[tuple[str, str]] = field(default_factory=set, init=False)
-    _new: list[tuple[str, str]] = field(default_factory=list, init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
-    def __post_init__(self) -> None:
-        self._deleted = {deletion.key for deletion in self.store.deletions()}
+    def __init__(self, store: DeletionStore, *, window: int = PAIRS_WINDOW,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.window = window
+        self._clock = clock
+        self._deleted: set[str] = set()
+        self._refreshed_at: float | None = None
+        self._known: set[tuple[str, str]] = set()
+        self._older: set[tuple[str, str]] = set()
+        self._new: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DeletionTracker({self.store!r})"
+
+    def refresh(self) -> None:
+        """Add the deletions recorded since the last refresh (all of them the first time)."""
+        now = self._clock()
+        since = 0.0 if self._refreshed_at is None else self._refreshed_at - _REFRESH_OVERLAP_S
+        self._deleted |= self.store.deleted_keys(since)
+        self._refreshed_at = now
 
     def key(self, braze_id: str) -> str:
         return braze_key(braze_id)
@@ -84,8 +100,13 @@ class DeletionTracker:
     def is_deleted(self, key: str) -> bool:
         return key in self._deleted
 
+    @property
+    def remembered(self) -> int:
+        """Pairs held in memory (at most twice ``window``)."""
+        return len(self._known) + len(self._older)
+
     def observe(self, key: str, user_id: str) -> None:
-        """``key`` was seen with ``user_id`` as sent ("" for none): stored once."""
+        """``key`` was seen with ``user_id`` as sent ("" for none): written once."""
         pair = (key, user_id)
         if pair in self._known or pair in self._older:
             return
@@ -98,32 +119,25 @@ class DeletionTracker:
         if full:
             self.flush()
 
-    def skipped(self, key: str) -> None:
-        """One event of a deleted user was skipped."""
-        self.counts.skipped_deleted_user += 1
-
-    def request(self, key: str, requested_at: float) -> None:
-        """A delete request: recorded at once (idempotent), and a tombstone from now on."""
+    def request(self, key: str, requested_at: float) -> bool:
+        """A delete request: recorded at once (idempotent; False when it was already), and
+        a tombstone from now on."""
         self.flush()  # the pairs learned so far are stored before the request
-        if self.store.request(key, requested_at):
-            self.counts.requested += 1
-        else:
-            self.counts.repeated += 1
         self._deleted.add(key)
+        return self.store.request(key, requested_at)
 
     def flush(self) -> None:
+        """Write the new pairs; a deleted user's pairs reopen their deletion (``submit``
+        sends only ids not sent before)."""
         with self._lock:
             pairs, self._new = self._new, []
             if not pairs:
                 return
             try:
                 self.store.remember(pairs)
+                again = {key for key, user_id in pairs if user_id and key in self._deleted}
+                if again:
+                    self.store.reopen(sorted(again))
             except BaseException:
                 self._new[:0] = pairs  # kept for the next flush: a checkpoint waits for them
                 raise
-            self.counts.pairs_written += len(pairs)
-
-    @property
-    def remembered(self) -> int:
-        """Pairs held in memory (at most twice ``window``)."""
-        return len(self._known) + len(self._older)

@@ -69,12 +69,12 @@ NOT_OBJECTS = (IDENTITY_PREFIX, DELETION_PREFIX)
 DELETIONS_INDEX = "deletions"
 DELETIONS_INDEX_ATTRIBUTES: list[AttributeDefinitionTypeDef] = [
     {"AttributeName": "deletion_queue", "AttributeType": "S"},
-    {"AttributeName": "requested_at", "AttributeType": "N"},
+    {"AttributeName": "recorded_at", "AttributeType": "N"},
 ]
 DELETIONS_INDEX_DEFINITION: GlobalSecondaryIndexTypeDef = {
     "IndexName": DELETIONS_INDEX,
     "KeySchema": [{"AttributeName": "deletion_queue", "KeyType": "HASH"},
-                  {"AttributeName": "requested_at", "KeyType": "RANGE"}],
+                  {"AttributeName": "recorded_at", "KeyType": "RANGE"}],
     "Projection": {"ProjectionType": "ALL"},
 }
 

@@ -63,6 +63,7 @@ def cli(work: dict[str, Path], emulator: Emulator, *args: str) -> Result:
     env = {"CURRENTS_EXPORT_CONFIG": str(work["config"]), "CURRENTS_EXPORT_PII_SALT": SALT,
            "AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_SECRET_KEY": SECRET_KEY,
            "CURRENTS_EXPORT_AMPLITUDE_URL": emulator.url,
+           "CURRENTS_EXPORT_PRIVACY_URL": emulator.url,
            "CURRENTS_EXPORT_STATE": str(work["root"] / "state.sqlite"),
            "CURRENTS_EXPORT_DEAD_LETTER": str(work["root"] / "dead-letter"),
            "CURRENTS_EXPORT_SUMMARY_JSON": str(work["root"] / "summary.json"),
@@ -159,6 +160,12 @@ def test_deletions_end_to_end_through_the_command_line(
     assert replayed["skipped"]["deleted_user"] == len(first) - 1  # all but frank's
     assert replayed["delivered"] == 1 and replayed["balanced"]
 
+    # Seeing a deleted user's ids again reopens the deletion, but only ids never sent are
+    # sent: here none, so no request (no admin e-mail) and it is submitted again.
+    reopened = orjson.loads(cli(work, emulator, "deletions", "status", "--json").output)
+    assert reopened["pending"] == 153
+    settled = cli(work, emulator, "deletions", "submit", "--grace-period", "0")
+    assert settled.exit_code == 0 and len(emulator.deletion_requests()) == 2
     status = cli(work, emulator, "deletions", "status", "--json")
     assert status.exit_code == 0, status.output
     known = orjson.loads(status.output)

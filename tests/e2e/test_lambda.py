@@ -509,6 +509,7 @@ def test_deletions_recorded_from_sqs_and_submitted_on_schedule(
     monkeypatch.setenv("CURRENTS_EXPORT_STATE", f"dynamodb://{table}")
     monkeypatch.setenv("CURRENTS_EXPORT_CONFIG", str(config))
     monkeypatch.setenv("CURRENTS_EXPORT_SECRET_KEY_SECRET", key_secret)
+    monkeypatch.setenv("CURRENTS_EXPORT_PRIVACY_URL", emulator.url)
     httpx.patch(f"{emulator.url}/_emulator/config",
                 json={"secret_keys": {SECRET_KEY: secret_key}}).raise_for_status()
     aws_lambda.reset_runtime()
