@@ -69,3 +69,28 @@ def test_duplicate_detection_remembers_a_bounded_window() -> None:
         assert seen.first_time(i)
     assert seen.first_time("a") is True
     assert seen.first_time("h") is False  # recent ids are still recognised
+
+
+@given(st.integers(min_value=1, max_value=40),
+       st.lists(st.integers(min_value=0, max_value=120), max_size=600))
+def test_duplicate_window_never_misses_a_recent_id_nor_invents_one(
+    window: int, stream: list[int]
+) -> None:
+    """Against a plain model: an id recorded within the last ``window`` new ids is always
+    recognised, one never seen is always new, and anything is remembered for at most
+    twice the window (tables fill, wrap and probe past each other)."""
+    from currents_export.pipeline import SeenIds
+
+    seen = SeenIds(window=window)
+    recorded: list[str] = []  # the ids first_time accepted, in order
+    for number in stream:
+        event_id = f"evt-{number}"
+        new = seen.first_time(event_id)
+        if event_id not in recorded:
+            assert new, event_id
+        elif event_id in recorded[-window:]:
+            assert not new, event_id
+        elif event_id not in recorded[-2 * window:]:
+            assert new, event_id  # forgotten beyond two windows
+        if new:
+            recorded.append(event_id)
