@@ -144,24 +144,16 @@ class SeenIds:
         """Record ``event_id``; True unless it was seen within the window."""
         key = hash(event_id) or 1  # 0 marks an empty slot
         mask = self._mask
-        table = self._previous
-        slot = key & mask
-        while True:  # linear probing: one or two steps at this load
-            found = table[slot]
-            if found == key:
-                return False
-            if not found:
-                break
-            slot = (slot + 1) & mask
-        table = self._current
-        slot = key & mask
-        while True:
-            found = table[slot]
-            if found == key:
-                return False
-            if not found:
-                break
-            slot = (slot + 1) & mask
+        for table in (self._previous, self._current):  # the current one last
+            slot = key & mask
+            while True:  # linear probing: one or two steps at this load
+                found = table[slot]
+                if found == key:
+                    return False
+                if not found:
+                    break
+                slot = (slot + 1) & mask
+        # ``slot`` is now the current table's free slot for ``key``
         if self._count >= self.window:
             self._previous, self._current = table, self._empty()
             self._count = 0
