@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-Region = Literal["us", "eu"]
-Api = Literal["http", "batch"]
 
 REGION_BASE_URLS: dict[str, str] = {
     "us": "https://api2.amplitude.com",

@@ -38,7 +38,6 @@ from currents_export.summary import RunSummary
 log = logging.getLogger(__name__)
 
 NOT_JSON = "dead_letter_line_not_json"
-NO_EVENT = "no_event_to_resend"
 
 # What ends one file's redrive (it is reported failed) and goes on with the next.
 _FILE_FAILURES = (DeliveryFailed, OSError)

@@ -56,7 +56,6 @@ from currents_export.mapping.privacy import (
 Profile = Literal["braze", "plain"]
 IdentityFallback = Literal["none", "braze_id"]
 DeviceFields = Literal["event_properties", "top_level"]
-PiiPolicy = Literal["keep", "hash", "drop"]
 PROFILES: tuple[str, ...] = ("braze", "plain")
 PII_POLICIES: tuple[str, ...] = ("keep", "hash", "drop")
 URL_POLICIES: tuple[str, ...] = (*PII_POLICIES, "strip_query")  # for URL fields and `urls`
