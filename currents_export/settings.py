@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -251,13 +251,7 @@ class Settings:
         see: the key, the summary file)."""
         values = {name: OPTION[name].default for name in names}
         origins = {k: v for k, v in self.origins.items() if k not in names}
-        return _replace(self, values, origins)
-
-
-def _replace(settings: Settings, values: Mapping[str, Any], origins: Mapping[str, str]
-             ) -> Settings:
-    current = {f.name: getattr(settings, f.name) for f in fields(Settings)}
-    return Settings(**{**current, **values, "origins": dict(origins)})
+        return replace(self, **values, origins=origins)
 
 
 def load_settings(
@@ -311,8 +305,7 @@ def load_settings(
     if "min_id_length" not in values and mapping.min_id_length is not None:
         values["min_id_length"] = mapping.min_id_length
     return Settings(place=place, config=config_path, mapping=mapping, deletions=deletions,
-                    origins=origins,
-                    **values)
+                    origins=origins, **values)
 
 
 def _from_environ(option: Option, environ: Mapping[str, str]) -> tuple[Any, str] | None:
