@@ -1,4 +1,5 @@
-"""The Amplitude API key: from the environment, Secrets Manager or SSM, fetched once.
+"""The Amplitude API key (and the project's secret key, for the User Privacy API): from
+the environment, Secrets Manager or SSM, fetched once.
 
 Configuration names where the key lives, never the key itself:
 ``AMPLITUDE_API_KEY`` (the key, for local runs), ``AMPLITUDE_API_KEY_SECRET`` (a Secrets
@@ -26,6 +27,9 @@ ENV_KEY = "AMPLITUDE_API_KEY"
 ENV_SECRET = "AMPLITUDE_API_KEY_SECRET"
 ENV_PARAMETER = "AMPLITUDE_API_KEY_PARAMETER"
 _JSON_FIELDS = ("api_key", "AMPLITUDE_API_KEY", "apiKey")
+# What each key is called, and the fields a Secrets Manager JSON secret may hold it under.
+_KEYS = {"api_key": ("the Amplitude API key", _JSON_FIELDS),
+         "secret_key": ("the Amplitude secret key", ("secret_key",))}
 
 
 class ApiKeyError(SecretError):
@@ -62,8 +66,12 @@ class ApiKeyProvider:
         client_factory: ClientFactory = boto3.client,
         ttl_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        what: str = "the Amplitude API key",
+        json_fields: tuple[str, ...] = _JSON_FIELDS,
     ) -> None:
         self.source = source
+        self._what = what
+        self._json_fields = json_fields
         self._env = env
         self._client_factory = client_factory
         self._ttl_s = ttl_s
@@ -74,24 +82,33 @@ class ApiKeyProvider:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, client_factory: ClientFactory = boto3.client
+        cls, settings: Settings, key: str = "api_key", *,
+        client_factory: ClientFactory = boto3.client,
     ) -> ApiKeyProvider:
-        """The key the settings point to: given (``api_key``, from its variable or file),
-        or in Secrets Manager (``api_key_secret``) or SSM (``api_key_parameter``)."""
-        if settings.api_key:
-            where = settings.origin("api_key")
-            return cls(ApiKeySource("env", where), {where: settings.api_key},
-                       client_factory=client_factory)
-        if settings.api_key_secret:
-            return cls(ApiKeySource("secret", settings.api_key_secret), {},
-                       client_factory=client_factory)
-        if settings.api_key_parameter:
-            return cls(ApiKeySource("parameter", settings.api_key_parameter), {},
-                       client_factory=client_factory)
-        raise ApiKeyError(
-            f"no Amplitude API key configured: set {ENV_SECRET} (a Secrets Manager secret), "
-            f"{ENV_PARAMETER} (an SSM SecureString) or {ENV_KEY}"
-        )
+        """The ``key`` (``api_key`` or ``secret_key``) the settings point to: given (from
+        its variable or file), or in Secrets Manager (``<key>_secret``) or SSM
+        (``<key>_parameter``)."""
+        from currents_export.settings import OPTION
+
+        what, fields = _KEYS[key]
+        given = getattr(settings, key)
+        secret = getattr(settings, f"{key}_secret")
+        parameter = getattr(settings, f"{key}_parameter")
+        if given:
+            where = settings.origin(key)
+            source, env = ApiKeySource("env", where), {where: given}
+        elif secret:
+            source, env = ApiKeySource("secret", secret), {}
+        elif parameter:
+            source, env = ApiKeySource("parameter", parameter), {}
+        else:
+            # the names the documentation uses: the last alias of each
+            secret_var, parameter_var, given_var = (
+                OPTION[name].variables[-1] for name in (f"{key}_secret", f"{key}_parameter", key))
+            raise ApiKeyError(f"no {what.removeprefix('the ')} configured: set {secret_var} (a "
+                              f"Secrets Manager secret), {parameter_var} (an SSM SecureString) "
+                              f"or {given_var}")
+        return cls(source, env, client_factory=client_factory, what=what, json_fields=fields)
 
     def __repr__(self) -> str:
         return f"ApiKeyProvider({self.source.kind}:{self.source.name})"
@@ -110,5 +127,5 @@ class ApiKeyProvider:
         if kind == "env":
             return self._env[name]
         return fetch_secret("secret" if kind == "secret" else "parameter", name,
-                            what="the Amplitude API key", json_fields=_JSON_FIELDS,
+                            what=self._what, json_fields=self._json_fields,
                             client_factory=self._client_factory, error=ApiKeyError)

@@ -53,7 +53,7 @@ import tomllib
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import boto3
 
@@ -236,7 +236,7 @@ class Runtime:
         assert s3 is not None  # the dead letter is s3:// (lambda_settings)
         self.s3 = s3
         self.api_key = ApiKeyProvider.from_settings(self.settings)
-        self._secret_key: str | None = None
+        self._secret_key: ApiKeyProvider | None = None
         settings = self.settings
         if settings.deletions.enabled and not (settings.secret_key or settings.secret_key_secret
                                                or settings.secret_key_parameter):
@@ -245,29 +245,14 @@ class Runtime:
                                                   "(the stack's AmplitudeSecretKeySecretArn)"}})
 
     def secret_key(self) -> str:
-        """The project's secret key (User Privacy API): the variable, else Secrets Manager
-        or SSM, read once per container and never logged."""
-        if self._secret_key is None:
-            settings = self.settings
-            if settings.secret_key:
-                self._secret_key = settings.secret_key
-            elif settings.secret_key_secret or settings.secret_key_parameter:
-                kind: Literal["secret", "parameter"] = (
-                    "secret" if settings.secret_key_secret else "parameter")
-                try:
-                    self._secret_key = fetch_secret(
-                        kind, settings.secret_key_secret or settings.secret_key_parameter or "",
-                        what="the Amplitude secret key", json_fields=("secret_key",),
-                        client_factory=boto3.client)
-                except SecretError as exc:
-                    raise LambdaConfigError(f"CURRENTS_EXPORT_SECRET_KEY_"
-                                            f"{kind.upper()}: {exc}") from None
-            else:
-                raise LambdaConfigError(
-                    "deletions need the project's secret key: set "
-                    "CURRENTS_EXPORT_SECRET_KEY_SECRET (Secrets Manager) or "
-                    "CURRENTS_EXPORT_SECRET_KEY_PARAMETER (SSM)")
-        return self._secret_key
+        """The project's secret key (User Privacy API), read once per container (only by
+        the deletions schedule: a function without deletions needs none)."""
+        try:
+            if self._secret_key is None:
+                self._secret_key = ApiKeyProvider.from_settings(self.settings, "secret_key")
+            return self._secret_key.get()
+        except SecretError as exc:
+            raise LambdaConfigError(str(exc)) from None
 
     def __repr__(self) -> str:  # never the key (nor the salt, in settings.mapping)
         return (f"Runtime(state={self.settings.state!r}, "

@@ -143,7 +143,7 @@ def resolve_api_key(settings: Settings, warn: Callable[[str], None]) -> str | No
         else:
             path = None
     if path:
-        return _read_api_key_file(path, warn)
+        return _read_key_file(path, "--api-key-file", warn)
     if key and settings.origin("api_key") == "--api-key":
         warn("--api-key on the command line is visible to every user of this machine (ps, "
              "shell history); set AMPLITUDE_API_KEY (or CURRENTS_EXPORT_API_KEY) or use "
@@ -166,10 +166,6 @@ def resolve_secret_key(settings: Settings, warn: Callable[[str], None]) -> str:
     raise SettingsError("no Amplitude secret key (the User Privacy API needs the project's "
                         "API key and secret key): set AMPLITUDE_SECRET_KEY or pass "
                         "--secret-key-file (or use --dry-run to submit nothing)")
-
-
-def _read_api_key_file(path: str, warn: Callable[[str], None]) -> str:
-    return _read_key_file(path, "--api-key-file", warn)
 
 
 def _read_key_file(path: str, flag: str, warn: Callable[[str], None]) -> str:

@@ -62,3 +62,14 @@ def test_errors_name_the_setting_never_a_value(aws: str) -> None:
     with pytest.raises(ApiKeyError) as info:
         provider(aws, {"AMPLITUDE_API_KEY_SECRET": "wrong-json"}).get()
     assert "hunter2-secret" not in str(info.value) and "api_key" in str(info.value)
+
+
+def test_the_secret_key_comes_the_same_way_and_a_missing_one_is_named() -> None:
+    from currents_export.settings import load_settings
+
+    settings = load_settings("lambda", environ={"AMPLITUDE_SECRET_KEY": "s-SECRET-3"})
+    provider = ApiKeyProvider.from_settings(settings, "secret_key")
+    assert provider.get() == "s-SECRET-3" and "s-SECRET-3" not in repr(provider)
+    with pytest.raises(ApiKeyError, match="no Amplitude secret key configured: set "
+                                          "CURRENTS_EXPORT_SECRET_KEY_SECRET"):
+        ApiKeyProvider.from_settings(load_settings("lambda", environ={}), "secret_key")
