@@ -36,7 +36,7 @@ from typing import IO, Any
 import orjson
 
 from currents_export.amplitude.batching import EventTooLarge, PendingEvent
-from currents_export.amplitude.dryrun import DryRun, Sender
+from currents_export.amplitude.dryrun import DryRun, QuietOutbox, Sender
 from currents_export.amplitude.lanes import Outbox
 from currents_export.amplitude.validation import INVALID_ID, id_problem
 from currents_export.config import (
@@ -845,24 +845,11 @@ class Pipeline:
         self._resolve(obj, index, DEAD_LETTERED, reason, warnings)
 
 
-class _Idle:
+class _Idle(QuietOutbox[EventRef]):
     """The outbox of a pipeline that is not running: it takes no event."""
 
     def submit(self, event: PendingEvent[EventRef]) -> None:
         raise RuntimeError("the pipeline is not running")
-
-    @property
-    def failed(self) -> BaseException | None:
-        return None
-
-    def drain(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def take_stats(self) -> tuple[int, int]:
-        return 0, 0
 
 
 _IDLE: Outbox[EventRef] = _Idle()

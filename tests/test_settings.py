@@ -88,7 +88,7 @@ def test_the_settings_type_has_exactly_the_tables_options() -> None:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_exactly_its_options_with_help(command: str) -> None:
+def test_every_command_has_its_options_with_help(command: str) -> None:
     params = {p.name: p for p in command_of(command).params}
     for option in options_for(command):
         param = params[option.name]

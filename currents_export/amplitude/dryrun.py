@@ -66,14 +66,12 @@ class DryRun:
         return _Unsent(on_skipped)
 
 
-class _Unsent(Generic[Ref]):
-    """The dry run's outbox: ``submit`` answers on the caller's thread; no requests."""
-
-    def __init__(self, on_skipped: OnSkipped[Ref]) -> None:
-        self._on_skipped = on_skipped
+class QuietOutbox(Generic[Ref]):
+    """An outbox that sends nothing, so has nothing to drain, close or count; subclasses
+    say what ``submit`` does."""
 
     def submit(self, event: PendingEvent[Ref]) -> None:
-        self._on_skipped(event.ref, DRY_RUN)
+        raise NotImplementedError
 
     @property
     def failed(self) -> BaseException | None:
@@ -87,3 +85,13 @@ class _Unsent(Generic[Ref]):
 
     def take_stats(self) -> tuple[int, int]:
         return 0, 0
+
+
+class _Unsent(QuietOutbox[Ref]):
+    """The dry run's outbox: ``submit`` answers on the caller's thread; no requests."""
+
+    def __init__(self, on_skipped: OnSkipped[Ref]) -> None:
+        self._on_skipped = on_skipped
+
+    def submit(self, event: PendingEvent[Ref]) -> None:
+        self._on_skipped(event.ref, DRY_RUN)

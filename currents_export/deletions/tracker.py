@@ -19,7 +19,8 @@ from currents_export.deletions.store import DeletionStore, braze_key
 DELETE_REQUEST_TYPE = "users.UserDeleteRequest"
 DELETION_REQUEST = "deletion_request"  # skip reason of the delete request records themselves
 DELETED_USER = "deleted_user"  # skip reason of the events of a deleted user
-PAIRS_WINDOW = 100_000  # pairs remembered in memory (twice this at most)
+PAIRS_WINDOW = 100_000  # pairs remembered in memory, as 64-bit hashes (twice this at most)
+KEYS_REMEMBERED = 10_000  # Braze id → key, so that a recurring user is hashed once
 FLUSH_EVERY = 500  # new pairs written together
 _REFRESH_OVERLAP_S = 600.0  # clocks of other writers may lag: refresh a little further back
 
@@ -79,9 +80,12 @@ class DeletionTracker:
         self._clock = clock
         self._deleted: set[str] = set()
         self._refreshed_at: float | None = None
-        self._known: set[tuple[str, str]] = set()
-        self._older: set[tuple[str, str]] = set()
+        # (key, user id) pairs written, by their hash: a pair is wrongly taken for written
+        # only if its 64-bit hash equals another's in the window (about 1 in 10^13)
+        self._known: set[int] = set()
+        self._older: set[int] = set()
         self._new: list[tuple[str, str]] = []
+        self._keys: dict[str, str] = {}  # Braze id → key, at most KEYS_REMEMBERED
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -95,7 +99,13 @@ class DeletionTracker:
         self._refreshed_at = now
 
     def key(self, braze_id: str) -> str:
-        return braze_key(braze_id)
+        """``braze_key``, remembered: users recur, and this runs for every record."""
+        key = self._keys.get(braze_id)
+        if key is None:
+            if len(self._keys) >= KEYS_REMEMBERED:
+                self._keys.clear()
+            key = self._keys[braze_id] = braze_key(braze_id)
+        return key
 
     def is_deleted(self, key: str) -> bool:
         return key in self._deleted
@@ -108,11 +118,12 @@ class DeletionTracker:
     def observe(self, key: str, user_id: str) -> None:
         """``key`` was seen with ``user_id`` as sent ("" for none): written once."""
         pair = (key, user_id)
-        if pair in self._known or pair in self._older:
+        digest = hash(pair)
+        if digest in self._known or digest in self._older:
             return
         if len(self._known) >= self.window:  # two generations: memory stays bounded
             self._older, self._known = self._known, set()
-        self._known.add(pair)
+        self._known.add(digest)
         with self._lock:
             self._new.append(pair)
             full = len(self._new) >= FLUSH_EVERY
