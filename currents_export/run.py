@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from currents_export.allocator import keep_large_blocks_apart
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.dryrun import DryRun, Sender
 from currents_export.awserrors import explain
@@ -276,6 +277,7 @@ def build_pipeline(
 ) -> Pipeline:
     """One run's pipeline over ``destinations``: its client (a ``DryRun`` that sends
     nothing, in a dry run) and the ``--output`` file (owner-only), closed with ``stack``."""
+    keep_large_blocks_apart()  # resident memory stays flat over a long run (allocator.py)
     client: Sender = (
         DryRun(stop) if settings.dry_run
         else build_client(settings, api_key, stop, stack, retry_horizon_s=retry_horizon_s))
