@@ -105,12 +105,13 @@ class Lanes(Generic[Ref]):
         self._horizon_s = horizon_s
         self._clock = clock
         self._stop = client.stop  # a deadline or a signal: checked before every request
+        # Which lane owns an id, and its events not yet resolved: the reader's alone (no
+        # lock per event). Lanes hand their resolved events back through ``_released``
+        # (None: a wake-up); the reader applies them before it claims the next event.
         self._owners: dict[str, int] = {}
-        self._holds: dict[str, int] = {}  # id → unresolved events of it
-        # One plain lock guards _owners/_holds (taken once per event: it must be cheap); the
-        # condition on it wakes a reader waiting for two lanes to give up a user/device.
-        self._ownership_lock = threading.Lock()
-        self._ownership = threading.Condition(self._ownership_lock)
+        self._holds: dict[str, int] = {}
+        self._released: queue.SimpleQueue[list[PendingEvent[Ref]] | None] = (
+            queue.SimpleQueue())
         self._error: BaseException | None = None
         self._stop_waiting_after: float | None = None  # set once a stop is requested
         self._stats_lock = threading.Lock()
@@ -248,28 +249,29 @@ class Lanes(Generic[Ref]):
 
     def _claim(self, event: PendingEvent[Ref]) -> int:
         """Pick the lane that owns the event's ids (or hash one) and take the ids."""
+        if not self._released.empty():
+            self._apply_released()
         all_owners = self._owners
         while True:
-            with self._ownership_lock:
-                owner: int | None = None
-                owners: tuple[int, ...] = ()
-                for identifier in event.ids:
-                    current = all_owners.get(identifier)
-                    if current is None or current == owner:
-                        continue
-                    if owner is None:
-                        owner = current
-                    else:
-                        owners = (owner, current)
-                        break
-                if not owners:
-                    return self._take(event, owner)
+            owner: int | None = None
+            other: int | None = None
+            for identifier in event.ids:
+                current = all_owners.get(identifier)
+                if current is None or current == owner:
+                    continue
+                if owner is None:
+                    owner = current
+                else:
+                    other = current
+                    break
+            if other is None:
+                return self._take(event, owner)
+            assert owner is not None
             # The user's and the device's events sit in two lanes: send what those lanes
-            # have packed (outside the lock: a full queue blocks) and wait for one to finish.
-            for lane in owners:
+            # have packed (a full queue blocks) and wait for one to finish.
+            for lane in (owner, other):
                 self._send_open(lane)
-            with self._ownership:
-                self._ownership.wait(timeout=0.5)
+            self._apply_released(wait_s=0.5)
             self._raise_if_failed()
             if self._stop.requested:
                 raise self._stop.interrupted()
@@ -290,10 +292,22 @@ class Lanes(Generic[Ref]):
     # ---- lane side ------------------------------------------------------------------------
 
     def _release(self, events: list[PendingEvent[Ref]]) -> None:
-        """The events are resolved (or abandoned): their ids no longer need their lane."""
-        with self._ownership:
-            owners, holds = self._owners, self._holds
-            for event in events:
+        """The events are resolved (or abandoned): their ids no longer need their lane.
+        Any thread; the reader applies it (``_apply_released``)."""
+        if events:
+            self._released.put(events)
+
+    def _apply_released(self, wait_s: float | None = None) -> None:
+        """Free the ids of the events released so far (reader thread); with ``wait_s``,
+        first wait that long at most for a release (or a wake-up)."""
+        released = self._released
+        try:
+            batch = released.get(timeout=wait_s) if wait_s else released.get_nowait()
+        except queue.Empty:
+            return
+        owners, holds = self._owners, self._holds
+        while True:
+            for event in batch or ():
                 for identifier in event.ids:
                     left = holds.get(identifier, 0) - 1
                     if left <= 0:
@@ -301,7 +315,10 @@ class Lanes(Generic[Ref]):
                         owners.pop(identifier, None)
                     else:
                         holds[identifier] = left
-            self._ownership.notify_all()
+            try:
+                batch = released.get_nowait()
+            except queue.Empty:
+                return
 
     def _abandon(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
         """After a failure: leave events unresolved (pending), free their ids, and hand them
@@ -324,8 +341,7 @@ class Lanes(Generic[Ref]):
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-        with self._ownership:
-            self._ownership.notify_all()
+        self._released.put(None)  # wake a reader waiting in _claim
 
 
 class _Lane(threading.Thread, Generic[Ref]):
