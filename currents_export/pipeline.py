@@ -67,6 +67,7 @@ from currents_export.errors import (
     ends_run,
     is_retryable,
 )
+from currents_export.jsonbytes import kept_json
 from currents_export.ledger import Ledger, NoLedger
 from currents_export.ledger.base import AlreadyDone, LeaseError, ObjectState, Resume
 from currents_export.mapping import (
@@ -719,7 +720,7 @@ class Pipeline:
         problem = self._id_problem(event)
         if problem:
             return problem
-        return orjson.dumps(event)
+        return kept_json(event)
 
     def _repeated(self, record: dict[str, Any]) -> bool:
         """True when this record's Braze event id was already seen in this run (Braze's

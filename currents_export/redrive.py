@@ -33,6 +33,7 @@ from currents_export.amplitude.validation import INVALID_ID, id_problem
 from currents_export.config import DEFAULT_LANES, RequestLimits
 from currents_export.deadletter import DeadLetterStore, is_closed, is_part
 from currents_export.errors import DeliveryFailed
+from currents_export.jsonbytes import kept_json
 from currents_export.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class Redrive:
                 continue
             ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
             try:
-                lanes.submit(PendingEvent(orjson.dumps(event), line, ids))
+                lanes.submit(PendingEvent(kept_json(event), line, ids))
                 line.sent = True
             except EventTooLarge as exc:
                 line.reason, line.detail = "event_too_large", str(exc)
