@@ -16,9 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import boto3
-
-from currents_export.secretstore import ClientFactory, SecretError, fetch_secret
+from currents_export.secretstore import ClientFactory, SecretError, boto3_client, fetch_secret
 
 if TYPE_CHECKING:
     from currents_export.settings import Settings
@@ -63,7 +61,7 @@ class ApiKeyProvider:
         source: ApiKeySource,
         env: Mapping[str, str],
         *,
-        client_factory: ClientFactory = boto3.client,
+        client_factory: ClientFactory = boto3_client,
         ttl_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         what: str = "the Amplitude API key",
@@ -83,7 +81,7 @@ class ApiKeyProvider:
     @classmethod
     def from_settings(
         cls, settings: Settings, key: str = "api_key", *,
-        client_factory: ClientFactory = boto3.client,
+        client_factory: ClientFactory = boto3_client,
     ) -> ApiKeyProvider:
         """The ``key`` (``api_key`` or ``secret_key``) the settings point to: given (from
         its variable or file), or in Secrets Manager (``<key>_secret``) or SSM

@@ -20,7 +20,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
 import click
 import orjson
 
@@ -399,6 +398,8 @@ def backfill(
     try:
         objects = _not_empty(list_objects(client, location, key_filter), uri, key_filter)
         if url is not None:
+            import boto3
+
             sent = dispatch_to_sqs(boto3.client("sqs"), url, location.bucket, objects)
             click.echo(f"dispatched {sent} objects to {url}")
             return

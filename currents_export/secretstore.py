@@ -8,7 +8,7 @@ the fields the caller names.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,6 +27,14 @@ class ClientFactory(Protocol):
     def __call__(self, service_name: Literal["secretsmanager"]) -> SecretsManagerClient: ...
     @overload
     def __call__(self, service_name: Literal["ssm"]) -> SSMClient: ...
+
+
+def boto3_client(service_name: str) -> Any:
+    """``boto3.client(service_name)``, importing boto3 only when a client is made (it is a
+    sixth of a second of every process's start, and a local replay needs none)."""
+    import boto3
+
+    return boto3.client(service_name)  # type: ignore[call-overload]
 
 
 class SecretError(ValueError):

@@ -34,9 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
-import boto3
 import orjson
-from botocore.config import Config
 from botocore.exceptions import ClientError, NoRegionError
 
 from currents_export.ledger.base import (
@@ -116,6 +114,9 @@ class DynamoDbLedger:
                 timeouts["connect_timeout"] = connect_timeout
             if read_timeout is not None:
                 timeouts["read_timeout"] = read_timeout
+            import boto3  # here: a SQLite ledger's run never needs it
+            from botocore.config import Config
+
             config = Config(
                 retries={"mode": "standard", "max_attempts": 10} if max_attempts is None
                 else {"mode": "standard", "total_max_attempts": max_attempts},

@@ -16,8 +16,6 @@ from datetime import datetime
 from functools import partial
 from typing import IO, TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from currents_export.currents.keys import NotACurrentsKey, parse_key
@@ -77,6 +75,9 @@ def s3_client(
     included; None: the CLI's ``AWS_MAX_ATTEMPTS``, else 10 (botocore's ``max_attempts``,
     which counts retries).
     """
+    import boto3  # here: a sixth of a second of every start, and a local replay needs none
+    from botocore.config import Config
+
     config = Config(
         retries=(
             # botocore's standard retries; AWS_MAX_ATTEMPTS lowers them (an unreachable

@@ -370,3 +370,27 @@ def test_reports_and_summaries_survive_json() -> None:
 def test_workers_out_of_range_are_refused(value: str, tmp_path: Path) -> None:
     result = run_cli("replay", str(tmp_path), "--workers", value, "--dry-run")
     assert result.exit_code == 2 and "--workers" in result.output
+
+
+def test_workers_do_not_run_the_command_s_script_again(tmp_path: Path) -> None:
+    """``spawn`` would run the parent's ``__main__`` script in every worker (the
+    ``currents-export`` script imports the whole command line); the workers leave it out."""
+    fixtures(tmp_path / "bucket", events=20, files_per_type=1)
+    runs = tmp_path / "script-runs"
+    script = tmp_path / "currents-export-script.py"
+    script.write_text(
+        "import os, sys\n"
+        f"with open({str(runs)!r}, 'a') as log:\n"
+        "    log.write(f'{os.getpid()} {__name__}\\n')\n"
+        "from currents_export.cli import main\n"
+        "if __name__ == '__main__':\n"
+        "    sys.exit(main())\n")
+    done = subprocess.run(
+        [sys.executable, str(script), "replay", str(tmp_path / "bucket"), "--dry-run",
+         "--workers", "2", "--summary-json", str(tmp_path / "summary.json")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert summary["objects_done"] == len(TYPES) and summary["worker_restarts"] == 0
+    ran = runs.read_text().splitlines()
+    assert len(ran) == 1 and ran[0].endswith(" __main__"), ran  # in the parent only
