@@ -233,7 +233,7 @@ class Redrive:
                 continue
             outcome: Outcome = ("delivered" if line.delivered
                                 else "refused" if line.reason is not None else "unsettled")
-            out.append(orjson.dumps({
+            out.append(kept_json({
                 "at": at,
                 "insert_id": line.data["event"].get("insert_id"),
                 "source": source,
@@ -275,4 +275,4 @@ def _updated(line: _Line) -> bytes:
         return line.raw.rstrip(b"\n") + b"\n"
     data = {**line.data, "reason": line.reason, "detail": line.detail,
             "previous_reason": line.data.get("reason")}
-    return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
+    return kept_json(data, option=orjson.OPT_APPEND_NEWLINE)

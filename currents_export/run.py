@@ -193,6 +193,7 @@ def build_client(
     *, retry_horizon_s: float | None = None,
 ) -> AmplitudeClient:
     """The Amplitude client of one run (closed with ``stack``)."""
+    keep_large_blocks_apart()  # what waits for Amplitude stays flat in memory (allocator.py)
     if not api_key:
         raise SettingsError(
             "no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file "
@@ -277,7 +278,6 @@ def build_pipeline(
 ) -> Pipeline:
     """One run's pipeline over ``destinations``: its client (a ``DryRun`` that sends
     nothing, in a dry run) and the ``--output`` file (owner-only), closed with ``stack``."""
-    keep_large_blocks_apart()  # resident memory stays flat over a long run (allocator.py)
     client: Sender = (
         DryRun(stop) if settings.dry_run
         else build_client(settings, api_key, stop, stack, retry_horizon_s=retry_horizon_s))

@@ -110,8 +110,7 @@ class Lanes(Generic[Ref]):
         # (None: a wake-up); the reader applies them before it claims the next event.
         self._owners: dict[str, int] = {}
         self._holds: dict[str, int] = {}
-        self._released: queue.SimpleQueue[list[PendingEvent[Ref]] | None] = (
-            queue.SimpleQueue())
+        self._released: queue.SimpleQueue[list[tuple[str, ...]] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._stop_waiting_after: float | None = None  # set once a stop is requested
         self._stats_lock = threading.Lock()
@@ -266,6 +265,9 @@ class Lanes(Generic[Ref]):
                     break
             if other is None:
                 return self._take(event, owner)
+            if not self._released.empty():  # one of them may have let go already
+                self._apply_released()
+                continue
             assert owner is not None
             # The user's and the device's events sit in two lanes: send what those lanes
             # have packed (a full queue blocks) and wait for one to finish.
@@ -294,8 +296,8 @@ class Lanes(Generic[Ref]):
     def _release(self, events: list[PendingEvent[Ref]]) -> None:
         """The events are resolved (or abandoned): their ids no longer need their lane.
         Any thread; the reader applies it (``_apply_released``)."""
-        if events:
-            self._released.put(events)
+        if events:  # their ids only: the events themselves are freed at once
+            self._released.put([event.ids for event in events])
 
     def _apply_released(self, wait_s: float | None = None) -> None:
         """Free the ids of the events released so far (reader thread); with ``wait_s``,
@@ -307,8 +309,8 @@ class Lanes(Generic[Ref]):
             return
         owners, holds = self._owners, self._holds
         while True:
-            for event in batch or ():
-                for identifier in event.ids:
+            for ids in batch or ():
+                for identifier in ids:
                     left = holds.get(identifier, 0) - 1
                     if left <= 0:
                         holds.pop(identifier, None)
