@@ -502,15 +502,24 @@ class _Lane(threading.Thread, Generic[Ref]):
         try:
             outcome = self.parent._client.send(events)
         except SendError as exc:
-            partial = exc.partial
-            resolved: set[int] = set()
-            if partial is not None:  # what Amplitude answered before the failure still counts
-                self._report(partial.delivered, [(e, r, d) for e, r, d in partial.rejected])
-                resolved = {id(e) for e in partial.delivered}
-                resolved |= {id(e) for e, _, _ in partial.rejected}
-            self._give_up([e for e in events if id(e) not in resolved], exc)
+            partial = exc.partial  # what Amplitude answered before the failure still counts
+            delivered = partial.delivered if partial is not None else []
+            rejected = list(partial.rejected) if partial is not None else []
+            resolved = {id(e) for e in delivered} | {id(e) for e, _, _ in rejected}
+            try:
+                if delivered or rejected:
+                    self._report(delivered, rejected)
+            finally:
+                self._give_up([e for e in events if id(e) not in resolved], exc)
             return False
-        self._report(outcome.delivered, outcome.rejected)
+        except BaseException:  # a bug: the lanes fail (run()); the events stay pending, and
+            self.parent._release(events)  # their ids must not stay taken
+            raise
+        try:
+            self._report(outcome.delivered, outcome.rejected)
+        except BaseException:  # a failing callback: the throttled ones let go of their ids too
+            self.parent._release([event for event, _ in outcome.throttled])
+            raise
         with self.parent._stats_lock:
             self.parent._requests += outcome.requests
             self.parent._retries += outcome.retries

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -137,3 +139,62 @@ def test_an_idle_lane_sends_its_open_request_after_the_linger(server: RecordingS
     finally:
         lanes.close()
         client.close()
+
+
+class _BrokenThenFine:
+    """A client whose first ``broken`` sends fail with a bug (not a delivery error)."""
+
+    def __init__(self, broken: int) -> None:
+        from currents_export.amplitude.batching import Envelope
+        from currents_export.stopping import Stop
+
+        self.stop = Stop()
+        self.envelope = Envelope.build("key-123")
+        self.broken = broken
+        self.sent: list[str] = []
+
+    def send(self, events: list[PendingEvent[str]]) -> Any:
+        from currents_export.amplitude.client import SendOutcome
+
+        if self.broken:
+            self.broken -= 1
+            raise RuntimeError("a bug in sending")
+        self.sent.extend(event.ref for event in events)
+        outcome: SendOutcome[str] = SendOutcome()
+        outcome.delivered.extend(events)
+        return outcome
+
+
+def _in_lane(lane: int, prefix: str, lanes: int = 2) -> str:
+    """An id that ``Lanes`` hashes to ``lane``."""
+    return next(f"{prefix}-{i}" for i in range(100)
+                if zlib.crc32(f"{prefix}-{i}".encode()) % lanes == lane)
+
+
+def test_a_request_that_fails_with_a_bug_lets_go_of_its_ids() -> None:
+    """Two requests fail with a bug in two lanes: once the failure is drained, an event
+    sharing an id with each of them is delivered (it does not wait for lanes that will
+    never let go of those ids)."""
+    client = _BrokenThenFine(broken=2)
+    user, device = _in_lane(0, "user"), _in_lane(1, "device")
+    delivered: list[str] = []
+    lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=2,  # type: ignore[arg-type]
+                              on_delivered=delivered.extend, on_rejected=lambda *_: None,
+                              horizon_s=30)
+    try:
+        lanes.submit(PendingEvent(b"{}", "first", (user,)))
+        lanes.submit(PendingEvent(b"{}", "second", (device,)))
+        with pytest.raises(RuntimeError, match="a bug in sending"):
+            lanes.drain()
+        finished = threading.Event()
+
+        def both() -> None:
+            lanes.submit(PendingEvent(b"{}", "both", (user, device)))
+            lanes.drain()
+            finished.set()
+
+        threading.Thread(target=both, daemon=True).start()
+        assert finished.wait(10), "the event waited for ids nobody will release"
+    finally:
+        lanes.close()
+    assert delivered == client.sent == ["both"]
