@@ -141,23 +141,25 @@ def test_an_idle_lane_sends_its_open_request_after_the_linger(server: RecordingS
         client.close()
 
 
-class _BrokenThenFine:
-    """A client whose first ``broken`` sends fail with a bug (not a delivery error)."""
+class _BrokenFor:
+    """A client that fails with a bug (not a delivery error) on the requests holding the
+    ``broken`` events, once all of them are being sent, and delivers the others."""
 
-    def __init__(self, broken: int) -> None:
+    def __init__(self, broken: set[str]) -> None:
         from currents_export.amplitude.batching import Envelope
         from currents_export.stopping import Stop
 
         self.stop = Stop()
         self.envelope = Envelope.build("key-123")
         self.broken = broken
+        self.together = threading.Barrier(len(broken), timeout=10)
         self.sent: list[str] = []
 
     def send(self, events: list[PendingEvent[str]]) -> Any:
         from currents_export.amplitude.client import SendOutcome
 
-        if self.broken:
-            self.broken -= 1
+        if any(event.ref in self.broken for event in events):
+            self.together.wait()  # each in its own lane: both fail
             raise RuntimeError("a bug in sending")
         self.sent.extend(event.ref for event in events)
         outcome: SendOutcome[str] = SendOutcome()
@@ -172,10 +174,10 @@ def _in_lane(lane: int, prefix: str, lanes: int = 2) -> str:
 
 
 def test_a_request_that_fails_with_a_bug_lets_go_of_its_ids() -> None:
-    """Two requests fail with a bug in two lanes: once the failure is drained, an event
-    sharing an id with each of them is delivered (it does not wait for lanes that will
-    never let go of those ids)."""
-    client = _BrokenThenFine(broken=2)
+    """Requests in two lanes fail with a bug: once the failure is drained, an event sharing
+    an id with each of them is delivered (it does not wait for lanes that will never let
+    go of those ids)."""
+    client = _BrokenFor({"first", "second"})
     user, device = _in_lane(0, "user"), _in_lane(1, "device")
     delivered: list[str] = []
     lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=2,  # type: ignore[arg-type]
