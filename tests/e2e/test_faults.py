@@ -414,7 +414,9 @@ def test_unexpected_errors_name_themselves_and_show_a_traceback_only_with_vv(
 def test_the_ledger_keeps_the_failure_reason(emulator: Emulator, tmp_path: Path) -> None:
     files = fixtures(tmp_path / "bucket", files_per_type=1)
     set_faults(emulator, [{"action": "status", "status": 503}])
-    result, _ = replay(emulator, tmp_path, tmp_path / "bucket", extra=("--retry-horizon", "1"))
+    # A horizon longer than a first backoff (at most 1 s): no request gives up on its own
+    # before the lanes' failures open the circuit (with 1 s, one could, on a busy machine).
+    result, _ = replay(emulator, tmp_path, tmp_path / "bucket", extra=("--retry-horizon", "3"))
     assert result.exit_code == 1
     ledger = SqliteLedger(tmp_path / "state.sqlite")
     [state] = list(ledger.objects())
