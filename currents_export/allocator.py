@@ -16,6 +16,7 @@ same throughput. Elsewhere (macOS, musl) nothing is changed.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import sys
 
@@ -24,18 +25,13 @@ log = logging.getLogger(__name__)
 MMAP_THRESHOLD = 64 * 1024  # bytes: blocks this large get a mapping of their own
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
-_applied: bool | None = None
-
-
+@functools.cache
 def keep_large_blocks_apart() -> bool:
     """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (once per process).
 
     Returns True when the setting is in force, False where there is no glibc to set it on.
     """
-    global _applied
-    if _applied is None:
-        _applied = _set_mmap_threshold(MMAP_THRESHOLD)
-    return _applied
+    return _set_mmap_threshold(MMAP_THRESHOLD)
 
 
 def _set_mmap_threshold(size: int) -> bool:

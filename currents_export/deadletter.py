@@ -38,7 +38,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from currents_export.errors import AwsSetupError, ConfigurationError
-from currents_export.jsonbytes import kept_json
+from currents_export.jsonbytes import kept
 from currents_export.mapping import json_safe
 from currents_export.privatefiles import make_private_dirs
 
@@ -112,11 +112,11 @@ def dead_letter_line(
     }
     options = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
     try:  # a drifted schema may put bytes or decimals in the record: json_safe converts them
-        return kept_json(line, default=json_safe, option=options)
+        return orjson.dumps(line, default=json_safe, option=options)
     except orjson.JSONEncodeError as exc:  # e.g. nested deeper than JSON encoders allow
         line["record"] = {"unserialisable": f"{type(exc).__name__}: {exc}",
                           "text": str(record)[:_MAX_TEXT_RECORD]}
-        return kept_json(line, default=json_safe, option=options)
+        return orjson.dumps(line, default=json_safe, option=options)
 
 
 _MAX_TEXT_RECORD = 100_000  # characters of a record kept as text when it cannot be JSON
@@ -223,7 +223,7 @@ class S3DeadLetter:
         return f"s3://{self.bucket}/{folder}{self._name}-*{CLOSED_SUFFIX}"
 
     def write(self, **fields: Unpack[DeadLetterFields]) -> None:
-        line = dead_letter_line(**fields)
+        line = kept(dead_letter_line(**fields))  # held until the next flush
         with self._lock:
             self._buffer.append(line)
             self.written += 1

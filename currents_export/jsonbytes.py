@@ -5,7 +5,7 @@ container, and hands it back without shrinking it: ``len()`` says 750 bytes, the
 holds 6 KiB. Events wait in requests and lanes for a round trip, dead-letter lines in a
 buffer until the next flush; kept as they come, the thousands of events in flight held
 eight times their size (tracemalloc: 6,246 bytes allocated per 752-byte event). A copy of
-the exact length costs about 0.2 µs an event.
+the exact length costs about 0.2 µs an event. Bytes written out at once need no copy.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from typing import Any
 import orjson
 
 
+def kept(serialised: bytes) -> bytes:
+    """``serialised`` (orjson's result) in a block of its own length."""
+    return bytes(memoryview(serialised))
+
+
 def kept_json(value: Any, *, default: Callable[[Any], Any] | None = None,
               option: int | None = None) -> bytes:
     """``orjson.dumps(value, default=, option=)`` in a block of its own length."""
-    return bytes(memoryview(orjson.dumps(value, default=default, option=option)))
+    return kept(orjson.dumps(value, default=default, option=option))

@@ -7,10 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-from currents_export import allocator
-
 # Frees a 1 MiB block (which raises glibc's dynamic threshold to 1 MiB), then says how many
 # bytes of a 512 KiB block that stays alive went to a mapping of its own.
 _PROBE = textwrap.dedent("""
@@ -43,17 +39,3 @@ def _mapped_bytes(mode: str) -> int:
 def test_large_blocks_keep_a_mapping_of_their_own_after_a_larger_one_was_freed() -> None:
     assert _mapped_bytes("default") == 0  # glibc's default: it came from the heap
     assert _mapped_bytes("kept-apart") >= 512 * 1024
-
-
-def test_applied_once_and_answers_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-
-    def fake(size: int) -> bool:
-        calls.append(size)
-        return True
-
-    monkeypatch.setattr(allocator, "_applied", None)
-    monkeypatch.setattr(allocator, "_set_mmap_threshold", fake)
-    assert allocator.keep_large_blocks_apart() is True
-    assert allocator.keep_large_blocks_apart() is True
-    assert calls == [allocator.MMAP_THRESHOLD]
