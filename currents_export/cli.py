@@ -2,7 +2,7 @@
 
 The options come from one table (``currents_export.settings``): each can also be given as
 ``CURRENTS_EXPORT_<OPTION>`` or in the TOML file of ``--config`` (command line >
-environment > file > default). Runs are built by ``currents_export.run``.
+environment > file > default). Runs are built by ``currents_export.compose``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,22 @@ import click
 import orjson
 
 from currents_export import __version__
-from currents_export.awserrors import explain
-from currents_export.backfill import (
-    dispatch_to_sqs,
-    parse_hour,
-    queue_url,
-    write_manifest,
+from currents_export.amplitude.api import REQUEST_LIMITS
+from currents_export.aws.explain import explain
+from currents_export.compose import (
+    build_client,
+    build_pipeline,
+    build_privacy_client,
+    build_worker_pipeline,
+    check_outputs,
+    open_deletion_store,
+    open_destinations,
+    resolve_api_key,
+    resolve_secret_key,
 )
-from currents_export.config import REQUEST_LIMITS
+from currents_export.core.redrive import Redrive
+from currents_export.counts import RunSummary
 from currents_export.currents.schemas import pii_fields
-from currents_export.deadletter import DeadLetterConfigError
 from currents_export.deletions.store import DeletionStore
 from currents_export.deletions.submit import deletion_status, render_status, submit_deletions
 from currents_export.display import LiveProgress
@@ -44,22 +50,15 @@ from currents_export.errors import (
     EXIT_UNFINISHED,
     ConfigurationError,
     CurrentsExportError,
+    DeadLetterConfigError,
+    LedgerConfigError,
     ObjectError,
+    SettingsError,
+    SourceError,
+    StatusError,
 )
-from currents_export.ledger import LedgerConfigError, open_ledger
+from currents_export.ledger import open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapped_records, mapper_for
-from currents_export.observability import quiet_wire_logs
-from currents_export.pipeline import Pipeline
-from currents_export.redrive import Redrive
-from currents_export.run import (
-    build_client,
-    build_privacy_client,
-    build_run,
-    check_outputs,
-    open_deletion_store,
-    resolve_api_key,
-    resolve_secret_key,
-)
 from currents_export.settings import (
     BACKFILL,
     CONFIG_VARIABLE,
@@ -70,11 +69,16 @@ from currents_export.settings import (
     STATUS,
     Option,
     Settings,
-    SettingsError,
     load_settings,
     options_for,
 )
-from currents_export.sources import SourceError, SourceObject, find_local_objects
+from currents_export.sources import SourceObject, find_local_objects
+from currents_export.sources.backfill import (
+    dispatch_to_sqs,
+    parse_hour,
+    queue_url,
+    write_manifest,
+)
 from currents_export.sources.s3 import (
     KeyFilter,
     S3Location,
@@ -83,8 +87,8 @@ from currents_export.sources.s3 import (
     s3_client,
 )
 from currents_export.stopping import Stop
-from currents_export.summary import ObjectReport, RunSummary
-from currents_export.workers import ProcessRun, WorkerSpec, default_workers
+from currents_export.support.logs import setup_logging
+from currents_export.workers import WorkerPool, WorkerSpec, default_workers
 
 log = logging.getLogger("currents_export")
 Command = Callable[..., Any]
@@ -219,7 +223,7 @@ def main() -> None:
 @_verbose_option()
 def replay(paths: tuple[str, ...], progress: bool | None, verbose: int, **params: Any) -> None:
     """Replay Avro files or directories (searched recursively for .avro) into Amplitude."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     remote = [path for path in paths if "://" in path]
     if remote:
         raise click.UsageError(
@@ -237,12 +241,12 @@ def replay(paths: tuple[str, ...], progress: bool | None, verbose: int, **params
     live = _live_progress("replay", progress)
     if live is not None:
         live.set_totals(len(objects), (source.size for source in objects))
-    summary = run_pipeline(objects, settings, workers=min(count, len(objects)), progress=live,
+    summary = run_objects(objects, settings, workers=min(count, len(objects)), progress=live,
                            verbose=verbose)
     _finish(summary, settings)
 
 
-def run_pipeline(
+def run_objects(
     objects: Iterable[SourceObject],
     settings: Settings,
     *,
@@ -263,7 +267,8 @@ def run_pipeline(
     if workers > 1:
         return _run_in_processes(objects, settings, api_key, workers, stop, progress, verbose)
     with ExitStack() as stack, _stop_on_signals(stop):
-        pipeline = build_run(settings, stack, stop=stop, api_key=api_key)
+        pipeline = build_pipeline(settings, open_destinations(settings, stack), stack,
+                                  stop=stop, api_key=api_key)
         if progress is not None:
             progress.add(pipeline)
             stack.enter_context(progress)
@@ -283,32 +288,20 @@ def _run_in_processes(
     """Check the set-up here, before any work, and run the worker processes (each builds
     its run from the same settings; the key travels separately, never in a repr)."""
     worker_settings = settings.without("api_key", "api_key_file", "summary_json")
-    spec = WorkerSpec(worker_pipeline, (worker_settings, api_key, verbose),
+    spec = WorkerSpec(build_worker_pipeline, (worker_settings, api_key, verbose),
                       s3_endpoint_url=settings.s3_endpoint_url)
-    run = ProcessRun(spec, workers=workers, stop=stop, dry_run=settings.dry_run,
+    run = WorkerPool(spec, workers=workers, stop=stop, dry_run=settings.dry_run,
                      progress=progress)
     with ExitStack() as stack, _stop_on_signals(stop, on_exit=run.kill):
         # Built here once, so that a bad set-up is an answer before any worker starts; the
         # ledger frees the leases of a worker that dies.
-        checked = build_run(settings, stack, stop=stop, api_key=api_key)
+        checked = open_destinations(settings, stack)
+        build_pipeline(settings, checked, stack, stop=stop, api_key=api_key)
         run.ledger = checked.ledger
         if progress is not None:
             stack.enter_context(progress)
         return run.run(objects)
     raise AssertionError("unreachable")
-
-
-def worker_pipeline(
-    settings: Settings,
-    api_key: str | None,
-    verbose: int,
-    stack: ExitStack,
-    stop: Stop,
-    on_object: Callable[[ObjectReport], None],
-) -> Pipeline:
-    """A worker process's run (``WorkerSpec.build``, see ``currents_export.workers``)."""
-    _setup_logging(verbose)
-    return build_run(settings, stack, stop=stop, api_key=api_key, on_object=on_object)
 
 
 @contextmanager
@@ -385,7 +378,7 @@ def backfill(
     **params: Any,
 ) -> None:
     """Process (or dispatch) the Currents objects under s3://BUCKET/PREFIX; resumable."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     settings = _settings(BACKFILL, params)
     try:
         location = S3Location.parse(uri)
@@ -413,7 +406,7 @@ def backfill(
         live = _live_progress("backfill", progress)
         if live is not None:  # the listing is lazy: the total is known once it ends
             objects = live.counting(objects)
-        summary = run_pipeline(objects, settings, workers=count, progress=live,
+        summary = run_objects(objects, settings, workers=count, progress=live,
                                verbose=verbose)
     except SourceError as exc:
         click.echo(f"Error: {exc}", err=True)
@@ -451,7 +444,7 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: 
     what gets delivered leaves the dead letter, what stays keeps its latest reason."""
     from currents_export.deadletter import open_dead_letter_store
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     settings = _settings(REDRIVE, params)
     try:
         store = open_dead_letter_store(
@@ -480,13 +473,6 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: 
     _finish(summary, settings)
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Third-party wire logs (headers, AWS session tokens, secrets) stay quiet at -vv too.
-    quiet_wire_logs()
-
-
 @main.command("status", short_help="What the ledger knows: objects done, in progress, failed.")
 @_settings_options(STATUS)
 @click.option("--all", "show_all", is_flag=True, help="List the objects that are done too.")
@@ -494,7 +480,7 @@ def _setup_logging(verbose: int) -> None:
 def status_command(show_all: bool, as_json: bool, **params: Any) -> None:
     """What the ledger knows: how many objects are done, in progress and failed, and for
     each object not done why, where it was last read from and since when."""
-    from currents_export.status import StatusError, read_states, render_json, render_text
+    from currents_export.ledger.status import read_states, render_json, render_text
 
     state = _settings(STATUS, params).state
     try:
@@ -527,7 +513,7 @@ def deletions() -> None:
 def deletions_submit(grace_period: float | None, verbose: int, **params: Any) -> None:
     """Resolve each due deletion to the Amplitude user ids its Braze id was sent with and
     submit them (100 per request, one request a second); --dry-run lists them instead."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     settings = _deletions_settings(params)
     grace = settings.deletions.grace_period_s if grace_period is None else grace_period
     stop = Stop()
@@ -637,7 +623,7 @@ def _routes(
 
 def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dict[str, Any]:
     from currents_export.currents.schemas import field_class
-    from currents_export.mapping.privacy import schema_outline
+    from currents_export.mapping.pii import schema_outline
 
     with source.open() as fileobj:
         stream = mapped_records(fileobj, source.uri, options, source.key_event_type)
@@ -749,7 +735,7 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
     from currents_export.kit.emulator import Emulator
     from currents_export.kit.fixtures import generate_fixtures
 
-    _setup_logging(0)
+    setup_logging(0)
     with _workdir(workdir) as root, Emulator() as server:
         files = generate_fixtures(root / "bucket", events_per_type=events, seed=seed)
         click.echo(f"1. fixtures: {len(files)} files, {sum(f.records for f in files)} records "
@@ -761,7 +747,7 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
             "api_key": "demo-api-key", "amplitude_url": server.url,
             "state": str(root / "state.sqlite"), "dead_letter": str(root / "dead-letter"),
             "retry_horizon": 60.0})
-        summary = run_pipeline(find_local_objects([root / "bucket"]), settings)
+        summary = run_objects(find_local_objects([root / "bucket"]), settings)
         stored = len(server.events())
         click.echo(summary.render())
         click.echo(f"\nthe emulator stored {stored} events; the summary says "
@@ -778,7 +764,7 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
 def _explain_skipped(summary: RunSummary) -> None:
     """Why some types sent nothing: Amplitude needs a user_id or a device_id."""
     whole = sorted(name for name, totals in summary.by_event_type.items()
-                   if totals.skipped and not totals.delivered)
+                   if totals.skipped_total and not totals.delivered)
     if not whole:
         return
     reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.skipped.items()))

@@ -37,10 +37,9 @@ from typing import IO, TYPE_CHECKING, Any, Final, Protocol, TypedDict, Unpack
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from currents_export.errors import AwsSetupError, ConfigurationError
-from currents_export.jsonbytes import kept
-from currents_export.mapping import json_safe
-from currents_export.privatefiles import make_private_dirs
+from currents_export.errors import AwsSetupError, DeadLetterConfigError, DeadLetterStoreError
+from currents_export.support.jsonbytes import json_safe, kept
+from currents_export.support.privatefiles import make_private_dirs
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -53,14 +52,6 @@ CONTENT_TYPE = "application/x-ndjson"
 SERVER_SIDE_ENCRYPTION: Final = "AES256"  # SSE-S3, unless a KMS key is given
 KMS_ENCRYPTION: Final = "aws:kms"
 REDRIVE_LOG_FOLDER = "redrive-log"
-
-
-class DeadLetterConfigError(ConfigurationError, ValueError):
-    """The --dead-letter URI (or the location given to redrive) cannot be used."""
-
-
-class DeadLetterStoreError(OSError):
-    """A dead-letter file or object could not be read, replaced or deleted."""
 
 
 class DeadLetterFields(TypedDict):

@@ -3,8 +3,8 @@
 Snapshot providers (one per pipeline; anything with ``snapshot() -> ProgressSnapshot``)
 are polled by one thread once a second and their snapshots added up. A snapshot holds
 cumulative counts only, never deltas, so a provider can be fed from elsewhere — a worker
-process sending ``snapshot().to_json()`` now and then into a ``ReportedSnapshot`` — and a
-late or lost message costs freshness, never correctness.
+process sending its ``snapshot()`` now and then into a ``ReportedSnapshot`` — and a late
+or lost message costs freshness, never correctness.
 
 On a terminal one status line is rewritten at every poll; elsewhere (a file, a pipe, a
 CI log) a timestamped line is written every ``LOG_EVERY_S`` seconds. Both go to the
@@ -17,7 +17,6 @@ logger's configuration is touched.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import threading
@@ -25,7 +24,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, Protocol, TypeVar
+
+from currents_export.counts import ProgressSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -34,53 +35,6 @@ LOG_EVERY_S = 30.0  # how often a line is written when the stream is not a termi
 RATE_WINDOW_S = 10.0  # events/s is measured over this recent window
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class ProgressSnapshot:
-    """Where a run (or one worker of it) stands; every field is cumulative.
-
-    Record counts include the objects still in flight (their records resolved so far) and
-    the records that earlier, interrupted runs accounted for in the objects this run
-    resumed (``resumed`` of ``records``), as the run summary counts them.
-    """
-
-    objects_done: int = 0
-    objects_already_done: int = 0
-    objects_failed: int = 0
-    objects_skipped: int = 0  # failed permanently in an earlier run: not tried again
-    objects_in_flight: int = 0
-    records: int = 0  # accounted for: delivered + skipped + dead_lettered + duplicates
-    resumed: int = 0  # of records: accounted for by earlier runs
-    delivered: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    duplicates: int = 0
-    in_flight_records: int = 0  # of records: in objects still in flight
-    bytes_finished: int = 0  # size of the finished objects (those whose size is known)
-    bytes_processed: int = 0  # of bytes_finished: objects that were read (not skipped)
-    records_processed: int = 0  # records of the objects of bytes_processed
-
-    @property
-    def objects_finished(self) -> int:
-        return (self.objects_done + self.objects_already_done + self.objects_failed
-                + self.objects_skipped)
-
-    @property
-    def records_this_run(self) -> int:
-        return self.records - self.resumed
-
-    def __add__(self, other: ProgressSnapshot) -> ProgressSnapshot:
-        return ProgressSnapshot(*(getattr(self, f.name) + getattr(other, f.name)
-                                  for f in dataclasses.fields(self)))
-
-    def to_json(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ProgressSnapshot:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: int(v) for k, v in data.items() if k in names})
 
 
 class SnapshotProvider(Protocol):

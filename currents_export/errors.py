@@ -1,48 +1,76 @@
-"""Every error the tool raises on purpose, and the level at which each one is contained.
+"""Every error the tool raises on purpose, in one tree, and the level at which each one is
+contained. The bottom layer: it imports nothing of ours, so every module may import it.
 
 ::
 
-    CurrentsExportError
-    ├── ConfigurationError ........ exit 2; nothing is marked done; the run stops
-    │   ├── AmplitudeSetupError ..... Amplitude refused the API key / the request shape
-    │   ├── AwsSetupError ........... no AWS credentials, an S3 endpoint that cannot be reached,
-    │   │                             a dead-letter bucket that does not exist
-    │   ├── LedgerConfigError ....... --state cannot be used (ledger.base)
-    │   ├── DeadLetterConfigError ... --dead-letter cannot be used (deadletter)
-    │   └── OutputPathError ......... --summary-json / --output / --dead-letter / --state
-    │                                 cannot be written (checked before any work starts)
-    └── ObjectError ............... one object; the run goes on with the others
-        ├── RetryableObjectError .... exit 1; the object stays pending (resumes from its
-        │   │                         checkpoint); SQS batch item failure in the Lambda
-        │   ├── DeliveryFailed ........ Amplitude unreachable or failing past the horizon, or
-        │   │   │                       answering without a verified acknowledgement
-        │   │   └── AmplitudeUnavailable  the whole run's circuit is open: every later object
-        │   │                             is left pending without being read
-        │   ├── Interrupted ........... a deadline or a signal: progress saved, resumable
-        │   └── IncompleteObject ...... the object ends early: still being written or copied,
-        │                               or truncated; retried, since a complete copy may
-        │                               replace it
-        └── PermanentObjectError .... retrying cannot help: recorded as failed in the ledger,
-            │                         skipped by later runs unless --retry-failed; the Lambda
-            │                         reports it handled (object-level dead letter, metric)
-            └── UnreadableObject ...... not Avro, corrupt, a codec we refuse, a decompressed
-                                        block over the cap, records overwhelmingly unusable
+    CurrentsExportError ............ ``retryable``: whether trying again can help
+    ├── ConfigurationError ......... exit 2; nothing is marked done; the run stops
+    │   ├── AmplitudeSetupError* ..... Amplitude refused the API key / the request shape
+    │   ├── AwsSetupError ............ no AWS credentials, an S3 endpoint that cannot be
+    │   │                              reached, a dead-letter bucket that does not exist
+    │   ├── OutputPathError .......... --summary-json / --output / --dead-letter / --state
+    │   │                              cannot be written (checked before any work starts)
+    │   ├── SettingsError ............ an option's value; names its flag, variable or line
+    │   │   └── LambdaConfigError ...... a Lambda environment variable, missing or wrong
+    │   ├── MappingConfigError (V) ... the [mapping] table; names the key and its line
+    │   ├── SecretError (V) .......... a secret cannot be read from Secrets Manager or SSM
+    │   │   └── ApiKeyError ............ the Amplitude API key (or secret key): none given,
+    │   │                                or it cannot be read
+    │   ├── SourceError (V) .......... a path or URI given cannot be read as objects
+    │   ├── LedgerConfigError (V) .... --state cannot be used
+    │   ├── StatusError .............. ``status``: the ledger cannot be read
+    │   └── DeadLetterConfigError (V)  --dead-letter (or redrive's location) cannot be used
+    ├── ObjectError ................ one object; the run goes on with the others
+    │   ├── RetryableObjectError ..... exit 1; the object stays pending (resumes from its
+    │   │   │                          checkpoint); SQS batch item failure in the Lambda
+    │   │   ├── DeliveryFailed* ........ Amplitude unreachable or failing past the horizon,
+    │   │   │   │                        or answering without a verified acknowledgement
+    │   │   │   └── AmplitudeUnavailable   the run's circuit is open: every later object is
+    │   │   │                              left pending without being read
+    │   │   ├── Interrupted ............ a deadline or a signal: progress saved, resumable
+    │   │   │   └── SendInterrupted* ..... the stop reached a send
+    │   │   └── IncompleteObject ....... the object ends early: still being written or
+    │   │                                copied, or truncated; a complete copy may replace it
+    │   ├── PermanentObjectError ..... retrying cannot help: recorded as failed in the ledger,
+    │   │   │                          skipped by later runs unless --retry-failed; the Lambda
+    │   │   │                          reports it handled (object-level dead letter, metric)
+    │   │   └── UnreadableObject ....... not Avro, corrupt, a codec we refuse, a decompressed
+    │   │                                block over the cap, records overwhelmingly unusable
+    │   ├── S3ReadError (O) .......... GetObject failed or its stream broke; retryable, but
+    │   │                              not when the key does not exist
+    │   ├── LeaseError ............... the ledger gives the object to another worker
+    │   │   ├── LeaseHeld .............. its lease is live: failed here, retried later
+    │   │   ├── LeaseLost .............. it took the object over: this worker stops writing
+    │   │   └── AlreadyDone ............ it finished the object: counted as already done
+    │   └── DeadLetterStoreError (O) . redrive: a dead-letter file cannot be read, replaced
+    │                                  or deleted; it stays as it was, the others go on
+    ├── RecordError ................ one event: dead-lettered with a reason; its object goes on
+    │   └── EventTooLarge (V) ........ larger than a whole request may be
+    ├── NotACurrentsKey (V) ........ a key outside Braze's layout: the caller that parsed it
+    │                                knows the object by its content instead
+    └── PrivacyApiError ............ ``deletions submit``: Amplitude did not take a request;
+                                     what was not sent stays pending; exit 1
 
-Whether trying again can help is each class's ``retryable`` (from :class:`Retryability`,
-which S3's read error shares: not retryable for a missing key); :func:`is_retryable` reads it.
+    *   also a SendError: what the failed send had settled is in ``partial``
+    (V) also a ValueError: a value that cannot be used, for callers that catch ValueError
+    (O) also an OSError: the reader lets one through as a broken stream (retryable, not a
+        bad file); redrive counts one as a failed file and goes on
 
-A *record* that cannot be mapped is not an error at any level above: it is dead-lettered
-with reason ``mapping_error`` and the exception's message, and its object goes on.
-Anything else raised while processing an object is contained by the pipeline as a
-retryable object failure (logged with its traceback at ``-vv``).
+:func:`is_retryable` reads ``retryable`` (set per instance by S3ReadError).
+
+A *record* that cannot be mapped raises nothing here: it is dead-lettered with reason
+``mapping_error`` and the exception's message, and its object goes on. Anything else raised
+while processing an object is contained by the pipeline as a retryable object failure
+(logged with its traceback at ``-vv``). Not in the tree: the exceptions private to one
+module (the reader's and the mapper's refusals), and the kit's emulator's own errors (it is
+the oracle the tests trust: it imports nothing of ours).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from currents_export.amplitude.client import SendOutcome
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED_TWICE = 130  # a second SIGINT/SIGTERM: out at once
@@ -50,15 +78,34 @@ EXIT_INTERRUPTED_TWICE = 130  # a second SIGINT/SIGTERM: out at once
 MAPPING_ERROR = "mapping_error"  # dead-letter reason of records the mapping could not use
 
 
-class Retryability:
-    """Mixed into an error that says whether trying again can help: ``retryable`` (a class
-    attribute, or set per instance) is what :func:`is_retryable` reads."""
+class CurrentsExportError(Exception):
+    """Base of every error the tool raises on purpose; its message says what to do.
+
+    ``retryable`` (a class attribute, or set per instance) says whether trying again can
+    help; :func:`is_retryable` reads it.
+    """
 
     retryable: bool = True
 
 
-class CurrentsExportError(Retryability, Exception):
-    """Base of every error the tool raises on purpose; its message says what to do."""
+class PartialSend(Protocol):
+    """What a send settled before it failed (an ``amplitude.client.SendOutcome``)."""
+
+    @property
+    def delivered(self) -> Sequence[Any]: ...
+
+    @property
+    def rejected(self) -> Sequence[tuple[Any, str, str]]: ...
+
+
+class SendError(CurrentsExportError):
+    """Mixed into what a failed send raises, so that one ``except SendError`` gets them all:
+    ``partial`` says what the send had settled before it stopped (set by the client)."""
+
+    partial: PartialSend | None = None
+
+
+# ---- the run: configuration ------------------------------------------------------------
 
 
 class ConfigurationError(CurrentsExportError):
@@ -67,13 +114,8 @@ class ConfigurationError(CurrentsExportError):
     exit_code = EXIT_CONFIG
 
 
-class AmplitudeSetupError(ConfigurationError):
-    """Amplitude says the set-up is wrong (API key, request shape).
-
-    ``partial`` says what a send had settled before it stopped (see ``SendError``).
-    """
-
-    partial: SendOutcome[Any] | None = None
+class AmplitudeSetupError(ConfigurationError, SendError):
+    """Amplitude says the set-up is wrong (API key, request shape)."""
 
 
 class AwsSetupError(ConfigurationError):
@@ -82,6 +124,45 @@ class AwsSetupError(ConfigurationError):
 
 class OutputPathError(ConfigurationError):
     """An output path cannot be written; checked before the work starts."""
+
+
+class SettingsError(ConfigurationError):
+    """A value that cannot be used; the message names where it came from."""
+
+
+class LambdaConfigError(SettingsError):
+    """A missing or wrong environment variable of the Lambda; the message names it."""
+
+
+class MappingConfigError(ConfigurationError, ValueError):
+    """The mapping configuration is wrong; the message names the key and the line."""
+
+
+class SecretError(ConfigurationError, ValueError):
+    """A secret cannot be read; the message names where it was looked for, never a value."""
+
+
+class ApiKeyError(SecretError):
+    """The key cannot be found; the message names the setting, never a value."""
+
+
+class SourceError(ConfigurationError, ValueError):
+    """A path or URI given by the user cannot be read as a source of objects."""
+
+
+class LedgerConfigError(ConfigurationError, ValueError):
+    """The --state URI (or the ledger it names) cannot be used: exit 2, nothing done."""
+
+
+class StatusError(ConfigurationError):
+    """The ledger cannot be read (none at that path, a missing table, no credentials...)."""
+
+
+class DeadLetterConfigError(ConfigurationError, ValueError):
+    """The --dead-letter URI (or the location given to redrive) cannot be used."""
+
+
+# ---- one object ------------------------------------------------------------------------
 
 
 class ObjectError(CurrentsExportError):
@@ -102,13 +183,8 @@ class PermanentObjectError(ObjectError):
     retryable = False
 
 
-class DeliveryFailed(RetryableObjectError):
-    """Amplitude could not be reached, kept failing, or answered unverifiably.
-
-    ``partial`` says what a send had settled before it stopped.
-    """
-
-    partial: SendOutcome[Any] | None = None
+class DeliveryFailed(RetryableObjectError, SendError):
+    """Amplitude could not be reached, kept failing, or answered unverifiably."""
 
 
 class AmplitudeUnavailable(DeliveryFailed):
@@ -119,10 +195,8 @@ class Interrupted(RetryableObjectError):
     """The run was asked to stop (a deadline or a signal): the object stays pending."""
 
 
-class SendInterrupted(Interrupted):
+class SendInterrupted(Interrupted, SendError):
     """A stop (deadline or signal) reached a send: what it settled is in ``partial``."""
-
-    partial: SendOutcome[Any] | None = None
 
 
 class IncompleteObject(RetryableObjectError):
@@ -134,17 +208,99 @@ class UnreadableObject(PermanentObjectError):
     """Not a readable Currents Avro file, or one that broke while being read."""
 
 
-# What a failed send raises; each carries ``partial``.
-SendError = (AmplitudeSetupError, DeliveryFailed, SendInterrupted)
+class S3ReadError(ObjectError, OSError):
+    """The object could not be fetched or its stream broke.
+
+    ``permanent``: trying again cannot help (the key does not exist); ``retryable`` is then
+    False. An OSError, so the reader lets it through as a broken stream, not a bad file.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = not permanent
+
+
+class LeaseError(ObjectError):
+    """The ledger says another worker owns the object (or took it over): leave it alone."""
+
+
+class LeaseHeld(LeaseError):
+    """Another worker holds a live lease on the object; it will be retried later."""
+
+    def __init__(self, object_id: str, owner: str, until: float) -> None:
+        self.object_id, self.owner, self.until = object_id, owner, until
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(until))
+        super().__init__(
+            f"{object_id} is being processed elsewhere (by {owner}, lease until {when} UTC); "
+            "it will be retried"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.object_id, self.owner, self.until)
+
+
+class LeaseLost(LeaseError):
+    """Another worker took the object over; this worker must stop writing to it."""
+
+    def __init__(self, object_id: str) -> None:
+        self.object_id = object_id
+        super().__init__(
+            f"{object_id}: another worker took this object over; this attempt stops writing"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.object_id,)
+
+
+class AlreadyDone(LeaseError):
+    """A claim found the object done (another worker finished it in the meantime)."""
+
+    def __init__(self, object_id: str) -> None:
+        self.object_id = object_id
+        super().__init__(f"{object_id} was already completed by another worker; nothing to do")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.object_id,)
+
+
+class DeadLetterStoreError(ObjectError, OSError):
+    """A dead-letter file or object could not be read, replaced or deleted. An OSError, so
+    redrive counts it as one failed file and goes on."""
+
+
+# ---- one record ------------------------------------------------------------------------
+
+
+class RecordError(CurrentsExportError):
+    """One event cannot be sent: it is dead-lettered with a reason; its object goes on."""
+
+
+class EventTooLarge(RecordError, ValueError):
+    """A single event is larger than a whole request may be."""
+
+
+# ---- elsewhere -------------------------------------------------------------------------
+
+
+class NotACurrentsKey(CurrentsExportError, ValueError):
+    """The key does not name a Currents Avro file."""
+
+
+class PrivacyApiError(CurrentsExportError):
+    """Amplitude did not take a deletion request; what was not sent stays pending.
+
+    ``refused``: Amplitude answered that this request is wrong (a 4xx other than 401, 403
+    and 429), so sending it again cannot help; else it may (an outage, a stop)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Whether an object failing with ``exc`` may succeed on a later attempt.
-
-    What the error says (:class:`Retryability`: this tree, and S3ReadError, not retryable
-    for S3's NoSuchKey); any other error is retryable.
-    """
-    return exc.retryable if isinstance(exc, Retryability) else True
+    """Whether an object failing with ``exc`` may succeed on a later attempt: what an error
+    of this tree says (``retryable``); any other error is retryable."""
+    return exc.retryable if isinstance(exc, CurrentsExportError) else True
 
 
 def ends_run(exc: BaseException) -> bool:

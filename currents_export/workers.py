@@ -12,10 +12,13 @@ threads). Each builds its own pipeline — client, ledger connection, dead lette
 after its pid), duplicate detection — from picklable settings; the API key, resolved by the
 parent, goes through the start-up pipe, never on a command line or in the environment.
 
-    parent → worker   ("object", Ticket) · ("end",) · ("stop", reason)
-    worker → parent   ("hello", ledger owner) · ("want",) · ("snapshot", snapshot JSON)
-                      ("finished", seq, report JSON, dead-letter location)
-                      ("summary", summary JSON) · ("fatal", kind, message)
+    parent → worker   HandOut(ticket) · NoMore() · StopWork(reason)
+    worker → parent   Hello(ledger owner) · Want() · Progress(snapshot)
+                      Finished(seq, report, dead-letter location) · Summary(summary)
+                      Fatal(kind, message)
+
+Messages are frozen dataclasses, pickled by the pipe. Anything else received is logged and
+ignored by the parent; a worker takes it as ``NoMore`` (its request ends, never hangs).
 
 One progress display (a ``ReportedSnapshot`` per worker, fed every ``SNAPSHOT_EVERY_S``) and
 one summary: the workers' summaries merged, plus what the parent reports itself.
@@ -49,23 +52,21 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
-from currents_export.display import LiveProgress, ProgressSnapshot, ReportedSnapshot
+from currents_export.counts import ObjectReport, ProgressSnapshot, RunSummary
+from currents_export.display import LiveProgress, ReportedSnapshot
 from currents_export.errors import ConfigurationError, CurrentsExportError
 from currents_export.sources import SourceObject
 from currents_export.sources.local import local_object
 from currents_export.sources.s3 import s3_client, s3_object
 from currents_export.stopping import Stop
-from currents_export.summary import ObjectReport, RunSummary
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from currents_export.ledger import Ledger
-    from currents_export.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ MAX_DEATHS = 3  # an object whose worker died more often than this is reported f
 STOP_GRACE_S = 60.0  # after an error in the parent: how long stopping workers may take
 EXIT_GRACE_S = 10.0  # how long a worker whose pipe closed may take to exit
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-Message = tuple[Any, ...]
 
 
 # ---- what crosses the process boundary ----------------------------------------------------
@@ -113,13 +112,98 @@ class Ticket:
         raise ValueError(f"{self.uri}: unknown origin {kind!r}")
 
 
+# parent → worker
+
+@dataclass(frozen=True, slots=True)
+class HandOut:
+    """The answer to ``Want``: the next object to process."""
+
+    ticket: Ticket
+
+
+@dataclass(frozen=True, slots=True)
+class NoMore:
+    """The answer to ``Want`` when no object is left for this worker: its run ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopWork:
+    """Stop: save progress, report every object, send the summary."""
+
+    reason: str
+
+
+ToWorker: TypeAlias = HandOut | NoMore | StopWork
+
+
+# worker → parent
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The worker's pipeline is built; ``owner``: its ledger's lease owner."""
+
+    owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """The pipeline wants its next object (answered by ``HandOut`` or ``NoMore``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The worker's display snapshot (every ``SNAPSHOT_EVERY_S``, and once at its end)."""
+
+    snapshot: ProgressSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An object's report; ``seq``: its ticket's (0 if unknown); ``dead_letter``: where
+    the worker's dead letter is written, if anywhere."""
+
+    seq: int
+    report: ObjectReport
+    dead_letter: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The worker's run ended cleanly: its summary (its last message)."""
+
+    summary: RunSummary
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """The worker failed (``config``: the configuration must be fixed): the run stops."""
+
+    kind: Literal["config", "error"]
+    message: str
+
+
+ToParent: TypeAlias = Hello | Want | Progress | Finished | Summary | Fatal
+
+
+class WorkerPipeline(Protocol):
+    """What a worker uses of its pipeline (a ``Pipeline``; its ``ledger`` may name an
+    ``owner``, its ``dead_letter`` a ``location``)."""
+
+    @property
+    def ledger(self) -> object: ...
+
+    def run(self, objects: Iterable[SourceObject]) -> RunSummary: ...
+
+    def snapshot(self) -> ProgressSnapshot: ...
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """How a worker builds its pipeline: ``build(*args, stack, stop, on_object)``, a
     module-level function (pickled by name) and picklable arguments (hidden from repr:
     they hold the API key)."""
 
-    build: Callable[..., Pipeline]
+    build: Callable[..., WorkerPipeline]
     args: tuple[Any, ...] = field(repr=False)
     s3_endpoint_url: str | None = None
 
@@ -140,11 +224,11 @@ class _Worker:
         self.conn = conn
         self.stop = Stop()
         self._send_lock = threading.Lock()
-        self._inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[ToWorker] = queue.SimpleQueue()
         self._handed: dict[str, deque[int]] = {}  # uri → seqs handed over, not finished
         self._handed_lock = threading.Lock()
         self._ended = threading.Event()  # the pipeline ended the run: ask for no more
-        self._pipeline: Pipeline | None = None
+        self._pipeline: WorkerPipeline | None = None
         self._s3: S3Client | None = None
 
     def run(self) -> None:
@@ -153,7 +237,7 @@ class _Worker:
             with ExitStack() as stack:
                 pipeline = self._pipeline = self.spec.build(
                     *self.spec.args, stack, self.stop, self._finished)
-                self._send("hello", getattr(pipeline.ledger, "owner", None))
+                self._send(Hello(getattr(pipeline.ledger, "owner", None)))
                 done = threading.Event()
                 reporter = threading.Thread(target=self._report_progress, args=(done,),
                                             name="snapshots", daemon=True)
@@ -164,12 +248,13 @@ class _Worker:
                     done.set()
                     reporter.join()
             # Closed: the dead letter is flushed, the ledger and the client are closed.
-            self._send("snapshot", self._snapshot())
-            self._send("summary", summary.to_json())
+            self._send(Progress(self._snapshot()))
+            self._send(Summary(summary))
         except BaseException as exc:
             log.debug("the worker failed", exc_info=True)
-            kind = "config" if isinstance(exc, ConfigurationError) else "error"
-            self._send("fatal", kind, str(exc) or type(exc).__name__)
+            kind: Literal["config", "error"] = (
+                "config" if isinstance(exc, ConfigurationError) else "error")
+            self._send(Fatal(kind, str(exc) or type(exc).__name__))
             raise SystemExit(1) from None
         finally:
             self.conn.close()
@@ -177,15 +262,15 @@ class _Worker:
     def _objects(self) -> Iterator[SourceObject]:
         """What the pipeline reads: an object from the parent each time it asks for one."""
         while not self.stop.stopped and not self._ended.is_set():
-            if not self._send("want"):
+            if not self._send(Want()):
                 return
-            message = self._inbox.get()
-            if message[0] != "object":
-                return
-            ticket: Ticket = message[1]
-            with self._handed_lock:
-                self._handed.setdefault(ticket.uri, deque()).append(ticket.seq)
-            yield ticket.open(self._s3_client)
+            match self._inbox.get():
+                case HandOut(ticket):
+                    with self._handed_lock:
+                        self._handed.setdefault(ticket.uri, deque()).append(ticket.seq)
+                    yield ticket.open(self._s3_client)
+                case _:  # NoMore: the run ends here
+                    return
 
     def _finished(self, report: ObjectReport) -> None:
         """``on_object``: tell the parent (from whichever thread the pipeline reports)."""
@@ -197,17 +282,16 @@ class _Worker:
         if report.not_started:  # the run ended here (a stop, an outage, the configuration)
             self._ended.set()
         dead_letter = getattr(self._pipeline, "dead_letter", None)
-        self._send("finished", seq, report.to_json(),
-                   getattr(dead_letter, "location", None))
+        self._send(Finished(seq, report, getattr(dead_letter, "location", None)))
 
     def _s3_client(self) -> S3Client:
         if self._s3 is None:
             self._s3 = s3_client(self.spec.s3_endpoint_url)
         return self._s3
 
-    def _snapshot(self) -> dict[str, int]:
+    def _snapshot(self) -> ProgressSnapshot:
         assert self._pipeline is not None
-        return self._pipeline.snapshot().to_json()
+        return self._pipeline.snapshot()
 
     def _report_progress(self, done: threading.Event) -> None:
         while not done.wait(SNAPSHOT_EVERY_S):
@@ -216,7 +300,7 @@ class _Worker:
             except Exception:  # the display must never stop the work
                 log.debug("snapshot failed", exc_info=True)
                 continue
-            self._send("snapshot", snapshot)
+            self._send(Progress(snapshot))
 
     def _listen(self) -> None:
         """Read the parent's messages; the parent gone means: stop."""
@@ -225,15 +309,22 @@ class _Worker:
                 message = self.conn.recv()
             except (EOFError, OSError):
                 self.stop.request("the parent process ended")
-                self._inbox.put(("end",))
+                self._inbox.put(NoMore())
                 return
-            if message[0] == "stop":
-                self.stop.request(message[1])
-                self._inbox.put(("end",))  # a request waiting for an answer ends
-            else:
-                self._inbox.put(message)
+            except Exception as exc:  # not a message (it cannot be unpickled)
+                message = exc
+            match message:
+                case StopWork(reason):
+                    self.stop.request(reason)
+                    self._inbox.put(NoMore())  # a request waiting for an answer ends
+                case HandOut() | NoMore():
+                    self._inbox.put(message)
+                case _:
+                    log.warning("an unknown message from the parent (%s): taken as the end",
+                                type(message).__name__)
+                    self._inbox.put(NoMore())
 
-    def _send(self, *message: Any) -> bool:
+    def _send(self, message: ToParent) -> bool:
         try:
             with self._send_lock:
                 self.conn.send(message)
@@ -245,32 +336,27 @@ class _Worker:
 
 # ---- the parent ----------------------------------------------------------------------------
 
-class _Counts:
-    """What finished objects add up to, as a snapshot (shown for a worker that died)."""
+def _finished_share(report: ObjectReport, size: int | None) -> ProgressSnapshot:
+    """What a finished object adds to the display: it was read if it is done, or failed
+    after some of its records were."""
+    read = report.status == "done" or (
+        report.status == "failed" and not report.not_started
+        and report.records + report.pending > 0)
+    return ProgressSnapshot.of_finished(report, size, read=read)
 
-    def __init__(self) -> None:
-        self.snapshot = ProgressSnapshot()
 
-    def add(self, report: ObjectReport, size: int | None) -> None:
-        processed = report.status == "done" or (
-            report.status == "failed" and not report.not_started
-            and report.records + report.pending > 0)
-        read = processed and size is not None
-        self.snapshot = self.snapshot + ProgressSnapshot(
-            objects_done=int(report.status == "done"),
-            objects_already_done=int(report.status == "already_done"),
-            objects_failed=int(report.status == "failed"),
-            objects_skipped=int(report.status == "skipped_failed"),
-            records=report.records,
-            resumed=report.resumed,
-            delivered=report.delivered,
-            skipped=sum(report.skipped.values()),
-            dead_lettered=sum(report.dead_lettered.values()),
-            duplicates=report.duplicates,
-            bytes_finished=size or 0,
-            bytes_processed=(size or 0) if read else 0,
-            records_processed=report.records if read else 0,
-        )
+class _Process(Protocol):
+    """What the parent uses of a worker process (a ``multiprocessing`` process)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -278,25 +364,25 @@ class _Slot:
     """One worker process, as the parent sees it."""
 
     number: int
-    process: BaseProcess
+    process: _Process
     conn: Connection
     view: ReportedSnapshot = field(default_factory=ReportedSnapshot)
     owner: str | None = None  # its ledger's lease owner
     greeted: bool = False  # it said hello: its pipeline is built
     taken: dict[int, tuple[Ticket, SourceObject]] = field(default_factory=dict)
     reported: RunSummary = field(default_factory=RunSummary)  # its reports so far
-    counts: _Counts = field(default_factory=_Counts)
+    finished: ProgressSnapshot = field(default_factory=ProgressSnapshot)  # as displayed
     summary: RunSummary | None = None
-    fatal: tuple[str, str] | None = None
+    fatal: Fatal | None = None
     dead_letter: str | None = None
     wants: bool = False  # it asked for an object and has no answer yet
 
-    def send(self, *message: Any) -> None:
+    def send(self, message: ToWorker) -> None:
         with contextlib.suppress(OSError, ValueError):  # it died: its end is seen soon
             self.conn.send(message)
 
 
-class ProcessRun:
+class WorkerPool:
     """Run the objects over ``workers`` processes; ``run`` returns the merged summary.
 
     ``ledger``: the parent's own connection, used only to free the leases of a worker
@@ -321,8 +407,7 @@ class ProcessRun:
         self.progress = progress
         self.ledger = ledger
         self._total = RunSummary(dry_run=dry_run)
-        self._own = _Counts()  # objects the parent reports itself
-        self._own_view = ReportedSnapshot()
+        self._own_view = ReportedSnapshot()  # objects the parent reports itself
         self._slots: list[_Slot] = []  # every worker started
         self._live: list[_Slot] = []
         self._listing: Iterator[SourceObject] = iter(())
@@ -331,7 +416,7 @@ class ProcessRun:
         self._again: deque[tuple[Ticket, SourceObject]] = deque()  # a dead worker's objects
         self._deaths: dict[int, int] = {}  # seq → deaths of workers holding it
         self._ended: str | None = None  # why no further object starts (not a stop)
-        self._fatal: tuple[str, str] | None = None
+        self._fatal: Fatal | None = None
         self._stop_sent = False
         self._startup_deaths = 0
         self._dead_letters: dict[str, None] = {}
@@ -348,34 +433,27 @@ class ProcessRun:
 
     def run(self, objects: Iterable[SourceObject]) -> RunSummary:
         started = time.monotonic()
-        self._listing = iter(objects)
-        if self.progress is not None:
-            self.progress.add(self._own_view)
         try:
-            for _ in range(self.workers):
-                self._start_worker()
+            self._start(objects)
             while self._live:
-                if self.stop.requested and not self._stop_sent:
-                    self._send_stop(self.stop.why())
                 self._step()
         finally:
             self._shut_down()
-        if self._fatal is not None:
-            kind, message = self._fatal
-            if kind == "config":
-                raise ConfigurationError(message)
-            raise CurrentsExportError(f"a worker process failed: {message}")
-        self._report_the_rest()
-        total = self._total
-        total.elapsed_s = time.monotonic() - started
-        total.interrupted = total.interrupted or self.stop.requested
-        total.dead_letter_file = ", ".join(self._dead_letters) or None
-        return total
+        return self._result(time.monotonic() - started)
 
     # -- the loop -------------------------------------------------------------------------------
 
+    def _start(self, objects: Iterable[SourceObject]) -> None:
+        self._listing = iter(objects)
+        if self.progress is not None:
+            self.progress.add(self._own_view)
+        for _ in range(self.workers):
+            self._start_worker()
+
     def _step(self) -> None:
-        """Wait for messages (or a worker's end) and handle them."""
+        """Pass a stop on, wait for messages (or a worker's end) and handle them."""
+        if self.stop.requested and not self._stop_sent:
+            self._send_stop(self.stop.why())
         ready = wait([slot.conn for slot in self._live], timeout=POLL_S)
         for slot in list(self._live):
             if slot.conn not in ready:
@@ -388,26 +466,31 @@ class ProcessRun:
                 except (EOFError, OSError):  # it exited (or died)
                     self._worker_ended(slot)
                     break
+                except Exception as exc:  # not a message (it cannot be unpickled)
+                    message = exc
                 self._handle(slot, message)
 
-    def _handle(self, slot: _Slot, message: Message) -> None:
-        kind = message[0]
-        if kind == "want":
-            slot.wants = True
-            self._answer(slot)
-        elif kind == "snapshot":
-            slot.view.update(ProgressSnapshot.from_json(message[1]))
-        elif kind == "finished":
-            self._finished(slot, message[1], ObjectReport.from_json(message[2]), message[3])
-        elif kind == "hello":
-            slot.owner, slot.greeted = message[1], True
-            self._startup_deaths = 0
-            self._answer_all()
-        elif kind == "summary":
-            slot.summary = RunSummary.from_json(message[1])
-        elif kind == "fatal":
-            slot.fatal = self._fatal = (message[1], message[2])
-            self._send_stop(f"a worker process failed: {message[2]}")
+    def _handle(self, slot: _Slot, message: object) -> None:
+        match message:
+            case Want():
+                slot.wants = True
+                self._answer(slot)
+            case Progress(snapshot):
+                slot.view.update(snapshot)
+            case Finished(seq, report, dead_letter):
+                self._finished(slot, seq, report, dead_letter)
+            case Hello(owner):
+                slot.owner, slot.greeted = owner, True
+                self._startup_deaths = 0
+                self._answer_all()
+            case Summary(summary):
+                slot.summary = summary
+            case Fatal(_, text):
+                slot.fatal = self._fatal = message
+                self._send_stop(f"a worker process failed: {text}")
+            case _:  # a bug, never data: the worker's objects are still accounted for
+                log.warning("worker process %d sent an unknown message (%s): ignored",
+                            slot.number, type(message).__name__)
 
     def _answer(self, slot: _Slot) -> None:
         """Answer the worker's request for an object now, or leave it waiting.
@@ -443,11 +526,11 @@ class ProcessRun:
     def _reply(self, slot: _Slot, item: tuple[Ticket, SourceObject] | None) -> None:
         slot.wants = False
         if item is None:
-            slot.send("end")
+            slot.send(NoMore())
             return
         ticket, source = item
         slot.taken[ticket.seq] = (ticket, source)
-        slot.send("object", ticket)
+        slot.send(HandOut(ticket))
 
     def _from_listing(self) -> tuple[Ticket, SourceObject] | None:
         if self._exhausted:
@@ -465,7 +548,7 @@ class ProcessRun:
     ) -> None:
         taken = slot.taken.pop(seq, None)
         slot.reported.add(report)
-        slot.counts.add(report, taken[0].size if taken else None)
+        slot.finished += _finished_share(report, taken[0].size if taken else None)
         if dead_letter:
             slot.dead_letter = dead_letter
         if report.not_started and not self.stop.requested and self._ended is None:
@@ -475,28 +558,33 @@ class ProcessRun:
     def _send_stop(self, reason: str) -> None:
         self._stop_sent = True
         for slot in self._live:
-            slot.send("stop", reason)
+            slot.send(StopWork(reason))
         self._answer_all()  # waiting requests: no more objects
 
     # -- starting and ending workers ------------------------------------------------------------
 
     def _start_worker(self) -> None:
-        parent_end, child_end = CONTEXT.Pipe(duplex=True)
         number = len(self._slots) + 1
+        process, conn = self._launch(number)
+        slot = _Slot(number, process, conn)
+        self._slots.append(slot)
+        self._live.append(slot)
+        if self.progress is not None:
+            self.progress.add(slot.view)
+        if self._stop_sent:
+            slot.send(StopWork(self.stop.why()))
+        log.debug("started worker %d (pid %s)", number, process.pid)
+
+    def _launch(self, number: int) -> tuple[_Process, Connection]:
+        """Start worker process ``number``: the process, and the parent's end of its pipe."""
+        parent_end, child_end = CONTEXT.Pipe(duplex=True)
         process = CONTEXT.Process(target=_worker_main, args=(self.spec, child_end),
                                   name=f"currents-export-worker-{number}")
         # the child starts with signals blocked, then ignores them
         with _signals_blocked(), _main_script_left_out():
             process.start()
         child_end.close()  # so that its death closes the pipe
-        slot = _Slot(number, process, parent_end)
-        self._slots.append(slot)
-        self._live.append(slot)
-        if self.progress is not None:
-            self.progress.add(slot.view)
-        if self._stop_sent:
-            slot.send("stop", self.stop.why())
-        log.debug("started worker %d (pid %s)", number, process.pid)
+        return process, parent_end
 
     def _worker_ended(self, slot: _Slot) -> None:
         self._live.remove(slot)
@@ -522,11 +610,11 @@ class ProcessRun:
         # It died: what it reported counts; what it held goes to another worker.
         self._total.merge(slot.reported)
         self._note_dead_letter(slot.dead_letter)
-        slot.view.update(slot.counts.snapshot)  # the display keeps its finished objects
+        slot.view.update(slot.finished)  # the display keeps its finished objects
         if slot.fatal is not None:
             for ticket, source in slot.taken.values():
                 self._report(source, ticket, f"{ticket.uri}: not finished: a worker process "
-                                             f"failed ({slot.fatal[1]})")
+                                             f"failed ({slot.fatal.message})")
             return
         self._total.worker_restarts += 1
         log.warning("worker process %d (pid %s) died (%s) holding %d objects; they are handed "
@@ -582,6 +670,19 @@ class ProcessRun:
 
     # -- what the parent reports itself ---------------------------------------------------------
 
+    def _result(self, elapsed_s: float) -> RunSummary:
+        """The run's summary, once every worker has ended."""
+        if self._fatal is not None:
+            if self._fatal.kind == "config":
+                raise ConfigurationError(self._fatal.message)
+            raise CurrentsExportError(f"a worker process failed: {self._fatal.message}")
+        self._report_the_rest()
+        total = self._total
+        total.elapsed_s = elapsed_s
+        total.interrupted = total.interrupted or self.stop.requested
+        total.dead_letter_file = ", ".join(self._dead_letters) or None
+        return total
+
     def _report_the_rest(self) -> None:
         """Objects never finished by a worker: handed out again, then the listing's rest
         (read to its end, as a single pipeline reads it), each reported not started."""
@@ -606,8 +707,7 @@ class ProcessRun:
         if not not_started:
             log.error("%s", error)
         self._total.add(report)
-        self._own.add(report, source.size)
-        self._own_view.update(self._own.snapshot)
+        self._own_view.update(self._own_view.snapshot() + _finished_share(report, source.size))
 
     def _note_dead_letter(self, location: str | None) -> None:
         if location:
@@ -644,11 +744,10 @@ def _main_script_left_out() -> Iterator[None]:
 
     ``spawn`` runs the parent's ``__main__`` script in each child (as ``__mp_main__``) so
     that what it defines can be unpickled there. The ``currents-export`` script imports the
-    command line, click included, which a worker does not use (a ``--workers 2`` run of two
-    small files: 0.49 s, 0.45 s without it). Nothing a worker is given is defined there
-    (its target and spec come from the package), so the script's path is hidden while the
-    child starts. ``python -m`` needs nothing: spawn
-    skips a ``__main__`` module by itself.
+    command line, click included, which a worker does not use. Nothing a worker is given is
+    defined there (its target and spec come from the package), so the script's path is
+    hidden while the child starts. ``python -m`` needs nothing: spawn skips a ``__main__``
+    module by itself.
     """
     main = sys.modules["__main__"]
     path = None

@@ -11,7 +11,7 @@ import textwrap
 # bytes of a 512 KiB block that stays alive went to a mapping of its own.
 _PROBE = textwrap.dedent("""
     import ctypes, sys
-    from currents_export.allocator import keep_large_blocks_apart
+    from currents_export.support.allocator import keep_large_blocks_apart
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in (

@@ -8,7 +8,8 @@ from functools import partial
 import boto3
 import pytest
 
-from currents_export.apikey import ApiKeyError, ApiKeyProvider, ApiKeySource
+from currents_export.errors import ApiKeyError
+from currents_export.settings.keys import ApiKeyProvider, ApiKeySource
 
 
 class Clock:

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from currents_export.aws_events import (
+from currents_export.currents.keys import parse_key
+from currents_export.sources.events import (
     Invocation,
     ObjectRef,
     WorkItem,
@@ -24,7 +25,6 @@ from currents_export.aws_events import (
     parse_invocation,
     sqs_response,
 )
-from currents_export.currents.keys import parse_key
 
 BUCKET = "acme-currents"
 INTEGRATION = "dataexport.prod-01.S3.integration.5a1b2c3d4e5f60718293a4b5"
@@ -354,7 +354,7 @@ def test_sqs_dispatcher_message_key_is_raw_and_keeps_plus() -> None:
 
 
 def test_sqs_dispatcher_message_matches_what_backfill_writes() -> None:
-    from currents_export.backfill import dispatch_message
+    from currents_export.sources.backfill import dispatch_message
 
     key_with_percent_and_space = f"currents/a b/{INTEGRATION}+0+1%2B.avro"
     body = dispatch_message(BUCKET, key_with_percent_and_space)

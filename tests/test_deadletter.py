@@ -13,13 +13,13 @@ import orjson
 import pytest
 
 from currents_export.deadletter import (
-    DeadLetterConfigError,
     DeadLetterDirectory,
     DirectoryStore,
     S3DeadLetter,
     S3Store,
     open_dead_letter_store,
 )
+from currents_export.errors import DeadLetterConfigError
 from currents_export.sources.s3 import s3_client
 
 BUCKET = "dead-letters"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from currents_export import cli, display
-from currents_export.amplitude.dryrun import DryRun
+from currents_export.core.dryrun import DryRunOutbox
+from currents_export.core.pipeline import Pipeline
+from currents_export.counts import ObjectReport
 from currents_export.deadletter import open_dead_letter
 from currents_export.display import (
     LiveProgress,
@@ -29,8 +32,8 @@ from currents_export.display import (
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import NoLedger
-from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
+from currents_export.stopping import Stop
 
 API_KEY = "test-key-0123456789"
 TYPES = ["users.behaviors.CustomEvent", "users.messages.email.Open", "users.behaviors.Purchase",
@@ -118,6 +121,24 @@ def test_snapshots_add_up_and_travel_as_json() -> None:
     assert remote.snapshot() == total
 
 
+def test_a_finished_object_adds_its_buckets_and_its_bytes_when_read() -> None:
+    report = ObjectReport(object="/data/f.avro", records=12, delivered=6, duplicates=1,
+                          resumed=4)
+    report.skipped.update({"no_identity": 2, "dry_run": 1})
+    report.dead_lettered["invalid_id"] = 2
+    assert ProgressSnapshot.of_finished(report, 300, read=True) == ProgressSnapshot(
+        objects_done=1, records=12, resumed=4, delivered=6, skipped=3, dead_lettered=2,
+        duplicates=1, bytes_finished=300, bytes_processed=300, records_processed=12)
+    # Not read (e.g. already done): its bytes are finished, not a measure of records/byte.
+    already = ObjectReport(object="/data/g.avro", status="already_done")
+    assert ProgressSnapshot.of_finished(already, 50, read=False) == ProgressSnapshot(
+        objects_already_done=1, bytes_finished=50)
+    # A size unknown: nothing for the bytes.
+    failed = ObjectReport(object="/data/h.avro", status="failed", records=3, delivered=3)
+    assert ProgressSnapshot.of_finished(failed, None, read=True) == ProgressSnapshot(
+        objects_failed=1, records=3, delivered=3)
+
+
 def test_the_rate_is_measured_over_the_recent_window() -> None:
     clock, source = FakeClock(), ReportedSnapshot()
     tty = FakeTTY()
@@ -189,23 +210,35 @@ def test_a_pipeline_snapshot_counts_the_object_in_flight_then_the_finished(
 
         def write(self, data: Any) -> int:
             self.writes += 1
-            if self.writes == 50:  # 49 mapped records resolved before this one
-                seen.append(pipeline.snapshot())
+            if self.writes == 600:  # the owner has been told of 512 skipped at least:
+                seen.append(_published(pipeline, 512))  # it publishes them soon
             return super().write(data)
 
-    pipeline = Pipeline(client=DryRun(), ledger=NoLedger(), output=Output(),
+    pipeline = Pipeline(open_outbox=DryRunOutbox, dry_run=True, stop=Stop(),
+                        ledger=NoLedger(), output=Output(),
                         dead_letter=open_dead_letter(str(tmp_path / "dl")))
     assert pipeline.snapshot() == ProgressSnapshot()
     summary = pipeline.run([source])
     [during] = seen
     assert (during.objects_finished, during.objects_in_flight) == (0, 1)
-    assert during.records == during.in_flight_records >= 49  # resolved so far: dry run skips
+    assert during.records == during.in_flight_records >= 512  # resolved so far: dry run skips
     assert during.skipped + during.duplicates + during.dead_lettered == during.records
     after = pipeline.snapshot()
     assert (after.objects_done, after.objects_in_flight, after.in_flight_records) == (1, 0, 0)
     assert (after.records, after.skipped) == (summary.records, sum(summary.skipped.values()))
     assert after.bytes_finished == after.bytes_processed == source.size
     assert after.records_processed == summary.records
+
+
+def _published(pipeline: Pipeline, records: int) -> ProgressSnapshot:
+    """The pipeline's snapshot once it shows ``records`` (the owner publishes a few times
+    a second), or the last one after 10 s."""
+    deadline = time.monotonic() + 10
+    snapshot = pipeline.snapshot()
+    while snapshot.records < records and time.monotonic() < deadline:
+        time.sleep(0.02)
+        snapshot = pipeline.snapshot()
+    return snapshot
 
 
 # ---- a real replay against a slowed emulator ----------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import orjson
 
-from currents_export.jsonbytes import kept_json
+from currents_export.support.jsonbytes import kept_json
 
 EVENT = {
     "event_type": "Purchase",

@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from currents_export import aws_lambda, cli
+from currents_export.errors import LambdaConfigError, SettingsError
 from currents_export.settings import (
     LAMBDA,
     OPTIONS,
     PLACES,
     Option,
     Settings,
-    SettingsError,
     load_settings,
     option_table_markdown,
     options_for,
@@ -218,9 +218,9 @@ def test_the_lambdas_documented_names_still_work() -> None:
     assert (settings.state, settings.region, settings.api, settings.amplitude_url,
             settings.deadline_margin_s, settings.lanes) == \
         ("dynamodb://ledger", "eu", "http", "http://x", 30.0, 4)
-    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_STATE=dynamodb"):
+    with pytest.raises(LambdaConfigError, match="CURRENTS_EXPORT_STATE=dynamodb"):
         aws_lambda.lambda_settings({"CURRENTS_EXPORT_DEAD_LETTER": "s3://b/dl"})
-    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_LANES"):
+    with pytest.raises(LambdaConfigError, match="CURRENTS_EXPORT_LANES"):
         aws_lambda.lambda_settings({**LAMBDA_REQUIRED, "CURRENTS_EXPORT_LANES": "x"})
 
 

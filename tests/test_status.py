@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from currents_export.cli import main
 from currents_export.ledger import DynamoDbLedger, Ledger, ObjectState, SqliteLedger
-from currents_export.status import age_text, counts, render_text
+from currents_export.ledger.status import age_text, counts, render_text
 
 HOUR, DAY = 3_600, 86_400
 TABLE = "ledger"

@@ -14,7 +14,8 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from currents_export.config import RequestLimits
+from currents_export.amplitude.api import RequestLimits
+from currents_export.errors import EventTooLarge
 
 Ref = TypeVar("Ref")
 
@@ -30,10 +31,6 @@ class PendingEvent(Generic[Ref]):
     ref: Ref
     ids: tuple[str, ...] = ()
     held_since: float | None = None
-
-
-class EventTooLarge(ValueError):
-    """A single event is larger than a whole request may be."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from currents_export.config import RetryPolicy
+from currents_export.amplitude.api import RetryPolicy
 from currents_export.errors import AmplitudeUnavailable
 from currents_export.stopping import Stop
 

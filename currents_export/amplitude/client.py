@@ -15,29 +15,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 import orjson
 
+from currents_export.amplitude.api import RetryPolicy
 from currents_export.amplitude.batching import Envelope, PendingEvent
 from currents_export.amplitude.circuit import Circuit
-from currents_export.config import RequestLimits, RetryPolicy
 from currents_export.errors import (
     AmplitudeSetupError,
     DeliveryFailed,
     SendError,
 )
 from currents_export.stopping import Stop
-
-if TYPE_CHECKING:
-    from currents_export.amplitude.lanes import (
-        OnAbandoned,
-        OnDelivered,
-        OnRejected,
-        OnSkipped,
-        Outbox,
-    )
 
 log = logging.getLogger(__name__)
 
@@ -125,24 +116,6 @@ class AmplitudeClient:
 
     def close(self) -> None:
         self._http.close()
-
-    def open_lanes(
-        self,
-        limits: RequestLimits,
-        *,
-        lanes: int,
-        on_delivered: OnDelivered[Ref],
-        on_rejected: OnRejected[Ref],
-        on_abandoned: OnAbandoned[Ref],
-        on_skipped: OnSkipped[Ref],
-    ) -> Outbox[Ref]:
-        """Upload lanes sending through this client (``amplitude.lanes``); retries stop at
-        its retry horizon. Nothing is skipped here: ``on_skipped`` is never called."""
-        from currents_export.amplitude.lanes import Lanes
-
-        return Lanes(self, limits, lanes=lanes, on_delivered=on_delivered,
-                     on_rejected=on_rejected, on_abandoned=on_abandoned,
-                     horizon_s=self.retry.horizon_s)
 
     def send(self, events: list[PendingEvent[Ref]]) -> SendOutcome[Ref]:
         """Deliver ``events`` (one request's worth) or say why each one was refused.

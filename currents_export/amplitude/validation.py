@@ -13,6 +13,7 @@ BLOCKED_ID_VALUES = frozenset(
 )
 
 INVALID_ID = "invalid_id"
+DEFAULT_MIN_ID_LENGTH = 5  # Amplitude's default shortest user_id / device_id
 
 
 def is_blocked_id(value: str) -> bool:

@@ -6,13 +6,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from currents_export.errors import NotACurrentsKey
+
 _EVENT_TYPE = re.compile(r"(?:^|/)event_type=([^/]+)")
 _QUEUE_HOUR = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2}-\d{2})(?:/|$)")
 _INTEGRATION = re.compile(r"dataexport\.(?:([^./]+)\.)?(S3|AzureBlob|GCS)\.integration\.([^/+]+)")
-
-
-class NotACurrentsKey(ValueError):
-    """The key does not name a Currents Avro file."""
 
 
 @dataclass(frozen=True, slots=True)

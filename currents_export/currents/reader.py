@@ -55,9 +55,7 @@ __all__ = [
     "MAX_BLOCK_BYTES",
     "MAX_HEADER_BYTES",
     "SUPPORTED_CODECS",
-    "IncompleteObject",
     "RecordStream",
-    "UnreadableObject",
     "float_fields",
     "open_records",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from currents_export.deletions.privacy import MAX_IDS_PER_REQUEST, DeletionJob, PrivacyApiError
+from currents_export.deletions.privacy_api import MAX_IDS_PER_REQUEST, DeletionJob
 from currents_export.deletions.store import (
     DEVICE_ONLY,
     FAILED,
@@ -30,7 +30,7 @@ from currents_export.deletions.store import (
     DeletionStore,
     id_digest,
 )
-from currents_export.errors import ConfigurationError
+from currents_export.errors import ConfigurationError, PrivacyApiError
 
 
 class Deleter(Protocol):

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from currents_export.ledger.base import (
-    AlreadyDone,
-    LeaseError,
-    LeaseHeld,
-    LeaseLost,
-    Ledger,
-    LedgerConfigError,
-    ObjectState,
-    Resume,
-)
+from currents_export.errors import LedgerConfigError
+from currents_export.ledger.base import Ledger, ObjectState, Resume
 from currents_export.ledger.dynamodb import DynamoDbLedger
 from currents_export.ledger.none import NoLedger
 from currents_export.ledger.sqlite import SqliteLedger
@@ -52,13 +44,8 @@ def open_ledger(
 
 
 __all__ = [
-    "AlreadyDone",
     "DynamoDbLedger",
-    "LeaseError",
-    "LeaseHeld",
-    "LeaseLost",
     "Ledger",
-    "LedgerConfigError",
     "NoLedger",
     "ObjectState",
     "Resume",

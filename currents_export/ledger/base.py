@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from currents_export.errors import ConfigurationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,49 +93,3 @@ class Ledger(Protocol):
 
     def close(self) -> None: ...
 
-
-class LeaseError(Exception):
-    """The ledger says another worker owns the object (or took it over): leave it alone."""
-
-
-class LeaseHeld(LeaseError):
-    """Another worker holds a live lease on the object; it will be retried later."""
-
-    def __init__(self, object_id: str, owner: str, until: float) -> None:
-        self.object_id, self.owner, self.until = object_id, owner, until
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(until))
-        super().__init__(
-            f"{object_id} is being processed elsewhere (by {owner}, lease until {when} UTC); "
-            "it will be retried"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.object_id, self.owner, self.until)
-
-
-class LeaseLost(LeaseError):
-    """Another worker took the object over; this worker must stop writing to it."""
-
-    def __init__(self, object_id: str) -> None:
-        self.object_id = object_id
-        super().__init__(
-            f"{object_id}: another worker took this object over; this attempt stops writing"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.object_id,)
-
-
-class AlreadyDone(LeaseError):
-    """A claim found the object done (another worker finished it in the meantime)."""
-
-    def __init__(self, object_id: str) -> None:
-        self.object_id = object_id
-        super().__init__(f"{object_id} was already completed by another worker; nothing to do")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.object_id,)
-
-
-class LedgerConfigError(ConfigurationError, ValueError):
-    """The --state URI (or the ledger it names) cannot be used: exit 2, nothing done."""

@@ -37,14 +37,8 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 import orjson
 from botocore.exceptions import ClientError, NoRegionError
 
-from currents_export.ledger.base import (
-    AlreadyDone,
-    LeaseHeld,
-    LeaseLost,
-    LedgerConfigError,
-    ObjectState,
-    Resume,
-)
+from currents_export.errors import AlreadyDone, LeaseHeld, LeaseLost, LedgerConfigError
+from currents_export.ledger.base import ObjectState, Resume
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

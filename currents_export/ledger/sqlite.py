@@ -41,16 +41,9 @@ from typing import Any
 import orjson
 
 from currents_export.currents.keys import currents_identity
-from currents_export.ledger.base import (
-    DONE,
-    IN_PROGRESS,
-    AlreadyDone,
-    LeaseHeld,
-    LeaseLost,
-    ObjectState,
-    Resume,
-)
-from currents_export.privatefiles import (
+from currents_export.errors import AlreadyDone, LeaseHeld, LeaseLost
+from currents_export.ledger.base import DONE, IN_PROGRESS, ObjectState, Resume
+from currents_export.support.privatefiles import (
     create_private_file,
     make_private,
     make_private_dirs,

@@ -10,7 +10,6 @@ from currents_export.mapping.mapper import (
     Rejected,
     Skipped,
     float32,
-    json_safe,
     mapper_for,
 )
 from currents_export.mapping.names import braze_event_type, plain_event_type
@@ -37,7 +36,6 @@ __all__ = [
     "Skipped",
     "braze_event_type",
     "float32",
-    "json_safe",
     "mapped_records",
     "mapper_for",
     "plain_event_type",

@@ -22,8 +22,7 @@ import math
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
-from datetime import time as time_of_day
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
@@ -43,7 +42,7 @@ from currents_export.mapping.names import (
     braze_event_type,
     plain_event_type,
 )
-from currents_export.mapping.privacy import (
+from currents_export.mapping.pii import (
     DROP,
     SCAN_POLICIES,
     Redactor,
@@ -52,6 +51,9 @@ from currents_export.mapping.privacy import (
     key_name,
     strip_query,
 )
+from currents_export.support.jsonbytes import bytes_text as _bytes_text
+from currents_export.support.jsonbytes import json_safe
+from currents_export.support.jsonbytes import text_of as _text
 
 Profile = Literal["braze", "plain"]
 IdentityFallback = Literal["none", "braze_id"]
@@ -863,7 +865,6 @@ _INT64_MAX = 2**63 - 1  # orjson (and Amplitude) take 64-bit integers
 _MAX_TIME_S = _INT64_MAX // 1000
 assert (_INT64_MAX, _MAX_TIME_S) == (9223372036854775807, 9223372036854775)  # see _time_ms
 # Types orjson serialises as they are (fastavro's logical types included).
-_JSON_NATIVE = frozenset({str, int, float, bool, type(None), UUID, datetime, date, time_of_day})
 
 
 class _Refused(Exception):
@@ -898,16 +899,6 @@ def _id_text(value: object, name: str) -> str | None:
                    f"{name} is a {type(value).__name__}, not a string or an integer")
 
 
-def _bytes_text(value: bytes | bytearray) -> str:
-    """Avro ``bytes`` and ``fixed`` values as lowercase hex.
-
-    Hex rather than base64: the bytes Braze might send this way are digests and binary ids
-    (``fixed``), which are conventionally written in hex; hex is unambiguous, stable and
-    needs no padding or alphabet choice, at twice the size (base64 would be 4/3).
-    """
-    return value.hex()
-
-
 def _utf8_or_hex(value: bytes | bytearray) -> str:
     """Bytes as their text when they are UTF-8, else as hex (``_bytes_text``)."""
     try:
@@ -928,51 +919,6 @@ def readable(value: Any) -> Any:
         return {(key if key.__class__ is str else _text(key)): readable(item)
                 for key, item in value.items()}
     return json_safe(value)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` as something orjson serialises: itself when it already is (no copy), else a
-    copy with bytes as hex, decimals as floats and dict keys as strings.
-
-    Also usable as ``orjson.dumps(obj, default=json_safe)`` for a decoded Braze record (the
-    dead letter keeps records as decoded, and a drifted schema may put bytes in them).
-    """
-    cls = value.__class__
-    native = _JSON_NATIVE
-    if cls is list or cls is tuple:  # first: the commonest caller is an array field
-        for item in value:
-            if item.__class__ not in native:
-                return [json_safe(item) for item in value]
-        return value
-    if cls in native:
-        return value
-    if cls is dict:
-        for key, item in value.items():
-            if key.__class__ is not str or item.__class__ not in native:
-                return {(key if key.__class__ is str else _text(key)): json_safe(item)
-                        for key, item in value.items()}
-        return value
-    if cls is bytes or cls is bytearray:
-        return _bytes_text(value)
-    if cls is Decimal:  # Avro decimal: a number stays a number
-        number = float(value) if value.is_finite() else math.nan
-        return number if math.isfinite(number) else str(value)
-    return str(value)
-
-
-def _text(value: Any) -> str:
-    """A value where Amplitude wants a string: numbers and booleans as JSON writes them,
-    bytes as hex, lists and maps as JSON text."""
-    cls = value.__class__
-    if cls is str:
-        return value  # type: ignore[no-any-return]
-    if cls is bool:
-        return "true" if value else "false"
-    if cls is bytes or cls is bytearray:
-        return _bytes_text(value)
-    if cls is list or cls is tuple or cls is dict:
-        return orjson.dumps(json_safe(value)).decode()
-    return str(value)
 
 
 def _number(value: Any) -> float | int | None:

@@ -8,13 +8,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO
 
-from currents_export.currents.keys import NotACurrentsKey, currents_identity, parse_key
+from currents_export.currents.keys import currents_identity, parse_key
+from currents_export.errors import NotACurrentsKey
 
 DIGEST_CHUNK_BYTES = 1 << 20
-
-
-class SourceError(ValueError):
-    """A path or URI given by the user cannot be read as a source of objects."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
-from currents_export.sources.base import SourceError, SourceObject
+from currents_export.errors import SourceError
+from currents_export.sources.base import SourceObject
 
 
 def _open_binary(path: Path) -> IO[bytes]:

@@ -18,9 +18,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from currents_export.currents.keys import NotACurrentsKey, parse_key
-from currents_export.errors import Retryability
-from currents_export.sources.base import SourceError, SourceObject
+from currents_export.currents.keys import parse_key
+from currents_export.errors import NotACurrentsKey, S3ReadError, SourceError
+from currents_export.sources.base import SourceObject
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -30,18 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_BUFFER_BYTES = 1 << 20
-
-
-class S3ReadError(Retryability, OSError):
-    """The object could not be fetched or its stream broke.
-
-    ``permanent``: trying again cannot help (the key does not exist); ``retryable`` is then
-    False.
-    """
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = not permanent
 
 
 @dataclass(frozen=True, slots=True)

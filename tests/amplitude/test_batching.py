@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from currents_export.amplitude.api import REQUEST_LIMITS, RequestLimits
 from currents_export.amplitude.batching import (
     Envelope,
-    EventTooLarge,
     PendingEvent,
     RequestPacker,
     pack_all,
 )
-from currents_export.config import REQUEST_LIMITS, RequestLimits
+from currents_export.errors import EventTooLarge
 
 ENVELOPE = Envelope.build("key-123", {"min_id_length": 3})
 

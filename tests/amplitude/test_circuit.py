@@ -12,9 +12,9 @@ import httpx
 import orjson
 import pytest
 
+from currents_export.amplitude.api import RetryPolicy
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.config import RetryPolicy
 from currents_export.errors import AmplitudeUnavailable, SendInterrupted
 from currents_export.stopping import Stop
 

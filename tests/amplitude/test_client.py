@@ -10,15 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from currents_export.amplitude.api import RetryPolicy, endpoint_url
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import (
     BAD_REQUEST,
     TOO_LARGE,
     AmplitudeClient,
-    AmplitudeSetupError,
-    DeliveryFailed,
 )
-from currents_export.config import RetryPolicy, endpoint_url
+from currents_export.errors import AmplitudeSetupError, DeliveryFailed
 from currents_export.kit.emulator import Emulator
 from tests.support.servers import Scripted, ScriptedServer
 

@@ -10,11 +10,11 @@ from typing import IO
 import pytest
 
 from currents_export.currents.keys import (
-    NotACurrentsKey,
     currents_identity,
     object_key,
     parse_key,
 )
+from currents_export.errors import NotACurrentsKey
 from currents_export.sources import SourceObject, find_local_objects
 from currents_export.sources.s3 import s3_object
 

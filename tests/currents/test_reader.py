@@ -7,8 +7,9 @@ import io
 import fastavro
 import pytest
 
-from currents_export.currents.reader import IncompleteObject, UnreadableObject, open_records
+from currents_export.currents.reader import open_records
 from currents_export.currents.schemas import writer_schema
+from currents_export.errors import IncompleteObject, UnreadableObject
 from tests.support.records import minimal_record
 
 EVENT_TYPE = "users.behaviors.Purchase"

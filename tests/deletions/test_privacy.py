@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from currents_export.deletions.privacy import PrivacyApiError, PrivacyClient, privacy_url
-from currents_export.errors import ConfigurationError
+from currents_export.deletions.privacy_api import PrivacyClient, privacy_url
+from currents_export.errors import ConfigurationError, PrivacyApiError
 from currents_export.kit.emulator import Emulator
 from tests.support.servers import Scripted, ScriptedServer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from currents_export.deletions.privacy import DeletionJob, PrivacyApiError
+from currents_export.deletions.privacy_api import DeletionJob
 from currents_export.deletions.store import (
     DEVICE_ONLY,
     FAILED,
@@ -24,6 +24,7 @@ from currents_export.deletions.store import (
 )
 from currents_export.deletions.submit import deletion_status, submit_deletions
 from currents_export.deletions.tracker import DeletionTracker
+from currents_export.errors import PrivacyApiError
 from currents_export.ledger.dynamodb import DynamoDbLedger
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import orjson
 
+from currents_export.amplitude.api import REQUEST_LIMITS, RequestLimits, RetryPolicy
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.config import REQUEST_LIMITS, RequestLimits, RetryPolicy
+from currents_export.compose import lanes_over
+from currents_export.core.pipeline import Pipeline
 from currents_export.deadletter import DeadLetterDirectory
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import Identity, generate_fixtures, make_record, write_avro
 from currents_export.ledger import SqliteLedger
-from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
 from tests.support.runs import read_all
 
@@ -99,10 +100,10 @@ def test_every_valid_event_arrives_exactly_once_through_chaos(tmp_path: Path) ->
         )
         dead_letter = DeadLetterDirectory(tmp_path / "dead-letter")
         ledger = SqliteLedger(tmp_path / "state.sqlite")
-        pipeline = Pipeline(client=client, ledger=ledger, dead_letter=dead_letter,
-                            limits=RequestLimits(max_events=40, max_body_bytes=
-                                                 REQUEST_LIMITS["batch"].max_body_bytes),
-                            lanes=4, checkpoint_every=200)
+        limits = RequestLimits(max_events=40,
+                               max_body_bytes=REQUEST_LIMITS["batch"].max_body_bytes)
+        pipeline = Pipeline(open_outbox=lanes_over(client, limits, 4), stop=client.stop,
+                            ledger=ledger, dead_letter=dead_letter, checkpoint_every=200)
         summary = pipeline.run(find_local_objects([root]))
         dead_letter.close()
         client.close()

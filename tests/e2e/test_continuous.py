@@ -9,20 +9,23 @@ from pathlib import Path
 
 import orjson
 
+from currents_export.amplitude.api import REQUEST_LIMITS
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.dryrun import DryRun
-from currents_export.amplitude.lanes import Lanes
-from currents_export.config import REQUEST_LIMITS
+from currents_export.compose import lanes_over
+from currents_export.core.dryrun import DryRunOutbox
+from currents_export.core.lanes import Lanes
+from currents_export.core.pipeline import Pipeline
+from currents_export.counts import ObjectReport, RunSummary
 from currents_export.deadletter import DeadLetterDirectory
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import NoLedger, SqliteLedger
-from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
-from currents_export.summary import ObjectReport, RunSummary
+from currents_export.stopping import Stop
 from tests.support.emulator import stored_events
 from tests.support.runs import read_all
+from tests.support.sinks import RecordingSink
 
 
 def test_small_objects_share_requests_and_each_is_finished_on_its_own(
@@ -35,7 +38,8 @@ def test_small_objects_share_requests_and_each_is_finished_on_its_own(
     client = AmplitudeClient(f"{emulator.url}/batch", "continuous-key-0001")
     ledger = SqliteLedger(tmp_path / "state.sqlite")
     reports: list[ObjectReport] = []
-    pipeline = Pipeline(client=client, ledger=ledger, lanes=1, on_object=reports.append,
+    pipeline = Pipeline(open_outbox=lanes_over(client, REQUEST_LIMITS["batch"], 1),
+                        stop=client.stop, ledger=ledger, on_object=reports.append,
                         dead_letter=DeadLetterDirectory(tmp_path / "dead-letter"))
     summary = pipeline.run(find_local_objects([tmp_path / "bucket"]))
     client.close()
@@ -66,7 +70,8 @@ def test_a_record_that_fails_in_hand_leaves_its_object_pending_and_the_run_goes_
                               seed=32, event_types=["users.behaviors.CustomEvent"])
     summaries: list[RunSummary] = []
     with open("/dev/full", "wb", buffering=0) as full:
-        pipeline = Pipeline(client=DryRun(), ledger=NoLedger(), output=full, max_open_objects=2,
+        pipeline = Pipeline(open_outbox=DryRunOutbox, dry_run=True, stop=Stop(),
+                            ledger=NoLedger(), output=full, max_open_objects=2,
                             dead_letter=DeadLetterDirectory(tmp_path / "dead-letter"))
         runner = threading.Thread(target=lambda: summaries.append(
             pipeline.run(find_local_objects([tmp_path / "bucket"]))), daemon=True)
@@ -87,11 +92,9 @@ def test_an_id_throttled_past_the_horizon_is_given_back(emulator: Emulator) -> N
                         seed=1)
     client = AmplitudeClient(f"{emulator.url}/batch", "continuous-key-0001",
                              throttle_pause_s=0.05)
-    abandoned: list[tuple[str, str]] = []
-    lanes: Lanes[str] = Lanes(
-        client, REQUEST_LIMITS["batch"], lanes=2, horizon_s=0.5,
-        on_delivered=lambda refs: None, on_rejected=lambda *_: None,
-        on_abandoned=lambda refs, error: abandoned.extend((r, str(error)) for r in refs))
+    sink: RecordingSink[str] = RecordingSink()
+    lanes: Lanes[str] = Lanes(client, REQUEST_LIMITS["batch"], lanes=2, horizon_s=0.5,
+                              sink=sink)
     try:
         event = {"event_type": "e", "user_id": "user-throttled-1", "insert_id": "i-1",
                  "time": 1_768_471_200_000}
@@ -104,5 +107,5 @@ def test_an_id_throttled_past_the_horizon_is_given_back(emulator: Emulator) -> N
         lanes.close()
         client.close()
         emulator.clear_faults()
-    assert [ref for ref, _ in abandoned] == ["i-1"]
-    assert "throttled" in abandoned[0][1]
+    assert [ref for ref, _ in sink.abandoned_refs] == ["i-1"]
+    assert "throttled" in sink.abandoned_refs[0][1]

@@ -21,10 +21,10 @@ import httpx
 import orjson
 import pytest
 
+from currents_export.core.pipeline import MAX_OPEN_OBJECTS
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
-from currents_export.pipeline import MAX_OPEN_OBJECTS
 from tests.support.emulator import requests_made, stored_events
 from tests.support.runs import API_KEY, assert_balanced, replay, run_cli
 

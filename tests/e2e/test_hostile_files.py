@@ -27,13 +27,16 @@ from click.testing import CliRunner
 from currents_export.cli import main
 from currents_export.currents.reader import (
     MAX_BLOCK_BYTES,
-    IncompleteObject,
     RecordStream,
-    UnreadableObject,
     open_records,
 )
 from currents_export.currents.schemas import writer_schema
-from currents_export.errors import RetryableObjectError, is_retryable
+from currents_export.errors import (
+    IncompleteObject,
+    RetryableObjectError,
+    UnreadableObject,
+    is_retryable,
+)
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
 from tests.support.emulator import stored_events
@@ -279,7 +282,8 @@ def test_a_2_gib_deflate_bomb_is_refused_after_the_good_blocks_before_it() -> No
 # ``ru_maxrss`` as the fallback where /proc is not there.
 RSS_PROBE = """
 import json, resource, sys
-from currents_export.currents.reader import UnreadableObject, open_records
+from currents_export.currents.reader import open_records
+from currents_export.errors import UnreadableObject
 
 def status(field):
     with open("/proc/self/status") as f:

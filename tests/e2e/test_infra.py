@@ -17,8 +17,8 @@ import pytest
 from cfnlint.decode import cfn_yaml
 
 from currents_export import aws_lambda
-from currents_export.observability import NAMESPACE, emf_line
-from currents_export.summary import ObjectReport
+from currents_export.aws_lambda.observability import NAMESPACE, emf_line
+from currents_export.counts import ObjectReport
 from tests.support import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / "infra" / "template.yaml"
@@ -221,7 +221,7 @@ def test_the_lambda_package_builds_small_for_arm64(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(REPO_ROOT / "infra" / "build_lambda.py"), "--offline",
                     "--out", str(out)], check=True, capture_output=True)
     names = zipfile.ZipFile(out).namelist()
-    assert "currents_export/aws_lambda.py" in names
+    assert "currents_export/aws_lambda/__init__.py" in names
     assert "currents_export/currents/catalogue.py" in names
     assert not [name for name in names if name.startswith("currents_export/kit/")]
     tops = {name.split("/")[0] for name in names}

@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import orjson
 
+from currents_export.counts import Tally
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.sources import find_local_objects
-from currents_export.summary import Tally
 from tests.support.runs import read_all
 
 ENV = {**os.environ, "AMPLITUDE_API_KEY": "kill-test-key"}

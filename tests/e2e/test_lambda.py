@@ -21,6 +21,7 @@ import pytest
 
 from currents_export import aws_lambda
 from currents_export.currents.keys import currents_identity
+from currents_export.errors import LambdaConfigError
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import open_ledger
@@ -235,12 +236,12 @@ def test_configuration_errors_name_the_variable(
 ) -> None:
     monkeypatch.delenv("CURRENTS_EXPORT_DEAD_LETTER")
     aws_lambda.reset_runtime()
-    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_DEAD_LETTER"):
+    with pytest.raises(LambdaConfigError, match="CURRENTS_EXPORT_DEAD_LETTER"):
         aws_lambda.handler({"Records": []}, Context())
     monkeypatch.setenv("CURRENTS_EXPORT_DEAD_LETTER", f"s3://{BUCKET}/dl")
     monkeypatch.setenv("AMPLITUDE_API", "grpc")
     aws_lambda.reset_runtime()
-    with pytest.raises(aws_lambda.LambdaConfigError, match="AMPLITUDE_API"):
+    with pytest.raises(LambdaConfigError, match="AMPLITUDE_API"):
         aws_lambda.handler({"Records": []}, Context())
 
 
@@ -423,7 +424,7 @@ def test_salt_settings_errors_name_the_setting_never_the_value(
         ({"CURRENTS_EXPORT_PII_SALT_PARAMETER": "/missing"}, "ParameterNotFound"),
     ]
     for extra, problem in cases:
-        with pytest.raises(aws_lambda.LambdaConfigError) as info:
+        with pytest.raises(LambdaConfigError) as info:
             aws_lambda.lambda_settings({**env, **extra})
         assert problem in str(info.value), str(info.value)
         assert SALT not in str(info.value) and "tiny-SALT-9" not in str(info.value)
@@ -477,7 +478,7 @@ def test_the_log_level_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert aws_lambda.log_level({}) == logging.INFO
     assert aws_lambda.log_level({"CURRENTS_EXPORT_LOG_LEVEL": "debug"}) == logging.DEBUG
     assert aws_lambda.log_level({"AWS_LAMBDA_LOG_LEVEL": "WARN"}) == logging.WARNING
-    with pytest.raises(aws_lambda.LambdaConfigError, match="CURRENTS_EXPORT_LOG_LEVEL"):
+    with pytest.raises(LambdaConfigError, match="CURRENTS_EXPORT_LOG_LEVEL"):
         aws_lambda.log_level({"CURRENTS_EXPORT_LOG_LEVEL": "LOUD"})
 
 

@@ -12,17 +12,16 @@ import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from currents_export.amplitude.batching import PendingEvent
-from currents_export.amplitude.dryrun import DryRun, QuietOutbox
-from currents_export.amplitude.lanes import Outbox
-from currents_export.config import RequestLimits
+from currents_export.core.dryrun import DryRunOutbox
+from currents_export.core.pipeline import Pipeline
 from currents_export.deadletter import DeadLetterDirectory
 from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import NoLedger
-from currents_export.pipeline import Pipeline
 from currents_export.sources import find_local_objects
+from currents_export.stopping import Stop
 
 
 def peak_rss_mb(command: list[str]) -> float:
@@ -58,24 +57,15 @@ def test_peak_memory_does_not_grow_with_object_size(tmp_path: Path) -> None:
     assert peaks[90_000] <= 1.25 * peaks[30_000], peaks
 
 
-class _Keeping(DryRun):
-    """A dry run whose outbox also keeps every event handed to it, as lanes do while a
+class _Keeping(DryRunOutbox[Any]):
+    """A dry run's outbox that also keeps every event handed to it, as lanes do while a
     request is open or in flight."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.kept: list[PendingEvent[Any]] = []
+    kept: ClassVar[list[PendingEvent[Any]]] = []
 
-    def open_lanes(self, limits: RequestLimits, **callbacks: Any) -> Outbox[Any]:
-        outbox = super().open_lanes(limits, **callbacks)
-        kept = self.kept
-
-        class KeepingOutbox(QuietOutbox[Any]):
-            def submit(self, event: PendingEvent[Any]) -> None:
-                kept.append(event)
-                outbox.submit(event)
-
-        return KeepingOutbox()
+    def submit(self, event: PendingEvent[Any]) -> None:
+        self.kept.append(event)
+        super().submit(event)
 
 
 def test_events_waiting_in_the_outbox_hold_about_their_own_size(tmp_path: Path) -> None:
@@ -83,8 +73,8 @@ def test_events_waiting_in_the_outbox_hold_about_their_own_size(tmp_path: Path) 
     come in 4-8 KiB blocks whatever their length, so they must be kept at their length."""
     generate_fixtures(tmp_path / "bucket", events_per_type=2_000, files_per_type=1, seed=7,
                       event_types=["users.behaviors.CustomEvent"])
-    sender = _Keeping()
-    pipeline = Pipeline(client=sender, ledger=NoLedger(),
+    sender = _Keeping
+    pipeline = Pipeline(open_outbox=_Keeping, dry_run=True, stop=Stop(), ledger=NoLedger(),
                         dead_letter=DeadLetterDirectory(tmp_path / "dead-letter"))
     tracemalloc.start()
     try:

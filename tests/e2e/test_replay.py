@@ -164,7 +164,7 @@ def test_dry_run_ignores_the_ledger_and_says_what_it_would_deliver(
 
 
 def test_the_summary_text_of_a_dry_run_says_would_and_its_json_keys_do_not_change() -> None:
-    from currents_export.summary import ObjectReport, RunSummary
+    from currents_export.counts import ObjectReport, RunSummary
 
     def summary(dry_run: bool) -> RunSummary:
         report = ObjectReport(object="/data/f.avro", event_type="users.behaviors.CustomEvent",

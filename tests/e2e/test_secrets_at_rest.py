@@ -20,23 +20,23 @@ from click.testing import CliRunner, Result
 
 from currents_export.amplitude.batching import Envelope
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.apikey import ApiKeyProvider, ApiKeySource
 from currents_export.cli import main
+from currents_export.compose import build_client
 from currents_export.deadletter import (
-    DeadLetterConfigError,
     DirectoryStore,
     S3DeadLetter,
     S3Store,
     open_dead_letter,
 )
+from currents_export.errors import DeadLetterConfigError
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.mapping import MappingOptions
-from currents_export.observability import WIRE_LOGGERS
-from currents_export.run import build_client
 from currents_export.settings import Settings
+from currents_export.settings.keys import ApiKeyProvider, ApiKeySource
 from currents_export.stopping import Stop
+from currents_export.support.logs import WIRE_LOGGERS
 from tests.support.emulator import stored_events
 from tests.support.runs import API_KEY, read_all
 
@@ -166,14 +166,14 @@ def test_backfill_at_vv_prints_no_aws_token_secret_key_api_key_or_salt(
 def test_the_cli_keeps_wire_loggers_at_warning_at_vv() -> None:
     import logging
 
-    from currents_export.cli import _setup_logging
+    from currents_export.support.logs import setup_logging
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     for name in WIRE_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET)
     try:
-        _setup_logging(2)
+        setup_logging(2)
         for name in (*WIRE_LOGGERS, "botocore.endpoint", "botocore.auth",
                      "urllib3.connectionpool"):
             assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name

@@ -22,16 +22,15 @@ import httpx
 import orjson
 import pytest
 
-from currents_export import cli
-from currents_export.display import ProgressSnapshot
+from currents_export.compose import build_worker_pipeline
+from currents_export.counts import ObjectReport, ProgressSnapshot, RunSummary
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.settings import load_settings
 from currents_export.sources import SourceObject, find_local_objects
 from currents_export.stopping import Stop
-from currents_export.summary import ObjectReport, RunSummary
-from currents_export.workers import ProcessRun, WorkerSpec
+from currents_export.workers import WorkerPool, WorkerSpec
 from tests.support.emulator import stored_events
 from tests.support.runs import API_KEY, assert_balanced, read_all, replay, run_cli
 
@@ -315,7 +314,7 @@ class _DiesOn:
 
 def _poisoned_pipeline(poison: str, *args: Any) -> _DiesOn:
     """WorkerSpec.build of the test below (run in the worker processes)."""
-    return _DiesOn(cli.worker_pipeline(*args), poison)
+    return _DiesOn(build_worker_pipeline(*args), poison)
 
 
 def test_an_object_that_kills_its_worker_every_time_is_reported_failed(
@@ -331,7 +330,7 @@ def test_an_object_that_kills_its_worker_every_time_is_reported_failed(
     with ExitStack() as stack:
         ledger = SqliteLedger(tmp_path / "state.sqlite")
         stack.callback(ledger.close)
-        summary = ProcessRun(spec, workers=2, stop=Stop(), ledger=ledger).run(objects)
+        summary = WorkerPool(spec, workers=2, stop=Stop(), ledger=ledger).run(objects)
     assert summary.worker_restarts == 4  # the first death, then three more alone with it
     assert summary.objects_failed == 1 and summary.objects_done == len(files) - 1
     [failure] = summary.failures

@@ -13,16 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from currents_export.cli import main
+from currents_export.errors import AlreadyDone, LeaseHeld, LeaseLost, LedgerConfigError
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
-from currents_export.ledger import (
-    AlreadyDone,
-    DynamoDbLedger,
-    LeaseHeld,
-    LeaseLost,
-    LedgerConfigError,
-    open_ledger,
-)
+from currents_export.ledger import DynamoDbLedger, open_ledger
 from currents_export.sources import find_local_objects
 from tests.support.ledgers import (
     BROKEN,

@@ -8,13 +8,10 @@ from pathlib import Path
 import pytest
 
 from currents_export.currents.keys import currents_identity
+from currents_export.errors import AlreadyDone, LeaseHeld, LeaseLost, LedgerConfigError
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import (
-    AlreadyDone,
-    LeaseHeld,
-    LeaseLost,
-    LedgerConfigError,
     ObjectState,
     Resume,
     SqliteLedger,

@@ -34,11 +34,12 @@ from currents_export.currents.schemas import (
     pii_fields,
     writer_schema,
 )
+from currents_export.errors import MappingConfigError
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
 from currents_export.mapping import Mapped, MappingOptions, Rejected, mapper_for
 from currents_export.mapping.mapper import redacted_record
-from currents_export.mapping.privacy import (
+from currents_export.mapping.pii import (
     DROP,
     MAX_DEPTH,
     Redactor,
@@ -47,11 +48,7 @@ from currents_export.mapping.privacy import (
     schema_outline,
     strip_query,
 )
-from currents_export.mapping.settings import (
-    MappingConfigError,
-    load_mapping_file,
-    mapping_options,
-)
+from currents_export.settings.mapping import load_mapping_file, mapping_options
 from tests.support.configs import ENV, EXAMPLES, SALT, replay_config, write
 from tests.support.emulator import raw_events, stored_events
 from tests.support.runs import run_cli

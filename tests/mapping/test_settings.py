@@ -11,7 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from currents_export.aws_lambda import LambdaConfigError, lambda_settings
+from currents_export.aws_lambda import lambda_settings
+from currents_export.errors import LambdaConfigError
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile
 from currents_export.mapping.reference import render_reference

@@ -15,16 +15,13 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from currents_export.ledger import LedgerConfigError, ObjectState, open_ledger
+from currents_export.errors import LedgerConfigError, StatusError
+from currents_export.ledger import ObjectState, open_ledger
 
 MAX_REASON_CHARS = 160  # in the table; JSON has the whole error
 
 _ORDER = {"failed": 0, "in_progress": 1, "done": 2}
 _STATUS_LABEL = {"done": "done", "in_progress": "in progress", "failed": "failed"}
-
-
-class StatusError(Exception):
-    """The ledger cannot be read (none at that path, a missing table, no credentials...)."""
 
 
 def read_states(uri: str) -> list[ObjectState]:

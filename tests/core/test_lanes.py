@@ -11,11 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
+from currents_export.amplitude.api import RequestLimits, RetryPolicy
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.lanes import Lanes
-from currents_export.config import RequestLimits, RetryPolicy
+from currents_export.core.lanes import Lanes
 from tests.support.servers import RecordingServer
+from tests.support.sinks import RecordingSink
 
 SMALL_REQUESTS = RequestLimits(max_events=20, max_body_bytes=100_000)
 
@@ -49,20 +50,8 @@ def deliver(url: str, events: list[dict[str, str]], lanes: int = 4) -> tuple[lis
         url, "key-123", throttle_pause_s=0.05,
         retry=RetryPolicy(initial_delay_s=0.01, max_delay_s=0.05, horizon_s=30),
     )
-    delivered: list[str] = []
-    rejected: list[tuple[str, str]] = []
-    lock = threading.Lock()
-
-    def on_delivered(refs: list[str]) -> None:
-        with lock:
-            delivered.extend(refs)
-
-    def on_rejected(ref: str, reason: str, detail: str) -> None:
-        with lock:
-            rejected.append((ref, reason))
-
-    pipeline: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=lanes, on_delivered=on_delivered,
-                                 on_rejected=on_rejected, horizon_s=30)
+    sink = RecordingSink()
+    pipeline: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=lanes, sink=sink, horizon_s=30)
     try:
         for event in events:
             ids = tuple(event[k] for k in ("user_id", "device_id") if k in event)
@@ -73,7 +62,8 @@ def deliver(url: str, events: list[dict[str, str]], lanes: int = 4) -> tuple[lis
     finally:
         pipeline.close()
         client.close()
-    return delivered, rejected
+    assert sink.abandoned_refs == []
+    return sink.delivered_refs, [(ref, reason) for ref, reason, _ in sink.rejected_refs]
 
 
 def per_id_order(events: list[dict[str, str]]) -> dict[str, list[str]]:
@@ -121,21 +111,15 @@ def test_one_lane_keeps_global_order(server: RecordingServer) -> None:
 def test_an_idle_lane_sends_its_open_request_after_the_linger(server: RecordingServer) -> None:
     """No drain and no full request: the events still leave, once the lane is idle."""
     client = AmplitudeClient(server.url, "key-123")
-    delivered = threading.Event()
-    got: list[str] = []
-
-    def on_delivered(refs: list[str]) -> None:
-        got.extend(refs)
-        delivered.set()
-
-    lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=2, on_delivered=on_delivered,
-                              on_rejected=lambda *_: None, horizon_s=30, linger_s=0.05)
+    sink = RecordingSink()
+    lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=2, sink=sink, horizon_s=30,
+                              linger_s=0.05)
     try:
         for n in range(3):  # fewer than a request holds
             event = {"event_type": "e", "insert_id": f"i-{n}", "user_id": "user-00001"}
             lanes.submit(PendingEvent(orjson.dumps(event), event["insert_id"], ("user-00001",)))
-        assert delivered.wait(10), "the open request was never sent"
-        assert got == ["i-0", "i-1", "i-2"]  # in one request, in order
+        assert sink.delivered_once.wait(10), "the open request was never sent"
+        assert sink.delivered_refs == ["i-0", "i-1", "i-2"]  # in one request, in order
     finally:
         lanes.close()
         client.close()
@@ -179,10 +163,9 @@ def test_a_request_that_fails_with_a_bug_lets_go_of_its_ids() -> None:
     go of those ids)."""
     client = _BrokenFor({"first", "second"})
     user, device = _in_lane(0, "user"), _in_lane(1, "device")
-    delivered: list[str] = []
+    sink = RecordingSink()
     lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=2,  # type: ignore[arg-type]
-                              on_delivered=delivered.extend, on_rejected=lambda *_: None,
-                              horizon_s=30)
+                              sink=sink, horizon_s=30)
     try:
         lanes.submit(PendingEvent(b"{}", "first", (user,)))
         lanes.submit(PendingEvent(b"{}", "second", (device,)))
@@ -199,4 +182,4 @@ def test_a_request_that_fails_with_a_bug_lets_go_of_its_ids() -> None:
         assert finished.wait(10), "the event waited for ids nobody will release"
     finally:
         lanes.close()
-    assert delivered == client.sent == ["both"]
+    assert sink.delivered_refs == client.sent == ["both"]

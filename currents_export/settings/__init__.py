@@ -22,18 +22,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from currents_export.config import (
-    DEFAULT_DEAD_LETTER_DIR,
-    DEFAULT_LANES,
-    DEFAULT_MIN_ID_LENGTH,
-    DEFAULT_STATE_PATH,
-)
-from currents_export.deletions.options import DeletionOptions, deletion_options
-from currents_export.errors import ConfigurationError
+from currents_export.amplitude.validation import DEFAULT_MIN_ID_LENGTH
+from currents_export.core.lanes import DEFAULT_LANES
+from currents_export.errors import MappingConfigError, SettingsError
 from currents_export.mapping import MappingOptions
-from currents_export.mapping.settings import MappingConfigError, mapping_options
+from currents_export.settings.deletions import DeletionOptions, deletion_options
+from currents_export.settings.mapping import mapping_options
 
 ENV_PREFIX = "CURRENTS_EXPORT_"
+DEFAULT_STATE_PATH = ".currents-export/state.sqlite"
+DEFAULT_DEAD_LETTER_DIR = ".currents-export/dead-letter"
 
 # The places an option may be used: the commands, and the Lambda.
 REPLAY, BACKFILL, REDRIVE, INSPECT, STATUS, DELETIONS, LAMBDA = (
@@ -44,10 +42,6 @@ _UPLOADS = _RUNS | {REDRIVE}
 _CLI_UPLOADS = _LOCAL_RUNS | {REDRIVE}
 _MAPPING = _RUNS | {INSPECT}
 PLACES = (REPLAY, BACKFILL, REDRIVE, INSPECT, STATUS, DELETIONS, LAMBDA)
-
-
-class SettingsError(ConfigurationError):
-    """A value that cannot be used; the message names where it came from."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,10 @@
-"""Keep a long run's resident memory flat: the C allocator's settings (glibc only).
+"""Keep a long run's resident memory flat: fix glibc's mmap threshold (glibc only).
 
-glibc serves a large block (128 KiB or more) from a mapping of its own, returned to the
-system when freed, but it raises that threshold to the size of each such block freed
-(its "dynamic mmap threshold"). After the first request body (about 0.5 MB) or decoded
-Avro block is freed, every later one comes from the heap instead, between the small
-objects that live while their events are in flight; the space they leave is reused only
-in part and stays resident.
-
-A fixed threshold keeps every block of :data:`MMAP_THRESHOLD` bytes or more in a mapping
-of its own, whatever was freed before. A replay of 1,000,000 events over 20 queue hours
-peaked at 117 MiB without it and 97 MiB with it (200,000 events: 91 and 80 MiB), at the
-same throughput. Elsewhere (macOS, musl) nothing is changed.
+glibc raises its mmap threshold to the size of each large block freed, so after the first
+request body, later ones come from the heap, between objects that live while their events
+are in flight, and the space stays resident. A fixed threshold keeps every block of
+:data:`MMAP_THRESHOLD` bytes or more in a mapping of its own (README, Performance, has
+the figures). Elsewhere (macOS, musl) nothing is changed.
 """
 
 from __future__ import annotations

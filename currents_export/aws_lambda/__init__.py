@@ -57,44 +57,48 @@ from typing import Any
 
 import boto3
 
-from currents_export.apikey import ApiKeyProvider
-from currents_export.aws_events import (
-    Invocation,
-    WorkItem,
-    batch_operations_response,
-    parse_invocation,
-    sqs_response,
-)
-from currents_export.deletions.submit import submit_deletions
-from currents_export.errors import ConfigurationError
-from currents_export.mapping.settings import DEFAULT_SALT_ENV
-from currents_export.observability import (
+from currents_export.aws.secrets import ClientFactory, fetch_secret
+from currents_export.aws_lambda.observability import (
     deletions_emf_line,
     emf_line,
     object_fields,
     setup_json_logging,
 )
-from currents_export.run import (
+from currents_export.compose import (
     AwsCallLimits,
     build_pipeline,
     build_privacy_client,
     open_deletion_store,
     open_destinations,
 )
-from currents_export.secretstore import ClientFactory, SecretError, fetch_secret
+from currents_export.counts import ObjectReport, RunSummary
+from currents_export.deletions.submit import submit_deletions
+from currents_export.errors import (
+    ConfigurationError,
+    LambdaConfigError,
+    SecretError,
+    SettingsError,
+)
 from currents_export.settings import (
     CONFIG_VARIABLE,
     LAMBDA,
     OPTION,
     Settings,
-    SettingsError,
     load_settings,
     options_for,
 )
+from currents_export.settings.keys import ApiKeyProvider
+from currents_export.settings.mapping import DEFAULT_SALT_ENV
 from currents_export.sources import SourceObject
+from currents_export.sources.events import (
+    Invocation,
+    WorkItem,
+    batch_operations_response,
+    parse_invocation,
+    sqs_response,
+)
 from currents_export.sources.s3 import s3_object
 from currents_export.stopping import Stop
-from currents_export.summary import ObjectReport, RunSummary
 
 log = logging.getLogger("currents_export.lambda")
 
@@ -121,11 +125,6 @@ _LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.
 # AWS_LAMBDA_LOG_LEVEL (Lambda's advanced logging controls) names levels its own way.
 _LAMBDA_LOG_LEVELS = {**_LOG_LEVELS, "TRACE": logging.DEBUG, "WARN": logging.WARNING,
                       "FATAL": logging.CRITICAL}
-
-
-class LambdaConfigError(SettingsError):
-    """A missing or wrong environment variable; the message names it."""
-
 
 _AWS_ATTEMPTS = 3
 

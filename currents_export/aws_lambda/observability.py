@@ -9,7 +9,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from currents_export.summary import ObjectReport
+from currents_export.counts import ObjectReport
+from currents_export.support.logs import quiet_wire_logs
 
 NAMESPACE = "CurrentsExport"
 
@@ -43,18 +44,6 @@ class _StdoutHandler(logging.StreamHandler[TextIO]):
     @stream.setter
     def stream(self, _value: TextIO) -> None:
         pass
-
-
-# Libraries whose debug logs show the wire: request headers (AWS session tokens, signed
-# Authorization), response bodies (GetSecretValue's secret) and URLs.
-WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore", "h11",
-                "h2", "hpack", "awscrt")
-
-
-def quiet_wire_logs() -> None:
-    """Keep third-party wire logs at WARNING whatever the root level (-vv, DEBUG)."""
-    for name in WIRE_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def setup_json_logging(level: int = logging.INFO) -> None:

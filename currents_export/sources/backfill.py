@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 import orjson
 
-from currents_export.aws_events import DISPATCH_MESSAGE_VERSION
 from currents_export.sources import SourceObject
+from currents_export.sources.events import DISPATCH_MESSAGE_VERSION
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

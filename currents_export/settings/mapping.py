@@ -21,6 +21,7 @@ from currents_export.currents.schemas import (
     known_event_types,
     personal_fields,
 )
+from currents_export.errors import MappingConfigError
 from currents_export.mapping.mapper import (
     PII_CLASS_KEYS,
     PII_POLICIES,
@@ -33,7 +34,7 @@ from currents_export.mapping.mapper import (
     needs_salt,
 )
 from currents_export.mapping.names import CUSTOM_EVENT_TYPE, PURCHASE_TYPE
-from currents_export.mapping.privacy import SCAN_POLICIES, key_name
+from currents_export.mapping.pii import SCAN_POLICIES, key_name
 
 DEFAULT_SALT_ENV = "CURRENTS_EXPORT_PII_SALT"
 DEVICE_FIELDS = ("event_properties", "top_level")
@@ -51,10 +52,6 @@ _IDENTITY_KEYS = {"fallback", "min_id_length"}
 _USER_PROPERTY_KEYS = {"profile_updates", "subscription_changes"}
 _EVENT_KEYS = {"enabled", "event_type", "drop", "rename"}
 _PROPERTIES_KEYS = {"drop", "hash", "scan"}
-
-
-class MappingConfigError(ValueError):
-    """The mapping configuration is wrong; the message names the key and the line."""
 
 
 def mapping_options(

@@ -5,7 +5,7 @@ The command line, the worker processes and the Lambda build every run here, the 
 - :func:`open_destinations`: the ledger and the dead letter (what a run writes to; the
   Lambda keeps them for the life of its container);
 - :func:`build_pipeline`: the Amplitude client and the pipeline for one run over them;
-- :func:`build_run`: both at once (a command-line run).
+- :func:`build_worker_pipeline`: both, in a worker process (``--workers``).
 
 Everything is built whole and not changed afterwards; a new run gets a new client and a
 new pipeline. Set-up problems are :class:`~currents_export.errors.ConfigurationError`\\ s
@@ -17,33 +17,48 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from currents_export.allocator import keep_large_blocks_apart
+from currents_export.amplitude.api import (
+    REQUEST_LIMITS,
+    THROTTLE_PAUSE_S,
+    RequestLimits,
+    RetryPolicy,
+    endpoint_url,
+)
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.dryrun import DryRun, Sender
-from currents_export.awserrors import explain
-from currents_export.config import REQUEST_LIMITS, THROTTLE_PAUSE_S, RetryPolicy, endpoint_url
-from currents_export.deadletter import DeadLetter, DeadLetterConfigError, open_dead_letter
-from currents_export.deletions.privacy import PrivacyClient, privacy_url
+from currents_export.aws.explain import explain
+from currents_export.core.dryrun import DryRunOutbox
+from currents_export.core.lanes import EVENTS_PER_REQUEST, Lanes, Sink
+from currents_export.core.owner import EventRef
+from currents_export.core.pipeline import OpenOutbox, Pipeline
+from currents_export.counts import ObjectReport
+from currents_export.deadletter import DeadLetter, open_dead_letter
+from currents_export.deletions.privacy_api import PrivacyClient, privacy_url
 from currents_export.deletions.store import (
     DeletionStore,
     DynamoDbDeletionStore,
     SqliteDeletionStore,
 )
 from currents_export.deletions.tracker import DeletionTracker, NoDeletions
-from currents_export.errors import ConfigurationError, OutputPathError
-from currents_export.ledger import Ledger, LedgerConfigError, NoLedger, open_ledger
+from currents_export.errors import (
+    ConfigurationError,
+    DeadLetterConfigError,
+    LedgerConfigError,
+    OutputPathError,
+    SettingsError,
+)
+from currents_export.ledger import Ledger, NoLedger, open_ledger
 from currents_export.ledger.dynamodb import DynamoDbLedger
 from currents_export.ledger.sqlite import SqliteLedger
-from currents_export.pipeline import Pipeline
-from currents_export.privatefiles import open_private_for_writing
-from currents_export.settings import Settings, SettingsError
+from currents_export.settings import Settings
 from currents_export.sources.s3 import s3_client
 from currents_export.stopping import Stop
-from currents_export.summary import ObjectReport
+from currents_export.support.allocator import keep_large_blocks_apart
+from currents_export.support.logs import setup_logging
+from currents_export.support.privatefiles import open_private_for_writing
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -276,44 +291,60 @@ def build_pipeline(
     on_object: Callable[[ObjectReport], None] | None = None,
     retry_horizon_s: float | None = None,
 ) -> Pipeline:
-    """One run's pipeline over ``destinations``: its client (a ``DryRun`` that sends
-    nothing, in a dry run) and the ``--output`` file (owner-only), closed with ``stack``."""
-    client: Sender = (
-        DryRun(stop) if settings.dry_run
-        else build_client(settings, api_key, stop, stack, retry_horizon_s=retry_horizon_s))
+    """One run's pipeline over ``destinations``: upload lanes over a new client (a dry
+    run's outbox, in a dry run) and the ``--output`` file (owner-only), closed with
+    ``stack``."""
+    if settings.dry_run:
+        open_outbox: OpenOutbox = DryRunOutbox
+    else:
+        client = build_client(settings, api_key, stop, stack, retry_horizon_s=retry_horizon_s)
+        open_outbox = lanes_over(client, REQUEST_LIMITS[settings.api], settings.lanes)
     output: IO[bytes] | None = None
     if settings.output:
         output = stack.enter_context(open_private_for_writing(settings.output))
     return Pipeline(
-        client=client,
+        open_outbox=open_outbox,
         ledger=destinations.ledger,
         dead_letter=destinations.dead_letter,
+        stop=stop,
+        dry_run=settings.dry_run,
         options=settings.mapping,
-        limits=REQUEST_LIMITS[settings.api],
         min_id_length=settings.min_id_length,
         output=output,
         force=settings.force,
-        lanes=settings.lanes,
         checkpoint_every=settings.checkpoint_every,
         retry_failed=settings.retry_failed,
-        stop=stop,
         on_object=on_object,
         deletions=destinations.deletions,
     )
 
 
-def build_run(
+def lanes_over(client: AmplitudeClient, limits: RequestLimits, lanes: int,
+               events_per_request: int = EVENTS_PER_REQUEST) -> OpenOutbox:
+    """How a run opens its upload lanes: ``lanes`` lanes sending through ``client``,
+    requests of at most ``events_per_request`` events, retries until the client's
+    horizon."""
+    limits = replace(limits, max_events=min(limits.max_events, events_per_request))
+
+    def open_lanes(sink: Sink[EventRef]) -> Lanes[EventRef]:
+        return Lanes(client, limits, lanes=lanes, sink=sink,
+                     horizon_s=client.retry.horizon_s)
+
+    return open_lanes
+
+
+def build_worker_pipeline(
     settings: Settings,
-    stack: ExitStack,
-    *,
-    stop: Stop,
     api_key: str | None,
-    on_object: Callable[[ObjectReport], None] | None = None,
+    verbose: int,
+    stack: ExitStack,
+    stop: Stop,
+    on_object: Callable[[ObjectReport], None],
 ) -> Pipeline:
-    """A ready run: destinations, client and pipeline (closed with ``stack``)."""
-    destinations = open_destinations(settings, stack)
-    return build_pipeline(settings, destinations, stack, stop=stop, api_key=api_key,
-                          on_object=on_object)
+    """A worker process's run (``WorkerSpec.build``, see ``currents_export.workers``)."""
+    setup_logging(verbose)
+    return build_pipeline(settings, open_destinations(settings, stack), stack, stop=stop,
+                          api_key=api_key, on_object=on_object)
 
 
 def open_deletion_store(settings: Settings, ledger: Ledger) -> DeletionStore:

@@ -9,9 +9,16 @@ event of those ids, for the pause Amplitude asks for, while the other ids keep f
 
 Requests close when full, or when their lane has nothing else to send and the request has
 been open for ``linger_s``: a steady stream fills requests, a trickle still leaves soon.
-With ``on_abandoned``, events a failure leaves unresolved are handed back with the error
-(their objects fail, the others go on); only an error that ends the run (see
-``errors.ends_run``) stops the lanes.
+
+Lanes know a client, request limits and one :class:`Sink`, nothing else: every event
+submitted is reported to the sink exactly once (delivered, rejected, or abandoned with
+the error that left it unanswered). Only an error that ends the run (``errors.ends_run``)
+stops the lanes.
+
+    sink = MySink()
+    lanes = Lanes(client, REQUEST_LIMITS["http"], lanes=4, sink=sink, horizon_s=900)
+    lanes.submit(PendingEvent(payload, ref, ids=("user-1",)))
+    lanes.drain(); lanes.close()
 """
 
 from __future__ import annotations
@@ -26,26 +33,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from currents_export.amplitude.api import RequestLimits
 from currents_export.amplitude.batching import PendingEvent, RequestPacker, pack_all
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.config import RequestLimits
 from currents_export.errors import DeliveryFailed, SendError, ends_run
+from currents_export.stopping import Stop
 
 log = logging.getLogger(__name__)
 
 Ref = TypeVar("Ref")
 
-OnDelivered = Callable[[list[Ref]], None]  # one call per request
-OnRejected = Callable[[Ref, str, str], None]
-OnAbandoned = Callable[[list[Ref], BaseException], None]  # left unresolved by a failure
-OnSkipped = Callable[[Ref, str], None]  # not sent on purpose (a dry run), with the reason
+class Sink(Protocol[Ref]):
+    """Where an outbox reports what became of each event (called from lane threads)."""
+
+    def delivered(self, refs: list[Ref]) -> None:
+        """Amplitude acknowledged these events (one request's)."""
+
+    def rejected(self, refused: list[tuple[Ref, str, str]]) -> None:
+        """Amplitude refused these events for good: (ref, reason, detail) each."""
+
+    def abandoned(self, refs: list[Ref], error: BaseException) -> None:
+        """A failure left these events unanswered: they stay pending."""
+
+    def skipped(self, refs: list[Ref], reason: str) -> None:
+        """Not sent on purpose (a dry run)."""
 
 
 class Outbox(Protocol[Ref]):
-    """Where the reader hands events, and how it learns their fate: ``Lanes`` (sent to
-    Amplitude) or a dry run's (``amplitude.dryrun``: nothing sent). Each submitted event is
-    answered exactly once, through the callbacks it was opened with; ``submit`` is called
-    from one thread."""
+    """Where the reader hands events: :class:`Lanes` (sent to Amplitude) or a dry run's
+    (``core.dryrun``: nothing sent). Each submitted event is reported once to the outbox's
+    sink; ``submit`` is called from one thread."""
 
     def submit(self, event: PendingEvent[Ref]) -> None: ...
 
@@ -66,19 +83,100 @@ class _Drain:
 
 _STOP = object()
 _STOP_GRACE_S = 3.0  # after a stop, how long drain/close wait for a request in flight
-DEFAULT_LINGER_S = 0.05  # how long an idle lane waits for its open request to fill
 # A lane holding this many throttled events takes no new work until some are sent: the
 # reader waits (back-pressure) instead of memory growing with a throttled user's events.
 MAX_HELD_EVENTS = 20_000
+DEFAULT_LANES = 8  # requests in flight at once
+# Events per request (Amplitude allows 2,000): peak memory follows the events in flight,
+# lanes x (sent + queued + filling) x this; README, Performance, says what 2,000 costs.
+EVENTS_PER_REQUEST = 500
+DEFAULT_LINGER_S = 0.05  # how long an idle lane waits for its open request to fill
+
+
+class _Shared(Generic[Ref]):
+    """What the reader's side (:class:`Lanes`) and every lane thread share: the client, the
+    sink, the first error that stopped the lanes, the ids released, and the counts."""
+
+    def __init__(self, client: AmplitudeClient, limits: RequestLimits, sink: Sink[Ref],
+                 horizon_s: float, clock: Callable[[], float], stop_on_failure: bool) -> None:
+        self.client = client
+        self.stop_on_failure = stop_on_failure
+        self.limits = limits
+        self.sink = sink
+        self.horizon_s = horizon_s
+        self.clock = clock
+        self.stop: Stop = client.stop  # a deadline or a signal: checked before every request
+        self.overhead = client.envelope.overhead
+        self.error: BaseException | None = None
+        self.closed = threading.Event()
+        # Ids of resolved events, for the reader to free (None: a wake-up).
+        self.released: queue.SimpleQueue[list[tuple[str, ...]] | None] = queue.SimpleQueue()
+        self._stats_lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+
+    def count(self, requests: int, retries: int) -> None:
+        with self._stats_lock:
+            self.requests += requests
+            self.retries += retries
+
+    def take_stats(self) -> tuple[int, int]:
+        with self._stats_lock:
+            stats = (self.requests, self.retries)
+            self.requests = self.retries = 0
+        return stats
+
+    def release(self, events: list[PendingEvent[Ref]]) -> None:
+        """The events are resolved (or abandoned): their ids no longer need their lane."""
+        if events:  # their ids only: the events themselves are freed at once
+            self.released.put([event.ids for event in events])
+
+    def fail(self, error: BaseException) -> None:
+        """Stop the lanes: ``drain`` raises ``error``; later events are abandoned."""
+        if self.error is None:
+            self.error = error
+        self.released.put(None)  # wake a reader waiting for an id's lane
+
+    def report(self, delivered: list[PendingEvent[Ref]],
+               rejected: list[tuple[PendingEvent[Ref], str, str]]) -> None:
+        """Tell the sink; ids are released even when it fails (else a later event sharing
+        them would wait for their lane forever)."""
+        try:
+            if delivered:
+                self.sink.delivered([event.ref for event in delivered])
+        finally:
+            try:
+                if rejected:
+                    self.sink.rejected([(event.ref, reason, detail)
+                                        for event, reason, detail in rejected])
+            finally:
+                self.release(delivered + [event for event, _, _ in rejected])
+
+    def abandon(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
+        """Leave events unresolved (pending) and hand them back to the sink."""
+        if not events:
+            return
+        try:
+            self.sink.abandoned([event.ref for event in events], error)
+        finally:
+            self.release(events)
+
+    def give_up(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
+        """``events`` failed with ``error``; the lanes stop when it ends the run (or on any
+        failure, with ``stop_on_failure``)."""
+        self.abandon(events, error)
+        if self.stop_on_failure or ends_run(error):
+            self.fail(error)
 
 
 class Lanes(Generic[Ref]):
-    """Routes events to lanes and reports each one as delivered or rejected.
+    """Routes events to lanes; each is reported to ``sink`` as delivered, rejected or
+    abandoned.
 
-    ``submit`` is called from one thread (the reader); callbacks run on lane threads,
-    ``on_delivered`` once per request with the refs it delivered.
-    ``drain`` returns when every submitted event is resolved, or raises the first
-    error a lane met that was not handed to ``on_abandoned`` (its events stay pending).
+    ``submit`` is called from one thread (the reader). ``drain`` returns when every
+    submitted event is reported, or raises the error that stopped the lanes (its events
+    stay pending) and forgets it. ``stop_on_failure``: any failure stops the lanes, not
+    only one that ends the run (a redrive fails a dead-letter file as a whole).
     """
 
     def __init__(
@@ -87,46 +185,33 @@ class Lanes(Generic[Ref]):
         limits: RequestLimits,
         *,
         lanes: int,
-        on_delivered: OnDelivered[Ref],
-        on_rejected: OnRejected[Ref],
+        sink: Sink[Ref],
         horizon_s: float,
-        on_abandoned: OnAbandoned[Ref] | None = None,
         queue_depth: int = 1,
         linger_s: float = DEFAULT_LINGER_S,
         clock: Callable[[], float] = time.monotonic,
+        stop_on_failure: bool = False,
     ) -> None:
         if lanes < 1:
             raise ValueError("lanes must be at least 1")
-        self._client = client
-        self._on_delivered = on_delivered
-        self._on_rejected = on_rejected
-        self._on_abandoned = on_abandoned
+        self._shared = shared = _Shared(client, limits, sink, horizon_s, clock,
+                                        stop_on_failure)
+        self._stop = shared.stop
         self._linger_s = linger_s
-        self._horizon_s = horizon_s
-        self._clock = clock
-        self._stop = client.stop  # a deadline or a signal: checked before every request
         # Which lane owns an id, and its events not yet resolved: the reader's alone (no
-        # lock per event). Lanes hand their resolved events back through ``_released``
-        # (None: a wake-up); the reader applies them before it claims the next event.
+        # lock per event); lanes hand resolved ids back through ``shared.released``.
         self._owners: dict[str, int] = {}
         self._holds: dict[str, int] = {}
-        self._released: queue.SimpleQueue[list[tuple[str, ...]] | None] = queue.SimpleQueue()
-        self._error: BaseException | None = None
         self._stop_waiting_after: float | None = None  # set once a stop is requested
-        self._stats_lock = threading.Lock()
-        self._requests = 0
-        self._retries = 0
         self._next_anonymous = 0
-        self._packers = [RequestPacker[Ref](limits, client.envelope.overhead, clock)
+        self._packers = [RequestPacker[Ref](limits, shared.overhead, clock)
                          for _ in range(lanes)]
         # Held while a lane's packer is filled or emptied into its queue: keeps the order of
         # requests when the linger thread closes one while the reader adds to it.
         self._packing = [threading.Lock() for _ in range(lanes)]
-        self._limits = limits
-        self._lanes = [_Lane(self, index, queue_depth) for index in range(lanes)]
+        self._lanes = [_Lane(shared, index, queue_depth) for index in range(lanes)]
         for lane in self._lanes:
             lane.start()
-        self._closed = threading.Event()
         self._linger = threading.Thread(target=self._linger_loop, name="amplitude-linger",
                                         daemon=True)
         self._linger.start()
@@ -143,14 +228,14 @@ class Lanes(Generic[Ref]):
             try:
                 closed = packer.add(event)
             except Exception:
-                self._release([event])
+                self._shared.release([event])
                 raise
             if closed:
                 try:
                     self._put(lane, closed)
                 except BaseException:  # a stop: the closed request is abandoned by _put
                     packer.flush()  # holds only this event, handed back to the caller
-                    self._release([event])
+                    self._shared.release([event])
                     raise
 
     def _send_open(self, lane: int) -> None:
@@ -163,8 +248,9 @@ class Lanes(Generic[Ref]):
     def _linger_loop(self) -> None:
         """Close open requests of idle lanes once they have waited ``linger_s``."""
         tick = max(self._linger_s / 2, 0.005)
-        while not self._closed.wait(tick):
-            now = self._clock()
+        clock = self._shared.clock
+        while not self._shared.closed.wait(tick):
+            now = clock()
             for lane, packer in zip(self._lanes, self._packers, strict=True):
                 if (not packer.opened_at or now - packer.opened_at < self._linger_s
                         or lane.busy or not lane.queue.empty()):
@@ -189,7 +275,7 @@ class Lanes(Generic[Ref]):
             self._put(lane.index, marker)
         for marker in markers:
             self._wait(marker.done)
-        error, self._error = self._error, None
+        error, self._shared.error = self._shared.error, None
         if error is not None:
             raise error
 
@@ -205,7 +291,7 @@ class Lanes(Generic[Ref]):
                 if self._stop.requested:
                     error = self._stop.interrupted()
                     if isinstance(item, list):
-                        self._abandon(item, error)
+                        self._shared.abandon(item, error)
                     raise error from None
 
     def _wait(self, done: threading.Event) -> None:
@@ -217,23 +303,20 @@ class Lanes(Generic[Ref]):
             if self._stop_waiting_after is None:
                 self._stop_waiting_after = time.monotonic() + _STOP_GRACE_S
             if time.monotonic() >= self._stop_waiting_after:
-                self._fail(self._stop.interrupted())
+                self._shared.fail(self._stop.interrupted())
                 return
 
     @property
     def failed(self) -> BaseException | None:
         """The error that stopped the lanes, if one did."""
-        return self._error
+        return self._shared.error
 
     def take_stats(self) -> tuple[int, int]:
         """Requests and retries since the last call."""
-        with self._stats_lock:
-            stats = (self._requests, self._retries)
-            self._requests = self._retries = 0
-        return stats
+        return self._shared.take_stats()
 
     def close(self) -> None:
-        self._closed.set()
+        self._shared.closed.set()
         self._linger.join(timeout=1.0)
         for lane in self._lanes:
             # A lane stuck in a request while stopping is left behind (a daemon thread).
@@ -243,12 +326,13 @@ class Lanes(Generic[Ref]):
             lane.join(timeout=None if not self._stop.requested else _STOP_GRACE_S)
 
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
+        if self._shared.error is not None:
+            raise self._shared.error
 
     def _claim(self, event: PendingEvent[Ref]) -> int:
         """Pick the lane that owns the event's ids (or hash one) and take the ids."""
-        if not self._released.empty():
+        released = self._shared.released
+        if not released.empty():
             self._apply_released()
         all_owners = self._owners
         while True:
@@ -265,7 +349,7 @@ class Lanes(Generic[Ref]):
                     break
             if other is None:
                 return self._take(event, owner)
-            if not self._released.empty():  # one of them may have let go already
+            if not released.empty():  # one of them may have let go already
                 self._apply_released()
                 continue
             assert owner is not None
@@ -291,18 +375,10 @@ class Lanes(Generic[Ref]):
             holds[identifier] = holds.get(identifier, 0) + 1
         return lane
 
-    # ---- lane side ------------------------------------------------------------------------
-
-    def _release(self, events: list[PendingEvent[Ref]]) -> None:
-        """The events are resolved (or abandoned): their ids no longer need their lane.
-        Any thread; the reader applies it (``_apply_released``)."""
-        if events:  # their ids only: the events themselves are freed at once
-            self._released.put([event.ids for event in events])
-
     def _apply_released(self, wait_s: float | None = None) -> None:
-        """Free the ids of the events released so far (reader thread); with ``wait_s``,
-        first wait that long at most for a release (or a wake-up)."""
-        released = self._released
+        """Free the ids of the events released so far; with ``wait_s``, first wait that
+        long at most for a release (or a wake-up)."""
+        released = self._shared.released
         try:
             batch = released.get(timeout=wait_s) if wait_s else released.get_nowait()
         except queue.Empty:
@@ -322,37 +398,14 @@ class Lanes(Generic[Ref]):
             except queue.Empty:
                 return
 
-    def _abandon(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
-        """After a failure: leave events unresolved (pending), free their ids, and hand them
-        back to ``on_abandoned`` when there is one."""
-        if not events:
-            return
-        try:
-            if self._on_abandoned is not None:
-                self._on_abandoned([event.ref for event in events], error)
-        finally:
-            self._release(events)
-
-    def _give_up(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
-        """``events`` failed with ``error``: with ``on_abandoned`` only they fail, unless
-        the error ends the run; without it, the lanes stop (``drain`` raises it)."""
-        self._abandon(events, error)
-        if self._on_abandoned is None or ends_run(error):
-            self._fail(error)
-
-    def _fail(self, error: BaseException) -> None:
-        if self._error is None:
-            self._error = error
-        self._released.put(None)  # wake a reader waiting in _claim
-
 
 class _Lane(threading.Thread, Generic[Ref]):
     """Sends one lane's requests one at a time and holds throttled ids' events."""
 
-    def __init__(self, parent: Lanes[Ref], index: int, depth: int) -> None:
+    def __init__(self, shared: _Shared[Ref], index: int, depth: int) -> None:
         super().__init__(name=f"amplitude-lane-{index}", daemon=True)
         self.index = index
-        self.parent = parent
+        self.shared = shared
         self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.held: list[PendingEvent[Ref]] = []
         self.paused: dict[str, float] = {}  # id → clock time when it may be sent again
@@ -368,11 +421,11 @@ class _Lane(threading.Thread, Generic[Ref]):
             try:
                 if not self._step():
                     return
-            except Exception as exc:  # a bug or a failing callback: never leave drain()
+            except Exception as exc:  # a bug or a failing sink: never leave drain()
                 log.exception("lane %s failed", self.name)  # or the reader waiting
-                self.parent._fail(exc)  # the run ends (Lanes.failed); what is unanswered
+                self.shared.fail(exc)  # the run ends (Lanes.failed); what is unanswered
                 held, self.held = self.held, []  # stays pending
-                self.parent._release(held)
+                self.shared.release(held)
             finally:
                 self.busy = False
 
@@ -380,12 +433,12 @@ class _Lane(threading.Thread, Generic[Ref]):
         """Handle what is due and one queued item; False once the lane is to stop."""
         self._release_ready()
         if len(self.held) >= MAX_HELD_EVENTS:
-            self.parent._stop.sleep(self._next_wake() or 0.01)
+            self.shared.stop.sleep(self._next_wake() or 0.01)
             return True
         try:
             item = self.queue.get(timeout=self._next_wake() or 0.5)
         except queue.Empty:
-            return not self.parent._closed.is_set()  # closed while the queue was full
+            return not self.shared.closed.is_set()  # closed while the queue was full
         if item is _STOP:
             return False
         if isinstance(item, _Drain):
@@ -402,18 +455,19 @@ class _Lane(threading.Thread, Generic[Ref]):
     def _next_wake(self) -> float | None:
         if not self.held:
             return None
-        now = self.parent._clock()
+        now = self.shared.clock()
         wake = min(self.paused.values(), default=now)
         return max(0.01, min(wake - now, 1.0))
 
     def _wait_out_held(self) -> None:
+        stop = self.shared.stop
         while self.held:
-            if self.parent._stop.stopped:
-                self._give_up([], self.parent._stop.interrupted())
+            if stop.stopped:
+                self._give_up([], stop.interrupted())
                 return
             self._release_ready()
             if self.held:
-                self.parent._stop.sleep(self._next_wake() or 0.01)
+                stop.sleep(self._next_wake() or 0.01)
 
     def _blocked(self, event: PendingEvent[Ref], now: float, held_ids: set[str]) -> bool:
         return any(
@@ -422,13 +476,13 @@ class _Lane(threading.Thread, Generic[Ref]):
         )
 
     def _send_or_hold(self, request: list[PendingEvent[Ref]]) -> None:
-        if self.parent._error is not None:
-            self.parent._abandon(request, self.parent._error)
+        if self.shared.error is not None:
+            self.shared.abandon(request, self.shared.error)
             return
         if not self.held and not self.paused:  # nothing throttled: the usual case
             self._send(request)
             return
-        now = self.parent._clock()
+        now = self.shared.clock()
         held_ids = {i for event in self.held for i in event.ids}
         ready = []
         for event in request:
@@ -444,12 +498,13 @@ class _Lane(threading.Thread, Generic[Ref]):
         """Send held events whose ids are no longer paused, keeping per-id order."""
         if not self.held:
             return
-        if self.parent._error is not None:
+        shared = self.shared
+        if shared.error is not None:
             held, self.held = self.held, []
-            self.parent._abandon(held, self.parent._error)
+            shared.abandon(held, shared.error)
             return
-        now = self.parent._clock()
-        horizon = self.parent._horizon_s
+        now = shared.clock()
+        horizon = shared.horizon_s
         oldest = min((e.held_since for e in self.held if e.held_since is not None),
                      default=now)
         if now - max(oldest, self.progressed_at) > horizon:
@@ -480,8 +535,7 @@ class _Lane(threading.Thread, Generic[Ref]):
                 self.paused[identifier] = now + self.pace.get(identifier, 0.0)
         if not self.held:
             self.budget, self.pace = {}, {}
-        requests = list(pack_all(ready, self.parent._limits,
-                                 self.parent._client.envelope.overhead))
+        requests = list(pack_all(ready, shared.limits, shared.overhead))
         for n, request in enumerate(requests):
             # While a request is out, what follows it counts as held: if the request is
             # throttled again (or fails), the rest waits behind it (or fails with it), so no
@@ -493,36 +547,35 @@ class _Lane(threading.Thread, Generic[Ref]):
     def _send(self, events: list[PendingEvent[Ref]]) -> bool:
         """Send one request; its throttled events are held. True when every event was
         answered for, False when some were throttled or failed."""
-        if self.parent._error is not None:
-            self.parent._abandon(events, self.parent._error)
+        shared = self.shared
+        if shared.error is not None:
+            shared.abandon(events, shared.error)
             return False
-        if self.parent._stop.stopped:
-            self._give_up(events, self.parent._stop.interrupted())
+        if shared.stop.stopped:
+            self._give_up(events, shared.stop.interrupted())
             return False
         try:
-            outcome = self.parent._client.send(events)
+            outcome = shared.client.send(events)
         except SendError as exc:
             partial = exc.partial  # what Amplitude answered before the failure still counts
-            delivered = partial.delivered if partial is not None else []
+            delivered = list(partial.delivered) if partial is not None else []
             rejected = list(partial.rejected) if partial is not None else []
             resolved = {id(e) for e in delivered} | {id(e) for e, _, _ in rejected}
             try:
                 if delivered or rejected:
-                    self._report(delivered, rejected)
+                    shared.report(delivered, rejected)
             finally:
                 self._give_up([e for e in events if id(e) not in resolved], exc)
             return False
         except BaseException:  # a bug: the lanes fail (run()); the events stay pending, and
-            self.parent._release(events)  # their ids must not stay taken
+            shared.release(events)  # their ids must not stay taken
             raise
         try:
-            self._report(outcome.delivered, outcome.rejected)
-        except BaseException:  # a failing callback: the throttled ones let go of their ids too
-            self.parent._release([event for event, _ in outcome.throttled])
+            shared.report(outcome.delivered, outcome.rejected)
+        except BaseException:  # a failing sink: the throttled ones let go of their ids too
+            shared.release([event for event, _ in outcome.throttled])
             raise
-        with self.parent._stats_lock:
-            self.parent._requests += outcome.requests
-            self.parent._retries += outcome.retries
+        shared.count(outcome.requests, outcome.retries)
         if self.budget:
             self._got_through(outcome.delivered)
         if outcome.throttled:
@@ -535,30 +588,13 @@ class _Lane(threading.Thread, Generic[Ref]):
         budget = self.budget
         for event in delivered:
             if event.held_since is not None:
-                self.progressed_at = self.parent._clock()
+                self.progressed_at = self.shared.clock()
             for identifier in event.ids:
                 if identifier in budget:
                     budget[identifier] = min(budget[identifier] * 2, MAX_HELD_EVENTS)
 
-    def _report(
-        self,
-        delivered: list[PendingEvent[Ref]],
-        rejected: list[tuple[PendingEvent[Ref], str, str]],
-    ) -> None:
-        # Ids are released even when a callback fails (a checkpoint that cannot be saved):
-        # else a later event sharing them would wait for their lane forever.
-        try:
-            if delivered:
-                self.parent._on_delivered([event.ref for event in delivered])
-        finally:
-            try:
-                for event, reason, detail in rejected:
-                    self.parent._on_rejected(event.ref, reason, detail)
-            finally:
-                self.parent._release(delivered + [event for event, _, _ in rejected])
-
     def _hold_throttled(self, throttled: list[tuple[PendingEvent[Ref], float]]) -> None:
-        now = self.parent._clock()
+        now = self.shared.clock()
         per_id: dict[str, int] = {}
         for event, _ in throttled:
             for identifier in event.ids:
@@ -566,7 +602,7 @@ class _Lane(threading.Thread, Generic[Ref]):
         for identifier, sent in per_id.items():  # half as many next time
             self.budget[identifier] = max(1, min(self.budget.get(identifier, sent), sent) // 2)
         for event, pause in throttled:
-            if pause > self.parent._horizon_s:
+            if pause > self.shared.horizon_s:
                 self._give_up([event for event, _ in throttled], DeliveryFailed(
                     "Amplitude's daily quota is exhausted for some users/devices; "
                     "the object stays pending: run again later"
@@ -585,4 +621,4 @@ class _Lane(threading.Thread, Generic[Ref]):
     def _give_up(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
         """``events`` and every held event failed with ``error``."""
         held, self.held = self.held, []
-        self.parent._give_up(events + held, error)
+        self.shared.give_up(events + held, error)

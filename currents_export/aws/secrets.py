@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
+from currents_export.errors import SecretError
+
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_ssm import SSMClient
@@ -35,10 +37,6 @@ def boto3_client(service_name: str) -> Any:
     import boto3
 
     return boto3.client(service_name)  # type: ignore[call-overload]
-
-
-class SecretError(ValueError):
-    """The value cannot be read; the message names where it was looked for, never a value."""
 
 
 def fetch_secret(

@@ -5,20 +5,19 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from currents_export.progress import (
+from currents_export.core.checkpoints import (
     DELIVERED,
     DUPLICATE,
     SKIPPED,
     Checkpoint,
     ObjectProgress,
 )
-from currents_export.summary import Tally
+from currents_export.counts import Tally
 
 
 def test_the_checkpoint_is_the_first_unresolved_record() -> None:
     progress = ObjectProgress()
-    for _ in range(5):
-        progress.read()
+    progress.read_up_to(5)
     progress.resolve(1, DELIVERED)
     progress.resolve(2, SKIPPED, "no_identity")
     assert progress.checkpoint().next_index == 0
@@ -34,7 +33,7 @@ def test_the_checkpoint_is_the_first_unresolved_record() -> None:
 def test_resuming_starts_from_the_saved_prefix() -> None:
     saved = Tally(records=10, delivered=9, duplicates=1)
     progress = ObjectProgress("obj", Checkpoint(10, saved))
-    progress.read()
+    progress.read_up_to(11)
     progress.resolve(10, DELIVERED, None, ("properties_not_json",))
     tally, pending = progress.totals()
     assert progress.resumed_from == 10
@@ -46,8 +45,7 @@ def test_resuming_starts_from_the_saved_prefix() -> None:
 @given(st.permutations(list(range(40))), st.integers(min_value=0, max_value=40))
 def test_any_resolution_order_gives_a_safe_checkpoint(order: list[int], resolved: int) -> None:
     progress = ObjectProgress()
-    for _ in order:
-        progress.read()
+    progress.read_up_to(len(order))
     done = set(order[:resolved])
     for index in order[:resolved]:
         progress.resolve(index, DELIVERED)
@@ -60,7 +58,7 @@ def test_any_resolution_order_gives_a_safe_checkpoint(order: list[int], resolved
 
 
 def test_duplicate_detection_remembers_a_bounded_window() -> None:
-    from currents_export.pipeline import SeenIds
+    from currents_export.core.seen import SeenIds
 
     seen = SeenIds(window=3)
     assert [seen.first_time(i) for i in "abcab"] == [True, True, True, False, False]
@@ -79,7 +77,7 @@ def test_duplicate_window_never_misses_a_recent_id_nor_invents_one(
     """Against a plain model: an id recorded within the last ``window`` new ids is always
     recognised, one never seen is always new, and anything is remembered for at most
     twice the window (tables fill, wrap and probe past each other)."""
-    from currents_export.pipeline import SeenIds
+    from currents_export.core.seen import SeenIds
 
     seen = SeenIds(window=window)
     recorded: list[str] = []  # the ids first_time accepted, in order

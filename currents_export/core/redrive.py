@@ -26,15 +26,15 @@ from typing import Any, Literal
 
 import orjson
 
-from currents_export.amplitude.batching import EventTooLarge, PendingEvent
+from currents_export.amplitude.api import RequestLimits
+from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.amplitude.lanes import Lanes
 from currents_export.amplitude.validation import INVALID_ID, id_problem
-from currents_export.config import DEFAULT_LANES, RequestLimits
+from currents_export.core.lanes import DEFAULT_LANES, Lanes
+from currents_export.counts import RunSummary
 from currents_export.deadletter import DeadLetterStore, is_closed, is_part
-from currents_export.errors import DeliveryFailed
-from currents_export.jsonbytes import kept_json
-from currents_export.summary import RunSummary
+from currents_export.errors import DeliveryFailed, EventTooLarge
+from currents_export.support.jsonbytes import kept_json
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ class Redrive:
                 len(parts), store.location, shown,
             )
         lanes: Lanes[_Line] = Lanes(
-            self.client, self.limits, lanes=self.lanes, on_delivered=self._delivered,
-            on_rejected=self._rejected, horizon_s=self.client.retry.horizon_s,
+            self.client, self.limits, lanes=self.lanes, sink=self,
+            horizon_s=self.client.retry.horizon_s, stop_on_failure=True,
         )
         try:
             for name in filter(is_closed, names):
@@ -199,12 +199,21 @@ class Redrive:
     def _selected(self, data: dict[str, Any]) -> bool:
         return not self.reasons or data.get("reason") in self.reasons
 
-    def _delivered(self, lines: list[_Line]) -> None:
+    # ---- the lanes' sink (lane threads; ``drain`` orders them before the file's rewrite) --
+
+    def delivered(self, lines: list[_Line]) -> None:
         for line in lines:
             line.delivered = True
 
-    def _rejected(self, line: _Line, reason: str, detail: str) -> None:
-        line.reason, line.detail = reason, detail
+    def rejected(self, refused: list[tuple[_Line, str, str]]) -> None:
+        for line, reason, detail in refused:
+            line.reason, line.detail = reason, detail
+
+    def abandoned(self, lines: list[_Line], error: BaseException) -> None:
+        """Unsettled: the lines stay as they are (the lanes stop, and the file fails)."""
+
+    def skipped(self, lines: list[_Line], reason: str) -> None:
+        raise AssertionError("lanes never skip an event")
 
     def _count(self, lines: list[_Line], duplicates: list[_Line], summary: RunSummary) -> None:
         duplicate_ids = {id(line) for line in duplicates}

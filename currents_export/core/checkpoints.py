@@ -8,10 +8,9 @@ those records and re-sends the others; Amplitude drops repeats by ``insert_id``.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
-from currents_export.summary import Tally
+from currents_export.counts import Tally
 
 DELIVERED, SKIPPED, DEAD_LETTERED, DUPLICATE = "delivered", "skipped", "dead_lettered", "dup"
 
@@ -42,41 +41,38 @@ def count(
 
 
 class ObjectProgress:
-    """Thread-safe accounting of one object's records (lanes resolve them concurrently)."""
+    """Accounting of one object's records; owned by the object owner's thread (no lock)."""
 
     def __init__(self, object_id: str = "", resume: Checkpoint | None = None) -> None:
         self.object_id = object_id
-        self._lock = threading.Lock()
-        self.save_lock = threading.Lock()  # held while a checkpoint is being written
         self.resumed_from = resume.next_index if resume else 0
         self.saved_index = self.resumed_from
-        self.newest_event_ms: int | None = None  # written by the reader thread only
+        self.newest_event_ms: int | None = None
         self._prefix = _copy(resume.tally) if resume else Tally()
         self._next = self.resumed_from
         self._above: dict[int, tuple[str, str | None, tuple[str, ...]]] = {}
         self._read = self.resumed_from
 
-    def read(self) -> None:
-        self._read += 1  # only the reader thread counts reads: no lock needed
+    def read_up_to(self, count: int) -> None:
+        """The reader has read ``count`` records of the object (resumed ones included)."""
+        self._read = max(self._read, count)
 
     def resolve(
         self, index: int, bucket: str, reason: str | None = None, warnings: tuple[str, ...] = ()
     ) -> None:
-        with self._lock:
-            if index != self._next:
-                self._above[index] = (bucket, reason, warnings)
-                return
-            count(self._prefix, bucket, reason, warnings)
-            self._next += 1
-            self._advance()
+        if index != self._next:
+            self._above[index] = (bucket, reason, warnings)
+            return
+        count(self._prefix, bucket, reason, warnings)
+        self._next += 1
+        self._advance()
 
     def resolve_delivered(self, resolved: list[tuple[int, tuple[str, ...]]]) -> None:
         """Account for the delivered events of one request: (record index, warnings) each."""
-        with self._lock:
-            above = self._above
-            for index, warnings in resolved:
-                above[index] = (DELIVERED, None, warnings)
-            self._advance()
+        above = self._above
+        for index, warnings in resolved:
+            above[index] = (DELIVERED, None, warnings)
+        self._advance()
 
     def _advance(self) -> None:
         """Move the resolved prefix forward over indexes resolved out of order."""
@@ -95,25 +91,21 @@ class ObjectProgress:
 
     def checkpoint_due(self, every: int) -> bool:
         """True when the resolved prefix grew by ``every`` records since the last save."""
-        with self._lock:
-            return self._next - self.saved_index >= every
+        return self._next - self.saved_index >= every
 
     def checkpoint(self) -> Checkpoint:
-        with self._lock:
-            return Checkpoint(self._next, _copy(self._prefix))
+        return Checkpoint(self._next, _copy(self._prefix))
 
     def unresolved(self) -> int:
         """How many records read are not resolved yet."""
-        with self._lock:
-            return self._read - self._next - len(self._above)
+        return self._read - self._next - len(self._above)
 
     def totals(self) -> tuple[Tally, int]:
         """Everything resolved so far (prefix and beyond) and how many read are unresolved."""
-        with self._lock:
-            tally = _copy(self._prefix)
-            for bucket, reason, warnings in self._above.values():
-                count(tally, bucket, reason, warnings)
-            return tally, self._read - tally.records
+        tally = _copy(self._prefix)
+        for bucket, reason, warnings in self._above.values():
+            count(tally, bucket, reason, warnings)
+        return tally, self._read - tally.records
 
 
 def _copy(tally: Tally) -> Tally:

@@ -19,23 +19,12 @@ from typing import Any
 import httpx
 import orjson
 
-from currents_export.errors import ConfigurationError, CurrentsExportError
+from currents_export.errors import ConfigurationError, PrivacyApiError
 
 PRIVACY_BASE_URLS = {"us": "https://amplitude.com", "eu": "https://analytics.eu.amplitude.com"}
 PRIVACY_PATH = "/api/2/deletions/users"
 MAX_IDS_PER_REQUEST = 100
 _ATTEMPTS = 6
-
-
-class PrivacyApiError(CurrentsExportError):
-    """Amplitude did not take a deletion request; what was not sent stays pending.
-
-    ``refused``: Amplitude answered that this request is wrong (a 4xx other than 401, 403
-    and 429), so sending it again cannot help; else it may (an outage, a stop)."""
-
-    def __init__(self, message: str, *, refused: bool = False) -> None:
-        super().__init__(message)
-        self.refused = refused
 
 
 @dataclass(frozen=True, slots=True)

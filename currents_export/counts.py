@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -10,6 +11,7 @@ from typing import Any, Literal
 ObjectStatus = Literal["done", "already_done", "skipped_failed", "failed"]
 
 DRY_RUN = "dry_run"  # the skipped reason of the events a dry run did not send
+UNITEMIZED = "(unitemized)"  # the reason of a count read back without its reasons
 
 
 @dataclass(slots=True)
@@ -26,14 +28,18 @@ class Tally:
     retries: int = 0
 
     @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def dead_lettered_total(self) -> int:
+        return sum(self.dead_lettered.values())
+
+    @property
     def balanced(self) -> bool:
         """The invariant ``records == delivered + Σskipped + Σdead_lettered + duplicates``."""
         return self.records == (
-            self.delivered
-            + sum(self.skipped.values())
-            + sum(self.dead_lettered.values())
-            + self.duplicates
-        )
+            self.delivered + self.skipped_total + self.dead_lettered_total + self.duplicates)
 
     def add_tally(self, other: Tally) -> None:
         self.records += other.records
@@ -70,6 +76,29 @@ class Tally:
             "retries": self.retries,
         }
 
+    def totals_json(self) -> dict[str, int]:
+        """The buckets as one number each (the summary's ``by_event_type``)."""
+        return {
+            "records": self.records,
+            "delivered": self.delivered,
+            "skipped": self.skipped_total,
+            "dead_lettered": self.dead_lettered_total,
+            "duplicates": self.duplicates,
+        }
+
+    @classmethod
+    def from_totals(cls, data: dict[str, Any]) -> Tally:
+        """What ``totals_json`` wrote: it keeps no reasons, so each bucket's count comes
+        back under ``UNITEMIZED``."""
+        def bucket(name: str) -> Counter[str]:
+            count = int(data.get(name, 0))
+            return Counter({UNITEMIZED: count} if count else {})
+
+        return cls(records=int(data.get("records", 0)),
+                   delivered=int(data.get("delivered", 0)),
+                   skipped=bucket("skipped"), dead_lettered=bucket("dead_lettered"),
+                   duplicates=int(data.get("duplicates", 0)))
+
 
 @dataclass(slots=True)
 class ObjectReport(Tally):
@@ -95,7 +124,7 @@ class ObjectReport(Tally):
         return {"event_type": self.event_type, **self.tally_json()}
 
     def to_json(self) -> dict[str, Any]:
-        """Everything in the report (a worker process sends it to the parent)."""
+        """Everything in the report."""
         return {
             **self.tally_json(),
             "object": self.object,
@@ -132,15 +161,6 @@ class ObjectReport(Tally):
 
 
 @dataclass(slots=True)
-class TypeTotals:
-    records: int = 0
-    delivered: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    duplicates: int = 0
-
-
-@dataclass(slots=True)
 class RunSummary(Tally):
     dry_run: bool = False
     objects_done: int = 0
@@ -152,7 +172,7 @@ class RunSummary(Tally):
     pending_records: int = 0
     resumed_records: int = 0
     elapsed_s: float = 0.0
-    by_event_type: dict[str, TypeTotals] = field(default_factory=dict)
+    by_event_type: dict[str, Tally] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     dead_letter_file: str | None = None
     configuration_error: str | None = None  # what stopped the run (exit 2)
@@ -181,12 +201,7 @@ class RunSummary(Tally):
         self.add_tally(report)
         self.pending_records += report.pending
         self.resumed_records += report.resumed
-        totals = self.by_event_type.setdefault(report.event_type or "(unknown)", TypeTotals())
-        totals.records += report.records
-        totals.delivered += report.delivered
-        totals.skipped += sum(report.skipped.values())
-        totals.dead_lettered += sum(report.dead_lettered.values())
-        totals.duplicates += report.duplicates
+        self.by_event_type.setdefault(report.event_type or "(unknown)", Tally()).add_tally(report)
 
     def merge(self, other: RunSummary) -> None:
         """Add another summary of the same run (parallel workers)."""
@@ -210,12 +225,7 @@ class RunSummary(Tally):
         self.failures.extend(other.failures)
         self.dead_letter_file = self.dead_letter_file or other.dead_letter_file
         for name, theirs in other.by_event_type.items():
-            mine = self.by_event_type.setdefault(name, TypeTotals())
-            mine.records += theirs.records
-            mine.delivered += theirs.delivered
-            mine.skipped += theirs.skipped
-            mine.dead_lettered += theirs.dead_lettered
-            mine.duplicates += theirs.duplicates
+            self.by_event_type.setdefault(name, Tally()).add_tally(theirs)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -232,14 +242,8 @@ class RunSummary(Tally):
             "elapsed_s": round(self.elapsed_s, 3),
             "balanced": self.balanced,
             "by_event_type": {
-                name: {
-                    "records": t.records,
-                    "delivered": t.delivered,
-                    "skipped": t.skipped,
-                    "dead_lettered": t.dead_lettered,
-                    "duplicates": t.duplicates,
-                }
-                for name, t in sorted(self.by_event_type.items())
+                name: totals.totals_json()
+                for name, totals in sorted(self.by_event_type.items())
             },
             "failures": self.failures,
             "dead_letter_file": self.dead_letter_file,
@@ -251,7 +255,7 @@ class RunSummary(Tally):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSummary:
-        """The summary ``to_json`` wrote (a worker process sends it to the parent)."""
+        """The summary ``to_json`` wrote (``by_event_type``: see ``Tally.from_totals``)."""
         tally = Tally.from_json(data)
         return cls(
             records=tally.records, delivered=tally.delivered, skipped=tally.skipped,
@@ -267,7 +271,7 @@ class RunSummary(Tally):
             pending_records=int(data.get("pending_records", 0)),
             resumed_records=int(data.get("resumed_records", 0)),
             elapsed_s=float(data.get("elapsed_s", 0.0)),
-            by_event_type={name: TypeTotals(**totals)
+            by_event_type={name: Tally.from_totals(totals)
                            for name, totals in data.get("by_event_type", {}).items()},
             failures=list(data.get("failures", [])),
             dead_letter_file=data.get("dead_letter_file"),
@@ -281,17 +285,11 @@ class RunSummary(Tally):
         """The end-of-run table, one row per event type, then the totals."""
         header = ("event type", "records", "delivered", "skipped", "dead-lettered", "duplicates")
         rows = [
-            (name, t.records, t.delivered, t.skipped, t.dead_lettered, t.duplicates)
+            (name, t.records, t.delivered, t.skipped_total, t.dead_lettered_total, t.duplicates)
             for name, t in sorted(self.by_event_type.items())
         ]
-        total = (
-            "TOTAL",
-            self.records,
-            self.delivered,
-            sum(self.skipped.values()),
-            sum(self.dead_lettered.values()),
-            self.duplicates,
-        )
+        total = ("TOTAL", self.records, self.delivered, self.skipped_total,
+                 self.dead_lettered_total, self.duplicates)
         width = max([len(header[0]), *(len(r[0]) for r in rows), 5])
         line = f"{{:<{width}}}  {{:>9}}  {{:>9}}  {{:>9}}  {{:>13}}  {{:>10}}"
         out = [line.format(*header), "-" * (width + 62)]
@@ -352,3 +350,72 @@ class RunSummary(Tally):
             out.append("dry run: nothing was sent; the ledger was neither read nor written "
                        "(objects already done were read again)")
         return "\n".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSnapshot:
+    """Where a run (or one worker of it) stands; every field is cumulative.
+
+    Record counts include the objects still in flight (their records resolved so far) and
+    the records that earlier, interrupted runs accounted for in the objects this run
+    resumed (``resumed`` of ``records``), as the run summary counts them.
+    """
+
+    objects_done: int = 0
+    objects_already_done: int = 0
+    objects_failed: int = 0
+    objects_skipped: int = 0  # failed permanently in an earlier run: not tried again
+    objects_in_flight: int = 0
+    records: int = 0  # accounted for: delivered + skipped + dead_lettered + duplicates
+    resumed: int = 0  # of records: accounted for by earlier runs
+    delivered: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    in_flight_records: int = 0  # of records: in objects still in flight
+    bytes_finished: int = 0  # size of the finished objects (those whose size is known)
+    bytes_processed: int = 0  # of bytes_finished: objects that were read (not skipped)
+    records_processed: int = 0  # records of the objects of bytes_processed
+
+    @property
+    def objects_finished(self) -> int:
+        return (self.objects_done + self.objects_already_done + self.objects_failed
+                + self.objects_skipped)
+
+    @property
+    def records_this_run(self) -> int:
+        return self.records - self.resumed
+
+    @classmethod
+    def of_finished(cls, report: ObjectReport, size: int | None, *, read: bool
+                    ) -> ProgressSnapshot:
+        """What one finished object adds (``read``: it was read rather than skipped; its
+        bytes then count towards the records per byte of ``estimate_eta``)."""
+        read = read and size is not None
+        return cls(
+            objects_done=int(report.status == "done"),
+            objects_already_done=int(report.status == "already_done"),
+            objects_failed=int(report.status == "failed"),
+            objects_skipped=int(report.status == "skipped_failed"),
+            records=report.records,
+            resumed=report.resumed,
+            delivered=report.delivered,
+            skipped=report.skipped_total,
+            dead_lettered=report.dead_lettered_total,
+            duplicates=report.duplicates,
+            bytes_finished=size or 0,
+            bytes_processed=(size or 0) if read else 0,
+            records_processed=report.records if read else 0,
+        )
+
+    def __add__(self, other: ProgressSnapshot) -> ProgressSnapshot:
+        return ProgressSnapshot(*(getattr(self, f.name) + getattr(other, f.name)
+                                  for f in dataclasses.fields(self)))
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProgressSnapshot:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: int(v) for k, v in data.items() if k in names})

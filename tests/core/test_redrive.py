@@ -13,8 +13,9 @@ import httpx
 import orjson
 import pytest
 
+from currents_export.amplitude.api import RequestLimits, RetryPolicy, endpoint_url
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.config import RequestLimits, RetryPolicy, endpoint_url
+from currents_export.core.redrive import Redrive
 from currents_export.deadletter import (
     DeadLetter,
     DeadLetterDirectory,
@@ -23,7 +24,6 @@ from currents_export.deadletter import (
 )
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
-from currents_export.redrive import Redrive
 from currents_export.sources.s3 import s3_client
 from tests.support.emulator import stored_events
 from tests.support.runs import API_KEY, assert_balanced, read_all, replay, run_cli
@@ -233,7 +233,7 @@ def test_part_files_are_never_read_and_are_reported(
     parts_before = {p: p.read_bytes() for p in directory.glob("*.part")}
     assert len(parts_before) == 2
 
-    with caplog.at_level(logging.WARNING, logger="currents_export.redrive"):
+    with caplog.at_level(logging.WARNING, logger="currents_export.core.redrive"):
         result = run_cli("redrive", str(directory), "--api-key", API_KEY, "--amplitude-url",
                          emulator.url, "--summary-json", str(tmp_path / "s.json"),
                          "--retry-horizon", "0")

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from currents_export.secretstore import ClientFactory, SecretError, boto3_client, fetch_secret
+from currents_export.aws.secrets import ClientFactory, boto3_client, fetch_secret
+from currents_export.errors import ApiKeyError
 
 if TYPE_CHECKING:
     from currents_export.settings import Settings
@@ -28,10 +29,6 @@ _JSON_FIELDS = ("api_key", "AMPLITUDE_API_KEY", "apiKey")
 # What each key is called, and the fields a Secrets Manager JSON secret may hold it under.
 _KEYS = {"api_key": ("the Amplitude API key", _JSON_FIELDS),
          "secret_key": ("the Amplitude secret key", ("secret_key",))}
-
-
-class ApiKeyError(SecretError):
-    """The key cannot be found; the message names the setting, never a value."""
 
 
 @dataclass(frozen=True, slots=True)

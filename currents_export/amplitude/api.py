@@ -1,4 +1,4 @@
-"""Defaults and endpoint tables, gathered in one place."""
+"""Facts of Amplitude's upload API: endpoints, request limits, pauses, retry policy."""
 
 from __future__ import annotations
 
@@ -28,16 +28,6 @@ REQUEST_LIMITS: dict[str, RequestLimits] = {
 # How long to hold a throttled user's or device's events after a 429, per API.
 THROTTLE_PAUSE_S: dict[str, float] = {"http": 30.0, "batch": 15.0}
 
-DEFAULT_MIN_ID_LENGTH = 5
-DEFAULT_LANES = 8
-# Events per request the pipeline packs (Amplitude allows 2,000). Peak memory follows the
-# events in flight: lanes * (request sent + request queued + request filling) * this.
-# Measured (bench shapes, one run each): at 100 ms, 2,000 runs the realistic hour 21 %
-# faster in one process (the lanes' round trips limit it) and no faster with two workers
-# (the cores do), while the 100,000-event file peaks at 122 MiB instead of 76.
-EVENTS_PER_REQUEST = 500
-DEFAULT_STATE_PATH = ".currents-export/state.sqlite"
-DEFAULT_DEAD_LETTER_DIR = ".currents-export/dead-letter"
 
 
 def endpoint_url(api: str, region: str = "us", base_url: str | None = None) -> str:

@@ -1,0 +1,117 @@
+"""Reports and the run summary: per-type totals are tallies, and the summary's JSON keeps
+its contract (``by_event_type``: five integers per type)."""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+
+import orjson
+
+from currents_export.counts import UNITEMIZED, ObjectReport, RunSummary, Tally
+
+OPEN = "users.messages.email.Open"
+PURCHASE = "users.behaviors.Purchase"
+FIVE = ["records", "delivered", "skipped", "dead_lettered", "duplicates"]
+
+
+def report(event_type: str | None, **figures: int) -> ObjectReport:
+    """A done object: ``figures`` are delivered, duplicates, and skipped_<reason> /
+    dead_<reason> counts; records are their sum."""
+    out = ObjectReport(object=f"/data/{event_type}.avro", event_type=event_type)
+    for name, count in figures.items():
+        if name.startswith("skipped_"):
+            out.skipped[name.removeprefix("skipped_")] += count
+        elif name.startswith("dead_"):
+            out.dead_lettered[name.removeprefix("dead_")] += count
+        else:
+            setattr(out, name, count)
+    out.records = out.delivered + out.skipped_total + out.dead_lettered_total + out.duplicates
+    out.warnings["properties_not_json"] = 1
+    out.requests = 2
+    return out
+
+
+def summary_of(*reports: ObjectReport) -> RunSummary:
+    summary = RunSummary()
+    for each in reports:
+        summary.add(each)
+    return summary
+
+
+def three_reports() -> list[ObjectReport]:
+    return [
+        report(OPEN, delivered=7, skipped_no_identity=2, skipped_dry_run=2,
+               dead_invalid_id=1, duplicates=1),
+        report(OPEN, delivered=3, dead_invalid_time=2),
+        report(PURCHASE, delivered=5),
+    ]
+
+
+def test_by_event_type_keeps_five_integers_per_type() -> None:
+    failed = ObjectReport(object="/data/x.avro", event_type=OPEN, status="failed",
+                          not_started=True, error="not started")
+    data = orjson.loads(orjson.dumps(summary_of(*three_reports(), failed).to_json()))
+    assert data["by_event_type"] == {
+        OPEN: {"records": 18, "delivered": 10, "skipped": 4, "dead_lettered": 3,
+               "duplicates": 1},
+        PURCHASE: {"records": 5, "delivered": 5, "skipped": 0, "dead_lettered": 0,
+                   "duplicates": 0},
+    }
+    for totals in data["by_event_type"].values():
+        assert list(totals) == FIVE and all(type(v) is int for v in totals.values())
+
+
+def test_per_type_totals_are_tallies_that_balance_and_add_up_to_the_run() -> None:
+    summary = summary_of(*three_reports())
+    opens = summary.by_event_type[OPEN]
+    assert type(opens) is Tally and opens.balanced
+    assert opens.skipped == Counter({"no_identity": 2, "dry_run": 2})
+    assert opens.dead_lettered == Counter({"invalid_id": 1, "invalid_time": 2})
+    whole = Tally()
+    for totals in summary.by_event_type.values():
+        whole.add_tally(totals)
+    assert whole.tally_json() == summary.tally_json()
+
+
+def test_an_object_without_an_event_type_is_counted_as_unknown() -> None:
+    summary = summary_of(report(None, delivered=4))
+    assert summary.to_json()["by_event_type"] == {
+        "(unknown)": {"records": 4, "delivered": 4, "skipped": 0, "dead_lettered": 0,
+                      "duplicates": 0}}
+
+
+def test_merging_summaries_adds_their_per_type_tallies() -> None:
+    first, second, third = three_reports()
+    merged = summary_of(first)
+    merged.merge(summary_of(second, third))
+    assert merged.to_json() == summary_of(first, second, third).to_json()
+    assert merged.by_event_type[OPEN].dead_lettered == Counter(
+        {"invalid_id": 1, "invalid_time": 2})
+
+
+def test_the_table_has_a_row_of_sums_per_type_and_the_totals() -> None:
+    rows = {line.split()[0]: line.split()[1:]
+            for line in summary_of(*three_reports()).render().splitlines() if line}
+    assert rows[OPEN] == ["18", "10", "4", "3", "1"]
+    assert rows[PURCHASE] == ["5", "5", "0", "0", "0"]
+    assert rows["TOTAL"] == ["23", "15", "4", "3", "1"]
+
+
+def test_a_summary_read_back_from_json_writes_the_same_json() -> None:
+    summary = summary_of(*three_reports())
+    summary.elapsed_s = 2.5
+    data = orjson.loads(orjson.dumps(summary.to_json()))
+    again = RunSummary.from_json(data)
+    assert again.to_json() == data
+    # The JSON keeps per-type sums, not reasons: they come back unitemized.
+    assert again.by_event_type[OPEN].skipped == Counter({UNITEMIZED: 4})
+    assert again.by_event_type[PURCHASE].skipped == Counter()
+    assert again.by_event_type[OPEN].balanced
+
+
+def test_reports_and_summaries_cross_a_pipe_whole() -> None:
+    reports = three_reports()
+    summary = summary_of(*reports)
+    assert pickle.loads(pickle.dumps(summary)) == summary
+    assert [pickle.loads(pickle.dumps(r)) for r in reports] == reports
