@@ -32,6 +32,7 @@ from currents_export.compose import (
     build_privacy_client,
     build_worker_pipeline,
     check_outputs,
+    lanes_over,
     open_deletion_store,
     open_destinations,
     resolve_api_key,
@@ -458,9 +459,11 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: 
     stop = Stop()
     with ExitStack() as stack, _stop_on_signals(stop):
         client = build_client(settings, resolve_api_key(settings, _warn), stop, stack)
+        limits = REQUEST_LIMITS[settings.api]
         redrive_run = Redrive(
-            client, REQUEST_LIMITS[settings.api], settings.min_id_length,
-            lanes=settings.lanes, reasons=frozenset(reasons),
+            lanes_over(client, limits, settings.lanes, events_per_request=limits.max_events,
+                       stop_on_failure=True),
+            settings.min_id_length, reasons=frozenset(reasons),
         )
         try:
             summary = redrive_run.run(store)

@@ -1,15 +1,11 @@
 """The composition root: :class:`~currents_export.settings.Settings` in, a ready run out.
 
-The command line, the worker processes and the Lambda build every run here, the same way:
-
-- :func:`open_destinations`: the ledger and the dead letter (what a run writes to; the
-  Lambda keeps them for the life of its container);
-- :func:`build_pipeline`: the Amplitude client and the pipeline for one run over them;
-- :func:`build_worker_pipeline`: both, in a worker process (``--workers``).
-
-Everything is built whole and not changed afterwards; a new run gets a new client and a
-new pipeline. Set-up problems are :class:`~currents_export.errors.ConfigurationError`\\ s
-naming the option, raised before any work starts.
+The command line, the worker processes and the Lambda all build runs here:
+:func:`open_destinations` (the ledger and the dead letter), :func:`build_pipeline` (a new
+client and pipeline per run over them), :func:`build_worker_pipeline` (both, in a worker).
+Nothing built is changed afterwards. Set-up problems are
+:class:`~currents_export.errors.ConfigurationError`\\ s naming the option, raised before any
+work starts.
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from currents_export.amplitude.api import (
     REQUEST_LIMITS,
@@ -32,7 +28,6 @@ from currents_export.amplitude.client import AmplitudeClient
 from currents_export.aws.explain import explain
 from currents_export.core.dryrun import DryRunOutbox
 from currents_export.core.lanes import EVENTS_PER_REQUEST, Lanes, Sink
-from currents_export.core.owner import EventRef
 from currents_export.core.pipeline import OpenOutbox, Pipeline
 from currents_export.counts import ObjectReport
 from currents_export.deadletter import DeadLetter, open_dead_letter
@@ -59,6 +54,8 @@ from currents_export.stopping import Stop
 from currents_export.support.allocator import keep_large_blocks_apart
 from currents_export.support.logs import setup_logging
 from currents_export.support.privatefiles import open_private_for_writing
+
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -208,7 +205,7 @@ def build_client(
     *, retry_horizon_s: float | None = None,
 ) -> AmplitudeClient:
     """The Amplitude client of one run (closed with ``stack``)."""
-    keep_large_blocks_apart()  # what waits for Amplitude stays flat in memory (allocator.py)
+    keep_large_blocks_apart()  # keeps the memory of what waits flat (support/allocator.py)
     if not api_key:
         raise SettingsError(
             "no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file "
@@ -319,16 +316,18 @@ def build_pipeline(
     )
 
 
-def lanes_over(client: AmplitudeClient, limits: RequestLimits, lanes: int,
-               events_per_request: int = EVENTS_PER_REQUEST) -> OpenOutbox:
+def lanes_over(
+    client: AmplitudeClient, limits: RequestLimits, lanes: int, *,
+    events_per_request: int = EVENTS_PER_REQUEST, stop_on_failure: bool = False,
+) -> Callable[[Sink[R]], Lanes[R]]:
     """How a run opens its upload lanes: ``lanes`` lanes sending through ``client``,
     requests of at most ``events_per_request`` events, retries until the client's
-    horizon."""
+    horizon; ``stop_on_failure`` for a redrive (a failure fails the file as a whole)."""
     limits = replace(limits, max_events=min(limits.max_events, events_per_request))
 
-    def open_lanes(sink: Sink[EventRef]) -> Lanes[EventRef]:
+    def open_lanes(sink: Sink[R]) -> Lanes[R]:
         return Lanes(client, limits, lanes=lanes, sink=sink,
-                     horizon_s=client.retry.horizon_s)
+                     horizon_s=client.retry.horizon_s, stop_on_failure=stop_on_failure)
 
     return open_lanes
 

@@ -1,25 +1,16 @@
 """Events that could not be delivered, with the reason, as JSON lines: on disk or in S3.
 
-Each line holds: ``reason``, ``detail``, ``object`` (its key or path), ``record_index``,
-``event_type`` (Currents), ``record`` (the Braze record) and ``event`` (the Amplitude event,
-when there was one). Names are unique per run so concurrent runs never share a file.
-``flush`` makes everything written so far durable; the pipeline calls it before it saves a
-checkpoint or marks an object done.
+A line holds ``reason``, ``detail``, ``object``, ``record_index``, ``event_type``, the Braze
+``record`` and the Amplitude ``event`` (when there was one). File names are unique per run.
+``flush`` makes every line durable; the object owner (``core.owner``) flushes before each
+checkpoint and before an object is done.
 
-A dead-letter file is only ever seen complete: lines go into ``….jsonl.part`` (owner-only,
-never read by redrive) and ``flush`` renames it to ``….jsonl`` once it is fsynced; the next
-line starts a new part. A ``.part`` left by a killed writer holds lines whose records were
-not checkpointed, so the resumed run writes them again. In S3 each flush puts one whole
-object (atomic), encrypted at rest.
-
-The read side, for redrive, is a :class:`DeadLetterStore`: list, read, replace, delete, and
-append to the redrive log (``redrive-log/`` under the same location, which is never listed
-as dead letter).
-
-At rest: local folders we create are 0700 and files 0600, whatever the umask. S3 objects are
-written with SSE-S3 (AES256), or SSE-KMS under the key given as ``kms_key`` (the
-``--dead-letter-kms-key`` option; the Lambda's ``CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY``). A
-redrive that rewrites an object without ``kms_key`` keeps the KMS key the object had.
+A file is only ever seen complete: lines go into an owner-only ``….jsonl.part`` that a
+flush fsyncs and renames to ``….jsonl`` (a killed writer's ``.part`` holds lines written
+again on resume); in S3 a flush puts one whole object. At rest: folders 0700, files 0600
+whatever the umask; S3 objects SSE-S3, or SSE-KMS under ``kms_key`` (a redrive without it
+keeps the object's key). :class:`DeadLetterStore` is the read side, for redrive, with its
+log in ``redrive-log/`` (never listed as dead letter).
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """The live progress display of ``replay`` and ``backfill``, on stderr.
 
-Snapshot providers (one per pipeline; anything with ``snapshot() -> ProgressSnapshot``)
-are polled by one thread once a second and their snapshots added up. A snapshot holds
-cumulative counts only, never deltas, so a provider can be fed from elsewhere — a worker
-process sending its ``snapshot()`` now and then into a ``ReportedSnapshot`` — and a late
-or lost message costs freshness, never correctness.
-
-On a terminal one status line is rewritten at every poll; elsewhere (a file, a pipe, a
-CI log) a timestamped line is written every ``LOG_EVERY_S`` seconds. Both go to the
-stream given (stderr), never to stdout, which carries the run summary. The lines are
-written to the stream rather than logged: ``--progress``/``--no-progress`` is the one
-switch that decides whether they appear (the log level's default, WARNING, would hide an
-INFO line exactly when progress was asked for with ``--progress 2>run.log``), and no
-logger's configuration is touched.
+One thread polls the snapshot providers (one per pipeline, or a ``ReportedSnapshot`` fed by
+a worker process) once a second and adds them up. Snapshots hold cumulative counts, never
+deltas, so a late or lost one costs freshness, never correctness. On a terminal one line is
+rewritten at every poll; elsewhere a timestamped line every ``LOG_EVERY_S`` s. Lines go to
+the stream (never stdout, which carries the summary), not to a logger: ``--progress``
+alone decides whether they appear (logged at INFO, the default level would hide them from
+``--progress 2>run.log``), and no logger's configuration is touched.
 """
 
 from __future__ import annotations

@@ -1,69 +1,55 @@
-"""Every error the tool raises on purpose, in one tree, and the level at which each one is
-contained. The bottom layer: it imports nothing of ours, so every module may import it.
+"""Every error the tool raises on purpose, in one tree, and the level that contains it.
+The bottom layer: it imports nothing of ours, so every module may import it.
 
 ::
 
     CurrentsExportError ............ ``retryable``: whether trying again can help
     ├── ConfigurationError ......... exit 2; nothing is marked done; the run stops
     │   ├── AmplitudeSetupError* ..... Amplitude refused the API key / the request shape
-    │   ├── AwsSetupError ............ no AWS credentials, an S3 endpoint that cannot be
-    │   │                              reached, a dead-letter bucket that does not exist
-    │   ├── OutputPathError .......... --summary-json / --output / --dead-letter / --state
+    │   ├── AwsSetupError ............ no credentials, an unreachable S3 endpoint, no bucket
+    │   ├── OutputPathError .......... --summary-json, --output, --dead-letter or --state
     │   │                              cannot be written (checked before any work starts)
     │   ├── SettingsError ............ an option's value; names its flag, variable or line
     │   │   └── LambdaConfigError ...... a Lambda environment variable, missing or wrong
     │   ├── MappingConfigError (V) ... the [mapping] table; names the key and its line
-    │   ├── SecretError (V) .......... a secret cannot be read from Secrets Manager or SSM
-    │   │   └── ApiKeyError ............ the Amplitude API key (or secret key): none given,
-    │   │                                or it cannot be read
+    │   ├── SecretError (V) .......... Secrets Manager or SSM cannot give a secret
+    │   │   └── ApiKeyError ............ the API key (or secret key): none, or unreadable
     │   ├── SourceError (V) .......... a path or URI given cannot be read as objects
     │   ├── LedgerConfigError (V) .... --state cannot be used
     │   ├── StatusError .............. ``status``: the ledger cannot be read
     │   └── DeadLetterConfigError (V)  --dead-letter (or redrive's location) cannot be used
     ├── ObjectError ................ one object; the run goes on with the others
-    │   ├── RetryableObjectError ..... exit 1; the object stays pending (resumes from its
-    │   │   │                          checkpoint); SQS batch item failure in the Lambda
-    │   │   ├── DeliveryFailed* ........ Amplitude unreachable or failing past the horizon,
-    │   │   │   │                        or answering without a verified acknowledgement
-    │   │   │   └── AmplitudeUnavailable   the run's circuit is open: every later object is
-    │   │   │                              left pending without being read
-    │   │   ├── Interrupted ............ a deadline or a signal: progress saved, resumable
+    │   ├── RetryableObjectError ..... exit 1; stays pending, resumes from its checkpoint;
+    │   │   │                          an SQS batch item failure in the Lambda
+    │   │   ├── DeliveryFailed* ........ Amplitude unreachable, failing, or unverified
+    │   │   │   └── AmplitudeUnavailable   the circuit is open: later objects left unread
+    │   │   ├── Interrupted ............ a deadline or a signal: progress saved
     │   │   │   └── SendInterrupted* ..... the stop reached a send
-    │   │   └── IncompleteObject ....... the object ends early: still being written or
-    │   │                                copied, or truncated; a complete copy may replace it
-    │   ├── PermanentObjectError ..... retrying cannot help: recorded as failed in the ledger,
-    │   │   │                          skipped by later runs unless --retry-failed; the Lambda
-    │   │   │                          reports it handled (object-level dead letter, metric)
-    │   │   └── UnreadableObject ....... not Avro, corrupt, a codec we refuse, a decompressed
-    │   │                                block over the cap, records overwhelmingly unusable
-    │   ├── S3ReadError (O) .......... GetObject failed or its stream broke; retryable, but
-    │   │                              not when the key does not exist
+    │   │   └── IncompleteObject ....... ends early (being copied, or truncated)
+    │   ├── PermanentObjectError ..... failed in the ledger, skipped unless --retry-failed;
+    │   │   │                          the Lambda reports it handled (dead letter, metric)
+    │   │   └── UnreadableObject ....... not Avro, corrupt, a refused codec, a block over
+    │   │                                the cap, records overwhelmingly unusable
+    │   ├── S3ReadError (O) .......... GetObject failed; retryable unless the key is gone
     │   ├── LeaseError ............... the ledger gives the object to another worker
     │   │   ├── LeaseHeld .............. its lease is live: failed here, retried later
-    │   │   ├── LeaseLost .............. it took the object over: this worker stops writing
+    │   │   ├── LeaseLost .............. it took the object over: stop writing
     │   │   └── AlreadyDone ............ it finished the object: counted as already done
-    │   └── DeadLetterStoreError (O) . redrive: a dead-letter file cannot be read, replaced
-    │                                  or deleted; it stays as it was, the others go on
-    ├── RecordError ................ one event: dead-lettered with a reason; its object goes on
+    │   └── DeadLetterStoreError (O) . redrive: one file fails; the others go on
+    ├── RecordError ................ one event: dead-lettered with a reason
     │   └── EventTooLarge (V) ........ larger than a whole request may be
-    ├── NotACurrentsKey (V) ........ a key outside Braze's layout: the caller that parsed it
-    │                                knows the object by its content instead
-    └── PrivacyApiError ............ ``deletions submit``: Amplitude did not take a request;
-                                     what was not sent stays pending; exit 1
+    ├── NotACurrentsKey (V) ........ a key outside Braze's layout (known by content instead)
+    └── PrivacyApiError ............ ``deletions submit``: not taken, stays pending; exit 1
 
     *   also a SendError: what the failed send had settled is in ``partial``
-    (V) also a ValueError: a value that cannot be used, for callers that catch ValueError
-    (O) also an OSError: the reader lets one through as a broken stream (retryable, not a
-        bad file); redrive counts one as a failed file and goes on
+    (V) also a ValueError, for callers that catch ValueError
+    (O) also an OSError: the reader lets it through as a broken stream (retryable, not a
+        bad file); redrive counts it as one failed file
 
-:func:`is_retryable` reads ``retryable`` (set per instance by S3ReadError).
-
-A *record* that cannot be mapped raises nothing here: it is dead-lettered with reason
-``mapping_error`` and the exception's message, and its object goes on. Anything else raised
-while processing an object is contained by the pipeline as a retryable object failure
-(logged with its traceback at ``-vv``). Not in the tree: the exceptions private to one
-module (the reader's and the mapper's refusals), and the kit's emulator's own errors (it is
-the oracle the tests trust: it imports nothing of ours).
+A record the mapping cannot use raises nothing here: it is dead-lettered as
+``mapping_error``. Anything else raised while processing an object is a retryable object
+failure (traceback at ``-vv``). Errors private to one module, and the emulator's (it
+imports nothing of ours), are not in the tree.
 """
 
 from __future__ import annotations

@@ -1,39 +1,23 @@
 """``--workers N``: one replay or backfill run over N worker processes.
 
-The parent lists the objects and hands them out in listing order, one at a time, to the
-worker that asks: a worker asks when its pipeline wants its next object. So the listing is
-read only as fast as the workers take it (a billion-key listing never sits in memory), and
-the parent always knows which worker holds which object. Each worker has a pipe of its own
-to the parent rather than sharing a queue: a worker killed while it held a shared queue's
-lock would stall all the others.
-
-Workers are started with "spawn" (a fresh interpreter; never a fork of a process that has
-threads). Each builds its own pipeline — client, ledger connection, dead letter (files named
-after its pid), duplicate detection — from picklable settings; the API key, resolved by the
-parent, goes through the start-up pipe, never on a command line or in the environment.
+The parent hands objects out in listing order, one at a time, to the worker that asks, so
+the listing is read only as fast as the workers take it and the parent knows who holds
+what. Each worker has its own pipe (a worker killed holding a shared queue's lock would
+stall the others), is started with "spawn" (never a fork of a threaded process) and builds
+its own pipeline from picklable settings; the API key travels in the start-up pipe, never
+on a command line or in the environment.
 
     parent → worker   HandOut(ticket) · NoMore() · StopWork(reason)
     worker → parent   Hello(ledger owner) · Want() · Progress(snapshot)
                       Finished(seq, report, dead-letter location) · Summary(summary)
                       Fatal(kind, message)
 
-Messages are frozen dataclasses, pickled by the pipe. Anything else received is logged and
-ignored by the parent; a worker takes it as ``NoMore`` (its request ends, never hangs).
-
-One progress display (a ``ReportedSnapshot`` per worker, fed every ``SNAPSHOT_EVERY_S``) and
-one summary: the workers' summaries merged, plus what the parent reports itself.
-
-Stops: workers ignore SIGINT and SIGTERM (a terminal sends Ctrl-C to the whole process
-group); the parent, on the first signal, tells each worker to stop, and each saves its
-progress, reports its objects and exits; the objects not handed out are reported "not
-started", as a single pipeline reports them. A worker whose parent disappears stops the
-same way. On a second signal the parent kills the workers and exits at once.
-
-Deaths: a worker that ends without a summary (SIGKILL, out of memory) is replaced; the
-objects it had taken and not finished are handed out again first, after the parent frees
-their leases in the ledger (their owner is dead), so the next worker resumes them from
-their checkpoints at once. An object whose worker died more than ``MAX_DEATHS`` times is
-reported failed (retryable) instead of being handed out again.
+Anything else received is ignored by the parent (logged) and taken as ``NoMore`` by a worker
+(it never hangs). Workers ignore SIGINT/SIGTERM: the parent's first signal (or its death)
+makes each save progress, report and exit; a second kills them. A worker that dies without
+a summary is replaced: the parent frees its leases and hands its unfinished objects out
+again first; one whose worker died more than ``MAX_DEATHS`` times is reported failed
+(retryable). One display (a ``ReportedSnapshot`` per worker) and one merged summary.
 """
 
 from __future__ import annotations
@@ -742,12 +726,10 @@ def _signals_blocked() -> Iterator[None]:
 def _main_script_left_out() -> Iterator[None]:
     """Start a child without running the command's script again in it.
 
-    ``spawn`` runs the parent's ``__main__`` script in each child (as ``__mp_main__``) so
-    that what it defines can be unpickled there. The ``currents-export`` script imports the
-    command line, click included, which a worker does not use. Nothing a worker is given is
-    defined there (its target and spec come from the package), so the script's path is
-    hidden while the child starts. ``python -m`` needs nothing: spawn skips a ``__main__``
-    module by itself.
+    ``spawn`` re-runs the parent's ``__main__`` script in each child (as ``__mp_main__``),
+    and the ``currents-export`` script imports the whole command line. Nothing a worker is
+    given is defined there, so the script's path is hidden while the child starts
+    (``python -m`` needs nothing: spawn skips a ``__main__`` module by itself).
     """
     main = sys.modules["__main__"]
     path = None

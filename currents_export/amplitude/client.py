@@ -45,9 +45,7 @@ _INDEX_MAPS = {
 }
 
 
-# The errors a send raises (defined in currents_export.errors), importable from here too.
-__all__ = ["AmplitudeClient", "AmplitudeSetupError", "DeliveryFailed", "SendError",
-           "SendOutcome"]
+__all__ = ["AmplitudeClient", "SendOutcome"]
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Read one secret value from Secrets Manager or an SSM SecureString: never logged, and
 never in an error message (messages name the secret, the setting and the AWS error code).
 
-Shared by the Amplitude API key (``apikey``) and the Lambda's hashing salt
+Shared by the Amplitude API key (``settings.keys``) and the Lambda's hashing salt
 (``aws_lambda``). A Secrets Manager secret holds the value itself, or JSON with one of
 the fields the caller names.
 """

@@ -1,47 +1,17 @@
 """AWS Lambda entry point: ``currents_export.aws_lambda.handler``.
 
-Configured by environment variables (names, never secret values):
+Configured by environment variables (README, "The Lambda", and the option table). The API
+key is cached per container (``settings.keys``), the hashing salt read at cold start; neither
+is ever logged, and at every level, DEBUG included, the wire logs of botocore, urllib3,
+httpx stay at WARNING (they would print session tokens and secrets). Per object: one JSON
+log line and one CloudWatch EMF line.
 
-- the API key: ``AMPLITUDE_API_KEY_SECRET`` (Secrets Manager), ``AMPLITUDE_API_KEY_PARAMETER``
-  (SSM SecureString) or ``AMPLITUDE_API_KEY`` (see ``apikey``);
-- Amplitude: ``AMPLITUDE_REGION`` (us, eu), ``AMPLITUDE_API`` (batch, http), ``AMPLITUDE_URL``;
-- the ledger: ``CURRENTS_EXPORT_STATE`` (``dynamodb://TABLE``) or ``LEDGER_TABLE``;
-- refused events: ``CURRENTS_EXPORT_DEAD_LETTER`` (``s3://BUCKET/PREFIX``), written with
-  SSE-S3, or SSE-KMS under ``CURRENTS_EXPORT_DEAD_LETTER_KMS_KEY`` (a key id or ARN);
-- mapping and delivery: ``CURRENTS_EXPORT_CONFIG`` (a TOML file whose ``[mapping]`` applies),
-  ``CURRENTS_EXPORT_PROFILE``, ``CURRENTS_EXPORT_IDENTITY_FALLBACK``,
-  ``CURRENTS_EXPORT_MIN_ID_LENGTH``, ``CURRENTS_EXPORT_LANES``,
-  ``CURRENTS_EXPORT_CHECKPOINT_EVERY``;
-- the hashing salt of ``[mapping.pii]``: the variable ``pii.salt_env`` names (default
-  ``CURRENTS_EXPORT_PII_SALT``), or, better, ``CURRENTS_EXPORT_PII_SALT_SECRET`` (a Secrets
-  Manager id or ARN; the secret is the salt, or JSON with ``salt``) or
-  ``CURRENTS_EXPORT_PII_SALT_PARAMETER`` (an SSM SecureString name): read once per
-  container, at cold start, and never logged;
-- ``CURRENTS_EXPORT_DEADLINE_MARGIN_S``: stop this long before the deadline (default 60);
-- ``CURRENTS_EXPORT_LOG_LEVEL`` (DEBUG, INFO, WARNING, ERROR; else Lambda's own
-  ``AWS_LAMBDA_LOG_LEVEL``; default INFO). At every level, DEBUG included, the wire logs of
-  botocore, urllib3, httpx … stay at WARNING: they would print session tokens and secrets.
-
-Per object it logs one JSON line and one CloudWatch EMF line. The deadline is hard: the
-time left bounds every request timeout and backoff sleep, and at the margin progress is
-saved and the unfinished object reported failed, so SQS (or Batch Operations) delivers it
-again and the next attempt resumes from the checkpoint.
-
-An object that can never be read (not Avro, corrupt, a refused codec) is recorded as
-permanently failed, dead-lettered as an object and logged as an error — and reported
-handled, so SQS does not redeliver it. One that ends early (``IncompleteObject``) is
-retryable like a network failure: it is redelivered until the queue's redrive policy moves
-the message aside (an S3 object is written whole, so a truncated one stays truncated).
-
-S3 and DynamoDB calls are bounded by the margin too (:func:`aws_call_limits`): a call in
-flight when the margin is reached (a stalled GetObject stream, a slow UpdateItem), and the
-calls that save progress after it, must end before the hard timeout. Each client makes at
-most 3 attempts (the first included), with a connect timeout of ``min(5, margin / 20)`` s
-and a read timeout (a wait for bytes) of ``min(30, margin / 10)`` s, each at least 1 s: one
-call, its retries and botocore's backoff between them (under 3 s) included, takes at most
-``3 * (connect + read) + 3`` s: 30 s, half the margin, at the default 60 s (connect 3 s,
-read 6 s); the caps (5 s, 30 s) apply from a 300 s margin. The CLI keeps its own, longer
-defaults (S3: connect 10 s, read 120 s, 10 retries; DynamoDB: botocore's 60 s, 10 retries).
+The deadline is hard: the time left bounds every timeout and backoff sleep, AWS calls
+included (:func:`aws_call_limits`); at the margin progress is saved and the object reported
+failed, so it is delivered again and resumes from its checkpoint. An object that can never
+be read is recorded permanently failed and reported handled (SQS does not redeliver it);
+one that ends early (``IncompleteObject``) is retried until the queue's redrive policy
+moves it aside (an S3 object is written whole: a truncated one stays truncated).
 """
 
 from __future__ import annotations
@@ -131,8 +101,14 @@ _AWS_ATTEMPTS = 3
 
 
 def aws_call_limits(deadline_margin_s: float) -> AwsCallLimits:
-    """Timeouts and attempts for the Lambda's S3 and DynamoDB clients, so that one call with
-    its retries ends well within the deadline margin (see the module docstring)."""
+    """Timeouts and attempts for the Lambda's S3 and DynamoDB clients, so that one call and
+    its retries end well within the deadline margin.
+
+    3 attempts, connect ``min(5, margin / 20)`` s, read (a wait for bytes) ``min(30, margin
+    / 10)`` s, each at least 1 s: at most ``3 * (connect + read) + 3`` s with botocore's
+    backoff, half the default 60 s margin. The CLI keeps longer defaults (S3: connect 10 s,
+    read 120 s, 10 retries; DynamoDB: botocore's 60 s, 10 retries).
+    """
     return AwsCallLimits(
         connect_timeout=max(1.0, min(5.0, deadline_margin_s / 20)),
         read_timeout=max(1.0, min(30.0, deadline_margin_s / 10)),
@@ -223,7 +199,7 @@ def log_level(env: Mapping[str, str]) -> int:
 
 class Runtime:
     """What one execution environment keeps between invocations: the settings, the
-    ledger, the dead letter, the S3 client and the key (fetched once, see ``apikey``)."""
+    ledger, the dead letter, the S3 client and the key (``settings.keys``)."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.settings = lambda_settings(env)

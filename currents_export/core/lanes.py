@@ -1,21 +1,12 @@
 """Concurrent delivery in lanes: several requests in flight, per-id order kept.
 
-Every event carries its user and device ids. While a lane holds unresolved events of an id,
-that id is owned by the lane, so later events of the same user or device join the same
-lane. A lane sends one request at a time, in order, so there are never two requests in
-flight for one id and each id's events reach Amplitude in record order, retries included.
-When Amplitude throttles some ids (429), the lane holds their events, and every later
-event of those ids, for the pause Amplitude asks for, while the other ids keep flowing.
+While a lane holds unresolved events of a user or device id, later events of that id join
+the same lane, and a lane sends one request at a time: each id's events reach Amplitude in
+record order, retries included. Throttled ids (429) are held for the pause Amplitude asks
+while the others flow. A request closes when full, or after ``linger_s`` with nothing else
+to send. Every event submitted is reported to the :class:`Sink` exactly once; only an error
+that ends the run (``errors.ends_run``) stops the lanes.
 
-Requests close when full, or when their lane has nothing else to send and the request has
-been open for ``linger_s``: a steady stream fills requests, a trickle still leaves soon.
-
-Lanes know a client, request limits and one :class:`Sink`, nothing else: every event
-submitted is reported to the sink exactly once (delivered, rejected, or abandoned with
-the error that left it unanswered). Only an error that ends the run (``errors.ends_run``)
-stops the lanes.
-
-    sink = MySink()
     lanes = Lanes(client, REQUEST_LIMITS["http"], lanes=4, sink=sink, horizon_s=900)
     lanes.submit(PendingEvent(payload, ref, ids=("user-1",)))
     lanes.drain(); lanes.close()

@@ -1,18 +1,13 @@
 """Re-send dead-lettered events, and remove from the dead letter what got delivered.
 
-The dead letter is a directory or an ``s3://`` prefix (a :class:`DeadLetterStore`); only
-closed files (``*.jsonl``) directly in it are read — never a ``.part`` a writer still holds
-or a killed writer left (those are counted and reported). Each file is rewritten atomically
-(directory: temporary file, fsync, rename; S3: one put), or deleted when nothing stays,
-after its events were sent: a redrive killed half way only re-sends events Amplitude then
-drops by ``insert_id``. Lines without an Amplitude event (records the mapping could not turn
-into one) and lines that are not JSON stay where they are and are counted.
+Only closed files (``*.jsonl``) directly in the :class:`DeadLetterStore` are read, never a
+``.part`` (counted). After its events are sent a file is rewritten atomically, or deleted
+when nothing stays, so a redrive killed half way only re-sends what Amplitude drops by
+``insert_id``. Lines without an Amplitude event and lines not JSON stay, counted.
 
-Every line re-sent gets a line in the run's redrive log (``redrive-log/redrive-….jsonl``
-in the same location), written durably before its dead-letter file is rewritten: its
-``insert_id``, the ``source`` file, the ``reason`` it had, and the ``outcome``
-(``delivered``; ``refused`` with the ``new_reason``; ``unsettled`` when Amplitude could not
-be reached and the line stays as it was).
+Each line re-sent gets a line in the run's redrive log (``redrive-log/redrive-….jsonl``),
+written durably before its file is rewritten: ``insert_id``, ``source``, ``reason`` and
+``outcome`` (``delivered``; ``refused`` with ``new_reason``; ``unsettled``: it stays).
 """
 
 from __future__ import annotations
@@ -21,16 +16,15 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
-from currents_export.amplitude.api import RequestLimits
 from currents_export.amplitude.batching import PendingEvent
-from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.validation import INVALID_ID, id_problem
-from currents_export.core.lanes import DEFAULT_LANES, Lanes
+from currents_export.core.lanes import Outbox, Sink
 from currents_export.counts import RunSummary
 from currents_export.deadletter import DeadLetterStore, is_closed, is_part
 from currents_export.errors import DeliveryFailed, EventTooLarge
@@ -84,12 +78,15 @@ class _Line:
     detail: str | None = None
 
 
+# How a redrive opens its lanes, reporting to it (``compose.lanes_over``, failing a file as
+# a whole: ``stop_on_failure``).
+OpenLanes = Callable[[Sink[Any]], Outbox[Any]]
+
+
 @dataclass
 class Redrive:
-    client: AmplitudeClient
-    limits: RequestLimits
+    open_lanes: OpenLanes
     min_id_length: int
-    lanes: int = DEFAULT_LANES
     reasons: frozenset[str] = frozenset()  # empty: every reason
     _by_insert_id: dict[str, _Line] = field(default_factory=dict)
 
@@ -108,10 +105,7 @@ class Redrive:
                 "a killed writer (whose resumed run writes those lines again): %s",
                 len(parts), store.location, shown,
             )
-        lanes: Lanes[_Line] = Lanes(
-            self.client, self.limits, lanes=self.lanes, sink=self,
-            horizon_s=self.client.retry.horizon_s, stop_on_failure=True,
-        )
+        lanes: Outbox[_Line] = self.open_lanes(self)
         try:
             for name in filter(is_closed, names):
                 try:
@@ -127,7 +121,7 @@ class Redrive:
                 summary.redrive_log = store.log_location(log_name)
         return summary
 
-    def _redrive_file(self, store: DeadLetterStore, name: str, lanes: Lanes[_Line],
+    def _redrive_file(self, store: DeadLetterStore, name: str, lanes: Outbox[_Line],
                       summary: RedriveSummary, log_name: str) -> bool:
         """Re-send one closed file's events, then rewrite it; False when it was gone."""
         try:
@@ -169,7 +163,7 @@ class Redrive:
             self._rewrite(store, name, original, lines)
         return True
 
-    def _submit(self, lines: list[_Line], duplicates: list[_Line], lanes: Lanes[_Line]) -> None:
+    def _submit(self, lines: list[_Line], duplicates: list[_Line], lanes: Outbox[_Line]) -> None:
         """Hand the file's selected events to the lanes; note why the others stay."""
         by_insert_id = self._by_insert_id
         for line in lines:

@@ -1,41 +1,19 @@
 """Stream Braze records out of an Avro container file with its own writer schema.
 
-A file that *ends early* — empty, cut inside its header, inside a block or before a block's
-sync marker — is an :class:`IncompleteObject` (retryable): it is most likely still being
-written or copied, and a complete copy may replace it. A file that is complete but wrong
-(bad magic, a refused codec, a block over the cap, an impossible record count, garbage inside
-a complete block, a sync marker that does not match the header's) is an
-:class:`UnreadableObject` (permanent). A file cut exactly at a block boundary cannot be told
-from a complete one (Avro has no trailer): it reads as a complete file with fewer blocks.
-When a header ends early, what was read of it must still look like the start of a Currents
-header (metadata names in the reserved ``avro.`` namespace, a JSON schema): text that
-merely runs off the end of a short file is not Avro, and stays permanent.
+A file that *ends early* (empty, or cut in its header, in a block or before a sync marker)
+is an :class:`IncompleteObject`: retryable, a complete copy may replace it. A complete but
+wrong one is an :class:`UnreadableObject`: permanent. A file cut exactly at a block boundary
+reads as a complete one with fewer blocks (Avro has no trailer).
 
-Hostile files are refused cleanly, as :class:`UnreadableObject`, before they can cost much
-memory or produce garbage records:
+Hostile files are refused before they cost memory: codecs other than ``null`` and
+``deflate`` (their decompressors cannot be capped here); a block over
+:data:`MAX_BLOCK_BYTES` once decompressed (deflate is inflated a few MiB at a time, so a
+bomb stops at the cap); a block claiming more records than its bytes can hold.
 
-* Only the codecs Currents can use are read: ``null`` (the only one Braze has ever been seen
-  to write) and ``deflate``. Any other codec (``bzip2``, ``xz``, ``snappy``, ``zstandard``,
-  ``lz4``, unknown names) is refused by name when the header is read, before a single block
-  is decompressed: their decompressors cannot be capped here, and snappy/zstandard would
-  need dependencies the tool does not have.
-* No block may hold more than ``max_block_bytes`` (:data:`MAX_BLOCK_BYTES`) once
-  decompressed. A deflate block is inflated a few MiB at a time with
-  ``zlib.decompressobj().decompress(data, max_length)``, so a decompression bomb is stopped
-  as soon as its output passes the cap: memory stays around the cap whatever the ratio.
-* A block whose record count cannot fit in its bytes (every Currents record takes at least
-  as many bytes as its schema's smallest encoding, and at least one) is corrupt and refused
-  before any of its records is decoded.
-
-How (no fastavro internals, no global state): fastavro's compiled reader decompresses blocks
-through its module-level ``BLOCK_READERS`` table, which is shared by every reader in the
-process and whose entries are looked up when a reader starts; patching it would change every
-fastavro read in the process and would need locking to scope a cap to our reads. Instead the
-header is read here (with ``fastavro.schemaless_reader``), the codec is checked, and
-fastavro's ``reader`` is handed a small in-memory file that carries the same header with
-codec ``null`` followed by the file's blocks, each one read, checked and decompressed here.
-fastavro therefore only ever sees uncompressed blocks and decodes records at full speed; the
-extra cost is a few Python calls per block (a block holds tens to thousands of records).
+How, without fastavro internals: the header is read and checked here, and fastavro's
+``reader`` gets the same header with codec ``null`` followed by blocks checked and
+decompressed here (patching fastavro's ``BLOCK_READERS`` would change every read in the
+process).
 """
 
 from __future__ import annotations
@@ -132,17 +110,10 @@ def open_records(
 ) -> RecordStream:
     """Read the header of ``fileobj`` and return a lazy stream of its records.
 
-    The reader only reads forward (no seeks), so ``fileobj`` may be a network stream. The
-    event type comes from the schema's record name (``dataexport.S3.inner.<type>``) and is
-    cross-checked with ``key_event_type`` (from ``event_type=`` in the key); on a mismatch
-    the schema wins and a warning is logged. ``name`` is only used in error messages.
-
-    A codec other than ``null``/``deflate`` is refused here; a block over
-    ``max_block_bytes`` once decompressed, or claiming more records than its bytes can
-    hold, is refused while the records are read (see the module docstring). Every refusal
-    is an :class:`UnreadableObject` naming the object, or an :class:`IncompleteObject` when
-    the file ends early (retryable: it may still be being copied); an ``OSError`` of the
-    stream itself passes through (the source broke: worth retrying).
+    Reads forward only, so ``fileobj`` may be a network stream. The event type comes from the
+    schema's record name; on a mismatch with ``key_event_type`` (from the key) the schema
+    wins, with a warning. Refusals (here or while reading) are :class:`UnreadableObject` or
+    :class:`IncompleteObject` naming ``name``; an ``OSError`` of the stream passes through.
     """
     source = _Source(fileobj, header_limit=MAX_HEADER_BYTES)
     magic = b""

@@ -1,17 +1,12 @@
 """Where the identity map and the deletions live: with the ledger.
 
-The store never holds a Braze id: records are keyed by :func:`braze_key` (a SHA-256 of
-it), which is all a delete request needs to be matched. It holds the Amplitude
-``user_id`` values as they were sent (after the PII policy): those are what a deletion
-must name.
-
-- SQLite (the ledger file): tables ``identities`` (one row per pair; ``user_id`` empty
-  for "seen without a user id") and ``deletions``.
-- DynamoDB (the ledger table): ``identity#KEY`` items (a string set of user ids, a flag
-  for "seen without one", TTL refreshed on each new pair) and ``deletion#KEY`` items,
-  listed through the sparse index ``deletions`` (partition ``deletion_queue``).
-  Deletion items have no TTL: they are the tombstones that keep a replay of old files
-  from sending a deleted user's events again.
+Never a Braze id: records are keyed by :func:`braze_key` (its SHA-256), enough to match a
+delete request; the Amplitude ``user_id`` values are kept as sent (after the PII policy),
+since a deletion must name them. SQLite: tables ``identities`` (``user_id`` empty for "seen
+without one") and ``deletions``. DynamoDB: ``identity#KEY`` items (a string set, a flag,
+TTL refreshed on each new pair) and ``deletion#KEY`` items in the sparse index
+``deletions`` (partition ``deletion_queue``), without TTL: the tombstones that keep a replay
+of old files from sending a deleted user's events again.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class DeletionTracker:
     """Deletions on: the identity map grows, requests are recorded, tombstones hold.
 
     ``observe`` and ``request`` run on the reader thread; ``flush`` may run on any (the
-    bookkeeper calls it before each checkpoint, so a checkpoint is never ahead of the
+    object owner calls it before each checkpoint, so a checkpoint is never ahead of the
     pairs learned from the records it covers). Memory: the pairs window, and one key per
     deletion ever recorded (the tombstones).
     """

@@ -42,17 +42,12 @@ class ObjectState:
 class Ledger(Protocol):
     """Durable record of objects processed, keyed by what an object is (its identity).
 
-    Progress inside an object is saved only for records already accounted for, after the
-    dead letter is flushed; an object is marked done only after all its records are.
-
-    Several processes may share one ledger: ``begin`` claims the object with a lease
-    (AlreadyDone when it is done and not restarted, LeaseHeld while another owner's lease
-    is live); ``save_progress`` renews it; ``save_progress``, ``complete`` and ``fail`` are
-    fenced on the owner (LeaseLost once another owner took the object over).
-
-    ``legacy_id``: ledgers written before identities keyed objects by absolute path or
-    ``s3://`` URI; when ``object_id`` has no row, the row under ``legacy_id`` stands for it
-    (and ``begin`` moves unfinished progress from there to ``object_id``).
+    Invariant: progress is saved only for records accounted for, after the dead letter is
+    flushed; an object is done only once all its records are. ``begin`` claims a lease
+    (``AlreadyDone`` unless restarted, ``LeaseHeld`` while another owner's is live),
+    ``save_progress`` renews it, and every write is fenced on the owner (``LeaseLost``).
+    ``legacy_id``: the old path or URI key, whose row stands in when ``object_id`` has none
+    (``begin`` moves its unfinished progress over).
     """
 
     def state(self, object_id: str, *, legacy_id: str | None = None) -> ObjectState | None:

@@ -1,28 +1,18 @@
 """The ledger in DynamoDB, for the Lambda fleet and shared backfills.
 
-One item per object (``pk`` = the object URI) with a lease, so that duplicate
-notifications never process one object twice at the same time: a claim succeeds only if
-the object is not done and its lease is free, expired or already ours; every later write
-is fenced on the lease owner. DONE and FAILED items get a TTL attribute (``expires_at``);
-TTL is never used as a clock: the conditions compare times themselves.
+One item per object with a lease, so duplicate notifications never process an object twice
+at once: a claim needs the object not done and its lease free, expired or ours; every later
+write is fenced on the owner. DONE and FAILED items get a TTL (``expires_at``), never used
+as a clock: the conditions compare times themselves.
 
-Objects are keyed by identity (``currents:…``); older ledgers keyed them by ``s3://`` URI or
-path. ``begin(…, legacy_id=…)`` moves an unfinished legacy item to the identity with
-UpdateItem only (the Lambda's role has GetItem and UpdateItem, nothing else): it claims the
-legacy item (leases respected) and marks it MOVED, creates the identity's item with the
-legacy checkpoint, then seals the legacy item (a lease until 9999) so that no worker running
-older code processes it again. MOVED items are invisible to ``state`` and ``objects``.
+Legacy items (keyed by ``s3://`` URI or path) are moved with UpdateItem only (the ledger
+needs no more than GetItem and UpdateItem): claim the legacy item and mark it MOVED (then
+invisible), create the identity's item with its checkpoint, seal the legacy one (a lease
+until 9999) against older code. There is no migration scan: an old item is found only when
+the object is seen at the same URI, as the Lambda's are on redelivery.
 
-Unlike the SQLite ledger, this one is not migrated when opened (a scan of the table, with
-more permissions than the Lambda has): an old item keyed by path or URI is recognised only
-when the object is seen again at that same URI (``legacy_id``); a copy of the file elsewhere
-is not matched to it. The Lambda always keyed objects by their ``s3://`` URI, which it sees
-again on a redelivery, so its own history is unaffected.
-
-Timeouts and retries: ``connect_timeout``/``read_timeout`` (None: botocore's 60 s) and
-``max_attempts`` (attempts in all, the first included; None: botocore's standard mode with
-``max_attempts`` 10) bound each call; the Lambda passes tighter ones so that a slow call
-ends within its deadline margin.
+``connect_timeout``/``read_timeout`` (None: botocore's 60 s) and ``max_attempts`` (the first
+included; None: standard mode's ``max_attempts`` 10) bound each call; the Lambda's are tighter.
 """
 
 from __future__ import annotations

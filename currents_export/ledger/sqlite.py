@@ -1,28 +1,16 @@
 """The default ledger: one SQLite file, one row per object, readable by its owner only.
 
-Ledgers written before identities keyed objects by absolute path or ``s3://`` URI. Such a
-row is found by ``legacy_id`` only while the file is seen at that same place; so, once per
-ledger file (``PRAGMA user_version`` 0 → 1), the first opening re-keys every row whose id
-is in the Currents layout (``…/event_type=…/date=…/….avro``) to ``currents:<identity>``,
-the key the same file has wherever it is copied, and keeps the old id in ``location`` when
-that is empty. This is one transaction. When two rows name the same identity (the file
-copied to two places, or already processed under its identity), the more advanced one is
-kept under the identity: a done row beats an in-progress or failed one (the other is
-dropped, and logged); otherwise the row already under the identity stays and the old one
-keeps its old id (it still answers as a ``legacy_id``). Rows outside the layout (content
-hashes, paths of files named otherwise) are left as they are.
+Migration (once per file, ``PRAGMA user_version`` 0 → 1, one transaction): rows keyed by an
+old path or ``s3://`` URI in the Currents layout are re-keyed to ``currents:<identity>``,
+the old id kept in ``location`` if empty. When two rows meet under one identity, a done row
+beats an unfinished one (dropped and logged); else the row already there stays and the old
+one keeps its id (still found as a ``legacy_id``). Other rows are left as they are.
 
-Leases, as in the DynamoDB ledger, so that several processes (``--workers``, or two runs
-on one file) never process one object at the same time: ``begin`` claims an object only if
-it is not done and its lease is free, expired or already ours (else ``AlreadyDone`` or
-``LeaseHeld``); ``save_progress`` extends the lease; ``save_progress``, ``complete`` and
-``fail`` are fenced on the owner (``LeaseLost`` once another owner took it over); ``fail``
-and ``complete`` release it. The owner is ``host:pid:start:random`` (``start``: when the
-process started, so a recycled pid is not taken for the owner), and a lease whose owner is
-a process of this host that no longer exists is free at once: a run killed with SIGKILL
-does not hold its objects for the lease's length. ``release`` frees the lease of an owner
-known to be dead (a worker process that died). Rows written before leases (no owner) are
-free. Each process opens its own connection; WAL and a busy timeout let them write in turn.
+Leases, as in the DynamoDB ledger (see ``ledger.base.Ledger``), let several processes share
+the file. The owner is ``host:pid:start:random`` (``start`` tells a recycled pid apart); a
+lease whose owner is a dead process of this host is free at once (a SIGKILLed run holds
+nothing), as is a row older than leases. Each process has its own connection; WAL and a
+busy timeout let them take turns.
 """
 
 from __future__ import annotations

@@ -1,18 +1,13 @@
 """One Braze record → one Amplitude event, or a skip or rejection with a reason.
 
-Pure logic: no I/O. A mapper is built once per (event type, options, float fields) and then
-applied to every record of a file, so per-record work stays small.
-
-Schema drift: Braze evolves its writer schemas, so a field may arrive with another Avro type
-than the catalogue says. ``map`` never raises on a value's type. Values that obviously mean
-the same thing are converted where they are read (an id given as a number becomes its
-decimal string, a time given as a numeric string or a float becomes an int, a price given as
-a string becomes a float, a ``properties`` map is used as the parsed JSON); values that
-cannot be used are refused with ``Rejected(MAPPING_ERROR, <what was wrong>)``; anything else
-goes to ``event_properties`` JSON-safe (lists and objects as they are, Avro ``bytes`` and
-``fixed`` as hex text; as their text when they are UTF-8 and the privacy scan is on). Each
-check is one ``value.__class__ is …`` test where the value is read, so records of the
-documented schema pay (nearly) nothing for them.
+Pure logic, no I/O. A mapper is built once per (event type, options, float fields) and
+applied to every record of a file. ``map`` never raises on a value's type (Braze's schemas
+drift): a value that plainly means the same is converted where it is read (an id number to
+its decimal string, a time as text or float to an int, a price as text to a float, a
+``properties`` map as the parsed JSON); one that cannot be used is
+``Rejected(MAPPING_ERROR, …)``; anything else goes to ``event_properties`` JSON-safe
+(``bytes``/``fixed`` as hex, or as text when UTF-8 and the scan is on). Each check is one
+``value.__class__ is …`` test, so records of the documented schema pay nearly nothing.
 """
 
 from __future__ import annotations

@@ -1,30 +1,12 @@
 """Personal data in free text, URLs and custom properties: the scan, ``strip_query`` and the
 walk over custom JSON that ``[mapping.properties]`` configures.
 
-Pure logic, no I/O. The mapper builds one ``Redactor`` per event type when the configuration
-asks for any of it; with the default configuration none is built and nothing here runs.
-
-What the scan flags (see README, "Privacy"):
-
-- e-mail addresses, ``@`` also written ``%40`` (URL-encoded), also when more text follows
-  them directly (``jane@example.com_2024``); not image names such as ``logo@2x.png``;
-- phone numbers in international form: ``+`` (or ``%2B``) then 7 to 15 digits, which may be
-  separated by spaces, dots, dashes or parentheses (``+1 (555) 123-4567``); without any
-  separator 10 digits at least (``+12345678`` is a signed count), and never a signed decimal
-  (``+48.8584123``);
-- North American numbers with separators: ``555-123-4567``, ``(555) 123-4567``,
-  ``555.123.4567``, ``1-800-555-0199``;
-- national numbers with a trunk ``0`` (or ``00``) and separators, 9 to 15 digits in all:
-  ``07700 900123``, ``020 7946 0958``, ``06 12 34 56 78``, ``(030) 1234567``.
-
-URL-encoded text (``%2B1%20555…``, and form encoding with ``+`` for a space) is decoded when
-the decoded text hides one. A flagged value is hashed in a normal form (``normalised``), so
-``JANE@x.com`` and ``jane@x.com``, ``+1 (555) 123-4567`` and ``+15551234567`` have one
-pseudonym.
-
-It does not flag digits without ``+`` nor separators (ids, timestamps, counts: they cannot
-be told from an unformatted number), decimal numbers, dates (``2024-01-15``, ``15.01.2024``),
-times, UUIDs or IP addresses.
+Pure logic, no I/O. The mapper builds one ``Redactor`` per event type only when the
+configuration asks for any of it (never with the defaults). The scan flags e-mail
+addresses and phone numbers written as such (international with ``+``, North American or
+national with separators), URL-encoded too; a flagged value is hashed in a normal form, so
+``JANE@x.com`` and ``jane@x.com`` share one pseudonym. It never flags bare digits, decimals,
+dates, times, UUIDs or IP addresses. The exact rules, with examples: README, "Privacy".
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """One object's records, decoded and mapped: the loop every reader of Currents files shares.
 
-``mapped_records`` reads an Avro object's header (``currents.reader.open_records``: the
-codec and block caps, the event type from the schema), builds the mapper for its event type
-and floats, and yields each record with what the mapping made of it. The pipeline, the
-``inspect`` command and the benchmark all read objects through it, so they map records the
-same way.
-
-It is the pipeline's hot path: one generator step and one tuple per record on top of
-fastavro and the mapper, nothing else.
+``mapped_records`` opens an Avro object (``currents.reader.open_records``), builds the
+mapper for its event type and yields each record with what the mapping made of it. The
+pipeline, ``inspect`` and the benchmark all read through it, so they map alike. It is the
+hot path: one generator step and one tuple per record on top of fastavro and the mapper.
 """
 
 from __future__ import annotations
@@ -122,12 +118,10 @@ def mapped_records(
 ) -> MappedRecords:
     """Read the header of ``fileobj`` and return its records, mapped lazily under ``options``.
 
-    ``name`` names the object in errors; ``key_event_type`` is the event type its key
-    says (cross-checked with the schema's, which wins). ``start``: the first record to
-    yield (a resumed object). ``repeated(record)``: called for every record in order,
-    those before ``start`` included; a record it answers True for is yielded as
-    ``DUPLICATE`` without being mapped. Raises what ``open_records`` raises for a header
-    that cannot be read.
+    ``name`` and ``key_event_type``: as for ``open_records``, whose errors it raises.
+    ``start``: the first record to yield (a resumed object). ``repeated(record)`` sees every
+    record in order, those before ``start`` too; one it answers True for is yielded as
+    ``DUPLICATE``, unmapped.
     """
     stream = open_records(fileobj, name, key_event_type, max_block_bytes)
     mapper = mapper_for(stream.event_type, options, stream.float_fields)

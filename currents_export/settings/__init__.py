@@ -1,16 +1,11 @@
 """One table of options and the frozen, typed :class:`Settings` built from it.
 
-Every option has one name and is read the same way wherever it comes from:
-
-- the command line: ``--lanes 4``;
-- the environment: ``CURRENTS_EXPORT_LANES=4`` (and, for a few options, the names the
-  Lambda documented first, e.g. ``AMPLITUDE_REGION`` or ``LEDGER_TABLE``);
-- the TOML file of ``--config`` / ``CURRENTS_EXPORT_CONFIG``: ``lanes = 4``, and its
-  ``[mapping]`` table (``mapping.settings``);
-- the Lambda's environment, through the same table.
-
-Command line > environment > file > default. Each value remembers where it came from, so
-that a problem is reported against the flag, the variable, or the file and line.
+Every option has one name, read the same way from the command line (``--lanes 4``), the
+environment (``CURRENTS_EXPORT_LANES=4``, or for a few the Lambda's first names, e.g.
+``AMPLITUDE_REGION``, ``LEDGER_TABLE``) and the TOML file of ``--config`` /
+``CURRENTS_EXPORT_CONFIG`` (``lanes = 4``; its ``[mapping]``: ``settings.mapping``), the
+Lambda's variables included. Command line > environment > file > default; each value
+remembers where it came from, so a problem names the flag, the variable, or the file and line.
 """
 
 from __future__ import annotations

@@ -18,16 +18,12 @@ DIGEST_CHUNK_BYTES = 1 << 20
 class SourceObject:
     """One Avro file to process.
 
-    ``uri`` is where it is read from (logs, dead letter, the ledger's ``location``);
-    ``key`` is the part that carries Braze's layout (``…/event_type=…/date=…/…avro``);
-    ``identity`` is what it is, the ledger's key: the same wherever the file is copied.
-
-    ``fingerprint`` is an identity known without reading the object (S3: ``s3etag:<ETag>``),
-    used for objects outside the Currents layout instead of hashing their content.
-
-    ``origin`` says, in plain picklable values, how to open it again in another process
-    (``opener`` may hold a client that cannot cross): ``("file", PATH)`` or
-    ``("s3", BUCKET, KEY, VERSION_ID or "")``; None when it cannot be.
+    ``uri``: where it is read from (logs, dead letter, the ledger's ``location``). ``key``:
+    the part in Braze's layout (``…/event_type=…/date=…/…avro``). ``identity``: the ledger's
+    key, the same wherever the file is copied; outside the layout, ``fingerprint`` (S3:
+    ``s3etag:<ETag>``) stands in for hashing the content. ``origin``: how another process
+    opens it again, picklable (``("file", PATH)``, ``("s3", BUCKET, KEY, VERSION_ID or "")``;
+    None: it cannot), since ``opener`` may hold a client that cannot cross.
     """
 
     uri: str

@@ -1,19 +1,13 @@
 """Parse every event shape the Lambda receives into objects to process, and build its responses.
 
-Pure functions: no I/O, no boto3. Shapes handled (see ``parse_invocation``):
+Pure functions, no I/O. Shapes (``parse_invocation``): S3 notifications (and
+``s3:TestEvent``), direct or in SQS, in SNS (S3 → SNS → SQS) or EventBridge envelopes; SNS
+and EventBridge direct; our backfill dispatcher's ``currents_export`` messages; S3 Batch
+Operations (schemas 1.0 and 2.0).
 
-* direct S3 notifications (``Records[].eventSource == "aws:s3"``);
-* SQS batches whose message bodies hold an S3 notification, the ``s3:TestEvent``, an SNS
-  envelope (S3 → SNS → SQS), an EventBridge event, or a ``currents_export`` message written by
-  our own backfill dispatcher;
-* SNS → Lambda (``Records[].EventSource == "aws:sns"``);
-* EventBridge → Lambda (``detail-type`` / ``detail``);
-* S3 Batch Operations, invocation schema 1.0 and 2.0.
-
-Key encoding: keys in S3 notifications and Batch Operations tasks are form-URL-encoded (a
-literal ``+`` arrives as ``%2B``, a space as ``+``) and are decoded exactly once with
-``unquote_plus``. Keys from our dispatcher come from ``ListObjectsV2`` and are raw: never
-decoded. EventBridge keys are decoded only when they contain ``%``.
+Keys: S3 notifications and Batch Operations tasks are form-URL-encoded (``+`` is a space,
+``%2B`` a plus) and decoded exactly once with ``unquote_plus``; the dispatcher's come from
+``ListObjectsV2`` raw and are never decoded; EventBridge's only when they contain ``%``.
 """
 
 from __future__ import annotations

@@ -63,13 +63,13 @@ def s3_client(
     included; None: the CLI's ``AWS_MAX_ATTEMPTS``, else 10 (botocore's ``max_attempts``,
     which counts retries).
     """
-    import boto3  # here: a sixth of a second of every start, and a local replay needs none
+    import boto3  # here: slow to import (README, Performance), and a local replay needs none
     from botocore.config import Config
 
     config = Config(
         retries=(
             # botocore's standard retries; AWS_MAX_ATTEMPTS lowers them (an unreachable
-            # endpoint costs about 30 s of backoff at 10 attempts).
+            # endpoint is retried with backoff: README, Performance, says for how long).
             {"mode": "standard", "max_attempts": _max_attempts()} if max_attempts is None
             else {"mode": "standard", "total_max_attempts": max_attempts}
         ),

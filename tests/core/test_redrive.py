@@ -15,6 +15,7 @@ import pytest
 
 from currents_export.amplitude.api import RequestLimits, RetryPolicy, endpoint_url
 from currents_export.amplitude.client import AmplitudeClient
+from currents_export.compose import lanes_over
 from currents_export.core.redrive import Redrive
 from currents_export.deadletter import (
     DeadLetter,
@@ -330,8 +331,9 @@ def test_a_file_that_fails_does_not_poison_the_next_one(
         jitter=lambda: 0.5,
     )
     try:
-        summary = Redrive(client, RequestLimits(max_events=10, max_body_bytes=1_000_000),
-                          min_id_length=5, lanes=1).run(DirectoryStore(directory))
+        limits = RequestLimits(max_events=10, max_body_bytes=1_000_000)
+        summary = Redrive(lanes_over(client, limits, 1, stop_on_failure=True),
+                          min_id_length=5).run(DirectoryStore(directory))
     finally:
         client.close()
 
