@@ -42,6 +42,9 @@ class DryRunOutbox(Generic[Ref]):
     def failed(self) -> BaseException | None:
         return None
 
+    def flush(self) -> None:
+        self._report()
+
     def drain(self) -> None:
         self._report()
 

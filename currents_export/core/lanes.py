@@ -62,6 +62,9 @@ class Outbox(Protocol[Ref]):
 
     def drain(self) -> None: ...
 
+    def flush(self) -> None:
+        """Hand over what is held back (the reader is about to wait)."""
+
     def close(self) -> None: ...
 
     def take_stats(self) -> tuple[int, int]: ...
@@ -236,6 +239,11 @@ class Lanes(Generic[Ref]):
             if rest:
                 self._put(lane, rest)
 
+    def flush(self) -> None:
+        """Queue every lane's open request now (the linger would, a moment later)."""
+        for lane in self._lanes:
+            self._send_open(lane.index)
+
     def _linger_loop(self) -> None:
         """Close open requests of idle lanes once they have waited ``linger_s``."""
         tick = max(self._linger_s / 2, 0.005)
@@ -405,7 +413,7 @@ class _Lane(threading.Thread, Generic[Ref]):
         self.budget: dict[str, int] = {}
         self.pace: dict[str, float] = {}  # id → the pause Amplitude asked for
         self.progressed_at = 0.0  # when a held event last got through
-        self.busy = False  # sending (read by the linger thread)
+        self.busy = False  # sending: a hint for the linger thread (a stale read only delays)
 
     def run(self) -> None:
         while True:

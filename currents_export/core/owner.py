@@ -231,19 +231,24 @@ class ObjectOwner:
         self._finished = ProgressSnapshot()  # what the finished objects add up to
         self._snapshot = ProgressSnapshot()
         self._snapshot_at = 0.0
-        self._closed = False
+        self._watched = threading.Event()  # set by snapshot(), from a watching thread
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._work, name="object-owner", daemon=True)
         self._thread.start()
 
     # ---- posting side (any thread) ------------------------------------------------------
 
     def _post(self, message: Message) -> None:
-        if not self._closed:  # a lane answering after the run ended: its events are pending
+        if not self._closed.is_set():  # a lane answering after the run: its events pend
             self._queue.put(message)
 
-    def wait_for_room(self, ended: Callable[[], object]) -> bool:
-        """Wait for a free place among the open objects; False when ``ended()`` says the
-        run is over first."""
+    def wait_for_room(self, ended: Callable[[], object], waiting: Callable[[], None]) -> bool:
+        """Wait for a free place among the open objects, calling ``waiting()`` first when
+        there is none (the outbox hands over what it holds back: the open objects may be
+        waiting for it); False when ``ended()`` says the run is over first."""
+        if self._room.acquire(blocking=False):
+            return True
+        waiting()
         while not self._room.acquire(timeout=0.2):
             if ended() is not None:
                 return False
@@ -282,7 +287,9 @@ class ObjectOwner:
         self._post(Skipped(refs, reason))
 
     def snapshot(self) -> ProgressSnapshot:
-        """The latest published snapshot (refreshed a few times a second)."""
+        """The latest published snapshot: refreshed a few times a second once anyone asks
+        (a run nobody watches pays nothing for it)."""
+        self._watched.set()
         return self._snapshot
 
     def close(self, run_error: BaseException | None) -> RunSummary:
@@ -290,7 +297,7 @@ class ObjectOwner:
         dead letter, stop the thread, and hand over the summary."""
         self._queue.put(RunEnded(run_error))
         self._queue.put(None)
-        self._closed = True
+        self._closed.set()
         self._thread.join()
         return self._summary
 
@@ -311,10 +318,11 @@ class ObjectOwner:
                     self._handle(message)
                 except Exception:  # a bug: logged, and the other objects go on
                     log.exception("the object owner failed on %s", type(message).__name__)
-            now = time.monotonic()
-            if changed and now - self._snapshot_at >= _SNAPSHOT_EVERY_S:
-                self._publish(now)
-                changed = False
+            if changed and self._watched.is_set():
+                now = time.monotonic()
+                if now - self._snapshot_at >= _SNAPSHOT_EVERY_S:
+                    self._publish(now)
+                    changed = False
         try:
             self._settings.dead_letter.flush()
         except Exception as exc:

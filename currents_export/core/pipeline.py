@@ -104,7 +104,8 @@ class Pipeline:
         try:
             for source in objects:
                 if ending.why is None:
-                    owner.wait_for_room(lambda: ending.check(self.stop, outbox))
+                    owner.wait_for_room(lambda: ending.check(self.stop, outbox),
+                                        outbox.flush)
                     ending.check(self.stop, outbox)
                 if ending.why is not None:
                     owner.not_started(source, ending.why)
