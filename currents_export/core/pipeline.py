@@ -96,7 +96,11 @@ class Pipeline:
             checkpoint_every=self.checkpoint_every, force=self.force,
             retry_failed=self.retry_failed, dry_run=self.dry_run,
             max_open_objects=self.max_open_objects, on_object=self.on_object))
-        outbox = self.open_outbox(owner)
+        try:
+            outbox = self.open_outbox(owner)
+        except BaseException:
+            owner.close(None)
+            raise
         reader = ObjectReader(outbox, owner, self.stop, self.options, self.min_id_length,
                               self.output, self.seen_ids, self.deletions)
         ending = _Ending()
