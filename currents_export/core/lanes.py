@@ -27,7 +27,7 @@ from typing import Generic, Protocol, TypeVar
 from currents_export.amplitude.api import RequestLimits
 from currents_export.amplitude.batching import PendingEvent, RequestPacker, pack_all
 from currents_export.amplitude.client import AmplitudeClient
-from currents_export.errors import DeliveryFailed, SendError, ends_run
+from currents_export.errors import DeliveryFailed, SendError, SendInterrupted, ends_run
 from currents_export.stopping import Stop
 
 log = logging.getLogger(__name__)
@@ -240,9 +240,13 @@ class Lanes(Generic[Ref]):
                 self._put(lane, rest)
 
     def flush(self) -> None:
-        """Queue every lane's open request now (the linger would, a moment later)."""
+        """Queue every lane's open request now (the linger would, a moment later). After a
+        stop, what cannot be queued is abandoned (pending), never raised."""
         for lane in self._lanes:
-            self._send_open(lane.index)
+            try:
+                self._send_open(lane.index)
+            except SendInterrupted:
+                return
 
     def _linger_loop(self) -> None:
         """Close open requests of idle lanes once they have waited ``linger_s``."""

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 OBJECT_FAILED = "object_failed"  # dead-letter reason of a whole object that cannot be read
 AMPLITUDE_DEDUP_DAYS = 7  # Amplitude drops a repeated insert_id only within this window
 MAX_OPEN_OBJECTS = 64  # objects read but not yet finished, at most (the rest wait)
-_QUEUE_DEPTH = 256  # messages waiting for the owner: a stalled owner holds the lanes back
+_QUEUE_DEPTH = 64  # messages waiting for the owner: a stalled owner holds the others back
 _SNAPSHOT_EVERY_S = 0.25
 
 
@@ -157,7 +157,9 @@ class ReadEnded:
 
 @dataclass(slots=True)
 class Delivered:
-    refs: list[EventRef]
+    """One request's delivered events: (object, record index, warnings) each."""
+
+    events: list[tuple[ObjectHandle, int, tuple[str, ...]]]
 
 
 @dataclass(slots=True)
@@ -259,7 +261,13 @@ class ObjectOwner:
         ConfigurationError that ends the run."""
         answer: Future[ObjectHandle | None] = Future()
         self._post(Claim(source, answer))
-        return answer.result()
+        while True:
+            try:
+                return answer.result(timeout=1.0)
+            except TimeoutError:
+                if not self._thread.is_alive():
+                    raise DeliveryFailed("the object owner stopped (a bug: see the log); "
+                                         "the objects left resume on the next run") from None
 
     def not_started(self, source: SourceObject, why: str) -> None:
         self._post(NotStarted(source, why))
@@ -275,7 +283,8 @@ class ObjectOwner:
         self._post(ended)
 
     def delivered(self, refs: list[EventRef]) -> None:
-        self._post(Delivered(refs))
+        # Only where each event belongs travels on: the payloads are freed at once.
+        self._post(Delivered([(ref.obj, ref.index, ref.warnings) for ref in refs]))
 
     def rejected(self, refused: list[tuple[EventRef, str, str]]) -> None:
         self._post(Rejected(refused))
@@ -321,18 +330,24 @@ class ObjectOwner:
             if changed and self._watched.is_set():
                 now = time.monotonic()
                 if now - self._snapshot_at >= _SNAPSHOT_EVERY_S:
-                    self._publish(now)
                     changed = False
+                    try:
+                        self._publish(now)
+                    except Exception:  # a display must not stop the owner
+                        log.exception("publishing the progress snapshot failed")
         try:
             self._settings.dead_letter.flush()
         except Exception as exc:
             log.error("could not flush the dead letter (%s)", exc)
-        self._publish(time.monotonic())
+        try:
+            self._publish(time.monotonic())
+        except Exception:
+            log.exception("publishing the progress snapshot failed")
 
     def _handle(self, message: Message) -> None:
         match message:
-            case Delivered(refs):
-                self._delivered(refs)
+            case Delivered(events):
+                self._delivered(events)
             case Settled(handle, entries, read):
                 obj = self._open.get(handle)
                 if obj is not None and not obj.finished:
@@ -360,12 +375,7 @@ class ObjectOwner:
                 for handle in touched:
                     self._check(self._open[handle])
             case Claim(source, answer):
-                try:
-                    self._claim(source, answer)
-                except BaseException as exc:  # a bug: the reader must not wait forever
-                    if not answer.done():
-                        answer.set_exception(exc)
-                    raise
+                self._claim(source, answer)
             case Opened(handle, event_type):
                 obj = self._open.get(handle)
                 if obj is not None:
@@ -379,20 +389,19 @@ class ObjectOwner:
             case RunEnded(error):
                 self._finish_open(error)
 
-    def _delivered(self, refs: list[EventRef]) -> None:
+    def _delivered(self, events: list[tuple[ObjectHandle, int, tuple[str, ...]]]) -> None:
         """One request's delivered events (of one object or several)."""
-        first = refs[0].obj
-        if all(ref.obj is first for ref in refs):
-            groups = {first: refs}
-        else:
-            groups = {}
-            for ref in refs:
-                groups.setdefault(ref.obj, []).append(ref)
+        groups: dict[ObjectHandle, list[tuple[int, tuple[str, ...]]]] = {}
+        for handle, index, warnings in events:
+            group = groups.get(handle)
+            if group is None:
+                group = groups[handle] = []
+            group.append((index, warnings))
         for handle, delivered in groups.items():
             obj = self._open.get(handle)
             if obj is None or obj.finished:
                 continue
-            obj.progress.resolve_delivered([(ref.index, ref.warnings) for ref in delivered])
+            obj.progress.resolve_delivered(delivered)
             self._check(obj)
 
     def _settle_entries(self, obj: _Open, entries: list[Resolution | Refusal]) -> None:
@@ -422,6 +431,24 @@ class ObjectOwner:
 
     def _claim(self, source: SourceObject, answer: Future[ObjectHandle | None]) -> None:
         report = ObjectReport(object=source.uri, event_type=source.key_event_type)
+        try:
+            self._claim_or_settle(source, report, answer)
+        except Exception as exc:  # a bug, or a ledger row it cannot use: the object fails
+            log.debug("%s: could not be claimed", source.uri, exc_info=True)
+            if answer.done():  # opened already: it fails as an open object
+                return
+            report.status, report.error = "failed", str(exc) or type(exc).__name__
+            _log_failure(source, report)
+            if report.identity:
+                try:
+                    self._settings.ledger.fail(report.identity, report.error)
+                except Exception as fail_exc:  # the report says it failed anyway
+                    log.debug("%s: %s", source.uri, fail_exc)
+            self._settle(source, report, None)
+            answer.set_result(None)
+
+    def _claim_or_settle(self, source: SourceObject, report: ObjectReport,
+                         answer: Future[ObjectHandle | None]) -> None:
         try:
             resume = self._begin(source, report)
         except ConfigurationError as exc:

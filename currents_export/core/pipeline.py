@@ -20,6 +20,7 @@ not reach are reported not started.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -45,7 +46,7 @@ from currents_export.errors import (
     CurrentsExportError,
     Interrupted,
 )
-from currents_export.ledger import Ledger
+from currents_export.ledger import Ledger, NoLedger
 from currents_export.mapping import MappingOptions
 from currents_export.sources import SourceObject
 from currents_export.stopping import Stop
@@ -82,6 +83,10 @@ class Pipeline:
     _owner: ObjectOwner | None = field(default=None, init=False, repr=False)
     _last: ProgressSnapshot = field(default_factory=ProgressSnapshot, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.dry_run:
+            self.ledger = NoLedger()  # a dry run neither reads nor writes one
+
     def run(self, objects: Iterable[SourceObject]) -> RunSummary:
         """Process every object; one failing object never stops the others.
 
@@ -108,8 +113,9 @@ class Pipeline:
         try:
             for source in objects:
                 if ending.why is None:
-                    owner.wait_for_room(lambda: ending.check(self.stop, outbox),
-                                        outbox.flush)
+                    with contextlib.suppress(Interrupted):  # the check below sees a stop
+                        owner.wait_for_room(lambda: ending.check(self.stop, outbox),
+                                            outbox.flush)
                     ending.check(self.stop, outbox)
                 if ending.why is not None:
                     owner.not_started(source, ending.why)

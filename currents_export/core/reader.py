@@ -50,6 +50,7 @@ from currents_export.support.jsonbytes import kept_json
 
 EVENT_TOO_LARGE = "event_too_large"
 _POST_EVERY = 256  # records between posts to the owner (and checks of the stop)
+_REFUSALS_PER_POST = 16  # refused records hold their record and event: posted sooner
 _VALID_IDS_REMEMBERED = 100_000
 # An object whose records are overwhelmingly unusable is corrupt, not drifted: after this
 # many records, if more than this share could not be mapped, it stops as permanently failed
@@ -89,7 +90,6 @@ class ObjectReader:
         handle = state.handle
         source = handle.source
         stop, deletions, owner = self.stop, self.deletions, self.owner
-        entries = state.entries
         with source.open() as fileobj:
             records = mapped_records(fileobj, source.uri, self.options, source.key_event_type,
                                      start=handle.resumed_from, repeated=self._repeated)
@@ -106,9 +106,8 @@ class ObjectReader:
                     failure = handle.failure  # some of its events failed: read no further,
                     if failure is not None:   # its later events would overtake them
                         raise failure
-                    if entries:
-                        owner.settled(handle, entries, state.read - 1)
-                        entries = state.entries = []
+                    if state.entries:
+                        state.post(owner, state.read - 1)
                 if deletions.active and not isinstance(result, Duplicate):
                     result = self._deletion_outcome(delete_requests, record, result)
                 if isinstance(result, Mapped):
@@ -122,7 +121,8 @@ class ObjectReader:
                         state.in_hand = 0
                         continue
                 if isinstance(result, Rejected):
-                    entries.append(Refusal(index, record, None, result.reason, result.detail))
+                    state.refuse(owner, Refusal(index, record, None, result.reason,
+                                                result.detail))
                     state.in_hand = 0
                     if result.reason == MAPPING_ERROR:
                         unusable += 1
@@ -136,10 +136,10 @@ class ObjectReader:
                                 "dead letter); the object looks corrupt and is not read "
                                 "further")
                 elif isinstance(result, Duplicate):
-                    entries.append((index, DUPLICATE, None))
+                    state.entries.append((index, DUPLICATE, None))
                     state.in_hand = 0
                 else:
-                    entries.append((index, SKIPPED, result.reason))
+                    state.entries.append((index, SKIPPED, result.reason))
                     state.in_hand = 0
 
     def _deletion_outcome(self, delete_request: bool, record: dict[str, Any],
@@ -190,8 +190,8 @@ class ObjectReader:
         """Write to --output and hand the event to the outbox."""
         event = mapped.event
         if isinstance(payload, str):  # ids Amplitude would refuse
-            state.entries.append(Refusal(index, record, event, INVALID_ID, payload,
-                                         mapped.warnings))
+            state.refuse(self.owner, Refusal(index, record, event, INVALID_ID, payload,
+                                             mapped.warnings))
             return
         newest = state.newest_event_ms
         if newest is None or event["time"] > newest:
@@ -207,8 +207,8 @@ class ObjectReader:
         try:
             self.outbox.submit(PendingEvent(payload, ref, ids))
         except EventTooLarge as exc:
-            state.entries.append(Refusal(index, record, orjson.Fragment(payload),
-                                         EVENT_TOO_LARGE, str(exc), mapped.warnings))
+            state.refuse(self.owner, Refusal(index, record, orjson.Fragment(payload),
+                                             EVENT_TOO_LARGE, str(exc), mapped.warnings))
 
     def _id_problem(self, event: dict[str, Any]) -> str | None:
         """``id_problem``, remembering ids already found valid (users recur in a file)."""
@@ -233,9 +233,23 @@ class _Reading:
     read: int = 0
     in_hand: int = 0
     newest_event_ms: int | None = None
+    refusals: int = 0  # in ``entries``
 
     def __post_init__(self) -> None:
         self.read = self.handle.resumed_from
+
+    def refuse(self, owner: ObjectOwner, refusal: Refusal) -> None:
+        """Settle a refused record; the batch goes to the owner sooner when it holds
+        several (each keeps its record and event)."""
+        self.entries.append(refusal)
+        self.refusals += 1
+        if self.refusals >= _REFUSALS_PER_POST:
+            self.post(owner, self.read)
+
+    def post(self, owner: ObjectOwner, read: int) -> None:
+        """Hand the settled records to the owner, with how far reading got."""
+        owner.settled(self.handle, self.entries, read)
+        self.entries, self.refusals = [], 0
 
     def ended(self, error: BaseException | None) -> ReadEnded:
         return ReadEnded(self.handle, self.entries, self.read, self.newest_event_ms, error,

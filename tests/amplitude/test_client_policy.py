@@ -25,6 +25,7 @@ from currents_export.amplitude.client import (
     SendOutcome,
 )
 from currents_export.errors import AmplitudeSetupError, ConfigurationError, DeliveryFailed
+from tests.support.fake_amplitude import ack, status
 
 URL = "https://api2.amplitude.com/batch"
 SECRET = "secret-api-key-42"
@@ -33,18 +34,6 @@ THROTTLE_PAUSE_S = 15.0
 # What the script may hold: a response, an httpx error to raise (a type, raised with the
 # request), or a function of the request.
 Answer = httpx.Response | type[httpx.HTTPError] | Callable[[httpx.Request], httpx.Response]
-
-
-def ack(count: int) -> httpx.Response:
-    """Amplitude's acknowledgement of ``count`` events (§5, 200)."""
-    return httpx.Response(200, json={"code": 200, "events_ingested": count,
-                                     "payload_size_bytes": 50,
-                                     "server_upload_time": 1396381378123})
-
-
-def status(code: int, **body: Any) -> httpx.Response:
-    """A JSON answer whose ``code`` equals the HTTP status, as Amplitude's always does."""
-    return httpx.Response(code, json={"code": code, **body})
 
 
 class FakeAmplitude:
