@@ -16,7 +16,6 @@ log in ``redrive-log/`` (never listed as dead letter).
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections import Counter
@@ -58,6 +57,9 @@ class DeadLetterFields(TypedDict):
 
 
 class DeadLetter(Protocol):
+    """Where refused records go. One thread writes and flushes it: the run's object owner
+    (``core.owner``), so it needs no lock."""
+
     written: int
 
     @property
@@ -125,7 +127,6 @@ class DeadLetterDirectory:
         self._parts = 0
         self.path: Path | None = None  # the latest closed file
         self.written = 0
-        self._lock = threading.Lock()  # lanes write from several threads
 
     def __repr__(self) -> str:
         return f"DeadLetterDirectory({str(self.directory)!r})"
@@ -138,11 +139,10 @@ class DeadLetterDirectory:
 
     def write(self, **fields: Unpack[DeadLetterFields]) -> None:
         line = dead_letter_line(**fields)
-        with self._lock:
-            if self._file is None:
-                self._file = self._open_part()
-            self._file.write(line)
-            self.written += 1
+        if self._file is None:
+            self._file = self._open_part()
+        self._file.write(line)
+        self.written += 1
 
     def _open_part(self) -> IO[bytes]:
         make_private_dirs(self.directory)
@@ -155,20 +155,19 @@ class DeadLetterDirectory:
 
     def flush(self) -> None:
         """Make every line written so far durable, in a closed ``.jsonl`` file."""
-        with self._lock:
-            file, part = self._file, self._part
-            if file is None or part is None:
-                return
-            self._file = self._part = None  # even when closing fails: never append to it again
-            try:
-                file.flush()
-                os.fsync(file.fileno())
-            finally:
-                file.close()
-            closed = part.with_name(part.name.removesuffix(PART_SUFFIX))
-            os.rename(part, closed)
-            _fsync_directory(self.directory)
-            self.path = closed
+        file, part = self._file, self._part
+        if file is None or part is None:
+            return
+        self._file = self._part = None  # even when closing fails: never append to it again
+        try:
+            file.flush()
+            os.fsync(file.fileno())
+        finally:
+            file.close()
+        closed = part.with_name(part.name.removesuffix(PART_SUFFIX))
+        os.rename(part, closed)
+        _fsync_directory(self.directory)
+        self.path = closed
 
     def close(self) -> None:
         self.flush()
@@ -191,7 +190,6 @@ class S3DeadLetter:
         self._name = _run_name()
         self._buffer: list[bytes] = []
         self._parts = 0
-        self._lock = threading.Lock()
         self.written = 0
 
     def __repr__(self) -> str:
@@ -206,19 +204,17 @@ class S3DeadLetter:
 
     def write(self, **fields: Unpack[DeadLetterFields]) -> None:
         line = kept(dead_letter_line(**fields))  # held until the next flush
-        with self._lock:
-            self._buffer.append(line)
-            self.written += 1
+        self._buffer.append(line)
+        self.written += 1
 
     def flush(self) -> None:
-        with self._lock:
-            if not self._buffer:
-                return
-            self._parts += 1
-            folder = f"{self.prefix}/" if self.prefix else ""
-            key = f"{folder}{self._name}-{self._parts:06d}{CLOSED_SUFFIX}"
-            _put(self._client, self.bucket, key, b"".join(self._buffer), self.kms_key)
-            self._buffer.clear()
+        if not self._buffer:
+            return
+        self._parts += 1
+        folder = f"{self.prefix}/" if self.prefix else ""
+        key = f"{folder}{self._name}-{self._parts:06d}{CLOSED_SUFFIX}"
+        _put(self._client, self.bucket, key, b"".join(self._buffer), self.kms_key)
+        self._buffer.clear()
 
     def close(self) -> None:
         self.flush()
