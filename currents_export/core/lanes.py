@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Ref = TypeVar("Ref")
 
+
 class Sink(Protocol[Ref]):
     """Where an outbox reports what became of each event (called from lane threads)."""
 

@@ -437,9 +437,10 @@ class ObjectOwner:
             log.debug("%s: could not be claimed", source.uri, exc_info=True)
             if answer.done():  # opened already: it fails as an open object
                 return
+            claimed = report.status == "done"  # begin took the lease: give it back
             report.status, report.error = "failed", str(exc) or type(exc).__name__
             _log_failure(source, report)
-            if report.identity:
+            if claimed and report.identity:
                 try:
                     self._settings.ledger.fail(report.identity, report.error)
                 except Exception as fail_exc:  # the report says it failed anyway
