@@ -11,7 +11,6 @@ from typing import Any, Literal
 ObjectStatus = Literal["done", "already_done", "skipped_failed", "failed"]
 
 DRY_RUN = "dry_run"  # the skipped reason of the events a dry run did not send
-UNITEMIZED = "(unitemized)"  # the reason of a count read back without its reasons
 
 
 @dataclass(slots=True)
@@ -86,19 +85,6 @@ class Tally:
             "duplicates": self.duplicates,
         }
 
-    @classmethod
-    def from_totals(cls, data: dict[str, Any]) -> Tally:
-        """What ``totals_json`` wrote: it keeps no reasons, so each bucket's count comes
-        back under ``UNITEMIZED``."""
-        def bucket(name: str) -> Counter[str]:
-            count = int(data.get(name, 0))
-            return Counter({UNITEMIZED: count} if count else {})
-
-        return cls(records=int(data.get("records", 0)),
-                   delivered=int(data.get("delivered", 0)),
-                   skipped=bucket("skipped"), dead_lettered=bucket("dead_lettered"),
-                   duplicates=int(data.get("duplicates", 0)))
-
 
 @dataclass(slots=True)
 class ObjectReport(Tally):
@@ -122,42 +108,6 @@ class ObjectReport(Tally):
 
     def figures(self) -> dict[str, Any]:
         return {"event_type": self.event_type, **self.tally_json()}
-
-    def to_json(self) -> dict[str, Any]:
-        """Everything in the report."""
-        return {
-            **self.tally_json(),
-            "object": self.object,
-            "event_type": self.event_type,
-            "status": self.status,
-            "pending": self.pending,
-            "resumed": self.resumed,
-            "newest_event_ms": self.newest_event_ms,
-            "error": self.error,
-            "retryable": self.retryable,
-            "not_started": self.not_started,
-            "identity": self.identity,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ObjectReport:
-        tally = Tally.from_json(data)
-        newest = data.get("newest_event_ms")
-        return cls(
-            records=tally.records, delivered=tally.delivered, skipped=tally.skipped,
-            dead_lettered=tally.dead_lettered, duplicates=tally.duplicates,
-            warnings=tally.warnings, requests=tally.requests, retries=tally.retries,
-            object=str(data.get("object", "")),
-            event_type=data.get("event_type"),
-            status=data.get("status", "done"),
-            pending=int(data.get("pending", 0)),
-            resumed=int(data.get("resumed", 0)),
-            newest_event_ms=None if newest is None else int(newest),
-            error=data.get("error"),
-            retryable=bool(data.get("retryable", True)),
-            not_started=bool(data.get("not_started", False)),
-            identity=str(data.get("identity", "")),
-        )
 
 
 @dataclass(slots=True)
@@ -252,34 +202,6 @@ class RunSummary(Tally):
             "worker_restarts": self.worker_restarts,
             **({"deletions": self.deletions} if self.deletions is not None else {}),
         }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunSummary:
-        """The summary ``to_json`` wrote (``by_event_type``: see ``Tally.from_totals``)."""
-        tally = Tally.from_json(data)
-        return cls(
-            records=tally.records, delivered=tally.delivered, skipped=tally.skipped,
-            dead_lettered=tally.dead_lettered, duplicates=tally.duplicates,
-            warnings=tally.warnings, requests=tally.requests, retries=tally.retries,
-            dry_run=bool(data.get("dry_run", False)),
-            objects_done=int(data.get("objects_done", 0)),
-            objects_already_done=int(data.get("objects_already_done", 0)),
-            objects_failed=int(data.get("objects_failed", 0)),
-            objects_failed_permanently=int(data.get("objects_failed_permanently", 0)),
-            objects_not_started=int(data.get("objects_not_started", 0)),
-            objects_skipped_failed=int(data.get("objects_skipped_failed", 0)),
-            pending_records=int(data.get("pending_records", 0)),
-            resumed_records=int(data.get("resumed_records", 0)),
-            elapsed_s=float(data.get("elapsed_s", 0.0)),
-            by_event_type={name: Tally.from_totals(totals)
-                           for name, totals in data.get("by_event_type", {}).items()},
-            failures=list(data.get("failures", [])),
-            dead_letter_file=data.get("dead_letter_file"),
-            configuration_error=data.get("configuration_error"),
-            interrupted=bool(data.get("interrupted", False)),
-            worker_restarts=int(data.get("worker_restarts", 0)),
-            deletions=data.get("deletions"),
-        )
 
     def render(self) -> str:
         """The end-of-run table, one row per event type, then the totals."""
@@ -411,11 +333,3 @@ class ProgressSnapshot:
     def __add__(self, other: ProgressSnapshot) -> ProgressSnapshot:
         return ProgressSnapshot(*(getattr(self, f.name) + getattr(other, f.name)
                                   for f in dataclasses.fields(self)))
-
-    def to_json(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ProgressSnapshot:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: int(v) for k, v in data.items() if k in names})

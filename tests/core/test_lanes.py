@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import zlib
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +13,7 @@ from currents_export.amplitude.api import RequestLimits, RetryPolicy
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.core.lanes import Lanes
+from tests.support.lane_events import in_lane, per_id_order, workload
 from tests.support.servers import RecordingServer
 from tests.support.sinks import RecordingSink
 
@@ -26,23 +25,6 @@ def server() -> Iterator[RecordingServer]:
     recording = RecordingServer(delay_s=0.003)
     yield recording
     recording.close()
-
-
-def workload(n: int = 900) -> list[dict[str, str]]:
-    """Users with their own devices, device-only events, and a few shared devices."""
-    events = []
-    for i in range(n):
-        user = f"user-{i % 37:03d}"
-        kind = i % 10
-        event = {"event_type": "e", "insert_id": f"i-{i:05d}"}
-        if kind < 7:
-            event |= {"user_id": user, "device_id": f"dev-of-{user}"}
-        elif kind < 9:
-            event |= {"device_id": f"anon-{i % 11:03d}"}
-        else:  # a shared device: links users that otherwise live in different lanes
-            event |= {"user_id": user, "device_id": f"kiosk-{i % 3}"}
-        events.append(event)
-    return events
 
 
 def deliver(url: str, events: list[dict[str, str]], lanes: int = 4) -> tuple[list, list]:
@@ -66,19 +48,10 @@ def deliver(url: str, events: list[dict[str, str]], lanes: int = 4) -> tuple[lis
     return sink.delivered_refs, [(ref, reason) for ref, reason, _ in sink.rejected_refs]
 
 
-def per_id_order(events: list[dict[str, str]]) -> dict[str, list[str]]:
-    order: dict[str, list[str]] = defaultdict(list)
-    for event in events:
-        for key in ("user_id", "device_id"):
-            if key in event:
-                order[event[key]].append(event["insert_id"])
-    return order
-
-
 def test_every_event_once_in_per_id_order_and_never_two_requests_per_id(
     server: RecordingServer,
 ) -> None:
-    events = workload()
+    events = workload(900)
     delivered, rejected = deliver(server.url, events)
     assert sorted(delivered) == sorted(e["insert_id"] for e in events)
     assert rejected == []
@@ -151,18 +124,12 @@ class _BrokenFor:
         return outcome
 
 
-def _in_lane(lane: int, prefix: str, lanes: int = 2) -> str:
-    """An id that ``Lanes`` hashes to ``lane``."""
-    return next(f"{prefix}-{i}" for i in range(100)
-                if zlib.crc32(f"{prefix}-{i}".encode()) % lanes == lane)
-
-
 def test_a_request_that_fails_with_a_bug_lets_go_of_its_ids() -> None:
     """Requests in two lanes fail with a bug: once the failure is drained, an event sharing
     an id with each of them is delivered (it does not wait for lanes that will never let
     go of those ids)."""
     client = _BrokenFor({"first", "second"})
-    user, device = _in_lane(0, "user"), _in_lane(1, "device")
+    user, device = in_lane(0, "user", 2), in_lane(1, "device", 2)
     sink = RecordingSink()
     lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=2,  # type: ignore[arg-type]
                               sink=sink, horizon_s=30)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +24,7 @@ from currents_export.amplitude.client import AmplitudeClient
 from currents_export.core.lanes import Lanes
 from currents_export.errors import AmplitudeSetupError, DeliveryFailed
 from tests.support.fake_amplitude import API_KEY, URL, FakeAmplitude, VirtualTime, status
+from tests.support.lane_events import in_lane, per_id_order, workload
 from tests.support.sinks import RecordingSink
 
 LIMITS = RequestLimits(max_events=20, max_body_bytes=100_000)
@@ -98,39 +99,6 @@ def harness() -> Iterator[Harness]:
     made.close()
 
 
-def workload(n: int = 600) -> list[dict[str, str]]:
-    """Users with their own devices, device-only events, and shared devices linking users
-    that would otherwise live in different lanes."""
-    events = []
-    for i in range(n):
-        user = f"user-{i % 37:03d}"
-        kind = i % 10
-        event = {"event_type": "e", "insert_id": f"i-{i:05d}"}
-        if kind < 7:
-            event |= {"user_id": user, "device_id": f"dev-of-{user}"}
-        elif kind < 9:
-            event |= {"device_id": f"anon-{i % 11:03d}"}
-        else:
-            event |= {"user_id": user, "device_id": f"kiosk-{i % 3}"}
-        events.append(event)
-    return events
-
-
-def per_id_order(events: list[dict[str, Any]]) -> dict[str, list[str]]:
-    order: dict[str, list[str]] = defaultdict(list)
-    for event in events:
-        for key in ("user_id", "device_id"):
-            if key in event:
-                order[event[key]].append(event["insert_id"])
-    return order
-
-
-def in_lane(lane: int, prefix: str, lanes: int) -> str:
-    """An id that ``Lanes`` hashes to ``lane`` (when nothing else owns it)."""
-    return next(f"{prefix}-{i:03d}" for i in range(1000)
-                if zlib.crc32(f"{prefix}-{i:03d}".encode()) % lanes == lane)
-
-
 class Overlapping:
     """``on_request`` of the fake: keep a request in flight until another one arrives (or a
     few milliseconds pass), so that lanes sending at once are seen at once. Only widens the
@@ -154,7 +122,7 @@ class Overlapping:
 def test_never_two_requests_in_flight_for_one_id_and_each_ids_order_is_kept(
     harness: Harness,
 ) -> None:
-    events = workload()
+    events = workload(600)
     fake = FakeAmplitude()
     fake.on_request = Overlapping()
     lanes = harness.lanes(fake, lanes=4)

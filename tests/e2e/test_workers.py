@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from currents_export.compose import build_worker_pipeline
-from currents_export.counts import ObjectReport, ProgressSnapshot, RunSummary
+from currents_export.counts import ProgressSnapshot, RunSummary
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import SqliteLedger
@@ -340,29 +340,6 @@ def test_an_object_that_kills_its_worker_every_time_is_reported_failed(
     assert summary.balanced and not summary.interrupted
     others = [f for f in files if str(f.path.resolve()) != poison]
     assert summary.records == sum(f.records for f in others)
-
-
-# ---- what crosses the pipes ----------------------------------------------------------------
-
-def test_reports_and_summaries_survive_json() -> None:
-    report = ObjectReport(object="/data/f.avro", event_type="users.behaviors.CustomEvent",
-                          status="failed", pending=3, resumed=100, newest_event_ms=17,
-                          error="boom", retryable=False, identity="currents:x")
-    report.records, report.delivered, report.duplicates = 110, 100, 2
-    report.skipped["no_identity"] = 5
-    report.dead_lettered["invalid_id"] = 3
-    report.warnings["properties_not_json"] = 1
-    copy = ObjectReport.from_json(orjson.loads(orjson.dumps(report.to_json())))
-    assert copy == report
-
-    summary = RunSummary(dry_run=True, interrupted=True, worker_restarts=2,
-                         dead_letter_file="dl/x-*.jsonl", configuration_error="bad key")
-    summary.add(report)
-    summary.add(ObjectReport(object="/data/g.avro", status="failed", not_started=True,
-                             error="not started"))
-    summary.elapsed_s = 1.5
-    again = RunSummary.from_json(orjson.loads(orjson.dumps(summary.to_json())))
-    assert again.to_json() == summary.to_json()
 
 
 @pytest.mark.parametrize("value", ["0", "65"])
