@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from currents_export.kit.emulator import (
+    DEFAULT_PROJECT_RPS_CAP,
     BucketCounts,
     Emulator,
     EmulatorConfig,
@@ -1519,6 +1520,98 @@ def test_project_eps_cap(client: httpx.Client) -> None:
     assert later.status_code == 200
     assert len(stored(client)) == 21
     assert stored(client, insert_id="insert-0010") == []
+
+
+PROJECT_THROTTLED = {"code": 429, "error": "Too many requests"}
+
+
+def test_project_rps_cap(client: httpx.Client) -> None:
+    patch_config(client, project_rps_cap=3)
+    freeze(client)
+
+    under = [  # both endpoints count, whatever the size, an empty request too
+        post(client, [make_event(0), make_event(1)]),
+        post(client, [make_event(2)], path="/batch"),
+        post(client, []),
+    ]
+    over = post(client, [make_event(10)], path="/batch")
+    other_project = post(client, [make_event(20)], api_key="other-key-1")
+    advance(client, 0.5)
+    still_over = post(client, [make_event(30)])  # refused: does not count in the window
+    advance(client, 0.7)  # the first three slid out; the refused one would still count
+    later = [post(client, [make_event(40 + i)]) for i in range(3)]
+    over_again = post(client, [make_event(50)])
+
+    assert [r.status_code for r in under] == [200, 200, 200]
+    assert over.status_code == 429
+    assert over.json() == PROJECT_THROTTLED
+    assert other_project.status_code == 200
+    assert still_over.status_code == 429
+    assert still_over.json() == PROJECT_THROTTLED
+    assert [r.status_code for r in later] == [200, 200, 200]
+    assert over_again.status_code == 429
+    refused = ("insert-0010", "insert-0030", "insert-0050")
+    assert all(stored(client, insert_id=insert_id) == [] for insert_id in refused)
+    assert len(stored(client)) == 3 + 1 + 3
+    assert len(stored(client, api_key="other-key-1")) == 1
+
+
+def test_project_eps_and_rps_caps_together(client: httpx.Client) -> None:
+    patch_config(client, project_eps_cap=10, project_rps_cap=2)
+    freeze(client)
+
+    first = post(client, [make_event(i) for i in range(8)])
+    over_events = post(client, [make_event(10 + i) for i in range(5)])  # 13 > 10 events
+    second = post(client, [make_event(20 + i) for i in range(2)])  # the 2nd request slot
+    over_requests = post(client, [], path="/batch")  # 10 + 0 events, but a 3rd request
+
+    advance(client, 1.5)  # a fresh window
+    small = [post(client, [make_event(30 + i)]) for i in range(2)]  # 2 requests, 2 events
+    advance(client, 0.5)
+    refused_by_rps = post(client, [make_event(40 + i) for i in range(8)])
+    advance(client, 0.7)  # the two small ones slid out; the refused 8 events would not have
+    full = post(client, [make_event(50 + i) for i in range(10)], path="/batch")
+
+    assert first.status_code == 200
+    assert over_events.status_code == 429
+    assert over_events.json() == PROJECT_THROTTLED
+    assert second.status_code == 200  # the events cap's refusal used no request slot
+    assert over_requests.status_code == 429
+    assert over_requests.json() == PROJECT_THROTTLED
+    assert [r.status_code for r in small] == [200, 200]
+    assert refused_by_rps.status_code == 429
+    assert refused_by_rps.json() == PROJECT_THROTTLED
+    assert full.status_code == 200  # the requests cap's refusal used no event slots
+    assert stored(client, insert_id="insert-0010") == []
+    assert stored(client, insert_id="insert-0040") == []
+    assert len(stored(client)) == 8 + 2 + 2 + 10
+
+
+def test_project_rps_cap_knob(client: httpx.Client) -> None:
+    assert client.get("/_emulator/config").json()["project_rps_cap"] is None
+
+    turned_on = patch_config(client, project_rps_cap=True)
+    freeze(client)
+    starter = [post(client, []).status_code for _ in range(DEFAULT_PROJECT_RPS_CAP + 1)]
+    assert patch_config(client, project_rps_cap=False)["project_rps_cap"] is None
+    assert post(client, [make_event(0)]).status_code == 200  # off: the full window is ignored
+    assert patch_config(client, project_rps_cap=7)["project_rps_cap"] == 7
+    turned_off = patch_config(client, project_rps_cap=None)
+
+    assert DEFAULT_PROJECT_RPS_CAP == 100  # the Starter plan's requests/s
+    assert turned_on["project_rps_cap"] == 100
+    assert starter == [200] * 100 + [429]
+    assert turned_off["project_rps_cap"] is None
+    for bad in (0, -1, 1.5, "x"):
+        response = client.patch("/_emulator/config", json={"project_rps_cap": bad})
+        assert response.status_code == 400, bad
+        assert "project_rps_cap" in response.json()["error"]
+    assert client.get("/_emulator/config").json()["project_rps_cap"] is None
+    assert EmulatorConfig().project_rps_cap is None
+    assert EmulatorConfig(project_rps_cap=100).project_rps_cap == 100
+    for bad_value in (0, -1):
+        with pytest.raises(ValueError, match="project_rps_cap"):
+            EmulatorConfig(project_rps_cap=bad_value)
 
 
 # -- windows (pure) -------------------------------------------------------------------------

@@ -5,8 +5,8 @@ A real HTTP/1.1 server on loopback, built on the standard library, that answers 
 closely enough to test the upload client: the same limits, check order and response bodies
 as Amplitude's public API documentation (https://amplitude.com/docs/apis/analytics/http-v2,
 https://amplitude.com/docs/apis/analytics/batch-event-upload), insert_id deduplication,
-optional per-id throttling, daily quota and project cap, a virtual clock, and seeded fault
-injection.
+optional per-id throttling, daily quota and project caps (events/s ``project_eps_cap``,
+requests/s ``project_rps_cap``), a virtual clock, and seeded fault injection.
 
 User Privacy API v1 (HTTP Basic: API key, secret key; see ``deletions`` for the details):
 ``POST /api/2/deletions/users`` schedules ``user_ids``/``amplitude_ids`` (at most 100, known
@@ -38,6 +38,7 @@ from .config import (
     BATCH_LIMITS,
     DEFAULT_DAILY_QUOTA,
     DEFAULT_PROJECT_EPS_CAP,
+    DEFAULT_PROJECT_RPS_CAP,
     EMPTY_EVENTS_MODES,
     SHORT_ID_MODES,
     V2_LIMITS,
@@ -120,6 +121,7 @@ __all__ = [
     "BLOCKED_ID_VALUES",
     "DEFAULT_DAILY_QUOTA",
     "DEFAULT_PROJECT_EPS_CAP",
+    "DEFAULT_PROJECT_RPS_CAP",
     "DELETIONS_PATH",
     "DELETION_DELAY_DAYS",
     "EMPTY_EVENTS_MODES",

@@ -27,6 +27,7 @@ EMPTY_EVENTS_MODES = ("ok_200", "reject_400")
 
 DEFAULT_DAILY_QUOTA = 500_000  # events per rolling 24 h per id, when the quota is turned on
 DEFAULT_PROJECT_EPS_CAP = 50_000  # events/s per project, when the cap is turned on
+DEFAULT_PROJECT_RPS_CAP = 100  # requests/s per project (Amplitude Starter plan), when turned on
 MAX_LATENCY_MS = 60_000  # the longest latency_ms accepted
 DEFAULT_DELETION_RPS = 1  # User Privacy API: requests per second per project
 DEFAULT_DELETION_IN_FLIGHT = 8  # User Privacy API: requests in flight per project
@@ -37,8 +38,17 @@ REDACTED = "<redacted>"  # what the config shows instead of a secret key
 class EmulatorConfig:
     """The emulator's knobs; all can be changed at runtime.
 
-    ``daily_quota`` and ``project_eps_cap`` are off when None; a PATCH may turn them on with
-    ``true`` (their documented defaults) or a number.
+    ``daily_quota``, ``project_eps_cap`` and ``project_rps_cap`` are off when None; a PATCH may
+    turn them on with ``true`` (their documented defaults: ``DEFAULT_DAILY_QUOTA``,
+    ``DEFAULT_PROJECT_EPS_CAP``, ``DEFAULT_PROJECT_RPS_CAP``) or a number, and off with
+    ``false`` or ``null``.
+
+    The project caps count per ``api_key`` over a sliding 1-second window, ``/2/httpapi`` and
+    ``/batch`` together: ``project_eps_cap`` the events of accepted requests,
+    ``project_rps_cap`` the accepted requests (whatever their size, empty ones included). A
+    request over either cap gets a 429 ``{"code": 429, "error": "Too many requests"}`` without
+    indexes, stores nothing and counts in neither window. ``project_eps_cap=1_000`` with
+    ``project_rps_cap=100`` emulates a project on Amplitude's Starter plan.
 
     ``latency_ms`` delays every answer of an Amplitude endpoint (``/2/httpapi``, ``/batch``,
     ``/identify``, ``/groupidentify``; not the control API) by that many milliseconds, like a
@@ -66,6 +76,7 @@ class EmulatorConfig:
     silenced_device_ids: frozenset[str] = frozenset()
     daily_quota: int | None = None  # events per rolling 24 h per (api_key, id)
     project_eps_cap: int | None = None  # events/s per api_key, both endpoints together
+    project_rps_cap: int | None = None  # requests/s per api_key, both endpoints together
     latency_ms: int = 0  # before every ingestion/identify/deletion answer, 0..MAX_LATENCY_MS
     secret_keys: dict[str, str] | None = field(default=None, repr=False)  # None = any secret
     deletion_requests_per_second: int | None = DEFAULT_DELETION_RPS  # per api_key; None = off
@@ -76,7 +87,7 @@ class EmulatorConfig:
             raise ValueError(f"short_id_mode must be one of {SHORT_ID_MODES}")
         if self.empty_events_mode not in EMPTY_EVENTS_MODES:
             raise ValueError(f"empty_events_mode must be one of {EMPTY_EVENTS_MODES}")
-        for name in ("daily_quota", "project_eps_cap"):
+        for name in ("daily_quota", "project_eps_cap", "project_rps_cap"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
                 raise ValueError(f"{name} must be None or a positive integer")
@@ -119,6 +130,7 @@ def config_to_dict(config: EmulatorConfig) -> JSONDict:
 _SWITCHED_LIMITS = {
     "daily_quota": DEFAULT_DAILY_QUOTA,
     "project_eps_cap": DEFAULT_PROJECT_EPS_CAP,
+    "project_rps_cap": DEFAULT_PROJECT_RPS_CAP,
 }
 
 

@@ -2,7 +2,7 @@
 fault rules, request log, counters, and the clock they all read.
 
 Ingestion = an optional fault pick, the stateless verdict (``validate_ingest``), then under
-the lock the stateful checks (daily quota, per-id rates, project cap) and the commit.
+the lock the stateful checks (daily quota, per-id rates, project caps) and the commit.
 
 Per-id windows (daily quota, rates) are keyed by ``(api_key, "device_id"|"user_id", id)`` with
 the ids **as sent**: an event without a device_id counts only against its user_id (the device
@@ -103,7 +103,7 @@ class _StoredBatch:
 
 QUOTA_BUCKET_S = 3_600  # the daily quota counts in 1-hour buckets …
 QUOTA_BUCKETS = 24  # … over the current hour and the 23 before it
-PROJECT_WINDOW_S = 1.0  # the project cap is a sliding 1-second window
+PROJECT_WINDOW_S = 1.0  # the project caps (events/s, requests/s) are sliding 1-second windows
 DELETION_WINDOW_S = 1.0  # deletion_requests_per_second counts over a sliding 1-second window
 FIRST_AMPLITUDE_ID = 100_000_001  # amplitude ids are given from here, in order of first event
 
@@ -130,7 +130,7 @@ class EmulatorState:
     ``clock()`` (seconds since the epoch) is the real clock given at construction until
     ``advance_clock`` switches to a virtual one (starting at the real time of that moment);
     ``use_real_clock`` switches back, and so does ``reset``. Rate windows, the daily quota,
-    the project cap, the dedup window and every timestamp read it.
+    the project caps, the dedup window and every timestamp read it.
     """
 
     def __init__(self, config: EmulatorConfig, clock: Callable[[], float] = time.time) -> None:
@@ -148,7 +148,8 @@ class EmulatorState:
         self._dedup: dict[tuple[str, str, str], float] = {}
         self._windows = SlidingWindows()
         self._quota = BucketCounts(QUOTA_BUCKET_S, QUOTA_BUCKETS)
-        self._project = SlidingWindows()
+        self._project = SlidingWindows()  # events per api_key (project_eps_cap)
+        self._project_requests = SlidingWindows()  # requests per api_key (project_rps_cap)
         self._log: deque[JSONDict] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._status_counts: Counter[int] = Counter()
         self._requests = 0
@@ -316,10 +317,9 @@ class EmulatorState:
     def _accept(
         self, batch: ValidBatch, config: EmulatorConfig, limits: EndpointLimits, endpoint: str
     ) -> Reply:
-        """The daily quota, per-id rates, project cap, then store — atomically."""
+        """The daily quota, per-id rates, project caps, then store — atomically."""
         per_id = config.rate_limits or config.daily_quota is not None
         counts = _id_counts(batch.events) if per_id else None
-        cap = config.project_eps_cap
         api_key, n = batch.api_key, len(batch.events)
         with self._lock:
             now = self.clock()
@@ -327,13 +327,8 @@ class EmulatorState:
                 rejection = self._check_ids(batch, counts, config, limits, endpoint, now)
                 if rejection is not None:
                     return rejection
-            if cap is not None:
-                self._project.sweep(now, PROJECT_WINDOW_S)
-                in_window = self._project.count(api_key, now, PROJECT_WINDOW_S, PROJECT_WINDOW_S)
-                if in_window + n > cap:
-                    return with_facts(error_reply(429, ERR_PROJECT_THROTTLED), api_key, n)
-                if n:
-                    self._project.add(api_key, now, n)
+            if self._over_project_caps(api_key, n, config, now):
+                return with_facts(error_reply(429, ERR_PROJECT_THROTTLED), api_key, n)
             if counts:
                 for key, k in counts.items():
                     if config.rate_limits:
@@ -348,6 +343,37 @@ class EmulatorState:
             "server_upload_time": int(now * 1000),
         }
         return Reply(200, body, api_key, n)
+
+    def _over_project_caps(self, api_key: str, n: int, config: EmulatorConfig, now: float) -> bool:
+        """Whether a request of ``n`` events is over ``project_eps_cap`` or
+        ``project_rps_cap``; when it is not, count it in the windows of the caps turned on.
+
+        Both caps are checked before either window is filled, so a request refused by one cap
+        uses nothing of the other. A refused request counts in neither window: like refused
+        events for ``project_eps_cap``, a refused request does not use a request slot (whether
+        Amplitude counts refused requests is not documented; this is the simplest honest
+        model, and a client that retries after a 429 gets in as soon as the window frees).
+        Every request that gets here counts as one request, whatever its size (an empty
+        ``events`` list included). Caller holds the lock.
+        """
+        eps_cap, rps_cap = config.project_eps_cap, config.project_rps_cap
+        if eps_cap is not None:
+            self._project.sweep(now, PROJECT_WINDOW_S)
+            events = self._project.count(api_key, now, PROJECT_WINDOW_S, PROJECT_WINDOW_S)
+            if events + n > eps_cap:
+                return True
+        if rps_cap is not None:
+            self._project_requests.sweep(now, PROJECT_WINDOW_S)
+            requests = self._project_requests.count(
+                api_key, now, PROJECT_WINDOW_S, PROJECT_WINDOW_S
+            )
+            if requests + 1 > rps_cap:
+                return True
+        if eps_cap is not None and n:
+            self._project.add(api_key, now, n)
+        if rps_cap is not None:
+            self._project_requests.add(api_key, now, 1)
+        return False
 
     def _check_ids(
         self,

@@ -1,6 +1,6 @@
 """Counters of accepted events over time, driven by whatever clock the caller passes in.
 
-* ``SlidingWindows`` — exact sliding windows (per-id rates, the project cap).
+* ``SlidingWindows`` — exact sliding windows (per-id rates, the project caps).
 * ``BucketCounts`` — counts in fixed buckets over a span of buckets (the daily quota: 1-hour
   buckets over 24 h), so memory stays bounded by the ids active in the span.
 
