@@ -25,9 +25,11 @@ import orjson
 
 from currents_export import __version__
 from currents_export.amplitude.api import REQUEST_LIMITS
+from currents_export.amplitude.pacing import Pacer, PaceState
 from currents_export.aws.explain import explain
 from currents_export.compose import (
     build_client,
+    build_pacer,
     build_pipeline,
     build_privacy_client,
     build_worker_pipeline,
@@ -43,7 +45,7 @@ from currents_export.counts import RunSummary
 from currents_export.currents.schemas import pii_fields
 from currents_export.deletions.store import DeletionStore
 from currents_export.deletions.submit import deletion_status, render_status, submit_deletions
-from currents_export.display import LiveProgress
+from currents_export.display import LiveProgress, SnapshotProvider
 from currents_export.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED_TWICE,
@@ -89,6 +91,7 @@ from currents_export.sources.s3 import (
 )
 from currents_export.stopping import Stop
 from currents_export.support.logs import setup_logging
+from currents_export.workers import CONTEXT as WORKER_CONTEXT
 from currents_export.workers import WorkerPool, WorkerSpec, default_workers
 
 log = logging.getLogger("currents_export")
@@ -267,14 +270,36 @@ def run_objects(
     stop = Stop()
     if workers > 1:
         return _run_in_processes(objects, settings, api_key, workers, stop, progress, verbose)
+    pacer = build_pacer(settings, stop)
     with ExitStack() as stack, _stop_on_signals(stop):
         pipeline = build_pipeline(settings, open_destinations(settings, stack), stack,
-                                  stop=stop, api_key=api_key)
-        if progress is not None:
-            progress.add(pipeline)
-            stack.enter_context(progress)
-        return pipeline.run(objects)
+                                  stop=stop, api_key=api_key, pacer=pacer)
+        return _watched(pipeline.run, objects, pacer, settings, progress, stack, pipeline)
     raise AssertionError("unreachable")
+
+
+def _watched(
+    run: Callable[[Iterable[SourceObject]], RunSummary],
+    objects: Iterable[SourceObject],
+    pacer: Pacer,
+    settings: Settings,
+    progress: LiveProgress | None,
+    stack: ExitStack,
+    provider: SnapshotProvider | None = None,
+) -> RunSummary:
+    """Run with the display on (if any), showing the sending too; the summary says what
+    sending met (a run that sends)."""
+    sending = None if settings.dry_run else pacer.report
+    if progress is not None:
+        if provider is not None:
+            progress.add(provider)
+        if sending is not None:
+            progress.watch_sending(sending)
+        stack.enter_context(progress)
+    summary = run(objects)
+    if sending is not None:
+        summary.sending = sending()
+    return summary
 
 
 def _run_in_processes(
@@ -289,19 +314,19 @@ def _run_in_processes(
     """Check the set-up here, before any work, and run the worker processes (each builds
     its run from the same settings; the key travels separately, never in a repr)."""
     worker_settings = settings.without("api_key", "api_key_file", "summary_json")
-    spec = WorkerSpec(build_worker_pipeline, (worker_settings, api_key, verbose),
+    pace_state = PaceState.shared(WORKER_CONTEXT)  # one budget for every worker
+    spec = WorkerSpec(build_worker_pipeline, (worker_settings, api_key, verbose, pace_state),
                       s3_endpoint_url=settings.s3_endpoint_url)
+    pacer = build_pacer(settings, stop, pace_state)
     run = WorkerPool(spec, workers=workers, stop=stop, dry_run=settings.dry_run,
                      progress=progress)
     with ExitStack() as stack, _stop_on_signals(stop, on_exit=run.kill):
         # Built here once, so that a bad set-up is an answer before any worker starts; the
         # ledger frees the leases of a worker that dies.
         checked = open_destinations(settings, stack)
-        build_pipeline(settings, checked, stack, stop=stop, api_key=api_key)
+        build_pipeline(settings, checked, stack, stop=stop, api_key=api_key, pacer=pacer)
         run.ledger = checked.ledger
-        if progress is not None:
-            stack.enter_context(progress)
-        return run.run(objects)
+        return _watched(run.run, objects, pacer, settings, progress, stack)
     raise AssertionError("unreachable")
 
 
@@ -467,6 +492,7 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: 
         )
         try:
             summary = redrive_run.run(store)
+            summary.sending = client.pacer.report()
         except ConfigurationError as exc:
             click.echo(f"Error: {exc}. The redrive stopped: dead-letter files it had finished "
                        "were rewritten without what was delivered (see the redrive log); the "

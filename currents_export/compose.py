@@ -25,6 +25,7 @@ from currents_export.amplitude.api import (
     endpoint_url,
 )
 from currents_export.amplitude.client import AmplitudeClient
+from currents_export.amplitude.pacing import Pacer, PaceState, RateBudget
 from currents_export.aws.explain import explain
 from currents_export.core.dryrun import DryRunOutbox
 from currents_export.core.lanes import EVENTS_PER_REQUEST, Lanes, Sink
@@ -200,11 +201,20 @@ def _read_key_file(path: str, flag: str, warn: Callable[[str], None]) -> str:
     return text
 
 
+def build_pacer(settings: Settings, stop: Stop, state: PaceState | None = None) -> Pacer:
+    """The run's sending schedule: its share (``budget_shares``) of the budget, over
+    ``state`` (shared by the run's worker processes; a new one by default)."""
+    budget = RateBudget.share(settings.max_events_per_second,
+                              settings.max_requests_per_second, settings.budget_shares)
+    return Pacer(budget, state, pause_s=RetryPolicy().project_pause_s, stop=stop)
+
+
 def build_client(
     settings: Settings, api_key: str | None, stop: Stop, stack: ExitStack,
-    *, retry_horizon_s: float | None = None,
+    *, retry_horizon_s: float | None = None, pacer: Pacer | None = None,
 ) -> AmplitudeClient:
-    """The Amplitude client of one run (closed with ``stack``)."""
+    """The Amplitude client of one run (closed with ``stack``), sending when ``pacer``
+    (by default one of its own) says."""
     keep_large_blocks_apart()  # keeps the memory of what waits flat (support/allocator.py)
     if not api_key:
         raise SettingsError(
@@ -219,6 +229,7 @@ def build_client(
         retry=RetryPolicy(horizon_s=horizon),
         throttle_pause_s=THROTTLE_PAUSE_S[settings.api] if pause is None else pause,
         stop=stop,
+        pacer=pacer or build_pacer(settings, stop),
     )
     stack.callback(client.close)
     return client
@@ -287,15 +298,19 @@ def build_pipeline(
     api_key: str | None,
     on_object: Callable[[ObjectReport], None] | None = None,
     retry_horizon_s: float | None = None,
+    pacer: Pacer | None = None,
 ) -> Pipeline:
     """One run's pipeline over ``destinations``: upload lanes over a new client (a dry
     run's outbox, in a dry run) and the ``--output`` file (owner-only), closed with
-    ``stack``."""
+    ``stack``. ``pacer``: the run's sending schedule (by default one of its own)."""
     if settings.dry_run:
         open_outbox: OpenOutbox = DryRunOutbox
     else:
-        client = build_client(settings, api_key, stop, stack, retry_horizon_s=retry_horizon_s)
-        open_outbox = lanes_over(client, REQUEST_LIMITS[settings.api], settings.lanes)
+        client = build_client(settings, api_key, stop, stack, retry_horizon_s=retry_horizon_s,
+                              pacer=pacer)
+        sized = client.pacer.request_size() or EVENTS_PER_REQUEST  # a budget's request size
+        open_outbox = lanes_over(client, REQUEST_LIMITS[settings.api], settings.lanes,
+                                 events_per_request=min(sized, EVENTS_PER_REQUEST))
     output: IO[bytes] | None = None
     if settings.output:
         output = stack.enter_context(open_private_for_writing(settings.output))
@@ -336,14 +351,17 @@ def build_worker_pipeline(
     settings: Settings,
     api_key: str | None,
     verbose: int,
+    pace_state: PaceState,
     stack: ExitStack,
     stop: Stop,
     on_object: Callable[[ObjectReport], None],
 ) -> Pipeline:
-    """A worker process's run (``WorkerSpec.build``, see ``currents_export.workers``)."""
+    """A worker process's run (``WorkerSpec.build``, see ``currents_export.workers``),
+    sending on the schedule every worker of the run shares (``pace_state``)."""
     setup_logging(verbose)
     return build_pipeline(settings, open_destinations(settings, stack), stack, stop=stop,
-                          api_key=api_key, on_object=on_object)
+                          api_key=api_key, on_object=on_object,
+                          pacer=build_pacer(settings, stop, pace_state))
 
 
 def open_deletion_store(settings: Settings, ledger: Ledger) -> DeletionStore:

@@ -110,6 +110,49 @@ class ObjectReport(Tally):
         return {"event_type": self.event_type, **self.tally_json()}
 
 
+@dataclass(frozen=True, slots=True)
+class SendingReport:
+    """What the run's sending met: its budget, the rate found, refusals and waits."""
+
+    events_per_second: float | None  # the budget set
+    requests_per_second: float | None
+    found_events_per_second: float | None  # the rate settled on after refusals (None: none)
+    refused: int  # 429s without indexes
+    throttled: int  # 429s naming users or devices
+    waited_on_budget_s: float
+    waited_on_amplitude_s: float
+
+    def to_json(self, delivered: int, elapsed_s: float) -> dict[str, Any]:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 1)
+
+        return {
+            "events_per_second": round(delivered / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+            "budget_events_per_second": rounded(self.events_per_second),
+            "budget_requests_per_second": rounded(self.requests_per_second),
+            "found_events_per_second": rounded(self.found_events_per_second),
+            "requests_refused_429": self.refused,
+            "requests_throttled_429": self.throttled,
+            "waited_on_budget_s": round(self.waited_on_budget_s, 1),
+            "waited_on_amplitude_s": round(self.waited_on_amplitude_s, 1),
+        }
+
+    def describe(self) -> str:
+        """The budget, refusals and waits in words (the display, the summary)."""
+        parts = []
+        if self.events_per_second is not None:
+            parts.append(f"budget {self.events_per_second:,.0f} events/s")
+        if self.requests_per_second is not None:
+            parts.append(f"{self.requests_per_second:,.0f} requests/s")
+        if self.found_events_per_second is not None:
+            parts.append(f"found {self.found_events_per_second:,.0f} events/s")
+        parts.append(f"429s {self.refused + self.throttled:,}")
+        parts.append(f"waited: Amplitude {self.waited_on_amplitude_s:,.0f} s, "
+                     f"budget {self.waited_on_budget_s:,.0f} s")
+        return ", ".join(parts)
+
+
+
 @dataclass(slots=True)
 class RunSummary(Tally):
     dry_run: bool = False
@@ -129,6 +172,7 @@ class RunSummary(Tally):
     interrupted: bool = False  # a signal stopped the run
     worker_restarts: int = 0  # worker processes that died and were replaced (--workers)
     deletions: dict[str, int] | None = None  # [deletions] on: this run's delete requests
+    sending: SendingReport | None = None  # what sending met (set at the end; None: nothing sent)
 
     def add(self, report: ObjectReport) -> None:
         if report.status == "already_done":
@@ -201,7 +245,18 @@ class RunSummary(Tally):
             "interrupted": self.interrupted,
             "worker_restarts": self.worker_restarts,
             **({"deletions": self.deletions} if self.deletions is not None else {}),
+            "sending": (self.sending.to_json(self.delivered, self.elapsed_s)
+                        if self.sending is not None else None),
         }
+
+    def _sending_line(self, sending: SendingReport) -> str:
+        rate = self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        line = f"sending: {rate:,.0f} events/s, {sending.describe()}"
+        found = sending.found_events_per_second
+        if found is not None and sending.events_per_second is None:
+            line += (f"; Amplitude limited the project: --max-events-per-second "
+                     f"{round(found)} keeps the next run under it without a 60 s pause")
+        return line
 
     def render(self) -> str:
         """The end-of-run table, one row per event type, then the totals."""
@@ -237,6 +292,8 @@ class RunSummary(Tally):
             if counter:
                 details = ", ".join(f"{k}={v}" for k, v in sorted(counter.items()))
                 out.append(f"{label}: {details}")
+        if self.sending is not None:
+            out.append(self._sending_line(self.sending))
         if self.dead_letter_file:
             out.append(f"dead letter: {self.dead_letter_file}")
         if self.deletions:

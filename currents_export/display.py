@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Protocol, TypeVar
 
-from currents_export.counts import ProgressSnapshot
+from currents_export.counts import ProgressSnapshot, SendingReport
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,11 @@ def format_status(
     elapsed_s: float,
     rate: float | None,
     totals: Totals | None = None,
+    sending: SendingReport | None = None,
 ) -> str:
-    """The status line: elapsed and ETA, events/s, objects, where the records went (the
-    most useful first: a terminal narrower than the line cuts its end)."""
+    """The status line: elapsed and ETA, events/s, objects, where the records went, then
+    what sending meets (the budget, 429s, waits); the most useful first: a terminal
+    narrower than the line cuts its end."""
     objects = f"{snap.objects_finished:,}"
     if totals is not None:
         objects += f"/{totals.objects:,}"
@@ -123,6 +125,8 @@ def format_status(
     ]
     if snap.duplicates:
         parts.append(f"duplicates {snap.duplicates:,}")
+    if sending is not None:
+        parts.append(sending.describe())
     return " | ".join(parts)
 
 
@@ -154,6 +158,7 @@ class LiveProgress:
         self._window_s = window_s
         self._clock = clock
         self._providers: list[SnapshotProvider] = []
+        self._sending: Callable[[], SendingReport] | None = None
         self._totals: Totals | None = None
         self._lock = threading.Lock()
         self._samples: deque[tuple[float, int]] = deque()
@@ -169,6 +174,10 @@ class LiveProgress:
     def add(self, provider: SnapshotProvider) -> None:
         with self._lock:
             self._providers.append(provider)
+
+    def watch_sending(self, report: Callable[[], SendingReport]) -> None:
+        """Show what the run's sending meets (its budget, 429s, waits) too."""
+        self._sending = report
 
     def set_totals(self, objects: int, sizes: Iterable[int | None] = ()) -> None:
         """The number of objects of the run, and their sizes (bytes known only if all are)."""
@@ -241,6 +250,7 @@ class LiveProgress:
     def _tick(self, *, final: bool = False) -> None:
         try:
             snap = self.snapshot()
+            sending = self._sending() if self._sending is not None else None
         except Exception:  # a display never stops a run
             log.debug("progress snapshot failed", exc_info=True)
             return
@@ -252,7 +262,8 @@ class LiveProgress:
             rate = self._rate(now, snap.records_this_run)
         with self._lock:
             totals = self._totals
-        line = format_status(self.label, snap, elapsed_s=elapsed, rate=rate, totals=totals)
+        line = format_status(self.label, snap, elapsed_s=elapsed, rate=rate, totals=totals,
+                             sending=sending)
         if self._tty:
             width = shutil.get_terminal_size((120, 24)).columns
             self._write(f"\r{line[:max(width - 1, 20)]}\x1b[K" + ("\n" if final else ""))

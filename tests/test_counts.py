@@ -8,7 +8,7 @@ from collections import Counter
 
 import orjson
 
-from currents_export.counts import ObjectReport, RunSummary, Tally
+from currents_export.counts import ObjectReport, RunSummary, SendingReport, Tally
 
 OPEN = "users.messages.email.Open"
 PURCHASE = "users.behaviors.Purchase"
@@ -103,3 +103,50 @@ def test_reports_and_summaries_cross_a_pipe_whole() -> None:
     summary = summary_of(*reports)
     assert pickle.loads(pickle.dumps(summary)) == summary
     assert [pickle.loads(pickle.dumps(r)) for r in reports] == reports
+
+
+def sending(**changes: object) -> SendingReport:
+    figures: dict[str, object] = {
+        "events_per_second": None, "requests_per_second": None,
+        "found_events_per_second": None, "refused": 0, "throttled": 0,
+        "waited_on_budget_s": 0.0, "waited_on_amplitude_s": 0.0}
+    figures.update(changes)
+    return SendingReport(**figures)  # type: ignore[arg-type]
+
+
+def test_the_summary_says_what_sending_met_and_suggests_the_rate_found() -> None:
+    summary = summary_of(report(OPEN, delivered=1_800))
+    summary.elapsed_s = 2.0
+    summary.sending = sending(found_events_per_second=733.4, refused=3, throttled=1,
+                              waited_on_amplitude_s=60.04, waited_on_budget_s=1.26)
+
+    figures = orjson.loads(orjson.dumps(summary.to_json()))["sending"]
+    text = summary.render()
+
+    assert figures == {
+        "events_per_second": 900.0, "budget_events_per_second": None,
+        "budget_requests_per_second": None, "found_events_per_second": 733.4,
+        "requests_refused_429": 3, "requests_throttled_429": 1,
+        "waited_on_budget_s": 1.3, "waited_on_amplitude_s": 60.0}
+    assert ("sending: 900 events/s, found 733 events/s, 429s 4, waited: Amplitude 60 s, "
+            "budget 1 s") in text
+    assert "--max-events-per-second 733 keeps the next run under it" in text
+
+
+def test_a_budget_is_shown_and_no_rate_is_suggested_when_one_was_set() -> None:
+    summary = summary_of(report(OPEN, delivered=10))
+    summary.sending = sending(events_per_second=475.0, requests_per_second=47.5,
+                              found_events_per_second=400.0)
+
+    text = summary.render()
+
+    assert "budget 475 events/s, 48 requests/s, found 400 events/s" in text
+    assert "keeps the next run under it" not in text
+    assert summary.to_json()["sending"]["budget_requests_per_second"] == 47.5
+
+
+def test_a_run_that_sent_nothing_has_no_sending_figures() -> None:
+    summary = summary_of(report(OPEN, delivered=10))  # a dry run's: nothing was sent
+
+    assert summary.to_json()["sending"] is None  # the key stays: one contract
+    assert "sending:" not in summary.render()

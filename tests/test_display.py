@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from currents_export import cli, display
 from currents_export.core.dryrun import DryRunOutbox
 from currents_export.core.pipeline import Pipeline
-from currents_export.counts import ObjectReport
+from currents_export.counts import ObjectReport, SendingReport
 from currents_export.deadletter import open_dead_letter
 from currents_export.display import (
     LiveProgress,
@@ -69,6 +69,16 @@ def test_the_line_shows_rate_objects_buckets_and_the_eta_from_bytes() -> None:
     assert line == ("replay 0:01:15, ETA 0:00:06 | 1,234 events/s | "
                     "objects 4/10 (2 in flight, 1 failed) | delivered 4,700 | skipped 200 | "
                     "dead-lettered 60 | duplicates 40")
+
+
+def test_the_line_ends_with_what_sending_meets() -> None:
+    snap = ProgressSnapshot(objects_done=1, records=950, delivered=950)
+    sending = SendingReport(events_per_second=950.0, requests_per_second=95.0,
+                            found_events_per_second=712.6, refused=1, throttled=2,
+                            waited_on_budget_s=4.2, waited_on_amplitude_s=60.1)
+    line = format_status("replay", snap, elapsed_s=70, rate=900.0, sending=sending)
+    assert line.endswith(" | dead-lettered 0 | budget 950 events/s, 95 requests/s, found 713 "
+                         "events/s, 429s 3, waited: Amplitude 60 s, budget 4 s")
 
 
 def test_no_eta_without_a_known_total_and_no_rate_before_one_is_measured() -> None:
@@ -298,7 +308,7 @@ def test_on_a_terminal_the_line_is_rewritten_every_second_during_a_replay(
     assert any(re.search(rf"/{len(files)} \([1-9]\d* in flight\)", u) for u in during)
     assert any(", ETA " in u for u in during)  # the total is known: replay lists its files
     # stdout: the summary table only; stderr: nothing (the display went to the terminal).
-    assert result.stdout.startswith("event type") and "events/s" not in result.stdout
+    assert result.stdout.startswith("event type") and " | delivered " not in result.stdout
     assert result.stderr == ""
 
 
@@ -318,7 +328,7 @@ def test_off_a_terminal_a_line_every_interval(
                for line in lines)
     assert lines[-1].endswith("(final)") and f"objects {len(files)}/{len(files)}" in lines[-1]
     assert not any(line.endswith("(final)") for line in lines[:-1])
-    assert result.stdout.startswith("event type") and "events/s" not in result.stdout
+    assert result.stdout.startswith("event type") and " | delivered " not in result.stdout
 
 
 def test_no_progress_and_the_default_off_a_terminal_write_nothing_on_stderr(

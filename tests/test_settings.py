@@ -233,3 +233,34 @@ def test_the_readme_option_table_is_generated_from_the_table() -> None:
         "python -m currents_export.settings")
     for option in OPTIONS:
         assert f"`{option.variable}`" in match.group(1)
+
+
+def test_the_rate_budget_is_one_option_everywhere_and_each_run_takes_its_share(
+    tmp_path: Path,
+) -> None:
+    from currents_export.compose import build_pacer
+    from currents_export.stopping import Stop
+
+    config = tmp_path / "config.toml"
+    config.write_text("max_requests_per_second = 95\n", encoding="utf-8")
+    from_everywhere = load_settings(
+        "replay", flags={"max_events_per_second": 950, "config": str(config)},
+        environ={"CURRENTS_EXPORT_BUDGET_SHARES": "2"})
+    lambda_settings = aws_lambda.lambda_settings(
+        {**LAMBDA_REQUIRED, "CURRENTS_EXPORT_MAX_EVENTS_PER_SECOND": "750",
+         "CURRENTS_EXPORT_BUDGET_SHARES": "10"})
+
+    shared = build_pacer(from_everywhere, Stop()).budget
+    per_invocation = build_pacer(lambda_settings, Stop()).budget
+    alone = build_pacer(load_settings("redrive", environ={}), Stop()).budget
+
+    assert (shared.events_per_second, shared.requests_per_second) == (475.0, 47.5)
+    assert from_everywhere.origin("max_requests_per_second").endswith("line 1")
+    assert (per_invocation.events_per_second, per_invocation.requests_per_second) == (75.0, None)
+    assert (alone.events_per_second, alone.requests_per_second) == (None, None)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "fast"])
+def test_a_bad_budget_names_its_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="CURRENTS_EXPORT_MAX_EVENTS_PER_SECOND"):
+        load_settings("backfill", environ={"CURRENTS_EXPORT_MAX_EVENTS_PER_SECOND": value})

@@ -47,7 +47,7 @@ class Circuit:
         self._failing_since: float | None = None
         self._failing_since_wall: float | None = None
         self._last_problem = ""
-        self._paused_until = 0.0  # nobody sends before this (open circuit, project 429)
+        self._paused_until = 0.0  # nobody sends before this (the circuit is open)
         self._probing = False
         self._gave_up: str | None = None  # past the horizon (why): the run sends no more
 
@@ -111,11 +111,8 @@ class Circuit:
             self._failing_since = self._failing_since_wall = None
             self._probing = False
 
-    def failed(self, problem: str, attempt: int, *, at_least_s: float = 0.0) -> float:
-        """Count a failure; return how long this request waits before trying again.
-
-        ``at_least_s`` (a project-wide 429) pauses every sender, circuit open or not.
-        """
+    def failed(self, problem: str, attempt: int) -> float:
+        """Count a failure; return how long this request waits before trying again."""
         with self._lock:
             now = self._clock()
             self._probing = False
@@ -124,18 +121,19 @@ class Circuit:
             if self._failing_since is None:
                 self._failing_since = now
                 self._failing_since_wall = time.time()
-            delay = max(self.policy.delay(max(attempt, self._failures - self.threshold + 1),
-                                          self._jitter()), at_least_s)
+            delay = self.policy.delay(max(attempt, self._failures - self.threshold + 1),
+                                      self._jitter())
             if self._failures >= self.threshold:  # open: the run's horizon is what is left
                 self._raise_if_over(now + delay)
             elif self.stop.stopped:  # a lone failure: the request's own horizon decides
                 raise self.stop.interrupted()
-            if self._failures >= self.threshold or at_least_s:
+            if self._failures >= self.threshold:
                 self._paused_until = max(self._paused_until, now + delay)
             return delay
 
     def wait_before_retry(self, delay: float) -> None:
-        """Back off before retrying, unless the circuit (open) already makes everyone wait."""
+        """Back off before retrying, unless the circuit (open) already makes everyone wait
+        (the pause after a project-wide 429 is the pacer's, ``amplitude.pacing``)."""
         with self._lock:
             if self._paused_until > self._clock():
                 return  # ``admit`` does the waiting

@@ -23,6 +23,7 @@ import orjson
 from currents_export.amplitude.api import RetryPolicy
 from currents_export.amplitude.batching import Envelope, PendingEvent
 from currents_export.amplitude.circuit import Circuit
+from currents_export.amplitude.pacing import Pacer, Ticket
 from currents_export.errors import (
     AmplitudeSetupError,
     DeliveryFailed,
@@ -86,6 +87,7 @@ class AmplitudeClient:
         sleep: Callable[[float], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        pacer: Pacer | None = None,
     ) -> None:
         self.url = url
         parsed = httpx.URL(url)  # the host for messages: never user:password@ from the URL
@@ -98,6 +100,10 @@ class AmplitudeClient:
         self.stop = stop or Stop(clock=clock)
         self.circuit = Circuit(retry or RetryPolicy(), stop=self.stop, host=self.host,
                                clock=clock, sleep=sleep, jitter=jitter)
+        # When requests may leave (the run's budget, or the rate found after a refusal).
+        self.pacer = pacer or Pacer(pause_s=self.circuit.policy.project_pause_s,
+                                    clock=clock, sleep=sleep)
+        self.pacer.bind(self.stop)
         self._http = httpx.Client(
             timeout=self._timeout,
             transport=transport,
@@ -136,9 +142,17 @@ class AmplitudeClient:
         work: deque[list[PendingEvent[Ref]]] = deque([events])
         while work:
             chunk = self._behind_throttled(work.popleft(), outcome)
+            size = self.pacer.request_size()
+            if size is not None and len(chunk) > size:  # the budget wants smaller requests
+                work.extendleft(reversed([chunk[i:i + size]
+                                          for i in range(size, len(chunk), size)]))
+                chunk = chunk[:size]
             if not chunk:
                 continue
             response = self._post(chunk, outcome)
+            if response is None:  # refused: re-sent in pieces the rate found allows
+                work.appendleft(chunk)
+                continue
             if response.status == 200:
                 outcome.delivered.extend(chunk)
             elif response.status == 413:
@@ -239,19 +253,29 @@ class AmplitudeClient:
                 blocked[identifier] = max(blocked.get(identifier, 0.0), pause)
         return pauses
 
-    def _post(self, chunk: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]) -> _Response:
+    def _post(
+        self, chunk: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]
+    ) -> _Response | None:
         """POST until the answer is final (200, 400, 413, an indexed 429); back off on the rest.
+        None: the project's limit refused the request and it is larger than the rate found
+        allows (the caller re-sends it in pieces).
 
         Raises DeliveryFailed past the horizon, AmplitudeUnavailable when the whole run's
-        circuit gave up, SendInterrupted when the run is stopping.
+        circuit gave up, SendInterrupted when the run is stopping. Time waiting for the
+        budget (pacing) does not count toward the horizon.
         """
         body = self.envelope.body(chunk)
-        circuit, policy = self.circuit, self.circuit.policy
-        started = self._clock()
+        circuit, policy, pacer, clock = self.circuit, self.circuit.policy, self.pacer, self._clock
+        started = clock()
+        paced = 0.0
         attempt = 0
         forbidden = 0
         while True:
+            admitting = clock()
             circuit.admit()
+            pacer.waited_on_amplitude(admitting, clock())
+            ticket = pacer.turn(len(chunk))
+            paced += ticket.paced_s
             outcome.requests += 1
             try:
                 response, problem = self._attempt(body, len(chunk))
@@ -260,6 +284,7 @@ class AmplitudeClient:
                 raise
             if response is not None:
                 circuit.succeeded()
+                self._tell_pacer(ticket, response, len(chunk))
                 return response
             attempt += 1
             if problem.startswith("HTTP 403"):
@@ -270,9 +295,11 @@ class AmplitudeClient:
                         "Amplitude answered 403 Forbidden (its firewall blocked the request) "
                         f"{forbidden} times; check the network path to {self.host}"
                     )
-            pause = policy.project_pause_s if problem.startswith("HTTP 429") else 0.0
-            delay = circuit.failed(problem, attempt, at_least_s=pause)
-            waited = self._clock() - started
+            refused = problem.startswith("HTTP 429")
+            if refused:  # the project's limit: everyone pauses
+                pacer.refused(ticket, len(chunk))
+            delay = circuit.failed(problem, attempt)
+            waited = clock() - started - paced
             if waited + delay > policy.horizon_s:
                 if circuit.open:  # not this request alone: Amplitude is down
                     raise circuit.unavailable()
@@ -282,7 +309,20 @@ class AmplitudeClient:
                 )
             outcome.retries += 1
             log.warning("upload failed (%s); retry %d in %.1fs", problem, attempt, delay)
+            backing_off = clock()
             circuit.wait_before_retry(delay)
+            pacer.waited_on_amplitude(backing_off, clock())
+            if refused:
+                pacer.wait_out_pause()
+                size = pacer.request_size()
+                if size is not None and len(chunk) > size:
+                    return None
+
+    def _tell_pacer(self, ticket: Ticket, response: _Response, sent: int) -> None:
+        if response.status == 200:
+            self.pacer.accepted(ticket, sent)
+        elif response.status == 429:
+            self.pacer.throttled()
 
     def _attempt(self, body: bytes, sent: int) -> tuple[_Response | None, str]:
         """One POST: the final answer, or None and what went wrong (worth a retry)."""

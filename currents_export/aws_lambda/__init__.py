@@ -27,15 +27,18 @@ from typing import Any
 
 import boto3
 
+from currents_export.amplitude.pacing import Pacer, PaceState
 from currents_export.aws.secrets import ClientFactory, fetch_secret
 from currents_export.aws_lambda.observability import (
     deletions_emf_line,
     emf_line,
     object_fields,
+    sending_emf_line,
     setup_json_logging,
 )
 from currents_export.compose import (
     AwsCallLimits,
+    build_pacer,
     build_pipeline,
     build_privacy_client,
     open_deletion_store,
@@ -212,6 +215,9 @@ class Runtime:
         self.s3 = s3
         self.api_key = ApiKeyProvider.from_settings(self.settings)
         self._secret_key: ApiKeyProvider | None = None
+        # The rate Amplitude allowed an earlier invocation without a budget: later ones
+        # start there instead of finding it again (a 429 and a pause each).
+        self.found_rate: float | None = None
         settings = self.settings
         if settings.deletions.enabled and not (settings.secret_key or settings.secret_key_secret
                                                or settings.secret_key_parameter):
@@ -262,12 +268,20 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
     if dict(event) == SUBMIT_DELETIONS:
         return _submit_deletions(current, context)
     invocation = parse_invocation(event)
+    started = time.monotonic()
     stop = Stop.after(_remaining_s(context) - current.settings.deadline_margin_s)
+    # One schedule for the invocation (its share of the stack's budget), from the rate an
+    # earlier invocation of this container found, if any.
+    pacer = build_pacer(current.settings, stop, PaceState.local(current.found_rate))
     outcomes = {}
     for item in invocation.items:
         for reason in item.ignored:
             log.info("ignored", extra={"fields": {"reason": reason, "item": item.item_id}})
-        outcomes[item.item_id] = _process_item(current, item, stop)
+        outcomes[item.item_id] = _process_item(current, item, stop, pacer)
+    sending = pacer.report()
+    current.found_rate = sending.found_events_per_second or current.found_rate
+    delivered = sum(report.delivered for reports in outcomes.values() for report in reports)
+    print(sending_emf_line(sending, delivered, time.monotonic() - started), flush=True)
     return _response(invocation, outcomes)
 
 
@@ -305,7 +319,9 @@ def _remaining_s(context: Any) -> float:
     return remaining() / 1000 if callable(remaining) else 900.0
 
 
-def _process_item(current: Runtime, item: WorkItem, stop: Stop) -> list[ObjectReport]:
+def _process_item(
+    current: Runtime, item: WorkItem, stop: Stop, pacer: Pacer
+) -> list[ObjectReport]:
     """Run the item's objects; a report per object (failed ones say if a retry can help)."""
     sources = [s3_object(current.s3, ref.bucket, ref.key, size=ref.size, etag=ref.etag,
                          version_id=ref.version_id) for ref in item.objects]
@@ -313,18 +329,18 @@ def _process_item(current: Runtime, item: WorkItem, stop: Stop) -> list[ObjectRe
         return []
     if stop.stopped:
         return [_not_started(source.uri) for source in sources]
-    reports, summary = _run(current, current.api_key.get(), sources, stop)
+    reports, summary = _run(current, current.api_key.get(), sources, stop, pacer)
     if summary.configuration_error is None:
         return reports
     # The key may have been rotated: read it again, once.
-    reports, summary = _run(current, current.api_key.get(refresh=True), sources, stop)
+    reports, summary = _run(current, current.api_key.get(refresh=True), sources, stop, pacer)
     if summary.configuration_error is not None:
         log.error("configuration error", extra={"fields": {"error": summary.configuration_error}})
     return reports
 
 
 def _run(
-    current: Runtime, api_key: str, sources: list[SourceObject], stop: Stop
+    current: Runtime, api_key: str, sources: list[SourceObject], stop: Stop, pacer: Pacer
 ) -> tuple[list[ObjectReport], RunSummary]:
     """One run over ``sources``: its own client and pipeline, over the container's ledger
     and dead letter. The retry horizon never outlives the deadline; every wait is bounded
@@ -334,7 +350,7 @@ def _run(
     with ExitStack() as stack:
         pipeline = build_pipeline(current.settings, current.destinations, stack, stop=stop,
                                   api_key=api_key, on_object=reports.append,
-                                  retry_horizon_s=horizon)
+                                  retry_horizon_s=horizon, pacer=pacer)
         summary = pipeline.run(sources)
     for report in reports:
         _log_object(report)

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from currents_export.counts import ObjectReport
+from currents_export.counts import ObjectReport, SendingReport
 from currents_export.support.logs import quiet_wire_logs
 
 NAMESPACE = "CurrentsExport"
@@ -152,5 +152,35 @@ def deletions_emf_line(figures: dict[str, Any], now_ms: int | None = None) -> st
             }],
         },
         **metrics,
+    }
+    return orjson.dumps(document).decode()
+
+
+def sending_emf_line(sending: SendingReport, delivered: int, elapsed_s: float,
+                     now_ms: int | None = None) -> str:
+    """A CloudWatch EMF document for one invocation's sending: 429s (``ProjectThrottles``:
+    the project's limit, which the stack's throttling alarm watches), waits, the rate and
+    the budget in force (set, or found after a refusal; 0 when neither)."""
+    budget = sending.events_per_second
+    found = sending.found_events_per_second
+    in_force = min(budget, found) if budget and found else (budget or found or 0.0)
+    metrics: dict[str, tuple[float, str]] = {
+        "ProjectThrottles": (sending.refused, "Count"),
+        "IdThrottles": (sending.throttled, "Count"),
+        "BudgetWaitSeconds": (round(sending.waited_on_budget_s, 3), "Seconds"),
+        "AmplitudeWaitSeconds": (round(sending.waited_on_amplitude_s, 3), "Seconds"),
+        "EventsPerSecond": (round(delivered / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+                            "Count/Second"),
+        "BudgetEventsPerSecond": (round(in_force, 1), "Count/Second"),
+    }
+    document: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000) if now_ms is None else now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE, "Dimensions": [[]],
+                "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()],
+            }],
+        },
+        **{name: value for name, (value, _) in metrics.items()},
     }
     return orjson.dumps(document).decode()

@@ -126,6 +126,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("throttle_pause", float, None, "Seconds to hold the events of users/devices "
            "Amplitude throttles (429).", _UPLOADS, minimum=0, metavar="SECONDS",
            default_text="30 for --api http, 15 for --api batch"),
+    Option("max_events_per_second", int, None, "Send at most this many events per second "
+           "(the run's share of the Amplitude project's limit; Starter plan: 1,000): requests "
+           "leave evenly; waiting for the budget never counts toward --retry-horizon. Without "
+           "it the rate is found after Amplitude's first 429 (a 60 s pause).", _UPLOADS,
+           minimum=1, metavar="N", default_text="none (found after a 429)"),
+    Option("max_requests_per_second", int, None, "Send at most this many requests per second "
+           "(Starter plan: 100).", _UPLOADS, minimum=1, metavar="N"),
+    Option("budget_shares", int, 1, "Runs that share the two budgets above at once: each "
+           "paces at budget / this (the stack sets it to the function's concurrency).",
+           _UPLOADS, minimum=1, maximum=10_000, metavar="N"),
     # What to read and how to map it.
     Option("profile", str, "braze", "braze: names as Braze's Amplitude connector; plain: raw "
            "names (also [mapping] profile).", _MAPPING, choices=("braze", "plain")),
@@ -206,6 +216,9 @@ class Settings:
     lanes: int = DEFAULT_LANES
     retry_horizon: float = 900.0
     throttle_pause: float | None = None
+    max_events_per_second: int | None = None
+    max_requests_per_second: int | None = None
+    budget_shares: int = 1
     profile: str = "braze"
     identity_fallback: str = "none"
     s3_endpoint_url: str | None = None

@@ -365,7 +365,7 @@ def test_a_429_without_usable_indexes_pauses_then_sends_everything(
     outcome = make(amplitude, retry=RetryPolicy(project_pause_s=60.0)).send(events(2))
     assert refs(outcome) == {"delivered": [0, 1], "rejected": [], "throttled": []}
     assert amplitude.sent() == [["i-0", "i-1"]] * 2
-    assert len(slept) == 1 and slept[0] >= 60.0  # the project's limit: a long pause first
+    assert sum(slept) >= 60.0  # the project's limit: a long pause first
 
 
 # --- 5xx, connection errors, 403 -------------------------------------------------------

@@ -131,7 +131,9 @@ def test_sqs_notifications_processed_once_even_when_delivered_twice(
     stored = sorted(e["insert_id"] for e in emulator.events())
     assert stored == valid_ids(files)
     lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    emf = [line for line in lines if "_aws" in line]
+    emf = [line for line in lines if "_aws" in line and "EventType" in line]
+    [sending] = [line for line in lines if "_aws" in line and "ProjectThrottles" in line]
+    assert sending["ProjectThrottles"] == 0 and sending["EventsPerSecond"] > 0  # one a call
     assert len(emf) == len(files)  # one per processed object; the repeat was already done
     assert sum(line["EventsDelivered"] for line in emf) == len(stored)
     assert all("DeliveryLagSeconds" in line for line in emf)
