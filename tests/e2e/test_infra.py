@@ -17,8 +17,8 @@ import pytest
 from cfnlint.decode import cfn_yaml
 
 from currents_export import aws_lambda
-from currents_export.aws_lambda.observability import NAMESPACE, emf_line
-from currents_export.counts import ObjectReport
+from currents_export.aws_lambda.observability import NAMESPACE, emf_line, sending_emf_line
+from currents_export.counts import ObjectReport, SendingReport
 from tests.support import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / "infra" / "template.yaml"
@@ -118,6 +118,7 @@ def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
          [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["Inbox", "QueueName"]}}]),
         ("DeadLetterQueueAlarm", "AWS/SQS", "ApproximateNumberOfMessagesVisible",
          [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["InboxDLQ", "QueueName"]}}]),
+        ("ProjectThrottlesAlarm", NAMESPACE, "ProjectThrottles", None),
     ],
 )
 def test_the_operator_alarms(
@@ -200,7 +201,18 @@ def test_the_emf_metrics_the_alarms_use_exist_without_dimensions(
     assert line["EventType"] == "unknown"
     ours = [alarm for alarm in alarms(template).values() if alarm["Namespace"] == NAMESPACE]
     assert {alarm["MetricName"] for alarm in ours} == {
-        "ObjectsFailed", "ObjectsFailedPermanently", "EventsDeadLettered"}
+        "ObjectsFailed", "ObjectsFailedPermanently", "EventsDeadLettered", "ProjectThrottles"}
+    sending = orjson.loads(sending_emf_line(
+        SendingReport(events_per_second=75.0, requests_per_second=None,
+                      found_events_per_second=60.0, refused=2, throttled=1,
+                      waited_on_budget_s=3.5, waited_on_amplitude_s=60.0),
+        delivered=1_200, elapsed_s=80.0))
+    [per_invocation] = sending["_aws"]["CloudWatchMetrics"]
+    assert per_invocation["Namespace"] == NAMESPACE and per_invocation["Dimensions"] == [[]]
+    published |= {metric["Name"] for metric in per_invocation["Metrics"]}
+    assert (sending["ProjectThrottles"], sending["IdThrottles"]) == (2, 1)
+    assert (sending["BudgetWaitSeconds"], sending["AmplitudeWaitSeconds"]) == (3.5, 60.0)
+    assert (sending["EventsPerSecond"], sending["BudgetEventsPerSecond"]) == (15.0, 60.0)
     for alarm in ours:
         assert alarm["MetricName"] in published
         assert "Dimensions" not in alarm
@@ -362,3 +374,134 @@ def test_the_salt_secret_or_parameter_reaches_the_function_and_its_grant_only_wh
         "HasMappingConfig", {"Ref": "MappingConfig"}, {"Ref": "AWS::NoValue"}]}
     [assertion] = template["Rules"]["OneSaltSource"]["Assertions"]
     assert "not both" in assertion["AssertDescription"]
+
+
+# ---- the rate budget (Amplitude's project limits) ---------------------------------------------
+
+BUDGET_VARIABLES = ("CURRENTS_EXPORT_MAX_EVENTS_PER_SECOND",
+                    "CURRENTS_EXPORT_MAX_REQUESTS_PER_SECOND", "CURRENTS_EXPORT_BUDGET_SHARES")
+_NO_VALUE = object()
+
+
+def resolved(template: dict[str, Any], **given: int | str) -> dict[str, Any]:
+    """The template with these parameter values (the rest their defaults), as CloudFormation
+    would deploy it: parameters are strings, ``Fn::If`` takes its branch, ``AWS::NoValue``
+    drops the property. Other intrinsics (``Fn::Sub``, ``Fn::GetAtt``, resource refs) stay."""
+    parameters = template["Parameters"]
+    assert set(given) <= set(parameters), set(given) - set(parameters)
+    values = {name: str(given.get(name, spec.get("Default", ""))) for name, spec in
+              parameters.items()}
+    conditions: dict[str, bool] = {}
+
+    def condition(name: str) -> bool:
+        if name not in conditions:
+            conditions[name] = bool(value(template["Conditions"][name]))
+        return conditions[name]
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1:
+            [(key, arguments)] = node.items()
+            if key == "Ref" and arguments == "AWS::NoValue":
+                return _NO_VALUE
+            if key == "Ref" and arguments in values:
+                return values[arguments]
+            if key == "Condition":
+                return condition(arguments)
+            if key == "Fn::If":
+                name, then, otherwise = arguments
+                return value(then if condition(name) else otherwise)
+            if key == "Fn::Equals":
+                left, right = (value(argument) for argument in arguments)
+                return str(left) == str(right)
+            if key == "Fn::Not":
+                [argument] = arguments
+                return not value(argument)
+            if key == "Fn::Or":
+                return any(value(argument) for argument in arguments)
+            if key == "Fn::And":
+                return all(value(argument) for argument in arguments)
+        if isinstance(node, dict):
+            found = {key: value(item) for key, item in node.items()}
+            return {key: item for key, item in found.items() if item is not _NO_VALUE}
+        if isinstance(node, list):
+            return [item for item in map(value, node) if item is not _NO_VALUE]
+        return node
+
+    resources = {name: value(resource) for name, resource in template["Resources"].items()
+                 if "Condition" not in resource or condition(resource["Condition"])}
+    return {"Resources": resources}
+
+
+def budget_of(template: dict[str, Any], **given: int | str) -> tuple[Any, dict[str, Any]]:
+    """The Worker's reserved concurrency (None: none) and its budget variables."""
+    worker = resolved(template, **given)["Resources"]["Worker"]["Properties"]
+    variables = worker["Environment"]["Variables"]
+    return (worker.get("ReservedConcurrentExecutions"),
+            {name: variables[name] for name in BUDGET_VARIABLES if name in variables})
+
+
+def test_the_evaluator_resolves_conditions_the_way_cloudformation_does(
+    template: dict[str, Any]
+) -> None:
+    variables = resolved(template, PiiSaltSecretArn="arn:aws:secretsmanager:x")[
+        "Resources"]["Worker"]["Properties"]["Environment"]["Variables"]
+    assert variables["CURRENTS_EXPORT_PII_SALT_SECRET"] == "arn:aws:secretsmanager:x"
+    assert "CURRENTS_EXPORT_PII_SALT_PARAMETER" not in variables
+    assert variables["CURRENTS_EXPORT_DEAD_LETTER"] == {
+        "Fn::Sub": "s3://${DeadLetterStore}/${DeadLetterPrefix}"}
+    resources = resolved(template, DeadLetterBucket="currents")["Resources"]
+    assert "DeadLetterStore" not in resources
+    assert resources["Worker"]["Properties"]["Environment"]["Variables"][
+        "CURRENTS_EXPORT_DEAD_LETTER"] == {"Fn::Sub": "s3://${BucketName}/${DeadLetterPrefix}"}
+
+
+def test_the_budget_parameters_default_to_none(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    for name in ("AmplitudeEventsPerSecond", "AmplitudeRequestsPerSecond",
+                 "ReservedConcurrency"):
+        assert parameters[name]["Type"] == "Number", name
+        assert (parameters[name]["Default"], parameters[name]["MinValue"]) == (0, 0), name
+
+
+@pytest.mark.parametrize("given", [{}, {"ReservedConcurrency": 12}, {"MaxConcurrency": 50}])
+def test_without_a_budget_the_function_reserves_nothing_and_gets_no_budget(
+    template: dict[str, Any], given: dict[str, int]
+) -> None:
+    # Reserving concurrency can fail on an account with a small limit: a stack without a
+    # budget must deploy as before.
+    assert budget_of(template, **given) == (None, {})
+
+
+def test_an_events_budget_reserves_max_concurrency_and_shares_the_budget(
+    template: dict[str, Any]
+) -> None:
+    assert budget_of(template, AmplitudeEventsPerSecond=750, MaxConcurrency=10) == ("10", {
+        "CURRENTS_EXPORT_MAX_EVENTS_PER_SECOND": "750",
+        "CURRENTS_EXPORT_BUDGET_SHARES": "10"})
+
+
+def test_a_requests_budget_alone_reserves_and_shares_too(template: dict[str, Any]) -> None:
+    assert budget_of(template, AmplitudeRequestsPerSecond=95, MaxConcurrency=20) == ("20", {
+        "CURRENTS_EXPORT_MAX_REQUESTS_PER_SECOND": "95",
+        "CURRENTS_EXPORT_BUDGET_SHARES": "20"})
+
+
+def test_reserved_concurrency_overrides_the_reservation_and_the_shares(
+    template: dict[str, Any]
+) -> None:
+    assert budget_of(template, AmplitudeEventsPerSecond=750, AmplitudeRequestsPerSecond=95,
+                     MaxConcurrency=10, ReservedConcurrency=12) == ("12", {
+        "CURRENTS_EXPORT_MAX_EVENTS_PER_SECOND": "750",
+        "CURRENTS_EXPORT_MAX_REQUESTS_PER_SECOND": "95",
+        "CURRENTS_EXPORT_BUDGET_SHARES": "12"})
+
+
+def test_the_alarm_on_sustained_project_throttling(template: dict[str, Any]) -> None:
+    alarm = alarms(template)["ProjectThrottlesAlarm"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (NAMESPACE, "ProjectThrottles")
+    assert "Dimensions" not in alarm  # the project's limit: every invocation together
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"],
+            alarm["DatapointsToAlarm"]) == ("Sum", 300, 3, 3)  # 15 minutes, every period
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert "AmplitudeEventsPerSecond" in alarm["AlarmDescription"]
