@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench [--events N] [--smoke] [--output FILE] ...``."""
+"""Command line: ``python -m bench [--events N] [--smoke] [--only rate] [--output FILE] ...``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.checks import CheckFailed
 from bench.report import render
 from bench.runner import run, say
-from bench.settings import FULL, SMOKE, Settings
+from bench.settings import FULL, SMOKE, WORKLOADS, Settings
 
 
 def _positive(text: str) -> int:
@@ -35,8 +35,9 @@ def parser() -> argparse.ArgumentParser:
         description="Benchmark currents-export against a bare fastavro loop, the official "
         "Amplitude SDK and the emulator alone, on single files, on several files with worker "
         "processes and on real Currents shapes "
-        "(a realistic hour, small files) with emulator latency, and the replay's peak memory "
-        "on events spread over queue hours at two sizes; writes a Markdown report.",
+        "(a realistic hour, small files) with emulator latency, the replay's peak memory "
+        "on events spread over queue hours at two sizes, and the time to deliver under "
+        "Amplitude's rate limits against the ideal; writes a Markdown report.",
     )
     p.add_argument("--events", type=_positive, help=f"custom events in the single-file "
                    f"workload (default {FULL.events:,})")
@@ -63,14 +64,29 @@ def parser() -> argparse.ArgumentParser:
                    f"--workers 1 and 2 against decode-only (default {FULL.ten_files})")
     p.add_argument("--ten-file-events", type=_positive, help=f"events per file there "
                    f"(default {FULL.ten_file_events:,})")
+    p.add_argument("--rate-events", type=_positive, help=f"rate-limited workload: each "
+                   f"run's events in the project-limit cases 1-3 (default {FULL.rate_events:,})")
+    p.add_argument("--rate-files", type=_positive, help=f"the files those events are in "
+                   f"(default {FULL.rate_files}; case 4 uses as many)")
+    p.add_argument("--rate-hot-events", type=_positive, help=f"events of the hot-user case 4 "
+                   f"(default {FULL.rate_hot_events:,})")
+    p.add_argument("--rate-hot-user-events", type=_positive, help=f"of which the hot user's "
+                   f"(default {FULL.rate_hot_user_events:,})")
+    p.add_argument("--rate-found", action=argparse.BooleanOptionalAction, default=None,
+                   help="run case 2, no budget: the rate found after a 429 (waits out the "
+                   "tool's 60 s pause; default: on, off with --smoke)")
+    p.add_argument("--only", choices=WORKLOADS, help="run only these workloads: rate (the "
+                   "rate-limited one: a few minutes at full size) or unlimited (all the others; "
+                   "default: both)")
     p.add_argument("--output", type=Path, help=f"Markdown report (default {FULL.output})")
     p.add_argument("--json", type=Path, dest="json_output", help="also write the raw results "
                    "as JSON here")
     p.add_argument("--smoke", action="store_true", help=f"tiny sizes for CI: {SMOKE.events} "
                    f"events, {SMOKE.mix_per_type} per type, memory replays of "
                    f"{SMOKE.memory_events:,} and {SMOKE.memory_large_events:,} events over "
-                   f"{SMOKE.memory_hours} hours, {SMOKE.repeats} repeat (explicit options "
-                   "still win)")
+                   f"{SMOKE.memory_hours} hours, {SMOKE.repeats} repeat, rate-limited cases "
+                   f"of {SMOKE.rate_events} and {SMOKE.rate_hot_events} events without case 2 "
+                   "(explicit options still win)")
     return p
 
 
@@ -83,7 +99,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
             "events", "memory_events", "memory_large_events", "memory_hours", "mix_per_type",
             "repeats", "latency_ms", "latency_repeats",
             "small_files", "small_file_events", "ten_files", "ten_file_events",
-            "output", "json_output",
+            "rate_events", "rate_files", "rate_hot_events", "rate_hot_user_events",
+            "rate_found", "only", "output", "json_output",
         )
         if getattr(args, name) is not None
     }
@@ -98,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     fewest = min(settings.memory_events, settings.memory_large_events)
     if fewest < settings.memory_hours:
         cli.error(f"{fewest:,} memory events cannot fill {settings.memory_hours} queue hours")
+    for events in ("rate_events", "rate_hot_events"):
+        if getattr(settings, events) < settings.rate_files:
+            cli.error(f"--{events.replace('_', '-')} {getattr(settings, events):,} cannot "
+                      f"fill {settings.rate_files} files")
+    if settings.rate_hot_user_events > settings.rate_hot_events:
+        cli.error(f"the hot user's {settings.rate_hot_user_events:,} events are more than "
+                  f"case 4's {settings.rate_hot_events:,}")
     command = shlex.join([sys.executable, "-m", "bench", *args_list])
     try:
         results = run(settings, command)

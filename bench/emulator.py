@@ -20,8 +20,14 @@ from bench.inputs import Workload
 from bench.process import child_env, cli_command
 from bench.settings import API_KEY
 
-# The same for every contender: no per-id throttling, no daily quota, no project cap.
-BENCH_CONFIG: dict[str, Any] = {"rate_limits": False, "daily_quota": None, "project_eps_cap": None}
+# The same for every contender: no per-id throttling, no daily quota, no project cap (the
+# rate-limited workload turns its limits on per case, on top of this).
+BENCH_CONFIG: dict[str, Any] = {
+    "rate_limits": False,
+    "daily_quota": None,
+    "project_eps_cap": None,
+    "project_rps_cap": None,
+}
 _START_TIMEOUT_S = 30.0
 
 
@@ -65,16 +71,23 @@ class EmulatorProcess:
         self.reset()
         return self
 
-    def reset(self, latency_ms: int = 0) -> dict[str, Any]:
-        """Forget all events and logs, then apply :data:`BENCH_CONFIG` and answer every
-        ingestion request ``latency_ms`` after handling it; returns the config."""
+    def reset(
+        self, latency_ms: int = 0, limits: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Forget all events, logs and rate windows, then apply :data:`BENCH_CONFIG` with
+        ``limits`` over it (config keys, e.g. ``{"project_eps_cap": 1000}``; ``{"batch":
+        {...}}`` changes only the keys given) and answer every ingestion request
+        ``latency_ms`` after handling it; returns the config."""
         self._http.post("/_emulator/reset").raise_for_status()
-        wanted = {**BENCH_CONFIG, "latency_ms": latency_ms}
+        wanted = {**BENCH_CONFIG, **(limits or {}), "latency_ms": latency_ms}
         response = self._http.patch("/_emulator/config", json=wanted)
         response.raise_for_status()
         config: dict[str, Any] = response.json()
         for key, value in wanted.items():
-            require(config.get(key) == value, f"emulator config {key} is {config.get(key)!r}")
+            got = config.get(key)
+            if isinstance(value, dict) and isinstance(got, dict):
+                got = {name: got.get(name) for name in value}
+            require(got == value, f"emulator config {key} is {config.get(key)!r}")
         require(self.stored() == 0, "the emulator still holds events after a reset")
         return config
 

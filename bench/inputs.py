@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -278,3 +279,74 @@ def queue_hours(
         f"(at most {file_events:,})"
     )
     return Workload(workload.label, root, workload.files, shape)
+
+
+RATE_USERS = 400  # the users of identified_events (besides the hot user)
+HOT_USER = "bench-hot-user"
+
+
+def _identity(rng: random.Random, user: str) -> dict[str, str]:
+    """A Currents identity: an external id, one device (a UUID) and Braze's internal id."""
+    return {
+        "external_user_id": user,
+        "device_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "user_id": f"{rng.getrandbits(96):024x}",
+    }
+
+
+def identified_events(
+    root: Path, events: int, files: int, *, seed: int, label: str, hot: int = 0
+) -> Workload:
+    """``events`` custom events in ``files`` files (one per queue hour, one generation:
+    ``seed``; different seeds, different ids), every record with an external user id and a
+    device id, so that every record is delivered (none skipped for want of an identity):
+    ``hot`` of them, spread evenly through the files, are one user's on one device, the
+    others go to :data:`RATE_USERS` users in turn, each with one device of its own."""
+    require(events >= files >= 1, f"{events:,} events cannot fill {files} files")
+    require(0 <= hot <= events, f"{hot:,} of {events:,} events cannot be one user's")
+    rng = random.Random(f"{seed}:identities")
+    hot_identity = _identity(rng, HOT_USER)
+    users = [_identity(rng, f"bench-user-{index:04d}") for index in range(RATE_USERS)]
+    written: list[FixtureFile] = []
+    index = cold = 0
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=f"{root.name}-base-") as scratch:
+        generated = generate_fixtures(
+            Path(scratch),
+            events_per_type=events,
+            event_types=[CUSTOM_EVENT],
+            seed=seed,
+            files_per_type=files,
+            max_events_per_file=math.ceil(events / files),
+            duplicate_rate=0.0,
+        )
+        require(len(generated) == files, f"expected {files} files, got {len(generated)}")
+        for base in generated:
+            records = _read_records(base.path)
+            for record in records:
+                if (index + 1) * hot // events > index * hot // events:  # evenly spread
+                    record.update(hot_identity)
+                else:
+                    record.update(users[cold % RATE_USERS])
+                    cold += 1
+                index += 1
+            path = root / base.key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as f:
+                n = write_avro(f, base.event_type, records)
+            require(n == base.records, f"{label}: wrote {n} records, wanted {base.records}")
+            written.append(FixtureFile(path, base.key, base.event_type, n, 0))
+    _distinct(written, label)
+    require(cold == events - hot, f"{label}: {events - cold:,} hot events, wanted {hot:,}")
+    sizes = [f.records for f in written]
+    users_text = f"{min(RATE_USERS, events - hot):,} users with a device each"
+    size_text = f"{min(sizes):,}" + ("" if min(sizes) == max(sizes) else f"–{max(sizes):,}")
+    shape = (
+        f"{files:,} file{'s' if files != 1 else ''} of {size_text} "
+        f"custom events, one per queue hour; "
+        + (f"{hot:,} events one user's on one device, the other {events - hot:,} "
+           f"spread over {users_text}" if hot else f"spread over {users_text}")
+    )
+    workload = Workload(label, root, tuple(written), shape)
+    require(workload.records == events, f"{label}: {workload.records} records, not {events}")
+    return workload

@@ -55,6 +55,27 @@ def replay_has_workers() -> bool:
     return "--workers" in done.stdout
 
 
+def replay_command(
+    workload: Workload, url: str, run_dir: Path, *options: str
+) -> tuple[list[str], Path]:
+    """``currents-export replay`` of ``workload`` into the emulator at ``url``, its state,
+    dead letter and summary in ``run_dir`` (created, must be new), with ``options`` added;
+    and where its summary JSON will be."""
+    run_dir.mkdir(parents=True)
+    targets = [str(workload.paths[0])] if len(workload.files) == 1 else [str(workload.root)]
+    summary_path = run_dir / "summary.json"
+    command = [
+        *cli_command(), "replay", *targets,
+        "--api-key", API_KEY,
+        "--amplitude-url", url,
+        "--state", str(run_dir / "state.sqlite"),
+        "--dead-letter", str(run_dir / "dead-letter"),
+        "--summary-json", str(summary_path),
+        *options,
+    ]
+    return command, summary_path
+
+
 def run_replay(
     workload: Workload,
     emulator: EmulatorProcess,
@@ -67,18 +88,10 @@ def run_replay(
     """Replay ``workload`` into a freshly reset emulator (answering after ``latency_ms``),
     with ``--workers`` when given, and check every record is accounted for."""
     emulator.reset(latency_ms)
-    run_dir.mkdir(parents=True)
-    targets = [str(workload.paths[0])] if len(workload.files) == 1 else [str(workload.root)]
-    summary_path = run_dir / "summary.json"
-    command = [
-        *cli_command(), "replay", *targets,
-        "--api-key", API_KEY,
-        "--amplitude-url", emulator.url,
-        "--state", str(run_dir / "state.sqlite"),
-        "--dead-letter", str(run_dir / "dead-letter"),
-        "--summary-json", str(summary_path),
+    command, summary_path = replay_command(
+        workload, emulator.url, run_dir,
         *(() if workers is None else ("--workers", str(workers))),
-    ]
+    )
     child = run_measured(command, run_dir / "replay", timeout_s)
     what = f"replay of {workload.label}" + ("" if workers is None else f" --workers {workers}")
     require(not child.timed_out, f"{what} was killed after {timeout_s:.0f} s:\n{child.tail()}")

@@ -6,6 +6,15 @@ import json
 from datetime import UTC, datetime
 
 from bench.emulator import BATCH_SIZE
+from bench.inputs import RATE_USERS
+from bench.rate import (
+    MAX_REFUSED,
+    PROJECT_PAUSE_S,
+    SLACK,
+    RateCase,
+    RateResult,
+    RateRun,
+)
 from bench.replay import ReplayRun
 from bench.results import (
     MEMORY_CEILING,
@@ -16,6 +25,7 @@ from bench.results import (
     MemoryRuns,
     Results,
     Target,
+    Unlimited,
 )
 
 
@@ -34,7 +44,7 @@ def _header(results: Results) -> list[str]:
     config = results.emulator_config
     switches = ", ".join(
         f"`{key}: {json.dumps(config.get(key))}`"
-        for key in ("rate_limits", "daily_quota", "project_eps_cap")
+        for key in ("rate_limits", "daily_quota", "project_eps_cap", "project_rps_cap")
     )
     lines = [
         "# currents-export benchmark",
@@ -47,26 +57,37 @@ def _header(results: Results) -> list[str]:
         f"| command | `{results.command}` |",
     ]
     lines += [f"| {name} | {value} |" for name, value in results.machine.items()]
-    lines += [
+    unlimited, limited = results.unlimited, results.rate
+    latency = []
+    if unlimited is not None:
+        latency.append(f"the real-shape workloads (`latency_ms: {_latency(unlimited)}`)")
+    if limited is not None:
+        latency.append(f"the rate-limited workload (`latency_ms: {limited.latency_ms}`; its "
+                       "limits are turned on per case, see there)")
+    lines.append(
         f"| emulator | its own process; {switches}; reset before every measurement; "
-        f"answers at once except for the real-shape workloads "
-        f"(`latency_ms: {_latency(results)}`) |",
-        f"| repeats | {results.repeats} per measurement ({_shape_repeats(results)} for the "
-        "real-shape replays and SDK runs); the fastest run is reported, memory is the "
-        "highest peak |",
-    ]
+        f"answers at once except for {' and '.join(latency)} |"
+    )
+    if unlimited is not None:
+        lines.append(
+            f"| repeats | {results.repeats} per measurement ({_shape_repeats(unlimited)} for "
+            "the real-shape replays and SDK runs); the fastest run is reported, memory is the "
+            "highest peak |"
+        )
+    if limited is not None:
+        lines.append("| rate-limited workload | each case once |")
     return lines
 
 
-def _latency(results: Results) -> str:
+def _latency(results: Unlimited) -> str:
     return ", ".join(sorted({str(shape.latency_ms) for shape in results.shapes})) or "—"
 
 
-def _shape_repeats(results: Results) -> int:
+def _shape_repeats(results: Unlimited) -> int:
     return max((len(shape.workers1) for shape in results.shapes), default=0)
 
 
-def _throughput(results: Results) -> list[str]:
+def _throughput(results: Unlimited) -> list[str]:
     large, mix = results.large, results.mix
     return [
         "## Throughput (events/s)",
@@ -83,7 +104,7 @@ def _throughput(results: Results) -> list[str]:
     ]
 
 
-def _ten_files(results: Results) -> list[str]:
+def _ten_files(results: Unlimited) -> list[str]:
     files = results.ten_files
     r1, r2 = files.replay1, files.replay2
     w1 = "--workers 1" if results.replay_has_workers else "as it is (no `--workers` yet)"
@@ -115,7 +136,7 @@ def _ratio_cell(value: float | None, target: Target | None) -> str:
     return f"{value:.2f}" if target is None else judged(value, target)
 
 
-def _shapes(results: Results) -> list[str]:
+def _shapes(results: Unlimited) -> list[str]:
     if not results.shapes:
         return []
     w1 = "--workers 1" if results.replay_has_workers else "as it is (no `--workers` yet)"
@@ -168,7 +189,7 @@ def _memory_row(runs: MemoryRuns) -> str:
     return f"| {runs.label} | {runs.files:,} | {peak} |"
 
 
-def _memory(results: Results) -> list[str]:
+def _memory(results: Unlimited) -> list[str]:
     memory = results.memory
     small, large = memory.small, memory.large
     workers = "`--workers 1`, " if results.replay_has_workers else ""
@@ -195,7 +216,7 @@ def _memory(results: Results) -> list[str]:
     ]
 
 
-def _emulator(results: Results) -> list[str]:
+def _emulator(results: Unlimited) -> list[str]:
     run = results.emulator_alone
     return [
         "## The emulator alone",
@@ -209,7 +230,7 @@ def _emulator(results: Results) -> list[str]:
     ]
 
 
-def _details(results: Results) -> list[str]:
+def _details(results: Unlimited) -> list[str]:
     lines = [
         "## Every run",
         "",
@@ -243,6 +264,144 @@ def _latency_tag(latency_ms: int) -> str:
 def _run_name(run: ReplayRun) -> str:
     workers = "" if run.workers is None else f" --workers {run.workers}"
     return f"{run.workload}{workers}{_latency_tag(run.latency_ms)}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _bound_cell(case: RateCase) -> str:
+    parts = [f"{SLACK:g} × ideal"]
+    if case.startup_s is not None:
+        parts.append(f"{_seconds(case.startup_s)} s start-up")
+    if case.allowance:
+        parts.append(case.allowance)
+    text = f"≤ {' + '.join(parts)} = {_seconds(case.bound_s)} s"
+    if case.max_refused is not None:
+        overall = " overall" if len(case.runs) > 1 else ""
+        text += (f"; ≤ {case.max_refused:.0%} refused{overall} "
+                 f"({case.refused_share:.1%})")
+    return text
+
+
+def _verdict(case: RateCase, run: RateRun) -> str:
+    if case.met(run):
+        return "✓ pass"
+    missed = [] if case.time_met(run) else ["time"]
+    if not case.refused_met:
+        missed.append(f"refused {case.refused_share:.1%}")
+    return f"✗ fail ({', '.join(missed)})"
+
+
+def _rate_limited(result: RateResult) -> list[str]:
+    lines = [
+        "## Rate limits (issue 22): time to deliver against the ideal",
+        "",
+        f"Each case replays into the emulator with Amplitude's limits turned on and "
+        f"`latency_ms: {result.latency_ms}`; ideal = the events / the budget (or, without one, "
+        "the limit); measured = the wall time of the `replay` process, interpreter start-up "
+        "included. Start-up = the wall time of a replay of as many files as the case's, of "
+        "one event each (replay starts a worker process per file, up to the CPUs it may use), "
+        "in the same setup just before the case (same emulator limits, latency and options; "
+        "case 3: three started together, the slowest). "
+        "429s refused: the summaries' `requests_refused_429` (429s without indexes: the "
+        "project's limit); throttled: `requests_throttled_429` (429s naming users or devices).",
+        *(["", "At these sizes (`--smoke`) the times are mostly start-up: the bounds say "
+           "nothing; only the checks (every event delivered) count."] if result.smoke else []),
+        "",
+        "| case | events | limit | budget | ideal s | measured s | ratio to ideal | requests "
+        "| 429s refused | found rate | bound | pass/fail |",
+        "|---|--:|---|---|--:|--:|--:|--:|--:|--:|---|---|",
+    ]
+    for case in result.cases:
+        for index, run in enumerate(case.runs):
+            name = f"{case.number}. {case.name}"
+            if len(case.runs) > 1:
+                name += f": run {index + 1}"
+            events = f"{run.records:,}"
+            if case.ideal_events != run.records:
+                events += f" ({case.ideal_events:,} one user's)"
+            refused = f"{run.refused:,}"
+            if run.throttled:
+                refused += f" (+{run.throttled:,} throttled)"
+            found = "—" if run.found is None else f"{run.found:,.0f} events/s"
+            lines.append(
+                f"| {name} | {events} | {case.limit} | {case.budget} "
+                f"| {_seconds(case.ideal_s)} | {_seconds(run.wall_s)} "
+                f"| {run.wall_s / case.ideal_s:.2f} | {run.requests:,} | {refused} | {found} "
+                f"| {_bound_cell(case)} | {_verdict(case, run)} |"
+            )
+    if result.left_out:
+        lines += ["", "Not run:", ""]
+        lines += [f"- {note}." for note in result.left_out]
+    lines += [
+        "",
+        "| case | run | delivered | requests | retries | 429s refused | 429s throttled "
+        "| waited on budget s | waited on Amplitude s | sending events/s | elapsed s "
+        "| wall s | peak RSS MiB |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for case in result.cases:
+        for index, run in enumerate(case.runs):
+            sending = run.sending
+            lines.append(
+                f"| {case.number} | {index + 1} | {run.delivered:,} | {run.requests:,} "
+                f"| {run.retries:,} | {run.refused:,} | {run.throttled:,} "
+                f"| {_optional(sending.get('waited_on_budget_s'))} "
+                f"| {_optional(sending.get('waited_on_amplitude_s'))} "
+                f"| {_optional(sending.get('events_per_second'), ',.0f')} "
+                f"| {run.elapsed_s:.2f} | {run.wall_s:.2f} | {run.peak_rss_mb:.1f} |"
+            )
+    lines += [
+        "",
+        "| case | emulator limits | replay options | start-up s | events stored "
+        "| requests answered | emulator answers |",
+        "|---|---|---|--:|--:|--:|---|",
+    ]
+    for case in result.cases:
+        limits = ", ".join(f"`{key}: {json.dumps(value)}`"
+                           for key, value in case.emulator_limits.items())
+        options = f"`{' '.join(case.options)}`" if case.options else "—"
+        startup = "—" if case.startup_s is None else f"{case.startup_s:.2f}"
+        lines.append(
+            f"| {case.number} | {limits} | {options} | {startup} | {case.stored:,} "
+            f"| {case.emulator_requests:,} | {case.statuses} |"
+        )
+    lines += ["", "Shapes (each run's files):", ""]
+    lines += [f"- case {case.number}: {case.shape}." for case in result.cases]
+    return lines
+
+
+def _optional(value: object, spec: str = ".1f") -> str:
+    return "—" if not isinstance(value, int | float) else format(value, spec)
+
+
+RATE_NOTES = [
+    "## How the rate-limited workload is measured",
+    "",
+    "- Inputs: `users.behaviors.CustomEvent` from `generate_fixtures` (no duplicates), every "
+    "record rewritten with an external user id and a device id of its own user (so every "
+    "record is delivered: none skipped for want of an identity), in files of one queue hour "
+    f"each; the users take the records in turn ({RATE_USERS} of them). Case 3's three runs "
+    "have their own ids (other seeds). Case 4's hot user (one user id, one device) holds its "
+    "share of the events, spread evenly through the files. Generation is not timed.",
+    "- Limits (the emulator, `PATCH /_emulator/config` before each case): `project_eps_cap` "
+    "and `project_rps_cap` count each API key's accepted events and requests over a "
+    "sliding 1 s window (every run uses the same key: one project) and answer 429 "
+    "`{\"code\":429,\"error\":\"Too many requests\"}` without indexes past them; "
+    "`rate_limits: true` turns on the per-user/device limit (Batch API: over "
+    "`batch.eps_threshold` events/s averaged over `batch.eps_window_s`), whose 429 names "
+    "the throttled ids.",
+    f"- Bounds: {SLACK:g} × ideal, plus the start-up for the budgeted cases (1, 3), plus two "
+    f"of the tool's {PROJECT_PAUSE_S:g} s pauses (Amplitude's guidance after a 429) for the "
+    f"case without a budget (2); budgeted cases also ≤ {MAX_REFUSED:.0%} of requests refused "
+    "(the summaries' refused 429s / requests; the emulator's own answers are listed beside). "
+    "Case 4's ideal is the hot user's events / the per-id limit. A missed bound is reported "
+    "(✗) and does not fail the run.",
+    "- Checks (a failure stops the benchmark): every replay exits 0 with no object failed "
+    "and nothing pending, delivers every record, and the emulator stores exactly the "
+    "events the case's summaries delivered.",
+]
 
 
 NOTES = [
@@ -301,15 +460,21 @@ NOTES = [
 
 
 def render(results: Results) -> str:
-    """The whole report as Markdown."""
-    sections = [
-        _header(results),
-        _throughput(results),
-        _ten_files(results),
-        _shapes(results),
-        _memory(results),
-        _emulator(results),
-        _details(results),
-        NOTES,
-    ]
+    """The whole report as Markdown (the sections of the workloads measured)."""
+    sections = [_header(results)]
+    unlimited, limited = results.unlimited, results.rate
+    if unlimited is not None:
+        sections += [
+            _throughput(unlimited),
+            _ten_files(unlimited),
+            _shapes(unlimited),
+            _memory(unlimited),
+            _emulator(unlimited),
+        ]
+    if limited is not None:
+        sections.append(_rate_limited(limited))
+    if unlimited is not None:
+        sections += [_details(unlimited), NOTES]
+    if limited is not None:
+        sections.append(RATE_NOTES)
     return "\n\n".join("\n".join(section) for section in sections) + "\n"

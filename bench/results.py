@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.decode import DecodeRun
 from bench.emulator import EmulatorRun
+from bench.rate import RateResult
 from bench.replay import ReplayRun
 from bench.sdk import SdkRun
 
@@ -287,11 +288,10 @@ class MemoryResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Results:
-    command: str
-    machine: dict[str, str]
-    emulator_config: dict[str, Any]
-    repeats: int
+class Unlimited:
+    """The workloads without Amplitude's limits: throughput, several files, real shapes,
+    memory and the emulator alone."""
+
     large: WorkloadResult  # custom events, the large size
     sdks: tuple[SdkRun, ...]  # the SDK over the large file, every repeat
     emulator_alone: EmulatorRun
@@ -312,7 +312,7 @@ class Results:
 
     @property
     def replays(self) -> tuple[ReplayRun, ...]:
-        """Every replay of the run."""
+        """Every replay of these workloads."""
         shaped = tuple(run for shape in self.shapes for run in shape.replays)
         return (
             self.large.replays + self.mix.replays + self.ten_files.replays + shaped
@@ -321,10 +321,6 @@ class Results:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "command": self.command,
-            "machine": self.machine,
-            "emulator_config": self.emulator_config,
-            "repeats": self.repeats,
             "large": self.large.to_json(),
             "mix": self.mix.to_json(),
             "ten_files": self.ten_files.to_json(),
@@ -345,6 +341,28 @@ class Results:
                     else self.ten_files.vs_decode(self.ten_files.replay2)
                 ),
             },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """One run: what it ran on, and the workloads it measured (``--only``: one of them)."""
+
+    command: str
+    machine: dict[str, str]
+    emulator_config: dict[str, Any]
+    repeats: int
+    unlimited: Unlimited | None  # None: --only rate
+    rate: RateResult | None  # None: --only unlimited
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "machine": self.machine,
+            "emulator_config": self.emulator_config,
+            "repeats": self.repeats,
+            **({} if self.unlimited is None else self.unlimited.to_json()),
+            "rate": None if self.rate is None else self.rate.to_json(),
         }
 
 
