@@ -91,7 +91,6 @@ from currents_export.sources.s3 import (
 )
 from currents_export.stopping import Stop
 from currents_export.support.logs import setup_logging
-from currents_export.workers import CONTEXT as WORKER_CONTEXT
 from currents_export.workers import WorkerPool, WorkerSpec, default_workers
 
 log = logging.getLogger("currents_export")
@@ -312,18 +311,21 @@ def _run_in_processes(
     verbose: int,
 ) -> RunSummary:
     """Check the set-up here, before any work, and run the worker processes (each builds
-    its run from the same settings; the key travels separately, never in a repr)."""
+    its run from the same settings; the key travels separately, never in a repr). They
+    send on one schedule (one budget), kept in a private folder of this run."""
     worker_settings = settings.without("api_key", "api_key_file", "summary_json")
-    pace_state = PaceState.shared(WORKER_CONTEXT)  # one budget for every worker
-    spec = WorkerSpec(build_worker_pipeline, (worker_settings, api_key, verbose, pace_state),
-                      s3_endpoint_url=settings.s3_endpoint_url)
-    pacer = build_pacer(settings, stop, pace_state)
-    run = WorkerPool(spec, workers=workers, stop=stop, dry_run=settings.dry_run,
-                     progress=progress)
-    with ExitStack() as stack, _stop_on_signals(stop, on_exit=run.kill):
+    with ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="currents-export-"))
+        pace_state = PaceState.shared(Path(folder))
+        spec = WorkerSpec(build_worker_pipeline, (worker_settings, api_key, verbose, pace_state),
+                          s3_endpoint_url=settings.s3_endpoint_url)
+        run = WorkerPool(spec, workers=workers, stop=stop, dry_run=settings.dry_run,
+                         progress=progress)
+        stack.enter_context(_stop_on_signals(stop, on_exit=run.kill))
         # Built here once, so that a bad set-up is an answer before any worker starts; the
         # ledger frees the leases of a worker that dies.
         checked = open_destinations(settings, stack)
+        pacer = build_pacer(settings, stop, pace_state)
         build_pipeline(settings, checked, stack, stop=stop, api_key=api_key, pacer=pacer)
         run.ledger = checked.ledger
         return _watched(run.run, objects, pacer, settings, progress, stack)

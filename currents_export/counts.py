@@ -137,16 +137,21 @@ class SendingReport:
             "waited_on_amplitude_s": round(self.waited_on_amplitude_s, 1),
         }
 
+    @property
+    def budget_in_force(self) -> float | None:
+        """Events/s the run was held to at the end: the budget, or the rate found if lower."""
+        rates = [r for r in (self.events_per_second, self.found_events_per_second) if r]
+        return min(rates) if rates else None
+
     def describe(self) -> str:
         """The budget, refusals and waits in words (the display, the summary)."""
-        parts = []
-        if self.events_per_second is not None:
-            parts.append(f"budget {self.events_per_second:,.0f} events/s")
-        if self.requests_per_second is not None:
-            parts.append(f"{self.requests_per_second:,.0f} requests/s")
+        budget = [f"{rate:,.0f} {unit}/s" for rate, unit in (
+            (self.events_per_second, "events"), (self.requests_per_second, "requests"))
+            if rate is not None]
+        parts = [f"budget {', '.join(budget)}"] if budget else []
         if self.found_events_per_second is not None:
             parts.append(f"found {self.found_events_per_second:,.0f} events/s")
-        parts.append(f"429s {self.refused + self.throttled:,}")
+        parts.append(f"429s: {self.refused:,} project, {self.throttled:,} users/devices")
         parts.append(f"waited: Amplitude {self.waited_on_amplitude_s:,.0f} s, "
                      f"budget {self.waited_on_budget_s:,.0f} s")
         return ", ".join(parts)

@@ -128,7 +128,8 @@ def test_the_summary_says_what_sending_met_and_suggests_the_rate_found() -> None
         "budget_requests_per_second": None, "found_events_per_second": 733.4,
         "requests_refused_429": 3, "requests_throttled_429": 1,
         "waited_on_budget_s": 1.3, "waited_on_amplitude_s": 60.0}
-    assert ("sending: 900 events/s, found 733 events/s, 429s 4, waited: Amplitude 60 s, "
+    assert ("sending: 900 events/s, found 733 events/s, 429s: 3 project, 1 users/devices, "
+            "waited: Amplitude 60 s, "
             "budget 1 s") in text
     assert "--max-events-per-second 733 keeps the next run under it" in text
 
@@ -150,3 +151,12 @@ def test_a_run_that_sent_nothing_has_no_sending_figures() -> None:
 
     assert summary.to_json()["sending"] is None  # the key stays: one contract
     assert "sending:" not in summary.render()
+
+
+def test_a_requests_budget_alone_reads_as_a_budget() -> None:
+    words = sending(requests_per_second=95.0).describe()
+
+    assert words.startswith("budget 95 requests/s, 429s: 0 project")
+    assert sending(events_per_second=75.0, found_events_per_second=60.0).budget_in_force == 60
+    assert sending(found_events_per_second=800.0).budget_in_force == 800
+    assert sending().budget_in_force is None

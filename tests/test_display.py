@@ -78,7 +78,8 @@ def test_the_line_ends_with_what_sending_meets() -> None:
                             waited_on_budget_s=4.2, waited_on_amplitude_s=60.1)
     line = format_status("replay", snap, elapsed_s=70, rate=900.0, sending=sending)
     assert line.endswith(" | dead-lettered 0 | budget 950 events/s, 95 requests/s, found 713 "
-                         "events/s, 429s 3, waited: Amplitude 60 s, budget 4 s")
+                         "events/s, 429s: 1 project, 2 users/devices, waited: Amplitude 60 s, "
+                         "budget 4 s")
 
 
 def test_no_eta_without_a_known_total_and_no_rate_before_one_is_measured() -> None:

@@ -23,7 +23,7 @@ import orjson
 from currents_export.amplitude.api import RetryPolicy
 from currents_export.amplitude.batching import Envelope, PendingEvent
 from currents_export.amplitude.circuit import Circuit
-from currents_export.amplitude.pacing import Pacer, Ticket
+from currents_export.amplitude.pacing import Pacer, Turn
 from currents_export.errors import (
     AmplitudeSetupError,
     DeliveryFailed,
@@ -257,8 +257,8 @@ class AmplitudeClient:
         self, chunk: list[PendingEvent[Ref]], outcome: SendOutcome[Ref]
     ) -> _Response | None:
         """POST until the answer is final (200, 400, 413, an indexed 429); back off on the rest.
-        None: the project's limit refused the request and it is larger than the rate found
-        allows (the caller re-sends it in pieces).
+        None: sending paused while it waited (a project-level 429) and resumed at a rate this
+        request no longer fits (the caller sends it again in pieces).
 
         Raises DeliveryFailed past the horizon, AmplitudeUnavailable when the whole run's
         circuit gave up, SendInterrupted when the run is stopping. Time waiting for the
@@ -274,8 +274,15 @@ class AmplitudeClient:
             admitting = clock()
             circuit.admit()
             pacer.waited_on_amplitude(admitting, clock())
-            ticket = pacer.turn(len(chunk))
-            paced += ticket.paced_s
+            try:
+                turn = pacer.turn(len(chunk))
+            except BaseException:
+                circuit.abandon()  # (a probe's turn: let another probe go)
+                raise
+            if turn is None:  # paused meanwhile; the rate found wants smaller requests
+                circuit.abandon()
+                return None
+            paced += turn.paced_s
             outcome.requests += 1
             try:
                 response, problem = self._attempt(body, len(chunk))
@@ -284,7 +291,7 @@ class AmplitudeClient:
                 raise
             if response is not None:
                 circuit.succeeded()
-                self._tell_pacer(ticket, response, len(chunk))
+                self._tell_pacer(turn, response, len(chunk))
                 return response
             attempt += 1
             if problem.startswith("HTTP 403"):
@@ -295,10 +302,10 @@ class AmplitudeClient:
                         "Amplitude answered 403 Forbidden (its firewall blocked the request) "
                         f"{forbidden} times; check the network path to {self.host}"
                     )
-            refused = problem.startswith("HTTP 429")
-            if refused:  # the project's limit: everyone pauses
-                pacer.refused(ticket, len(chunk))
-            delay = circuit.failed(problem, attempt)
+            if problem.startswith("HTTP 429"):  # the project's limit: everyone pauses
+                pacer.refused(turn, len(chunk))
+            backoff = circuit.failed(problem, attempt)
+            delay = max(backoff, pacer.pause_left())  # the pause counts toward the horizon
             waited = clock() - started - paced
             if waited + delay > policy.horizon_s:
                 if circuit.open:  # not this request alone: Amplitude is down
@@ -310,17 +317,12 @@ class AmplitudeClient:
             outcome.retries += 1
             log.warning("upload failed (%s); retry %d in %.1fs", problem, attempt, delay)
             backing_off = clock()
-            circuit.wait_before_retry(delay)
+            circuit.wait_before_retry(backoff)  # then the pacer's turn waits out a pause
             pacer.waited_on_amplitude(backing_off, clock())
-            if refused:
-                pacer.wait_out_pause()
-                size = pacer.request_size()
-                if size is not None and len(chunk) > size:
-                    return None
 
-    def _tell_pacer(self, ticket: Ticket, response: _Response, sent: int) -> None:
+    def _tell_pacer(self, turn: Turn, response: _Response, sent: int) -> None:
         if response.status == 200:
-            self.pacer.accepted(ticket, sent)
+            self.pacer.accepted(turn, sent)
         elif response.status == 429:
             self.pacer.throttled()
 

@@ -161,9 +161,6 @@ def sending_emf_line(sending: SendingReport, delivered: int, elapsed_s: float,
     """A CloudWatch EMF document for one invocation's sending: 429s (``ProjectThrottles``:
     the project's limit, which the stack's throttling alarm watches), waits, the rate and
     the budget in force (set, or found after a refusal; 0 when neither)."""
-    budget = sending.events_per_second
-    found = sending.found_events_per_second
-    in_force = min(budget, found) if budget and found else (budget or found or 0.0)
     metrics: dict[str, tuple[float, str]] = {
         "ProjectThrottles": (sending.refused, "Count"),
         "IdThrottles": (sending.throttled, "Count"),
@@ -171,7 +168,7 @@ def sending_emf_line(sending: SendingReport, delivered: int, elapsed_s: float,
         "AmplitudeWaitSeconds": (round(sending.waited_on_amplitude_s, 3), "Seconds"),
         "EventsPerSecond": (round(delivered / elapsed_s, 1) if elapsed_s > 0 else 0.0,
                             "Count/Second"),
-        "BudgetEventsPerSecond": (round(in_force, 1), "Count/Second"),
+        "BudgetEventsPerSecond": (round(sending.budget_in_force or 0.0, 1), "Count/Second"),
     }
     document: dict[str, Any] = {
         "_aws": {

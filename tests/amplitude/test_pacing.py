@@ -9,11 +9,14 @@ The window checks count events the way Amplitude's project limit (and the emulat
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +33,7 @@ from currents_export.amplitude.pacing import (
     Pacer,
     PaceState,
     RateBudget,
-    Ticket,
+    Turn,
 )
 from currents_export.counts import SendingReport
 from currents_export.errors import SendInterrupted
@@ -45,6 +48,13 @@ def clock() -> VirtualTime:
     virtual = VirtualTime()
     virtual.now = START
     return virtual
+
+
+def go(pacer: Pacer, events: int) -> Turn:
+    """Take a turn (never None here: no test below needs a resize)."""
+    turn = pacer.turn(events)
+    assert turn is not None
+    return turn
 
 
 def pacer_on(clock: VirtualTime, budget: RateBudget | None = None, **kwargs: Any) -> Pacer:
@@ -72,7 +82,7 @@ def send_one_second(pacer: Pacer, clock: VirtualTime, *, requests: int, events: 
     start = clock.now
     for k in range(requests):
         clock.now = start + k / requests
-        pacer.accepted(pacer.turn(events), events)
+        pacer.accepted(go(pacer, events), events)
     clock.now = start + 1.0
 
 
@@ -85,7 +95,7 @@ def test_a_budget_paces_one_request_under_it_and_no_second_holds_more(
     pacer = pacer_on(clock, RateBudget(events_per_second=950))
     assert pacer.request_size() == 47  # a twentieth of a second's budget
 
-    tickets = [pacer.turn(47) for _ in range(200)]
+    tickets = [go(pacer, 47) for _ in range(200)]
 
     departed = [ticket.departed for ticket in tickets]
     interval = 47 / (950 - 47)  # paced one request (47 events/s) under the budget
@@ -103,7 +113,7 @@ def test_a_requests_budget_makes_fewer_fuller_requests_paced_one_under_it(
     pacer = pacer_on(clock, RateBudget(events_per_second=1_000, requests_per_second=10))
     assert pacer.request_size() == 100  # 10 requests/s carry the 1,000 events/s
 
-    departed = [pacer.turn(100).departed for _ in range(40)]
+    departed = [go(pacer, 100).departed for _ in range(40)]
 
     gaps = [b - a for a, b in pairwise(departed)]
     assert min(gaps[1:]) >= 1 / 9 - 1e-9  # paced at R - 1
@@ -117,7 +127,7 @@ def test_without_a_budget_turns_never_wait(clock: VirtualTime) -> None:
     pacer = pacer_on(clock)
     assert pacer.request_size() is None
 
-    tickets = [pacer.turn(2_000) for _ in range(100)]
+    tickets = [go(pacer, 2_000) for _ in range(100)]
 
     assert {ticket.paced_s for ticket in tickets} == {0.0}
     assert {ticket.departed for ticket in tickets} == {START}
@@ -132,14 +142,14 @@ def test_waiting_for_the_budget_is_counted_as_pacing_not_as_amplitude(
     clock: VirtualTime,
 ) -> None:
     pacer = pacer_on(clock, RateBudget(events_per_second=100))
-    first, second = pacer.turn(5), pacer.turn(5)
+    first, second = go(pacer, 5), go(pacer, 5)
     assert first.paced_s == 0.0 and not first.held
     # paced at 100 - 5 events/s (the first interval LATE_S shorter: see above)
     assert second.paced_s == pytest.approx(5 / 95 - LATE_S) and second.held
     after_two = pacer.report().waited_on_budget_s
     assert after_two == pytest.approx(second.paced_s)
 
-    more = [pacer.turn(5) for _ in range(8)]
+    more = [go(pacer, 5) for _ in range(8)]
 
     report = pacer.report()
     assert all(ticket.paced_s > 0 for ticket in more)
@@ -153,13 +163,13 @@ def test_with_a_budget_and_a_found_rate_the_lower_one_paces(clock: VirtualTime) 
     found_lower = Pacer(RateBudget(events_per_second=1_000), PaceState.local(found_rate=400),
                         clock=clock.clock, sleep=clock.sleep)
     assert found_lower.request_size() == 20
-    departed = [found_lower.turn(20).departed for _ in range(5)]
+    departed = [go(found_lower, 20).departed for _ in range(5)]
     assert [b - a for a, b in pairwise(departed)][1:] == pytest.approx([20 / 380] * 3)
 
     budget_lower = Pacer(RateBudget(events_per_second=300), PaceState.local(found_rate=400),
                          clock=clock.clock, sleep=clock.sleep)
     assert budget_lower.request_size() == 15
-    departed = [budget_lower.turn(15).departed for _ in range(5)]
+    departed = [go(budget_lower, 15).departed for _ in range(5)]
     assert [b - a for a, b in pairwise(departed)][1:] == pytest.approx([15 / 285] * 3)
     report = budget_lower.report()
     assert (report.events_per_second, report.found_events_per_second) == (300, 400)
@@ -174,16 +184,16 @@ def test_a_refusal_pauses_every_sender_then_resumes_at_three_quarters(
     pacer = pacer_on(clock, pause_s=60.0)
     send_one_second(pacer, clock, requests=10, events=100)  # 1,000 events/s accepted
     assert pacer.report().found_events_per_second is None
-    refused = pacer.turn(100)  # 1001.00: over the project's limit
+    refused = go(pacer, 100)  # 1001.00: over the project's limit
     clock.now = START + 1.02
-    in_flight = pacer.turn(100)  # left before the run heard of the refusal
-    late = pacer.turn(100)
+    in_flight = go(pacer, 100)  # left before the run heard of the refusal
+    late = go(pacer, 100)
     clock.now = START + 1.05
     pacer.refused(refused, 100)
     clock.now = START + 1.10
     pacer.refused(in_flight, 100)  # already reacted to: no new pause, no second decrease
 
-    resumed = pacer.turn(37)
+    resumed = go(pacer, 37)
 
     assert resumed.departed == pytest.approx(START + 1.05 + 60.0)  # the first pause only
     assert resumed.paced_s == 0.0  # Amplitude's pause is not the budget's pacing
@@ -197,7 +207,7 @@ def test_a_refusal_pauses_every_sender_then_resumes_at_three_quarters(
     pacer.refused(late, 100)
     assert pacer.report().found_events_per_second == pytest.approx(750.0)
     assert pacer.request_size() == 37
-    after = [pacer.turn(37) for _ in range(5)]
+    after = [go(pacer, 37) for _ in range(5)]
     for ticket in after:
         pacer.accepted(ticket, 37)
     assert after[-1].departed < resumed.departed + 1.0  # no second pause
@@ -205,10 +215,10 @@ def test_a_refusal_pauses_every_sender_then_resumes_at_three_quarters(
     assert previous is not None and previous >= 750.0
 
     # A refusal of a request sent after the resumption: lower again, pause again.
-    again = pacer.turn(37)
+    again = go(pacer, 37)
     clock.now = again.departed + 0.05
     pacer.refused(again, 100)
-    next_turn = pacer.turn(37)
+    next_turn = go(pacer, 1)  # (37 events no longer fit the rate lowered again)
 
     assert next_turn.departed == pytest.approx(again.departed + 0.05 + 60.0)
     report = pacer.report()
@@ -225,9 +235,9 @@ def test_the_rate_found_is_three_quarters_of_a_steady_rate_accepted_before(
     pacer = pacer_on(clock, pause_s=60.0)
     for _ in range(8):
         send_one_second(pacer, clock, requests=10, events=50)
-    refused = pacer.turn(50)
+    refused = go(pacer, 50)
     pacer.refused(refused, 100)
-    pacer.turn(1)
+    go(pacer, 1)
     assert pacer.report().found_events_per_second == pytest.approx(0.75 * 500, rel=0.05)
 
 
@@ -238,25 +248,25 @@ def test_a_refusal_soon_after_the_resumption_lowers_from_the_rate_sent_since(
     was accepted in those two seconds, not of that spread over the pause as well."""
     pacer = pacer_on(clock, pause_s=60.0)
     send_one_second(pacer, clock, requests=10, events=100)
-    pacer.refused(pacer.turn(100), 100)
-    sent: list[Ticket] = []
+    pacer.refused(go(pacer, 100), 100)
+    sent: list[Turn] = []
     while not sent or sent[-1].departed - sent[0].departed < 2.0:
-        ticket = pacer.turn(37)  # paced at the rate found: 750 events/s
+        ticket = go(pacer, 37)  # paced at the rate found: 750 events/s
         pacer.accepted(ticket, 37)
         sent.append(ticket)
     rate_sent = 37 * (len(sent) - 1) / (sent[-1].departed - sent[0].departed)
-    pacer.refused(pacer.turn(37), 37)
-    pacer.turn(1)
+    pacer.refused(go(pacer, 37), 37)
+    go(pacer, 1)
     assert pacer.report().found_events_per_second == pytest.approx(0.75 * rate_sent, rel=0.1)
 
 
 def test_after_a_pause_waiting_requests_leave_one_at_a_time(clock: VirtualTime) -> None:
     pacer = pacer_on(clock, pause_s=60.0)
     send_one_second(pacer, clock, requests=10, events=100)
-    pacer.refused(pacer.turn(100), 100)
+    pacer.refused(go(pacer, 100), 100)
     paused_until = clock.now + 60.0
 
-    departed = [pacer.turn(37).departed for _ in range(6)]
+    departed = [go(pacer, 37).departed for _ in range(6)]
 
     assert departed[0] == pytest.approx(paused_until)
     pace = 750 - 37  # the rate found, one request under it
@@ -268,8 +278,8 @@ def test_after_a_pause_concurrent_senders_leave_one_at_a_time() -> None:
     """Real clock, real threads all waiting for the pause: they never leave at once."""
     pacer = Pacer(pause_s=0.3)
     for _ in range(10):
-        pacer.accepted(pacer.turn(100), 100)  # 1,000 events within the run's first second
-    refused = pacer.turn(100)
+        pacer.accepted(go(pacer, 100), 100)  # 1,000 events within the run's first second
+    refused = go(pacer, 100)
     before = time.monotonic()
     pacer.refused(refused, 100)
     departed: list[float] = []
@@ -277,7 +287,7 @@ def test_after_a_pause_concurrent_senders_leave_one_at_a_time() -> None:
 
     def send() -> None:
         try:
-            departed.append(pacer.turn(37).departed)
+            departed.append(go(pacer, 37).departed)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -300,12 +310,12 @@ def test_additive_increase_only_for_requests_that_waited_for_the_rate(
 ) -> None:
     pacer = Pacer(state=PaceState.local(found_rate=500), clock=clock.clock, sleep=clock.sleep)
     assert pacer.request_size() == 25
-    first = pacer.turn(25)
+    first = go(pacer, 25)
     assert not first.held
     pacer.accepted(first, 25)
     assert pacer.report().found_events_per_second == 500  # it did not wait: no probe
 
-    held = [pacer.turn(25) for _ in range(19)]
+    held = [go(pacer, 25) for _ in range(19)]
     assert all(ticket.held for ticket in held)
     for ticket in held:
         pacer.accepted(ticket, 25)
@@ -316,9 +326,9 @@ def test_additive_increase_only_for_requests_that_waited_for_the_rate(
     assert found == pytest.approx(500 + MIN_STEP * 0.95, rel=1e-3)
 
     clock.now += 10.0  # the schedule is free again: the next turns do not wait
-    free = [pacer.turn(25)]
+    free = [go(pacer, 25)]
     clock.now += 10.0
-    free.append(pacer.turn(25))
+    free.append(go(pacer, 25))
     assert not any(ticket.held for ticket in free)
     for ticket in free:
         pacer.accepted(ticket, 25)
@@ -329,7 +339,7 @@ def test_throttled_ids_are_counted_and_pause_nobody(clock: VirtualTime) -> None:
     pacer = pacer_on(clock)
     for _ in range(3):
         pacer.throttled()
-    ticket = pacer.turn(100)
+    ticket = go(pacer, 100)
     report = pacer.report()
     assert (report.throttled, report.refused) == (3, 0)
     assert ticket.departed == START and report.found_events_per_second is None
@@ -341,17 +351,17 @@ def test_throttled_ids_are_counted_and_pause_nobody(clock: VirtualTime) -> None:
 def take_turns(state: PaceState, out: Any) -> None:
     """A spawned process's sending: 30 requests of 50 events under the shared budget."""
     pacer = Pacer(RateBudget(events_per_second=1_000), state)
-    out.put([pacer.turn(50).departed for _ in range(30)])
+    out.put([go(pacer, 50).departed for _ in range(30)])
 
 
 def test_a_local_state_stays_in_its_process() -> None:
-    with pytest.raises(TypeError, match=r"PaceState\.shared"):
+    with pytest.raises(TypeError, match="local cells stay in their process"):
         pickle.dumps(PaceState.local())
 
 
-def test_processes_sharing_a_state_share_one_budget() -> None:
+def test_processes_sharing_a_state_share_one_budget(tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
-    state = PaceState.shared(context)
+    state = PaceState.shared(tmp_path)
     out = context.Queue()
     processes = [context.Process(target=take_turns, args=(state, out)) for _ in range(2)]
     for process in processes:
@@ -373,15 +383,36 @@ def test_processes_sharing_a_state_share_one_budget() -> None:
     assert report.waited_on_budget_s > 0
 
 
+def die_holding_the_lock(state: PaceState) -> None:
+    """A worker killed (SIGKILL, the OOM killer) while it holds the schedule's lock."""
+    with state.cells.lock:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_process_killed_holding_the_lock_never_stalls_the_others(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    state = PaceState.shared(tmp_path)
+    victim = context.Process(target=die_holding_the_lock, args=(state,))
+    victim.start()
+    victim.join(30)
+    assert victim.exitcode == -signal.SIGKILL
+    reports: list[SendingReport] = []
+    survivor = threading.Thread(
+        target=lambda: reports.append(Pacer(RateBudget(100), state).report()), daemon=True)
+    survivor.start()
+    survivor.join(10)  # a guard against a hang, not a timing check
+    assert not survivor.is_alive() and len(reports) == 1  # the kernel let go of the lock
+
+
 def test_a_stop_ends_a_long_wait_for_the_budget() -> None:
     stop = Stop()
     pacer = Pacer(RateBudget(events_per_second=1), stop=stop)  # real clock
-    pacer.turn(1_000)  # the next turn is half an hour away
+    go(pacer, 1_000)  # the next turn is half an hour away
     raised: list[BaseException] = []
 
     def wait() -> None:
         try:
-            pacer.turn(1)
+            go(pacer, 1)
         except BaseException as exc:
             raised.append(exc)
 
@@ -399,8 +430,8 @@ def test_a_stop_ends_a_long_wait_for_the_budget() -> None:
 
 
 def test_a_share_of_the_budget_and_what_the_report_says() -> None:
-    assert RateBudget.share(950, 95, 2) == RateBudget(475.0, 47.5)
-    assert RateBudget.share(None, 100, 4) == RateBudget(None, 25.0)
+    assert RateBudget.share(950, 95, 2) == RateBudget(475.0, 47.5, shares=2)
+    assert RateBudget.share(None, 100, 4) == RateBudget(None, 25.0, shares=4)
     assert RateBudget.share(1_000, None) == RateBudget(1_000, None)
 
     report = SendingReport(events_per_second=475.0, requests_per_second=47.5,
@@ -417,7 +448,7 @@ def test_a_share_of_the_budget_and_what_the_report_says() -> None:
         "waited_on_amplitude_s": 60.0,
     }
     words = report.describe()
-    for part in ("budget 475 events/s", "found 412 events/s", "429s 5",
+    for part in ("budget 475 events/s", "found 412 events/s", "429s: 3 project, 2 users/devices",
                  "Amplitude 60 s", "budget 12 s"):
         assert part in words, words
 
@@ -514,3 +545,42 @@ def test_a_429_without_indexes_pauses_for_the_project_then_delivers(
     assert report.waited_on_amplitude_s >= 60.0 - 1e-9
     assert report.found_events_per_second is not None
     assert report.found_events_per_second >= MIN_FOUND_RATE
+
+
+def test_the_floor_and_the_step_are_divided_among_the_shares(clock: VirtualTime) -> None:
+    """A fleet of ten, each at 75 events/s: a refusal still slows each one down (the floor
+    is a tenth of one run's), and the rate found never climbs past the budget."""
+    pacer = Pacer(RateBudget.share(750, None, 10), clock=clock.clock, sleep=clock.sleep,
+                  pause_s=60.0)
+    send_one_second(pacer, clock, requests=15, events=5)  # 75 events/s accepted
+    pacer.refused(go(pacer, 3), 3)
+    go(pacer, 1)  # after the pause
+
+    found = pacer.report().found_events_per_second
+    assert found == pytest.approx(0.75 * 75, rel=0.05)  # not the floor of one run: 100
+    assert found > MIN_FOUND_RATE / 10
+    for _ in range(10_000):  # held by the rate found, accepted: it climbs ...
+        pacer.accepted(go(pacer, 2), 2)
+    assert pacer.report().found_events_per_second == pytest.approx(75.0)  # ... to the budget
+
+
+def test_near_the_rate_refused_before_the_rate_climbs_slowly(clock: VirtualTime) -> None:
+    pacer = pacer_on(clock, pause_s=60.0)
+    send_one_second(pacer, clock, requests=10, events=100)  # 1,000 events/s accepted
+    pacer.refused(go(pacer, 100), 100)
+    go(pacer, 1)
+    assert pacer.report().found_events_per_second == pytest.approx(750.0)
+
+    def climb_for(seconds: float) -> float:
+        """Send held requests for ``seconds`` of the virtual clock; the rate found after."""
+        until = clock.now + seconds
+        while clock.now < until:
+            pacer.accepted(go(pacer, 37), 37)
+        found = pacer.report().found_events_per_second
+        assert found is not None
+        return found
+
+    below = climb_for(10.0)  # 1 % of 750 a second: about 7.5 events/s more each second
+    assert below == pytest.approx(750 + 10 * 7.5, rel=0.1)
+    near = climb_for(40.0)  # past 950 (95 % of the 1,000 refused at): twenty times slower
+    assert 950 <= near < 950 + 40 * 7.5 / 10

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -457,10 +458,16 @@ def test_the_evaluator_resolves_conditions_the_way_cloudformation_does(
 
 def test_the_budget_parameters_default_to_none(template: dict[str, Any]) -> None:
     parameters = template["Parameters"]
-    for name in ("AmplitudeEventsPerSecond", "AmplitudeRequestsPerSecond",
-                 "ReservedConcurrency"):
-        assert parameters[name]["Type"] == "Number", name
-        assert (parameters[name]["Default"], parameters[name]["MinValue"]) == (0, 0), name
+    reserved = parameters["ReservedConcurrency"]
+    assert (reserved["Type"], reserved["Default"], reserved["MinValue"]) == ("Number", 0, 0)
+    # The budgets are whole numbers, checked when the stack deploys: a value the function
+    # would refuse (950.5, 0.0, -1) never reaches it, where every invocation would fail.
+    for name in ("AmplitudeEventsPerSecond", "AmplitudeRequestsPerSecond"):
+        parameter = parameters[name]
+        assert (parameter["Type"], parameter["Default"]) == ("String", "0"), name
+        pattern = re.compile(parameter["AllowedPattern"])
+        assert all(pattern.fullmatch(ok) for ok in ("0", "1", "750", "50000")), name
+        assert not any(pattern.fullmatch(bad) for bad in ("950.5", "0.0", "-1", "07", "")), name
 
 
 @pytest.mark.parametrize("given", [{}, {"ReservedConcurrency": 12}, {"MaxConcurrency": 50}])

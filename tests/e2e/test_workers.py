@@ -31,7 +31,7 @@ from currents_export.ledger import SqliteLedger
 from currents_export.settings import load_settings
 from currents_export.sources import SourceObject, find_local_objects
 from currents_export.stopping import Stop
-from currents_export.workers import CONTEXT, WorkerPool, WorkerSpec
+from currents_export.workers import WorkerPool, WorkerSpec
 from tests.support.emulator import stored_events
 from tests.support.runs import API_KEY, assert_balanced, read_all, replay, run_cli
 
@@ -328,7 +328,7 @@ def test_an_object_that_kills_its_worker_every_time_is_reported_failed(
         "amplitude_url": emulator.url, "state": str(tmp_path / "state.sqlite"),
         "dead_letter": str(tmp_path / "dl"), "retry_horizon": 0.0})
     spec = WorkerSpec(_poisoned_pipeline,
-                      (poison, settings, API_KEY, 0, PaceState.shared(CONTEXT)))
+                      (poison, settings, API_KEY, 0, PaceState.shared(tmp_path)))
     with ExitStack() as stack:
         ledger = SqliteLedger(tmp_path / "state.sqlite")
         stack.callback(ledger.close)
