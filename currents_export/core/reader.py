@@ -49,6 +49,9 @@ from currents_export.stopping import Stop
 from currents_export.support.jsonbytes import kept_json
 
 EVENT_TOO_LARGE = "event_too_large"
+# Braze drops events over 900 KB: one over this is hostile. Its record and event are not
+# kept in the dead letter (one 60 MiB string made a 121 MB line), only where it is.
+MAX_EVENT_BYTES = 2**20
 _POST_EVERY = 256  # records between posts to the owner (and checks of the stop)
 _REFUSALS_PER_POST = 16  # refused records hold their record and event: posted sooner
 _VALID_IDS_REMEMBERED = 100_000
@@ -192,6 +195,13 @@ class ObjectReader:
         if isinstance(payload, str):  # ids Amplitude would refuse
             state.refuse(self.owner, Refusal(index, record, event, INVALID_ID, payload,
                                              mapped.warnings))
+            return
+        if len(payload) > MAX_EVENT_BYTES:
+            state.refuse(self.owner, Refusal(
+                index, None, None, EVENT_TOO_LARGE,
+                f"{len(payload):,} bytes once mapped, over {MAX_EVENT_BYTES:,} (Braze drops "
+                "events over 900 KB); neither the record nor the event is kept here: "
+                "`inspect` the object at this record_index to see it", mapped.warnings))
             return
         newest = state.newest_event_ms
         if newest is None or event["time"] > newest:

@@ -5,10 +5,14 @@ is an :class:`IncompleteObject`: retryable, a complete copy may replace it. A co
 wrong one is an :class:`UnreadableObject`: permanent. A file cut exactly at a block boundary
 reads as a complete one with fewer blocks (Avro has no trailer).
 
-Hostile files are refused before they cost memory: codecs other than ``null`` and
-``deflate`` (their decompressors cannot be capped here); a block over
-:data:`MAX_BLOCK_BYTES` once decompressed (deflate is inflated a few MiB at a time, so a
-bomb stops at the cap); a block claiming more records than its bytes can hold.
+Hostile files are refused before they cost memory or the process: a header over
+:data:`MAX_HEADER_BYTES` or with more than :data:`MAX_HEADER_ENTRIES` metadata entries; a
+writer schema with a recursive named type (data nested deep enough overflows the C stack
+of fastavro's decoder and kills the process: Braze never writes one) or nested deeper than
+:data:`MAX_SCHEMA_DEPTH`; codecs other than ``null`` and ``deflate`` (their decompressors
+cannot be capped here); a block over :data:`MAX_BLOCK_BYTES` once decompressed (deflate is
+inflated a few MiB at a time, so a bomb stops at the cap); a block claiming more records
+than its bytes can hold.
 
 How, without fastavro internals: the header is read and checked here, and fastavro's
 ``reader`` gets the same header with codec ``null`` followed by blocks checked and
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import IO, Any, cast
 
 import fastavro
+import orjson
 
 from currents_export.currents.schemas import event_type_from_schema_name
 from currents_export.errors import IncompleteObject, UnreadableObject
@@ -32,6 +37,8 @@ from currents_export.errors import IncompleteObject, UnreadableObject
 __all__ = [
     "MAX_BLOCK_BYTES",
     "MAX_HEADER_BYTES",
+    "MAX_HEADER_ENTRIES",
+    "MAX_SCHEMA_DEPTH",
     "SUPPORTED_CODECS",
     "RecordStream",
     "float_fields",
@@ -41,25 +48,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SUPPORTED_CODECS = ("null", "deflate")
-MAX_BLOCK_BYTES = 64 * 2**20  # decompressed (or stored) bytes one block may hold
+MAX_BLOCK_BYTES = 16 * 2**20  # decompressed bytes one block may hold (Braze: ~64 KiB + a record)
 MAX_HEADER_BYTES = 16 * 2**20  # a Currents header (mostly its schema) is tens of KiB
+MAX_HEADER_ENTRIES = 1_000  # Braze writes two (avro.schema, avro.codec)
+MAX_SCHEMA_DEPTH = 32  # records, arrays, maps and unions inside each other (Braze: < 5)
 
 _MAGIC = b"Obj\x01"
 _SYNC_SIZE = 16
 _INFLATE_STEP = 4 * 2**20  # decompressed bytes produced per zlib call
 _READ_STEP = 2**20  # compressed bytes fed to zlib at a time
 _RERUN_HINT = "if it is still being copied, run again once it is complete"
-
-# The container header after its 4 magic bytes (Avro specification, "Object Container Files").
-_HEADER_REST_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "currents_export.AvroHeaderRest",
-    "fields": [
-        {"name": "meta", "type": {"type": "map", "values": "bytes"}},
-        {"name": "sync", "type": {"type": "fixed", "name": "currents_export.AvroSync",
-                                  "size": _SYNC_SIZE}},
-    ],
-}
 
 # The smallest encoding of each primitive type (a long/int/length/union index is >= 1 byte).
 _MIN_PRIMITIVE_BYTES = {
@@ -124,9 +122,10 @@ def open_records(
                 raise _CutShort("the file is empty" if not magic else
                                 f"it holds only {len(magic)} of the {len(_MAGIC)} magic bytes")
             raise ValueError(f"it starts with {magic!r}, not the Avro magic {_MAGIC!r}")
-        header = fastavro.schemaless_reader(cast(IO[bytes], source), _HEADER_REST_SCHEMA)
-        if not isinstance(header, dict) or "avro.schema" not in header["meta"]:
+        header = _read_header_rest(source)
+        if "avro.schema" not in header["meta"]:
             raise ValueError("its header has no avro.schema")
+        _check_schema_text(header["meta"]["avro.schema"])
     except OSError:
         raise
     except _CutShort as exc:
@@ -189,6 +188,95 @@ def open_records(
             name, key_event_type, schema_event_type,
         )
     return stream
+
+
+def _read_header_rest(source: _Source) -> dict[str, Any]:
+    """The metadata map and sync marker after the magic; more than
+    :data:`MAX_HEADER_ENTRIES` entries are refused as they are counted (a million tiny ones
+    would cost gigabytes as a dict). A short read is a ``ValueError``: the caller tells a
+    header cut short from garbage."""
+
+    def exactly(size: int) -> bytes:
+        data = source.read(size)
+        if len(data) < size:
+            raise ValueError(f"the header ends at byte {source.offset}")
+        return data
+
+    def long() -> int:
+        value = shift = 0
+        while True:
+            byte = exactly(1)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return (value >> 1) ^ -(value & 1)
+            shift += 7
+            if shift > 63:
+                raise ValueError(f"corrupt length at byte {source.offset}")
+
+    meta: dict[str, bytes] = {}
+    while (count := long()) != 0:
+        if count < 0:  # a block that also gives its size in bytes
+            count = -count
+            long()
+        if len(meta) + count > MAX_HEADER_ENTRIES:
+            raise _Refusal(f"its header holds more than {MAX_HEADER_ENTRIES:,} metadata "
+                           "entries (Braze writes two)")
+        for _ in range(count):
+            key_length = long()
+            if key_length < 0:
+                raise ValueError(f"negative length at byte {source.offset}")
+            key = exactly(key_length).decode("utf-8")
+            value_length = long()
+            if value_length < 0:
+                raise ValueError(f"negative length at byte {source.offset}")
+            meta[key] = exactly(value_length)
+    return {"meta": meta, "sync": exactly(_SYNC_SIZE)}
+
+
+def _check_schema_text(text: bytes) -> None:
+    """Refuse a writer schema fastavro's decoder could not survive: a recursive named type,
+    or types nested deeper than :data:`MAX_SCHEMA_DEPTH` (orjson refuses JSON nested past
+    its own limit without recursing in Python)."""
+    try:
+        schema = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise _Refusal(f"its writer schema is not JSON ({exc})") from None
+    _walk_schema(schema, frozenset(), 0)
+
+
+def _walk_schema(avro_type: Any, enclosing: frozenset[str], depth: int) -> None:
+    """``enclosing``: the names of the named types being defined around ``avro_type``."""
+    if depth > MAX_SCHEMA_DEPTH:
+        raise _Refusal(f"its writer schema is nested deeper than {MAX_SCHEMA_DEPTH} types")
+    if isinstance(avro_type, str):
+        short = avro_type.rsplit(".", 1)[-1]
+        if avro_type in enclosing or short in enclosing:
+            raise _Refusal(f"its writer schema has a recursive type ({avro_type!r} inside "
+                           "itself): Braze never writes one, and deep data would crash the "
+                           "decoder")
+        return
+    if isinstance(avro_type, list):
+        for branch in avro_type:
+            _walk_schema(branch, enclosing, depth + 1)
+        return
+    if not isinstance(avro_type, dict):
+        return
+    kind = avro_type.get("type")
+    name = avro_type.get("name")
+    if kind in ("record", "error", "enum", "fixed") and isinstance(name, str):
+        namespace = avro_type.get("namespace")
+        full = f"{namespace}.{name}" if isinstance(namespace, str) and "." not in name else name
+        enclosing = enclosing | {name, full, name.rsplit(".", 1)[-1]}
+    if kind in ("record", "error"):
+        for field in avro_type.get("fields") or ():
+            if isinstance(field, dict):
+                _walk_schema(field.get("type"), enclosing, depth + 1)
+    elif kind == "array":
+        _walk_schema(avro_type.get("items"), enclosing, depth + 1)
+    elif kind == "map":
+        _walk_schema(avro_type.get("values"), enclosing, depth + 1)
+    elif isinstance(kind, (dict, list)):
+        _walk_schema(kind, enclosing, depth + 1)
 
 
 def _guarded(avro_reader: Iterator[Any], name: str) -> Iterator[dict[str, Any]]:

@@ -11,6 +11,7 @@ import bz2
 import io
 import json
 import lzma
+import os
 import subprocess
 import sys
 import zlib
@@ -27,6 +28,8 @@ from click.testing import CliRunner
 from currents_export.cli import main
 from currents_export.currents.reader import (
     MAX_BLOCK_BYTES,
+    MAX_HEADER_ENTRIES,
+    MAX_SCHEMA_DEPTH,
     RecordStream,
     open_records,
 )
@@ -321,12 +324,12 @@ def test_the_deflate_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     bomb.write_bytes(deflate_bomb())
     outcome, growth_mib = peak_rss_growth_mib(bomb)
     print(f"peak RSS growth while refusing a 2 GiB deflate bomb: {growth_mib:.1f} MiB")
-    assert "decompressed block over 64 MiB" in outcome
+    assert f"decompressed block over {MAX_BLOCK_BYTES // MIB} MiB" in outcome
     assert growth_mib < 300
-    # the probe does see memory: with a 16 MiB cap the same bomb costs clearly less
-    outcome, small_growth_mib = peak_rss_growth_mib(bomb, max_block_bytes=16 * MIB)
-    assert "decompressed block over 16 MiB" in outcome
-    assert small_growth_mib < growth_mib - 24
+    # the probe does see memory: with a 64 MiB cap the same bomb costs clearly more
+    outcome, big_growth_mib = peak_rss_growth_mib(bomb, max_block_bytes=64 * MIB)
+    assert "decompressed block over 64 MiB" in outcome
+    assert big_growth_mib > growth_mib + 24
 
 
 def test_refused_codec_bombs_cost_no_memory(tmp_path: Path) -> None:
@@ -480,7 +483,7 @@ def test_a_broken_source_stream_stays_an_os_error() -> None:
 def bad_files(kind: str) -> tuple[bytes, str]:
     """A hostile file and the reason the command must print for it."""
     if kind == "deflate-bomb":
-        return deflate_bomb(), "decompressed block over 64 MiB"
+        return deflate_bomb(), f"decompressed block over {MAX_BLOCK_BYTES // MIB} MiB"
     return container("bzip2", block(1_000, bz2.compress(bytes(32 * MIB)))), \
         "codec 'bzip2' is refused"
 
@@ -538,6 +541,156 @@ def test_inspect_names_a_bomb_and_its_reason(tmp_path: Path) -> None:
     bomb.write_bytes(deflate_bomb())
     result = CliRunner().invoke(main, ["inspect", str(bomb)])
     assert result.exit_code == 1
-    assert "bomb.avro" in result.output and "decompressed block over 64 MiB" in result.output
+    assert "bomb.avro" in result.output
+    assert f"decompressed block over {MAX_BLOCK_BYTES // MIB} MiB" in result.output
     assert "Traceback" not in result.output
 
+
+
+# ---- schemas and headers that would crash the decoder or exhaust memory ---------------------
+
+CUSTOM = "users.behaviors.CustomEvent"
+
+
+def recursive_file(depth: int = 5_000) -> bytes:
+    """A CustomEvent file whose drifted field is a recursive record (``Node`` → ``next``:
+    ["null", "Node"]), its one record nested ``depth`` deep: 5 KB that overflowed fastavro's
+    C stack (exit 139) before the schema was checked."""
+    schema = writer_schema(CUSTOM)
+    node = {"type": "record", "name": "Node",
+            "fields": [{"name": "next", "type": ["null", "Node"]}]}
+    schema = {**schema, "fields": [*schema["fields"], {"name": "tree", "type": node}]}
+    base = encoded_with(schema, {**minimal_record(CUSTOM), "tree": {"next": None}})
+    # The last field is encoded last: swap its null (index 0) for ``depth`` nodes.
+    data = base[:-1] + varint(1) * depth + varint(0)
+    return header(None, schema) + block(1, data)
+
+
+def encoded_with(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return out.getvalue()
+
+
+def nested_schema(levels: int) -> dict[str, Any]:
+    """A non-recursive schema whose last field is ``levels`` records inside each other."""
+    inner: dict[str, Any] = {"type": "record", "name": "L0",
+                             "fields": [{"name": "v", "type": "string"}]}
+    for level in range(1, levels):
+        inner = {"type": "record", "name": f"L{level}", "fields": [{"name": "x", "type": inner}]}
+    schema = writer_schema(CUSTOM)
+    return {**schema, "fields": [*schema["fields"], {"name": "deep", "type": inner}]}
+
+
+def test_a_recursive_writer_schema_is_refused_before_a_byte_is_decoded() -> None:
+    with pytest.raises(UnreadableObject, match="recursive type") as refused:
+        open_records(io.BytesIO(recursive_file()), "recursive.avro")
+    assert "recursive.avro" in str(refused.value) and not is_retryable(refused.value)
+
+
+def test_a_schema_nested_past_the_limit_is_refused_and_one_within_it_is_read() -> None:
+    with pytest.raises(UnreadableObject, match=f"deeper than {MAX_SCHEMA_DEPTH} types"):
+        open_records(io.BytesIO(header(None, nested_schema(MAX_SCHEMA_DEPTH + 1))), "deep")
+    shallow = nested_schema(8)  # deeper than Braze writes, well within the limit
+    stream = open_records(io.BytesIO(header(None, shallow)), "shallow.avro")
+    assert stream.event_type == CUSTOM and list(stream.records) == []
+
+
+def test_a_header_of_a_million_metadata_entries_is_refused_as_it_is_counted() -> None:
+    entries = 1_300_000
+    body = b"".join(varint(len(k)) + k + varint(0) for k in (b"k%d" % i for i in range(entries)))
+    data = b"Obj\x01" + varint(entries) + body + varint(0) + SYNC
+    with pytest.raises(UnreadableObject, match="more than 1,000 metadata entries"):
+        open_records(io.BytesIO(data), "meta.avro")
+    one_too_many = [(b"m%d" % i, b"") for i in range(MAX_HEADER_ENTRIES)]
+    schema_entry = (b"avro.schema", json.dumps(writer_schema(CUSTOM)).encode())
+    for extra, refused in ((one_too_many[:-1], False), (one_too_many, True)):
+        meta = [schema_entry, *extra]
+        parts = [b"Obj\x01", varint(len(meta))]
+        for key, value in meta:
+            parts += [varint(len(key)), key, varint(len(value)), value]
+        data = b"".join([*parts, varint(0), SYNC])
+        if refused:
+            with pytest.raises(UnreadableObject, match="metadata entries"):
+                open_records(io.BytesIO(data), "meta.avro")
+        else:
+            assert open_records(io.BytesIO(data), "meta.avro").event_type == CUSTOM
+
+
+def replay_process(emulator: Emulator, root: Path, state: Path, *options: str
+                   ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``currents-export replay`` in a process of its own: a crash shows as a signal."""
+    summary = state / "summary.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "currents_export", "replay", str(root),
+         "--amplitude-url", emulator.url, "--state", str(state / "state.sqlite"),
+         "--dead-letter", str(state / "dead-letter"), "--summary-json", str(summary),
+         "--retry-horizon", "5", *options],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "AMPLITUDE_API_KEY": API_KEY})
+    return run, orjson.loads(summary.read_bytes())
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_5000_deep_file_among_good_files_kills_nothing(
+    emulator: Emulator, tmp_path: Path, workers: str
+) -> None:
+    root = tmp_path / "bucket"
+    good = generate_fixtures(root, events_per_type=30, event_types=[EVENT_TYPE, CUSTOM],
+                             files_per_type=2, seed=5)
+    bad = good[0].path.parent / "recursive-node.avro"
+    bad.write_bytes(recursive_file())
+    state = tmp_path / "state"
+    state.mkdir()
+
+    first, summary = replay_process(emulator, root, state, "--workers", workers)
+
+    assert first.returncode == 1, first.stderr  # an object failed; no signal (139, -11)
+    assert summary["objects_done"] == len(good) and summary["objects_failed"] == 1
+    assert summary["objects_failed_permanently"] == 1
+    [failure] = summary["failures"]
+    assert failure["object"].endswith("recursive-node.avro") and not failure["retryable"]
+    assert "recursive type" in failure["error"]
+    assert len(stored_events(emulator)) == summary["delivered"] > 0
+
+    again, summary = replay_process(emulator, root, state, "--workers", workers)
+    assert again.returncode == 0, again.stderr
+    assert summary["objects_skipped_failed"] == 1 and summary["objects_failed"] == 0
+
+
+def test_inspect_names_a_recursive_schema(tmp_path: Path) -> None:
+    path = tmp_path / "recursive.avro"
+    path.write_bytes(recursive_file())
+    run = subprocess.run([sys.executable, "-m", "currents_export", "inspect", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    said = run.stderr + run.stdout
+    assert "recursive.avro" in said and "recursive type" in said
+
+
+def test_a_record_over_a_mebibyte_is_dead_lettered_without_its_body(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A 3 MiB string in one record (Braze drops events over 900 KB): that record alone is
+    dead-lettered as event_too_large, in a short line, and the others are delivered."""
+    folder = tmp_path / "bucket" / "currents" / f"event_type={CUSTOM}" / "date=2026-01-15-12"
+    folder.mkdir(parents=True)
+    rows = [minimal_record(CUSTOM, id=f"6f1d9c3e-0000-4000-8000-{n:012d}", name="ok")
+            for n in range(5)]
+    rows[2]["properties"] = json.dumps({"blob": "x" * (3 * MIB)})
+    with (folder / "big+0+0000000001.avro").open("wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(writer_schema(CUSTOM)), rows)
+    result = CliRunner().invoke(main, [
+        "replay", str(tmp_path / "bucket"), "--api-key", API_KEY,
+        "--amplitude-url", emulator.url, "--state", str(tmp_path / "state.sqlite"),
+        "--dead-letter", str(tmp_path / "dead-letter"),
+        "--summary-json", str(tmp_path / "summary.json")])
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert summary["delivered"] == 4 and summary["dead_lettered"] == {"event_too_large": 1}
+    [dead_file] = (tmp_path / "dead-letter").rglob("*.jsonl")
+    [line] = dead_file.read_bytes().splitlines()
+    assert len(line) < 10_000  # not 3 MiB of it, twice
+    entry = orjson.loads(line)
+    assert (entry["record_index"], entry["record"], entry["event"]) == (2, None, None)
+    assert "bytes once mapped" in entry["detail"]
