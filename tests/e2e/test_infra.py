@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import tempfile
+import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,10 @@ from typing import Any
 import orjson
 import pytest
 from cfnlint.decode import cfn_yaml
+from packaging.requirements import Requirement
+from samtranslator.metrics.method_decorator import MetricsMethodWrapperSingleton
+from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
+from samtranslator.translator.transform import transform as sam_transform
 
 from currents_export import aws_lambda
 from currents_export.aws_lambda.observability import NAMESPACE, emf_line, sending_emf_line
@@ -31,7 +40,7 @@ REQUIRED_ENV = {"AMPLITUDE_API_KEY_SECRET", "CURRENTS_EXPORT_STATE",
 def template_problems(template: dict[str, Any]) -> list[str]:
     """Where the template and the code disagree (empty when they agree)."""
     problems = []
-    worker = template["Resources"]["Worker"]["Properties"]
+    worker = worker_of(template)
     module_name, _, function = worker["Handler"].rpartition(".")
     try:
         if not callable(getattr(importlib.import_module(module_name), function, None)):
@@ -43,8 +52,10 @@ def template_problems(template: dict[str, Any]) -> list[str]:
                  for name in sorted(variables - aws_lambda.ENVIRONMENT_VARIABLES)]
     problems += [f"missing environment variable {name}" for name in sorted(REQUIRED_ENV
                                                                             - variables)]
+    if worker.get("Role") != {"Fn::GetAtt": ["WorkerRole", "Arn"]} or "Policies" in worker:
+        problems.append("the function does not use the stack's WorkerRole (SAM would make one)")
     granted = set()
-    for statement in statements(worker):
+    for statement in statements(template):
         actions = statement["Action"]
         granted |= {actions} if isinstance(actions, str) else set(actions)
     problems += [f"IAM action {action} used by the code is not granted"
@@ -59,16 +70,35 @@ def template_problems(template: dict[str, Any]) -> list[str]:
     return problems
 
 
-def statements(worker: dict[str, Any]) -> list[dict[str, Any]]:
-    """The function's IAM statements; a conditional one (``Fn::If``) by its granting branch."""
+def worker_of(template: dict[str, Any]) -> dict[str, Any]:
+    worker: dict[str, Any] = template["Resources"]["Worker"]["Properties"]
+    return worker
+
+
+def role_policy(template: dict[str, Any], name: str) -> dict[str, Any]:
+    """The policy document of one of the WorkerRole's inline policies."""
+    documents: list[dict[str, Any]] = [
+        policy["PolicyDocument"] for policy in
+        template["Resources"]["WorkerRole"]["Properties"]["Policies"]
+        if policy["PolicyName"] == name]
+    [document] = documents
+    return document
+
+
+CODE_POLICY = "currents-export"  # what the code calls (aws_lambda.IAM_ACTIONS)
+SERVICE_POLICY = "lambda-service"  # what Lambda does with the role: logs, polling the inbox
+
+
+def statements(template: dict[str, Any], policy: str = CODE_POLICY) -> list[dict[str, Any]]:
+    """The statements of one of the role's inline policies (by default the code's); a
+    conditional one (``Fn::If``) by its granting branch."""
     found = []
-    for policy in worker["Policies"]:
-        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-            if "Fn::If" in statement:
-                _, granting, otherwise = statement["Fn::If"]
-                assert otherwise == {"Ref": "AWS::NoValue"}, statement
-                statement = granting
-            found.append(statement)
+    for statement in role_policy(template, policy)["Statement"]:
+        if "Fn::If" in statement:
+            _, granting, otherwise = statement["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}, statement
+            statement = granting
+        found.append(statement)
     return found
 
 
@@ -84,24 +114,26 @@ def test_the_template_agrees_with_the_code(template: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        (lambda w: w.update(Handler="currents_export.lambda_handler.handler"),
+        (lambda t: worker_of(t).update(Handler="currents_export.lambda_handler.handler"),
          "handler module currents_export.lambda_handler does not exist"),
-        (lambda w: w.update(Handler="currents_export.aws_lambda.main"), "is not a function"),
-        (lambda w: w["Environment"]["Variables"].update(AMPLITUDE_KEY="x"),
+        (lambda t: worker_of(t).update(Handler="currents_export.aws_lambda.main"),
+         "is not a function"),
+        (lambda t: worker_of(t)["Environment"]["Variables"].update(AMPLITUDE_KEY="x"),
          "unknown environment variable AMPLITUDE_KEY"),
-        (lambda w: w["Environment"]["Variables"].pop("CURRENTS_EXPORT_STATE"),
+        (lambda t: worker_of(t)["Environment"]["Variables"].pop("CURRENTS_EXPORT_STATE"),
          "missing environment variable CURRENTS_EXPORT_STATE"),
-        (lambda w: w["Policies"][1]["Statement"].pop(2),
+        (lambda t: role_policy(t, CODE_POLICY)["Statement"].pop(2),
          "IAM action dynamodb:GetItem used by the code is not granted"),
-        (lambda w: w["Events"]["Files"]["Properties"].pop("FunctionResponseTypes"),
+        (lambda t: worker_of(t)["Events"]["Files"]["Properties"].pop("FunctionResponseTypes"),
          "does not report batch item failures"),
+        (lambda t: worker_of(t).pop("Role"), "does not use the stack's WorkerRole"),
     ],
 )
 def test_the_consistency_check_catches_a_drift(
     template: dict[str, Any], change: Any, problem: str
 ) -> None:
     drifted = copy.deepcopy(template)
-    change(drifted["Resources"]["Worker"]["Properties"])
+    change(drifted)
     assert any(problem in found for found in template_problems(drifted)), problem
 
 
@@ -266,22 +298,16 @@ def test_the_lambda_package_builds_small_for_arm64(tmp_path: Path) -> None:
 
 # ---- secrets and data at rest -----------------------------------------------------------------
 
-def worker_of(template: dict[str, Any]) -> dict[str, Any]:
-    worker: dict[str, Any] = template["Resources"]["Worker"]["Properties"]
-    return worker
-
-
-def statement(template: dict[str, Any], sid: str) -> dict[str, Any]:
-    [found] = [s for s in statements(worker_of(template)) if s.get("Sid") == sid]
+def statement(template: dict[str, Any], sid: str, policy: str = CODE_POLICY) -> dict[str, Any]:
+    [found] = [s for s in statements(template, policy) if s.get("Sid") == sid]
     return found
 
 
 def conditional_statement(template: dict[str, Any], sid: str) -> tuple[str, dict[str, Any]]:
     """The condition and the statement of a grant that exists only when a parameter is set."""
-    for policy in worker_of(template)["Policies"]:
-        for item in policy.get("Statement", []) if isinstance(policy, dict) else []:
-            if "Fn::If" in item and item["Fn::If"][1].get("Sid") == sid:
-                return item["Fn::If"][0], item["Fn::If"][1]
+    for item in role_policy(template, CODE_POLICY)["Statement"]:
+        if "Fn::If" in item and item["Fn::If"][1].get("Sid") == sid:
+            return item["Fn::If"][0], item["Fn::If"][1]
     raise AssertionError(f"no conditional statement {sid}")
 
 
@@ -512,3 +538,280 @@ def test_the_alarm_on_sustained_project_throttling(template: dict[str, Any]) -> 
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
     assert alarm["TreatMissingData"] == "notBreaching"
     assert "AmplitudeEventsPerSecond" in alarm["AlarmDescription"]
+
+
+# ---- least privilege as deployed: the SAM transform expanded ----------------------------------
+#
+# cfn-lint reads the template as written; what CloudFormation deploys is the SAM transform's
+# output, where SAM may add roles and AWS managed policies of its own (for an SQS event source:
+# AWSLambdaSQSQueueExecutionRole, sqs:ReceiveMessage/DeleteMessage on "*"). The translator
+# library expands the template here, offline: no IAM call (the managed-policy loader is a stub)
+# and no socket.
+
+# AWS managed policies the expanded stack may attach, with the reason. None: the two SAM
+# would attach grant on "*" (AWSLambdaBasicExecutionRole: logs:CreateLogGroup, CreateLogStream,
+# PutLogEvents on every log group; AWSLambdaSQSQueueExecutionRole: every queue), and the
+# WorkerRole grants what they are for, scoped to the stack's log group and inbox.
+ALLOWED_MANAGED_POLICIES: dict[str, str] = {}
+
+# Actions that may be granted on Resource "*", each because AWS authorizes it on no narrower
+# resource. The stack grants none of them today.
+ALLOWED_ON_ANY_RESOURCE: dict[str, str] = {
+    # Lambda's active tracing (Tracing: Active) writes with the function's role, and X-Ray
+    # has no resource-level permissions for these.
+    "xray:PutTraceSegments": "X-Ray: no resource-level permissions",
+    "xray:PutTelemetryRecords": "X-Ray: no resource-level permissions",
+}
+
+CODE_URI = "s3://package-bucket/currents-export-lambda.zip"  # what `sam package` puts there
+IAM_TYPES = {"AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy",
+             "AWS::IAM::User", "AWS::IAM::Group"}
+POLICY_DOCUMENTS = {  # resource type -> where its policy documents are
+    "AWS::IAM::Role": "Policies", "AWS::IAM::User": "Policies", "AWS::IAM::Group": "Policies",
+    "AWS::IAM::Policy": "PolicyDocument", "AWS::IAM::ManagedPolicy": "PolicyDocument",
+    "AWS::SQS::QueuePolicy": "PolicyDocument", "AWS::S3::BucketPolicy": "PolicyDocument",
+    "AWS::SNS::TopicPolicy": "PolicyDocument",
+}
+
+
+class OfflinePolicyLoader(ManagedPolicyLoader):
+    """The translator's managed-policy loader without IAM: the names the stack may use, mapped
+    to their ARNs (SAM asks only when a function's Policies name one)."""
+
+    def __init__(self) -> None:  # no IAM client
+        pass
+
+    def load(self) -> dict[str, str]:
+        return {name: f"arn:aws:iam::aws:policy/service-role/{name}"
+                for name in ALLOWED_MANAGED_POLICIES}
+
+
+def expand(template: dict[str, Any]) -> dict[str, Any]:
+    """The SAM transform of ``template`` (as after `sam package`), computed offline."""
+    source = json.loads(json.dumps(template))  # plain dicts: the translator changes its input
+    source["Resources"]["Worker"]["Properties"]["CodeUri"] = CODE_URI
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the SAM expansion tried to reach the network")
+
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as home:
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the translator's boto3 Session
+        patch.setenv("AWS_CONFIG_FILE", str(Path(home, "config")))
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(Path(home, "credentials")))
+        patch.setattr(socket, "create_connection", refuse)
+        patch.setattr(socket.socket, "connect", refuse)
+        expanded: dict[str, Any] = sam_transform(
+            source, {"BucketName": "acme-currents",
+                     "AmplitudeKeySecretArn": "arn:aws:secretsmanager:us-east-1:"
+                                              "123456789012:secret:currents-export/amplitude"},
+            OfflinePolicyLoader())
+    # The translator times itself into a metrics cache for CloudWatch; hand it to its dummy
+    # publisher (offline: publishes nothing), or the cache warns when the interpreter exits.
+    MetricsMethodWrapperSingleton.get_instance().publish()
+    return expanded
+
+
+def _branches(node: Any) -> list[Any]:
+    """A value as each branch of its ``Fn::If`` s gives it (``AWS::NoValue`` dropped)."""
+    if isinstance(node, dict) and list(node) == ["Fn::If"]:
+        _, then, otherwise = node["Fn::If"]
+        return _branches(then) + _branches(otherwise)
+    if node == {"Ref": "AWS::NoValue"}:
+        return []
+    return [node]
+
+
+def _as_text(node: Any) -> str | None:
+    """A literal or ``Fn::Sub`` resource as text with each ``${...}`` as X; None for a
+    ``Ref``/``Fn::GetAtt`` (one resource of the stack or a parameter's ARN)."""
+    if isinstance(node, dict) and "Fn::Sub" in node:
+        node = node["Fn::Sub"][0] if isinstance(node["Fn::Sub"], list) else node["Fn::Sub"]
+    if isinstance(node, dict) and "Fn::Join" in node:
+        separator, parts = node["Fn::Join"]
+        node = separator.join(part if isinstance(part, str) else "X" for part in parts)
+    return re.sub(r"\$\{[^}]*\}", "X", node) if isinstance(node, str) else None
+
+
+def on_any_resource(resource: Any) -> bool:
+    """``*``, or an ARN whose resource part is ``*`` (``arn:aws:s3:::*``)."""
+    text = _as_text(resource)
+    if text is None:
+        return False
+    parts = text.split(":", 5)
+    return text == "*" or (len(parts) == 6 and parts[0] == "arn" and parts[5] == "*")
+
+
+def policy_documents(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    where = POLICY_DOCUMENTS.get(resource["Type"])
+    properties = resource.get("Properties", {})
+    if where == "Policies":
+        return [policy["PolicyDocument"] for policy in properties.get("Policies", [])]
+    return [properties[where]] if where and where in properties else []
+
+
+def privilege_problems(expanded: dict[str, Any]) -> list[str]:
+    """What in the expanded stack grants more than its resources: AWS managed policies not
+    allowed above, and Allow statements on any resource (or with NotAction/NotResource, or
+    an action wildcard)."""
+    problems = []
+    for name, resource in sorted(expanded["Resources"].items()):
+        for arn in resource.get("Properties", {}).get("ManagedPolicyArns", []):
+            text = arn if isinstance(arn, str) else json.dumps(arn)
+            if (_as_text(arn) or text).rsplit("/", 1)[-1] not in ALLOWED_MANAGED_POLICIES:
+                problems.append(f"{name}: managed policy {text}")
+        for document in policy_documents(resource):
+            for item in document.get("Statement", []):
+                for grant in _branches(item):
+                    if grant.get("Effect") != "Allow":
+                        continue
+                    where = f"{name}: {grant.get('Sid', 'a statement')}"
+                    problems += [f"{where} uses {key}" for key in ("NotAction", "NotResource")
+                                 if key in grant]
+                    actions = grant.get("Action", [])
+                    actions = [actions] if isinstance(actions, str) else actions
+                    problems += [f"{where} grants {action}" for action in actions
+                                 if action == "*" or action.endswith(":*")]
+                    resources = grant.get("Resource", [])
+                    resources = resources if isinstance(resources, list) else [resources]
+                    anywhere = [r for r in resources for b in _branches(r) if on_any_resource(b)]
+                    if anywhere and not set(actions) <= set(ALLOWED_ON_ANY_RESOURCE):
+                        problems.append(f"{where} grants {', '.join(actions)} on any resource")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def expanded(template: dict[str, Any]) -> dict[str, Any]:
+    return expand(template)
+
+
+def test_the_deployed_stack_has_no_managed_policy_and_nothing_on_any_resource(
+    expanded: dict[str, Any]
+) -> None:
+    assert privilege_problems(expanded) == []
+
+
+def test_sam_adds_no_role_or_policy_of_its_own(
+    template: dict[str, Any], expanded: dict[str, Any]
+) -> None:
+    def iam(resources: dict[str, Any]) -> set[str]:
+        return {name for name, r in resources.items() if r["Type"] in IAM_TYPES}
+
+    assert iam(expanded["Resources"]) == iam(template["Resources"]) == {"WorkerRole"}
+    assert expanded["Resources"]["WorkerRole"] == json.loads(json.dumps(
+        template["Resources"]["WorkerRole"]))  # deployed as written
+    [function] = [r for r in expanded["Resources"].values()
+                  if r["Type"] == "AWS::Lambda::Function"]
+    assert function["Properties"]["Role"] == {"Fn::GetAtt": ["WorkerRole", "Arn"]}
+
+
+def test_lambda_gets_its_logs_and_the_inbox_only(template: dict[str, Any]) -> None:
+    logs = statement(template, "Logs", SERVICE_POLICY)
+    assert sorted(logs["Action"]) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert logs["Resource"] == {"Fn::GetAtt": ["WorkerLogs", "Arn"]}
+    assert worker_of(template)["LoggingConfig"] == {"LogGroup": {"Ref": "WorkerLogs"}}
+    poll = statement(template, "PollInbox", SERVICE_POLICY)
+    assert sorted(poll["Action"]) == ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage",
+                                      "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+    assert poll["Resource"] == {"Fn::GetAtt": ["Inbox", "Arn"]}
+    [source] = worker_of(template)["Events"].values()
+    assert source["Properties"]["Queue"] == {"Fn::GetAtt": ["Inbox", "Arn"]}
+    assert len(statements(template, SERVICE_POLICY)) == 2
+
+
+def _sam_role(t: dict[str, Any]) -> None:
+    """The function as before issue 23: SAM's generated role, with its poller policy."""
+    worker = worker_of(t)
+    worker.pop("Role")
+    worker["Policies"] = [{"SQSPollerPolicy": {"QueueName": {"Fn::GetAtt": ["Inbox",
+                                                                            "QueueName"]}}},
+                          role_policy(t, CODE_POLICY)]
+    del t["Resources"]["WorkerRole"]
+
+
+def _grant(t: dict[str, Any], action: str, resource: Any) -> None:
+    role_policy(t, CODE_POLICY)["Statement"].append(
+        {"Sid": "Added", "Effect": "Allow", "Action": action, "Resource": resource})
+
+
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        (_sam_role, ["WorkerRole: managed policy arn:aws:iam::aws:policy/service-role/"
+                     "AWSLambdaBasicExecutionRole",
+                     "WorkerRole: managed policy arn:aws:iam::aws:policy/service-role/"
+                     "AWSLambdaSQSQueueExecutionRole"]),
+        (lambda t: t["Resources"]["WorkerRole"]["Properties"].update(
+            ManagedPolicyArns=["arn:aws:iam::aws:policy/ReadOnlyAccess"]),
+         ["WorkerRole: managed policy arn:aws:iam::aws:policy/ReadOnlyAccess"]),
+        (lambda t: _grant(t, "logs:PutLogEvents", "*"),
+         ["WorkerRole: Added grants logs:PutLogEvents on any resource"]),
+        (lambda t: _grant(t, "s3:GetObject", {"Fn::Sub": "arn:${AWS::Partition}:s3:::*"}),
+         ["WorkerRole: Added grants s3:GetObject on any resource"]),
+        (lambda t: _grant(t, "sqs:*", {"Fn::GetAtt": ["Inbox", "Arn"]}),
+         ["WorkerRole: Added grants sqs:*"]),
+        (lambda t: _grant(t, "xray:PutTraceSegments", "*"), []),  # an allowed exception
+    ],
+)
+def test_the_privilege_check_catches_a_broader_grant(
+    template: dict[str, Any], change: Any, found: list[str]
+) -> None:
+    changed = copy.deepcopy(template)
+    change(changed)
+    assert privilege_problems(expand(changed)) == found
+
+
+# ---- the Lambda's dependencies: the lock -----------------------------------------------------
+
+LOCK = REPO_ROOT / "infra" / "lambda-requirements.txt"
+
+
+def _build_lambda() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "build_lambda", REPO_ROOT / "infra" / "build_lambda.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_lock_pins_every_runtime_dependency_within_its_bounds_with_hashes(
+    template: dict[str, Any]
+) -> None:
+    build_lambda = _build_lambda()
+    pins = build_lambda.locked()
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        name = build_lambda.canonical_name(requirement.name)
+        if name in build_lambda.IN_RUNTIME:
+            assert name not in pins, f"{name} is the runtime's: not in the zip"
+            continue
+        assert name in pins, f"the lock does not pin {name}: run build_lambda.py --lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} is outside pyproject.toml's {requirement.specifier}: "
+            "run build_lambda.py --lock")
+    text = LOCK.read_text()
+    entries = re.findall(r"^(\S+)==(\S+)((?: \\\n    --hash=sha256:[0-9a-f]{64})+)$", text,
+                         re.MULTILINE)
+    assert {build_lambda.canonical_name(n) for n, _, _ in entries} == set(pins)
+    runtime = worker_of(template)["Runtime"]
+    assert build_lambda.LOCK_PYTHON.search(text)[1] == runtime.removeprefix("python")
+    assert "python infra/build_lambda.py --lock" in text  # how to refresh it
+
+
+def test_the_build_refuses_a_wheel_the_lock_does_not_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert WHEELHOUSE.is_dir(), (
+        "run `python infra/build_lambda.py --download-only` first (scripts/test does)"
+    )
+    build_lambda = _build_lambda()
+    text = LOCK.read_text()
+    [entry] = re.findall(r"^orjson==\S+(?: \\\n    --hash=sha256:[0-9a-f]{64})+$", text,
+                         re.MULTILINE)
+    tampered = tmp_path / "lambda-requirements.txt"  # no hash of any orjson wheel matches
+    tampered.write_text(text.replace(entry, re.sub("[0-9a-f]{64}", "0" * 64, entry)))
+    monkeypatch.setattr(build_lambda, "LOCK", tampered)
+    with pytest.raises(subprocess.CalledProcessError):  # pip: "THESE PACKAGES DO NOT MATCH"
+        build_lambda.build(tmp_path / "lambda.zip", WHEELHOUSE, "arm64", "3.12")
+    assert not (tmp_path / "lambda.zip").exists(), "built with an orjson the lock does not hash"
