@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Generic, TypeVar
 
 from currents_export.amplitude.batching import PendingEvent
-from currents_export.core.lanes import Sink
+from currents_export.core.lanes import SendStats, Sink
 from currents_export.counts import DRY_RUN
 
 __all__ = ["DRY_RUN", "DryRunOutbox"]
@@ -51,5 +51,5 @@ class DryRunOutbox(Generic[Ref]):
     def close(self) -> None:
         self._report()
 
-    def take_stats(self) -> tuple[int, int]:
-        return 0, 0
+    def take_stats(self) -> SendStats:
+        return SendStats()

@@ -22,11 +22,11 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from currents_export.amplitude.api import RequestLimits
 from currents_export.amplitude.batching import PendingEvent, RequestPacker, pack_all
-from currents_export.amplitude.client import AmplitudeClient
+from currents_export.amplitude.client import AmplitudeClient, SendOutcome
 from currents_export.errors import DeliveryFailed, SendError, SendInterrupted, ends_run
 from currents_export.stopping import Stop
 
@@ -38,8 +38,11 @@ Ref = TypeVar("Ref")
 class Sink(Protocol[Ref]):
     """Where an outbox reports what became of each event (called from lane threads)."""
 
-    def delivered(self, refs: list[Ref]) -> None:
-        """Amplitude acknowledged these events (one request's)."""
+    def delivered(self, refs: list[Ref], repeats_dropped: int = 0) -> None:
+        """Amplitude acknowledged these events (one send's). ``repeats_dropped``: how many
+        of them Amplitude said it did not ingest, taken for ``insert_id`` repeats it already
+        had (delivered all the same; it says how many, not which). The lanes pass it only
+        when it is not 0."""
 
     def rejected(self, refused: list[tuple[Ref, str, str]]) -> None:
         """Amplitude refused these events for good: (ref, reason, detail) each."""
@@ -68,7 +71,17 @@ class Outbox(Protocol[Ref]):
 
     def close(self) -> None: ...
 
-    def take_stats(self) -> tuple[int, int]: ...
+    def take_stats(self) -> SendStats: ...
+
+
+class SendStats(NamedTuple):
+    """What sending did since the last ``take_stats``: requests made, retries among them,
+    and the events Amplitude acknowledged without ingesting (repeats it dropped, delivered
+    all the same; see ``SendOutcome.repeats_dropped``)."""
+
+    requests: int = 0
+    retries: int = 0
+    repeats_dropped: int = 0
 
 
 @dataclass
@@ -109,16 +122,18 @@ class _Shared(Generic[Ref]):
         self._stats_lock = threading.Lock()
         self.requests = 0
         self.retries = 0
+        self.repeats_dropped = 0
 
-    def count(self, requests: int, retries: int) -> None:
+    def count(self, requests: int, retries: int, repeats_dropped: int = 0) -> None:
         with self._stats_lock:
             self.requests += requests
             self.retries += retries
+            self.repeats_dropped += repeats_dropped
 
-    def take_stats(self) -> tuple[int, int]:
+    def take_stats(self) -> SendStats:
         with self._stats_lock:
-            stats = (self.requests, self.retries)
-            self.requests = self.retries = 0
+            stats = SendStats(self.requests, self.retries, self.repeats_dropped)
+            self.requests = self.retries = self.repeats_dropped = 0
         return stats
 
     def release(self, events: list[PendingEvent[Ref]]) -> None:
@@ -133,12 +148,17 @@ class _Shared(Generic[Ref]):
         self.released.put(None)  # wake a reader waiting for an id's lane
 
     def report(self, delivered: list[PendingEvent[Ref]],
-               rejected: list[tuple[PendingEvent[Ref], str, str]]) -> None:
+               rejected: list[tuple[PendingEvent[Ref], str, str]],
+               repeats_dropped: int = 0) -> None:
         """Tell the sink; ids are released even when it fails (else a later event sharing
         them would wait for their lane forever)."""
         try:
             if delivered:
-                self.sink.delivered([event.ref for event in delivered])
+                refs = [event.ref for event in delivered]
+                if repeats_dropped:
+                    self.sink.delivered(refs, repeats_dropped=repeats_dropped)
+                else:  # the usual case: sinks that never meet a shortfall need not know it
+                    self.sink.delivered(refs)
         finally:
             try:
                 if rejected:
@@ -315,8 +335,8 @@ class Lanes(Generic[Ref]):
         """The error that stopped the lanes, if one did."""
         return self._shared.error
 
-    def take_stats(self) -> tuple[int, int]:
-        """Requests and retries since the last call."""
+    def take_stats(self) -> SendStats:
+        """Requests, retries and repeats Amplitude dropped, since the last call."""
         return self._shared.take_stats()
 
     def close(self) -> None:
@@ -564,22 +584,26 @@ class _Lane(threading.Thread, Generic[Ref]):
             partial = exc.partial  # what Amplitude answered before the failure still counts
             delivered = list(partial.delivered) if partial is not None else []
             rejected = list(partial.rejected) if partial is not None else []
+            repeats = 0
+            if isinstance(partial, SendOutcome):  # what the client counted before it failed
+                repeats = partial.repeats_dropped
+                shared.count(partial.requests, partial.retries, repeats)
             resolved = {id(e) for e in delivered} | {id(e) for e, _, _ in rejected}
             try:
                 if delivered or rejected:
-                    shared.report(delivered, rejected)
+                    shared.report(delivered, rejected, repeats)
             finally:
                 self._give_up([e for e in events if id(e) not in resolved], exc)
             return False
         except BaseException:  # a bug: the lanes fail (run()); the events stay pending, and
             shared.release(events)  # their ids must not stay taken
             raise
+        shared.count(outcome.requests, outcome.retries, outcome.repeats_dropped)
         try:
-            shared.report(outcome.delivered, outcome.rejected)
+            shared.report(outcome.delivered, outcome.rejected, outcome.repeats_dropped)
         except BaseException:  # a failing sink: the throttled ones let go of their ids too
             shared.release([event for event, _ in outcome.throttled])
             raise
-        shared.count(outcome.requests, outcome.retries)
         if self.budget:
             self._got_through(outcome.delivered)
         if outcome.throttled:

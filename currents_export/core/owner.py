@@ -157,9 +157,11 @@ class ReadEnded:
 
 @dataclass(slots=True)
 class Delivered:
-    """One request's delivered events: (object, record index, warnings) each."""
+    """One send's delivered events: (object, record index, warnings) each; and how many of
+    them Amplitude did not ingest (repeats it dropped, see ``Sink.delivered``)."""
 
     events: list[tuple[ObjectHandle, int, tuple[str, ...]]]
+    repeats_dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -200,6 +202,7 @@ class _Open:
     error: BaseException | None = None  # the first failure; it fails the object
     abandoned: int = 0  # records a failure left unanswered (pending)
     finished: bool = False
+    repeats_dropped: int = 0  # its share of the repeats Amplitude dropped, this run
 
 
 @dataclass
@@ -282,9 +285,10 @@ class ObjectOwner:
     def read_ended(self, ended: ReadEnded) -> None:
         self._post(ended)
 
-    def delivered(self, refs: list[EventRef]) -> None:
+    def delivered(self, refs: list[EventRef], repeats_dropped: int = 0) -> None:
         # Only where each event belongs travels on: the payloads are freed at once.
-        self._post(Delivered([(ref.obj, ref.index, ref.warnings) for ref in refs]))
+        self._post(Delivered([(ref.obj, ref.index, ref.warnings) for ref in refs],
+                             repeats_dropped))
 
     def rejected(self, refused: list[tuple[EventRef, str, str]]) -> None:
         self._post(Rejected(refused))
@@ -346,8 +350,8 @@ class ObjectOwner:
 
     def _handle(self, message: Message) -> None:
         match message:
-            case Delivered(events):
-                self._delivered(events)
+            case Delivered(events, repeats_dropped):
+                self._delivered(events, repeats_dropped)
             case Settled(handle, entries, read):
                 obj = self._open.get(handle)
                 if obj is not None and not obj.finished:
@@ -389,18 +393,22 @@ class ObjectOwner:
             case RunEnded(error):
                 self._finish_open(error)
 
-    def _delivered(self, events: list[tuple[ObjectHandle, int, tuple[str, ...]]]) -> None:
-        """One request's delivered events (of one object or several)."""
+    def _delivered(self, events: list[tuple[ObjectHandle, int, tuple[str, ...]]],
+                   repeats_dropped: int = 0) -> None:
+        """One send's delivered events (of one object or several)."""
         groups: dict[ObjectHandle, list[tuple[int, tuple[str, ...]]]] = {}
         for handle, index, warnings in events:
             group = groups.get(handle)
             if group is None:
                 group = groups[handle] = []
             group.append((index, warnings))
+        shares = (_shares(repeats_dropped, {h: len(g) for h, g in groups.items()})
+                  if repeats_dropped else {})
         for handle, delivered in groups.items():
             obj = self._open.get(handle)
             if obj is None or obj.finished:
                 continue
+            obj.repeats_dropped += shares.get(handle, 0)  # before _check may finish it
             obj.progress.resolve_delivered(delivered)
             self._check(obj)
 
@@ -616,6 +624,7 @@ class ObjectOwner:
         source, report, progress = obj.handle.source, obj.report, obj.progress
         tally, report.pending = progress.totals()
         report.add_tally(tally)
+        report.repeats_dropped += obj.repeats_dropped
         report.newest_event_ms = progress.newest_event_ms
         if error is None:
             try:
@@ -679,6 +688,24 @@ class ObjectOwner:
                 dead_lettered=tally.dead_lettered_total, duplicates=tally.duplicates,
                 in_flight_records=tally.records)
         self._snapshot = self._finished + in_flight
+
+
+def _shares(total: int, weights: dict[ObjectHandle, int]) -> dict[ObjectHandle, int]:
+    """``total`` split among the objects in proportion to ``weights`` (their events in the
+    send), by largest remainder: the shares add up to ``total`` and none exceeds its weight.
+
+    Amplitude says how many events of a request it did not ingest, not which: a send that
+    carried several objects' events shares its repeats among them this way.
+    """
+    whole = sum(weights.values())
+    if whole <= 0:
+        return {}
+    shares = {handle: total * weight // whole for handle, weight in weights.items()}
+    left = total - sum(shares.values())
+    by_remainder = sorted(weights, key=lambda h: total * weights[h] % whole, reverse=True)
+    for handle in by_remainder[:left]:
+        shares[handle] += 1
+    return shares
 
 
 def _warn_redo(source: SourceObject, state: ObjectState) -> None:

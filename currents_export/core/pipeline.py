@@ -142,7 +142,11 @@ class Pipeline:
             summary = owner.close(run_error)
             self._last = owner.snapshot()
             self._owner = None
-            summary.requests, summary.retries = outbox.take_stats()
+            # The run's own figures, counted per request (a request may carry several
+            # objects' events): each object's repeats_dropped is its share of this one.
+            stats = outbox.take_stats()
+            summary.requests, summary.retries = stats.requests, stats.retries
+            summary.repeats_dropped = stats.repeats_dropped
             summary.elapsed_s = time.monotonic() - started
             summary.interrupted = self.stop.requested
             summary.configuration_error = ending.configuration_error

@@ -147,7 +147,94 @@ def test_a_verified_acknowledgement_delivers_every_event(
     outcome = make(amplitude).send(events(3))
     assert refs(outcome) == {"delivered": [0, 1, 2], "rejected": [], "throttled": []}
     assert (outcome.requests, outcome.retries) == (1, 0)
+    assert outcome.repeats_dropped == 0
     assert slept == []
+
+
+def acknowledged(ingested: Any) -> httpx.Response:
+    """Amplitude's 200 body with ``events_ingested`` as given (any JSON value)."""
+    return httpx.Response(200, json={"code": 200, "events_ingested": ingested,
+                                     "payload_size_bytes": 50,
+                                     "server_upload_time": 1396381378123})
+
+
+@pytest.mark.parametrize(("sent", "ingested"), [(3, 2), (5, 0), (1, 0), (4, 1)])
+def test_a_shortfall_is_delivered_and_counted_as_repeats_never_retried(
+    make: Any, slept: list[float], sent: int, ingested: int
+) -> None:
+    """Amplitude's own answer with fewer events ingested than sent (insert_ids it already
+    had: a retry after a 5xx that came after storing, a copy two workers both send) is a
+    delivery of every event of the request; re-sending would get the same answer forever."""
+    amplitude = FakeAmplitude(acknowledged(ingested))
+    outcome = make(amplitude).send(events(sent))
+    assert refs(outcome) == {"delivered": list(range(sent)), "rejected": [], "throttled": []}
+    assert outcome.repeats_dropped == sent - ingested
+    assert (outcome.requests, outcome.retries) == (1, 0) and slept == []
+    assert len(amplitude.requests) == 1
+
+
+def test_repeats_add_up_over_the_requests_of_one_send(make: Any, slept: list[float]) -> None:
+    """A 413 splits the send; each half's acknowledgement brings its own shortfall."""
+    amplitude = FakeAmplitude(status(413, error="Payload too large"),
+                              acknowledged(1), acknowledged(3))
+    outcome = make(amplitude).send(events(6))
+    assert refs(outcome)["delivered"] == [0, 1, 2, 3, 4, 5]
+    assert outcome.repeats_dropped == (3 - 1) + (3 - 3)
+    assert outcome.retries == 0 and slept == []
+
+
+def test_repeats_delivered_before_a_failure_travel_with_it(make: Any) -> None:
+    """The first half of a split send is acknowledged short, the second never: the error's
+    ``partial`` keeps both the delivered events and their repeats."""
+    policy = RetryPolicy(initial_delay_s=1, max_delay_s=4, horizon_s=10)
+    amplitude = FakeAmplitude(status(413, error="Payload too large"), acknowledged(0),
+                              *[status(503)] * 50)
+    with pytest.raises(DeliveryFailed) as info:
+        make(amplitude, retry=policy).send(events(4))
+    partial = info.value.partial
+    assert isinstance(partial, SendOutcome)
+    assert [e.ref for e in partial.delivered] == [0, 1]
+    assert partial.repeats_dropped == 2
+
+
+@pytest.mark.parametrize(
+    ("sent", "answer"),
+    [
+        pytest.param(1, acknowledged(True), id="true-for-one-event"),
+        pytest.param(1, acknowledged(False), id="false-for-one-event"),
+        pytest.param(3, acknowledged(3.0), id="float-equal-to-sent"),
+        pytest.param(3, acknowledged(2.0), id="float-below-sent"),
+        pytest.param(3, acknowledged(-1), id="negative"),
+        pytest.param(3, acknowledged(4), id="more-than-sent"),
+        pytest.param(3, acknowledged(None), id="null"),
+        pytest.param(3, httpx.Response(200, json={"code": 200.0, "events_ingested": 3}),
+                     id="code-a-float"),
+        pytest.param(3, httpx.Response(200, json={"code": True, "events_ingested": 3}),
+                     id="code-a-bool"),
+    ],
+)
+def test_an_events_ingested_that_cannot_be_amplitudes_is_retried_like_a_5xx(
+    make: Any, slept: list[float], sent: int, answer: httpx.Response
+) -> None:
+    """Only an integer from 0 to the events sent is Amplitude's count: a bool (``true`` is
+    1 in Python), a float, a negative number or more than sent is not its answer."""
+    amplitude = FakeAmplitude(answer)
+    outcome = make(amplitude).send(events(sent))
+    assert (outcome.requests, outcome.retries) == (2, 1) and len(slept) == 1
+    assert refs(outcome)["delivered"] == list(range(sent))  # on the real acknowledgement
+    assert outcome.repeats_dropped == 0
+
+
+def test_the_retry_of_a_bad_count_says_it_does_not_look_like_amplitude(
+    make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    amplitude = FakeAmplitude(acknowledged(True))
+    with caplog.at_level("WARNING", logger="currents_export.amplitude.client"):
+        outcome = make(amplitude).send(events(1))
+    assert outcome.retries == 1
+    [warning] = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert "events_ingested True, 1 sent" in warning
+    assert "does not look like Amplitude" in warning
 
 
 @pytest.mark.parametrize(
@@ -166,6 +253,10 @@ def test_a_verified_acknowledgement_delivers_every_event(
                      id="events-ingested-not-a-number"),
         pytest.param(httpx.Response(200, json={"code": 200, "events_ingested": 4}),
                      id="more-ingested-than-sent"),
+        pytest.param(httpx.Response(200, json={"code": 200, "events_ingested": 1.5}),
+                     id="events-ingested-a-float"),
+        pytest.param(httpx.Response(200, json={"code": 200, "events_ingested": True}),
+                     id="events-ingested-a-bool"),
     ],
 )
 def test_a_200_that_is_not_amplitudes_acknowledgement_is_not_trusted(

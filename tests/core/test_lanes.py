@@ -39,8 +39,9 @@ def deliver(url: str, events: list[dict[str, str]], lanes: int = 4) -> tuple[lis
             ids = tuple(event[k] for k in ("user_id", "device_id") if k in event)
             pipeline.submit(PendingEvent(orjson.dumps(event), event["insert_id"], ids))
         pipeline.drain()
-        requests, _ = pipeline.take_stats()
-        assert requests >= len(events) // SMALL_REQUESTS.max_events
+        stats = pipeline.take_stats()
+        assert stats.requests >= len(events) // SMALL_REQUESTS.max_events
+        assert stats.repeats_dropped == 0  # the server ingests every event it is sent
     finally:
         pipeline.close()
         client.close()

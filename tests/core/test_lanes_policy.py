@@ -135,8 +135,9 @@ def test_never_two_requests_in_flight_for_one_id_and_each_ids_order_is_kept(
     assert per_id_order(fake.stored) == per_id_order(events)
     assert Counter(fake.stored_ids()) == Counter(e["insert_id"] for e in events)
     assert sorted(harness.sink.delivered_refs) == sorted(e["insert_id"] for e in events)
-    requests, retries = lanes.take_stats()
-    assert requests == len(fake.requests) >= len(events) // LIMITS.max_events and retries == 0
+    stats = lanes.take_stats()
+    assert stats.requests == len(fake.requests) >= len(events) // LIMITS.max_events
+    assert stats.retries == 0 and stats.repeats_dropped == 0
     harness.assert_each_reported_once()
 
 
@@ -365,4 +366,102 @@ def test_refused_events_are_reported_rejected_and_the_rest_of_their_request_deli
     assert Counter(fake.stored_ids()) == Counter(sink.delivered_refs)
     assert per_id_order(fake.stored) == per_id_order(
         [e for e in events if e["insert_id"] not in bad])
+    harness.assert_each_reported_once()
+
+
+# ---- repeats Amplitude dropped ------------------------------------------------------------
+
+
+class RepeatsSink(RecordingSink[str]):
+    """Also keeps, per delivered report, (events, repeats Amplitude dropped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reports: list[tuple[int, int]] = []
+        self._reports_lock = threading.Lock()
+
+    def delivered(self, refs: list[str], repeats_dropped: int = 0) -> None:
+        with self._reports_lock:
+            self.reports.append((len(refs), repeats_dropped))
+        super().delivered(refs)
+
+
+class DedupingAmplitude:
+    """A ``FakeAmplitude`` rule: an Amplitude that keeps each insert_id once and whose
+    ``events_ingested`` counts only the events it had not stored yet; the first request
+    holding one of ``fail_after_store`` is stored, then answered 500."""
+
+    def __init__(self, fail_after_store: set[str]) -> None:
+        self.fail_after_store = set(fail_after_store)
+        self.lock = threading.Lock()
+        self.stored: list[str] = []
+        self.faulted: list[int] = []  # the size of each request answered 500 after storing
+
+    def __call__(self, events: list[dict[str, Any]]) -> httpx.Response:
+        ids = [event["insert_id"] for event in events]
+        with self.lock:
+            new = [i for i in ids if i not in self.stored]
+            self.stored.extend(new)
+            if self.fail_after_store & set(ids):
+                self.fail_after_store -= set(ids)
+                self.faulted.append(len(ids))
+                return status(500, error="Internal Server Error")
+        return httpx.Response(200, json={"code": 200, "events_ingested": len(new)})
+
+
+def test_a_retry_amplitude_answers_short_is_delivered_and_its_repeats_counted(
+    harness: Harness,
+) -> None:
+    amplitude = DedupingAmplitude({"i-0010", "i-0050", "i-0090"})
+    sink = harness.sink = RepeatsSink()
+    lanes = harness.lanes(FakeAmplitude(amplitude), lanes=3,
+                          limits=RequestLimits(max_events=5, max_body_bytes=100_000))
+    events = [{"event_type": "e", "insert_id": f"i-{i:04d}", "user_id": f"user-{i % 7:03d}"}
+              for i in range(120)]
+    for event in events:
+        harness.submit(lanes, event)
+    lanes.drain()
+
+    assert lanes.failed is None and sink.abandoned_refs == []
+    assert len(amplitude.faulted) == 3  # each fault fired, after storing its request
+    # Stored once each; every event reported delivered once, none re-sent in a loop.
+    assert sorted(amplitude.stored) == sorted(e["insert_id"] for e in events)
+    assert Counter(sink.delivered_refs) == Counter(e["insert_id"] for e in events)
+    stats = lanes.take_stats()
+    # The retries of the three faulted requests were acknowledged with 0 ingested.
+    assert stats.repeats_dropped == sum(amplitude.faulted) > 0
+    assert stats.retries == 3
+    assert sum(repeats for _, repeats in sink.reports) == stats.repeats_dropped
+    assert all(0 <= repeats <= count for count, repeats in sink.reports)
+    assert lanes.take_stats() == (0, 0, 0)  # taken: counted once
+    harness.assert_each_reported_once()
+
+
+def test_repeats_acknowledged_before_a_send_failed_are_counted_and_reported(
+    harness: Harness,
+) -> None:
+    """A 413 splits the request; the first half is acknowledged with none ingested, the
+    second half fails past the horizon: the first half's repeats still count."""
+    answers = {4: [status(413, error="Payload too large")]}
+
+    def rule(events: list[dict[str, Any]]) -> httpx.Response | None:
+        if len(events) == 4:
+            return answers[4].pop(0)
+        if events[0]["insert_id"] == "i-0000":
+            return httpx.Response(200, json={"code": 200, "events_ingested": 0})
+        return httpx.Response(503, text="Service Unavailable")
+
+    sink = harness.sink = RepeatsSink()
+    lanes = harness.lanes(FakeAmplitude(rule), lanes=1, retry=TINY_HORIZON,
+                          limits=RequestLimits(max_events=4, max_body_bytes=100_000))
+    for i in range(4):
+        harness.submit(lanes, {"event_type": "e", "insert_id": f"i-{i:04d}",
+                               "user_id": "user-001"})
+    lanes.drain()
+
+    assert sink.delivered_refs == ["i-0000", "i-0001"] and sink.reports == [(2, 2)]
+    assert sorted(ref for ref, _ in sink.abandoned_refs) == ["i-0002", "i-0003"]
+    stats = lanes.take_stats()
+    # 413, the short acknowledgement, then two 503s (one retry) before the horizon.
+    assert stats == (4, 1, 2)
     harness.assert_each_reported_once()

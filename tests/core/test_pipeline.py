@@ -9,6 +9,8 @@ letter and the ledger.
 
 from __future__ import annotations
 
+import random
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from currents_export.amplitude.api import REQUEST_LIMITS, RetryPolicy
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.compose import lanes_over
 from currents_export.core.dryrun import DryRunOutbox
+from currents_export.core.owner import _shares
 from currents_export.core.pipeline import Pipeline
 from currents_export.counts import DRY_RUN, ObjectReport, RunSummary
 from currents_export.deadletter import DeadLetterDirectory
@@ -333,6 +336,91 @@ def test_events_left_unanswered_fail_their_object_and_only_it(
     # Everything else was delivered: only the user's event is missing.
     assert Counter(fake.stored_ids()) == Counter(
         files.sendable_ids() - {files.insert_id((uri, index))})
+
+
+# ---- repeats Amplitude dropped ----------------------------------------------------------------
+
+
+class DedupingAmplitude:
+    """A ``FakeAmplitude`` rule: an Amplitude that keeps each insert_id once and counts only
+    the events it had not stored yet in ``events_ingested``; the first request holding one
+    of ``fail_after_store`` is stored, then answered 500 (so its retry repeats it all)."""
+
+    def __init__(self, fail_after_store: set[str]) -> None:
+        self.fail_after_store = set(fail_after_store)
+        self.lock = threading.Lock()
+        self.stored: list[str] = []
+        self.faulted: list[int] = []  # the size of each request answered 500 after storing
+
+    def __call__(self, events: list[dict[str, Any]]) -> httpx.Response:
+        ids = [event["insert_id"] for event in events]
+        with self.lock:
+            new = [i for i in ids if i not in self.stored]
+            self.stored.extend(new)
+            if self.fail_after_store & set(ids):
+                self.fail_after_store -= set(ids)
+                self.faulted.append(len(ids))
+                return status(500, error="Internal Server Error")
+        return httpx.Response(200, json={"code": 200, "events_ingested": len(new)})
+
+
+def test_repeats_amplitude_dropped_are_delivered_and_shared_among_the_objects(
+    files: Files, runner: Runner,
+) -> None:
+    amplitude = DedupingAmplitude(set(sorted(files.sendable_ids())[::9]))
+    run = runner.run(files.objects, FakeAmplitude(amplitude))
+    summary = run.summary
+
+    assert summary.objects_done == len(files.objects) and summary.objects_failed == 0
+    assert summary.balanced and summary.pending_records == 0
+    assert summary.delivered == len(files.positions(SEND))
+    assert Counter(amplitude.stored) == Counter(files.sendable_ids())  # once each
+    # Every request faulted after storing was retried once, and that retry's answer (none
+    # ingested) was taken as a delivery: its events are the repeats Amplitude dropped.
+    assert summary.retries == len(amplitude.faulted) > 1
+    assert summary.repeats_dropped == sum(amplitude.faulted) > 0
+    # Object by object: their shares add up to the run's figure, none above its delivered.
+    shares = {uri: report.repeats_dropped for uri, report in run.reports.items()}
+    assert sum(shares.values()) == summary.repeats_dropped
+    assert sum(1 for share in shares.values() if share) > 1
+    assert all(run.reports[uri].repeats_dropped <= run.reports[uri].delivered
+               for uri in shares)
+    assert all(run.reports[uri].figures()["repeats_dropped"] == share
+               for uri, share in shares.items())
+    # The summary says it, in its JSON and in words.
+    assert summary.to_json()["repeats_dropped"] == summary.repeats_dropped
+    assert f"repeats Amplitude dropped: {summary.repeats_dropped}" in summary.render()
+
+
+@pytest.mark.parametrize(("total", "weights", "expected"), [
+    (5, {"a": 5}, {"a": 5}),
+    (3, {"a": 2, "b": 4}, {"a": 1, "b": 2}),
+    (2, {"a": 1, "b": 2}, {"a": 1, "b": 1}),  # 0.67 and 1.33: the larger remainder wins
+    (7, {"a": 3, "b": 4}, {"a": 3, "b": 4}),
+    (0, {"a": 3, "b": 4}, {"a": 0, "b": 0}),
+])
+def test_a_sends_repeats_are_shared_by_its_objects_events(
+    total: int, weights: dict[str, int], expected: dict[str, int]
+) -> None:
+    assert _shares(total, weights) == expected  # type: ignore[arg-type]
+
+
+def test_shares_always_add_up_and_never_exceed_an_objects_events() -> None:
+    rng = random.Random(5)
+    for _ in range(2_000):
+        weights = {n: rng.randint(1, 50) for n in range(rng.randint(1, 6))}
+        total = rng.randint(0, sum(weights.values()))
+        shares = _shares(total, weights)  # type: ignore[arg-type]
+        assert sum(shares.values()) == total
+        assert all(0 <= shares[n] <= weights[n] for n in weights)
+
+
+def test_a_run_without_repeats_reports_none(files: Files, runner: Runner) -> None:
+    run = runner.run(files.objects, FakeAmplitude())
+    assert run.summary.repeats_dropped == 0
+    assert all(report.repeats_dropped == 0 for report in run.reports.values())
+    assert run.summary.to_json()["repeats_dropped"] == 0
+    assert "repeats Amplitude dropped" not in run.summary.render()
 
 
 def _identity(files: Files, uri: str) -> str:

@@ -2,6 +2,8 @@
 
 Afterwards the emulator's deduplicated store must hold every valid event exactly once,
 invalid events must be in the dead letter with their reason, and the summary must add up.
+It runs against both answers Amplitude might give (whether ``events_ingested`` counts
+``insert_id`` repeats is not documented): the emulator's ``ingested_counts_repeats``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from currents_export.amplitude.api import REQUEST_LIMITS, RequestLimits, RetryPolicy
 from currents_export.amplitude.client import AmplitudeClient
@@ -22,7 +25,8 @@ from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import Identity, generate_fixtures, make_record, write_avro
 from currents_export.ledger import SqliteLedger
 from currents_export.sources import find_local_objects
-from tests.support.runs import read_all
+from tests.support.emulator import stored_events
+from tests.support.runs import assert_balanced, read_all, replay
 
 EVENT_TYPES = [
     "users.behaviors.CustomEvent",
@@ -70,7 +74,13 @@ def write_invalid_ids(root: Path) -> list[str]:
     return [r["id"] for r in records]
 
 
-def test_every_valid_event_arrives_exactly_once_through_chaos(tmp_path: Path) -> None:
+@pytest.mark.parametrize("counts_repeats", [
+    pytest.param(True, id="events_ingested-counts-repeats"),
+    pytest.param(False, id="events_ingested-counts-new-events-only"),
+])
+def test_every_valid_event_arrives_exactly_once_through_chaos(
+    tmp_path: Path, counts_repeats: bool
+) -> None:
     root = tmp_path / "bucket"
     files = generate_fixtures(root, events_per_type=700, seed=2024, event_types=EVENT_TYPES)
     invalid_ids = set(write_invalid_ids(root))
@@ -91,6 +101,7 @@ def test_every_valid_event_arrives_exactly_once_through_chaos(tmp_path: Path) ->
         httpx.patch(f"{emulator.url}/_emulator/config", json={
             "silenced_device_ids": [silenced], "rate_limits": True,
             "batch": {"eps_threshold": 6, "eps_window_s": 1},
+            "ingested_counts_repeats": counts_repeats,
         }).raise_for_status()
         emulator.set_faults(faults(busy_user), seed=1234)
         client = AmplitudeClient(
@@ -121,6 +132,10 @@ def test_every_valid_event_arrives_exactly_once_through_chaos(tmp_path: Path) ->
     assert summary.records == len(records) + len(invalid_ids)
     assert summary.duplicates == len(records) - len(first)
     assert summary.retries > 0
+    if counts_repeats:  # every acknowledgement counted every event sent
+        assert summary.repeats_dropped == 0
+    else:  # the retries after a 500 (or a reset) that came after storing were answered short
+        assert summary.repeats_dropped > 0
 
     lines = [orjson.loads(line) for path in (tmp_path / "dead-letter").glob("*.jsonl")
              for line in path.read_bytes().splitlines()]
@@ -160,3 +175,38 @@ def test_every_valid_event_arrives_exactly_once_through_chaos(tmp_path: Path) ->
             if event.get(key) and event["insert_id"] in position:
                 arrivals.setdefault(event[key], []).append(position[event["insert_id"]])
         assert all(order == sorted(order) for order in arrivals.values()), key
+
+
+def test_an_amplitude_that_does_not_count_repeats_never_makes_the_run_loop(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Issue 23's scenario through the command line: an Amplitude whose ``events_ingested``
+    leaves out insert_id repeats, and 10 requests stored and then answered 500 among some
+    45. Each retry is acknowledged with fewer events ingested than sent: that is a
+    delivery (the repeats counted), not a reason to retry until Amplitude "is unavailable"."""
+    files = generate_fixtures(tmp_path / "bucket", events_per_type=3_000, seed=23,
+                              event_types=EVENT_TYPES[:3], files_per_type=3)
+    records = read_all(sorted(files, key=lambda f: f.path))
+    assert 8_500 <= len(records) <= 9_500
+    httpx.patch(f"{emulator.url}/_emulator/config",
+                json={"ingested_counts_repeats": False}).raise_for_status()
+    emulator.set_faults([{"action": "status", "status": 500, "every": 3, "times": 10}], seed=23)
+
+    result, summary = replay(emulator, tmp_path, tmp_path / "bucket",
+                             extra=("--lanes", "4", "--retry-horizon", "120"))
+
+    log = emulator.requests_log()
+    faulted = [entry for entry in log if entry["fault"] is not None]
+    assert len(faulted) == 10 and all(entry["status"] == 500 for entry in faulted)
+    assert 30 <= len(log) <= 70  # some 45 requests, as in the issue
+    assert result.exit_code == 0, result.output
+    assert summary["objects_failed"] == 0 and summary["objects_done"] == len(files)
+    assert_balanced(summary)
+    stored = Counter(event["insert_id"] for event in stored_events(emulator))
+    assert max(stored.values()) == 1  # every event stored once
+    identified = {r["id"] for _, r in records if r.get("external_user_id") or r.get("device_id")}
+    assert set(stored) == identified and summary["delivered"] == len(identified)
+    # The retries of the faulted requests were answered short: counted, not re-sent.
+    assert 0 < summary["repeats_dropped"] <= sum(entry["event_count"] for entry in faulted)
+    assert summary["retries"] == 10
+    assert f"repeats Amplitude dropped: {summary['repeats_dropped']}" in result.output

@@ -58,7 +58,7 @@ def test_html_and_wrong_count_200s_at_a_realistic_rate_lose_nothing(
              files_per_type=3)
     set_faults(emulator, [
         {"action": "not_amplitude", "probability": 0.15},
-        {"action": "wrong_count", "ingested_offset": -1, "probability": 0.1},
+        {"action": "wrong_count", "ingested_offset": 1, "probability": 0.1},
     ])
     result, summary = replay(emulator, tmp_path, tmp_path / "bucket",
                              extra=("--api", "http", "--retry-horizon", "120"))

@@ -162,6 +162,68 @@ def test_dedup_within_one_request_and_events_without_insert_id(client: httpx.Cli
     assert len([e for e in saved if "insert_id" not in e]) == 2
 
 
+def test_events_ingested_counts_repeats_unless_told_to_count_new_events_only(
+    client: httpx.Client,
+) -> None:
+    assert client.get("/_emulator/config").json()["ingested_counts_repeats"] is True
+    assert post(client, [make_event(1), make_event(2)]).json()["events_ingested"] == 2
+    # The default: every validated event counts, insert_id repeats included.
+    assert post(client, [make_event(1), make_event(3)]).json()["events_ingested"] == 2
+
+    patch_config(client, ingested_counts_repeats=False)
+    again = post(client, [make_event(1), make_event(2), make_event(3), make_event(4)])
+    assert again.status_code == 200
+    assert again.json()["events_ingested"] == 1  # only event 4 is new
+    assert post(client, [make_event(4)]).json()["events_ingested"] == 0  # a 200 all the same
+    # A repeat inside one request counts once; events without insert_id always count.
+    twice = post(client, [make_event(5), make_event(5, event_type="second"),
+                          make_event(6, insert_id=None), make_event(6, insert_id=None)])
+    assert twice.json()["events_ingested"] == 3
+    # Only repeats of the same device: another device's event with that insert_id is new.
+    other = post(client, [make_event(1, device_id="device-OTHER")])
+    assert other.json()["events_ingested"] == 1
+    assert len(stored(client)) == 8
+    assert client.get("/_emulator/stats").json()["duplicates_dropped"] == 6
+
+
+def test_a_repeat_past_the_dedup_window_counts_as_ingested_again(client: httpx.Client) -> None:
+    patch_config(client, ingested_counts_repeats=False, dedup_window_s=100)
+    freeze(client)
+    assert post(client, [make_event(1)]).json()["events_ingested"] == 1
+    advance(client, 99)
+    assert post(client, [make_event(1)]).json()["events_ingested"] == 0
+    advance(client, 2)
+    assert post(client, [make_event(1)]).json()["events_ingested"] == 1  # stored again
+
+
+def test_the_retry_of_a_500_after_store_is_acknowledged_short(client: httpx.Client) -> None:
+    """The issue's case: Amplitude stored the events, then answered 500; the client's retry
+    gets a 200 with fewer events ingested than sent when repeats do not count."""
+    patch_config(client, ingested_counts_repeats=False)
+    set_faults(client, [{"action": "status", "status": 500, "times": 1}])
+    events = [make_event(i) for i in range(3)]
+    assert post(client, events).status_code == 500
+    retry = post(client, events)
+    assert retry.status_code == 200
+    assert retry.json() == {**retry.json(), "code": 200, "events_ingested": 0}
+    assert [e["insert_id"] for e in stored(client)] == [e["insert_id"] for e in events]
+
+
+def test_ingested_counts_repeats_is_a_boolean_and_reset_restores_it(
+    client: httpx.Client,
+) -> None:
+    for bad in ("no", 0, None):
+        response = client.patch("/_emulator/config", json={"ingested_counts_repeats": bad})
+        assert response.status_code == 400
+        assert "ingested_counts_repeats" in response.json()["error"]
+    assert patch_config(client, ingested_counts_repeats=False)["ingested_counts_repeats"] is False
+    assert client.post("/_emulator/reset").status_code == 200
+    assert client.get("/_emulator/config").json()["ingested_counts_repeats"] is True
+    with pytest.raises(ValueError, match="ingested_counts_repeats"):
+        EmulatorConfig(ingested_counts_repeats="no")  # type: ignore[arg-type]
+    assert EmulatorConfig(ingested_counts_repeats=False).ingested_counts_repeats is False
+
+
 # -- size limits ----------------------------------------------------------------------------
 
 

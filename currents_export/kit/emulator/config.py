@@ -62,6 +62,12 @@ class EmulatorConfig:
     ``valid_api_keys`` is refused either way). It is left out of the repr and shown as
     ``"<redacted>"`` by ``config_to_dict``. ``deletion_requests_per_second`` (None = no limit)
     and ``deletion_max_in_flight`` limit each project's requests on that endpoint (429 beyond).
+
+    ``ingested_counts_repeats``: what a 200's ``events_ingested`` counts (Amplitude does not
+    document it). True (the default): every validated event of the request, ``insert_id``
+    repeats within ``dedup_window_s`` included. False: only the events newly stored, so a
+    request that repeats events already stored gets a 200 with fewer events ingested than
+    sent (0 when it repeats them all), as a real Amplitude might answer.
     """
 
     v2: EndpointLimits = field(default_factory=lambda: replace(V2_LIMITS))
@@ -81,6 +87,7 @@ class EmulatorConfig:
     secret_keys: dict[str, str] | None = field(default=None, repr=False)  # None = any secret
     deletion_requests_per_second: int | None = DEFAULT_DELETION_RPS  # per api_key; None = off
     deletion_max_in_flight: int = DEFAULT_DELETION_IN_FLIGHT  # per api_key
+    ingested_counts_repeats: bool = True  # False: events_ingested counts new events only
 
     def __post_init__(self) -> None:
         if self.short_id_mode not in SHORT_ID_MODES:
@@ -102,6 +109,8 @@ class EmulatorConfig:
         in_flight = self.deletion_max_in_flight
         if type(in_flight) is not int or in_flight < 1:
             raise ValueError("deletion_max_in_flight must be a positive integer")
+        if not isinstance(self.ingested_counts_repeats, bool):
+            raise ValueError("ingested_counts_repeats must be a boolean")
 
     def limits_for(self, endpoint: str) -> EndpointLimits:
         """Limits of ``"v2"`` or ``"batch"``."""
@@ -150,7 +159,7 @@ def apply_config_patch(config: EmulatorConfig, patch: Mapping[str, Any]) -> Emul
                 raise ConfigError(
                     f"Invalid value for config key: {key} (integer <= {MAX_LATENCY_MS})"
                 )
-        elif key == "rate_limits":
+        elif key in ("rate_limits", "ingested_counts_repeats"):
             if not isinstance(value, bool):
                 raise ConfigError(f"Invalid value for config key: {key} (expected a boolean)")
             changes[key] = value

@@ -24,7 +24,10 @@ A rule is a JSON object. Matching keys (all optional; every one given must match
 * ``"wrong_count"`` — an Amplitude-shaped 200 (``code`` 200, ``payload_size_bytes``,
   ``server_upload_time``) whose ``events_ingested`` is not the number of events sent, nothing
   stored: ``events_ingested`` — that number (default 0); or ``ingested_offset`` — a non-zero
-  integer added to the number of events sent (``-1``: n-1), floored at 0.
+  integer added to the number of events sent (``-1``: n-1), floored at 0. A count above the
+  events sent is not Amplitude's answer (the client retries it); one below reads as
+  Amplitude's own answer for repeats it dropped (the client counts them delivered), so a
+  ``wrong_count`` below simulates a server that lies, not a failure it can see.
 
 Every live rule sees every ingestion request, so each rule's ``after``/``every`` counting
 and its draws from the RNG do not depend on the other rules; among the rules that match, the

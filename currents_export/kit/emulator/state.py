@@ -9,7 +9,9 @@ the ids **as sent**: an event without a device_id counts only against its user_i
 id derived from the user_id at storage maps one-to-one to that user, so counting it as well
 would add nothing), and throttled/exceeded maps only ever name ids the client sent. Counted
 events are every validated event of an accepted request, insert_id duplicates included (they
-are "ingested" in the reply too). A window only fills while its check is turned on.
+are "ingested" in the reply too, unless ``ingested_counts_repeats`` is off: then the reply's
+``events_ingested`` counts only the events newly stored). A window only fills while its
+check is turned on.
 """
 
 from __future__ import annotations
@@ -335,10 +337,10 @@ class EmulatorState:
                         self._windows.add((api_key, *key), now, k)
                     if config.daily_quota is not None:
                         self._quota.add((api_key, *key), now, k)
-            self._store(batch, config, now)
+            stored = self._store(batch, config, now)
         body = {
             "code": 200,
-            "events_ingested": n,
+            "events_ingested": n if config.ingested_counts_repeats else stored,
             "payload_size_bytes": batch.payload_size,
             "server_upload_time": int(now * 1000),
         }
@@ -437,8 +439,9 @@ class EmulatorState:
         )
         return with_facts(reply, api_key, len(batch.events))
 
-    def _store(self, batch: ValidBatch, config: EmulatorConfig, now: float) -> None:
-        """Fill device_id, drop insert_id duplicates, truncate, store. Caller holds the lock."""
+    def _store(self, batch: ValidBatch, config: EmulatorConfig, now: float) -> int:
+        """Fill device_id, drop insert_id duplicates, truncate, store; → how many events were
+        stored (the duplicates dropped not counted). Caller holds the lock."""
         window = config.dedup_window_s
         body = batch.body
         if body is None:  # the events were changed (short ids stripped): keep them as they are
@@ -450,6 +453,7 @@ class EmulatorState:
             config.truncate_strings_at if batch.may_need_truncation else None,
         ))
         api_key, dedup, stored = batch.api_key, self._dedup, self._events
+        before = len(stored)
         for position, event in enumerate(batch.events):
             device_id = event.get("device_id") or derive_device_id(event["user_id"])
             insert_id = event.get("insert_id")
@@ -462,6 +466,7 @@ class EmulatorState:
                 dedup[key] = now
             stored.append((api_key, event.get("user_id"), device_id, event["event_type"],
                            insert_id, batch_index, position))
+        return len(stored) - before
 
     # -- identify, unknown routes ---------------------------------------------------------
 
