@@ -1,8 +1,9 @@
 """The composition root: :class:`~currents_export.settings.Settings` in, a ready run out.
 
 The command line, the worker processes and the Lambda all build runs here:
-:func:`open_destinations` (the ledger and the dead letter), :func:`build_pipeline` (a new
-client and pipeline per run over them), :func:`build_worker_pipeline` (both, in a worker).
+:func:`open_destinations` (the ledger and the dead letter), :func:`check_destination` (the
+ledger delivers to this Amplitude only), :func:`build_pipeline` (a new client and pipeline
+per run over them), :func:`build_worker_pipeline` (both, in a worker).
 Nothing built is changed afterwards. Set-up problems are
 :class:`~currents_export.errors.ConfigurationError`\\ s naming the option, raised before any
 work starts.
@@ -10,6 +11,7 @@ work starts.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -42,14 +44,17 @@ from currents_export.deletions.tracker import DeletionTracker, NoDeletions
 from currents_export.errors import (
     ConfigurationError,
     DeadLetterConfigError,
+    DestinationMismatch,
     LedgerConfigError,
     OutputPathError,
     SettingsError,
 )
 from currents_export.ledger import Ledger, NoLedger, open_ledger
+from currents_export.ledger.base import Destination
+from currents_export.ledger.destination import the_destination
 from currents_export.ledger.dynamodb import DynamoDbLedger
 from currents_export.ledger.sqlite import SqliteLedger
-from currents_export.settings import Settings
+from currents_export.settings import LAMBDA, OPTION, Settings
 from currents_export.sources.s3 import s3_client
 from currents_export.stopping import Stop
 from currents_export.support.allocator import keep_large_blocks_apart
@@ -57,6 +62,7 @@ from currents_export.support.logs import setup_logging
 from currents_export.support.privatefiles import open_private_for_writing
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -237,13 +243,17 @@ def build_client(
 
 def open_destinations(
     settings: Settings, stack: ExitStack, *, aws: AwsCallLimits | None = None,
-    check: bool = True,
+    check: bool = True, api_key: str | None = None,
 ) -> Destinations:
     """The ledger and the dead letter (closed with ``stack``).
 
     ``check``: see, before any work, that the ledger answers and that an s3:// dead
     letter's bucket exists. The Lambda does not: HeadBucket needs s3:ListBucket, which its
-    role does not have (it only writes objects), and its first object finds out anyway."""
+    role does not have (it only writes objects), and its first object finds out anyway.
+    ``api_key``: the run's key: the ledger must deliver to this run's destination
+    (:func:`check_destination`; a dry run's ledger is none). The Lambda checks per
+    invocation instead (its key is read then); a worker process does not (its run checked
+    before starting it)."""
     limits: dict[str, Any] = {}
     if aws is not None:
         limits = {"connect_timeout": aws.connect_timeout, "read_timeout": aws.read_timeout,
@@ -264,12 +274,108 @@ def open_destinations(
     stack.callback(dead_letter.close)
     if check:
         ledger.state("currents-export:check")  # a missing table or bad file: exit 2
+    if api_key and not settings.dry_run:
+        check_destination(settings, ledger, api_key)  # before any object is read
     deletions: DeletionTracker | NoDeletions = NoDeletions()
     if settings.deletions.enabled and not settings.dry_run:
         store = open_deletion_store(settings, ledger)
         stack.callback(store.close)
         deletions = DeletionTracker(store)
     return Destinations(ledger=ledger, dead_letter=dead_letter, s3=s3, deletions=deletions)
+
+
+def run_destination(settings: Settings, api_key: str) -> Destination:
+    """Where a run with these settings delivers: the upload URL's host, the key's
+    fingerprint (``ledger.destination``)."""
+    return the_destination(endpoint_url(settings.api, settings.region, settings.amplitude_url),
+                           api_key)
+
+
+def check_destination(
+    settings: Settings, ledger: Ledger, api_key: str, *, key_only: bool = False,
+    rebind: bool | None = None,
+) -> Destination | None:
+    """Make sure ``ledger`` delivers to this run's destination, before any object is read.
+
+    A ledger bound to nothing (new, or from before destinations were recorded) is bound to
+    this one (two first runs at once agree: the ledger's bind is a compare-and-set). A
+    ledger bound elsewhere raises :class:`DestinationMismatch` naming both, unless
+    ``rebind`` (default: ``settings.rebind_destination``) rebinds it: for a rotated key of
+    the same project (another host too, with a warning). A run that bound the ledger and
+    recorded nothing (it failed at once: a wrong key, a host that does not answer) releases
+    the binding when its ledger closes. ``key_only`` (``deletions submit``, whose User
+    Privacy API has its own host): only the key must match, and an unbound ledger stays
+    unbound. Returns the binding in force (None: unbound, key_only)."""
+    if rebind is None:
+        rebind = settings.rebind_destination
+    wanted = run_destination(settings, api_key)
+    current = ledger.destination()
+    if current is not None and key_only:
+        wanted = Destination(host=current.host, key_fingerprint=wanted.key_fingerprint)
+    if current is None:
+        if key_only:
+            return None
+        current = ledger.bind_destination(wanted, replacing=None)
+        if current == wanted:
+            if current is not None and current.recorded:
+                log.warning(
+                    "ledger %s: it holds objects done before the ledger recorded where they "
+                    "went; it is now bound to %s. If they were delivered elsewhere (the "
+                    "emulator, another project), they are skipped here: use a new --state "
+                    "for %s.", settings.state, wanted, wanted.host)
+            else:
+                log.info("ledger %s: bound to %s", settings.state, wanted)
+            return current
+        if current is None:  # unbound again: nothing to compare
+            raise DestinationMismatch(f"--state {settings.state}: could not bind the ledger "
+                                      f"to {wanted}; run again")
+    if current == wanted:
+        return current
+    if not rebind:
+        raise DestinationMismatch(_mismatch(settings, current, wanted))
+    if current.host != wanted.host:
+        log.warning(
+            "ledger %s: REBOUND TO ANOTHER HOST: its objects were delivered to %s; from now "
+            "on it records deliveries to %s. Objects done there are not sent here: if this "
+            "is another Amplitude (not the same project at a new address), use another "
+            "--state instead.", settings.state, current, wanted)
+    bound = ledger.bind_destination(wanted, replacing=current)
+    if bound != wanted:
+        raise DestinationMismatch(
+            f"--state {settings.state}: the ledger's destination changed while this run "
+            f"rebound it (it is now {bound}); run again")
+    log.warning("ledger %s: rebound from %s to %s (%s); objects done stay done",
+                settings.state, current, wanted, _rebind_name(settings))
+    return bound
+
+
+def _rebind_name(settings: Settings) -> str:
+    option = OPTION["rebind_destination"]
+    return f"{option.variable}=true" if settings.place == LAMBDA else option.flag
+
+
+def _mismatch(settings: Settings, bound: Destination, wanted: Destination) -> str:
+    what = " and ".join(part for part, differs in (
+        ("another host", bound.host != wanted.host),
+        ("another API key", bound.key_fingerprint != wanted.key_fingerprint)) if differs)
+    state = f"{settings.origin('state')} {settings.state}"
+    if settings.origin("state") == "default":
+        state = f"--state {settings.state} (the default)"
+    another = ("another --state: a new file, or dynamodb://ANOTHER_TABLE"
+               if settings.place != LAMBDA else
+               f"another table in {OPTION['state'].variable}, e.g. another stack's")
+    return (
+        f"{state}: this ledger records deliveries to {bound}, and this run would deliver "
+        f"to {wanted} ({what}). Nothing was read or sent: the objects it marks done went "
+        f"to {bound.host}, and with this ledger they would be skipped here. "
+        f"To deliver to {wanted.host} as a destination of its own, give it its own ledger "
+        f"({another}). If it is the same Amplitude project (its API key was rotated, or it "
+        f"is reached at another address), run once with {_rebind_name(settings)}: the "
+        "ledger is rebound and the objects done stay done (a new key must not make the "
+        "project look new: Amplitude drops a repeated insert_id for 7 days only)."
+        + ("" if bound.recorded else " Nothing has been recorded under the ledger's "
+           "destination yet: if no run is delivering there now (the key it was bound with "
+           "was wrong, say), rebinding is safe."))
 
 
 def _check_bucket(s3: Any, uri: str) -> None:

@@ -16,6 +16,8 @@ The bottom layer: it imports nothing of ours, so every module may import it.
     │   │   └── ApiKeyError ............ the API key (or secret key): none, or unreadable
     │   ├── SourceError (V) .......... a path or URI given cannot be read as objects
     │   ├── LedgerConfigError (V) .... --state cannot be used
+    │   ├── DestinationMismatch ...... the ledger records deliveries to another Amplitude
+    │   │                              (host or API key): another --state, or a rebind
     │   ├── StatusError .............. ``status``: the ledger cannot be read
     │   └── DeadLetterConfigError (V)  --dead-letter (or redrive's location) cannot be used
     ├── ObjectError ................ one object; the run goes on with the others
@@ -138,6 +140,12 @@ class SourceError(ConfigurationError, ValueError):
 
 class LedgerConfigError(ConfigurationError, ValueError):
     """The --state URI (or the ledger it names) cannot be used: exit 2, nothing done."""
+
+
+class DestinationMismatch(ConfigurationError):
+    """The ledger was bound to another destination (Amplitude host, API key fingerprint)
+    than this run's: nothing is read, nothing is marked done. The message names both and
+    the ways out (another ledger; or a deliberate rebind when the key was rotated)."""
 
 
 class StatusError(ConfigurationError):

@@ -264,3 +264,48 @@ def test_the_rate_budget_is_one_option_everywhere_and_each_run_takes_its_share(
 def test_a_bad_budget_names_its_variable(value: str) -> None:
     with pytest.raises(SettingsError, match="CURRENTS_EXPORT_MAX_EVENTS_PER_SECOND"):
         load_settings("backfill", environ={"CURRENTS_EXPORT_MAX_EVENTS_PER_SECOND": value})
+
+
+@pytest.mark.parametrize("nested", [
+    "lanes = " + "[" * 5_000 + "]" * 5_000 + "\n",  # arrays in arrays
+    "[mapping]\nproperties = " + "{a = " * 2_000 + "1" + "}" * 2_000 + "\n",  # inline tables
+])
+def test_a_config_file_nested_too_deeply_is_a_settings_error_naming_it(
+    tmp_path: Path, nested: str
+) -> None:
+    config = tmp_path / "deep.toml"
+    config.write_text(nested, encoding="utf-8")
+    with pytest.raises(SettingsError) as info:
+        load_settings("replay", flags={"config": str(config)}, environ={})
+    assert str(config) in str(info.value) and "nested too deeply" in str(info.value)
+    result = CliRunner().invoke(cli.main, ["replay", str(tmp_path), "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert f"Error: --config {config}: nested too deeply" in result.output
+    assert "this is a bug" not in result.output
+    # The Lambda reads the file for the salt's variable first: the same answer.
+    with pytest.raises(LambdaConfigError, match="nested too deeply"):
+        aws_lambda.lambda_settings(
+            {**LAMBDA_REQUIRED, "CURRENTS_EXPORT_CONFIG": str(config),
+             "CURRENTS_EXPORT_PII_SALT_SECRET": "pii-salt"},
+            client_factory=lambda service, **_: _SaltSecret())
+
+
+class _SaltSecret:
+    """Secrets Manager, as far as the salt's read goes."""
+
+    def get_secret_value(self, **_: Any) -> dict[str, str]:
+        return {"SecretString": "a-salt-of-sixteen-characters"}
+
+
+def test_the_rebind_option_is_off_by_default_and_reaches_every_place_that_writes() -> None:
+    for place in ("replay", "backfill", "deletions"):
+        assert load_settings(place, environ={}).rebind_destination is False
+        flagged = load_settings(place, flags={"rebind_destination": True}, environ={})
+        assert flagged.rebind_destination and flagged.origin("rebind_destination") == (
+            "--rebind-destination")
+    lambda_settings = aws_lambda.lambda_settings(
+        {**LAMBDA_REQUIRED, "CURRENTS_EXPORT_REBIND_DESTINATION": "true"})
+    assert lambda_settings.rebind_destination
+    # redrive keeps no ledger; status only reads one
+    assert "rebind_destination" not in {o.name for o in options_for("redrive")}
+    assert "rebind_destination" not in {o.name for o in options_for("status")}

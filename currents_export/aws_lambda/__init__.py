@@ -12,6 +12,13 @@ failed, so it is delivered again and resumes from its checkpoint. An object that
 be read is recorded permanently failed and reported handled (SQS does not redeliver it);
 one that ends early (``IncompleteObject``) is retried until the queue's redrive policy
 moves it aside (an S3 object is written whole: a truncated one stays truncated).
+
+The ledger delivers to one destination (``compose.check_destination``): each invocation
+checks the key it sends with against the table's binding (binding a table that has none)
+before reading any object. A table bound elsewhere is a configuration error, logged once
+per container; the objects are not read, and fail retryable (the queue keeps them until the
+configuration is fixed). A mismatch reads the key again first: a container can hold a key
+rotated since (``CURRENTS_EXPORT_REBIND_DESTINATION`` would otherwise rebind the table back).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from currents_export.compose import (
     build_pacer,
     build_pipeline,
     build_privacy_client,
+    check_destination,
     open_deletion_store,
     open_destinations,
 )
@@ -48,6 +56,7 @@ from currents_export.counts import ObjectReport, RunSummary
 from currents_export.deletions.submit import submit_deletions
 from currents_export.errors import (
     ConfigurationError,
+    DestinationMismatch,
     LambdaConfigError,
     SecretError,
     SettingsError,
@@ -181,7 +190,7 @@ def _salt_variable(config_path: str) -> str:
     say, or cannot be read: loading it then reports the problem)."""
     try:
         data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return DEFAULT_SALT_ENV
     pii = data.get("mapping", {}).get("pii", {}) if isinstance(data.get("mapping"), dict) \
         else {}
@@ -215,10 +224,15 @@ class Runtime:
         self.s3 = s3
         self.api_key = ApiKeyProvider.from_settings(self.settings)
         self._secret_key: ApiKeyProvider | None = None
+        self._errors_logged: set[str] = set()  # configuration errors: once per container
         # The rate Amplitude allowed an earlier invocation without a budget: later ones
         # start there instead of finding it again (a 429 and a pause each).
         self.found_rate: float | None = None
         settings = self.settings
+        if settings.rebind_destination:
+            log.warning("CURRENTS_EXPORT_REBIND_DESTINATION is on: the ledger is rebound to "
+                        "this function's Amplitude host and API key if it records another",
+                        extra={"fields": {"hint": "turn it off once the ledger is rebound"}})
         if settings.deletions.enabled and not (settings.secret_key or settings.secret_key_secret
                                                or settings.secret_key_parameter):
             log.warning("deletions are recorded but cannot be submitted: no secret key",
@@ -234,6 +248,27 @@ class Runtime:
             return self._secret_key.get()
         except SecretError as exc:
             raise LambdaConfigError(str(exc)) from None
+
+    def checked_api_key(self, *, key_only: bool = False) -> str:
+        """The API key, once the ledger is known to deliver with it (bound to it now, if
+        the table has no binding). A mismatch reads the key again before it counts: the
+        container may hold a key rotated since. Raises ConfigurationError."""
+        key = self.api_key.get()
+        ledger = self.destinations.ledger
+        try:
+            check_destination(self.settings, ledger, key, key_only=key_only, rebind=False)
+        except DestinationMismatch:
+            key = self.api_key.get(refresh=True)
+            check_destination(self.settings, ledger, key, key_only=key_only)
+        return key
+
+    def log_configuration_error(self, error: str) -> None:
+        """An ERROR line the first time this container meets ``error``; later ones at
+        DEBUG (every invocation would otherwise repeat it)."""
+        first = error not in self._errors_logged
+        self._errors_logged.add(error)
+        log.log(logging.ERROR if first else logging.DEBUG, "configuration error",
+                extra={"fields": {"error": error}})
 
     def __repr__(self) -> str:  # never the key (nor the salt, in settings.mapping)
         return (f"Runtime(state={self.settings.state!r}, "
@@ -295,10 +330,12 @@ def _submit_deletions(current: Runtime, context: Any) -> dict[str, Any]:
         return {"deletions": "off"}
     stop = Stop.after(_remaining_s(context) - settings.deadline_margin_s)
     with ExitStack() as stack:
-        store = open_deletion_store(settings, current.destinations.ledger)
         try:
-            client = build_privacy_client(settings, current.api_key.get(),
-                                          current.secret_key(), stack, stop=stop)
+            # the same project as the runs that recorded the deletions (its own host)
+            api_key = current.checked_api_key(key_only=True)
+            store = open_deletion_store(settings, current.destinations.ledger)
+            client = build_privacy_client(settings, api_key, current.secret_key(), stack,
+                                          stop=stop)
             report = submit_deletions(store, client, grace_s=settings.deletions.grace_period_s,
                                       now=time.time(), stopped=lambda: stop.stopped)
         except ConfigurationError as exc:  # a wrong or missing secret key: alarm, then raise
@@ -329,11 +366,22 @@ def _process_item(
         return []
     if stop.stopped:
         return [_not_started(source.uri) for source in sources]
-    reports, summary = _run(current, current.api_key.get(), sources, stop, pacer)
+    try:
+        api_key = current.checked_api_key()  # before any object is read
+    except ConfigurationError as exc:  # bound elsewhere; or the table cannot be the ledger
+        current.log_configuration_error(str(exc))
+        return [_not_started(source.uri, f"not started: {exc}") for source in sources]
+    reports, summary = _run(current, api_key, sources, stop, pacer)
     if summary.configuration_error is None:
         return reports
-    # The key may have been rotated: read it again, once.
-    reports, summary = _run(current, current.api_key.get(refresh=True), sources, stop, pacer)
+    # The key may have been rotated: read it again, once (the ledger must deliver with it).
+    current.api_key.get(refresh=True)
+    try:
+        api_key = current.checked_api_key()
+    except ConfigurationError as exc:
+        current.log_configuration_error(str(exc))
+        return reports
+    reports, summary = _run(current, api_key, sources, stop, pacer)
     if summary.configuration_error is not None:
         log.error("configuration error", extra={"fields": {"error": summary.configuration_error}})
     return reports

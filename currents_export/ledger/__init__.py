@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from currents_export.errors import LedgerConfigError
-from currents_export.ledger.base import Ledger, ObjectState, Resume
+from currents_export.ledger.base import Destination, Ledger, ObjectState, Resume
 from currents_export.ledger.dynamodb import DynamoDbLedger
 from currents_export.ledger.none import NoLedger
 from currents_export.ledger.sqlite import SqliteLedger
@@ -44,6 +44,7 @@ def open_ledger(
 
 
 __all__ = [
+    "Destination",
     "DynamoDbLedger",
     "Ledger",
     "NoLedger",

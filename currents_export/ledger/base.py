@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -17,6 +17,32 @@ class Resume:
 
 
 IN_PROGRESS, DONE, FAILED = "in_progress", "done", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a ledger's objects were delivered: the Amplitude host (``scheme://host[:port]``
+    of the upload URL) and a fingerprint of the API key (``ledger.destination``), never the
+    key. Two destinations are the same when host and fingerprint are; when and from what it
+    was bound are only shown."""
+
+    host: str
+    key_fingerprint: str
+    bound_at: float | None = field(default=None, compare=False)
+    previous: str | None = field(default=None, compare=False)  # what a rebind replaced
+    # The ledger recorded progress while bound (an object done, a checkpoint with events
+    # delivered: ``records_delivery``). Until then the binding is only its run's: when that
+    # run ends without recording any (a wrong key, a host that does not answer), closing its
+    # ledger releases the binding.
+    recorded: bool = field(default=False, compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.host} (API key fingerprint {self.key_fingerprint})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "key_fingerprint": self.key_fingerprint,
+                "bound_at": self.bound_at, "previous": self.previous,
+                "recorded": self.recorded}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +63,13 @@ class ObjectState:
     @property
     def done(self) -> bool:
         return self.status == DONE
+
+
+def records_delivery(figures: dict[str, Any]) -> bool:
+    """Whether a checkpoint with these figures records events delivered (one that only
+    skipped records says nothing of where events went)."""
+    delivered = figures.get("delivered")
+    return isinstance(delivered, int) and delivered > 0
 
 
 class Ledger(Protocol):
@@ -84,6 +117,19 @@ class Ledger(Protocol):
 
     def objects(self) -> Iterator[ObjectState]:
         """Every object in the ledger (objects moved to a new id are listed once)."""
+        ...
+
+    def destination(self) -> Destination | None:
+        """The destination the ledger is bound to; None: not bound yet (a new ledger, or one
+        from before destinations were recorded)."""
+        ...
+
+    def bind_destination(
+        self, destination: Destination, *, replacing: Destination | None
+    ) -> Destination | None:
+        """Bind the ledger to ``destination`` if it is bound to ``replacing`` (None: to
+        nothing), in one atomic step; return the binding in force afterwards (another
+        run's, when it bound the ledger first)."""
         ...
 
     def close(self) -> None: ...

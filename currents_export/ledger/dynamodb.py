@@ -13,10 +13,20 @@ the object is seen at the same URI, as the Lambda's are on redelivery.
 
 ``connect_timeout``/``read_timeout`` (None: botocore's 60 s) and ``max_attempts`` (the first
 included; None: standard mode's ``max_attempts`` 10) bound each call; the Lambda's are tighter.
+
+The destination the objects were delivered to (``ledger.base.Destination``) is the reserved
+item ``currents-export:destination`` (no TTL), written with a conditional UpdateItem: two
+first runs at once agree on one binding. Each ledger's (process's, container's) first
+completion, or checkpoint with events delivered, sets its ``recorded`` (one UpdateItem
+more; a table from before destinations is not scanned: a Lambda's role cannot). A ledger
+that bound the table and is closed with nothing recorded removes the binding (the Lambda's
+is never closed). A table whose key is not ``pk`` (string) alone is a configuration error
+naming the key it expects, not a failure of every object.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -25,10 +35,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
 import orjson
-from botocore.exceptions import ClientError, NoRegionError
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
 from currents_export.errors import AlreadyDone, LeaseHeld, LeaseLost, LedgerConfigError
-from currents_export.ledger.base import ObjectState, Resume
+from currents_export.ledger.base import Destination, ObjectState, Resume, records_delivery
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -36,6 +46,8 @@ if TYPE_CHECKING:
         AttributeDefinitionTypeDef,
         GlobalSecondaryIndexTypeDef,
     )
+
+log = logging.getLogger(__name__)
 
 IN_PROGRESS, DONE, FAILED = "IN_PROGRESS", "DONE", "FAILED"
 MOVED = "MOVED"  # a legacy item whose progress now lives under the object's identity
@@ -47,7 +59,9 @@ _R = TypeVar("_R")
 # The deletions store (``deletions.store``) keeps its items in this table too: identities
 # and deletions, the latter listed through a sparse index (only they have its key).
 IDENTITY_PREFIX, DELETION_PREFIX = "identity#", "deletion#"
-NOT_OBJECTS = (IDENTITY_PREFIX, DELETION_PREFIX)
+DESTINATION_KEY = "currents-export:destination"  # where the objects were delivered
+NOT_OBJECTS = (IDENTITY_PREFIX, DELETION_PREFIX, DESTINATION_KEY)
+EXPECTED_KEY = "partition key pk (string), no sort key"
 DELETIONS_INDEX = "deletions"
 DELETIONS_INDEX_ATTRIBUTES: list[AttributeDefinitionTypeDef] = [
     {"AttributeName": "deletion_queue", "AttributeType": "S"},
@@ -92,6 +106,8 @@ class DynamoDbLedger:
         self.lease_s = lease_s
         self.ttl_s = None if ttl_days is None else ttl_days * 86_400
         self._clock = clock
+        self._recorded = False  # this ledger marked the destination recorded
+        self._bound: Destination | None = None  # the binding this ledger made
         if client is None:
             timeouts: _Timeouts = {}  # None: botocore's, so not passed at all
             if connect_timeout is not None:
@@ -282,6 +298,8 @@ class DynamoDbLedger:
         )
         if not saved and item.get("lease_owner") != self.owner:
             raise LeaseLost(object_id)
+        if saved and records_delivery(figures):
+            self._mark_recorded()
         # Still ours: a larger checkpoint was saved first by another thread, or the attempt
         # already finished (as in SQLite, a late checkpoint is then a no-op).
 
@@ -292,6 +310,16 @@ class DynamoDbLedger:
         values = {":state": _s(DONE), ":figures": _s(orjson.dumps(figures).decode())}
         self._finish(object_id, now, update + self._ttl(now, values) + " REMOVE lease_until",
                      values, {"#state": "state"})
+        self._mark_recorded()
+
+    def _mark_recorded(self) -> None:
+        """The destination has progress recorded under it (once per ledger; nothing when
+        the table is not bound)."""
+        if self._recorded:
+            return
+        self._update(DESTINATION_KEY, "SET recorded = :yes", "attribute_exists(#host)",
+                     {":yes": {"BOOL": True}}, {"#host": "host"})
+        self._recorded = True
 
     def fail(self, object_id: str, error: str, *, permanent: bool = False) -> None:
         """Mark failed and release the lease at once, so that a retry can claim it."""
@@ -336,8 +364,65 @@ class DynamoDbLedger:
         item = response.get("Item")
         return None if item is None else _plain_item(item)
 
+    def destination(self) -> Destination | None:
+        item = self.status(DESTINATION_KEY)
+        return None if item is None or "host" not in item else _destination(item)
+
+    def bind_destination(
+        self, destination: Destination, *, replacing: Destination | None
+    ) -> Destination | None:
+        """Compare and set, as one conditional UpdateItem (see ``ledger.base.Ledger``)."""
+        now = self._clock()
+        names = {"#host": "host", "#fingerprint": "key_fingerprint"}
+        values: dict[str, Any] = {":host": _s(destination.host),
+                                  ":fingerprint": _s(destination.key_fingerprint),
+                                  ":now": _n(now)}
+        update = "SET #host = :host, #fingerprint = :fingerprint, bound_at = :now"
+        if replacing is None:
+            condition = "attribute_not_exists(#host)"  # a released item has none
+            update += ", recorded = :no REMOVE previous"
+            values[":no"] = {"BOOL": False}
+        else:
+            condition = "#host = :old_host AND #fingerprint = :old_fingerprint"
+            values.update({":old_host": _s(replacing.host),
+                           ":old_fingerprint": _s(replacing.key_fingerprint),
+                           ":previous": _s(str(replacing))})
+            update += ", previous = :previous"
+        bound, current = self._update(DESTINATION_KEY, update, condition, values, names)
+        if bound:
+            self._bound = Destination(
+                host=destination.host, key_fingerprint=destination.key_fingerprint,
+                bound_at=now, previous=None if replacing is None else str(replacing),
+                recorded=replacing is not None and replacing.recorded)
+            return self._bound
+        return _destination(current) if "host" in current else None
+
     def close(self) -> None:
-        self._client.close()
+        try:
+            self._release_binding()
+        finally:
+            self._client.close()
+
+    def _release_binding(self) -> None:
+        """Remove the binding this ledger made if nothing was recorded under it."""
+        bound = self._bound
+        if bound is None or bound.bound_at is None:
+            return
+        self._bound = None
+        try:
+            removed, _ = self._update(
+                DESTINATION_KEY, "REMOVE #host, #fingerprint, bound_at, previous, recorded",
+                "#host = :host AND #fingerprint = :fingerprint AND bound_at = :at"
+                " AND (attribute_not_exists(recorded) OR recorded = :no)",
+                {":host": _s(bound.host), ":fingerprint": _s(bound.key_fingerprint),
+                 ":at": _n(bound.bound_at), ":no": {"BOOL": False}},
+                {"#host": "host", "#fingerprint": "key_fingerprint"})
+        except (ClientError, BotoCoreError, LedgerConfigError):
+            log.debug("ledger %s: the binding stays", self.table, exc_info=True)
+            return
+        if removed:
+            log.info("ledger dynamodb://%s: nothing was recorded for %s; the table is not "
+                     "bound", self.table, bound)
 
     def _ttl(self, now: float, values: dict[str, Any]) -> str:
         """The ``expires_at`` clause for a finished item ('' when TTL is off)."""
@@ -388,7 +473,8 @@ class DynamoDbLedger:
         return True, _plain_item(response.get("Attributes") or {})
 
     def _call(self, operation: Callable[..., _R], **arguments: Any) -> _R:
-        """Call the client, turning a missing table into a configuration error."""
+        """Call the client, turning a missing table, or one keyed otherwise than the
+        ledger, into a configuration error."""
         try:
             return operation(**arguments)
         except ClientError as exc:
@@ -396,9 +482,39 @@ class DynamoDbLedger:
                 raise LedgerConfigError(
                     f"--state dynamodb://{self.table}: DynamoDB table {self.table!r} does not "
                     f"exist in {self._client.meta.region_name}; create it (the SAM stack does): "
-                    "on-demand, partition key pk (string), TTL on expires_at"
+                    f"on-demand, {EXPECTED_KEY}, TTL on expires_at"
                 ) from None
+            if _code(exc) == "ValidationException":
+                problem = self._key_schema_problem(exc)
+                if problem is not None:
+                    raise LedgerConfigError(problem) from None
             raise
+
+    def _key_schema_problem(self, exc: ClientError) -> str | None:
+        """Why the table cannot be the ledger, when its key is not ``pk`` (string) alone;
+        None when the key is right (``exc`` is another problem). The table's own key is
+        named when DescribeTable may be called; else DynamoDB's message must say it."""
+        wrong = f"--state dynamodb://{self.table}: the table's key is not the ledger's"
+        fix = (f"the ledger needs a table with {EXPECTED_KEY} (and TTL on expires_at): "
+               "create one (the SAM stack does) and point --state at it")
+        try:
+            table = self._client.describe_table(TableName=self.table)["Table"]
+        except (ClientError, BotoCoreError, KeyError):
+            message = str(exc.response.get("Error", {}).get("Message", ""))
+            if "does not match the schema" in message or "mismatch for key" in message:
+                return f"{wrong} (DynamoDB: {message}); {fix}"
+            return None
+        types = {d["AttributeName"]: d["AttributeType"]
+                 for d in table.get("AttributeDefinitions", [])}
+        key = [(k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], "?"))
+               for k in table.get("KeySchema", [])]
+        if key == [("pk", "HASH", "S")]:
+            return None
+        kinds = {"HASH": "partition key", "RANGE": "sort key"}
+        named = {"S": "string", "N": "number", "B": "binary"}
+        has = ", ".join(f"{kinds.get(kind, kind)} {name} ({named.get(type_, type_)})"
+                        for name, kind, type_ in key)
+        return f"{wrong}: it has {has or 'no key'}; {fix}"
 
 
 class _Timeouts(TypedDict, total=False):
@@ -423,6 +539,15 @@ def _object_state(item: dict[str, Any]) -> ObjectState:
         updated_at=number("updated_at") or 0.0,
         finished_at=number("finished_at"),
     )
+
+
+def _destination(item: dict[str, Any]) -> Destination:
+    bound_at = item.get("bound_at")
+    return Destination(host=str(item.get("host", "")),
+                       key_fingerprint=str(item.get("key_fingerprint", "")),
+                       bound_at=None if bound_at is None else float(bound_at),
+                       previous=item.get("previous"),
+                       recorded=bool(item.get("recorded", False)))
 
 
 def _s(value: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from currents_export.ledger.base import ObjectState, Resume
+from currents_export.ledger.base import Destination, ObjectState, Resume
 
 __all__ = ["NoLedger"]
 
@@ -47,6 +47,14 @@ class NoLedger:
 
     def objects(self) -> Iterator[ObjectState]:
         return iter(())
+
+    def destination(self) -> Destination | None:
+        return None
+
+    def bind_destination(
+        self, destination: Destination, *, replacing: Destination | None
+    ) -> Destination | None:
+        return destination  # nothing is recorded, so nothing can have gone elsewhere
 
     def close(self) -> None:
         pass

@@ -6,6 +6,13 @@ the old id kept in ``location`` if empty. When two rows meet under one identity,
 beats an unfinished one (dropped and logged); else the row already there stays and the old
 one keeps its id (still found as a ``legacy_id``). Other rows are left as they are.
 
+The destination the objects were delivered to (``ledger.base.Destination``) is one row of
+the table ``destination``, created empty in files from before it existed: the first run
+that sends binds it (``recorded`` at once when the file holds progress already). Each
+connection's first completion, or checkpoint with events delivered, sets ``recorded``; a
+connection that bound the file and closes with nothing recorded removes the row again (its
+run failed at once: a wrong key, a host that does not answer).
+
 Leases, as in the DynamoDB ledger (see ``ledger.base.Ledger``), let several processes share
 the file. The owner is ``host:pid:start:random`` (``start`` tells a recycled pid apart); a
 lease whose owner is a dead process of this host is free at once (a SIGKILLed run holds
@@ -30,7 +37,14 @@ import orjson
 
 from currents_export.currents.keys import currents_identity
 from currents_export.errors import AlreadyDone, LeaseHeld, LeaseLost
-from currents_export.ledger.base import DONE, IN_PROGRESS, ObjectState, Resume
+from currents_export.ledger.base import (
+    DONE,
+    IN_PROGRESS,
+    Destination,
+    ObjectState,
+    Resume,
+    records_delivery,
+)
 from currents_export.support.privatefiles import (
     create_private_file,
     make_private,
@@ -53,6 +67,17 @@ CREATE TABLE IF NOT EXISTS objects (
     permanent   INTEGER NOT NULL DEFAULT 0,
     location    TEXT,
     finished_at REAL
+)
+"""
+# One row at most (id 1): where the objects were delivered (host, API key fingerprint).
+_DESTINATION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS destination (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    host            TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,
+    bound_at        REAL NOT NULL,
+    previous        TEXT,
+    recorded        INTEGER NOT NULL DEFAULT 0
 )
 """
 # Columns added since the first schema, added to older files when they are opened.
@@ -85,6 +110,8 @@ class SqliteLedger:
         self.owner = owner or process_owner()
         self.lease_s = lease_s
         self._clock = clock
+        self._recorded = False  # this connection marked the destination recorded
+        self._bound: Destination | None = None  # the binding this connection made
         # Owner only: folders we create 0700, the file and its -wal/-shm 0600 (SQLite gives
         # those the database file's mode); whatever the umask.
         make_private_dirs(self.path.parent)
@@ -96,6 +123,7 @@ class SqliteLedger:
         self._db.execute("PRAGMA synchronous=FULL")
         with self._transaction():
             self._db.execute(_SCHEMA)
+            self._db.execute(_DESTINATION_SCHEMA)
             present = {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
             for name, definition in _ADDED_COLUMNS.items():
                 if name not in present:
@@ -104,11 +132,13 @@ class SqliteLedger:
             if version < _VERSION_IDENTITY_KEYS:
                 self._rekey_by_identity()
                 self._db.execute(f"PRAGMA user_version = {_VERSION_IDENTITY_KEYS}")
+        # SQLite keeps -wal/-shm beside the file a symlinked --state points to.
+        real = os.path.realpath(self.path)
         if created:  # the first transaction made them; SQLite copies the file's mode anyway
             for suffix in ("-wal", "-shm"):
-                make_private(f"{self.path}{suffix}")
+                make_private(f"{real}{suffix}")
         else:  # a ledger from an earlier version may be readable by others: ours, tighten
-            for name in (str(self.path), f"{self.path}-wal", f"{self.path}-shm"):
+            for name in (real, f"{real}-wal", f"{real}-shm"):
                 tighten(name)
 
     def __repr__(self) -> str:
@@ -179,6 +209,7 @@ class SqliteLedger:
             """UPDATE objects SET next_index = ?, figures = ?, updated_at = ?, lease_until = ?
                WHERE object_id = ? AND status = 'in_progress'""",
             (next_index, orjson.dumps(figures).decode(), now, now + self.lease_s, object_id),
+            progress=records_delivery(figures),
         )
 
     def complete(self, object_id: str, figures: dict[str, Any]) -> None:
@@ -190,6 +221,7 @@ class SqliteLedger:
                    updated_at = ?, finished_at = ?, lease_until = NULL
                WHERE object_id = ?""",
             (orjson.dumps(figures).decode(), now, now, object_id),
+            progress=True,
         )
 
     def fail(self, object_id: str, error: str, *, permanent: bool = False) -> None:
@@ -222,6 +254,45 @@ class SqliteLedger:
             ).fetchall()
         return iter([_object_state(row) for row in rows])
 
+    def destination(self) -> Destination | None:
+        with self._lock:
+            return self._destination()
+
+    def bind_destination(
+        self, destination: Destination, *, replacing: Destination | None
+    ) -> Destination | None:
+        """Compare and set, in one transaction (see ``ledger.base.Ledger``)."""
+        with self._lock, self._transaction():
+            current = self._destination()
+            if current != replacing:
+                return current
+            now = self._clock()
+            # A file from before destinations were recorded may hold progress already.
+            recorded = current.recorded if current is not None else self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE status = 'done' OR next_index > 0)"
+            ).fetchone()[0]
+            self._db.execute(
+                """INSERT INTO destination (id, host, key_fingerprint, bound_at, previous,
+                                            recorded)
+                   VALUES (1, ?, ?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET host = excluded.host,
+                       key_fingerprint = excluded.key_fingerprint,
+                       bound_at = excluded.bound_at, previous = excluded.previous""",
+                (destination.host, destination.key_fingerprint, now,
+                 None if current is None else str(current), int(recorded)),
+            )
+            self._bound = self._destination()
+            return self._bound
+
+    def _destination(self) -> Destination | None:
+        row = self._db.execute("SELECT host, key_fingerprint, bound_at, previous, recorded "
+                               "FROM destination WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        host, fingerprint, bound_at, previous, recorded = row
+        return Destination(host=host, key_fingerprint=fingerprint, bound_at=bound_at,
+                           previous=previous, recorded=bool(recorded))
+
     def status(self, object_id: str) -> dict[str, Any] | None:
         """The row for ``object_id`` (for inspection and tests)."""
         with self._lock:
@@ -232,7 +303,29 @@ class SqliteLedger:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            try:
+                self._release_binding()
+            finally:
+                self._db.close()
+
+    def _release_binding(self) -> None:
+        """Remove the binding this connection made if nothing was recorded under it."""
+        bound = self._bound
+        if bound is None:
+            return
+        self._bound = None
+        try:
+            with self._transaction():
+                removed = self._db.execute(
+                    """DELETE FROM destination WHERE id = 1 AND recorded = 0 AND host = ?
+                           AND key_fingerprint = ? AND bound_at = ?""",
+                    (bound.host, bound.key_fingerprint, bound.bound_at)).rowcount
+        except sqlite3.Error:
+            log.debug("ledger %s: the binding stays", self.path, exc_info=True)
+            return
+        if removed:
+            log.info("ledger %s: nothing was recorded for %s; the ledger is not bound",
+                     self.path, bound)
 
     def _state(self, object_id: str, legacy_id: str | None) -> ObjectState | None:
         for candidate in (object_id, legacy_id):
@@ -303,9 +396,12 @@ class SqliteLedger:
             return False
         return not _owner_is_gone(owner)
 
-    def _fenced(self, object_id: str, sql: str, params: tuple[object, ...]) -> None:
+    def _fenced(
+        self, object_id: str, sql: str, params: tuple[object, ...], *, progress: bool = False
+    ) -> None:
         """One write to a row this owner holds (or no owner holds: rows from before
-        leases); LeaseLost when another owner holds it. No row: nothing happens."""
+        leases); LeaseLost when another owner holds it. No row: nothing happens.
+        ``progress``: it records progress (the destination is then ``recorded``)."""
         with self._lock, self._transaction():
             row = self._db.execute("SELECT lease_owner FROM objects WHERE object_id = ?",
                                    (object_id,)).fetchone()
@@ -314,6 +410,9 @@ class SqliteLedger:
             if row[0] is not None and row[0] != self.owner:
                 raise LeaseLost(object_id)
             self._db.execute(sql, params)
+            if progress and not self._recorded:
+                self._db.execute("UPDATE destination SET recorded = 1 WHERE recorded = 0")
+                self._recorded = True
 
 
 class _Transaction:

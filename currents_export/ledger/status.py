@@ -1,8 +1,9 @@
 """``currents-export status``: what the ledger knows, counted and listed.
 
-Reading is separate from rendering: :func:`read_states` opens a ledger (SQLite path or
-``dynamodb://TABLE``) and lists its objects; :func:`render_text` and :func:`render_json`
-are pure functions of those states and the current time.
+Reading is separate from rendering: :func:`read_ledger` opens a ledger (SQLite path or
+``dynamodb://TABLE``) and lists its objects and the destination it is bound to;
+:func:`render_text` and :func:`render_json` are pure functions of those and the current
+time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from currents_export.errors import LedgerConfigError, StatusError
 from currents_export.ledger import ObjectState, open_ledger
+from currents_export.ledger.base import Destination
+from currents_export.support.redact import printable, shown
 
 MAX_REASON_CHARS = 160  # in the table; JSON has the whole error
 
@@ -25,7 +28,13 @@ _STATUS_LABEL = {"done": "done", "in_progress": "in progress", "failed": "failed
 
 
 def read_states(uri: str) -> list[ObjectState]:
-    """Every object in the ledger named by ``uri`` (as ``--state`` takes it).
+    """Every object in the ledger named by ``uri`` (as ``--state`` takes it)."""
+    return read_ledger(uri)[0]
+
+
+def read_ledger(uri: str) -> tuple[list[ObjectState], Destination | None]:
+    """Every object in the ledger named by ``uri`` (as ``--state`` takes it), and the
+    destination it is bound to (None: not yet).
 
     Raises StatusError when there is no ledger: a SQLite file that does not exist is not
     created.
@@ -37,7 +46,7 @@ def read_states(uri: str) -> list[ObjectState]:
     try:
         ledger = open_ledger(uri)
         try:
-            return list(ledger.objects())
+            return list(ledger.objects()), ledger.destination()
         finally:
             ledger.close()
     except LedgerConfigError as exc:
@@ -84,14 +93,29 @@ def retry_label(state: ObjectState) -> str:
     return "permanent" if state.permanent else "retryable"
 
 
+def destination_text(destination: Destination | None) -> list[str]:
+    """Where the ledger's objects were delivered, as the lines ``render_text`` shows."""
+    if destination is None:
+        return ["  destination             none recorded yet (the next run that sends binds "
+                "the ledger to its Amplitude host and API key)"]
+    lines = [f"  destination             {destination}" + (
+        f", since {_utc(destination.bound_at)}" if destination.bound_at else "")]
+    if destination.previous:
+        lines.append(f"  rebound from            {destination.previous}")
+    return lines
+
+
 def render_text(
-    states: list[ObjectState], *, source: str, now: float | None = None, show_all: bool = False
+    states: list[ObjectState], *, source: str, now: float | None = None, show_all: bool = False,
+    destination: Destination | None = None,
 ) -> str:
-    """The counts, then a table of the objects not done (all with ``show_all``)."""
+    """The destination and the counts, then a table of the objects not done (all with
+    ``show_all``)."""
     now = time.time() if now is None else now
     figures = counts(states)
     lines = [
-        f"Ledger {source}: {figures['objects']} objects",
+        f"Ledger {printable(source)}: {figures['objects']} objects",
+        *destination_text(destination),
         f"  done                    {figures['done']:>8}",
         f"  in progress or pending  {figures['in_progress']:>8}",
         f"  failed                  {figures['failed']:>8}  "
@@ -103,9 +127,9 @@ def render_text(
         return "\n".join(lines)
     header = ("OBJECT", "STATUS", "RETRY", "ATTEMPTS", "CHANGED", "LAST READ FROM", "REASON")
     rows = [header] + [
-        (state.object_id, _STATUS_LABEL.get(state.status, state.status), retry_label(state),
-         str(state.attempts), age_text(now - state.updated_at), state.location or "-",
-         _one_line(state.error) or "-")
+        (printable(state.object_id), _STATUS_LABEL.get(state.status, state.status),
+         retry_label(state), str(state.attempts), age_text(now - state.updated_at),
+         printable(state.location or "-"), shown(_one_line(state.error) or "-"))
         for state in listed
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
@@ -117,12 +141,15 @@ def render_text(
 
 
 def render_json(
-    states: list[ObjectState], *, source: str, now: float | None = None, show_all: bool = False
+    states: list[ObjectState], *, source: str, now: float | None = None, show_all: bool = False,
+    destination: Destination | None = None,
 ) -> dict[str, Any]:
-    """The same as :func:`render_text`, as JSON-ready data (times in epoch seconds)."""
+    """The same as :func:`render_text`, as JSON-ready data (times in epoch seconds;
+    ``destination`` null when none is recorded yet)."""
     now = time.time() if now is None else now
     return {
         "ledger": source,
+        "destination": None if destination is None else destination.to_json(),
         "counts": counts(states),
         "objects": [
             {
@@ -143,6 +170,10 @@ def render_json(
             for state in selected(states, show_all=show_all)
         ],
     }
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
 
 
 def _one_line(text: str | None) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ from currents_export.errors import MappingConfigError, SettingsError
 from currents_export.mapping import MappingOptions
 from currents_export.settings.deletions import DeletionOptions, deletion_options
 from currents_export.settings.mapping import mapping_options
+from currents_export.support.redact import without_credentials
 
 ENV_PREFIX = "CURRENTS_EXPORT_"
+_URL_OPTIONS = frozenset({"amplitude_url", "privacy_url", "s3_endpoint_url"})
 DEFAULT_STATE_PATH = ".currents-export/state.sqlite"
 DEFAULT_DEAD_LETTER_DIR = ".currents-export/dead-letter"
 
@@ -170,6 +172,12 @@ OPTIONS: tuple[Option, ...] = (
            "(Amplitude drops a repeated insert_id only for 7 days).", _LOCAL_RUNS),
     Option("retry_failed", bool, False, "Try again the objects that failed permanently before "
            "(not Avro, corrupt, refused codec); see `currents-export status`.", _LOCAL_RUNS),
+    Option("rebind_destination", bool, False, "The ledger (--state) records where its objects "
+           "were delivered (Amplitude host, API key fingerprint) and refuses a run to "
+           "another. When the same project's API key was rotated, this binds it to the new "
+           "key, so objects done stay done (another host is allowed too, with a warning). "
+           "For one run: turn it off again. Another project wants another --state.",
+           _LOCAL_RUNS | {DELETIONS, LAMBDA}),
     Option("workers", int, None, "Worker processes, each processing objects on its own (its "
            "own lanes, ledger connection and dead-letter files); one display and one summary "
            "for the run.", _LOCAL_RUNS, minimum=1,
@@ -231,6 +239,7 @@ class Settings:
     dry_run: bool = False
     force: bool = False
     retry_failed: bool = False
+    rebind_destination: bool = False
     workers: int | None = None
     deadline_margin_s: float = 60.0
     log_level: str | None = None
@@ -240,6 +249,18 @@ class Settings:
     mapping: MappingOptions = field(default_factory=MappingOptions)  # repr hides the salt
     deletions: DeletionOptions = field(default_factory=DeletionOptions)  # [deletions]
     origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        """Every shown field; URLs without their ``user:password@`` (secrets are hidden)."""
+        shown = []
+        for item in fields(self):
+            if not item.repr:
+                continue
+            value = getattr(self, item.name)
+            if item.name in _URL_OPTIONS and isinstance(value, str):
+                value = without_credentials(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def origin(self, name: str) -> str:
         """Where the value of ``name`` came from: a flag, a variable, a file line, default."""
@@ -388,6 +409,10 @@ def _read_file(
         raise SettingsError(f"{origin} {path}: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{origin} {path}: not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise SettingsError(f"{origin} {path}: nested too deeply to be read (arrays or "
+                            "tables inside one another hundreds of levels deep); options "
+                            "are plain values and the [mapping] and [deletions] tables") from None
     lines = text.splitlines()
     deletions = DeletionOptions()
     deletions_table = data.pop("deletions", None)

@@ -115,3 +115,20 @@ def test_a_demo_explains_the_types_it_sends_nothing_for(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "event types sent nothing (no_identity" in result.output
     assert "--identity-fallback braze_id" in result.output
+
+
+def test_a_demo_run_again_in_its_workdir_follows_its_new_emulator(tmp_path: Path) -> None:
+    """Each demo starts an emulator on a new port: the workdir's ledger is rebound to it
+    instead of refusing it as another destination."""
+    first = CliRunner().invoke(main, ["demo", "--events", "3", "--workdir", str(tmp_path)])
+    assert first.exit_code == 0, first.output
+    status = CliRunner().invoke(main, ["status", "--state", str(tmp_path / "state.sqlite"),
+                                       "--json"])
+    host = orjson.loads(status.stdout)["destination"]["host"]
+    again = CliRunner().invoke(main, ["demo", "--events", "3", "--workdir", str(tmp_path)])
+    assert again.exit_code == 0, again.output
+    assert "0 done, " in again.output  # what the first demo did stays done
+    status = CliRunner().invoke(main, ["status", "--state", str(tmp_path / "state.sqlite"),
+                                       "--json"])
+    moved = orjson.loads(status.stdout)["destination"]
+    assert moved["host"] != host and moved["previous"].startswith(host)

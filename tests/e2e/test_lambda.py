@@ -561,3 +561,82 @@ def test_deletions_recorded_from_sqs_and_submitted_on_schedule(
         assert all(state.object_id.startswith("currents:") for state in ledger.objects())
     finally:
         ledger.close()
+
+
+# ---- the ledger's destination ----------------------------------------------------------------
+
+def configuration_errors(stdout: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("message") == "configuration error"]
+
+
+def test_the_table_is_bound_by_the_first_invocation_and_another_destination_is_refused(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    aws: str,
+) -> None:
+    from currents_export.ledger.destination import destination_host, key_fingerprint
+
+    files = generate_fixtures(tmp_path / "first", events_per_type=20, seed=71,
+                              files_per_type=1, event_types=["users.messages.email.Send"])
+    upload(stack, files)
+    assert invoke(sqs_event(stack))[0] == {"batchItemFailures": []}
+    ledger = open_ledger(f"dynamodb://{TABLE}")
+    bound = ledger.destination()
+    assert bound is not None and bound.recorded
+    assert (bound.host, bound.key_fingerprint) == (destination_host(emulator.url),
+                                                  key_fingerprint(SECRET_KEY))
+    items = boto3.client("dynamodb", endpoint_url=aws).scan(TableName=TABLE)["Items"]
+    assert SECRET_KEY not in json.dumps(items)  # the key is in no item, the fingerprint is
+
+    # The stack is pointed at another Amplitude: a new container, the same table.
+    with Emulator() as other:
+        monkeypatch.setenv("AMPLITUDE_URL", other.url)
+        aws_lambda.reset_runtime()
+        more = generate_fixtures(tmp_path / "second", events_per_type=20, seed=72,
+                                 files_per_type=1, event_types=["users.behaviors.CustomEvent"])
+        upload(stack, more)
+        event = sqs_event(stack)
+        messages = {r["messageId"] for r in event["Records"] if "Records" in r["body"]}
+        result, stdout = invoke(event)
+        # Not read, not sent; the queue keeps them (retryable) until the set-up is fixed.
+        assert {f["itemIdentifier"] for f in result["batchItemFailures"]} == messages
+        assert other.requests_log() == []
+        [error] = configuration_errors(stdout)
+        assert error["level"] == "ERROR"
+        assert str(bound) in error["error"] and destination_host(other.url) in error["error"]
+        assert "CURRENTS_EXPORT_REBIND_DESTINATION=true" in error["error"]
+        assert SECRET_KEY not in stdout
+        assert all(ledger.state(f"currents:{currents_identity(f.key)}") is None for f in more)
+        again, stdout = invoke(event)  # logged once per container
+        assert again == result and configuration_errors(stdout) == []
+
+        # A deliberate rebind (the same project at another address) delivers them.
+        monkeypatch.setenv("CURRENTS_EXPORT_REBIND_DESTINATION", "true")
+        aws_lambda.reset_runtime()
+        rebound, _ = invoke(event)
+        assert rebound == {"batchItemFailures": []}
+        assert sorted(e["insert_id"] for e in other.events()) == valid_ids(more)
+        now = ledger.destination()
+        assert now is not None and now.host == destination_host(other.url)
+        assert now.previous == str(bound)
+
+
+def test_a_ledger_table_keyed_otherwise_is_a_configuration_error(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    aws: str,
+) -> None:
+    boto3.client("dynamodb", endpoint_url=aws).create_table(
+        TableName="keyed-by-id", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    monkeypatch.setenv("CURRENTS_EXPORT_STATE", "dynamodb://keyed-by-id")
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path, events_per_type=10, seed=73, files_per_type=1,
+                              event_types=["users.messages.email.Send"])
+    upload(stack, files)
+    result, stdout = invoke(sqs_event(stack))
+    assert len(result["batchItemFailures"]) == 1
+    [error] = configuration_errors(stdout)
+    assert "dynamodb://keyed-by-id" in error["error"]
+    assert "partition key pk (string), no sort key" in error["error"]
+    assert emulator.requests_log() == []

@@ -17,6 +17,9 @@ from currents_export.errors import AlreadyDone, LeaseHeld, LeaseLost, LedgerConf
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import DynamoDbLedger, open_ledger
+from currents_export.ledger.base import Destination
+from currents_export.ledger.destination import key_fingerprint
+from currents_export.ledger.dynamodb import DESTINATION_KEY
 from currents_export.sources import find_local_objects
 from tests.support.ledgers import (
     BROKEN,
@@ -415,3 +418,129 @@ def test_a_dead_worker_s_lease_released_by_the_parent_is_claimed_at_once(table: 
     with pytest.raises(LeaseLost):
         dead.complete(OBJECT, {"records": 100})
     assert not parent.release(OBJECT, "worker-a")  # it holds nothing any more
+
+
+# ---- where the objects went: the destination item ----------------------------------------
+
+X = Destination("https://api2.amplitude.com", "aaaaaaaaaaaa")
+Y = Destination("https://api2.amplitude.com", "bbbbbbbbbbbb")
+
+
+def test_two_first_runs_at_once_agree_on_one_binding(table: str) -> None:
+    """Both runs find the table unbound, then both bind it, each to its own destination:
+    the conditional write lets the first in, and tells the second the first's binding
+    (its own destination is never written). Interleaved by hand, as two processes would."""
+    first = DynamoDbLedger(TABLE, endpoint_url=table, owner="run-1")
+    second = DynamoDbLedger(TABLE, endpoint_url=table, owner="run-2")
+    assert first.destination() is None and second.destination() is None
+    assert first.bind_destination(X, replacing=None) == X
+    told = second.bind_destination(Y, replacing=None)
+    assert told == X and told is not None and told.bound_at is not None
+    assert second.destination() == X and first.destination() == X
+    item = second.status(DESTINATION_KEY)
+    assert item is not None and item["key_fingerprint"] == X.key_fingerprint
+
+
+def test_the_binding_is_compare_and_set_and_not_an_object(table: str) -> None:
+    clock = Clock()
+    first = ledger(table, "run-1", clock)
+    assert first.destination() is None
+    assert first.bind_destination(X, replacing=None) == X
+    assert first.bind_destination(Y, replacing=None) == X  # bound already
+    assert first.bind_destination(Y, replacing=Y) == X  # not what it replaces
+    first.begin(OBJECT)
+    first.complete(OBJECT, {"records": 1, "delivered": 1})
+    rebound = first.bind_destination(Y, replacing=X)
+    assert rebound == Y and rebound is not None and rebound.previous == str(X)
+    item = first.status(DESTINATION_KEY)
+    assert item is not None and item["recorded"] is True and "expires_at" not in item
+    assert [state.object_id for state in first.objects()] == [OBJECT]  # not listed
+    first.close()
+    assert ledger(table, "run-2", clock).destination() == Y  # recorded: it stays
+
+
+def test_a_binding_with_nothing_recorded_is_released_when_its_ledger_closes(
+    table: str,
+) -> None:
+    clock = Clock()
+    failed_at_once = ledger(table, "run-1", clock)
+    failed_at_once.bind_destination(X, replacing=None)
+    failed_at_once.begin(OBJECT)
+    failed_at_once.save_progress(OBJECT, 5, {"records": 5, "delivered": 0})  # skipped only
+    failed_at_once.fail(OBJECT, "Amplitude rejected the API key")
+    failed_at_once.close()
+    next_run = ledger(table, "run-2", clock)
+    assert next_run.destination() is None
+    assert next_run.bind_destination(Y, replacing=None) == Y
+    next_run.begin(OBJECT)
+    next_run.save_progress(OBJECT, 10, {"records": 10, "delivered": 2})
+    next_run.close()
+    assert ledger(table, "run-3", clock).destination() == Y
+
+
+@pytest.mark.parametrize(("definitions", "key", "has"), [
+    ([("id", "S")], [("id", "HASH")], "partition key id (string)"),
+    ([("pk", "S"), ("sk", "S")], [("pk", "HASH"), ("sk", "RANGE")],
+     "partition key pk (string), sort key sk (string)"),
+    ([("pk", "N")], [("pk", "HASH")], "partition key pk (number)"),
+])
+def test_a_table_keyed_otherwise_is_a_configuration_error_naming_the_key(
+    aws: str, definitions: list[tuple[str, str]], key: list[tuple[str, str]], has: str
+) -> None:
+    boto3.client("dynamodb", endpoint_url=aws).create_table(
+        TableName="not-a-ledger", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in definitions],
+        KeySchema=[{"AttributeName": n, "KeyType": t} for n, t in key])  # type: ignore[misc]
+    wrong = DynamoDbLedger("not-a-ledger", endpoint_url=aws)
+    expected = "partition key pk (string), no sort key"
+    with pytest.raises(LedgerConfigError) as raised:
+        wrong.begin(OBJECT)  # every object would fail on it: the run must stop instead
+    message = str(raised.value)
+    assert "dynamodb://not-a-ledger" in message and expected in message and has in message
+    with pytest.raises(LedgerConfigError, match="not-a-ledger"):
+        wrong.bind_destination(X, replacing=None)
+
+
+def test_a_replay_into_a_table_keyed_otherwise_stops_with_exit_2(
+    aws: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    boto3.client("dynamodb", endpoint_url=aws).create_table(
+        TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    generate_fixtures(tmp_path / "bucket", events_per_type=10, seed=53, files_per_type=1,
+                      event_types=["users.messages.email.Send"])
+    result = CliRunner().invoke(main, [
+        "replay", str(tmp_path / "bucket"), "--state", f"dynamodb://{TABLE}",
+        "--amplitude-url", emulator.url, "--api-key", "k12345",
+        "--dead-letter", str(tmp_path / "dead-letter"),
+    ], env={"AWS_ENDPOINT_URL": aws}, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert f"dynamodb://{TABLE}" in result.output
+    assert "partition key pk (string), no sort key" in result.output
+    assert "partition key id (string)" in result.output
+    assert emulator.requests_log() == []
+
+
+def test_a_dynamodb_ledger_is_bound_by_its_first_run_and_refuses_another_key(
+    table: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    generate_fixtures(tmp_path / "bucket", events_per_type=10, seed=54, files_per_type=1,
+                      event_types=["users.messages.email.Send"])
+    code, summary = replay_with_dynamodb(table, emulator, tmp_path)
+    assert code == 0 and summary["objects_done"] == 1
+    bound = ledger(table, "reader", Clock()).destination()
+    assert bound == Destination(emulator.url, key_fingerprint("k12345"))
+    assert bound is not None and bound.recorded
+    requests = len(emulator.requests_log())
+    result = CliRunner().invoke(main, [
+        "replay", str(tmp_path / "bucket"), "--state", f"dynamodb://{TABLE}",
+        "--amplitude-url", emulator.url, "--api-key", "another-key-67890",
+        "--dead-letter", str(tmp_path / "dead-letter"),
+    ], env={"AWS_ENDPOINT_URL": table}, catch_exceptions=False)
+    assert result.exit_code == 2
+    assert str(bound) in result.output
+    assert key_fingerprint("another-key-67890") in result.output
+    assert "another-key-67890" not in result.output and "k12345" not in result.output
+    assert len(emulator.requests_log()) == requests
+    assert ledger(table, "reader", Clock()).destination() == bound
