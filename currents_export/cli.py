@@ -33,6 +33,7 @@ from currents_export.compose import (
     build_pipeline,
     build_privacy_client,
     build_worker_pipeline,
+    check_destination,
     check_outputs,
     lanes_over,
     open_deletion_store,
@@ -91,6 +92,8 @@ from currents_export.sources.s3 import (
 )
 from currents_export.stopping import Stop
 from currents_export.support.logs import setup_logging
+from currents_export.support.privatefiles import open_private_for_writing
+from currents_export.support.redact import printable, shown
 from currents_export.workers import WorkerPool, WorkerSpec, default_workers
 
 log = logging.getLogger("currents_export")
@@ -208,7 +211,7 @@ class _Answers(click.Group):
 
 def _fail(message: str, status: int) -> None:
     log.debug("the error in full", exc_info=True)
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {shown(message)}", err=True)
     sys.exit(status)
 
 
@@ -237,9 +240,10 @@ def replay(paths: tuple[str, ...], progress: bool | None, verbose: int, **params
     try:
         objects = find_local_objects(paths)
     except SourceError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(shown(str(exc))) from None
     if not objects:
-        raise click.UsageError(f"no .avro files under {', '.join(paths)}; give the folder "
+        raise click.UsageError(f"no .avro files under {', '.join(map(printable, paths))}; "
+                               "give the folder "
                                "Braze writes into (…/currents/…) or .avro files")
     live = _live_progress("replay", progress)
     if live is not None:
@@ -271,8 +275,10 @@ def run_objects(
         return _run_in_processes(objects, settings, api_key, workers, stop, progress, verbose)
     pacer = build_pacer(settings, stop)
     with ExitStack() as stack, _stop_on_signals(stop):
-        pipeline = build_pipeline(settings, open_destinations(settings, stack), stack,
-                                  stop=stop, api_key=api_key, pacer=pacer)
+        # The ledger must deliver where this run sends (before any object is read).
+        destinations = open_destinations(settings, stack, api_key=api_key)
+        pipeline = build_pipeline(settings, destinations, stack, stop=stop, api_key=api_key,
+                                  pacer=pacer)
         return _watched(pipeline.run, objects, pacer, settings, progress, stack, pipeline)
     raise AssertionError("unreachable")
 
@@ -322,9 +328,10 @@ def _run_in_processes(
         run = WorkerPool(spec, workers=workers, stop=stop, dry_run=settings.dry_run,
                          progress=progress)
         stack.enter_context(_stop_on_signals(stop, on_exit=run.kill))
-        # Built here once, so that a bad set-up is an answer before any worker starts; the
-        # ledger frees the leases of a worker that dies.
-        checked = open_destinations(settings, stack)
+        # Built here once, so that a bad set-up (a ledger bound to another destination
+        # too) is an answer before any worker starts; the ledger frees the leases of a
+        # worker that dies.
+        checked = open_destinations(settings, stack, api_key=api_key)
         pacer = build_pacer(settings, stop, pace_state)
         build_pipeline(settings, checked, stack, stop=stop, api_key=api_key, pacer=pacer)
         run.ledger = checked.ledger
@@ -362,16 +369,9 @@ def _stop_on_signals(stop: Stop, on_exit: Callable[[], None] | None = None) -> I
 def _finish(summary: RunSummary, settings: Settings) -> None:
     """Print and write the summary (always), then exit with the documented status."""
     click.echo(summary.render())
-    if settings.summary_json:
-        try:
-            Path(settings.summary_json).write_bytes(
-                orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
-            )
-        except OSError as exc:
-            click.echo(f"Error: --summary-json {settings.summary_json}: "
-                       f"{exc.strerror or exc}", err=True)
+    _write_json(settings, summary.to_json())
     if summary.configuration_error:
-        click.echo(f"Error: {summary.configuration_error}. Nothing more was marked done.",
+        click.echo(f"Error: {shown(summary.configuration_error)}. Nothing more was marked done.",
                    err=True)
         sys.exit(EXIT_CONFIG)
     failed = summary.objects_failed or summary.interrupted
@@ -414,7 +414,7 @@ def backfill(
                                frozenset(event_types))
         url = queue_url(dispatch) if dispatch else None
     except (SourceError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(shown(str(exc))) from None
     client = s3_client(settings.s3_endpoint_url)
     try:
         objects = _not_empty(list_objects(client, location, key_filter), uri, key_filter)
@@ -437,7 +437,7 @@ def backfill(
         summary = run_objects(objects, settings, workers=count, progress=live,
                                verbose=verbose)
     except SourceError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {shown(str(exc))}", err=True)
         sys.exit(EXIT_CONFIG)
     _finish(summary, settings)
 
@@ -482,7 +482,7 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: 
             kms_key=settings.dead_letter_kms_key,
         )
     except DeadLetterConfigError as exc:
-        raise click.UsageError(f"dead letter {exc}") from None
+        raise click.UsageError(f"dead letter {shown(str(exc))}") from None
     stop = Stop()
     with ExitStack() as stack, _stop_on_signals(stop):
         client = build_client(settings, resolve_api_key(settings, _warn), stop, stack)
@@ -496,10 +496,10 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: 
             summary = redrive_run.run(store)
             summary.sending = client.pacer.report()
         except ConfigurationError as exc:
-            click.echo(f"Error: {exc}. The redrive stopped: dead-letter files it had finished "
-                       "were rewritten without what was delivered (see the redrive log); the "
-                       "file it was on and the ones after it were not changed. Run it again "
-                       "once this is fixed.", err=True)
+            click.echo(f"Error: {shown(str(exc))}. The redrive stopped: dead-letter files it "
+                       "had finished were rewritten without what was delivered (see the "
+                       "redrive log); the file it was on and the ones after it were not "
+                       "changed. Run it again once this is fixed.", err=True)
             sys.exit(EXIT_CONFIG)
     _finish(summary, settings)
 
@@ -511,19 +511,21 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: 
 def status_command(show_all: bool, as_json: bool, **params: Any) -> None:
     """What the ledger knows: how many objects are done, in progress and failed, and for
     each object not done why, where it was last read from and since when."""
-    from currents_export.ledger.status import read_states, render_json, render_text
+    from currents_export.ledger.status import read_ledger, render_json, render_text
 
     state = _settings(STATUS, params).state
     try:
-        states = read_states(state)
+        states, destination = read_ledger(state)
     except StatusError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {shown(str(exc))}", err=True)
         sys.exit(EXIT_CONFIG)
     if as_json:
-        report = render_json(states, source=state, show_all=show_all)
+        report = render_json(states, source=state, show_all=show_all,
+                             destination=destination)
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(render_text(states, source=state, show_all=show_all))
+        click.echo(render_text(states, source=state, show_all=show_all,
+                               destination=destination))
 
 
 @main.group(short_help="Submit Braze deletions to Amplitude; show what became of them.")
@@ -549,10 +551,12 @@ def deletions_submit(grace_period: float | None, verbose: int, **params: Any) ->
     grace = settings.deletions.grace_period_s if grace_period is None else grace_period
     stop = Stop()
     with ExitStack() as stack, _stop_on_signals(stop):
-        store = _deletion_store(settings, stack)
+        api_key = None if settings.dry_run else resolve_api_key(settings, _warn)
+        # The same project as the runs that recorded them: the ledger's key (checked first).
+        store = _deletion_store(settings, stack, api_key=api_key)
         deleter = None
         if not settings.dry_run:
-            deleter = build_privacy_client(settings, resolve_api_key(settings, _warn),
+            deleter = build_privacy_client(settings, api_key,
                                            resolve_secret_key(settings, _warn), stack,
                                            stop=stop)
         report = submit_deletions(store, deleter, grace_s=grace, now=time.time(),
@@ -586,7 +590,11 @@ def _deletions_settings(params: dict[str, Any]) -> Settings:
     return settings
 
 
-def _deletion_store(settings: Settings, stack: ExitStack) -> DeletionStore:
+def _deletion_store(
+    settings: Settings, stack: ExitStack, *, api_key: str | None = None
+) -> DeletionStore:
+    """The runs' deletions, in their ledger; with ``api_key`` (a submit), the ledger must
+    be bound to that key (the User Privacy API has its own host: only the key is compared)."""
     if "://" not in settings.state and not Path(settings.state).is_file():
         raise SettingsError(f"{settings.origin('state')} {settings.state}: no ledger there; "
                             "give the --state the runs use")
@@ -595,16 +603,24 @@ def _deletion_store(settings: Settings, stack: ExitStack) -> DeletionStore:
     except LedgerConfigError as exc:
         raise SettingsError(str(exc)) from None
     stack.callback(ledger.close)
+    if api_key:
+        check_destination(settings, ledger, api_key, key_only=True)
     store = open_deletion_store(settings, ledger)
     stack.callback(store.close)
     return store
 
 
+def _write_private_json(path: str | Path, data: dict[str, Any]) -> None:
+    with open_private_for_writing(path) as out:
+        out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
 def _write_json(settings: Settings, data: dict[str, Any]) -> None:
+    """Write ``--summary-json`` (owner-only, whatever the umask: it names objects and
+    errors); a failure is said, never raised."""
     if settings.summary_json:
         try:
-            Path(settings.summary_json).write_bytes(
-                orjson.dumps(data, option=orjson.OPT_INDENT_2))
+            _write_private_json(settings.summary_json, data)
         except OSError as exc:
             click.echo(f"Error: --summary-json {settings.summary_json}: "
                        f"{exc.strerror or exc}", err=True)
@@ -626,7 +642,7 @@ def inspect(target: str, samples: int, **params: Any) -> None:
         else:
             sources = find_local_objects([target])
     except (SourceError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(shown(str(exc))) from None
     if not sources:
         raise click.UsageError(f"{target}: no .avro files there; give an .avro file, a "
                                "folder holding some, or s3://BUCKET/KEY")
@@ -635,10 +651,10 @@ def inspect(target: str, samples: int, **params: Any) -> None:
         try:
             reports.append(_inspect(source, settings.mapping, samples))
         except (ObjectError, OSError) as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {shown(str(exc))}", err=True)
             sys.exit(EXIT_UNFINISHED)
-    shown: Any = reports[0] if len(reports) == 1 and not Path(target).is_dir() else reports
-    click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+    answer: Any = reports[0] if len(reports) == 1 and not Path(target).is_dir() else reports
+    click.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
 
 
 def _routes(
@@ -713,7 +729,7 @@ def fixtures(
             codec=codec, seed=seed, files_per_type=files_per_type,
         )
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(shown(str(exc))) from None
     types = {f.event_type for f in files}
     records = sum(f.records for f in files)
     duplicates = sum(f.duplicates for f in files)
@@ -732,13 +748,20 @@ def fixtures(
               help="Accept only this API key (repeatable); default: any key.")
 @click.option("--latency-ms", type=click.IntRange(0, 60_000), default=0, show_default=True,
               help="Delay before every answer, in milliseconds (a real network's 100-300).")
-def emulator(host: str, port: int, api_keys: tuple[str, ...], latency_ms: int) -> None:
+@click.option("--allow-host", "allowed_hosts", multiple=True,
+              help="Also answer requests addressed to this host name (repeatable, e.g. "
+                   "host.docker.internal); a Host other than 127.0.0.1, localhost, [::1], "
+                   "--host (any IP with 0.0.0.0) or these gets a 403.")
+def emulator(
+    host: str, port: int, api_keys: tuple[str, ...], latency_ms: int,
+    allowed_hosts: tuple[str, ...],
+) -> None:
     """Run the local Amplitude emulator (for trying a set-up without sending data)."""
     from currents_export.kit.emulator import Emulator, EmulatorConfig
 
     config = EmulatorConfig(valid_api_keys=frozenset(api_keys) or None, latency_ms=latency_ms)
     try:
-        server = Emulator(config, host=host, port=port)
+        server = Emulator(config, host=host, port=port, allowed_hosts=allowed_hosts)
     except OSError as exc:
         problem = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc})"
         raise ConfigurationError(
@@ -776,6 +799,8 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
         # The replay command's own settings, with the demo's endpoint, key and paths.
         settings = load_settings(REPLAY, environ={}, flags={
             "api_key": "demo-api-key", "amplitude_url": server.url,
+            # The emulator listens on a new port each time: a --workdir's ledger follows it.
+            "rebind_destination": True,
             "state": str(root / "state.sqlite"), "dead_letter": str(root / "dead-letter"),
             "retry_horizon": 60.0})
         summary = run_objects(find_local_objects([root / "bucket"]), settings)
@@ -785,9 +810,7 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
                    f"{summary.delivered} delivered; invariant holds: {summary.balanced}")
         _explain_skipped(summary)
         if summary_json:
-            Path(summary_json).write_bytes(
-                orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
-            )
+            _write_private_json(summary_json, summary.to_json())
         ok = summary.balanced and stored == summary.delivered and not summary.objects_failed
     sys.exit(EXIT_OK if ok else EXIT_UNFINISHED)
 

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from currents_export.support.redact import printable, scrub, shown
+
 # skipped_failed: the ledger says the object failed permanently before (--retry-failed).
 ObjectStatus = Literal["done", "already_done", "skipped_failed", "failed"]
 
@@ -15,7 +17,15 @@ DRY_RUN = "dry_run"  # the skipped reason of the events a dry run did not send
 
 @dataclass(slots=True)
 class Tally:
-    """Where records ended: each record accounted for is in exactly one bucket."""
+    """Where records ended: each record accounted for is in exactly one bucket.
+
+    ``repeats_dropped`` is not a bucket: of the ``delivered`` events, how many Amplitude
+    acknowledged without ingesting (its ``events_ingested`` below the events sent), taken
+    for ``insert_id`` repeats it already had. Amplitude has them, so they stay delivered and
+    the invariant is unchanged. Amplitude says how many per request, not which events: an
+    object's figure is its share of its requests' (see ``core.owner``); a run's is the sum
+    over its requests.
+    """
 
     records: int = 0
     delivered: int = 0
@@ -25,6 +35,7 @@ class Tally:
     warnings: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     retries: int = 0
+    repeats_dropped: int = 0
 
     @property
     def skipped_total(self) -> int:
@@ -49,6 +60,7 @@ class Tally:
         self.warnings.update(other.warnings)
         self.requests += other.requests
         self.retries += other.retries
+        self.repeats_dropped += other.repeats_dropped
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tally:
@@ -61,6 +73,7 @@ class Tally:
             warnings=Counter(data.get("warnings", {})),
             requests=int(data.get("requests", 0)),
             retries=int(data.get("retries", 0)),
+            repeats_dropped=int(data.get("repeats_dropped", 0)),
         )
 
     def tally_json(self) -> dict[str, Any]:
@@ -73,6 +86,7 @@ class Tally:
             "warnings": dict(sorted(self.warnings.items())),
             "requests": self.requests,
             "retries": self.retries,
+            "repeats_dropped": self.repeats_dropped,
         }
 
     def totals_json(self) -> dict[str, int]:
@@ -244,9 +258,11 @@ class RunSummary(Tally):
                 name: totals.totals_json()
                 for name, totals in sorted(self.by_event_type.items())
             },
-            "failures": self.failures,
+            "failures": [{**failure, "error": scrub(failure["error"])}
+                         for failure in self.failures],
             "dead_letter_file": self.dead_letter_file,
-            "configuration_error": self.configuration_error,
+            "configuration_error": (scrub(self.configuration_error)
+                                    if self.configuration_error else None),
             "interrupted": self.interrupted,
             "worker_restarts": self.worker_restarts,
             **({"deletions": self.deletions} if self.deletions is not None else {}),
@@ -297,6 +313,10 @@ class RunSummary(Tally):
             if counter:
                 details = ", ".join(f"{k}={v}" for k, v in sorted(counter.items()))
                 out.append(f"{label}: {details}")
+        if self.repeats_dropped:
+            out.append(f"repeats Amplitude dropped: {self.repeats_dropped} (acknowledged "
+                       "but not ingested: insert_ids it already had, from a retry after a "
+                       "lost answer or a copy sent twice; counted as delivered)")
         if self.sending is not None:
             out.append(self._sending_line(self.sending))
         if self.dead_letter_file:
@@ -312,7 +332,8 @@ class RunSummary(Tally):
         for failure in self.failures:
             kind = "FAILED" if failure.get("retryable", True) else "FAILED (permanent)"
             error, name = failure["error"], failure["object"]
-            out.append(f"{kind} {error}" if error.startswith(name) else f"{kind} {name}: {error}")
+            out.append(f"{kind} {shown(error)}" if error.startswith(name)
+                       else f"{kind} {printable(name)}: {shown(error)}")
         if self.objects_failed_permanently:
             out.append(f"{self.objects_failed_permanently} objects failed permanently: later "
                        "runs skip them (see `currents-export status`; --retry-failed tries "
@@ -329,7 +350,7 @@ class RunSummary(Tally):
         if self.interrupted:
             out.append("interrupted: progress is saved; run the same command again to resume")
         if self.configuration_error:
-            out.append(f"stopped: {self.configuration_error}")
+            out.append(f"stopped: {shown(self.configuration_error)}")
         if self.dry_run:
             out.append("dry run: nothing was sent; the ledger was neither read nor written "
                        "(objects already done were read again)")

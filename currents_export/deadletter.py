@@ -11,11 +11,25 @@ again on resume); in S3 a flush puts one whole object. At rest: folders 0700, fi
 whatever the umask; S3 objects SSE-S3, or SSE-KMS under ``kms_key`` (a redrive without it
 keeps the object's key). :class:`DeadLetterStore` is the read side, for redrive, with its
 log in ``redrive-log/`` (never listed as dead letter).
+
+Local folders only their owner can touch: a dead-letter folder (and its ``redrive-log/``)
+that belongs to another user, or that others can write (group or others, without the sticky
+bit), is refused with the reason before anything is written into it or read from it
+(``support.privatefiles.folder_check``: one only the user's own primary group can write is
+a warning). Files are created with ``O_EXCL|O_NOFOLLOW`` (a redrive's rewrite goes through a
+``mkstemp`` file of a random name, renamed over the old one), never through a link; a
+dead-letter file that is a symbolic link is neither read, rewritten nor deleted: redrive
+reports it failed, with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
+import stat
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -29,7 +43,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from currents_export.errors import AwsSetupError, DeadLetterConfigError, DeadLetterStoreError
 from currents_export.support.jsonbytes import json_safe, kept
-from currents_export.support.privatefiles import make_private_dirs
+from currents_export.support.privatefiles import folder_check, make_private_dirs
+from currents_export.support.redact import printable, shown
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -42,6 +57,9 @@ CONTENT_TYPE = "application/x-ndjson"
 SERVER_SIDE_ENCRYPTION: Final = "AES256"  # SSE-S3, unless a KMS key is given
 KMS_ENCRYPTION: Final = "aws:kms"
 REDRIVE_LOG_FOLDER = "redrive-log"
+FOLDER = "dead-letter folder"  # how messages name a local dead letter
+
+log = logging.getLogger(__name__)
 
 
 class DeadLetterFields(TypedDict):
@@ -127,6 +145,15 @@ class DeadLetterDirectory:
         self._parts = 0
         self.path: Path | None = None  # the latest closed file
         self.written = 0
+        self._warned = False  # about a folder the user's group can write: once
+
+    def check_folder(self) -> None:
+        """Refuse the folder when others can write it or another user owns it (it must
+        exist); warn once when the user's primary group can write it."""
+        warning = refuse_shared_folder(self.directory)
+        if warning and not self._warned:
+            log.warning("%s", warning)
+            self._warned = True
 
     def __repr__(self) -> str:
         return f"DeadLetterDirectory({str(self.directory)!r})"
@@ -146,10 +173,13 @@ class DeadLetterDirectory:
 
     def _open_part(self) -> IO[bytes]:
         make_private_dirs(self.directory)
+        # Again at each part: the folder may have been made by someone else since the run
+        # was set up (it did not exist then), or had its mode changed.
+        self.check_folder()
         self._parts += 1
         name = f"{self._name}-{self._parts:06d}{CLOSED_SUFFIX}{PART_SUFFIX}"
         self._part = self.directory / name
-        fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        fd = os.open(self._part, _CREATE_NEW, FILE_MODE)
         os.fchmod(fd, FILE_MODE)  # whatever the umask
         return os.fdopen(fd, "wb")
 
@@ -237,8 +267,12 @@ def open_dead_letter(uri: str, *, s3_client: S3Client | None = None,
             f"--dead-letter {uri}: use a directory path or s3://BUCKET/PREFIX"
         )
     if Path(uri).exists() and not Path(uri).is_dir():
-        raise DeadLetterConfigError(f"--dead-letter {uri}: exists and is not a directory")
-    return DeadLetterDirectory(uri)
+        raise DeadLetterConfigError(f"--dead-letter {printable(uri)}: exists and is not a "
+                                    "directory")
+    writer = DeadLetterDirectory(uri)
+    if writer.directory.is_dir():  # else it is made 0700 on the first line, and checked then
+        writer.check_folder()
+    return writer
 
 
 def is_closed(name: str) -> bool:
@@ -249,6 +283,21 @@ def is_closed(name: str) -> bool:
 def is_part(name: str) -> bool:
     """A dead-letter file a writer still holds, or one a killed writer left: never read."""
     return name.endswith(CLOSED_SUFFIX + PART_SUFFIX)
+
+
+# A file we create: never an existing one, never through a link (O_EXCL alone already
+# refuses a link at the name; O_NOFOLLOW says so, and refuses one at an existing name).
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+
+
+def refuse_shared_folder(directory: Path) -> str | None:
+    """Refuse a local dead-letter folder others can write or another user owns
+    (``DeadLetterConfigError``, with the reason and the fix); the warning to log about one
+    only the user's primary group can write, else None."""
+    found = folder_check(directory, FOLDER)
+    if found.refused:
+        raise DeadLetterConfigError(f"{found.refused}; nothing was written into it")
+    return found.warning
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -311,10 +360,22 @@ class DeadLetterStore(Protocol):
 
 
 class DirectoryStore:
-    """Dead-letter files in one directory; rewrites go through a fsynced temporary file."""
+    """Dead-letter files in one directory; rewrites go through a fsynced temporary file.
+
+    The folder (and its ``redrive-log/``, when there is one) is checked when the store is
+    made (:func:`refuse_shared_folder`): one others can write, or another user's, is refused. A
+    symbolic link among the files is listed (so that redrive reports it) but never read,
+    rewritten or deleted: ``read`` raises :class:`DeadLetterStoreError` with the reason, as
+    it does for a file of another user (one planted in a folder with the sticky bit).
+    """
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
+        for folder in (self.directory, self.directory / REDRIVE_LOG_FOLDER):
+            if folder.is_dir():
+                warning = refuse_shared_folder(folder)
+                if warning:
+                    log.warning("%s", warning)
 
     def __repr__(self) -> str:
         return f"DirectoryStore({str(self.directory)!r})"
@@ -324,37 +385,87 @@ class DirectoryStore:
         return str(self.directory)
 
     def names(self) -> list[str]:
+        """Regular files and symbolic links (whatever they point to; ``read`` refuses them)."""
         with os.scandir(self.directory) as entries:
-            return sorted(entry.name for entry in entries if entry.is_file())
+            return sorted(entry.name for entry in entries
+                          if entry.is_symlink() or entry.is_file(follow_symlinks=False))
 
     def describe(self, name: str) -> str:
         return str(self.directory / name)
 
     def read(self, name: str) -> bytes:
-        return (self.directory / name).read_bytes()
+        """The file's bytes, read without following a link (``O_NOFOLLOW``): a symbolic link
+        or anything but a regular file raises :class:`DeadLetterStoreError`, untouched."""
+        path = self.directory / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or path.is_symlink():
+                raise self._link_refused(name) from None
+            raise
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise DeadLetterStoreError(f"{printable(str(path))}: not a regular file; "
+                                           "left as it is")
+            if info.st_uid != os.getuid():  # e.g. planted in a folder with the sticky bit
+                raise DeadLetterStoreError(
+                    f"{printable(str(path))}: belongs to another user (uid {info.st_uid}), "
+                    "not read: its lines would be sent as yours; left as it is")
+            return file.read()
+
+    def _link_refused(self, name: str) -> DeadLetterStoreError:
+        path = self.directory / name
+        try:
+            target = f" to {printable(os.readlink(path))}"
+        except OSError:
+            target = ""
+        return DeadLetterStoreError(
+            f"{printable(str(path))}: a symbolic link{target}, not read: dead-letter files "
+            "are never followed through a link (it could make redrive read, rewrite or "
+            "delete a file elsewhere), and the link is left as it is; move the file itself "
+            "into the folder, or remove the link")
 
     def replace(self, name: str, data: bytes) -> None:
+        """Write ``data`` into a new temporary file (a random name, ``O_EXCL``, 0600: what
+        ``mkstemp`` makes; never a ``*.jsonl`` name), fsync it, rename it over ``name``."""
         path = self.directory / name
-        temporary = path.with_name(f".{name}.{os.getpid()}.tmp")  # never matches *.jsonl
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), FILE_MODE)  # a stale temporary may have had another mode
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp",
+                                         dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), FILE_MODE)  # mkstemp's mode already; said here too
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)  # a link at ``path`` is replaced, never followed
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         _fsync_directory(self.directory)
 
     def delete(self, name: str) -> None:
-        (self.directory / name).unlink(missing_ok=True)
+        path = self.directory / name
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):  # swapped in since it was read
+                raise self._link_refused(name)
+        except FileNotFoundError:
+            return
+        path.unlink(missing_ok=True)
         _fsync_directory(self.directory)
 
     def append_log(self, name: str, data: bytes) -> None:
         folder = self.directory / REDRIVE_LOG_FOLDER
         make_private_dirs(folder)
+        refuse_shared_folder(folder)  # (any warning was logged when the store was made)
         path = folder / f"{name}{CLOSED_SUFFIX}"
-        created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            fd = os.open(path, _CREATE_NEW | os.O_APPEND, FILE_MODE)
+            created = True
+        except FileExistsError:  # this run's log, from an earlier file: never a link
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+            created = False
         if created:
             os.fchmod(fd, FILE_MODE)  # whatever the umask
         with os.fdopen(fd, "ab") as out:
@@ -403,7 +514,8 @@ class S3Store:
         try:
             keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
         except (ClientError, BotoCoreError) as exc:
-            raise AwsSetupError(f"{self.location}: cannot list the dead letter: {exc}") from exc
+            raise AwsSetupError(f"{printable(self.location)}: cannot list the dead letter: "
+                                f"{shown(str(exc))}") from exc
         return sorted(key[len(self._folder):] for key in keys if key != self._folder)
 
     def describe(self, name: str) -> str:
@@ -446,7 +558,9 @@ class S3Store:
         try:
             yield
         except (ClientError, BotoCoreError) as exc:
-            raise DeadLetterStoreError(f"{self.describe(name)}: {exc}") from exc
+            # botocore's text may name the endpoint URL, user:password@ included
+            raise DeadLetterStoreError(f"{printable(self.describe(name))}: {shown(str(exc))}"
+                                       ) from exc
 
 
 def open_dead_letter_store(uri: str, *, s3_client: S3Client | None = None,
@@ -465,10 +579,10 @@ def open_dead_letter_store(uri: str, *, s3_client: S3Client | None = None,
         raise DeadLetterConfigError(f"{uri}: use a directory path or s3://BUCKET/PREFIX")
     path = Path(uri)
     if not path.exists():
-        raise DeadLetterConfigError(f"{uri}: no such directory")
+        raise DeadLetterConfigError(f"{printable(uri)}: no such directory")
     if not path.is_dir():
-        raise DeadLetterConfigError(f"{uri}: not a directory")
-    return DirectoryStore(path)
+        raise DeadLetterConfigError(f"{printable(uri)}: not a directory")
+    return DirectoryStore(path)  # checks the folder: refused when others can write it
 
 
 if TYPE_CHECKING:  # mypy checks that each class implements its protocol

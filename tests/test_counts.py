@@ -160,3 +160,52 @@ def test_a_requests_budget_alone_reads_as_a_budget() -> None:
     assert sending(events_per_second=75.0, found_events_per_second=60.0).budget_in_force == 60
     assert sending(found_events_per_second=800.0).budget_in_force == 800
     assert sending().budget_in_force is None
+
+
+# ---- repeats Amplitude dropped ------------------------------------------------------------
+
+
+def test_repeats_dropped_are_delivered_events_not_a_bucket() -> None:
+    """Amplitude has them: they stay in ``delivered``, and the invariant is unchanged."""
+    first = report(OPEN, delivered=10, duplicates=1)
+    first.repeats_dropped = 4
+    second = report(PURCHASE, delivered=5)
+    second.repeats_dropped = 5  # every event of the object was a repeat
+    summary = summary_of(first, second)
+    assert summary.repeats_dropped == 9 and summary.delivered == 15
+    assert first.balanced and second.balanced and summary.balanced
+    data = orjson.loads(orjson.dumps(summary.to_json()))
+    assert data["repeats_dropped"] == 9 and data["balanced"] is True
+    assert first.figures()["repeats_dropped"] == 4  # the object's figure, in the ledger's
+    assert Tally.from_json(first.tally_json()).repeats_dropped == 4
+    assert Tally.from_json({"records": 1}).repeats_dropped == 0  # figures from before it
+
+
+def test_workers_summaries_merge_their_repeats() -> None:
+    first, second, third = three_reports()
+    first.repeats_dropped, third.repeats_dropped = 2, 3
+    merged = summary_of(first)
+    other = summary_of(second, third)
+    merged.merge(other)
+    assert merged.repeats_dropped == 5
+    assert merged.to_json() == summary_of(first, second, third).to_json()
+    assert pickle.loads(pickle.dumps(merged)).repeats_dropped == 5
+
+
+def test_the_text_says_repeats_only_when_there_were_some() -> None:
+    summary = summary_of(report(OPEN, delivered=10))
+    assert "repeats Amplitude dropped" not in summary.render()
+    assert summary.to_json()["repeats_dropped"] == 0  # the key stays: one contract
+    summary.repeats_dropped = 7
+    line = next(line for line in summary.render().splitlines() if "repeats" in line)
+    assert line.startswith("repeats Amplitude dropped: 7 ")
+    assert "counted as delivered" in line
+
+
+def test_a_dry_runs_summary_has_the_same_keys_as_a_real_runs() -> None:
+    real = summary_of(report(OPEN, delivered=10))
+    real.repeats_dropped = 2
+    dry = RunSummary(dry_run=True)
+    dry.add(report(OPEN, skipped_dry_run=10))
+    assert dry.to_json().keys() == real.to_json().keys()
+    assert "repeats_dropped" in dry.to_json()

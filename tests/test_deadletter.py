@@ -17,9 +17,10 @@ from currents_export.deadletter import (
     DirectoryStore,
     S3DeadLetter,
     S3Store,
+    open_dead_letter,
     open_dead_letter_store,
 )
-from currents_export.errors import DeadLetterConfigError
+from currents_export.errors import DeadLetterConfigError, DeadLetterStoreError
 from currents_export.sources.s3 import s3_client
 
 BUCKET = "dead-letters"
@@ -175,3 +176,142 @@ def test_opening_a_store_checks_the_location(tmp_path: Path) -> None:
     with pytest.raises(DeadLetterConfigError, match="no S3 client"):
         open_dead_letter_store("s3://bucket/x")
     assert isinstance(open_dead_letter_store(str(tmp_path)), DirectoryStore)
+
+
+# ---- folders and files only the owner can touch ----------------------------------------------
+
+def opened_both_ways(folder: Path) -> list[str]:
+    """The refusals of the writer (``--dead-letter``) and of redrive's store for ``folder``."""
+    refusals = []
+    for opener in (open_dead_letter, open_dead_letter_store):
+        with pytest.raises(DeadLetterConfigError) as info:
+            opener(str(folder))
+        refusals.append(str(info.value))
+    return refusals
+
+
+@pytest.mark.parametrize("folder_mode", [0o777, 0o757, 0o703])
+def test_a_folder_others_can_write_is_refused_before_anything_is_written(
+    tmp_path: Path, folder_mode: int
+) -> None:
+    folder = tmp_path / "shared-dl"
+    folder.mkdir()
+    (folder / "dead-letter-1.jsonl").write_bytes(b"{}\n")
+    os.chmod(folder, folder_mode)
+    for message in opened_both_ways(folder):
+        assert f"dead-letter folder {folder} can be written by other users" in message
+        assert f"(mode {folder_mode:04o})" in message and f"chmod 700 {folder}" in message
+    assert [p.name for p in folder.iterdir()] == ["dead-letter-1.jsonl"]
+
+    os.chmod(folder, 0o1777)  # sticky: others cannot rename or remove what is ours
+    writer = open_dead_letter(str(folder))
+    assert isinstance(writer, DeadLetterDirectory)
+    assert isinstance(open_dead_letter_store(str(folder)), DirectoryStore)
+
+
+def test_a_folder_made_shared_after_the_run_was_set_up_gets_no_line(tmp_path: Path) -> None:
+    folder = tmp_path / "dl"
+    writer = open_dead_letter(str(folder))  # not there yet: made on the first line
+    assert isinstance(writer, DeadLetterDirectory)
+    folder.mkdir()
+    os.chmod(folder, 0o777)  # someone else got there first
+    with pytest.raises(DeadLetterConfigError, match="can be written by other users"):
+        write_line(writer, 1)
+    assert list(folder.iterdir()) == []
+    assert writer.written == 0
+
+
+def test_another_users_folder_is_refused(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "dl"
+    folder.mkdir(mode=0o700)
+    owner = folder.stat().st_uid
+    monkeypatch.setattr(os, "getuid", lambda: owner + 1)  # we are someone else now
+    for message in opened_both_ways(folder):
+        assert f"dead-letter folder {folder} belongs to another user (uid {owner})" in message
+
+
+def test_a_folder_only_the_users_own_group_can_write_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    os.chmod(folder, 0o770)  # what mkdir gives under umask 002
+    assert folder.stat().st_gid == os.getgid()
+    with caplog.at_level("WARNING", logger="currents_export.deadletter"):
+        writer = open_dead_letter(str(folder))
+        assert isinstance(writer, DeadLetterDirectory)
+        for n in range(3):  # three parts: the folder is checked again, not warned about
+            write_line(writer, n)
+            writer.flush()
+    assert len(list(folder.glob("*.jsonl"))) == 3
+    [warning] = caplog.records
+    assert "can be written by the members of your primary group" in warning.getMessage()
+    assert f"chmod 700 {folder}" in warning.getMessage()
+
+    group = folder.stat().st_gid
+    monkeypatch.setattr(os, "getgid", lambda: group + 1)  # a group that is not ours
+    for message in opened_both_ways(folder):
+        assert "can be written by other users (mode 0770)" in message
+
+
+def test_the_store_reads_no_link_and_deletes_none(tmp_path: Path) -> None:
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_bytes(b'{"secret": "not a dead letter"}\n')
+    (folder / "link.jsonl").symlink_to(outside)
+    (folder / "dangling.jsonl").symlink_to(tmp_path / "nothing-here")
+    (folder / "plain.jsonl").write_bytes(b"{}\n")
+    store = DirectoryStore(folder)
+    assert store.names() == ["dangling.jsonl", "link.jsonl", "plain.jsonl"]  # listed: reported
+    for name in ("link.jsonl", "dangling.jsonl"):
+        with pytest.raises(DeadLetterStoreError) as info:
+            store.read(name)
+        assert f"{folder / name}: a symbolic link to " in str(info.value)
+        assert "move the file itself into the folder, or remove the link" in str(info.value)
+        with pytest.raises(DeadLetterStoreError, match="a symbolic link"):
+            store.delete(name)
+        assert (folder / name).is_symlink()
+    assert store.read("plain.jsonl") == b"{}\n"
+    assert outside.read_bytes() == b'{"secret": "not a dead letter"}\n'
+
+
+def test_the_store_reads_no_file_of_another_user(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    os.chmod(folder, 0o1777)  # sticky: others may add files of their own
+    planted = folder / "dead-letter-planted.jsonl"
+    planted.write_bytes(b'{"event": {"insert_id": "theirs"}}\n')
+    store = DirectoryStore(folder)
+    owner = planted.stat().st_uid
+    monkeypatch.setattr(os, "getuid", lambda: owner + 1)  # the file is someone else's now
+    with pytest.raises(DeadLetterStoreError) as info:
+        store.read(planted.name)
+    assert f"belongs to another user (uid {owner}), not read" in str(info.value)
+    assert planted.read_bytes() == b'{"event": {"insert_id": "theirs"}}\n'
+
+
+def test_a_rewrite_never_follows_a_link_planted_at_a_temporary_name(
+    tmp_path: Path, open_umask: None
+) -> None:
+    folder = tmp_path / "dl"
+    folder.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious\n")
+    (folder / "dead-letter-1.jsonl").write_bytes(b'{"a": 1}\n{"b": 2}\n')
+    # The name the temporary file used to have (``.<name>.<pid>.tmp``), and a few more.
+    planted = [folder / f".dead-letter-1.jsonl.{os.getpid()}.tmp",
+               *(folder / f".dead-letter-1.jsonl.{n}.tmp" for n in range(3))]
+    for link in planted:
+        link.symlink_to(victim)
+    store = DirectoryStore(folder)
+    store.replace("dead-letter-1.jsonl", b'{"b": 2}\n')
+    assert victim.read_bytes() == b"precious\n"
+    rewritten = folder / "dead-letter-1.jsonl"
+    assert not rewritten.is_symlink() and rewritten.read_bytes() == b'{"b": 2}\n'
+    assert mode(rewritten) == 0o600  # umask 0: the mode is the code's
+    assert all(link.is_symlink() for link in planted)  # left as they were
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["dead-letter-1.jsonl", *(link.name for link in planted)])  # no temporary left

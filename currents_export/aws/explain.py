@@ -1,4 +1,7 @@
-"""botocore's exceptions turned into answers: what is wrong and what to do about it."""
+"""botocore's exceptions turned into answers: what is wrong and what to do about it.
+
+An endpoint URL is named without the ``user:password@`` it may hold, and botocore's own text
+is scrubbed of URL credentials (``support.redact``)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from botocore.exceptions import (
 )
 
 from currents_export.errors import AwsSetupError
+from currents_export.support.redact import shown, without_credentials
 
 _CLIENT_ERRORS = {
     "NoSuchBucket": "the bucket does not exist: check its name (and the region/endpoint)",
@@ -41,7 +45,8 @@ def explain(exc: BaseException, what: str) -> AwsSetupError | None:
         return AwsSetupError(f"{what}: no AWS region; set AWS_DEFAULT_REGION (or a region in "
                               "the AWS profile)")
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
-        url = getattr(exc, "kwargs", {}).get("endpoint_url", "the endpoint")
+        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url")
+        url = without_credentials(str(endpoint)) if endpoint else "the endpoint"
         return AwsSetupError(
             f"{what}: cannot reach {url}; check --s3-endpoint-url (or AWS_ENDPOINT_URL), the "
             "region and the network"
@@ -51,5 +56,5 @@ def explain(exc: BaseException, what: str) -> AwsSetupError | None:
         if code in _CLIENT_ERRORS:
             return AwsSetupError(f"{what}: {_CLIENT_ERRORS[code]} ({code})")
     if isinstance(exc, BotoCoreError) and "credential" in type(exc).__name__.lower():
-        return AwsSetupError(f"{what}: the AWS credentials cannot be used ({exc})")
+        return AwsSetupError(f"{what}: the AWS credentials cannot be used ({shown(str(exc))})")
     return None

@@ -10,28 +10,60 @@ from typing import Any, TextIO
 import orjson
 
 from currents_export.counts import ObjectReport, SendingReport
-from currents_export.support.logs import quiet_wire_logs
+from currents_export.support.logs import install_filter, quiet_wire_logs
+from currents_export.support.redact import shown, shown_lines
 
 NAMESPACE = "CurrentsExport"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; fields passed as ``extra={"fields": {...}}`` are merged."""
+    """One JSON object per line; fields passed as ``extra={"fields": {...}}`` are merged.
+
+    Whatever it writes is shown text (``support.redact.shown``): the message, the text
+    values of the fields (at any depth) and the exception have no URL credentials, and
+    their control characters are escaped (JSON escapes C0 itself, not C1, U+2028/2029 or the
+    bidirectional overrides, which CloudWatch would show raw). ``setup_json_logging`` also
+    puts the :class:`~currents_export.support.logs.ShownFilter` on the handler."""
 
     def format(self, record: logging.LogRecord) -> str:
+        try:
+            message = record.getMessage()
+        except Exception:  # a format string and arguments that do not fit: shown apart
+            message = f"{record.msg} {record.args!r}"
         line: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": shown(message),
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            line.update(fields)
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+            line.update(_shown_fields(fields))
+        if record.exc_info or record.exc_text:
+            text = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+            line["exception"] = shown_lines(text)  # one JSON string: JSON escapes its breaks
+        return orjson.dumps(line, default=_shown_default).decode()
+
+
+_MAX_FIELD_DEPTH = 8  # deeper than any field we log: shown as text below that
+
+
+def _shown_fields(value: Any, depth: int = 0) -> Any:
+    """``value`` (a field of a log line) with every text in it ``shown``."""
+    if isinstance(value, str):
+        return shown(value)
+    if depth >= _MAX_FIELD_DEPTH:
+        return shown(str(value))
+    if isinstance(value, dict):
+        return {shown(str(key)): _shown_fields(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shown_fields(item, depth + 1) for item in value]
+    return value
+
+
+def _shown_default(value: Any) -> str:
+    return shown(str(value))
 
 
 class _StdoutHandler(logging.StreamHandler[TextIO]):
@@ -47,11 +79,13 @@ class _StdoutHandler(logging.StreamHandler[TextIO]):
 
 
 def setup_json_logging(level: int = logging.INFO) -> None:
-    """Route every log line to stdout as JSON (CloudWatch Logs keeps one line per entry);
-    third-party wire logs stay at WARNING, even at DEBUG."""
+    """Route every log line to stdout as JSON (CloudWatch Logs keeps one line per entry),
+    cleaned (no URL credentials, control characters escaped); third-party wire logs stay at
+    WARNING, even at DEBUG."""
     root = logging.getLogger()
     handler = _StdoutHandler()
     handler.setFormatter(JsonFormatter())
+    install_filter(handler)  # no URL credentials, no raw control characters
     root.handlers[:] = [handler]
     root.setLevel(level)
     quiet_wire_logs()

@@ -5,6 +5,11 @@ Only closed files (``*.jsonl``) directly in the :class:`DeadLetterStore` are rea
 when nothing stays, so a redrive killed half way only re-sends what Amplitude drops by
 ``insert_id``. Lines without an Amplitude event and lines not JSON stay, counted.
 
+Nor is a symbolic link read: the store refuses it, and the link (left as it is, its target
+untouched) is reported as a failed file, with the reason. A local folder others can write
+is refused before anything is read or sent (``deadletter.DirectoryStore``), and a rewrite
+goes through a new owner-only temporary file (``O_EXCL``, a random name).
+
 Each line re-sent gets a line in the run's redrive log (``redrive-log/redrive-….jsonl``),
 written durably before its file is rewritten: ``insert_id``, ``source``, ``reason`` and
 ``outcome`` (``delivered``; ``refused`` with ``new_reason``; ``unsettled``: it stays).
@@ -29,6 +34,7 @@ from currents_export.counts import RunSummary
 from currents_export.deadletter import DeadLetterStore, is_closed, is_part
 from currents_export.errors import DeliveryFailed, EventTooLarge
 from currents_export.support.jsonbytes import kept_json
+from currents_export.support.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +119,8 @@ class Redrive:
                         summary.objects_done += 1
                 except _FILE_FAILURES as exc:
                     summary.objects_failed += 1
-                    summary.failures.append({"object": store.describe(name), "error": str(exc)})
+                    summary.failures.append({"object": store.describe(name),
+                                             "error": scrub(str(exc))})  # no URL password
         finally:
             lanes.close()
             summary.elapsed_s = time.monotonic() - started
@@ -152,9 +159,10 @@ class Redrive:
             for line in duplicates:
                 first = self._by_insert_id[line.data["event"]["insert_id"]]  # type: ignore[index]
                 line.delivered = first.delivered
-            requests, retries = lanes.take_stats()
-            summary.requests += requests
-            summary.retries += retries
+            stats = lanes.take_stats()
+            summary.requests += stats.requests
+            summary.retries += stats.retries
+            summary.repeats_dropped += stats.repeats_dropped
             self._count(lines, duplicates, summary)
             resent = self._log_lines(store.describe(name), lines)
             if resent:
@@ -195,7 +203,8 @@ class Redrive:
 
     # ---- the lanes' sink (lane threads; ``drain`` orders them before the file's rewrite) --
 
-    def delivered(self, lines: list[_Line]) -> None:
+    def delivered(self, lines: list[_Line], repeats_dropped: int = 0) -> None:
+        # (the repeats Amplitude dropped are counted from the lanes' stats, per file)
         for line in lines:
             line.delivered = True
 

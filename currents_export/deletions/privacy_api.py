@@ -1,7 +1,8 @@
 """The Amplitude User Privacy API v1: ``POST /api/2/deletions/users``.
 
 HTTP Basic with the project's API key and secret key (the secret key reads and changes
-project data: it is never logged and never in a repr or message). At most 100 ids per
+project data: it is never logged and never in a repr or message). The URL is shown (repr,
+messages) without the ``user:password@`` it may hold (``support.redact``). At most 100 ids per
 request, one request at a time, paced to the documented rate (1 per second). Unknown ids
 never fail a request (``ignore_invalid_id``). 429, 5xx and network errors are retried
 with backoff; 401/403 is a configuration error. An answer is trusted only when it
@@ -20,6 +21,7 @@ import httpx
 import orjson
 
 from currents_export.errors import ConfigurationError, PrivacyApiError
+from currents_export.support.redact import without_credentials
 
 PRIVACY_BASE_URLS = {"us": "https://amplitude.com", "eu": "https://analytics.eu.amplitude.com"}
 PRIVACY_PATH = "/api/2/deletions/users"
@@ -55,7 +57,8 @@ class PrivacyClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
-        self.url = url
+        self._request_url = url  # as given: requests go there
+        self.url = without_credentials(url)  # what reprs and messages show
         self.requester = requester
         # Paced a little slower than the limit: the server's window counts arrivals, which
         # a slower answer to the previous request can bring closer together.
@@ -69,7 +72,7 @@ class PrivacyClient:
                                   transport=transport,
                                   headers={"User-Agent": "currents-export"})
 
-    def __repr__(self) -> str:  # never the keys
+    def __repr__(self) -> str:  # never the keys, nor user:password@ from the URL
         return f"PrivacyClient({self.url!r})"
 
     def close(self) -> None:
@@ -113,10 +116,14 @@ class PrivacyClient:
                 self._sleep(min(60.0, 2.0 ** attempt))
             self._pace()
             try:
-                response = self._http.request(method, self.url, **arguments)
+                response = self._http.request(method, self._request_url, **arguments)
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__} from {self.url}"
                 continue
+            except httpx.InvalidURL:  # not an HTTPError; its text may quote the password
+                raise ConfigurationError(
+                    f"the User Privacy API URL ({self.url}) is not a URL httpx can use; a "
+                    "user:password in it must be percent-encoded") from None
             self.requests += 1
             if response.status_code in (401, 403):
                 raise ConfigurationError(
@@ -127,11 +134,11 @@ class PrivacyClient:
                 problem = f"HTTP {response.status_code}"
                 continue
             if response.status_code != 200:
-                raise PrivacyApiError(f"the User Privacy API answered HTTP "
+                raise PrivacyApiError(f"the User Privacy API ({self.url}) answered HTTP "
                                       f"{response.status_code} to {what}", refused=True)
             return response
-        raise PrivacyApiError(f"the User Privacy API did not take {what} after {_ATTEMPTS} "
-                              f"attempts ({problem})")
+        raise PrivacyApiError(f"the User Privacy API ({self.url}) did not take {what} after "
+                              f"{_ATTEMPTS} attempts ({problem})")
 
     def _pace(self) -> None:
         now = self._clock()

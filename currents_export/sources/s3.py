@@ -2,6 +2,8 @@
 
 Keys from ListObjectsV2 are raw (never URL-decoded). Reads go through a forward-only,
 buffered stream over GetObject's body, so memory holds one buffer, never the object.
+Messages show keys with their control characters escaped and botocore's text without URL
+credentials (``support.redact``); an object's ``uri`` stays the raw key (its identity).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from currents_export.currents.keys import parse_key
 from currents_export.errors import NotACurrentsKey, S3ReadError, SourceError
 from currents_export.sources.base import SourceObject
+from currents_export.support.redact import printable, shown
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -40,10 +43,10 @@ class S3Location:
     @classmethod
     def parse(cls, uri: str) -> S3Location:
         if not uri.startswith("s3://"):
-            raise SourceError(f"{uri}: expected s3://BUCKET/PREFIX")
+            raise SourceError(f"{shown(uri)}: expected s3://BUCKET/PREFIX")
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
-            raise SourceError(f"{uri}: no bucket name; expected s3://BUCKET/PREFIX")
+            raise SourceError(f"{printable(uri)}: no bucket name; expected s3://BUCKET/PREFIX")
         return cls(bucket, prefix)
 
 
@@ -126,8 +129,8 @@ def list_objects(
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         raise SourceError(
-            f"s3://{location.bucket}/{location.prefix}: cannot list ({code}); check the bucket "
-            "name, the prefix and that the credentials allow s3:ListBucket"
+            f"{_shown_uri(location.bucket, location.prefix)}: cannot list ({printable(code)}); "
+            "check the bucket name, the prefix and that the credentials allow s3:ListBucket"
         ) from None
 
 
@@ -164,13 +167,14 @@ def _open(client: S3Client, bucket: str, key: str, version_id: str | None) -> It
         response = client.get_object(**arguments)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        raise S3ReadError(f"s3://{bucket}/{key}: GetObject failed ({code})",
+        raise S3ReadError(f"{_shown_uri(bucket, key)}: GetObject failed ({printable(code)})",
                           permanent=code in ("NoSuchKey", "NoSuchBucket")) from None
-    except BotoCoreError as exc:
-        raise S3ReadError(f"s3://{bucket}/{key}: GetObject failed ({exc})") from None
+    except BotoCoreError as exc:  # its text may name the endpoint URL, credentials and all
+        raise S3ReadError(f"{_shown_uri(bucket, key)}: GetObject failed ({shown(str(exc))})"
+                          ) from None
     body = response["Body"]
     try:
-        yield io.BufferedReader(_BodyStream(body, f"s3://{bucket}/{key}"), READ_BUFFER_BYTES)
+        yield io.BufferedReader(_BodyStream(body, _shown_uri(bucket, key)), READ_BUFFER_BYTES)
     finally:
         body.close()
 
@@ -194,12 +198,17 @@ class _BodyStream(io.RawIOBase):
         return len(chunk)
 
 
+def _shown_uri(bucket: str, key: str) -> str:
+    """``s3://bucket/key`` for a message: one line, whatever the key holds."""
+    return printable(f"s3://{bucket}/{key}")
+
+
 def objects_from_uris(client: S3Client, uris: Iterable[str]) -> list[SourceObject]:
     """Single objects named as s3://BUCKET/KEY (for inspect)."""
     objects = []
     for uri in uris:
         location = S3Location.parse(uri)
         if not location.prefix:
-            raise SourceError(f"{uri}: expected s3://BUCKET/KEY")
+            raise SourceError(f"{printable(uri)}: expected s3://BUCKET/KEY")
         objects.append(s3_object(client, location.bucket, location.prefix))
     return objects

@@ -4,6 +4,14 @@ Whatever the umask: what we create is chmod-ed right after creation (directories
 files 0600). Folders and files that already existed keep their modes, except files we
 truncate and rewrite (``open_private_for_writing``): their old content is gone, and what
 replaces it is ours.
+
+A folder that holds user data is checked before anything is written into it
+(:func:`folder_check`): another user's folder, or one that users other than its owner can
+write (group or others, without the sticky bit), is refused, since whoever can write it can
+plant a link where a file is about to be written or swap a file being read. A folder only
+its group can write is refused too, unless that group is the user's own primary group (a
+``umask 002`` system with a private group per user, where ``mkdir`` gives 0775): then it is
+a warning. Only the folder itself is checked, not its parents.
 """
 
 from __future__ import annotations
@@ -11,8 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from currents_export.support.redact import printable
 
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
@@ -76,3 +87,36 @@ def make_private(path: str | Path) -> None:
     """chmod 0600 a file we created (no error when it has gone)."""
     with contextlib.suppress(FileNotFoundError):
         os.chmod(path, FILE_MODE)
+
+
+@dataclass(frozen=True, slots=True)
+class FolderCheck:
+    """What :func:`folder_check` found: why nothing may be written into the folder
+    (``refused``), or what the user should know about it (``warning``); both None when it
+    is the user's own and only the user can write it."""
+
+    refused: str | None = None
+    warning: str | None = None
+
+
+def folder_check(directory: str | Path, what: str = "folder") -> FolderCheck:
+    """Whether ``directory`` (it must exist; a link to a folder is checked at its target)
+    is fit to receive files of user data: owned by the current user, and writable by no
+    one else (group or others) unless the sticky bit is set. ``what`` names it in the
+    reason (e.g. ``dead-letter folder``)."""
+    info = os.stat(directory)
+    shown = printable(str(directory))
+    if info.st_uid != os.getuid():
+        return FolderCheck(refused=(
+            f"{what} {shown} belongs to another user (uid {info.st_uid}): its owner could "
+            "plant links where files of personal data are written; use a folder of your own"))
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & stat.S_ISVTX or not mode & 0o022:
+        return FolderCheck()
+    reason = (f"{what} {shown} can be written by other users (mode {mode:04o}): they could "
+              "plant links where files of personal data are written, or swap the files read; "
+              f"make it yours alone (chmod 700 {shown})")
+    if not mode & 0o002 and info.st_gid == os.getgid():
+        return FolderCheck(warning=reason.replace(
+            "other users", "the members of your primary group", 1))
+    return FolderCheck(refused=reason)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import stat
 import threading
 import time
 from collections import Counter
@@ -420,3 +422,98 @@ def test_redrive_of_a_missing_bucket_is_a_configuration_error(aws: str) -> None:
                      "--api-key", API_KEY)
     assert result.exit_code == 2
     assert "s3://no-such-bucket/dl" in result.output
+
+
+# ---- files only the owner can touch ---------------------------------------------------------
+
+def one_line(n: int, device_id: str) -> bytes:
+    return orjson.dumps({
+        "reason": "amplitude_silenced_device", "detail": "", "object": "o", "record_index": n,
+        "event_type": "t", "record": {"id": f"dl-{n:06d}"},
+        "event": {"event_type": "redriven", "user_id": f"user-{n:06d}", "device_id": device_id,
+                  "insert_id": f"dl-{n:06d}", "time": 1_700_000_000_000 + n},
+    }) + b"\n"
+
+
+def test_a_symlinked_dead_letter_file_is_refused_with_a_reason_and_left_alone(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    directory = tmp_path / "dl"
+    directory.mkdir()
+    (directory / "a-good.jsonl").write_bytes(one_line(1, "device-0001"))
+    target = tmp_path / "elsewhere" / "not-a-dead-letter.jsonl"
+    target.parent.mkdir()
+    target.write_bytes(one_line(2, "device-0002"))  # would be sent, then its link deleted
+    link = directory / "b-link.jsonl"
+    link.symlink_to(target)
+
+    code, summary = redrive(emulator, directory)
+    assert summary["delivered"] == 1 and summary["objects_done"] == 1
+    assert summary["objects_failed"] == 1
+    [failure] = summary["failures"]
+    assert failure["object"] == str(link)
+    assert f"a symbolic link to {target}, not read" in failure["error"]
+    assert code == 1  # a failed file: the run is unfinished, and says so
+    assert sorted(stored_ids(emulator)) == ["dl-000001"]  # the target's event was not sent
+    assert link.is_symlink() and target.read_bytes() == one_line(2, "device-0002")
+    assert not (directory / "a-good.jsonl").exists()
+
+
+def test_a_link_planted_at_the_temporary_name_does_not_redirect_the_rewrite(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    silence(emulator)
+    directory = tmp_path / "dl"
+    directory.mkdir()
+    name = "dead-letter-1.jsonl"
+    (directory / name).write_bytes(one_line(1, "device-0001") + one_line(2, SILENCED))
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"someone else's file\n")
+    # Where the rewrite's temporary file used to go: ``.<name>.<pid>.tmp`` (the CLI runs in
+    # this process).
+    planted = directory / f".{name}.{os.getpid()}.tmp"
+    planted.symlink_to(victim)
+
+    code, summary = redrive(emulator, directory)
+    assert code == 0 and summary["delivered"] == 1
+    assert victim.read_bytes() == b"someone else's file\n"  # no personal data written there
+    rewritten = directory / name
+    assert not rewritten.is_symlink()
+    assert rewritten.read_bytes() == one_line(2, SILENCED)
+    assert planted.is_symlink()
+
+
+def test_every_file_a_redrive_makes_is_owner_only_under_umask_0(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    silence(emulator)
+    old = os.umask(0)
+    try:
+        directory = tmp_path / "dl"
+        writer = DeadLetterDirectory(directory)
+        write_event(writer, 1)
+        write_event(writer, 2, silenced=True)  # stays: the file is rewritten
+        writer.close()
+        code, summary = redrive(emulator, directory)
+    finally:
+        os.umask(old)
+    assert code == 0 and summary["delivered"] == 1 and summary["resent"] == 2
+    made = sorted(directory.rglob("*"))
+    assert {p.relative_to(directory).parts[0] for p in made} >= {"redrive-log"}
+    for path in [directory, *made]:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+def test_redrive_refuses_a_folder_others_can_write(emulator: Emulator, tmp_path: Path) -> None:
+    directory = tmp_path / "dl"
+    directory.mkdir()
+    (directory / "dead-letter-1.jsonl").write_bytes(one_line(1, "device-0001"))
+    os.chmod(directory, 0o777)
+    result = run_cli("redrive", str(directory), "--api-key", API_KEY, "--amplitude-url",
+                     emulator.url, "--retry-horizon", "0")
+    assert result.exit_code == 2
+    assert f"dead-letter folder {directory} can be written by other users" in result.output
+    assert f"chmod 700 {directory}" in result.output
+    assert stored_ids(emulator) == Counter()
+    assert [p.name for p in directory.iterdir()] == ["dead-letter-1.jsonl"]

@@ -87,3 +87,50 @@ def test_a_refused_secret_key_is_a_configuration_error_without_the_key(
         client.delete(["alice_0001"])
     assert "HTTP 401" in str(info.value) and "wrong-SECRET-77" not in str(info.value)
     assert "wrong-SECRET-77" not in repr(client) and "api-key-000" not in repr(client)
+
+
+# ---- the URL's credentials are never shown --------------------------------------------------
+
+URL_PASSWORD = "url-PASSWORD-31"
+
+
+def with_userinfo(url: str) -> str:
+    return url.replace("http://", f"http://someone:{URL_PASSWORD}@", 1)
+
+
+def test_the_repr_and_every_message_show_the_url_without_its_credentials(
+    scripted: list[ScriptedServer]
+) -> None:
+    refused = ScriptedServer([Scripted(status=400, body=b"{}")])
+    down = ScriptedServer([Scripted(status=503, body=b"")] * 6)
+    scripted.extend([refused, down])
+    shown_refused = privacy_url("us", refused.url.removesuffix("/batch"))
+
+    client = client_for(with_userinfo(shown_refused) + "?token=query-PASSWORD", [])
+    assert repr(client) == f"PrivacyClient({shown_refused!r})"
+    assert client.url == shown_refused
+    with pytest.raises(PrivacyApiError) as answered:
+        client.delete(["alice_0001"])
+    assert f"({shown_refused}) answered HTTP 400" in str(answered.value)
+    assert len(refused.bodies) == 1  # the request went to the URL as given
+
+    with pytest.raises(PrivacyApiError) as retried:
+        client_for(with_userinfo(down.url), []).delete(["alice_0001"])
+    assert "after 6 attempts (HTTP 503)" in str(retried.value)
+
+    with pytest.raises(PrivacyApiError) as unreachable:  # a closed port: ConnectError
+        client_for(with_userinfo("http://127.0.0.1:9/api/2/deletions/users"), []).scheduled(
+            "2026-01-01", "2026-01-02")
+    assert "ConnectError from http://127.0.0.1:9/api/2/deletions/users" in str(unreachable.value)
+
+    # A password with a raw '/': httpx cannot parse the URL (and its own message quotes a
+    # piece of the password); ours names the URL without it.
+    broken = client_for(f"http://someone:pa/{URL_PASSWORD}@127.0.0.1:9/x", [])
+    with pytest.raises(ConfigurationError) as invalid:
+        broken.delete(["alice_0001"])
+    assert "percent-encoded" in str(invalid.value) and "'pa'" not in str(invalid.value)
+
+    for text in (repr(client), str(answered.value), str(retried.value), str(unreachable.value),
+                 str(invalid.value), repr(broken)):
+        assert URL_PASSWORD not in text and "someone" not in text, text
+    assert "query-PASSWORD" not in repr(client)

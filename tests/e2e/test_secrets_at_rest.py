@@ -28,6 +28,7 @@ from currents_export.deadletter import (
     S3Store,
     open_dead_letter,
 )
+from currents_export.deletions.privacy_api import PrivacyClient
 from currents_export.errors import DeadLetterConfigError
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
@@ -74,6 +75,8 @@ def test_no_repr_shows_the_api_key_the_salt_or_the_url_credentials() -> None:
     envelope = Envelope.build(KEY_MARKER, {"min_id_length": 5})
     client = AmplitudeClient(f"https://user:{SECRET_ACCESS_KEY_MARKER}@api2.amplitude.com/batch",
                              KEY_MARKER)
+    privacy = PrivacyClient(f"https://user:{SECRET_ACCESS_KEY_MARKER}@amplitude.com"
+                            "/api/2/deletions/users", KEY_MARKER, SALT_MARKER)
     try:
         options = MappingOptions(pii={"external_user_id": "hash"},
                                  pii_salt=SALT_MARKER.encode())
@@ -86,14 +89,17 @@ def test_no_repr_shows_the_api_key_the_salt_or_the_url_credentials() -> None:
         shown = [repr(envelope), str(envelope), repr(client), str(client), repr(client.envelope),
                  repr(options), str(options), repr(settings), str(settings), repr(provider),
                  repr(provider.source), repr(open_dead_letter("s3://b/p", s3_client=object(),
-                                                              kms_key="alias/k"))]
+                                                              kms_key="alias/k")),
+                 repr(privacy), str(privacy)]
         for text in shown:
             for marker in (KEY_MARKER, SALT_MARKER, SECRET_ACCESS_KEY_MARKER):
                 assert marker not in text, text
         assert "api2.amplitude.com" in repr(client) and "overhead=" in repr(envelope)
+        assert repr(privacy) == "PrivacyClient('https://amplitude.com/api/2/deletions/users')"
         assert KEY_MARKER.encode() in envelope.head  # still sent, only not shown
     finally:
         client.close()
+        privacy.close()
 
 
 def test_the_lambda_runtime_repr_names_where_things_are_not_what_they_hold(
