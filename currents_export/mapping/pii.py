@@ -6,13 +6,18 @@ configuration asks for any of it (never with the defaults). The scan flags e-mai
 addresses and phone numbers written as such (international with ``+``, North American or
 national with separators), URL-encoded too; a flagged value is hashed in a normal form, so
 ``JANE@x.com`` and ``jane@x.com`` share one pseudonym. It never flags bare digits, decimals,
-dates, times, UUIDs or IP addresses. The exact rules, with examples: README, "Privacy".
+dates, times, UUIDs or IP addresses. It sees through text written to dodge it:
+compatibility forms (U+FF20 and U+FE6B for ``@``, full-width digits) are read in NFKC,
+invisible characters (zero-width spaces and joiners, soft hyphens: every format
+character) are left out, and ``\\u0040``, ``&#64;``, ``&#x40;`` and ``&commat;`` are read
+as ``@``. The exact rules, with examples: README, "Privacy".
 """
 
 from __future__ import annotations
 
 import hmac
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal
 from urllib.parse import unquote, unquote_plus
@@ -66,7 +71,8 @@ _PATTERN = re.compile(
 # space as "+"), as every number the pattern flags does. A cheap test (it starts with a
 # class, which the regex engine scans for quickly) that rules out most strings before the
 # full pattern (and any decoding) runs.
-_HINT = re.compile(r"[@%]|\d[\d" + _SEPS + r"()+]{6}")
+_NUMBER_HINT = r"\d[\d" + _SEPS + r"()+]{6}"
+_HINT = re.compile(r"[@%]|" + _NUMBER_HINT)
 _FORM_PLUS = re.compile(r"[\d)]\+[\d(]")  # "555+123+4567": form-encoded spaces between digits
 _DATE = re.compile(r"\d{1,2}[.\-/ ]\d{1,2}[.\-/ ]\d{4}(?!\d)")  # 01.02.2024 10:30
 # "+48.8584123", "+1234567.89": a signed decimal, not a number to call
@@ -77,6 +83,37 @@ _RETINA = re.compile(
     re.IGNORECASE,
 )
 _MIN_COMPACT_DIGITS = 10  # "+" then digits only: fewer is a signed count ("+12345678")
+
+# Text written to dodge the scan. Characters nobody sees: the format characters (Unicode
+# category Cf: soft hyphen, zero-width space, non-joiner and joiner, word joiner, direction
+# marks and isolates, byte order mark, invisible operators, tags…), as of Unicode 15
+# (tests/mapping checks the list against unicodedata). None of them is printable, so text
+# that ``str.isprintable`` passes has none.
+_INVISIBLE = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f]"
+)
+# "@" written as an escape: "\u0040" (JSON, JavaScript, Python; "\U00000040", "\u{40}"),
+# "\x40", and the HTML character references "&#64;", "&#x40;", "&commat;".
+_AT_ESCAPE = re.compile(
+    r"\\+(?:u0040|U00000040|u\{0*40\}|x40)|&#(?:0*64(?!\d)|[xX]0*40(?![0-9a-fA-F]));?"
+    r"|&commat;"
+)
+# What the pre-check lets through besides the hint: text that could hide one once read as
+# the scan reads it (any non-ASCII character, a backslash, "&#", "&commat;").
+_HINT_ANY = re.compile(r"[@%\\\x80-\U0010ffff]|&(?:#|commat;)|" + _NUMBER_HINT)
+# What text must hold to hide one: a digit, "@", "%", "\\" or "&", or a character NFKC
+# reads as one of them or as "+" (superscript and circled digits, fractions, full-width
+# and small forms…; tests/mapping checks the list against unicodedata). Text without any
+# (most text in any script) is not normalised at all.
+_REVEALING = re.compile(
+    "[@%\\\\&\\d\u00b2\u00b3\u00b9\u00bc-\u00be\u2070\u2074-\u207a\u2080-\u208a"
+    "\u2150-\u215f\u2189\u2460-\u249b\u24ea\u3251-\u325f\u32b1-\u32cb\u3358-\u3370"
+    "\u3378\u3379\u339f-\u33a6\u33a8\u33af\u33e0-\u33fe\ufb29\ufe60\ufe62\ufe68"
+    "\ufe6a\ufe6b\uff05\uff06\uff0b\uff20\uff3c\U0001f100-\U0001f10a]"
+)
 
 
 def _plausible(match: re.Match[str]) -> bool:
@@ -122,10 +159,50 @@ def normalised(match: re.Match[str]) -> str:
     return digits
 
 
-def find_personal(text: str) -> list[str]:
-    """Every e-mail address and phone number the scan flags in ``text`` (for tests and
-    documentation: the redaction itself uses ``Redactor.text``)."""
+def revealed(text: str) -> str | None:
+    """``text`` as the scan reads it, when that differs and could hide an address or a
+    number (None otherwise): in NFKC (U+FF20 and U+FE6B are ``@``, full-width digits are
+    digits), without invisible characters (``_INVISIBLE``), with ``\\u0040``, ``&#64;``,
+    ``&#x40;`` and their kin as ``@``. Text without a digit, ``@``, ``%``, ``\\`` or ``&``
+    in any form (``_REVEALING``) costs one search; plain ASCII without ``\\`` or ``&``, two
+    membership tests."""
+    if text.isascii():
+        if "\\" not in text and "&" not in text:
+            return None
+        out = _AT_ESCAPE.sub("@", text)
+        return None if out == text else out
+    if _REVEALING.search(text) is None:
+        return None
+    out = text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize(
+        "NFKC", text)
+    if not out.isprintable():  # tabs and line breaks too: then the full search
+        out = _INVISIBLE.sub("", out)
+    if "\\" in out or "&" in out:
+        out = _AT_ESCAPE.sub("@", out)
+    return None if out == text else out
+
+
+def _flagged(text: str) -> list[str]:
     return [m.group() for m in _PATTERN.finditer(text) if _plausible(m)]
+
+
+def _shows_the_same(text: str, hidden: str) -> bool:
+    """Whether ``text`` shows, as it is written, every address and number its ``revealed``
+    form ``hidden`` holds, whole (not ``ne@example.com`` of ``ja\\u200bne@example.com``)."""
+    found = _flagged(text)
+    return bool(found) and [revealed(f) or f for f in found] == _flagged(hidden)
+
+
+def find_personal(text: str) -> list[str]:
+    """Every e-mail address and phone number the scan flags in ``text``: as written, or as
+    ``revealed`` shows them when the text hides one (for tests and documentation: the
+    redaction itself uses ``Redactor.text``)."""
+    hidden = revealed(text)
+    if hidden is not None and not _shows_the_same(text, hidden):
+        shown = _flagged(hidden)
+        if shown:
+            return shown
+    return _flagged(text)
 
 
 def strip_query(url: str) -> str:
@@ -149,7 +226,13 @@ def strip_query(url: str) -> str:
 
 def key_name(key: str) -> str:
     """How property keys are compared: case and the separators ``_ - . `` and space
-    ignored (``Email``, ``e-mail`` and ``E_MAIL`` are one name)."""
+    ignored (``Email``, ``e-mail`` and ``E_MAIL`` are one name), read in NFKC and without
+    invisible characters (``email`` in full-width letters and ``e\\u200bmail`` are
+    ``email`` too)."""
+    if not key.isascii():
+        key = unicodedata.normalize("NFKC", key)
+        if not key.isprintable():
+            key = _INVISIBLE.sub("", key)
     return key.lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
 
 
@@ -177,7 +260,9 @@ class Redactor:
         self._drop_keys = drop_names
         self._hash_keys = hash_names
         self._sub = _PATTERN.sub
-        self._search = _HINT.search  # a hit is checked by the full pattern (text)
+        # A hit is checked by the full pattern (text); the hint lets through what may hide
+        # one once revealed (non-ASCII, a backslash, an HTML character reference).
+        self._search = _HINT_ANY.search
         self._names: dict[str, str] = {}  # key → key_name(key): keys recur in every record
         # Short strings the pre-check passed (platforms, versions, names): they recur in
         # every record, and a set lookup is several times cheaper than the regex.
@@ -197,8 +282,12 @@ class Redactor:
         clean = self._clean
         if value in clean or self._scan == "off":
             return False
-        if self._search(value) is not None:
-            return True
+        if self._search(value) is not None and _REVEALING.search(value) is not None:
+            if _HINT.search(value) is not None:
+                return True
+            hidden = revealed(value)
+            if hidden is not None and _HINT.search(hidden) is not None:
+                return True
         if len(value) <= _MAX_CLEAN_LENGTH and len(clean) < _MAX_CLEAN:
             clean.add(value)
         return False
@@ -209,9 +298,41 @@ class Redactor:
 
         URL-encoded text is decoded when the decoded text hides an address or a number
         (``%2B1%20555%20123%204567``; form encoding too, ``+`` for a space:
-        ``tel=%2B1+555+123+4567``) and is then left decoded."""
+        ``tel=%2B1+555+123+4567``) and is then left decoded. So is text that hides one
+        once ``revealed`` (``jane\\uff20example.com``, ``jane\\u200b@example.com``,
+        ``jane&#64;example.com``): it is then left as revealed. Text that hides nothing
+        is kept exactly as it came."""
         if self._scan == "off" or self._search(value) is None:  # the common case
             return value
+        return self._scan_text(value)
+
+    def _scan_text(self, value: str) -> Any:
+        """``text`` of a value the pre-check (``_search``) let through."""
+        if value.isascii():
+            if "\\" not in value and "&" not in value:  # nothing escaped: as ever
+                return self._plain(value)
+        elif _REVEALING.search(value) is None:  # text in any script, without digits nor "@"
+            return value
+        hidden = revealed(value)
+        if hidden is not None and _HINT.search(hidden) is not None:
+            again = self._plain(hidden)
+            if again is DROP or again != hidden:  # it hides an address or a number
+                if not _shows_the_same(value, hidden):
+                    return again
+                # All of it is plain to see as it is written (a thin space in a number,
+                # full-width brackets around an address): redacted where it is, the rest
+                # of the text kept as it came, unless something is still hidden in it.
+                out = self._plain(value)
+                if out is DROP:
+                    return DROP
+                left = revealed(out)
+                if left is None or _HINT.search(left) is None or self._plain(left) == left:
+                    return out
+                return again
+        return self._plain(value) if _HINT.search(value) is not None else value
+
+    def _plain(self, value: str) -> Any:
+        """``text`` without ``revealed``: what is plain to see, then URL-decoded."""
         out = self._redact(value)  # what is plain to see, "+15551234567" included
         if out is DROP:
             return DROP
@@ -258,7 +379,7 @@ class Redactor:
                 kind = item.__class__
                 if kind is str:
                     if search is not None and search(item) is not None:
-                        item = self.text(item)
+                        item = self._scan_text(item)
                 elif kind is dict or kind is list:
                     item = self.value(item, depth + 1)
                 if item is not DROP:
@@ -280,7 +401,7 @@ class Redactor:
             kind = item.__class__
             if kind is str:
                 if search is not None and search(item) is not None:
-                    item = self.text(item)
+                    item = self._scan_text(item)
             elif kind is dict or kind is list:
                 item = self.value(item, depth + 1)
             if item is not DROP:

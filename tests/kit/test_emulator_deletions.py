@@ -112,10 +112,12 @@ def test_the_secret_is_never_shown(client: httpx.Client, amp: Emulator) -> None:
         repr(amp.state.requests_log()),
     ]
 
+    # the API keys by their fingerprint (issue 23), the secrets not at all
     assert client.get("/_emulator/config").json()["secret_keys"] == {
-        API_KEY: "<redacted>", OTHER_KEY: "<redacted>"
+        "othe…": "<redacted>", "test…": "<redacted>"
     }
     assert not [text for text in shown if SECRET in text or "other-secret" in text]
+    assert API_KEY not in shown[0] and OTHER_KEY not in shown[0]
 
 
 # -- POST ---------------------------------------------------------------------------------
@@ -454,7 +456,7 @@ def test_config_patch_rejects_bad_deletion_keys(
 def test_config_patch_sets_secret_keys(client: httpx.Client) -> None:
     ingest(client, "user-1")
     response = client.patch("/_emulator/config", json={"secret_keys": {API_KEY: "new-secret"}})
-    assert response.json()["secret_keys"] == {API_KEY: "<redacted>"}
+    assert response.json()["secret_keys"] == {"test…": "<redacted>"}
 
     assert delete(client, user_ids=["user-1"]).status_code == 401
     assert delete(client, (API_KEY, "new-secret"), user_ids=["user-1"]).status_code == 200

@@ -1,8 +1,20 @@
-"""HTTP routing and the server's lifecycle; all behaviour lives in ``EmulatorState``."""
+"""HTTP routing and the server's lifecycle; all behaviour lives in ``EmulatorState``.
+
+Every request must name the emulator in its ``Host`` header (``127.0.0.1:PORT``,
+``localhost:PORT``, ``[::1]:PORT``, the address it listens on, or a name allowed with
+``allowed_hosts``; listening on every interface, any IP address with the port), else 403: a
+web page whose name was rebound to 127.0.0.1 (DNS rebinding) reaches nothing. The control API
+(``/_emulator/``) also refuses a request whose ``Origin`` is another site (403) and a write
+(POST, PATCH, PUT, DELETE) with a body or a content type other than JSON (415), which a page
+can send to any address without asking (a form, ``fetch`` in ``no-cors`` mode): a page open
+in the user's browser cannot reset the emulator, change its config or faults, nor read what
+it stored. The config it shows names API keys by their fingerprint, never in full.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import socketserver
 import struct
@@ -16,10 +28,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from .config import ConfigError, EmulatorConfig, config_to_dict
+from .config import REDACTED, ConfigError, EmulatorConfig, config_to_dict
 from .deletions import DELETIONS_PATH
 from .faults import MAX_DELAY_S, FaultRule, FaultRuleError, parse_fault_document
-from .state import EVENT_FILTERS, IDENTIFY_FILTERS, EmulatorState, FiredFault
+from .state import EVENT_FILTERS, IDENTIFY_FILTERS, EmulatorState, FiredFault, key_fingerprint
 from .validation import (
     ERR_INVALID_JSON,
     ERR_PATH,
@@ -36,6 +48,97 @@ _CONTROL_PREFIX = "/_emulator/"
 _CONTROL_MAX_BODY = 1_048_576
 _DRAIN_CHUNK = 65_536
 _POLL_INTERVAL_S = 0.05  # how quickly stop() takes effect
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")  # every interface
+_WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+ERR_HOST = (
+    "Host not allowed: the emulator answers requests addressed to it "
+    "(127.0.0.1, localhost or [::1] and its port, or a name allowed with --allow-host)"
+)
+ERR_ORIGIN = "Origin not allowed: the control API answers pages of the emulator's own origin"
+ERR_CONTENT_TYPE = (
+    "Unsupported content type: a control API request with a body must be "
+    "Content-Type: application/json"
+)
+
+
+def _authority(value: str) -> tuple[str, int] | None:
+    """``host[:port]`` as (host in lower case, IPv6 in brackets; port, 80 when absent), or
+    None when it is not one."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        host, rest = value[: end + 1], value[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text_or_empty = value.partition(":")
+        port_text = port_text_or_empty if colon else None
+    if not host or any(c in host for c in "/?#@ \t"):
+        return None
+    if port_text is None:
+        return host, 80
+    if not port_text.isdigit() or not port_text.isascii() or len(port_text) > 5:
+        return None
+    return host, int(port_text)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        return False
+    return True
+
+
+class HostCheck:
+    """Which ``Host`` (and ``Origin``) names the emulator: the loopback names, the address
+    it listens on and ``allowed`` names, with its port; listening on every interface
+    (``0.0.0.0``), any IP address too (a rebound page always names a domain)."""
+
+    __slots__ = ("any_ip", "names", "port")
+
+    def __init__(self, bind_host: str, port: int, allowed: Iterable[str] = ()) -> None:
+        names = set(_LOOPBACK_NAMES)
+        host = bind_host.strip().lower()
+        self.any_ip = host in _WILDCARD_HOSTS
+        for name in (*(() if self.any_ip else (host,)), *allowed):
+            name = name.strip().lower()
+            names.add(f"[{name}]" if ":" in name and not name.startswith("[") else name)
+        self.names = frozenset(names)
+        self.port = port
+
+    def allows(self, value: str | None) -> bool:
+        """Whether a ``Host`` header (or an origin's ``host:port``) names the emulator."""
+        parsed = _authority(value) if value else None
+        if parsed is None or parsed[1] != self.port:
+            return False
+        host = parsed[0]
+        return host in self.names or (self.any_ip and _is_ip_literal(host))
+
+
+def shown_config(config: EmulatorConfig) -> dict[str, Any]:
+    """The config as ``GET /_emulator/config`` shows it: API keys (``valid_api_keys`` and the
+    keys of ``secret_keys``) by their fingerprint, secret keys as ``"<redacted>"``."""
+    out = config_to_dict(config)
+    keys = out.get("valid_api_keys")
+    if keys is not None:
+        out["valid_api_keys"] = sorted(str(key_fingerprint(str(k))) for k in keys)
+    secrets = out.get("secret_keys")
+    if isinstance(secrets, Mapping):
+        shown: dict[str, str] = {}
+        for key in sorted(secrets):
+            name = base = str(key_fingerprint(str(key)))
+            n = 1
+            while name in shown:  # two keys with one fingerprint stay two entries
+                n += 1
+                name = f"{base} ({n})"
+            shown[name] = REDACTED
+        out["secret_keys"] = shown
+    return out
 
 
 class _Server(ThreadingHTTPServer):
@@ -45,9 +148,12 @@ class _Server(ThreadingHTTPServer):
     # handshake step, and a client's first request fails after about a second.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], state: EmulatorState) -> None:
+    def __init__(
+        self, address: tuple[str, int], state: EmulatorState, allowed_hosts: Iterable[str] = ()
+    ) -> None:
         super().__init__(address, _Handler)
         self.state = state
+        self.hosts = HostCheck(address[0], int(self.server_address[1]), allowed_hosts)
         self.stopping = threading.Event()  # wakes handlers sleeping in a "delay" fault
         self._connections: set[Any] = set()
         self._connections_lock = threading.Lock()
@@ -132,6 +238,11 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path
         state = self.server.state
+        refusal = self._refusal(method, path, url.netloc)
+        if refusal is not None:  # answered before reading the body; nothing is recorded
+            self.close_connection = True
+            self._send(refusal)
+            return
         size = self._content_length()
         if size is None:
             return
@@ -200,6 +311,32 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if slot is not None:
                 state.deletion_finished(slot)
+
+    def _refusal(self, method: str, path: str, netloc: str) -> Reply | None:
+        """A 403 for a request not addressed to the emulator (``Host``, or the authority of
+        an absolute request target) or, on the control API, from another origin; a 415 for
+        a control write with a body or content type other than JSON. None: go ahead."""
+        hosts = self.server.hosts
+        named = self.headers.get_all("Host") or []
+        if len(named) != 1 or not hosts.allows(named[0]) or (netloc and not hosts.allows(netloc)):
+            return error_reply(403, ERR_HOST)
+        if not path.startswith(_CONTROL_PREFIX):
+            return None
+        origins = self.headers.get_all("Origin") or []
+        if origins:
+            origin = urlsplit(origins[0].strip())
+            if (len(origins) != 1 or origin.scheme != "http" or origin.path
+                    or _authority(origin.netloc) != _authority(named[0])):
+                return error_reply(403, ERR_ORIGIN)
+        if method in _WRITE_METHODS:
+            kind = self.headers.get("Content-Type")
+            has_body = self.headers.get("Content-Length", "0").strip() not in ("", "0")
+            if kind is not None or has_body or "Transfer-Encoding" in self.headers:
+                media = (kind or "").partition(";")[0].strip().lower()
+                if not (media == "application/json"
+                        or (media.startswith("application/") and media.endswith("+json"))):
+                    return error_reply(415, ERR_CONTENT_TYPE)
+        return None
 
     def _content_length(self) -> int | None:
         """The declared body length; None after answering a request we cannot frame."""
@@ -285,7 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "GET" and name == "stats":
             self._send_json(200, state.stats())
         elif method == "GET" and name == "config":
-            self._send_json(200, config_to_dict(state.config))
+            self._send_json(200, shown_config(state.config))
         elif method == "PATCH" and name == "config":
             self._patch_config(body)
         elif method == "POST" and name == "reset":
@@ -373,7 +510,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (ConfigError, ValueError) as exc:
             self._send(error_reply(400, str(exc)))
             return
-        self._send_json(200, config_to_dict(config))
+        self._send_json(200, shown_config(config))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,14 +522,21 @@ class Emulator:
     """The emulator server: ``with Emulator() as amp: httpx.post(amp.url + "/batch", ...)``.
 
     The socket is bound on construction (``port=0`` picks a free port), so ``url`` is known
-    before ``start``. The emulator works on a copy of ``config``.
+    before ``start``. The emulator works on a copy of ``config``. It answers requests whose
+    ``Host`` names it: ``127.0.0.1``, ``localhost``, ``[::1]`` or ``host`` with its port,
+    any IP address with its port when ``host`` is every interface (``0.0.0.0``), and the
+    names in ``allowed_hosts`` (e.g. ``host.docker.internal``); any other gets a 403.
     """
 
     def __init__(
-        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: EmulatorConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.state = EmulatorState(config if config is not None else EmulatorConfig())
-        self._server = _Server((host, port), self.state)
+        self._server = _Server((host, port), self.state, tuple(allowed_hosts))
         self._thread: threading.Thread | None = None
         self._serving = False
         self._closed = False
