@@ -177,6 +177,12 @@ class PermanentObjectError(ObjectError):
     retryable = False
 
 
+class DiedReading(PermanentObjectError):
+    """The process ended while decoding the object, run after run, never getting past the
+    same record (it may crash the decoder): failed permanently; ``--retry-failed`` tries
+    it again."""
+
+
 class DeliveryFailed(RetryableObjectError, SendError):
     """Amplitude could not be reached, kept failing, or answered unverifiably."""
 

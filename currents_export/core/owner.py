@@ -431,9 +431,20 @@ class ObjectOwner:
         obj.progress.read_up_to(ended.read)
         obj.progress.newest_event_ms = ended.newest_event_ms
         obj.reading = False
+        self._mark_reading(obj, None)
         if ended.error is not None:
             self._fail_open(obj, ended.error, ended.in_hand, check=False)
         self._check(obj)
+
+    def _mark_reading(self, obj: _Open, index: int | None) -> None:
+        """Tell the ledger the object is no longer being decoded (its claim marked it), so
+        that only an object whose decoding kills the process is blamed for it (a mark that
+        cannot be cleared only loses that protection: logged, never fatal)."""
+        try:
+            self._settings.ledger.reading(obj.report.identity, index)
+        except Exception as exc:
+            log.warning("%s: could not mark its reading in the ledger (%s)",
+                        obj.handle.source.uri, type(exc).__name__)
 
     # ---- claiming ------------------------------------------------------------------------
 

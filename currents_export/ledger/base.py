@@ -110,6 +110,13 @@ class Ledger(Protocol):
         """Mark failed; ``permanent``: retrying cannot help (later runs skip it)."""
         ...
 
+    def reading(self, object_id: str, index: int | None) -> None:
+        """Mark that the object is being decoded from record ``index`` (None: it no longer
+        is: its reading ended, however). A claim that finds the mark of an owner that ended
+        with no checkpoint past ``index`` counts a death; at ``MAX_READ_DEATHS`` the claim
+        fails the object permanently and raises ``DiedReading``."""
+        ...
+
     def release(self, object_id: str, owner: str) -> bool:
         """Free the lease ``owner`` (known to be dead: a worker process that died) holds on
         the object, so another owner claims it at once; True when it held it."""
@@ -134,3 +141,19 @@ class Ledger(Protocol):
 
     def close(self) -> None: ...
 
+
+MAX_READ_DEATHS = 3  # deaths while decoding an object, without progress, before it fails
+
+
+def read_deaths(marked_from: int, deaths: int, next_index: int) -> int:
+    """The deaths counted once a claim finds the mark ``marked_from`` (-1: none) left by an
+    owner that ended: one more when no checkpoint went past it, none when one did."""
+    if marked_from < 0:
+        return deaths
+    return deaths + 1 if next_index <= marked_from else 0
+
+
+def died_reading(object_id: str, deaths: int, index: int) -> str:
+    return (f"{object_id}: the process ended {deaths} times while decoding it, never past "
+            f"record {index} (it may crash the decoder); failed permanently: see "
+            "`currents-export status`, `--retry-failed` tries it again")

@@ -37,8 +37,22 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
-from currents_export.errors import AlreadyDone, LeaseHeld, LeaseLost, LedgerConfigError
-from currents_export.ledger.base import Destination, ObjectState, Resume, records_delivery
+from currents_export.errors import (
+    AlreadyDone,
+    DiedReading,
+    LeaseHeld,
+    LeaseLost,
+    LedgerConfigError,
+)
+from currents_export.ledger.base import (
+    MAX_READ_DEATHS,
+    Destination,
+    ObjectState,
+    Resume,
+    died_reading,
+    read_deaths,
+    records_delivery,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -206,6 +220,9 @@ class DynamoDbLedger:
         sets = ("#state = :progress, lease_owner = :me, lease_until = :until, updated_at = :now,"
                 " started_at = :now")
         removes = "#error, expires_at, finished_at, #permanent"
+        # Marked read from its checkpoint: the reader starts at once (``reading``).
+        sets += (", reading_from = :zero" if restart
+                 else ", reading_from = if_not_exists(next_index, :zero)")
         values = {":done": _s(DONE), ":progress": _s(IN_PROGRESS), ":me": _s(self.owner),
                   ":now": _n(now), ":until": _n(now + self.lease_s), ":one": _n(1)}
         names = {"#state": "state", "#error": "error", "#permanent": "permanent"}
@@ -213,10 +230,10 @@ class DynamoDbLedger:
             sets += ", #location = :location"
             values[":location"] = _s(location)
             names["#location"] = "location"
+        values[":zero"] = _n(0)
         if restart:  # from the start: drop the checkpoint
             sets += ", next_index = :zero"
             removes += ", figures"
-            values[":zero"] = _n(0)
         claimed, item = self._update(
             object_id, f"SET {sets} ADD attempts :one REMOVE {removes}",
             _CLAIM_AGAIN if restart else _CLAIM, values, names, return_old=True,
@@ -227,6 +244,16 @@ class DynamoDbLedger:
             raise LeaseHeld(object_id, str(item.get("lease_owner", "?")),
                             float(item.get("lease_until", 0)))
         next_index, figures = int(item.get("next_index", 0)), item.get("figures")
+        marked, before = int(item.get("reading_from", -1)), int(item.get("read_deaths", 0))
+        deaths = 0 if restart or item.get("state") == DONE else read_deaths(
+            marked, before, next_index)
+        if deaths >= MAX_READ_DEATHS:
+            error = died_reading(object_id, deaths, marked)
+            self.fail(object_id, error, permanent=True)
+            raise DiedReading(error)
+        if deaths != before:
+            self._update(object_id, "SET read_deaths = :n", "lease_owner = :me",
+                         {":n": _n(deaths), ":me": _s(self.owner)}, {})
         if restart or item.get("state") == DONE or next_index <= 0 or not figures:
             return None
         return Resume(next_index=next_index, figures=orjson.loads(figures))
@@ -308,7 +335,8 @@ class DynamoDbLedger:
         now = self._clock()
         update = "SET #state = :state, figures = :figures, finished_at = :now, updated_at = :now"
         values = {":state": _s(DONE), ":figures": _s(orjson.dumps(figures).decode())}
-        self._finish(object_id, now, update + self._ttl(now, values) + " REMOVE lease_until",
+        self._finish(object_id, now, update + self._ttl(now, values)
+                     + " REMOVE lease_until, reading_from, read_deaths",
                      values, {"#state": "state"})
         self._mark_recorded()
 
@@ -328,8 +356,16 @@ class DynamoDbLedger:
                   " lease_until = :zero, updated_at = :now, finished_at = :now")
         values = {":state": _s(FAILED), ":error": _s(error[:MAX_ERROR_CHARS]), ":zero": _n(0),
                   ":permanent": {"BOOL": permanent}}
-        self._finish(object_id, now, update + self._ttl(now, values), values,
-                     {"#state": "state", "#error": "error", "#permanent": "permanent"})
+        self._finish(object_id, now,
+                     update + self._ttl(now, values) + " REMOVE reading_from, read_deaths",
+                     values, {"#state": "state", "#error": "error", "#permanent": "permanent"})
+
+    def reading(self, object_id: str, index: int | None) -> None:
+        if index is None:  # its reading ended: the deaths before it no longer count
+            update, values = "REMOVE reading_from, read_deaths", {":me": _s(self.owner)}
+        else:
+            update, values = "SET reading_from = :i", {":i": _n(index), ":me": _s(self.owner)}
+        self._update(object_id, update, "lease_owner = :me", values, {})
 
     def release(self, object_id: str, owner: str) -> bool:
         """Free the lease ``owner`` holds on the object, when ``owner`` is known to be dead

@@ -42,6 +42,9 @@ class NoLedger:
     def fail(self, object_id: str, error: str, *, permanent: bool = False) -> None:
         pass
 
+    def reading(self, object_id: str, index: int | None) -> None:
+        return None
+
     def release(self, object_id: str, owner: str) -> bool:
         return False
 

@@ -36,13 +36,16 @@ from typing import Any
 import orjson
 
 from currents_export.currents.keys import currents_identity
-from currents_export.errors import AlreadyDone, LeaseHeld, LeaseLost
+from currents_export.errors import AlreadyDone, DiedReading, LeaseHeld, LeaseLost
 from currents_export.ledger.base import (
     DONE,
     IN_PROGRESS,
+    MAX_READ_DEATHS,
     Destination,
     ObjectState,
     Resume,
+    died_reading,
+    read_deaths,
     records_delivery,
 )
 from currents_export.support.privatefiles import (
@@ -87,6 +90,8 @@ _ADDED_COLUMNS = {
     "finished_at": "finished_at REAL",
     "lease_owner": "lease_owner TEXT",  # who holds the object while it is in progress
     "lease_until": "lease_until REAL",  # until when (time.time()); renewed by checkpoints
+    "reading_from": "reading_from INTEGER NOT NULL DEFAULT -1",  # see Ledger.reading
+    "read_deaths": "read_deaths INTEGER NOT NULL DEFAULT 0",
 }
 LEASE_S = 960.0  # as the DynamoDB ledger's
 _STATE_COLUMNS = ("object_id, status, permanent, error, location, attempts, next_index, "
@@ -167,38 +172,69 @@ class SqliteLedger:
             if legacy_id is not None and legacy_id != object_id:
                 self._adopt(object_id, legacy_id)
             row = self._db.execute(
-                """SELECT status, next_index, figures, lease_owner, lease_until
+                """SELECT status, next_index, figures, lease_owner, lease_until, reading_from,
+                          read_deaths
                    FROM objects WHERE object_id = ?""",
                 (object_id,),
             ).fetchone()
             now = self._clock()
             resume = None
+            deaths = 0
             if row is not None:
-                status, next_index, figures, owner, until = row
+                status, next_index, figures, owner, until, marked, deaths = row
                 if status == DONE and not restart:
                     raise AlreadyDone(object_id)
                 if status == IN_PROGRESS and self._held_by_another(owner, until, now):
                     raise LeaseHeld(object_id, owner, float(until))
+                deaths = 0 if restart else read_deaths(marked, deaths, next_index)
+                if deaths >= MAX_READ_DEATHS:
+                    error = died_reading(object_id, deaths, marked)
+                    self._db.execute(
+                        """UPDATE objects SET status = 'failed', error = ?, permanent = 1,
+                               updated_at = ?, finished_at = ?, lease_until = NULL,
+                               reading_from = -1, read_deaths = ?
+                           WHERE object_id = ?""", (error, now, now, deaths, object_id))
                 if not restart and status != DONE and next_index > 0 and figures:
                     resume = Resume(next_index=next_index, figures=orjson.loads(figures))
-            keep_index = resume.next_index if resume else 0
-            keep_figures = orjson.dumps(resume.figures).decode() if resume else None
-            self._db.execute(
-                """INSERT INTO objects (object_id, status, attempts, next_index, figures,
-                                        started_at, updated_at, location, lease_owner,
-                                        lease_until)
-                   VALUES (?, 'in_progress', 1, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (object_id) DO UPDATE SET status = 'in_progress',
-                       attempts = attempts + 1, next_index = excluded.next_index,
-                       figures = excluded.figures, error = NULL, permanent = 0,
-                       finished_at = NULL, started_at = excluded.started_at,
-                       updated_at = excluded.updated_at,
-                       location = COALESCE(excluded.location, location),
-                       lease_owner = excluded.lease_owner, lease_until = excluded.lease_until""",
-                (object_id, keep_index, keep_figures, now, now, location, self.owner,
-                 now + self.lease_s),
-            )
+            if deaths < MAX_READ_DEATHS:
+                self._claim(object_id, resume, location, now, deaths)
+        if deaths >= MAX_READ_DEATHS:
+            raise DiedReading(died_reading(object_id, deaths, -1 if row is None else row[5]))
         return resume
+
+    def _claim(self, object_id: str, resume: Resume | None, location: str | None,
+               now: float, deaths: int) -> None:
+        """Take the lease (in ``begin``'s transaction), keeping ``resume``'s checkpoint, and
+        mark the object read from there (the reader starts at once; ``reading``)."""
+        keep_index = resume.next_index if resume else 0
+        keep_figures = orjson.dumps(resume.figures).decode() if resume else None
+        self._db.execute(
+            """INSERT INTO objects (object_id, status, attempts, next_index, figures,
+                                    started_at, updated_at, location, lease_owner,
+                                    lease_until, read_deaths, reading_from)
+               VALUES (?, 'in_progress', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (object_id) DO UPDATE SET status = 'in_progress',
+                   attempts = attempts + 1, next_index = excluded.next_index,
+                   figures = excluded.figures, error = NULL, permanent = 0,
+                   finished_at = NULL, started_at = excluded.started_at,
+                   updated_at = excluded.updated_at,
+                   location = COALESCE(excluded.location, location),
+                   lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,
+                   reading_from = excluded.next_index, read_deaths = excluded.read_deaths""",
+            (object_id, keep_index, keep_figures, now, now, location, self.owner,
+             now + self.lease_s, deaths, keep_index),
+        )
+
+    def reading(self, object_id: str, index: int | None) -> None:
+        with self._lock:
+            if index is None:  # its reading ended: the deaths before it no longer count
+                self._db.execute("UPDATE objects SET reading_from = -1, read_deaths = 0 "
+                                 "WHERE object_id = ? AND lease_owner = ?",
+                                 (object_id, self.owner))
+            else:
+                self._db.execute("UPDATE objects SET reading_from = ? "
+                                 "WHERE object_id = ? AND lease_owner = ?",
+                                 (index, object_id, self.owner))
 
     def save_progress(self, object_id: str, next_index: int, figures: dict[str, Any]) -> None:
         """Save a checkpoint and extend the lease (LeaseLost once another owner has it; a
@@ -218,7 +254,8 @@ class SqliteLedger:
         self._fenced(
             object_id,
             """UPDATE objects SET status = 'done', figures = ?, error = NULL, permanent = 0,
-                   updated_at = ?, finished_at = ?, lease_until = NULL
+                   updated_at = ?, finished_at = ?, lease_until = NULL, reading_from = -1,
+                   read_deaths = 0
                WHERE object_id = ?""",
             (orjson.dumps(figures).decode(), now, now, object_id),
             progress=True,
@@ -230,7 +267,7 @@ class SqliteLedger:
         self._fenced(
             object_id,
             """UPDATE objects SET status = 'failed', error = ?, permanent = ?, updated_at = ?,
-                   finished_at = ?, lease_until = NULL
+                   finished_at = ?, lease_until = NULL, reading_from = -1, read_deaths = 0
                WHERE object_id = ?""",
             (error, int(permanent), now, now, object_id),
         )

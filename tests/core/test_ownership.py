@@ -13,7 +13,7 @@ from pathlib import Path
 
 import currents_export
 
-LEDGER_WRITES = {"begin", "save_progress", "complete", "fail", "release"}
+LEDGER_WRITES = {"begin", "save_progress", "complete", "fail", "release", "reading"}
 DEAD_LETTER_WRITES = {"write", "flush"}
 OWNER = "core/owner.py"
 # module → the writing methods it may call, and why

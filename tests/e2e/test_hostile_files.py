@@ -694,3 +694,49 @@ def test_a_record_over_a_mebibyte_is_dead_lettered_without_its_body(
     entry = orjson.loads(line)
     assert (entry["record_index"], entry["record"], entry["event"]) == (2, None, None)
     assert "bytes once mapped" in entry["detail"]
+
+
+# What the schema checks cannot foresee: a file whose decoding kills the process anyway. Here
+# a stand-in kills it (SIGKILL) as soon as a file named "poison" starts being decoded.
+KILLER = """
+import os, signal, sys
+import currents_export.currents.reader as reader
+original = reader._guarded
+def guarded(avro_reader, name):
+    if "poison" in name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    yield from original(avro_reader, name)
+reader._guarded = guarded
+from currents_export.cli import main
+sys.argv[0] = "currents-export"
+main()
+"""
+
+
+def test_an_object_that_kills_every_run_is_failed_for_good_after_three(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    root = tmp_path / "bucket"
+    good = generate_fixtures(root, events_per_type=20, event_types=[EVENT_TYPE],
+                             files_per_type=1, seed=8)
+    poison = good[0].path.parent / "poison+0+0000000009.avro"
+    poison.write_bytes(good[0].path.read_bytes())
+    command = [sys.executable, "-c", KILLER, "replay", str(root), "--workers", "1",
+               "--amplitude-url", emulator.url, "--state", str(tmp_path / "state.sqlite"),
+               "--dead-letter", str(tmp_path / "dl"), "--summary-json",
+               str(tmp_path / "summary.json")]
+    env = {**os.environ, "AMPLITUDE_API_KEY": API_KEY}
+
+    runs = [subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+            for _ in range(4)]
+
+    assert [run.returncode for run in runs[:3]] == [-9] * 3  # killed while decoding it
+    assert runs[3].returncode == 1, runs[3].stderr  # the fourth run: it failed for good
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    [failure] = summary["failures"]
+    assert failure["object"].endswith("poison+0+0000000009.avro") and not failure["retryable"]
+    assert "ended 3 times while decoding it" in failure["error"]
+    assert summary["objects_done"] + summary["objects_already_done"] == 1  # the good one
+    assert summary["objects_failed_permanently"] == 1
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0, again.stderr  # later runs skip it

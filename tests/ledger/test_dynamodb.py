@@ -28,6 +28,7 @@ from tests.support.ledgers import (
     IDENTITY,
     LEGACY,
     ledger_contract,
+    read_deaths_contract,
 )
 
 TABLE = "ledger"
@@ -544,3 +545,18 @@ def test_a_dynamodb_ledger_is_bound_by_its_first_run_and_refuses_another_key(
     assert "another-key-67890" not in result.output and "k12345" not in result.output
     assert len(emulator.requests_log()) == requests
     assert ledger(table, "reader", Clock()).destination() == bound
+
+
+def test_dynamodb_an_object_that_kills_the_process_while_decoding_fails_for_good(
+    table: str,
+) -> None:
+    clock = Clock()
+    made = 0
+
+    def next_owner() -> DynamoDbLedger:  # each a lease later than the last: the last one died
+        nonlocal made
+        made += 1
+        clock.now += LEASE_S + 1
+        return ledger(table, f"invocation-{made}", clock)
+
+    read_deaths_contract(next_owner)

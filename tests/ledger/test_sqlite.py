@@ -25,6 +25,7 @@ from tests.support.ledgers import (
     IDENTITY,
     LEGACY,
     ledger_contract,
+    read_deaths_contract,
 )
 from tests.support.runs import replay
 
@@ -310,3 +311,20 @@ def test_sqlite_leases_are_added_to_an_old_file_whose_rows_stay_free(tmp_path: P
     row = ledger.status(IDENTITY)
     assert row is not None and row["lease_owner"] == ledger.owner and row["attempts"] == 2
     ledger.close()
+
+
+def test_sqlite_an_object_that_kills_the_process_while_decoding_fails_for_good(
+    tmp_path: Path,
+) -> None:
+    opened: list[SqliteLedger] = []
+
+    def next_owner() -> SqliteLedger:  # each a lease later than the last: the last one died
+        at = 1_800_000_000.0 + 2_000 * len(opened)
+        owner = SqliteLedger(tmp_path / "state.sqlite", owner=f"gone-{len(opened)}",
+                             clock=lambda: at)
+        opened.append(owner)
+        return owner
+
+    read_deaths_contract(next_owner)
+    for owner in opened:
+        owner.close()

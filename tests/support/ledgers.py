@@ -3,6 +3,11 @@ failures and the listing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
+
+from currents_export.errors import DiedReading
 from currents_export.ledger import Ledger, ObjectState, Resume
 
 IDENTITY = "currents:event_type=users.behaviors.CustomEvent/date=2026-01-01-00/1/a/f+0+1.avro"
@@ -75,3 +80,38 @@ def ledger_contract(ledger: Ledger) -> None:
     assert set(listed) == {DONE_LEGACY, IDENTITY, DONE_IDENTITY, BROKEN}
     assert listed[IDENTITY] == ledger.state(IDENTITY)
     assert all(isinstance(state, ObjectState) for state in listed.values())
+
+
+def read_deaths_contract(owners: Callable[[], Ledger]) -> None:
+    """What both ledgers do when the process dies while decoding an object: ``owners()``
+    gives the ledger of a new owner each time, able to take over the leases of the ones
+    before (they died)."""
+    poison, resumed, cleanly = "s3://b/poison.avro", "s3://b/resumed.avro", "s3://b/ok.avro"
+    for _ in range(2):  # dies while decoding from record 0, twice
+        first = owners()
+        first.begin(poison)
+        first.reading(poison, 0)
+    for _ in range(2):  # dies while decoding, but after checkpoints past its mark: no count
+        owner = owners()
+        owner.begin(resumed)
+        owner.reading(resumed, 0)
+        owner.save_progress(resumed, 100, {"records": 100})
+    for _ in range(4):  # reading ends cleanly each time (an interrupted run): no count
+        owner = owners()
+        owner.begin(cleanly)
+        owner.reading(cleanly, 0)
+        owner.reading(cleanly, None)
+
+    third = owners()
+    third.begin(poison)  # the third claim: two deaths so far
+    third.reading(poison, 0)
+    with pytest.raises(DiedReading, match="ended 3 times while decoding it, never past record 0"):
+        owners().begin(poison)
+    state = third.state(poison)
+    assert state is not None and state.status == "failed" and state.permanent
+    assert "--retry-failed" in (state.error or "")
+    # --retry-failed (a restart) tries it again from nothing.
+    assert owners().begin(poison, restart=True) is None
+
+    assert owners().begin(resumed) is not None  # not failed: it got past its mark
+    assert owners().begin(cleanly) is None
