@@ -30,8 +30,10 @@ The bottom layer: it imports nothing of ours, so every module may import it.
     │   │   └── IncompleteObject ....... ends early (being copied, or truncated)
     │   ├── PermanentObjectError ..... failed in the ledger, skipped unless --retry-failed;
     │   │   │                          the Lambda reports it handled (dead letter, metric)
-    │   │   └── UnreadableObject ....... not Avro, corrupt, a refused codec, a block over
-    │   │                                the cap, records overwhelmingly unusable
+    │   │   ├── UnreadableObject ....... not Avro, corrupt, a refused codec, a block over
+    │   │   │                            the cap, a recursive or too deep schema, records
+    │   │   │                            overwhelmingly unusable
+    │   │   └── DiedReading ............ its decoding ended the process three times
     │   ├── S3ReadError (O) .......... GetObject failed; retryable unless the key is gone
     │   ├── LeaseError ............... the ledger gives the object to another worker
     │   │   ├── LeaseHeld .............. its lease is live: failed here, retried later
