@@ -4,6 +4,7 @@ accept the same names, give the same defaults, and say where a bad value came fr
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,6 @@ def test_command_line_beats_environment_beats_file_beats_default(tmp_path: Path)
     ({}, "\n\nlanes = 65\n", "line 3: 65 is above the maximum 64"),
     ({}, "lanes = \"four\"\n", "line 1: 'four' is not a whole number (option --lanes)"),
     ({}, "lane = 4\n", "line 1: unknown key 'lane'; known keys for 'replay': amplitude_url, api,"),
-    ({}, "deadline_margin_s = 4\n", "line 1: 'deadline_margin_s' does not apply to 'replay'"),
     ({}, "profile = \"plain\"\n[mapping]\nprofile = \"braze\"\n",
      "line 1: profile is also set in [mapping]; keep one"),
     ({}, "lanes = [", "not valid TOML"),
@@ -309,3 +309,64 @@ def test_the_rebind_option_is_off_by_default_and_reaches_every_place_that_writes
     # redrive keeps no ledger; status only reads one
     assert "rebind_destination" not in {o.name for o in options_for("redrive")}
     assert "rebind_destination" not in {o.name for o in options_for("status")}
+
+
+ONE_FILE = """\
+lanes = 4
+api = "http"
+max_events_per_second = 900
+state = "state.sqlite"
+dead_letter = "dead-letter"
+deadline_margin_s = 30
+[mapping]
+profile = "plain"
+[deletions]
+grace_period_s = 3600
+"""
+
+
+@pytest.mark.parametrize("place", COMMANDS)
+def test_one_config_file_serves_every_command(
+    place: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "currents-export.toml"
+    config.write_text(ONE_FILE)
+    with caplog.at_level("INFO", logger="currents_export.settings"):
+        settings = load_settings(place, environ={"CURRENTS_EXPORT_CONFIG": str(config)})
+    mine = {option.name for option in options_for(place)}
+    if "lanes" in mine:
+        assert settings.lanes == 4 and settings.origin("lanes").endswith("line 1")
+    if "state" in mine:
+        assert settings.state == "state.sqlite"
+    ignored = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+    assert any("'deadline_margin_s' is not for" in line for line in ignored)  # the Lambda's
+    if "lanes" not in mine:
+        assert any("'lanes' is not for" in line for line in ignored)
+
+
+def test_an_unknown_key_is_still_an_error_for_every_command(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("lanes = 4\nlane = 4\n")
+    for place in COMMANDS:
+        with pytest.raises(SettingsError, match="line 2: unknown key 'lane'"):
+            load_settings(place, environ={"CURRENTS_EXPORT_CONFIG": str(config)})
+
+
+def test_the_working_directorys_file_is_read_by_default_only_when_it_is_the_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings("replay", environ={}).lanes != 4  # none there: the defaults
+    config = tmp_path / "currents-export.toml"
+    config.write_text("lanes = 4\n")
+    os.chmod(config, 0o644)
+    settings = load_settings("replay", environ={})
+    assert settings.lanes == 4 and settings.config == "currents-export.toml"
+    assert load_settings("status", environ={}).config == "currents-export.toml"
+    explicit = tmp_path / "other.toml"
+    explicit.write_text("lanes = 2\n")
+    assert load_settings("replay", flags={"config": str(explicit)}, environ={}).lanes == 2
+    os.chmod(config, 0o664)  # others (its group) can write it: it could redirect the data
+    with pytest.raises(SettingsError, match=r"others can write it.*chmod go-w"):
+        load_settings("replay", environ={})
+    assert aws_lambda.lambda_settings(LAMBDA_REQUIRED).config is None  # never the Lambda's

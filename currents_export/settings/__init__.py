@@ -10,6 +10,8 @@ remembers where it came from, so a problem names the flag, the variable, or the 
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +26,8 @@ from currents_export.mapping import MappingOptions
 from currents_export.settings.deletions import DeletionOptions, deletion_options
 from currents_export.settings.mapping import mapping_options
 from currents_export.support.redact import without_credentials
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "CURRENTS_EXPORT_"
 _URL_OPTIONS = frozenset({"amplitude_url", "privacy_url", "s3_endpoint_url"})
@@ -196,6 +200,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 OPTION = {option.name: option for option in OPTIONS}
 CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
+DEFAULT_CONFIG = "currents-export.toml"  # read from the working directory when present
 _DYNAMODB = "dynamodb://"
 
 
@@ -296,13 +301,14 @@ def load_settings(
     origins: dict[str, str] = {}
 
     config_flag = flags.pop("config", None)
-    config_path = config_flag or environ.get(CONFIG_VARIABLE) or None
+    config_path = config_flag or environ.get(CONFIG_VARIABLE) or _default_config(place)
     file_values: dict[str, tuple[Any, str]] = {}
     mapping = MappingOptions()
     mapping_given: dict[str, Any] = {}
     deletions = DeletionOptions()
     if config_path:
-        config_origin = "--config" if config_flag else CONFIG_VARIABLE
+        config_origin = ("--config" if config_flag else CONFIG_VARIABLE
+                         if environ.get(CONFIG_VARIABLE) else "the working directory's")
         file_values, mapping, mapping_given, deletions = _read_file(
             place, config_path, known, environ_for_mapping or environ, config_origin)
 
@@ -450,15 +456,34 @@ def _read_file(
         name = key.replace("-", "_")
         where = f"{path} line {_line(lines, key)}"
         if name not in known:
-            elsewhere = name in OPTION
-            hint = (f"{key!r} does not apply to {_place_name(place)}" if elsewhere
-                    else f"unknown key {key!r}")
-            raise SettingsError(f"{where}: {hint}; known keys for {_place_name(place)}: "
-                                f"{', '.join(sorted(known))}")
+            if name in OPTION:  # another command's: one file serves every command
+                log.info("%s: %r is not for %s: ignored", where, key, _place_name(place))
+                continue
+            raise SettingsError(f"{where}: unknown key {key!r}; known keys for "
+                                f"{_place_name(place)}: {', '.join(sorted(known))}")
         if name in mapping_given:
             raise SettingsError(f"{where}: {key} is also set in [mapping]; keep one")
         values[name] = (value, where)
     return values, mapping, mapping_given, deletions
+
+
+def _default_config(place: str) -> str | None:
+    """``currents-export.toml`` in the working directory, when there is one (not for the
+    Lambda): only a file the user owns and no one else can write, since it can say where
+    the API key is read from and where data goes."""
+    path = Path(DEFAULT_CONFIG)
+    if place == LAMBDA or not path.exists():
+        return None
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        reason = "it belongs to another user"
+    elif info.st_mode & 0o022:
+        reason = "others can write it"
+    else:
+        return DEFAULT_CONFIG
+    raise SettingsError(f"{DEFAULT_CONFIG} (read by default from the working directory): "
+                        f"{reason}, and it can say where data and keys go; make it yours "
+                        f"and chmod go-w {DEFAULT_CONFIG}, or pass --config explicitly")
 
 
 def _place_name(place: str) -> str:
