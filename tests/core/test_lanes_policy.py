@@ -23,7 +23,14 @@ from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.core.lanes import Lanes
 from currents_export.errors import AmplitudeSetupError, DeliveryFailed
-from tests.support.fake_amplitude import API_KEY, URL, FakeAmplitude, VirtualTime, status
+from tests.support.fake_amplitude import (
+    API_KEY,
+    URL,
+    DedupingAmplitude,
+    FakeAmplitude,
+    VirtualTime,
+    status,
+)
 from tests.support.lane_events import in_lane, per_id_order, workload
 from tests.support.sinks import RecordingSink
 
@@ -384,29 +391,6 @@ class RepeatsSink(RecordingSink[str]):
         with self._reports_lock:
             self.reports.append((len(refs), repeats_dropped))
         super().delivered(refs)
-
-
-class DedupingAmplitude:
-    """A ``FakeAmplitude`` rule: an Amplitude that keeps each insert_id once and whose
-    ``events_ingested`` counts only the events it had not stored yet; the first request
-    holding one of ``fail_after_store`` is stored, then answered 500."""
-
-    def __init__(self, fail_after_store: set[str]) -> None:
-        self.fail_after_store = set(fail_after_store)
-        self.lock = threading.Lock()
-        self.stored: list[str] = []
-        self.faulted: list[int] = []  # the size of each request answered 500 after storing
-
-    def __call__(self, events: list[dict[str, Any]]) -> httpx.Response:
-        ids = [event["insert_id"] for event in events]
-        with self.lock:
-            new = [i for i in ids if i not in self.stored]
-            self.stored.extend(new)
-            if self.fail_after_store & set(ids):
-                self.fail_after_store -= set(ids)
-                self.faulted.append(len(ids))
-                return status(500, error="Internal Server Error")
-        return httpx.Response(200, json={"code": 200, "events_ingested": len(new)})
 
 
 def test_a_retry_amplitude_answers_short_is_delivered_and_its_repeats_counted(

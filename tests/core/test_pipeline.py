@@ -10,7 +10,6 @@ letter and the ledger.
 from __future__ import annotations
 
 import random
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +34,14 @@ from currents_export.ledger import NoLedger, SqliteLedger
 from currents_export.ledger.base import Ledger
 from currents_export.sources import SourceObject, find_local_objects
 from currents_export.stopping import Stop
-from tests.support.fake_amplitude import API_KEY, URL, FakeAmplitude, VirtualTime, status
+from tests.support.fake_amplitude import (
+    API_KEY,
+    URL,
+    DedupingAmplitude,
+    FakeAmplitude,
+    VirtualTime,
+    status,
+)
 
 EVENT_TYPES = [
     "users.behaviors.CustomEvent",
@@ -339,29 +345,6 @@ def test_events_left_unanswered_fail_their_object_and_only_it(
 
 
 # ---- repeats Amplitude dropped ----------------------------------------------------------------
-
-
-class DedupingAmplitude:
-    """A ``FakeAmplitude`` rule: an Amplitude that keeps each insert_id once and counts only
-    the events it had not stored yet in ``events_ingested``; the first request holding one
-    of ``fail_after_store`` is stored, then answered 500 (so its retry repeats it all)."""
-
-    def __init__(self, fail_after_store: set[str]) -> None:
-        self.fail_after_store = set(fail_after_store)
-        self.lock = threading.Lock()
-        self.stored: list[str] = []
-        self.faulted: list[int] = []  # the size of each request answered 500 after storing
-
-    def __call__(self, events: list[dict[str, Any]]) -> httpx.Response:
-        ids = [event["insert_id"] for event in events]
-        with self.lock:
-            new = [i for i in ids if i not in self.stored]
-            self.stored.extend(new)
-            if self.fail_after_store & set(ids):
-                self.fail_after_store -= set(ids)
-                self.faulted.append(len(ids))
-                return status(500, error="Internal Server Error")
-        return httpx.Response(200, json={"code": 200, "events_ingested": len(new)})
 
 
 def test_repeats_amplitude_dropped_are_delivered_and_shared_among_the_objects(

@@ -107,3 +107,28 @@ class VirtualTime:
         with self._lock:
             self.sleeps.append(seconds)
             self.now += seconds
+
+
+class DedupingAmplitude:
+    """A ``FakeAmplitude`` rule: an Amplitude that keeps each insert_id once and counts only
+    the events it had not stored yet in ``events_ingested``; the first request holding one
+    of ``fail_after_store`` is stored, then answered 500 (so its retry repeats it all)."""
+
+    def __init__(self, fail_after_store: set[str]) -> None:
+        self.fail_after_store = set(fail_after_store)
+        self.lock = threading.Lock()
+        self.stored: list[str] = []  # in arrival order
+        self._seen: set[str] = set()
+        self.faulted: list[int] = []  # the size of each request answered 500 after storing
+
+    def __call__(self, events: list[dict[str, Any]]) -> httpx.Response:
+        ids = [event["insert_id"] for event in events]
+        with self.lock:
+            new = [i for i in ids if i not in self._seen]
+            self._seen.update(new)
+            self.stored.extend(new)
+            if self.fail_after_store & set(ids):
+                self.fail_after_store -= set(ids)
+                self.faulted.append(len(ids))
+                return status(500, error="Internal Server Error")
+        return httpx.Response(200, json={"code": 200, "events_ingested": len(new)})
