@@ -6,7 +6,9 @@ resets, unverified 200s, project-wide 429s — from any lane, with no success in
 the circuit opens: one request at a time probes at the backoff while the others wait, and
 the first answer closes it again. The retry horizon counts from the first failure after
 the last success, for the run as a whole: an outage costs the run one horizon, not one per
-object. Past it every request raises ``AmplitudeUnavailable`` at once.
+object. A backoff that would pass the horizon is cut to what is left, so the last probe goes
+at the horizon; when it fails too, the run gives up: every request then raises
+``AmplitudeUnavailable`` at once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from currents_export.stopping import Stop
 
 _POLL_S = 0.2  # how often a waiting request looks again (a probe of another lane)
 _GIVE_UP_CHECK_S = 1.0  # how soon a long wait notices that another lane gave up
+REACHED_S = 0.001  # this close to the horizon, it is reached (no wait of rounding errors)
 
 
 class Circuit:
@@ -68,11 +71,11 @@ class Circuit:
         """Wait until a request may go; True when it goes as the circuit's probe.
 
         Raises ``SendInterrupted`` when the run is stopping and ``AmplitudeUnavailable`` once
-        Amplitude has been failing for longer than the horizon.
+        the run gave up on Amplitude (a failure at or past the horizon).
         """
         while True:
             with self._lock:
-                self._raise_if_over()
+                self._raise_if_ended()
                 wait = self._paused_until - self._clock()
                 if wait <= 0:
                     if self._failures < self.threshold:
@@ -88,16 +91,10 @@ class Circuit:
         with self._lock:
             self._probing = False
 
-    def unavailable(self) -> AmplitudeUnavailable:
-        """The error that says Amplitude has been failing, since when and with what."""
-        with self._lock:
-            return self._unavailable()
-
-    def _unavailable(self) -> AmplitudeUnavailable:  # with the lock held
+    def _unavailable(self, spent: float) -> AmplitudeUnavailable:  # with the lock held
+        """The error that says Amplitude has failed for ``spent`` s, since when and with what."""
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC",
                               time.gmtime(self._failing_since_wall or time.time()))
-        now = self._clock()
-        spent = now - (self._failing_since if self._failing_since is not None else now)
         return AmplitudeUnavailable(
             f"Amplitude ({self.host}) is unavailable since {since}: every request failed for "
             f"{spent:.0f} s (last: {self._last_problem}); the objects stay pending for the "
@@ -112,7 +109,12 @@ class Circuit:
             self._probing = False
 
     def failed(self, problem: str, attempt: int) -> float:
-        """Count a failure; return how long this request waits before trying again."""
+        """Count a failure; return how long this request waits before trying again.
+
+        Open, the run's horizon decides: a failure once Amplitude has failed for the whole
+        horizon gives up for the run (``AmplitudeUnavailable``), and a backoff is cut to
+        what is left of it. Closed (a lone failure), the request's own horizon decides.
+        """
         with self._lock:
             now = self._clock()
             self._probing = False
@@ -123,12 +125,19 @@ class Circuit:
                 self._failing_since_wall = time.time()
             delay = self.policy.delay(max(attempt, self._failures - self.threshold + 1),
                                       self._jitter())
-            if self._failures >= self.threshold:  # open: the run's horizon is what is left
-                self._raise_if_over(now + delay)
-            elif self.stop.stopped:  # a lone failure: the request's own horizon decides
-                raise self.stop.interrupted()
-            if self._failures >= self.threshold:
-                self._paused_until = max(self._paused_until, now + delay)
+            if self._failures < self.threshold:
+                if self.stop.stopped:
+                    raise self.stop.interrupted()
+                return delay
+            self._raise_if_ended()
+            spent = now - self._failing_since
+            left = self.policy.horizon_s - spent
+            if left < REACHED_S:
+                error = self._unavailable(spent)
+                self._gave_up = str(error)
+                raise error
+            delay = min(delay, left)  # the last probe goes at the horizon
+            self._paused_until = max(self._paused_until, now + delay)
             return delay
 
     def wait_before_retry(self, delay: float) -> None:
@@ -149,16 +158,9 @@ class Circuit:
             if not self.stop.sleep(min(left, _GIVE_UP_CHECK_S)):
                 return
 
-    def _raise_if_over(self, at: float | None = None) -> None:
-        """Raise when stopping, or once Amplitude failed past the horizon (at ``at``)."""
+    def _raise_if_ended(self) -> None:
+        """Raise when stopping, or once the run gave up on Amplitude (the lock held)."""
         if self.stop.stopped:
             raise self.stop.interrupted()
         if self._gave_up is not None:
             raise AmplitudeUnavailable(self._gave_up)
-        if self._failing_since is None:
-            return
-        now = self._clock()
-        if (now if at is None else at) - self._failing_since > self.policy.horizon_s:
-            error = self._unavailable()
-            self._gave_up = str(error)
-            raise error

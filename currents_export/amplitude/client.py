@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import orjson
 
 from currents_export.amplitude.api import RetryPolicy
 from currents_export.amplitude.batching import Envelope, PendingEvent
-from currents_export.amplitude.circuit import Circuit
+from currents_export.amplitude.circuit import REACHED_S, Circuit
 from currents_export.amplitude.pacing import Pacer, Turn
 from currents_export.errors import (
     AmplitudeSetupError,
@@ -57,6 +58,9 @@ class SendOutcome(Generic[Ref]):
 
     ``throttled`` events were refused with a 429 naming their user or device: the caller
     must hold them (and every later event of the same ids) for the given seconds.
+
+    ``requests``: the attempts sent; ``retries``: those after a request's first (counted
+    when sent, never when only announced).
 
     ``repeats_dropped``: of the ``delivered`` events, how many Amplitude said it did not
     ingest (its 200's ``events_ingested`` below the events sent). They are delivered all the
@@ -114,6 +118,8 @@ class AmplitudeClient:
         self.pacer = pacer or Pacer(pause_s=self.circuit.policy.project_pause_s,
                                     clock=clock, sleep=sleep)
         self.pacer.bind(self.stop)
+        self._attempts_lock = threading.Lock()
+        self._attempts = self._retried = 0  # since the last ``take_attempts``
         self._http = httpx.Client(
             timeout=self._timeout,
             transport=transport,
@@ -130,6 +136,14 @@ class AmplitudeClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def take_attempts(self) -> tuple[int, int]:
+        """Requests and retries among them sent since the last call, every send's counted
+        as it goes: those of a send that failed, or is still going, included."""
+        with self._attempts_lock:
+            taken = self._attempts, self._retried
+            self._attempts = self._retried = 0
+        return taken
 
     def send(self, events: list[PendingEvent[Ref]]) -> SendOutcome[Ref]:
         """Deliver ``events`` (one request's worth) or say why each one was refused.
@@ -275,9 +289,11 @@ class AmplitudeClient:
         None: sending paused while it waited (a project-level 429) and resumed at a rate this
         request no longer fits (the caller sends it again in pieces).
 
-        Raises DeliveryFailed past the horizon, AmplitudeUnavailable when the whole run's
-        circuit gave up, SendInterrupted when the run is stopping. Time waiting for the
-        budget (pacing) does not count toward the horizon.
+        Raises DeliveryFailed once this request has failed for the horizon, AmplitudeUnavailable
+        once the run's circuit gave up, SendInterrupted when the run is stopping. A backoff
+        that would pass the horizon is cut to what is left: the last attempt goes at the
+        horizon (or when Amplitude's pause after a project-wide 429 ends: the pause counts
+        toward the horizon; waiting for the budget, pacing, does not).
         """
         body = self.envelope.body(chunk)
         circuit, policy, pacer, clock = self.circuit, self.circuit.policy, self.pacer, self._clock
@@ -299,6 +315,12 @@ class AmplitudeClient:
                 return None
             paced += turn.paced_s
             outcome.requests += 1
+            if attempt:  # every attempt after the first is a retry (counted when it goes)
+                outcome.retries += 1
+            with self._attempts_lock:
+                self._attempts += 1
+                if attempt:
+                    self._retried += 1
             try:
                 response, problem = self._attempt(body, len(chunk))
             except BaseException:
@@ -319,17 +341,16 @@ class AmplitudeClient:
                     )
             if problem.startswith("HTTP 429"):  # the project's limit: everyone pauses
                 pacer.refused(turn, len(chunk))
-            backoff = circuit.failed(problem, attempt)
-            delay = max(backoff, pacer.pause_left())  # the pause counts toward the horizon
+            backoff = circuit.failed(problem, attempt)  # raises once the run gave up
             waited = clock() - started - paced
-            if waited + delay > policy.horizon_s:
-                if circuit.open:  # not this request alone: Amplitude is down
-                    raise circuit.unavailable()
+            left = policy.horizon_s - waited
+            if left < REACHED_S:
                 raise DeliveryFailed(
-                    f"gave up on {self.host} after {attempt} attempts over {waited:.0f}s "
+                    f"gave up on {self.host} after {attempt} attempts over {waited:.0f} s "
                     f"(last: {problem}); the object stays pending for the next run"
                 )
-            outcome.retries += 1
+            backoff = min(backoff, left)  # the last attempt goes at the horizon
+            delay = max(backoff, pacer.pause_left())
             log.warning("upload failed (%s); retry %d in %.1fs", problem, attempt, delay)
             backing_off = clock()
             circuit.wait_before_retry(backoff)  # then the pacer's turn waits out a pause

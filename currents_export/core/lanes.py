@@ -120,21 +120,20 @@ class _Shared(Generic[Ref]):
         # Ids of resolved events, for the reader to free (None: a wake-up).
         self.released: queue.SimpleQueue[list[tuple[str, ...]] | None] = queue.SimpleQueue()
         self._stats_lock = threading.Lock()
-        self.requests = 0
-        self.retries = 0
         self.repeats_dropped = 0
 
-    def count(self, requests: int, retries: int, repeats_dropped: int = 0) -> None:
-        with self._stats_lock:
-            self.requests += requests
-            self.retries += retries
-            self.repeats_dropped += repeats_dropped
+    def count(self, repeats_dropped: int) -> None:
+        if repeats_dropped:
+            with self._stats_lock:
+                self.repeats_dropped += repeats_dropped
 
     def take_stats(self) -> SendStats:
+        """Requests and retries as the client counts them, each when it is sent: a send
+        that fails, or that a stop leaves behind in flight, counts every attempt it made."""
+        requests, retries = self.client.take_attempts()
         with self._stats_lock:
-            stats = SendStats(self.requests, self.retries, self.repeats_dropped)
-            self.requests = self.retries = self.repeats_dropped = 0
-        return stats
+            repeats, self.repeats_dropped = self.repeats_dropped, 0
+        return SendStats(requests, retries, repeats)
 
     def release(self, events: list[PendingEvent[Ref]]) -> None:
         """The events are resolved (or abandoned): their ids no longer need their lane."""
@@ -585,9 +584,9 @@ class _Lane(threading.Thread, Generic[Ref]):
             delivered = list(partial.delivered) if partial is not None else []
             rejected = list(partial.rejected) if partial is not None else []
             repeats = 0
-            if isinstance(partial, SendOutcome):  # what the client counted before it failed
+            if isinstance(partial, SendOutcome):  # repeats acknowledged before it failed
                 repeats = partial.repeats_dropped
-                shared.count(partial.requests, partial.retries, repeats)
+                shared.count(repeats)
             resolved = {id(e) for e in delivered} | {id(e) for e, _, _ in rejected}
             try:
                 if delivered or rejected:
@@ -598,7 +597,7 @@ class _Lane(threading.Thread, Generic[Ref]):
         except BaseException:  # a bug: the lanes fail (run()); the events stay pending, and
             shared.release(events)  # their ids must not stay taken
             raise
-        shared.count(outcome.requests, outcome.retries, outcome.repeats_dropped)
+        shared.count(outcome.repeats_dropped)
         try:
             shared.report(outcome.delivered, outcome.rejected, outcome.repeats_dropped)
         except BaseException:  # a failing sink: the throttled ones let go of their ids too

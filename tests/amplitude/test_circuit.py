@@ -14,7 +14,8 @@ import pytest
 
 from currents_export.amplitude.api import RetryPolicy
 from currents_export.amplitude.batching import PendingEvent
-from currents_export.amplitude.client import AmplitudeClient
+from currents_export.amplitude.circuit import Circuit
+from currents_export.amplitude.client import AmplitudeClient, SendOutcome
 from currents_export.errors import AmplitudeUnavailable, SendInterrupted
 from currents_export.stopping import Stop
 
@@ -197,3 +198,145 @@ def test_a_deadline_bounds_the_request_timeout() -> None:
     assert not alive
     [error] = outcome
     assert isinstance(error, SendInterrupted) and "deadline" in str(error)
+
+
+# ---- the run's horizon, in virtual time ------------------------------------------------------
+
+
+class SteppedTime:
+    """Virtual time for ``threads`` threads: it moves only when every one of them sleeps, and
+    then to the earliest wake-up, so that threads failing "at once" fail at the same time."""
+
+    def __init__(self, threads: int) -> None:
+        self.now = 0.0
+        self._running = threads
+        self._sleepers: dict[object, float] = {}  # a sleeping thread's token → wake-up time
+        self._changed = threading.Condition()
+
+    def clock(self) -> float:
+        with self._changed:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._changed:
+            token = object()
+            self._sleepers[token] = self.now + max(0.0, seconds)
+            self._running -= 1
+            self._advance()
+            while token in self._sleepers:
+                self._changed.wait()
+
+    def done(self) -> None:
+        """A thread taking part ends."""
+        with self._changed:
+            self._running -= 1
+            self._advance()
+
+    def _advance(self) -> None:  # the lock held
+        if self._running or not self._sleepers:
+            return
+        self.now = max(self.now, min(self._sleepers.values()))
+        for token, wake in list(self._sleepers.items()):
+            if wake <= self.now:  # running again from now on (before it even wakes)
+                del self._sleepers[token]
+                self._running += 1
+        self._changed.notify_all()
+
+
+class Outage:
+    """A fake Amplitude answering 501 to everything; records when each attempt came. The
+    first ``together`` requests are answered together (all in flight at once, as lanes)."""
+
+    def __init__(self, time: SteppedTime, together: int) -> None:
+        self.time = time
+        self.attempts: list[float] = []
+        self.lock = threading.Lock()
+        self.first_wave = threading.Barrier(together)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.attempts.append(self.time.clock())
+            first = len(self.attempts) <= self.first_wave.parties
+        if first:
+            self.first_wave.wait(10)  # a guard against a hang, not a timing check
+        return httpx.Response(501, text="Not Implemented")
+
+
+def concurrent_sends(horizon_s: float, senders: int = 8) -> tuple[SteppedTime, Outage,
+                                                                  list[BaseException]]:
+    """``senders`` threads (lanes) each send one request to an outage, in virtual time."""
+    time_ = SteppedTime(senders)
+    outage = Outage(time_, senders)
+    client = AmplitudeClient("https://api2.amplitude.com/batch", "key-0123456789",
+                             transport=httpx.MockTransport(outage),
+                             retry=RetryPolicy(horizon_s=horizon_s), clock=time_.clock,
+                             sleep=time_.sleep, jitter=lambda: 0.5)
+    errors: list[BaseException] = []
+
+    def send(n: int) -> None:
+        try:
+            client.send(events(f"lane{n}"))
+        except BaseException as exc:  # collected for the assertions
+            errors.append(exc)
+        finally:
+            time_.done()
+
+    threads = [threading.Thread(target=send, args=(n,), daemon=True) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)  # a guard against a hang, not a timing check
+    client.close()
+    assert not any(thread.is_alive() for thread in threads)
+    return time_, outage, errors
+
+
+def test_eight_lanes_failing_at_once_keep_trying_until_the_horizon() -> None:
+    """Eight failures at once push the backoff (24 s) past a 20 s horizon at the first
+    failures: the wait is cut to what is left, the last attempt goes at the horizon, then
+    the run gives up, saying how long Amplitude failed."""
+    time_, outage, errors = concurrent_sends(horizon_s=20.0)
+    assert len(errors) == 8 and all(isinstance(e, AmplitudeUnavailable) for e in errors)
+    assert time_.now >= 19.0  # gave up at the horizon, not at the first failures
+    assert time_.now <= 21.0  # and not long after it
+    assert outage.attempts[:8] == [0.0] * 8
+    assert outage.attempts[8:] and outage.attempts[-1] >= 19.0  # the last attempt was made
+    assert all("every request failed for 20 s" in str(e) for e in errors)
+    counted = 0
+    for error in errors:  # every attempt is counted, retries are attempts after the first
+        assert isinstance(error, AmplitudeUnavailable)
+        partial = error.partial
+        assert isinstance(partial, SendOutcome)
+        assert partial.requests >= 1 and partial.retries == partial.requests - 1
+        counted += partial.requests
+    assert counted == len(outage.attempts)
+
+
+def test_a_long_horizon_keeps_probing_past_the_longest_backoff() -> None:
+    time_, outage, errors = concurrent_sends(horizon_s=900.0)
+    assert len(errors) == 8 and all(isinstance(e, AmplitudeUnavailable) for e in errors)
+    late = [at for at in outage.attempts if at > 60.0]
+    assert len(late) >= 10  # a probe every minute or so (60 s at most, jittered)
+    assert max(outage.attempts) == time_.now == 900.0  # the last one at the horizon
+    assert all("every request failed for 900 s" in str(e) for e in errors)
+
+
+def test_a_backoff_past_the_horizon_is_cut_and_the_failure_at_the_horizon_gives_up() -> None:
+    """The circuit alone: open, a backoff longer than what is left is cut to it; a failure
+    at the horizon gives up, and every later request is refused at once."""
+    now = [0.0]
+    circuit = Circuit(RetryPolicy(initial_delay_s=16, max_delay_s=60, horizon_s=20.0),
+                      stop=Stop(), host="api2.amplitude.com", clock=lambda: now[0],
+                      sleep=lambda s: now.__setitem__(0, now[0] + s), jitter=lambda: 0.5)
+    for _ in range(3):  # the threshold: open
+        assert circuit.admit() is False
+        delay = circuit.failed("HTTP 501", 1)
+    assert circuit.open and delay == 12.0
+    now[0] = 12.0
+    assert circuit.admit() is True  # the probe
+    assert circuit.failed("HTTP 501", 2) == 8.0  # 24 s, cut to the 8 s left
+    assert circuit.admit() is True and now[0] == 20.0  # the last probe, at the horizon
+    with pytest.raises(AmplitudeUnavailable, match="failed for 20 s"):
+        circuit.failed("HTTP 501", 3)
+    with pytest.raises(AmplitudeUnavailable, match="failed for 20 s"):
+        circuit.admit()

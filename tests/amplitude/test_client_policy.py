@@ -24,7 +24,14 @@ from currents_export.amplitude.client import (
     AmplitudeClient,
     SendOutcome,
 )
-from currents_export.errors import AmplitudeSetupError, ConfigurationError, DeliveryFailed
+from currents_export.errors import (
+    AmplitudeSetupError,
+    AmplitudeUnavailable,
+    ConfigurationError,
+    DeliveryFailed,
+    SendInterrupted,
+)
+from currents_export.stopping import Stop
 from tests.support.fake_amplitude import ack, status
 
 URL = "https://api2.amplitude.com/batch"
@@ -497,12 +504,15 @@ def test_failures_are_retried_until_the_horizon_then_the_object_stays_pending(
     message = str(info.value)
     assert "stay pending" in message and "api2.amplitude.com" in message
     assert SECRET not in message
-    # It kept trying, never waiting longer than the cap, until the next wait would have
-    # crossed the horizon: then it gave up instead of sleeping past it.
+    # It kept trying, never waiting longer than the cap, the last wait cut to what was left:
+    # the last attempt went at the horizon, then it gave up.
     assert all(0 < pause <= policy.max_delay_s for pause in slept)
-    assert policy.horizon_s - policy.max_delay_s < sum(slept) <= policy.horizon_s
+    assert sum(slept) == policy.horizon_s
+    assert "for 120 s" in message
     assert len(amplitude.requests) == len(slept) + 1
-    assert info.value.partial is not None and list(info.value.partial.delivered) == []
+    partial = info.value.partial
+    assert isinstance(partial, SendOutcome) and list(partial.delivered) == []
+    assert (partial.requests, partial.retries) == (len(amplitude.requests), len(slept))
 
 
 def test_403_is_retried_only_a_few_times(make: Any, slept: list[float]) -> None:
@@ -517,3 +527,65 @@ def test_a_403_that_clears_delivers(make: Any) -> None:
     amplitude = FakeAmplitude(status(403, error="Forbidden"))
     outcome = make(amplitude).send(events(2))
     assert refs(outcome)["delivered"] == [0, 1] and outcome.retries == 1
+
+
+# --- the horizon -------------------------------------------------------------------------
+
+
+def test_a_request_failing_alone_makes_its_last_attempt_at_its_horizon(
+    make: Any, slept: list[float]
+) -> None:
+    """Other lanes' successes keep the run's circuit closed (here: a threshold never met):
+    the request's own horizon decides, and its last backoff is cut to reach it exactly."""
+    policy = RetryPolicy(initial_delay_s=1.0, max_delay_s=4.0, horizon_s=10.0)
+    amplitude = FakeAmplitude(*[status(503)] * 50)
+    client = make(amplitude, retry=policy)
+    client.circuit.threshold = 1_000
+    with pytest.raises(DeliveryFailed) as info:
+        client.send(events(1))
+    assert not isinstance(info.value, AmplitudeUnavailable)
+    assert slept == [0.75, 1.5, 3.0, 3.0, 1.75]  # 3.0 cut to the 1.75 s left
+    assert len(amplitude.requests) == 6  # the last one at 10 s
+    assert "after 6 attempts over 10 s" in str(info.value)
+
+
+def test_amplitudes_pause_after_a_project_429_counts_toward_the_horizon(
+    make: Any, slept: list[float]
+) -> None:
+    """The pause (60 s) is longer than the horizon (20 s): the request waits it out (no
+    request may go meanwhile), tries once more, and gives up, saying how long it tried."""
+    policy = RetryPolicy(initial_delay_s=1.0, max_delay_s=4.0, horizon_s=20.0,
+                         project_pause_s=60.0)
+    amplitude = FakeAmplitude(status(429, error="Too many requests"), *[status(503)] * 50)
+    with pytest.raises(DeliveryFailed) as info:
+        make(amplitude, retry=policy).send(events(2))
+    assert len(amplitude.requests) == 2 and sum(slept) == 60.0
+    assert "after 2 attempts over 60 s" in str(info.value)
+
+
+def test_a_retry_announced_but_never_made_is_not_counted() -> None:
+    """A stop during the backoff: one attempt was made, so no retry."""
+    stop = Stop()
+    amplitude = FakeAmplitude(*[status(503)] * 5)
+    client = AmplitudeClient(URL, SECRET, transport=httpx.MockTransport(amplitude), stop=stop,
+                             sleep=lambda _: stop.request("interrupted by SIGINT"),
+                             clock=lambda: 0.0, jitter=lambda: 0.5)
+    with pytest.raises(SendInterrupted) as info:
+        client.send(events(1))
+    client.close()
+    partial = info.value.partial
+    assert isinstance(partial, SendOutcome)
+    assert len(amplitude.requests) == 1 and (partial.requests, partial.retries) == (1, 0)
+
+
+def test_the_client_counts_every_attempt_as_it_is_sent(make: Any) -> None:
+    """``take_attempts``: the requests and retries sent since the last call, those of a
+    send that failed included (the lanes' run figures; a send left in flight counts too)."""
+    policy = RetryPolicy(initial_delay_s=1.0, max_delay_s=4.0, horizon_s=10.0)
+    amplitude = FakeAmplitude(*[status(503)] * 50)
+    client = make(amplitude, retry=policy)
+    with pytest.raises(DeliveryFailed):
+        client.send(events(1))
+    failed_attempts = len(amplitude.requests)
+    assert client.take_attempts() == (failed_attempts, failed_attempts - 1)
+    assert client.take_attempts() == (0, 0)  # taken: counted once

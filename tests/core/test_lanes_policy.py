@@ -37,8 +37,9 @@ from tests.support.sinks import RecordingSink
 LIMITS = RequestLimits(max_events=20, max_body_bytes=100_000)
 HORIZON_S = 900.0
 THROTTLE_PAUSE_S = 0.05
-# One attempt, a virtual backoff of 0.75 s, a second attempt, then give up (1 s horizon).
-TINY_HORIZON = RetryPolicy(initial_delay_s=1.0, max_delay_s=4.0, horizon_s=1.0)
+# One attempt, a virtual backoff of 0.75 s, a second attempt at the 0.75 s horizon, then
+# give up (two failures: the run's circuit, which opens at three, stays closed).
+TINY_HORIZON = RetryPolicy(initial_delay_s=1.0, max_delay_s=4.0, horizon_s=0.75)
 
 
 class HeldClock:
