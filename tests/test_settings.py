@@ -64,10 +64,12 @@ def as_toml(value: Any) -> str:
 
 
 def command_of(place: str) -> click.Command:
-    """The click command of ``place`` (``deletions``: its ``submit`` subcommand)."""
-    command = cli.main.commands[place]
+    """The click command of ``place`` (``deletions``: its ``submit`` subcommand; ``deletions
+    status``: that one)."""
+    group, _, name = place.partition(" ")
+    command = cli.main.commands[group]
     if isinstance(command, click.Group):
-        command = command.commands["submit"]
+        command = command.commands[name or "submit"]
     return command
 
 

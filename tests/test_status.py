@@ -1,8 +1,13 @@
-"""`currents-export status` against a SQLite ledger and against DynamoDB (moto's server)."""
+"""`currents-export status` against a SQLite ledger and against DynamoDB (moto's server):
+one line per object that fits the terminal, --wide for everything, --json for programs."""
 
 from __future__ import annotations
 
+import os
+import pty
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from currents_export.cli import main
 from currents_export.ledger import DynamoDbLedger, Ledger, ObjectState, SqliteLedger
-from currents_export.ledger.status import age_text, counts, render_text
+from currents_export.ledger.status import age_text, counts, render_text, short_name
 
 HOUR, DAY = 3_600, 86_400
 TABLE = "ledger"
@@ -23,6 +28,13 @@ LEGACY_DONE = "/old/place/event_type=users.messages.email.Send/date=2026-01-01-0
 BROKEN = "sha256:" + "ab" * 32
 THROTTLED = "currents:event_type=users.behaviors.CustomEvent/date=2026-01-02-05/1/a/h+0+9.avro"
 RUNNING = "currents:event_type=users.behaviors.Purchase/date=2026-01-03-00/1/a/i+0+2.avro"
+# A key as Braze writes it: a long event type, its integration in the file name too.
+INTEGRATION = "dataexport.prod-01.S3.integration.5f3a1b2c3d4e5f6a7b8c9d0e"
+LONG = (f"currents:event_type=users.messages.pushnotification.InfluencedOpen/"
+        f"date=2026-01-02-05/123/b/{INTEGRATION}+11+0001234567.avro")
+LONG_ERROR = "Amplitude (api2.amplitude.com) is unavailable since 2026-01-02 05:00 UTC: " + \
+    "503 Service Unavailable, " * 20
+WIDE_HINT = "--wide: whole keys"
 
 
 def fill(ledger: Ledger) -> None:
@@ -46,12 +58,21 @@ def status(*arguments: str, env: dict[str, str] | None = None) -> Result:
 
 
 def table_rows(output: str) -> dict[str, str]:
-    """The table's lines, by the object they start with."""
+    """The wide table's lines, by the object they start with."""
     return {line.split()[0]: line for line in output.splitlines()
             if line.startswith(("currents:", "sha256:", "/"))}
 
 
+def narrow_rows(output: str) -> list[str]:
+    """The narrow table's lines, in order (from its header to the blank line after it)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("OBJECT"))
+    end = lines.index("", start)
+    return lines[start + 1 : end]
+
+
 def check_table(output: str) -> None:
+    """The wide table (today's full lines)."""
     assert "5 objects" in output
     assert "  done                           2" in output
     assert "  in progress or pending         1" in output
@@ -76,6 +97,31 @@ def check_table(output: str) -> None:
     # the columns line up: every row's status starts under STATUS
     column = header.index("STATUS")
     assert all(rows[name][column - 2 : column] == "  " for name in rows)
+
+
+def check_narrow(output: str) -> None:
+    """The default table: one line per object within 100 columns, short names, the figures
+    and the reason; no place (--wide has it)."""
+    assert all(len(line) <= 100 for line in narrow_rows(output)), output
+    assert "  failed                         2  (1 permanent, 1 retryable)" in output
+    lines = output.splitlines()
+    header = next(line for line in lines if line.startswith("OBJECT"))
+    assert header.split() == ["OBJECT", "STATUS", "TRIES", "CHANGED", "REASON"]
+    broken, throttled, running = narrow_rows(output)  # permanent, retryable, running
+    assert broken.startswith("sha256:abab") and "…" in broken.split()[0]
+    assert broken.split()[1:5] == ["permanent", "1", "2", "d"]
+    assert "not an Avro file: bad" in broken
+    assert throttled.startswith("users.behaviors.CustomEvent/…/h+0+9.avro  ")
+    assert throttled.split()[1:3] == ["retryable", "2"] and "3 h ago" in throttled
+    assert throttled.split("  ")[-1].startswith("Amplitude unreachable for")
+    assert running.startswith("users.behaviors.Purchase/…/i+0+2.avro  ")
+    assert running.split()[1:4] == ["in", "progress", "1"] and "5 min ago" in running
+    assert running.endswith(" -")
+    column = header.index("STATUS")  # the columns line up
+    assert all(row[column - 2 : column] == "  " and row[column] != " "
+               for row in (broken, throttled, running))
+    assert "s3://bucket/" not in output and "/data/" not in output
+    assert lines[-1].startswith(WIDE_HINT)
 
 
 def check_json(output: str) -> None:
@@ -115,15 +161,29 @@ def sqlite_ledger(tmp_path: Path) -> Path:
     return path
 
 
-def test_status_lists_what_is_not_done_with_reasons_places_and_ages(sqlite_ledger: Path) -> None:
+def test_status_lists_what_is_not_done_with_reasons_and_ages(sqlite_ledger: Path) -> None:
     result = status("--state", str(sqlite_ledger))
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"Ledger {sqlite_ledger}: 5 objects")
+    check_narrow(result.output)
+
+
+def test_status_wide_shows_whole_keys_places_and_reasons(sqlite_ledger: Path) -> None:
+    result = status("--state", str(sqlite_ledger), "--wide")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Ledger {sqlite_ledger}: 5 objects")
     check_table(result.output)
+    assert WIDE_HINT not in result.output
 
 
 def test_status_all_lists_the_done_objects_too(sqlite_ledger: Path) -> None:
-    result = status("--state", str(sqlite_ledger), "--all")
+    narrow = narrow_rows(status("--state", str(sqlite_ledger), "--all").output)
+    assert len(narrow) == 5
+    assert {row.split()[0] for row in narrow[3:]} == {"users.messages.email.Send/…/f+0+1.avro",
+                                                      "users.messages.email.Send/…/g.avro"}
+    done = next(row for row in narrow if "f+0+1.avro" in row)
+    assert done.split()[1:3] == ["done", "1"] and "10 d ago" in done
+    result = status("--state", str(sqlite_ledger), "--all", "--wide")
     rows = table_rows(result.output)
     assert set(rows) == {BROKEN, THROTTLED, RUNNING, DONE, LEGACY_DONE}
     assert rows[DONE].split()[1:3] == ["done", "-"] and "10 d ago" in rows[DONE]
@@ -164,7 +224,9 @@ def test_an_old_ledger_file_is_listed(tmp_path: Path) -> None:
                    (time.time() - 90,))
     result = status("--state", str(path))
     assert result.exit_code == 0
-    rows = table_rows(result.output)
+    assert [row.split() for row in narrow_rows(result.output)] == [
+        ["/b.avro", "retryable", "3", "1", "min", "ago", "boom"]]
+    rows = table_rows(status("--state", str(path), "--wide").output)
     assert set(rows) == {"/b.avro"}
     assert rows["/b.avro"].split() == ["/b.avro", "failed", "retryable", "3", "1", "min", "ago",
                                        "-", "boom"]
@@ -222,7 +284,8 @@ def test_status_of_a_dynamodb_ledger(aws: str) -> None:
     result = status("--state", f"dynamodb://{TABLE}", env=env)
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"Ledger dynamodb://{TABLE}: 5 objects")
-    check_table(result.output)
+    check_narrow(result.output)
+    check_table(status("--state", f"dynamodb://{TABLE}", "--wide", env=env).output)
     check_json(status("--state", f"dynamodb://{TABLE}", "--json", env=env).output)
     every = orjson.loads(status("--state", f"dynamodb://{TABLE}", "--json", "--all",
                                 env=env).output)
@@ -250,8 +313,105 @@ def test_rendering_is_a_function_of_the_states_and_the_time() -> None:
     state = ObjectState(object_id="sha256:00", status="failed", permanent=False,
                         error="x" * 500, location=None, attempts=4, next_index=0,
                         started_at=None, updated_at=1_000.0, finished_at=1_000.0)
-    text = render_text([state], source="mem", now=1_000.0 + 2 * HOUR)
+    text = render_text([state], source="mem", now=1_000.0 + 2 * HOUR, wide=True)
     assert counts([state])["retryable"] == 1
     line = table_rows(text)["sha256:00"]
     assert "2 h ago" in line and line.endswith("x" * 159 + "…")
+    [narrow] = narrow_rows(render_text([state], source="mem", now=1_000.0 + 2 * HOUR))
+    assert len(narrow) == 100 and narrow.startswith("sha256:00  retryable")
+    assert narrow.endswith("xxx…")
     assert render_text([], source="mem", now=0).endswith("The ledger is empty.")
+
+
+# ---- fitting a terminal ---------------------------------------------------------------------
+
+def test_short_names_keep_the_event_type_and_the_file_name() -> None:
+    assert short_name(THROTTLED) == "users.behaviors.CustomEvent/…/h+0+9.avro"
+    assert short_name(LEGACY_DONE) == "users.messages.email.Send/…/g.avro"
+    # Braze's file names repeat the integration of the folder: partition and offset stay
+    assert short_name(LONG) == "users.messages.pushnotification.InfluencedOpen/…+11+0001234567.avro"
+    assert short_name(BROKEN) == BROKEN and short_name("s3etag:0a1b") == "s3etag:0a1b"
+    assert short_name("/x/\x1b[2Jy.avro") == "/x/\\x1b[2Jy.avro"  # no terminal control
+
+
+@pytest.fixture
+def long_ledger(sqlite_ledger: Path) -> Path:
+    """The five objects, and a Braze-named one that failed with a long reason."""
+    ledger = SqliteLedger(sqlite_ledger)
+    ledger.begin(LONG, location=f"s3://bucket/{LONG.removeprefix('currents:')}")
+    ledger.fail(LONG, LONG_ERROR)
+    ledger.close()
+    return sqlite_ledger
+
+
+def test_a_braze_key_and_a_long_reason_fit_in_100_columns(long_ledger: Path) -> None:
+    result = status("--state", str(long_ledger), "--all")
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in narrow_rows(result.output)) == 100
+    row = next(row for row in narrow_rows(result.output) if "+11+0001234567.avro" in row)
+    name, rest = row.split("  ", 1)
+    assert name.startswith("users.") and name.endswith("…+11+0001234567.avro")
+    assert rest.split()[:2] == ["retryable", "1"]
+    assert "  Amplitude (api2.amplitude" in row and row.endswith("…")
+    wide = status("--state", str(long_ledger), "--all", "--wide").output
+    assert LONG in wide and max(len(line) for line in wide.splitlines()) > 300
+    every = orjson.loads(status("--state", str(long_ledger), "--json").output)
+    assert next(o for o in every["objects"] if o["object_id"] == LONG)["error"] == LONG_ERROR
+
+
+def test_the_narrow_table_fits_the_width_it_is_given(long_ledger: Path) -> None:
+    states = SqliteLedger(long_ledger)
+    try:
+        listed = list(states.objects())
+    finally:
+        states.close()
+    for width in (72, 100, 160):
+        text = render_text(listed, source="mem", show_all=True, width=width)
+        table = text[text.index("OBJECT"):].splitlines()  # header, rows, hint
+        assert max(len(line) for line in table) <= width, text
+        assert len(narrow_rows(text)) == 6
+    roomy = render_text(listed, source="mem", show_all=True, width=200)
+    assert short_name(LONG) in roomy and short_name(BROKEN) in roomy  # nothing to cut
+
+
+def test_on_a_terminal_status_fits_its_width(long_ledger: Path) -> None:
+    """A real terminal (a pseudo-terminal) of 72 columns: every line fits; the same command
+    into a pipe writes 100 columns, whatever COLUMNS says."""
+    env = {**os.environ, "COLUMNS": "72", "LINES": "40"}
+    command = [sys.executable, "-m", "currents_export", "status", "--state", str(long_ledger)]
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.run(command, stdout=terminal, stderr=subprocess.PIPE, env=env,
+                                 timeout=60, check=False)
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65_536)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(controller)
+    assert process.returncode == 0, process.stderr
+    output = b"".join(chunks).decode().replace("\r\n", "\n")
+    table = [*narrow_rows(output), *output.split("\n\n")[-1].splitlines()]  # rows, hint
+    assert len(table) == 6 and max(len(line) for line in table) <= 72, table
+    assert any("0001234567.avro  retryable" in line for line in table)  # still named
+    piped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60,
+                           check=True)
+    assert max(len(line) for line in narrow_rows(piped.stdout)) == 100
+
+
+def test_json_keeps_every_key_of_its_contract(long_ledger: Path) -> None:
+    report = orjson.loads(status("--state", str(long_ledger), "--json", "--all").output)
+    assert set(report) == {"ledger", "destination", "counts", "objects"}
+    assert set(report["counts"]) == {"objects", "done", "in_progress", "failed", "permanent",
+                                     "retryable"}
+    assert all(set(item) == {"object_id", "status", "permanent", "retryable", "attempts",
+                             "next_index", "error", "location", "started_at", "updated_at",
+                             "finished_at", "age_s", "age"} for item in report["objects"])
+    assert {item["object_id"] for item in report["objects"]} == {
+        DONE, LEGACY_DONE, BROKEN, THROTTLED, RUNNING, LONG}

@@ -11,6 +11,7 @@ to an identified user Amplitude merged it into.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -250,14 +251,19 @@ def _requests(due: list[_Due]) -> Iterator[list[tuple[_Due, list[str]]]]:
 def deletion_status(
     deletions: list[Deletion], *, grace_s: float, now: float, show_all: bool = False
 ) -> dict[str, Any]:
-    """What the store knows of deletions: counts by status and reason, and each one not
-    submitted (all of them with ``show_all``)."""
+    """What the store knows of deletions: counts by status and reason, since when the
+    oldest pending one waits (``pending_since``: when a run recorded it, epoch seconds;
+    null when none is pending), and each one not submitted (all of them with
+    ``show_all``), a pending one with its ``pending_since`` too."""
     counts = Counter(d.status for d in deletions)
     unresolved = Counter(d.reason for d in deletions if d.status == UNRESOLVED and d.reason)
     listed = [d for d in deletions if show_all or d.status != SUBMITTED]
+    oldest = min((d.recorded_at for d in deletions if d.status == PENDING), default=None)
     return {
         "deletions": len(deletions),
         "pending": counts.get(PENDING, 0),
+        "pending_since": oldest,
+        "pending_for_s": None if oldest is None else round(now - oldest, 3),
         "within_grace_period": sum(1 for d in deletions if d.status != SUBMITTED
                                    and now - d.recorded_at < grace_s),
         "submitted": counts.get(SUBMITTED, 0),
@@ -265,8 +271,17 @@ def deletion_status(
         "failed": counts.get(FAILED, 0),
         "unresolved": dict(sorted(unresolved.items())),
         "job_days": sorted({d.job_day for d in deletions if d.job_day}),
-        "items": [d.to_json() for d in listed],
+        "items": [_item(d, grace_s=grace_s, now=now) for d in listed],
     }
+
+
+def _item(deletion: Deletion, *, grace_s: float, now: float) -> dict[str, Any]:
+    pending = deletion.status == PENDING
+    return {**deletion.to_json(),
+            "pending_since": deletion.recorded_at if pending else None,
+            "pending_for_s": round(now - deletion.recorded_at, 3) if pending else None,
+            "within_grace_period": (deletion.status != SUBMITTED
+                                    and now - deletion.recorded_at < grace_s)}
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -274,12 +289,30 @@ def render_status(status: dict[str, Any]) -> str:
              f"{status['pending']} pending ({status['within_grace_period']} within the grace "
              f"period), {sum(status['unresolved'].values())} unresolved, "
              f"{status['failed']} failed"]
+    if status["pending_since"] is not None:
+        lines.append(f"  pending since {_since(status['pending_since'], status['pending_for_s'])}"
+                     ": the oldest deletion not submitted yet was recorded then")
     for reason, count in status["unresolved"].items():
         lines.append(f"  unresolved {reason}: {count} ({_EXPLAIN.get(reason, reason)})")
     if status["job_days"]:
         lines.append(f"  Amplitude job days: {', '.join(status['job_days'])}")
     for item in status["items"]:
-        detail = (f"job {item['job_day']} ({item['job_status']}), {item['user_ids']} user ids"
-                  if item["status"] == SUBMITTED else item["reason"] or "waiting to be sent")
+        if item["status"] == SUBMITTED:
+            detail = f"job {item['job_day']} ({item['job_status']}), {item['user_ids']} user ids"
+        elif item["pending_since"] is not None:
+            detail = (f"since {_since(item['pending_since'], item['pending_for_s'])}, "
+                      + ("within the grace period" if item["within_grace_period"]
+                         else item["reason"] or "waiting to be sent"))
+        else:
+            detail = item["reason"] or "waiting to be sent"
         lines.append(f"  {item['key']}  {item['status']:<10}  {detail}")
     return "\n".join(lines)
+
+
+def _since(when: float, age_s: float) -> str:
+    """``2026-01-15 10:00 UTC (3 h ago)``: whole units, floored, as ``status`` says ages
+    (this adapter may not import the ledger's)."""
+    ago = "just now" if age_s < 60 else next(
+        f"{int(age_s // size)} {unit} ago"
+        for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)) if age_s >= size)
+    return f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when))} ({ago})"

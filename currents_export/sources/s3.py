@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,14 +118,19 @@ def list_objects(
     client: S3Client, location: S3Location, key_filter: KeyFilter = KeyFilter()
 ) -> Iterator[SourceObject]:
     """Every selected Currents object under the prefix, at any depth, in key order."""
+    for key, item in _listed(client, location):
+        if key_filter.accepts(key):
+            yield s3_object(client, location.bucket, key, size=item.get("Size"),
+                            etag=item.get("ETag"))
+
+
+def _listed(client: S3Client, location: S3Location) -> Iterator[tuple[str, Any]]:
+    """(key, ListObjectsV2 entry) of every object under the prefix, in key order."""
     paginator = client.get_paginator("list_objects_v2")
     try:
         for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
             for item in page.get("Contents", []):
-                key = item["Key"]
-                if key_filter.accepts(key):
-                    yield s3_object(client, location.bucket, key, size=item.get("Size"),
-                                    etag=item.get("ETag"))
+                yield item["Key"], item
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         raise SourceError(
@@ -203,12 +208,45 @@ def _shown_uri(bucket: str, key: str) -> str:
     return printable(f"s3://{bucket}/{key}")
 
 
-def objects_from_uris(client: S3Client, uris: Iterable[str]) -> list[SourceObject]:
-    """Single objects named as s3://BUCKET/KEY (for inspect)."""
-    objects = []
-    for uri in uris:
-        location = S3Location.parse(uri)
-        if not location.prefix:
-            raise SourceError(f"{printable(uri)}: expected s3://BUCKET/KEY")
-        objects.append(s3_object(client, location.bucket, location.prefix))
-    return objects
+def object_or_prefix(client: S3Client, uri: str) -> tuple[list[SourceObject], bool]:
+    """What ``inspect`` reads of s3://BUCKET/KEY_OR_PREFIX: the object the key names, if
+    there is one (and True); else every ``.avro`` object under it as a prefix, Currents
+    layout or not, in key order (and False), as of a folder.
+
+    Raises SourceError when the prefix holds no ``.avro`` object (saying what it holds)
+    or cannot be listed.
+    """
+    location = S3Location.parse(uri)
+    if location.prefix and not location.prefix.endswith("/"):
+        found = _head(client, location.bucket, location.prefix)
+        if found is not None:
+            return [found], True
+    objects: list[SourceObject] = []
+    others: list[str] = []
+    for key, item in _listed(client, location):
+        if key.endswith(".avro"):
+            objects.append(s3_object(client, location.bucket, key, size=item.get("Size"),
+                                     etag=item.get("ETag")))
+        elif not key.endswith("/"):  # a "folder" made in the console is no object to read
+            others.append(key)
+    if objects:
+        return objects, False
+    where = _shown_uri(location.bucket, location.prefix)
+    if not others:
+        raise SourceError(f"{where}: nothing there (no object with this key, none under this "
+                          "prefix); check the bucket and the prefix (`aws s3 ls`)")
+    raise SourceError(f"{where}: no .avro object under this prefix ({len(others)} other "
+                      f"object{'s' if len(others) > 1 else ''}, e.g. "
+                      f"{_shown_uri(location.bucket, others[0])}); give the folder Braze "
+                      "writes into, or one .avro object")
+
+
+def _head(client: S3Client, bucket: str, key: str) -> SourceObject | None:
+    """The object at ``key`` (its size and ETag from HeadObject), or None when there is no
+    such object (or it may not be read: the listing then says what is wrong)."""
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError:  # 404, or 403 without s3:ListBucket for a missing key
+        return None
+    return s3_object(client, bucket, key, size=head.get("ContentLength"),
+                     etag=head.get("ETag"))

@@ -83,6 +83,7 @@ FOREIGN_HOSTS = [
         ("POST", "/_emulator/faults", {"rules": [{"action": "status", "status": 503}]}),
         ("DELETE", "/_emulator/faults", None),
         ("GET", "/_emulator/events", None),  # what it stored is personal data
+        ("GET", "/_emulator/counts?by=user_id", None),  # so are its users
         ("GET", "/_emulator/config", None),
         ("POST", "/2/httpapi", {"api_key": API_KEY, "events": [{"event_type": "e",
                                                                  "user_id": "user-1"}]}),
@@ -199,6 +200,7 @@ def test_a_foreign_origin_is_refused(
     assert_refused(client.post("/_emulator/faults", json={"rules": []}, headers=headers),
                    403, "Origin not allowed")
     assert_refused(client.get("/_emulator/events", headers=headers), 403, "Origin not allowed")
+    assert_refused(client.get("/_emulator/counts", headers=headers), 403, "Origin not allowed")
     assert snapshot(amp) == before
     assert amp.config.rate_limits is False and amp.config.latency_ms == 0
 

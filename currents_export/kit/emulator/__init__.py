@@ -21,6 +21,11 @@ device_id) in order of their first stored event, from 100000001 (``Emulator.ampl
 ``Emulator.deletion_jobs()`` / ``deletion_requests()``); ``reset`` clears them. Fault rules
 do not apply to these routes.
 
+What it stored: ``GET /_emulator/events`` (filters, ``limit``/``offset`` pages of at most
+10,000, 1,000 by default, each naming the ``next`` one and the ``total``) and
+``GET /_emulator/counts`` (events per ``event_type``, ``user_id`` or ``device_id``); the
+``server`` module's docstring has their parameters and answers.
+
 Modules, from pure to stateful:
 
 * ``config`` — the knobs and their runtime patching;
@@ -79,6 +84,7 @@ from .faults import (
 )
 from .server import Emulator
 from .state import (
+    COUNT_KEYS,
     EVENT_FILTERS,
     IDENTIFY_FILTERS,
     REQUEST_LOG_LIMIT,
@@ -119,6 +125,7 @@ from .windows import BucketCounts, SlidingWindows
 __all__ = [
     "BATCH_LIMITS",
     "BLOCKED_ID_VALUES",
+    "COUNT_KEYS",
     "DEFAULT_DAILY_QUOTA",
     "DEFAULT_PROJECT_EPS_CAP",
     "DEFAULT_PROJECT_RPS_CAP",

@@ -9,6 +9,24 @@ web page whose name was rebound to 127.0.0.1 (DNS rebinding) reaches nothing. Th
 can send to any address without asking (a form, ``fetch`` in ``no-cors`` mode): a page open
 in the user's browser cannot reset the emulator, change its config or faults, nor read what
 it stored. The config it shows names API keys by their fingerprint, never in full.
+
+What it stored, by pages (events are only ever appended until a reset, so an offset is a
+stable cursor):
+
+* ``GET /_emulator/events`` — the stored events in arrival order, as Amplitude keeps them.
+  Filters (exact match, combined): ``api_key``, ``user_id``, ``device_id``, ``event_type``,
+  ``insert_id``. Paging: ``limit`` (events per page, 0 to 10,000, default 1,000; 0 gives
+  only the counts) and ``offset`` (events of the filtered list to skip, default 0). The
+  answer: ``{"events": [...], "count": events in this page, "total": events matching,
+  "offset", "limit", "next_offset": the next page's offset or null, "next": the next
+  page's path and query or null}``; follow ``next`` until it is null.
+* ``GET /_emulator/counts`` — how many stored events there are, by ``by``
+  (``event_type``, the default, ``user_id`` or ``device_id``), under the same filters:
+  ``{"by", "total": events matching, "without": those with no value for it (``user_id``:
+  device-only events), "distinct": how many values, "counts": {value: events}, the
+  ``limit`` (default 1,000, at most 10,000) largest first, "limit"}``.
+
+Unknown parameters and bad values are a 400 naming them.
 """
 
 from __future__ import annotations
@@ -24,14 +42,21 @@ import traceback
 from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import orjson
 
 from .config import REDACTED, ConfigError, EmulatorConfig, config_to_dict
 from .deletions import DELETIONS_PATH
 from .faults import MAX_DELAY_S, FaultRule, FaultRuleError, parse_fault_document
-from .state import EVENT_FILTERS, IDENTIFY_FILTERS, EmulatorState, FiredFault, key_fingerprint
+from .state import (
+    COUNT_KEYS,
+    EVENT_FILTERS,
+    IDENTIFY_FILTERS,
+    EmulatorState,
+    FiredFault,
+    key_fingerprint,
+)
 from .validation import (
     ERR_INVALID_JSON,
     ERR_PATH,
@@ -51,6 +76,8 @@ _POLL_INTERVAL_S = 0.05  # how quickly stop() takes effect
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")  # every interface
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+DEFAULT_PAGE = 1_000  # events (or counted values) per answer, unless ``limit`` says
+MAX_PAGE = 10_000
 ERR_HOST = (
     "Host not allowed: the emulator answers requests addressed to it "
     "(127.0.0.1, localhost or [::1] and its port, or a name allowed with --allow-host)"
@@ -412,6 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
         params = first_values(parse_qs(query, keep_blank_values=True))
         if method == "GET" and name in ("events", "identifies"):
             self._list(name, params)
+        elif method == "GET" and name == "counts":
+            self._counts(params)
         elif method == "GET" and name == "requests":
             log = state.requests_log()
             self._send_json(200, {"requests": log, "count": len(log)})
@@ -436,19 +465,66 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(error_reply(404, ERR_PATH))
 
     def _list(self, name: str, params: dict[str, str]) -> None:
-        allowed = EVENT_FILTERS if name == "events" else IDENTIFY_FILTERS
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            self._send(error_reply(400, f"Unknown filter: {unknown[0]}"))
-            return
         state = self.server.state
         if name == "identifies":
+            unknown = sorted(set(params) - set(IDENTIFY_FILTERS))
+            if unknown:
+                self._send(error_reply(400, f"Unknown filter: {unknown[0]}"))
+                return
             items = state.identifies(**params)
             self._send_json(200, {name: items, "count": len(items)})
             return
-        raws = state.raw_events(**params)
-        payload = b'{"events":[%b],"count":%d}' % (b",".join(raws), len(raws))
+        paging = self._paging(params, EVENT_FILTERS)
+        if paging is None:
+            return
+        filters, offset, limit = paging
+        raws, total = state.event_page(offset, limit, **filters)
+        more = limit > 0 and offset + len(raws) < total
+        next_offset = offset + len(raws)
+        query = urlencode({**filters, "limit": limit, "offset": next_offset})
+        following = f"{_CONTROL_PREFIX}events?{query}" if more else None
+        payload = (b'{"events":[%b],"count":%d,"total":%d,"offset":%d,"limit":%d,'
+                   b'"next_offset":%b,"next":%b}') % (
+            b",".join(raws), len(raws), total, offset, limit,
+            b"%d" % next_offset if more else b"null", orjson.dumps(following))
         self._send_bytes(200, payload)
+
+    def _counts(self, params: dict[str, str]) -> None:
+        by = params.pop("by", "event_type")
+        if by not in COUNT_KEYS:
+            self._send(error_reply(400, f"by: {by!r} is not one of {', '.join(COUNT_KEYS)}"))
+            return
+        paging = self._paging(params, EVENT_FILTERS, offset=False)
+        if paging is None:
+            return
+        filters, _, limit = paging
+        found, without, total = self.server.state.event_counts(by, **filters)
+        largest = sorted(found.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        self._send_json(200, {"by": by, "total": total, "without": without,
+                              "distinct": len(found), "counts": dict(largest), "limit": limit})
+
+    def _paging(
+        self, params: dict[str, str], filters: tuple[str, ...], *, offset: bool = True
+    ) -> tuple[dict[str, str], int, int] | None:
+        """(filters, offset, limit) of a listing's query; None after answering a 400 for an
+        unknown parameter or a bad value."""
+        known = {*filters, "limit", *(("offset",) if offset else ())}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            self._send(error_reply(400, f"Unknown filter: {unknown[0]}"))
+            return None
+        values = {"limit": DEFAULT_PAGE, "offset": 0}
+        for name, most in (("limit", MAX_PAGE), ("offset", None)):
+            text = params.get(name)
+            if text is None:
+                continue
+            if not (text.isascii() and text.isdigit()) or (most is not None and int(text) > most):
+                upper = f" from 0 to {most:,}" if most is not None else ", 0 or more"
+                self._send(error_reply(400, f"{name}: {text!r} is not a whole number{upper}"))
+                return None
+            values[name] = int(text)
+        chosen = {k: v for k, v in params.items() if k in filters}
+        return chosen, values["offset"], values["limit"]
 
     def _json_object(self, body: bytes, what: str) -> dict[str, Any] | None:
         """The body as a JSON object; None after answering a 400."""
@@ -604,6 +680,11 @@ class Emulator:
     def events(self, **filters: str) -> list[dict[str, Any]]:
         """Stored events (copies), optionally filtered like ``GET /_emulator/events``."""
         return self.state.events(**filters)
+
+    def event_counts(self, by: str = "event_type", **filters: str) -> dict[str, int]:
+        """Stored events per value of ``by`` (``event_type``, ``user_id`` or ``device_id``),
+        as ``counts`` of ``GET /_emulator/counts``, every value."""
+        return dict(self.state.event_counts(by, **filters)[0])
 
     def requests_log(self) -> list[dict[str, Any]]:
         """The request log (copies), API keys fingerprinted."""

@@ -74,6 +74,7 @@ from .windows import BucketCounts, SlidingWindows
 REQUEST_LOG_LIMIT = 100_000
 EVENT_FILTERS = ("api_key", "user_id", "device_id", "event_type", "insert_id")
 IDENTIFY_FILTERS = ("api_key", "kind", "user_id", "device_id")
+COUNT_KEYS = ("event_type", "user_id", "device_id")  # what GET /_emulator/counts counts by
 
 # A stored event is a flat tuple of atomic values: the filterable fields (EVENT_FILTERS order),
 # then where the event is: its request (an index into the stored request bodies) and its
@@ -550,12 +551,47 @@ class EmulatorState:
 
     def raw_events(self, **filters: str) -> list[bytes]:
         """JSON of the stored events in arrival order matching every filter (EVENT_FILTERS)."""
+        return self.event_page(0, None, **filters)[0]
+
+    def event_page(
+        self, offset: int, limit: int | None, **filters: str
+    ) -> tuple[list[bytes], int]:
+        """JSON of the events from ``offset`` (at most ``limit``; None: all) of those
+        matching every filter, in arrival order, and how many match in all. Events are only
+        ever appended (until ``reset``): an offset stays a stable cursor."""
+        wanted = [(_filter_index(name), value) for name, value in filters.items()]
+        end = None if limit is None else offset + limit
+        with self._lock:
+            batches = list(self._batches)
+            if wanted:
+                records = self._matching(wanted)
+                total = len(records)
+                records = records[offset:end]
+            else:  # no filter: no copy of every record
+                total = len(self._events)
+                records = self._events[offset:end]
+        return self._stored_forms(records, batches), total
+
+    def event_counts(self, by: str, **filters: str) -> tuple[Counter[str], int, int]:
+        """How many stored events matching every filter have each value of ``by`` (one of
+        COUNT_KEYS), how many have none, and how many match in all."""
+        if by not in COUNT_KEYS:
+            raise ValueError(f"Unknown count key: {by}")
+        column = _filter_index(by)
         wanted = [(_filter_index(name), value) for name, value in filters.items()]
         with self._lock:
-            records = list(self._events)
-            batches = list(self._batches)
-        for index, value in wanted:
-            records = [r for r in records if r[index] == value]
+            records = self._matching(wanted) if wanted else self._events
+            found = Counter(record[column] for record in records)
+        without = found.pop(None, 0)
+        return Counter({str(value): n for value, n in found.items()}), without, len(records)
+
+    def _matching(self, wanted: list[tuple[int, str]]) -> list[StoredEvent]:
+        """The stored events whose fields have the wanted values. Caller holds the lock."""
+        return [record for record in self._events
+                if all(record[index] == value for index, value in wanted)]
+
+    @staticmethod
+    def _stored_forms(records: list[StoredEvent], batches: list[_StoredBatch]) -> list[bytes]:
         parsed: dict[int, list[JSONDict]] = {}
         raws = []
         for record in records:
