@@ -33,12 +33,15 @@ from currents_export.compose import (
     build_pipeline,
     build_privacy_client,
     build_worker_pipeline,
+    check_amplitude,
     check_destination,
     check_outputs,
+    check_privacy_api,
+    checkup,
     lanes_over,
     open_deletion_store,
     open_destinations,
-    resolve_api_key,
+    require_api_key,
     resolve_secret_key,
 )
 from currents_export.core.redrive import Redrive
@@ -49,6 +52,7 @@ from currents_export.deletions.submit import deletion_status, render_status, sub
 from currents_export.display import LiveProgress, SnapshotProvider
 from currents_export.errors import (
     EXIT_CONFIG,
+    EXIT_DEAD_LETTERED,
     EXIT_INTERRUPTED_TWICE,
     EXIT_OK,
     EXIT_UNFINISHED,
@@ -65,8 +69,10 @@ from currents_export.ledger import open_ledger
 from currents_export.mapping import Mapped, MappingOptions, mapped_records, mapper_for
 from currents_export.settings import (
     BACKFILL,
+    CHECK,
     CONFIG_VARIABLE,
     DELETIONS,
+    DELETIONS_STATUS,
     INSPECT,
     REDRIVE,
     REPLAY,
@@ -87,7 +93,7 @@ from currents_export.sources.s3 import (
     KeyFilter,
     S3Location,
     list_objects,
-    objects_from_uris,
+    object_or_prefix,
     s3_client,
 )
 from currents_export.stopping import Stop
@@ -155,11 +161,20 @@ def _warn(message: str) -> None:
 
 
 def _progress_option() -> Callable[[Command], Command]:
-    return click.option(
-        "--progress/--no-progress", default=None,
-        help="A live display on stderr (events/s, objects, delivered, skipped, dead-lettered, "
-             "ETA): one line rewritten every second on a terminal, a line every 30 s "
-             "elsewhere. Default: on when stderr is a terminal.")
+    def decorate(command: Command) -> Command:
+        command = click.option(
+            "--no-progress", "no_progress", is_flag=True, default=False,
+            help="No live display, even on a terminal.")(command)
+        return click.option(
+            "--progress", type=click.Choice(["text", "json"]), is_flag=False,
+            flag_value="text", default=None, metavar="[text|json]",
+            help="A live display on stderr (events/s, objects, delivered, skipped, "
+                 "dead-lettered, ETA): one line rewritten every second on a terminal, a "
+                 "line every 30 s elsewhere; `--progress json`: a JSON object per line "
+                 "instead, for programs. Default: text when stderr is a terminal. Give it "
+                 "after the paths (or as --progress=json).")(command)
+
+    return decorate
 
 
 def _verbose_option() -> Callable[[Command], Command]:
@@ -178,12 +193,16 @@ def _effective_workers(settings: Settings) -> int:
     return settings.workers
 
 
-def _live_progress(command: str, progress: bool | None) -> LiveProgress | None:
-    """The live display on stderr, or None: --progress/--no-progress, else a terminal's."""
+def _live_progress(command: str, progress: str | None, no_progress: bool
+                   ) -> LiveProgress | None:
+    """The live display on stderr, or None: --progress [text|json] / --no-progress, else a
+    terminal's."""
     stream = sys.stderr
-    if progress is None:
-        progress = stream.isatty()
-    return LiveProgress(command, stream) if progress else None
+    if progress is not None and no_progress:
+        raise click.UsageError("--progress and --no-progress: give one")
+    if no_progress or (progress is None and not stream.isatty()):
+        return None
+    return LiveProgress(command, stream, as_json=progress == "json")
 
 
 class _Answers(click.Group):
@@ -227,7 +246,8 @@ def main() -> None:
 @_settings_options(REPLAY)
 @_progress_option()
 @_verbose_option()
-def replay(paths: tuple[str, ...], progress: bool | None, verbose: int, **params: Any) -> None:
+def replay(paths: tuple[str, ...], progress: str | None, no_progress: bool, verbose: int,
+           **params: Any) -> None:
     """Replay Avro files or directories (searched recursively for .avro) into Amplitude."""
     setup_logging(verbose)
     remote = [path for path in paths if "://" in path]
@@ -245,7 +265,7 @@ def replay(paths: tuple[str, ...], progress: bool | None, verbose: int, **params
         raise click.UsageError(f"no .avro files under {', '.join(map(printable, paths))}; "
                                "give the folder "
                                "Braze writes into (…/currents/…) or .avro files")
-    live = _live_progress("replay", progress)
+    live = _live_progress("replay", progress, no_progress)
     if live is not None:
         live.set_totals(len(objects), (source.size for source in objects))
     summary = run_objects(objects, settings, workers=min(count, len(objects)), progress=live,
@@ -268,19 +288,37 @@ def run_objects(
     second one exits at once. ``progress`` shows the pipelines' snapshots while they run
     and writes its last line before this returns (before the summary).
     """
-    check_outputs(settings)
-    api_key = None if settings.dry_run else resolve_api_key(settings, _warn)
+    api_key = _ready_to_send(settings)
     stop = Stop()
     if workers > 1:
         return _run_in_processes(objects, settings, api_key, workers, stop, progress, verbose)
     pacer = build_pacer(settings, stop)
-    with ExitStack() as stack, _stop_on_signals(stop):
+    last_words = _LastWords(settings)
+    with ExitStack() as stack, _stop_on_signals(stop, last_words=last_words):
         # The ledger must deliver where this run sends (before any object is read).
         destinations = open_destinations(settings, stack, api_key=api_key)
         pipeline = build_pipeline(settings, destinations, stack, stop=stop, api_key=api_key,
                                   pacer=pacer)
+        last_words.source = pipeline.summary_so_far
         return _watched(pipeline.run, objects, pacer, settings, progress, stack, pipeline)
     raise AssertionError("unreachable")
+
+
+def _ready_to_send(settings: Settings) -> str | None:
+    """Before anything is created or read: the outputs can be written, there is a key, and
+    Amplitude answers and takes it (a wrong URL, a refused key or an outage is exit 2 in
+    seconds; ``--summary-json`` still says why). The key; None in a dry run."""
+    check_outputs(settings)
+    if settings.dry_run:
+        return None
+    try:
+        api_key = require_api_key(settings, _warn)
+        answer = check_amplitude(settings, api_key)
+    except ConfigurationError as exc:
+        _write_json(settings, RunSummary(configuration_error=str(exc)).to_json())
+        raise
+    log.info("%s %s (%.1f s)", answer.host, answer.detail, answer.elapsed_s)
+    return api_key
 
 
 def _watched(
@@ -327,7 +365,9 @@ def _run_in_processes(
                           s3_endpoint_url=settings.s3_endpoint_url)
         run = WorkerPool(spec, workers=workers, stop=stop, dry_run=settings.dry_run,
                          progress=progress)
-        stack.enter_context(_stop_on_signals(stop, on_exit=run.kill))
+        last_words = _LastWords(settings)
+        last_words.source = run.summary_so_far
+        stack.enter_context(_stop_on_signals(stop, on_exit=run.kill, last_words=last_words))
         # Built here once, so that a bad set-up (a ledger bound to another destination
         # too) is an answer before any worker starts; the ledger frees the leases of a
         # worker that dies.
@@ -339,16 +379,46 @@ def _run_in_processes(
     raise AssertionError("unreachable")
 
 
+class _LastWords:
+    """What a second Ctrl-C writes on its way out: the summary of the objects finished so
+    far (text and ``--summary-json``), the others not finished (their progress up to the
+    last checkpoint is saved)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.source: Callable[[], RunSummary] | None = None  # set once the run is built
+
+    def __call__(self) -> None:
+        if self.source is None:
+            return
+        summary = self.source()
+        summary.interrupted = True
+        summary.stopped_by = ("interrupted twice: the run exited at once (objects in flight "
+                              "resume from their last checkpoint)")
+        sys.stdout.write(summary.render() + "\n")
+        sys.stdout.flush()
+        _write_json(self.settings, summary.to_json())
+
+
 @contextmanager
-def _stop_on_signals(stop: Stop, on_exit: Callable[[], None] | None = None) -> Iterator[None]:
+def _stop_on_signals(
+    stop: Stop, on_exit: Callable[[], None] | None = None,
+    last_words: Callable[[], None] | None = None,
+) -> Iterator[None]:
     """SIGINT/SIGTERM: the first asks the run to stop cleanly, a second exits at once
-    (after ``on_exit``: e.g. killing the worker processes)."""
+    (after ``on_exit``: e.g. killing the worker processes; then ``last_words``: the
+    summary so far)."""
 
     def handle(signum: int, _frame: object) -> None:
         if stop.requested:
             os.write(2, b"\ninterrupted again: exiting now\n")
             if on_exit is not None:
                 on_exit()
+            if last_words is not None:
+                try:
+                    last_words()
+                except Exception as exc:  # exiting anyway: say why there is no summary
+                    os.write(2, f"could not write the summary: {exc}\n".encode())
             os._exit(EXIT_INTERRUPTED_TWICE)
         stop.request(f"interrupted by {signal.Signals(signum).name}")
         os.write(2, b"\nstopping: saving progress and writing the summary "
@@ -374,8 +444,42 @@ def _finish(summary: RunSummary, settings: Settings) -> None:
         click.echo(f"Error: {shown(summary.configuration_error)}. Nothing more was marked done.",
                    err=True)
         sys.exit(EXIT_CONFIG)
-    failed = summary.objects_failed or summary.interrupted
-    sys.exit(EXIT_UNFINISHED if failed else EXIT_OK)
+    failed = summary.objects_failed or summary.objects_unfinished or summary.interrupted
+    if failed:
+        sys.exit(EXIT_UNFINISHED)
+    if settings.fail_on_dead_letter and summary.dead_lettered_total:
+        click.echo(f"Error: {summary.dead_lettered_total} events were dead-lettered "
+                   "(--fail-on-dead-letter); see the dead letter, then `currents-export "
+                   "redrive` what can be sent again", err=True)
+        sys.exit(EXIT_DEAD_LETTERED)
+    sys.exit(EXIT_OK)
+
+
+@main.command(short_help="Check the set-up in seconds: Amplitude, the ledger, S3.")
+@click.argument("source", required=False, metavar="[DIR|s3://BUCKET/PREFIX]")
+@_settings_options(CHECK)
+@_verbose_option()
+def check(source: str | None, verbose: int, **params: Any) -> None:
+    """Check what a run would use, creating nothing and sending nothing that Amplitude
+    stores: every option (flags, variables, the config file), the API key and Amplitude
+    (one event it must refuse: it answers as Amplitude and takes the key), the ledger and
+    the destination it records, the dead letter, SOURCE if given (a folder, or the objects
+    under an S3 prefix) and, with [deletions], the User Privacy API. Exit 0 when all is well,
+    2 with what to fix."""
+    setup_logging(verbose)
+    settings = _settings(CHECK, params)
+    origins = sorted({settings.origin(name).split(" line ")[0] for name in settings.origins})
+    click.echo(f"ok    settings: {len(settings.origins)} options set"
+               + (f" ({', '.join(origins)})" if origins else " (all defaults)"))
+    results = checkup(settings, _warn, source)
+    for result in results:
+        click.echo(f"{'ok' if result.ok else 'FAIL':<5} {result.name}: {shown(result.detail)}")
+    failed = [result.name for result in results if not result.ok]
+    if failed:
+        click.echo(f"Error: {', '.join(failed)}: see above; nothing was read or sent",
+                   err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo("ready: a run with this configuration can start")
 
 
 @main.command(short_help="Process (or dispatch) the objects under an S3 prefix; resumable.")
@@ -401,7 +505,8 @@ def backfill(
     event_types: tuple[str, ...],
     dispatch: str | None,
     manifest: str | None,
-    progress: bool | None,
+    progress: str | None,
+    no_progress: bool,
     verbose: int,
     **params: Any,
 ) -> None:
@@ -431,7 +536,7 @@ def backfill(
                        "(format S3BatchOperations_CSV_20180820, fields Bucket, Key)")
             return
         count = _effective_workers(settings)
-        live = _live_progress("backfill", progress)
+        live = _live_progress("backfill", progress, no_progress)
         if live is not None:  # the listing is lazy: the total is known once it ends
             objects = live.counting(objects)
         summary = run_objects(objects, settings, workers=count, progress=live,
@@ -483,9 +588,11 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: 
         )
     except DeadLetterConfigError as exc:
         raise click.UsageError(f"dead letter {shown(str(exc))}") from None
+    store.names()  # the dead letter can be listed (a missing bucket: exit 2), then Amplitude
+    api_key = _ready_to_send(settings)
     stop = Stop()
     with ExitStack() as stack, _stop_on_signals(stop):
-        client = build_client(settings, resolve_api_key(settings, _warn), stop, stack)
+        client = build_client(settings, api_key, stop, stack)
         limits = REQUEST_LIMITS[settings.api]
         redrive_run = Redrive(
             lanes_over(client, limits, settings.lanes, events_per_request=limits.max_events,
@@ -507,11 +614,23 @@ def redrive(dead_letter: str, reasons: tuple[str, ...], verbose: int, **params: 
 @main.command("status", short_help="What the ledger knows: objects done, in progress, failed.")
 @_settings_options(STATUS)
 @click.option("--all", "show_all", is_flag=True, help="List the objects that are done too.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status_command(show_all: bool, as_json: bool, **params: Any) -> None:
+@click.option("--wide", is_flag=True,
+              help="Whole keys, where each object was last read from and longer reasons, "
+                   "however long the lines (default: one line per object that fits the "
+                   "terminal, or 100 columns).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON instead of a table (every field, whole).")
+def status_command(show_all: bool, wide: bool, as_json: bool, **params: Any) -> None:
     """What the ledger knows: how many objects are done, in progress and failed, and for
-    each object not done why, where it was last read from and since when."""
-    from currents_export.ledger.status import read_ledger, render_json, render_text
+    each object not done why and since when (--wide: also where it was last read from)."""
+    import shutil
+
+    from currents_export.ledger.status import (
+        DEFAULT_WIDTH,
+        read_ledger,
+        render_json,
+        render_text,
+    )
 
     state = _settings(STATUS, params).state
     try:
@@ -524,8 +643,10 @@ def status_command(show_all: bool, as_json: bool, **params: Any) -> None:
                              destination=destination)
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
+        width = (shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns if sys.stdout.isatty()
+                 else DEFAULT_WIDTH)
         click.echo(render_text(states, source=state, show_all=show_all,
-                               destination=destination))
+                               destination=destination, wide=wide, width=width))
 
 
 @main.group(short_help="Submit Braze deletions to Amplitude; show what became of them.")
@@ -551,14 +672,15 @@ def deletions_submit(grace_period: float | None, verbose: int, **params: Any) ->
     grace = settings.deletions.grace_period_s if grace_period is None else grace_period
     stop = Stop()
     with ExitStack() as stack, _stop_on_signals(stop):
-        api_key = None if settings.dry_run else resolve_api_key(settings, _warn)
-        # The same project as the runs that recorded them: the ledger's key (checked first).
-        store = _deletion_store(settings, stack, api_key=api_key)
-        deleter = None
-        if not settings.dry_run:
+        api_key, deleter = None, None
+        if not settings.dry_run:  # both keys, and the API answering, before any work
+            api_key = require_api_key(settings, _warn)
             deleter = build_privacy_client(settings, api_key,
                                            resolve_secret_key(settings, _warn), stack,
                                            stop=stop)
+            check_privacy_api(deleter)
+        # The same project as the runs that recorded them: the ledger's key (checked first).
+        store = _deletion_store(settings, stack, api_key=api_key)
         report = submit_deletions(store, deleter, grace_s=grace, now=time.time(),
                                   stopped=lambda: stop.stopped)
     click.echo(report.render())
@@ -567,13 +689,16 @@ def deletions_submit(grace_period: float | None, verbose: int, **params: Any) ->
 
 
 @deletions.command("status", short_help="Deletions recorded, submitted and unresolved.")
-@_settings_options(DELETIONS)
+@_settings_options(DELETIONS_STATUS)
 @click.option("--all", "show_all", is_flag=True, help="List the submitted deletions too.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def deletions_status(show_all: bool, as_json: bool, **params: Any) -> None:
     """Every deletion recorded: pending (and since when), submitted (the Amplitude job's
-    day and status), unresolved (and why)."""
-    settings = _deletions_settings(params)
+    day and status), unresolved (and why). Reads the ledger (--state) only."""
+    settings = _settings(DELETIONS_STATUS, params)
+    if not settings.deletions.enabled:
+        raise SettingsError("deletions are off: add a [deletions] table to the --config file "
+                            "(see the README's Deletions section)")
     with ExitStack() as stack:
         found = list(_deletion_store(settings, stack).deletions())
     status = deletion_status(found, grace_s=settings.deletions.grace_period_s,
@@ -627,25 +752,26 @@ def _write_json(settings: Settings, data: dict[str, Any]) -> None:
 
 
 @main.command(short_help="Show a file's schema, mapping and mapped samples.")
-@click.argument("target", metavar="FILE|DIR|s3://BUCKET/KEY")
+@click.argument("target", metavar="FILE|DIR|s3://BUCKET/KEY_OR_PREFIX")
 @_settings_options(INSPECT)
 @click.option("--samples", type=click.IntRange(0), default=3, show_default=True,
               help="How many mapped events to show per file.")
 def inspect(target: str, samples: int, **params: Any) -> None:
     """Show a file's (or an s3:// object's) schema, records, the mapping that applies to it
-    (under --config) and mapped samples. A folder: every .avro file under it, one report
-    each (a JSON list)."""
+    (under --config) and mapped samples. A folder or an s3:// prefix: every .avro file
+    under it, one report each (a JSON list)."""
     settings = _settings(INSPECT, params)
+    single = not Path(target).is_dir()
     try:
         if target.startswith("s3://"):
-            sources = objects_from_uris(s3_client(settings.s3_endpoint_url), [target])
+            sources, single = object_or_prefix(s3_client(settings.s3_endpoint_url), target)
         else:
             sources = find_local_objects([target])
     except (SourceError, ValueError) as exc:
         raise click.UsageError(shown(str(exc))) from None
     if not sources:
         raise click.UsageError(f"{target}: no .avro files there; give an .avro file, a "
-                               "folder holding some, or s3://BUCKET/KEY")
+                               "folder holding some, or s3://BUCKET/KEY_OR_PREFIX")
     reports = []
     for source in sources:
         try:
@@ -653,7 +779,7 @@ def inspect(target: str, samples: int, **params: Any) -> None:
         except (ObjectError, OSError) as exc:
             click.echo(f"Error: {shown(str(exc))}", err=True)
             sys.exit(EXIT_UNFINISHED)
-    answer: Any = reports[0] if len(reports) == 1 and not Path(target).is_dir() else reports
+    answer: Any = reports[0] if len(reports) == 1 and single else reports
     click.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -715,18 +841,27 @@ def _inspect(source: SourceObject, options: MappingOptions, samples: int) -> dic
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed: the same seed writes the same files.")
 @click.option("--files-per-type", type=click.IntRange(1), default=2, show_default=True,
-              help="Files per event type (records are spread over them).")
+              help="Files per event type, each in the next queue hour (records are spread "
+                   "evenly over them); more when --events needs them: a file holds at most "
+                   "--max-events-per-file records (e.g. --events 100000: 7 files).")
+@click.option("--max-events-per-file", type=click.IntRange(1), default=15_000,
+              show_default=True,
+              help="Records a file holds at most: Braze closes a Currents file at 15,000 "
+                   "events (or after 5 minutes; up to 100,000 under load).")
 def fixtures(
     out_dir: str, events: int, event_types: tuple[str, ...], codec: str, seed: int,
-    files_per_type: int,
+    files_per_type: int, max_events_per_file: int,
 ) -> None:
-    """Write realistic synthetic Currents files, laid out as Braze lays them out in S3."""
+    """Write realistic synthetic Currents files, laid out as Braze lays them out in S3: for
+    each event type, --events records over --files-per-type files or more (at most
+    --max-events-per-file records each), one queue hour after another."""
     from currents_export.kit.fixtures import generate_fixtures
 
     try:
         files = generate_fixtures(
             Path(out_dir), events_per_type=events, event_types=event_types or None,
             codec=codec, seed=seed, files_per_type=files_per_type,
+            max_events_per_file=max_events_per_file,
         )
     except ValueError as exc:
         raise click.UsageError(shown(str(exc))) from None
@@ -737,6 +872,10 @@ def fixtures(
         f"wrote {len(files)} files, {records} records ({duplicates} duplicates) "
         f"for {len(types)} event types under {out_dir}"
     )
+    most = max((len([f for f in files if f.event_type == t]) for t in types), default=0)
+    if most > files_per_type:
+        click.echo(f"({most} files per type, not --files-per-type {files_per_type}: a file "
+                   f"holds at most --max-events-per-file {max_events_per_file:,} records)")
 
 
 @main.command(short_help="Run the local Amplitude emulator.")
@@ -797,8 +936,8 @@ def demo(events: int, seed: int, workdir: str | None, summary_json: str | None) 
         click.echo(f"2. emulator: {server.url}")
         click.echo("3. replay:")
         # The replay command's own settings, with the demo's endpoint, key and paths.
-        settings = load_settings(REPLAY, environ={}, flags={
-            "api_key": "demo-api-key", "amplitude_url": server.url,
+        settings = load_settings(REPLAY, environ={"AMPLITUDE_API_KEY": "demo-api-key"}, flags={
+            "amplitude_url": server.url,
             # The emulator listens on a new port each time: a --workdir's ledger follows it.
             "rebind_destination": True,
             "state": str(root / "state.sqlite"), "dead_letter": str(root / "dead-letter"),

@@ -11,6 +11,7 @@ work starts.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from currents_export.amplitude.api import (
 )
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.amplitude.pacing import Pacer, PaceState, RateBudget
+from currents_export.amplitude.probe import ProbeAnswer, probe_upload
 from currents_export.aws.explain import explain
 from currents_export.core.dryrun import DryRunOutbox
 from currents_export.core.lanes import EVENTS_PER_REQUEST, Lanes, Sink
@@ -45,9 +47,12 @@ from currents_export.errors import (
     ConfigurationError,
     DeadLetterConfigError,
     DestinationMismatch,
+    EndpointUnreachable,
     LedgerConfigError,
     OutputPathError,
+    PrivacyApiError,
     SettingsError,
+    SourceError,
 )
 from currents_export.ledger import Ledger, NoLedger, open_ledger
 from currents_export.ledger.base import Destination
@@ -55,7 +60,8 @@ from currents_export.ledger.destination import the_destination
 from currents_export.ledger.dynamodb import DynamoDbLedger
 from currents_export.ledger.sqlite import SqliteLedger
 from currents_export.settings import LAMBDA, OPTION, Settings
-from currents_export.sources.s3 import s3_client
+from currents_export.sources.local import find_local_objects
+from currents_export.sources.s3 import S3Location, list_objects, s3_client
 from currents_export.stopping import Stop
 from currents_export.support.allocator import keep_large_blocks_apart
 from currents_export.support.logs import setup_logging
@@ -104,6 +110,9 @@ def check_outputs(settings: Settings) -> None:
         if value:
             _check_writable_file(value, flag)
     state = settings.state
+    if not settings.dry_run and "://" in state and not state.startswith("dynamodb://"):
+        raise SettingsError(f"{settings.origin('state')} {state}: unknown scheme; use a file "
+                            "path (SQLite) or dynamodb://TABLE")
     if not settings.dry_run and state and "://" not in state:
         if Path(state).is_dir():
             raise OutputPathError(f"--state {state}: is a directory; give the ledger's file "
@@ -169,6 +178,41 @@ def resolve_api_key(settings: Settings, warn: Callable[[str], None]) -> str | No
              "shell history); set AMPLITUDE_API_KEY (or CURRENTS_EXPORT_API_KEY) or use "
              "--api-key-file PATH instead.")
     return key or None
+
+
+def require_api_key(settings: Settings, warn: Callable[[str], None]) -> str:
+    """The run's API key (:func:`resolve_api_key`); none is a configuration error, found
+    before anything is created or read."""
+    key = resolve_api_key(settings, warn)
+    if not key:
+        raise SettingsError(
+            "no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file "
+            "(or use --dry-run to send nothing)")
+    return key
+
+
+def check_amplitude(settings: Settings, api_key: str) -> ProbeAnswer:
+    """The run's upload endpoint answers as Amplitude and takes the key, in seconds
+    (``amplitude.probe``): before a run reads anything, so that a wrong URL, a refused key
+    or an outage is exit 2 at once rather than a wait for the retry horizon."""
+    if settings.amplitude_url:
+        flag = settings.origin("amplitude_url")
+    else:
+        flag = f"--region ({settings.region})"
+    return probe_upload(endpoint_url(settings.api, settings.region, settings.amplitude_url),
+                        api_key, flag=flag)
+
+
+def check_privacy_api(client: PrivacyClient) -> str:
+    """The User Privacy API answers and takes the keys, in seconds (a listing of today's
+    jobs, read only); a wrong URL or an outage is a configuration answer. Its host."""
+    try:
+        client.check()
+    except PrivacyApiError as exc:
+        raise EndpointUnreachable(
+            f"{exc}: a wrong --privacy-url or --region, a network that blocks it, or an "
+            "outage; nothing was submitted") from None
+    return client.url
 
 
 def resolve_secret_key(settings: Settings, warn: Callable[[str], None]) -> str:
@@ -405,10 +449,12 @@ def build_pipeline(
     on_object: Callable[[ObjectReport], None] | None = None,
     retry_horizon_s: float | None = None,
     pacer: Pacer | None = None,
+    log_failures: bool = True,
 ) -> Pipeline:
     """One run's pipeline over ``destinations``: upload lanes over a new client (a dry
     run's outbox, in a dry run) and the ``--output`` file (owner-only), closed with
-    ``stack``. ``pacer``: the run's sending schedule (by default one of its own)."""
+    ``stack``. ``pacer``: the run's sending schedule (by default one of its own).
+    ``log_failures``: off when ``on_object`` logs every object (the Lambda)."""
     if settings.dry_run:
         open_outbox: OpenOutbox = DryRunOutbox
     else:
@@ -433,6 +479,7 @@ def build_pipeline(
         checkpoint_every=settings.checkpoint_every,
         retry_failed=settings.retry_failed,
         on_object=on_object,
+        log_failures=log_failures,
         deletions=destinations.deletions,
     )
 
@@ -495,3 +542,116 @@ def build_privacy_client(
                            stopped=lambda: stop.stopped)
     stack.callback(client.close)
     return client
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One line of ``currents-export check``: what was checked, and what was found."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def checkup(
+    settings: Settings, warn: Callable[[str], None], source: str | None = None,
+) -> list[CheckResult]:
+    """Everything a run needs, each checked on its own in seconds, creating nothing: the
+    outputs, the API key and Amplitude (``check_amplitude``), the ledger (and its
+    destination), the dead letter, the source (a folder or an S3 prefix) and, with
+    [deletions], the secret key and the User Privacy API."""
+    results: list[CheckResult] = []
+
+    def attempt(name: str, step: Callable[[], str]) -> bool:
+        try:
+            results.append(CheckResult(name, True, step()))
+        except ConfigurationError as exc:
+            results.append(CheckResult(name, False, str(exc)))
+        except Exception as exc:  # an AWS error explained, or an unexpected one said
+            known = explain(exc, name)
+            results.append(CheckResult(name, False, str(known or f"{type(exc).__name__}: "
+                                                                f"{exc}")))
+        return results[-1].ok
+
+    api_key: str | None = None
+
+    def amplitude() -> str:
+        nonlocal api_key
+        key = require_api_key(settings, warn)
+        answer = check_amplitude(settings, key)
+        api_key = key
+        return f"{answer.host}: {answer.detail} ({answer.elapsed_s:.1f} s)"
+
+    def outputs() -> str:
+        check_outputs(settings)
+        return "writable"
+
+    attempt("outputs", outputs)
+    attempt("Amplitude", amplitude)
+    attempt("ledger", lambda: _check_ledger(settings, api_key))
+    attempt("dead letter", lambda: _check_dead_letter(settings))
+    if source is not None:
+        attempt("source", lambda: _check_source(settings, source))
+    if settings.deletions.enabled:
+        def privacy() -> str:
+            secret = resolve_secret_key(settings, warn)
+            key = api_key or require_api_key(settings, warn)
+            with ExitStack() as stack:
+                client = build_privacy_client(settings, key, secret, stack, stop=Stop())
+                return f"{check_privacy_api(client)}: answers and takes the keys"
+
+        attempt("User Privacy API", privacy)
+    return results
+
+
+def _check_ledger(settings: Settings, api_key: str | None) -> str:
+    """The ledger answers and delivers where this configuration sends (read only: a ledger
+    that does not exist yet is not created, an unbound one is not bound)."""
+    state = settings.state
+    if "://" not in state and not Path(state).exists():
+        return f"{state}: not created yet (the first run creates it; its folder is writable)"
+    try:
+        ledger = open_ledger(state)
+    except LedgerConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    try:
+        ledger.state("currents-export:check")
+        bound = ledger.destination()
+    finally:
+        ledger.close()
+    if bound is None:
+        return f"{state}: answers; not bound to a destination yet (the next run binds it)"
+    if api_key is not None:
+        wanted = run_destination(settings, api_key)
+        if bound != wanted:
+            raise DestinationMismatch(_mismatch(settings, bound, wanted))
+        return f"{state}: answers; delivers to {bound}, as this configuration does"
+    return f"{state}: answers; bound to {bound} (not compared: no usable API key)"
+
+
+def _check_dead_letter(settings: Settings) -> str:
+    where = settings.dead_letter
+    if where.startswith("s3://"):
+        _check_bucket(s3_client(settings.s3_endpoint_url), where)
+        return f"{where}: the bucket answers"
+    return f"{where}: {'exists' if Path(where).is_dir() else 'created by the first run'}"
+
+
+def _check_source(settings: Settings, source: str) -> str:
+    """A folder's .avro files, or the first objects under an S3 prefix (a page at most)."""
+    if source.startswith("s3://"):
+        location = S3Location.parse(source)
+        found = list(itertools.islice(list_objects(s3_client(settings.s3_endpoint_url),
+                                                   location), _LISTED))
+        if not found:
+            raise SourceError(f"{source}: no Currents objects under this prefix; it is the "
+                              "folder Braze writes into, e.g. s3://BUCKET/currents")
+        more = "+" if len(found) == _LISTED else ""
+        return f"{source}: {len(found)}{more} Currents objects readable (first: {found[0].uri})"
+    objects = find_local_objects([source])
+    if not objects:
+        raise SourceError(f"{source}: no .avro files here")
+    return f"{source}: {len(objects)} .avro files"
+
+
+_LISTED = 1_000

@@ -118,6 +118,9 @@ class ObjectReport(Tally):
     error: str | None = None
     retryable: bool = True  # False when trying again cannot help (not Avro, no such key)
     not_started: bool = False  # failed without being read: the run stopped before it
+    # Failed because the run ended (a stop, an outage, the configuration), not on its own:
+    # "not finished" in the summary, its cause said once there (``ends_run``).
+    unfinished: bool = False
     identity: str = ""  # how the ledger knows it (see SourceObject.identity)
 
     def figures(self) -> dict[str, Any]:
@@ -177,16 +180,20 @@ class RunSummary(Tally):
     dry_run: bool = False
     objects_done: int = 0
     objects_already_done: int = 0
-    objects_failed: int = 0
+    objects_failed: int = 0  # failed on their own (not because the run ended)
     objects_failed_permanently: int = 0  # of objects_failed: recorded, skipped by later runs
-    objects_not_started: int = 0  # of objects_failed: the run stopped before reading them
+    # Left unfinished because something ended the run (``stopped_by``): pending, resumed by
+    # the next run from their checkpoints; of them, objects_not_started were never read.
+    objects_unfinished: int = 0
+    objects_not_started: int = 0
+    stopped_by: str | None = None  # what ended the run early (said once, not per object)
     objects_skipped_failed: int = 0  # failed permanently in an earlier run: not tried again
     pending_records: int = 0
     resumed_records: int = 0
     elapsed_s: float = 0.0
     by_event_type: dict[str, Tally] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
-    dead_letter_file: str | None = None
+    dead_letter_files: list[str] = field(default_factory=list)  # written by this run
     configuration_error: str | None = None  # what stopped the run (exit 2)
     interrupted: bool = False  # a signal stopped the run
     worker_restarts: int = 0  # worker processes that died and were replaced (--workers)
@@ -200,11 +207,15 @@ class RunSummary(Tally):
         if report.status == "skipped_failed":
             self.objects_skipped_failed += 1
             return
-        if report.status == "failed":
-            self.objects_failed += 1
+        if report.status == "failed" and (report.unfinished or report.not_started):
+            self.objects_unfinished += 1
+            if self.stopped_by is None and report.error:
+                self.stopped_by = report.error.removeprefix("not started: ")
             if report.not_started:
                 self.objects_not_started += 1
                 return
+        elif report.status == "failed":
+            self.objects_failed += 1
             if not report.retryable:
                 self.objects_failed_permanently += 1
             self.failures.append({"object": report.object, "error": report.error or "",
@@ -223,7 +234,9 @@ class RunSummary(Tally):
         self.objects_already_done += other.objects_already_done
         self.objects_failed += other.objects_failed
         self.objects_failed_permanently += other.objects_failed_permanently
+        self.objects_unfinished += other.objects_unfinished
         self.objects_not_started += other.objects_not_started
+        self.stopped_by = self.stopped_by or other.stopped_by
         self.objects_skipped_failed += other.objects_skipped_failed
         self.configuration_error = self.configuration_error or other.configuration_error
         self.interrupted = self.interrupted or other.interrupted
@@ -236,18 +249,26 @@ class RunSummary(Tally):
         self.resumed_records += other.resumed_records
         self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
         self.failures.extend(other.failures)
-        self.dead_letter_file = self.dead_letter_file or other.dead_letter_file
+        self.dead_letter_files += [name for name in other.dead_letter_files
+                                   if name not in self.dead_letter_files]
         for name, theirs in other.by_event_type.items():
             self.by_event_type.setdefault(name, Tally()).add_tally(theirs)
 
     def to_json(self) -> dict[str, Any]:
+        # A dry run marks nothing done and delivers nothing: what it would do is named so
+        # (null in a real run: one set of keys for both).
+        dry = self.dry_run
         return {
-            "dry_run": self.dry_run,
-            "objects_done": self.objects_done,
+            "dry_run": dry,
+            "objects_would_be_done": self.objects_done if dry else None,
+            "would_deliver": self.skipped.get(DRY_RUN, 0) if dry else None,
+            "objects_done": 0 if self.dry_run else self.objects_done,
             "objects_already_done": self.objects_already_done,
             "objects_failed": self.objects_failed,
             "objects_failed_permanently": self.objects_failed_permanently,
+            "objects_unfinished": self.objects_unfinished,
             "objects_not_started": self.objects_not_started,
+            "stopped_by": scrub(self.stopped_by) if self.stopped_by else None,
             "objects_skipped_failed": self.objects_skipped_failed,
             **self.tally_json(),
             "pending_records": self.pending_records,
@@ -260,7 +281,7 @@ class RunSummary(Tally):
             },
             "failures": [{**failure, "error": scrub(failure["error"])}
                          for failure in self.failures],
-            "dead_letter_file": self.dead_letter_file,
+            "dead_letter_files": list(self.dead_letter_files),
             "configuration_error": (scrub(self.configuration_error)
                                     if self.configuration_error else None),
             "interrupted": self.interrupted,
@@ -300,10 +321,12 @@ class RunSummary(Tally):
                 f"{self.objects_failed} failed · {self.elapsed_s:.1f} s"
             )
         else:
+            unfinished = (f", {self.objects_unfinished} not finished"
+                          if self.objects_unfinished else "")
             out.append(
                 f"objects: {self.objects_done} done, {self.objects_already_done} already "
-                f"done, {self.objects_failed} failed · requests {self.requests} · retries "
-                f"{self.retries} · {self.elapsed_s:.1f} s"
+                f"done, {self.objects_failed} failed{unfinished} · requests {self.requests} · "
+                f"retries {self.retries} · {self.elapsed_s:.1f} s"
             )
         for label, counter in (
             ("skipped", self.skipped),
@@ -319,8 +342,12 @@ class RunSummary(Tally):
                        "lost answer or a copy sent twice; counted as delivered)")
         if self.sending is not None:
             out.append(self._sending_line(self.sending))
-        if self.dead_letter_file:
-            out.append(f"dead letter: {self.dead_letter_file}")
+        files = self.dead_letter_files
+        if files:
+            shown_files = ", ".join(printable(name) for name in files[:3])
+            more = f" and {len(files) - 3} more (--summary-json lists them)" if files[3:] else ""
+            out.append(f"dead letter: {len(files)} file{'s' if len(files) > 1 else ''}: "
+                       f"{shown_files}{more}")
         if self.deletions:
             counts = self.deletions
             out.append(f"deletions: {counts.get('requested', 0)} delete requests recorded "
@@ -338,9 +365,13 @@ class RunSummary(Tally):
             out.append(f"{self.objects_failed_permanently} objects failed permanently: later "
                        "runs skip them (see `currents-export status`; --retry-failed tries "
                        "them again)")
-        if self.objects_not_started:
-            out.append(f"not started: {self.objects_not_started} objects (pending; the next "
-                       "run processes them)")
+        if self.objects_unfinished:
+            unread = (f", {self.objects_not_started} of them not started"
+                      if self.objects_not_started else "")
+            cause = shown(self.stopped_by or "the run ended")
+            out.append(f"not finished: {self.objects_unfinished} objects{unread}, because "
+                       f"{cause}; they are pending (progress saved): the next run resumes "
+                       "them")
         if self.objects_skipped_failed:
             out.append(f"skipped: {self.objects_skipped_failed} objects that failed "
                        "permanently before (see `currents-export status`; --retry-failed)")
@@ -349,7 +380,7 @@ class RunSummary(Tally):
                        "its objects were handed to another, from their checkpoints)")
         if self.interrupted:
             out.append("interrupted: progress is saved; run the same command again to resume")
-        if self.configuration_error:
+        if self.configuration_error and self.configuration_error != self.stopped_by:
             out.append(f"stopped: {shown(self.configuration_error)}")
         if self.dry_run:
             out.append("dry run: nothing was sent; the ledger was neither read nor written "
@@ -369,6 +400,7 @@ class ProgressSnapshot:
     objects_done: int = 0
     objects_already_done: int = 0
     objects_failed: int = 0
+    objects_unfinished: int = 0  # left by what ended the run (a stop, an outage, the setup)
     objects_skipped: int = 0  # failed permanently in an earlier run: not tried again
     objects_in_flight: int = 0
     records: int = 0  # accounted for: delivered + skipped + dead_lettered + duplicates
@@ -385,7 +417,7 @@ class ProgressSnapshot:
     @property
     def objects_finished(self) -> int:
         return (self.objects_done + self.objects_already_done + self.objects_failed
-                + self.objects_skipped)
+                + self.objects_unfinished + self.objects_skipped)
 
     @property
     def records_this_run(self) -> int:
@@ -397,10 +429,12 @@ class ProgressSnapshot:
         """What one finished object adds (``read``: it was read rather than skipped; its
         bytes then count towards the records per byte of ``estimate_eta``)."""
         read = read and size is not None
+        unfinished = report.status == "failed" and (report.unfinished or report.not_started)
         return cls(
             objects_done=int(report.status == "done"),
             objects_already_done=int(report.status == "already_done"),
-            objects_failed=int(report.status == "failed"),
+            objects_failed=int(report.status == "failed" and not unfinished),
+            objects_unfinished=int(unfinished),
             objects_skipped=int(report.status == "skipped_failed"),
             records=report.records,
             resumed=report.resumed,

@@ -79,10 +79,11 @@ class DeadLetter(Protocol):
     (``core.owner``), so it needs no lock."""
 
     written: int
+    files: list[str]  # the closed files (or objects) written so far, in order
 
     @property
     def location(self) -> str | None:
-        """Where lines went (None while nothing was written)."""
+        """Where lines went, as a pattern (None while nothing was written)."""
         ...
 
     def write(self, **fields: Unpack[DeadLetterFields]) -> None: ...
@@ -144,6 +145,7 @@ class DeadLetterDirectory:
         self._part: Path | None = None
         self._parts = 0
         self.path: Path | None = None  # the latest closed file
+        self.files: list[str] = []
         self.written = 0
         self._warned = False  # about a folder the user's group can write: once
 
@@ -198,6 +200,7 @@ class DeadLetterDirectory:
         os.rename(part, closed)
         _fsync_directory(self.directory)
         self.path = closed
+        self.files.append(str(closed))
 
     def close(self) -> None:
         self.flush()
@@ -220,6 +223,7 @@ class S3DeadLetter:
         self._name = _run_name()
         self._buffer: list[bytes] = []
         self._parts = 0
+        self.files: list[str] = []
         self.written = 0
 
     def __repr__(self) -> str:
@@ -245,6 +249,7 @@ class S3DeadLetter:
         key = f"{folder}{self._name}-{self._parts:06d}{CLOSED_SUFFIX}"
         _put(self._client, self.bucket, key, b"".join(self._buffer), self.kms_key)
         self._buffer.clear()
+        self.files.append(f"s3://{self.bucket}/{key}")
 
     def close(self) -> None:
         self.flush()

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Protocol, TypeVar
 
+import orjson
+
 from currents_export.counts import ProgressSnapshot, SendingReport
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,8 @@ def format_status(
     notes = [f"{snap.objects_in_flight:,} in flight"]
     if snap.objects_failed:
         notes.append(f"{snap.objects_failed:,} failed")
+    if snap.objects_unfinished:
+        notes.append(f"{snap.objects_unfinished:,} not finished")
     if snap.objects_already_done:
         notes.append(f"{snap.objects_already_done:,} already done")
     if snap.objects_skipped:
@@ -130,6 +134,43 @@ def format_status(
     return " | ".join(parts)
 
 
+def status_json(
+    label: str,
+    snap: ProgressSnapshot,
+    *,
+    elapsed_s: float,
+    rate: float | None,
+    totals: Totals | None = None,
+    sending: SendingReport | None = None,
+    final: bool = False,
+) -> dict[str, object]:
+    """The status line's facts for programs (``--progress json``): one object per line."""
+    eta = estimate_eta(snap, rate=rate, elapsed_s=elapsed_s, totals=totals)
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": label,
+        "final": final,
+        "elapsed_s": round(elapsed_s, 1),
+        "eta_s": None if eta is None else round(eta, 1),
+        "events_per_second": None if rate is None else round(rate, 1),
+        "objects_total": None if totals is None else totals.objects,
+        "objects_finished": snap.objects_finished,
+        "objects_in_flight": snap.objects_in_flight,
+        "objects_done": snap.objects_done,
+        "objects_already_done": snap.objects_already_done,
+        "objects_failed": snap.objects_failed,
+        "objects_unfinished": snap.objects_unfinished,
+        "objects_skipped_failed": snap.objects_skipped,
+        "records": snap.records,
+        "delivered": snap.delivered,
+        "skipped": snap.skipped,
+        "dead_lettered": snap.dead_lettered,
+        "duplicates": snap.duplicates,
+        "sending": (sending.to_json(snap.delivered, elapsed_s)
+                    if sending is not None else None),
+    }
+
+
 class LiveProgress:
     """Poll the providers every ``refresh_s`` on a thread of its own and show the sum.
 
@@ -146,8 +187,10 @@ class LiveProgress:
         log_every_s: float | None = None,
         window_s: float = RATE_WINDOW_S,
         clock: Callable[[], float] = time.monotonic,
+        as_json: bool = False,
     ) -> None:
         self.label = label
+        self._as_json = as_json  # a JSON object per line (``status_json``), never rewritten
         self._stream = stream
         try:
             self._tty = bool(stream.isatty())
@@ -262,6 +305,13 @@ class LiveProgress:
             rate = self._rate(now, snap.records_this_run)
         with self._lock:
             totals = self._totals
+        if self._as_json:
+            if final or now - (self._last_line_at or self._started) >= self._log_every_s:
+                self._last_line_at = now
+                self._write(orjson.dumps(status_json(
+                    self.label, snap, elapsed_s=elapsed, rate=rate, totals=totals,
+                    sending=sending, final=final)).decode() + "\n")
+            return
         line = format_status(self.label, snap, elapsed_s=elapsed, rate=rate, totals=totals,
                              sending=sending)
         if self._tty:

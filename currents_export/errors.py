@@ -6,6 +6,9 @@ The bottom layer: it imports nothing of ours, so every module may import it.
     CurrentsExportError ............ ``retryable``: whether trying again can help
     ├── ConfigurationError ......... exit 2; nothing is marked done; the run stops
     │   ├── AmplitudeSetupError* ..... Amplitude refused the API key / the request shape
+    │   ├── EndpointUnreachable ...... before anything was read: Amplitude (or the privacy
+    │   │                              API) refuses, does not resolve, does not answer as
+    │   │                              Amplitude, or fails: a wrong URL or an outage
     │   ├── AwsSetupError ............ no credentials, an unreachable S3 endpoint, no bucket
     │   ├── OutputPathError .......... --summary-json, --output, --dead-letter or --state
     │   │                              cannot be written (checked before any work starts)
@@ -63,6 +66,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_CONFIG = 0, 1, 2
+EXIT_DEAD_LETTERED = 3  # only with --fail-on-dead-letter: finished, and dead-lettered some
 EXIT_INTERRUPTED_TWICE = 130  # a second SIGINT/SIGTERM: out at once
 
 MAPPING_ERROR = "mapping_error"  # dead-letter reason of records the mapping could not use
@@ -106,6 +110,11 @@ class ConfigurationError(CurrentsExportError):
 
 class AmplitudeSetupError(ConfigurationError, SendError):
     """Amplitude says the set-up is wrong (API key, request shape)."""
+
+
+class EndpointUnreachable(ConfigurationError):
+    """A run's endpoint cannot be used, found before anything was read (``check``, the
+    probe before every run): a wrong URL, a network that blocks it, or an outage."""
 
 
 class AwsSetupError(ConfigurationError):

@@ -143,12 +143,12 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """An object's report; ``seq``: its ticket's (0 if unknown); ``dead_letter``: where
-    the worker's dead letter is written, if anywhere."""
+    """An object's report; ``seq``: its ticket's (0 if unknown); ``dead_letter_files``:
+    the dead-letter files the worker closed since its last report."""
 
     seq: int
     report: ObjectReport
-    dead_letter: str | None
+    dead_letter_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +211,7 @@ class _Worker:
         self._inbox: queue.SimpleQueue[ToWorker] = queue.SimpleQueue()
         self._handed: dict[str, deque[int]] = {}  # uri → seqs handed over, not finished
         self._handed_lock = threading.Lock()
+        self._files_told = 0  # dead-letter files already named to the parent
         self._ended = threading.Event()  # the pipeline ended the run: ask for no more
         self._pipeline: WorkerPipeline | None = None
         self._s3: S3Client | None = None
@@ -266,7 +267,10 @@ class _Worker:
         if report.not_started:  # the run ended here (a stop, an outage, the configuration)
             self._ended.set()
         dead_letter = getattr(self._pipeline, "dead_letter", None)
-        self._send(Finished(seq, report, getattr(dead_letter, "location", None)))
+        with self._handed_lock:
+            files: list[str] = getattr(dead_letter, "files", [])
+            new, self._files_told = tuple(files[self._files_told:]), len(files)
+        self._send(Finished(seq, report, new))
 
     def _s3_client(self) -> S3Client:
         if self._s3 is None:
@@ -358,7 +362,6 @@ class _Slot:
     finished: ProgressSnapshot = field(default_factory=ProgressSnapshot)  # as displayed
     summary: RunSummary | None = None
     fatal: Fatal | None = None
-    dead_letter: str | None = None
     wants: bool = False  # it asked for an object and has no answer yet
 
     def send(self, message: ToWorker) -> None:
@@ -407,6 +410,16 @@ class WorkerPool:
         # Until every worker of the first batch is up, their requests wait: the first one
         # up would otherwise take the first objects as fast as it can read them.
         self._serving = False
+
+    def summary_so_far(self) -> RunSummary:
+        """What the workers reported so far, the objects they hold counted not finished (a
+        second Ctrl-C's summary, written after ``kill``)."""
+        summary = RunSummary(dry_run=self._total.dry_run)
+        summary.merge(self._total)
+        for slot in list(self._live):  # not merged into the total yet
+            summary.merge(slot.reported)
+            summary.objects_unfinished += len(slot.taken)
+        return summary
 
     def kill(self) -> None:
         """SIGKILL every worker still running (safe from a signal handler)."""
@@ -461,8 +474,8 @@ class WorkerPool:
                 self._answer(slot)
             case Progress(snapshot):
                 slot.view.update(snapshot)
-            case Finished(seq, report, dead_letter):
-                self._finished(slot, seq, report, dead_letter)
+            case Finished(seq, report, dead_letter_files):
+                self._finished(slot, seq, report, dead_letter_files)
             case Hello(owner):
                 slot.owner, slot.greeted = owner, True
                 self._startup_deaths = 0
@@ -528,13 +541,12 @@ class WorkerPool:
         return Ticket.of(self._seq, source), source
 
     def _finished(
-        self, slot: _Slot, seq: int, report: ObjectReport, dead_letter: str | None
+        self, slot: _Slot, seq: int, report: ObjectReport, dead_letter_files: tuple[str, ...]
     ) -> None:
         taken = slot.taken.pop(seq, None)
         slot.reported.add(report)
         slot.finished += _finished_share(report, taken[0].size if taken else None)
-        if dead_letter:
-            slot.dead_letter = dead_letter
+        self._note_dead_letters(dead_letter_files)
         if report.not_started and not self.stop.requested and self._ended is None:
             self._ended = report.error or "not started: the run ended"
         self._answer_all()
@@ -586,14 +598,13 @@ class WorkerPool:
         how = _how_it_ended(slot.process.exitcode)
         if slot.summary is not None:  # a clean end: its summary says it all
             self._total.merge(slot.summary)
-            self._note_dead_letter(slot.summary.dead_letter_file or slot.dead_letter)
+            self._note_dead_letters(slot.summary.dead_letter_files)
             for ticket, source in slot.taken.values():  # never expected: not reported
                 self._report(source, ticket, f"{ticket.uri}: the worker ended without "
                                              "reporting it; the next run resumes it")
             return
         # It died: what it reported counts; what it held goes to another worker.
         self._total.merge(slot.reported)
-        self._note_dead_letter(slot.dead_letter)
         slot.view.update(slot.finished)  # the display keeps its finished objects
         if slot.fatal is not None:
             for ticket, source in slot.taken.values():
@@ -664,7 +675,7 @@ class WorkerPool:
         total = self._total
         total.elapsed_s = elapsed_s
         total.interrupted = total.interrupted or self.stop.requested
-        total.dead_letter_file = ", ".join(self._dead_letters) or None
+        total.dead_letter_files = list(self._dead_letters)
         return total
 
     def _report_the_rest(self) -> None:
@@ -693,10 +704,9 @@ class WorkerPool:
         self._total.add(report)
         self._own_view.update(self._own_view.snapshot() + _finished_share(report, source.size))
 
-    def _note_dead_letter(self, location: str | None) -> None:
-        if location:
-            for part in location.split(", "):
-                self._dead_letters[part] = None
+    def _note_dead_letters(self, files: Iterable[str]) -> None:
+        for name in files:
+            self._dead_letters[name] = None
 
 
 def _how_it_ended(exitcode: int | None) -> str:

@@ -287,7 +287,8 @@ def test_on_a_terminal_the_line_is_rewritten_every_second_during_a_replay(
     root, files = twelve_files
     tty = FakeTTY()
     monkeypatch.setenv("COLUMNS", "250")  # the width the line is cut to
-    monkeypatch.setattr(cli, "LiveProgress", lambda label, _stderr: LiveProgress(label, tty))
+    monkeypatch.setattr(cli, "LiveProgress",
+                        lambda label, _stderr, as_json: LiveProgress(label, tty))
     result = replay(slow_emulator, tmp_path, root, "--progress")
     assert result.exit_code == 0, result.output
     summary = summary_of(tmp_path)
@@ -330,6 +331,29 @@ def test_off_a_terminal_a_line_every_interval(
     assert lines[-1].endswith("(final)") and f"objects {len(files)}/{len(files)}" in lines[-1]
     assert not any(line.endswith("(final)") for line in lines[:-1])
     assert result.stdout.startswith("event type") and " | delivered " not in result.stdout
+
+
+def test_progress_json_writes_one_object_per_line_for_programs(
+    slow_emulator: Emulator, twelve_files: tuple[Path, list[FixtureFile]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, files = twelve_files
+    monkeypatch.setattr(display, "REFRESH_S", 0.1)
+    monkeypatch.setattr(display, "LOG_EVERY_S", 0.5)
+    result = replay(slow_emulator, tmp_path, root, "--progress", "json")
+    assert result.exit_code == 0, result.output
+    lines = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert len(lines) >= 3 and [line["final"] for line in lines].count(True) == 1
+    final = lines[-1]
+    assert final["final"] and final["objects_total"] == final["objects_done"] == len(files)
+    summary = summary_of(tmp_path)
+    assert (final["delivered"], final["records"]) == (summary["delivered"], summary["records"])
+    delivered = [line["delivered"] for line in lines]
+    assert delivered == sorted(delivered) and len(set(delivered)) >= 2
+    assert all(line["command"] == "replay" and line["sending"] is not None for line in lines)
+    assert result.stdout.startswith("event type")  # stdout: still the summary table
+    both = replay(slow_emulator, tmp_path / "x", root, "--progress", "--no-progress")
+    assert both.exit_code == 2 and "give one" in both.output
 
 
 def test_no_progress_and_the_default_off_a_terminal_write_nothing_on_stderr(

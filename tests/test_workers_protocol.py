@@ -164,7 +164,7 @@ def test_reports_of_a_worker_that_dies_count_and_a_clean_end_counts_its_summary(
     assert run.heard(1) == [HandOut(Ticket.of(1, first))]
     report = done(first, records=30)
     report.delivered, report.duplicates = 28, 2
-    run.say(1, Finished(1, report, "dl/w1-*.jsonl"))
+    run.say(1, Finished(1, report, ("dl/w1-1.jsonl",)))
     run.dies(1)
     # What it reported counts; the display keeps its finished object.
     assert run._slots[0].view.snapshot() == ProgressSnapshot(
@@ -174,11 +174,11 @@ def test_reports_of_a_worker_that_dies_count_and_a_clean_end_counts_its_summary(
     run.say(2, Hello("owner-2"), Want())
     assert run.heard(2) == [HandOut(Ticket.of(2, second))]
     later = done(second, records=50)
-    run.say(2, Finished(2, later, "dl/w2-*.jsonl"), Want())
+    run.say(2, Finished(2, later, ("dl/w2-1.jsonl",)), Want())
     assert run.heard(2) == [NoMore()]
     theirs = RunSummary()
     theirs.add(later)  # its summary, not its reports, counts once it ends cleanly
-    theirs.dead_letter_file = "dl/w2-*.jsonl"
+    theirs.dead_letter_files = ["dl/w2-1.jsonl", "dl/w2-2.jsonl"]
     run.ends_with(2, theirs)
     assert not run._live and len(run._slots) == 2
 
@@ -187,7 +187,9 @@ def test_reports_of_a_worker_that_dies_count_and_a_clean_end_counts_its_summary(
         2, 80, 78, 2)
     assert summary.by_event_type[TYPE].records == 80 and summary.balanced
     assert summary.worker_restarts == 1 and not summary.failures
-    assert summary.dead_letter_file == "dl/w1-*.jsonl, dl/w2-*.jsonl"
+    # Every file each worker closed, once: the dead one's as it told them, the other's
+    # from its summary too.
+    assert summary.dead_letter_files == ["dl/w1-1.jsonl", "dl/w2-1.jsonl", "dl/w2-2.jsonl"]
 
 
 def test_a_dead_worker_s_objects_go_out_again_first_with_their_leases_freed(
@@ -217,7 +219,7 @@ def test_a_dead_worker_s_objects_go_out_again_first_with_their_leases_freed(
     # Holding a suspect, it gets nothing more until the suspect is finished.
     run.say(3, Want())
     assert run.heard(3) == []
-    run.say(3, Finished(1, done(objects[0]), None))
+    run.say(3, Finished(1, done(objects[0])))
     assert run.heard(3) == [HandOut(Ticket.of(4, objects[3]))]
 
 
@@ -267,8 +269,10 @@ def test_a_stop_goes_to_every_worker_once_and_nothing_more_is_handed_out() -> No
         run.ends_with(number, RunSummary(interrupted=True))
     summary = run._result(1.0)
     assert summary.interrupted and summary.worker_restarts == 0
-    assert summary.objects_failed == summary.objects_not_started == 3  # none was started
-    assert run._own_view.snapshot().objects_failed == 3
+    # None was started: not finished (the stop's doing), not failed.
+    assert summary.objects_unfinished == summary.objects_not_started == 3
+    assert summary.objects_failed == 0 and summary.stopped_by == "interrupted by SIGINT"
+    assert run._own_view.snapshot().objects_unfinished == 3
 
 
 def test_a_worker_dying_during_a_stop_is_not_replaced_and_its_object_is_reported() -> None:
@@ -281,7 +285,8 @@ def test_a_worker_dying_during_a_stop_is_not_replaced_and_its_object_is_reported
     run.dies(1)
     assert not run._live and len(run._slots) == 1  # not replaced
     summary = run._result(1.0)
-    assert summary.objects_failed == 2 and summary.objects_not_started == 1
+    assert summary.objects_failed == 1  # its worker died with it: a failure of its own
+    assert summary.objects_unfinished == summary.objects_not_started == 1
     [failure] = summary.failures
     assert failure["object"] == objects[0].uri and "as the run was ending" in failure["error"]
 
@@ -353,7 +358,8 @@ class FakePipeline:
         self.stop = stop
         self.on_object = on_object
         self.ledger = SimpleNamespace(owner=owner)
-        self.dead_letter = SimpleNamespace(location="dl/worker-*.jsonl")
+        self.dead_letter = SimpleNamespace(location="dl/worker-*.jsonl",
+                                           files=["dl/worker-1.jsonl"])
         self.read: list[SourceObject] = []
 
     def run(self, objects: Iterable[SourceObject]) -> RunSummary:
@@ -462,7 +468,7 @@ def test_a_worker_greets_asks_reports_each_object_and_ends_with_its_summary() ->
         worker.parent.send(HandOut(Ticket.of(5, obj)))
         finished = worker.receive()
         assert isinstance(finished, Finished)
-        assert (finished.seq, finished.dead_letter) == (5, "dl/worker-*.jsonl")
+        assert (finished.seq, finished.dead_letter_files) == (5, ("dl/worker-1.jsonl",))
         assert finished.report == done(obj, records=30)
         assert worker.receive() == Want()
         worker.parent.send(NoMore())
@@ -589,5 +595,5 @@ def test_messages_survive_pickling() -> None:
     summary.add(report)
     for message in (HandOut(Ticket.of(1, source(1))), NoMore(), StopWork("why"),
                     Hello(None), Want(), Progress(ProgressSnapshot(records=3)),
-                    Finished(1, report, "dl"), Summary(summary), Fatal("error", "boom")):
+                    Finished(1, report, ("dl/a.jsonl",)), Summary(summary), Fatal("error", "boom")):
         assert pickle.loads(pickle.dumps(message)) == message

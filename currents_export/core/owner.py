@@ -38,6 +38,7 @@ from currents_export.errors import (
     ConfigurationError,
     DeliveryFailed,
     LeaseError,
+    ends_run,
     is_retryable,
 )
 from currents_export.ledger import Ledger
@@ -220,6 +221,9 @@ class OwnerSettings:
     dry_run: bool = False
     max_open_objects: int = MAX_OPEN_OBJECTS
     on_object: Callable[[ObjectReport], None] | None = None
+    # Log an object failing on its own at ERROR (off where ``on_object`` logs each object
+    # itself: the Lambda's one line per object).
+    log_failures: bool = True
 
 
 class ObjectOwner:
@@ -304,6 +308,14 @@ class ObjectOwner:
         (a run nobody watches pays nothing for it)."""
         self._watched.set()
         return self._snapshot
+
+    def summary_so_far(self) -> RunSummary:
+        """A copy of the summary of the objects finished so far, the open ones counted not
+        finished (what a second Ctrl-C writes on its way out, while this thread works)."""
+        summary = RunSummary(dry_run=self._summary.dry_run)
+        summary.merge(self._summary)
+        summary.objects_unfinished += len(self._open)
+        return summary
 
     def close(self, run_error: BaseException | None) -> RunSummary:
         """Finish what is still open (with ``run_error``, or as unanswered), flush the
@@ -648,7 +660,12 @@ class ObjectOwner:
         report.status = "failed"
         report.error = str(error) or type(error).__name__
         report.retryable = is_retryable(error)  # a ConfigurationError is: fix it, run again
-        _log_failure(source, report)
+        report.unfinished = ends_run(error)  # the run's cause, said once in its summary
+        if report.unfinished or not settings.log_failures:
+            log.debug("%s: %s (%s)", source.uri,
+                      "not finished" if report.unfinished else "failed", report.error)
+        else:
+            _log_failure(source, report)
         if not report.retryable:
             self._dead_letter_object(source, report)
         try:

@@ -76,6 +76,7 @@ class Pipeline:
     checkpoint_every: int = 10_000  # records accounted for between progress checkpoints
     retry_failed: bool = False  # try objects the ledger says failed permanently again
     on_object: Callable[[ObjectReport], None] | None = None  # progress display, logs
+    log_failures: bool = True  # off when ``on_object`` logs every object itself
     seen_ids: SeenIds = field(default_factory=SeenIds)
     # [deletions]: learn user ids, record delete requests, skip deleted users' events
     deletions: DeletionTracker | NoDeletions = field(default_factory=NoDeletions)
@@ -100,7 +101,8 @@ class Pipeline:
             options=self.options, deletions=self.deletions,
             checkpoint_every=self.checkpoint_every, force=self.force,
             retry_failed=self.retry_failed, dry_run=self.dry_run,
-            max_open_objects=self.max_open_objects, on_object=self.on_object))
+            max_open_objects=self.max_open_objects, on_object=self.on_object,
+            log_failures=self.log_failures))
         try:
             outbox = self.open_outbox(owner)
         except BaseException:
@@ -150,10 +152,16 @@ class Pipeline:
             summary.elapsed_s = time.monotonic() - started
             summary.interrupted = self.stop.requested
             summary.configuration_error = ending.configuration_error
-            summary.dead_letter_file = self.dead_letter.location
+            summary.dead_letter_files = list(self.dead_letter.files)
             if self.deletions.active:
                 summary.deletions = reader.deletion_counts.to_json()
         return summary
+
+    def summary_so_far(self) -> RunSummary:
+        """The objects finished so far, the open ones counted not finished (a second
+        Ctrl-C's summary)."""
+        owner = self._owner
+        return owner.summary_so_far() if owner is not None else RunSummary(dry_run=self.dry_run)
 
     def snapshot(self) -> ProgressSnapshot:
         """Where this pipeline stands (the owner publishes it a few times a second)."""
@@ -181,6 +189,6 @@ class _Ending:
         if isinstance(error, ConfigurationError):
             if self.configuration_error is None:
                 self.configuration_error = str(error)
-            self.why = "not started: the configuration must be fixed first"
+            self.why = f"not started: {error}"
         elif self.why is None:
             self.why = f"not started: {error}"

@@ -27,6 +27,7 @@ PRIVACY_BASE_URLS = {"us": "https://amplitude.com", "eu": "https://analytics.eu.
 PRIVACY_PATH = "/api/2/deletions/users"
 MAX_IDS_PER_REQUEST = 100
 _ATTEMPTS = 6
+_CHECK_ATTEMPTS, _CHECK_TIMEOUT_S = 2, 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +107,18 @@ class PrivacyClient:
                 for entry in job.get("amplitude_ids") or ()
                 if isinstance(entry, dict) and entry.get("user_id") is not None}
 
-    def _call(self, method: str, what: str, **arguments: Any) -> httpx.Response:
+    def check(self) -> None:
+        """The API answers and takes the keys: today's jobs listed (read only), in seconds
+        (two attempts, 3 s to connect and to answer): ``check``, and before a submit."""
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        self._call("GET", "a list of deletion jobs", attempts=_CHECK_ATTEMPTS,
+                   timeout=_CHECK_TIMEOUT_S, params={"start_day": today, "end_day": today})
+
+    def _call(self, method: str, what: str, *, attempts: int = _ATTEMPTS,
+              **arguments: Any) -> httpx.Response:
         """One request, retried on 429, 5xx and network errors; a 200, or an error."""
         problem = "no answer"
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(attempts):
             if self._stopped():
                 raise PrivacyApiError(f"stopped before {what} was sent")
             if attempt:
@@ -138,7 +147,7 @@ class PrivacyClient:
                                       f"{response.status_code} to {what}", refused=True)
             return response
         raise PrivacyApiError(f"the User Privacy API ({self.url}) did not take {what} after "
-                              f"{_ATTEMPTS} attempts ({problem})")
+                              f"{attempts} attempts ({problem})")
 
     def _pace(self) -> None:
         now = self._clock()

@@ -37,12 +37,13 @@ DEFAULT_DEAD_LETTER_DIR = ".currents-export/dead-letter"
 # The places an option may be used: the commands, and the Lambda.
 REPLAY, BACKFILL, REDRIVE, INSPECT, STATUS, DELETIONS, LAMBDA = (
     "replay", "backfill", "redrive", "inspect", "status", "deletions", "lambda")
+DELETIONS_STATUS = "deletions status"  # reads the ledger only (DELETIONS: `deletions submit`)
 _RUNS = frozenset({REPLAY, BACKFILL, LAMBDA})  # read objects, map them, upload
 _LOCAL_RUNS = frozenset({REPLAY, BACKFILL})
 _UPLOADS = _RUNS | {REDRIVE}
 _CLI_UPLOADS = _LOCAL_RUNS | {REDRIVE}
 _MAPPING = _RUNS | {INSPECT}
-PLACES = (REPLAY, BACKFILL, REDRIVE, INSPECT, STATUS, DELETIONS, LAMBDA)
+PLACES = (REPLAY, BACKFILL, REDRIVE, INSPECT, STATUS, DELETIONS, DELETIONS_STATUS, LAMBDA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +127,11 @@ OPTIONS: tuple[Option, ...] = (
            "or device).", _UPLOADS, minimum=1, maximum=64),
     Option("retry_horizon", float, 900.0, "Seconds the run keeps retrying while Amplitude "
            "fails (5xx, timeouts, 200s that are not Amplitude's, throttling), counted from "
-           "the first failure after the last success; then it stops sending and leaves the "
-           "objects pending for the next run (the Lambda stops sooner, at its deadline).",
+           "the first failure after the last success; a wait that would pass it is cut so "
+           "the last attempt goes at the horizon; if that fails too, the run stops sending "
+           "and leaves the objects pending for the next run (the Lambda stops sooner, at its "
+           "deadline). Amplitude's 60 s pause after a project 429 counts toward it; waiting "
+           "for --max-events-per-second does not.",
            _UPLOADS, minimum=0, metavar="SECONDS"),
     Option("throttle_pause", float, None, "Seconds to hold the events of users/devices "
            "Amplitude throttles (429).", _UPLOADS, minimum=0, metavar="SECONDS",
@@ -153,7 +157,8 @@ OPTIONS: tuple[Option, ...] = (
     # Where the run keeps its state and what it could not deliver.
     Option("state", str, DEFAULT_STATE_PATH, "Ledger of finished objects: a SQLite file path, "
            "or dynamodb://TABLE (the Lambda's; LEDGER_TABLE=TABLE means the same).",
-           _RUNS | {STATUS, DELETIONS}, aliases=("LEDGER_TABLE",), metavar="PATH|dynamodb://TABLE",
+           _RUNS | {STATUS, DELETIONS, DELETIONS_STATUS}, aliases=("LEDGER_TABLE",),
+           metavar="PATH|dynamodb://TABLE",
            default_text=f"{DEFAULT_STATE_PATH} (the Lambda: required, dynamodb://)"),
     Option("checkpoint_every", int, 5_000, "Records between progress checkpoints inside an "
            "object.", _RUNS, minimum=1),
@@ -174,6 +179,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("force", bool, False, "Process objects even if the ledger says they are done (or "
            "failed permanently); warns when they were finished more than 7 days ago "
            "(Amplitude drops a repeated insert_id only for 7 days).", _LOCAL_RUNS),
+    Option("fail_on_dead_letter", bool, False, "Exit 3 when the run finished but "
+           "dead-lettered something (for a scheduler that must notice; 0, 1 and 2 keep their "
+           "meaning).", _CLI_UPLOADS),
     Option("retry_failed", bool, False, "Try again the objects that failed permanently before "
            "(not Avro, corrupt, refused codec); see `currents-export status`.", _LOCAL_RUNS),
     Option("rebind_destination", bool, False, "The ledger (--state) records where its objects "
@@ -204,7 +212,17 @@ DEFAULT_CONFIG = "currents-export.toml"  # read from the working directory when 
 _DYNAMODB = "dynamodb://"
 
 
+CHECK = "check"  # `check`: every option a backfill or a deletions submit would use
+_CHECKED = frozenset({REPLAY, BACKFILL, DELETIONS})
+# What a run does, not where it goes: `check` ignores them (a config file may set them).
+_NOT_CHECKED = frozenset({"output", "summary_json", "dry_run", "force", "retry_failed",
+                          "workers", "checkpoint_every"})
+
+
 def options_for(place: str) -> tuple[Option, ...]:
+    if place == CHECK:
+        return tuple(option for option in OPTIONS
+                     if option.places & _CHECKED and option.name not in _NOT_CHECKED)
     return tuple(option for option in OPTIONS if place in option.places)
 
 
@@ -244,6 +262,7 @@ class Settings:
     dry_run: bool = False
     force: bool = False
     retry_failed: bool = False
+    fail_on_dead_letter: bool = False
     rebind_destination: bool = False
     workers: int | None = None
     deadline_margin_s: float = 60.0
@@ -501,7 +520,7 @@ def _line(lines: list[str], key: str) -> int | str:
 def option_table_markdown() -> str:
     """The README's option table (a test keeps the README in step with it)."""
     short = {REPLAY: "R", BACKFILL: "B", REDRIVE: "D", INSPECT: "I", STATUS: "S",
-             DELETIONS: "X", LAMBDA: "L"}
+             DELETIONS: "X", DELETIONS_STATUS: "Y", LAMBDA: "L"}
     rows = ["| option | variable | default | where | what |", "|---|---|---|---|---|"]
     for option in OPTIONS:
         where = "".join(short[p] for p in PLACES if p in option.places)
@@ -511,7 +530,7 @@ def option_table_markdown() -> str:
         rows.append(f"| {flag} | {variables} | {option.describe_default()} | {where} | "
                     f"{option.help}{allowed} |")
     legend = ("where: R replay, B backfill, D redrive, I inspect, S status, X deletions "
-              "submit/status, L the Lambda. "
+              "submit, Y deletions status, L the Lambda. "
               "Command line > environment > `--config` file (`name = value`) > default.")
     return "\n".join(rows) + "\n\n" + legend + "\n"
 

@@ -51,9 +51,9 @@ EVENT_TYPES = [
 SEND, SKIP, DUP = "send", "skip", "dup"
 INVALID_TIME = "amplitude_invalid_field:time"
 
-# One attempt, one virtual backoff of 0.75 s (jitter 0.5), a second attempt, then the next
-# backoff (1.5 s) would pass the 1 s horizon: the request gives up.
-TINY_HORIZON = RetryPolicy(initial_delay_s=1.0, max_delay_s=4.0, horizon_s=1.0)
+# One attempt, one virtual backoff of 0.75 s (jitter 0.5), a second attempt at the 0.75 s
+# horizon, then the request gives up (two failures: the run's circuit stays closed).
+TINY_HORIZON = RetryPolicy(initial_delay_s=1.0, max_delay_s=4.0, horizon_s=0.75)
 
 
 # ---- the files, and what should become of each record -----------------------------------
@@ -517,6 +517,9 @@ def test_an_invalid_api_key_ends_the_run_and_later_objects_are_not_started(
     started = run.reports[first.uri]
     assert started.status == "failed" and not started.not_started and started.retryable
     assert summary.objects_not_started == len(later) and summary.objects_done == 0
+    # The cause is said once (configuration_error); every object is "not finished".
+    assert summary.objects_unfinished == len(files.objects) and summary.objects_failed == 0
+    assert summary.failures == [] and "rejected the API key" in (summary.stopped_by or "")
     for source in later:
         report = run.reports[source.uri]
         assert report.status == "failed" and report.not_started

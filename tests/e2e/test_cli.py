@@ -115,6 +115,7 @@ def test_a_demo_explains_the_types_it_sends_nothing_for(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "event types sent nothing (no_identity" in result.output
     assert "--identity-fallback braze_id" in result.output
+    assert "--api-key" not in result.output  # the demo's key is its own: no warning to give
 
 
 def test_a_demo_run_again_in_its_workdir_follows_its_new_emulator(tmp_path: Path) -> None:

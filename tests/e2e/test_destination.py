@@ -20,6 +20,7 @@ from currents_export.cli import main
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger.destination import destination_host, key_fingerprint
+from tests.support.emulator import is_probe
 from tests.support.runs import read_all
 
 # Amplitude API keys are 32 hex digits.
@@ -51,6 +52,11 @@ def replay(root: Path, url: str, key: str, *extra: str, state: str = "state.sqli
     ], env={"AMPLITUDE_API_KEY": key, **(env or {})}, catch_exceptions=False)
     summary = orjson.loads(summary_path.read_bytes()) if summary_path.exists() else {}
     return result, summary
+
+
+def uploads(server: Emulator) -> list[dict[str, Any]]:
+    """The uploads a server saw, without the probe every run sends before reading."""
+    return [entry for entry in server.requests_log() if not is_probe(entry)]
 
 
 def status(root: Path, *extra: str, state: str = "state.sqlite") -> Result:
@@ -99,12 +105,12 @@ def test_the_first_run_binds_the_ledger_and_the_same_destination_passes(
         "previous": None, "recorded": True}
     text = status(tmp_path).output
     assert f"destination             {named(emulator.url, KEY_A)}, since " in text
-    requests = len(emulator.requests_log())
+    requests = len(uploads(emulator))
 
     again, summary = replay(tmp_path, emulator.url, KEY_A)
     assert again.exit_code == 0, again.output
     assert summary["objects_already_done"] == len(files) and summary["objects_done"] == 0
-    assert len(emulator.requests_log()) == requests
+    assert len(uploads(emulator)) == requests
 
     # The key is in no file of the ledger, no output and no status.
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("state.sqlite*"))
@@ -122,7 +128,7 @@ def test_another_host_with_the_same_state_is_refused_before_anything_is_read(
     assert first.exit_code == 0, first.output
     fixtures(tmp_path, OPEN, seed=62)  # new objects: they would be claimed if anything ran
     before = dump(tmp_path / "state.sqlite")
-    requests = len(emulator.requests_log())
+    requests = len(uploads(emulator))
 
     result, summary = replay(tmp_path, other.url, KEY_A, "--workers", workers)
     assert result.exit_code == 2
@@ -132,7 +138,7 @@ def test_another_host_with_the_same_state_is_refused_before_anything_is_read(
     assert "another --state" in message  # a destination of its own...
     assert "--rebind-destination" in message and "rotated" in message  # ...or a rotated key
     assert KEY_A not in message
-    assert other.requests_log() == [] and len(emulator.requests_log()) == requests
+    assert uploads(other) == [] and len(uploads(emulator)) == requests
     assert dump(tmp_path / "state.sqlite") == before  # nothing claimed, nothing bound
     assert summary == {}  # it never started
 
@@ -141,13 +147,13 @@ def test_another_api_key_on_the_same_host_is_refused(emulator: Emulator, tmp_pat
     fixtures(tmp_path)
     assert replay(tmp_path, emulator.url, KEY_A)[0].exit_code == 0
     before = dump(tmp_path / "state.sqlite")
-    requests = len(emulator.requests_log())
+    requests = len(uploads(emulator))
     result, _ = replay(tmp_path, emulator.url, KEY_B)
     assert result.exit_code == 2
     assert "another API key" in result.output
     assert key_fingerprint(KEY_A) in result.output and key_fingerprint(KEY_B) in result.output
     assert KEY_A not in result.output and KEY_B not in result.output
-    assert len(emulator.requests_log()) == requests
+    assert len(uploads(emulator)) == requests
     assert dump(tmp_path / "state.sqlite") == before
 
 
@@ -156,13 +162,13 @@ def test_a_rotated_key_is_rebound_on_purpose_and_objects_done_stay_done(
 ) -> None:
     files = fixtures(tmp_path)
     assert replay(tmp_path, emulator.url, KEY_A)[0].exit_code == 0
-    requests = len(emulator.requests_log())
+    requests = len(uploads(emulator))
 
     with caplog.at_level(logging.WARNING, logger="currents_export.compose"):
         rotated, summary = replay(tmp_path, emulator.url, KEY_B, "--rebind-destination")
     assert rotated.exit_code == 0, rotated.output
     assert summary["objects_already_done"] == len(files) and summary["objects_done"] == 0
-    assert len(emulator.requests_log()) == requests  # nothing sent again under the new key
+    assert len(uploads(emulator)) == requests  # nothing sent again under the new key
     assert any("rebound from" in r.getMessage() and key_fingerprint(KEY_B) in r.getMessage()
                for r in caplog.records)
     destination = bound(tmp_path)
@@ -234,7 +240,7 @@ def test_a_ledger_from_before_destinations_is_bound_by_its_first_run(
     # It says that objects done before might have gone elsewhere.
     assert any("objects done before" in r.getMessage() for r in caplog.records)
     assert replay(tmp_path, other.url, KEY_A)[0].exit_code == 2
-    assert other.requests_log() == []
+    assert uploads(other) == []
 
 
 def test_a_run_that_fails_at_once_leaves_the_ledger_unbound(
@@ -246,7 +252,8 @@ def test_a_run_that_fails_at_once_leaves_the_ledger_unbound(
     try:
         wrong, _ = replay(tmp_path, emulator.url, KEY_A)
         assert wrong.exit_code == 2 and "rejected the API key" in wrong.output
-        assert bound(tmp_path) is None  # a key that delivered nothing binds nothing
+        # Refused at the first answer (the probe before reading): no ledger was even made.
+        assert not (tmp_path / "state.sqlite").exists()
         right, summary = replay(tmp_path, emulator.url, KEY_B)
     finally:
         httpx.patch(f"{emulator.url}/_emulator/config", json={"valid_api_keys": None})
@@ -262,7 +269,7 @@ def test_a_dry_run_neither_reads_nor_binds_the_ledger(
     fixtures(tmp_path)
     fresh, summary = replay(tmp_path, other.url, KEY_B, "--dry-run", state="fresh.sqlite")
     assert fresh.exit_code == 0, fresh.output
-    assert summary["records"] > 0 and other.requests_log() == []
+    assert summary["records"] > 0 and uploads(other) == []
     assert not (tmp_path / "fresh.sqlite").exists()
 
     assert replay(tmp_path, emulator.url, KEY_A)[0].exit_code == 0

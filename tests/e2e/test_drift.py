@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import fastavro
-import httpx
 import orjson
 import pytest
 from click.testing import CliRunner, Result
@@ -27,7 +26,7 @@ from currents_export.currents.schemas import writer_schema
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.mapping import braze_event_type
-from tests.support.emulator import stored_events
+from tests.support.emulator import requests_made, stored_events
 
 API_KEY = "test-key-0123456789"
 MAPPING_ERROR = "mapping_error"  # currents_export.errors.MAPPING_ERROR
@@ -67,10 +66,6 @@ def read_all(files: list[FixtureFile]) -> list[tuple[str, Record]]:
 def dead_letter_lines(directory: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for path in sorted(directory.glob("*.jsonl"))
             for line in path.read_bytes().splitlines()]
-
-
-def requests_made(emulator: Emulator) -> int:
-    return len(httpx.get(f"{emulator.url}/_emulator/requests").json()["requests"])
 
 
 def nullable(avro_type: Any) -> dict[str, Any]:

@@ -75,15 +75,27 @@ def test_a_url_that_is_not_amplitude_delivers_nothing_and_says_so(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     files = fixtures(tmp_path / "bucket")
+    host = emulator.url.removeprefix("http://")
+    # From the start: the probe before reading says so at once (exit 2), creating nothing.
     set_faults(emulator, [{"action": "not_amplitude"}])
+    result, summary = replay(emulator, tmp_path, tmp_path / "bucket",
+                             extra=("--retry-horizon", "900"))
+    assert result.exit_code == 2
+    assert result.output.count("does not answer as Amplitude") == 1 and host in result.output
+    assert API_KEY not in result.output
+    assert not (tmp_path / "state.sqlite").exists()
+    # From the second request on (a proxy in the way mid-run): retried to the horizon, then
+    # the run stops; the cause is said once, every object is left not finished (pending).
+    set_faults(emulator, [{"action": "not_amplitude", "after": 1}])
     result, summary = replay(emulator, tmp_path, tmp_path / "bucket",
                              extra=("--retry-horizon", "2"))
     assert result.exit_code == 1
     assert summary["delivered"] == 0 and summary["objects_done"] == 0
-    assert summary["objects_failed"] == len(files)
-    error = summary["failures"][0]["error"]
-    host = emulator.url.removeprefix("http://")
+    assert summary["objects_unfinished"] == len(files) and summary["objects_failed"] == 0
+    assert summary["failures"] == []
+    error = summary["stopped_by"]
     assert "does not look like Amplitude" in error and host in error
+    assert result.output.count("does not look like Amplitude") == 1
     assert API_KEY not in result.output and API_KEY not in error
     assert stored_events(emulator) == []
     # Nothing was marked done: with the right endpoint the next run delivers everything.
@@ -100,15 +112,18 @@ def test_an_outage_pauses_the_run_once_not_once_per_object(
 ) -> None:
     files = fixtures(tmp_path / "bucket", events=300, files_per_type=100)
     assert len(files) == 100
-    set_faults(emulator, [{"action": "status", "status": 503}])
+    set_faults(emulator, [{"action": "status", "status": 503, "after": 1}])  # probe: ok
     result, summary = replay(emulator, tmp_path, tmp_path / "bucket",
                              extra=("--retry-horizon", "3", "--lanes", "4"))
     assert result.exit_code == 1
-    assert summary["objects_failed"] == 100
+    # Not "failed": the outage ended the run; it is said once, with the count.
+    assert summary["objects_unfinished"] == 100 and summary["objects_failed"] == 0
     # The objects read before the outage was known (at most MAX_OPEN_OBJECTS are open at
-    # once) failed with it; the others were not even read.
+    # once) are left with it; the others were not even read.
     assert summary["objects_not_started"] >= 100 - MAX_OPEN_OBJECTS
-    assert all("unavailable since" in failure["error"] for failure in summary["failures"])
+    assert "unavailable since" in summary["stopped_by"] and summary["failures"] == []
+    assert result.output.count("unavailable since") == 1
+    assert "100 not finished" in result.output
     assert_balanced(summary)
     # One circuit probing at a backoff: a handful of requests for the whole run, where
     # retrying per object would have spent the horizon 100 times (hundreds of requests).
@@ -142,18 +157,22 @@ def test_sigint_during_an_outage_saves_progress_and_writes_the_summary(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     files = fixtures(tmp_path / "bucket", events=400, files_per_type=20)
-    set_faults(emulator, [{"action": "status", "status": 503}])
+    set_faults(emulator, [{"action": "status", "status": 503, "after": 1}])  # probe: ok
     process = replay_process(emulator, tmp_path, "--retry-horizon", "900")
     wait_for_faults(emulator, 3, process)
     assert process.poll() is None  # still waiting on Amplitude, as a 900 s horizon allows
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)  # a guard against a hang, not a timing check
+    stdout, stderr = process.communicate(timeout=60)  # a hang guard, not a timing check
     assert process.returncode == 1
     assert b"Traceback" not in stderr
     summary = orjson.loads((tmp_path / "summary.json").read_bytes())
     assert summary["interrupted"] is True
-    assert summary["objects_failed"] == len(files) and summary["objects_done"] == 0
-    assert "interrupted by SIGINT" in summary["failures"][0]["error"]
+    # Not finished, not failed: the interrupt is said once, not once per object.
+    assert summary["objects_unfinished"] == len(files) and summary["objects_done"] == 0
+    assert summary["objects_failed"] == 0 and summary["failures"] == []
+    assert "interrupted by SIGINT" in summary["stopped_by"]
+    assert (stdout + stderr).count(b"interrupted by SIGINT") == 1
+    assert b"ERROR" not in stderr
     assert_balanced(summary)
     # Progress is saved: the next run (Amplitude back) finishes everything exactly once.
     clear_faults(emulator)
@@ -176,15 +195,20 @@ def test_a_second_sigint_exits_at_once(own_emulator: Emulator, tmp_path: Path) -
     fixtures(tmp_path / "bucket", events=200, files_per_type=5)
     # Amplitude answers nothing for a long time: the first Ctrl-C gives the request in
     # flight a few seconds of grace; the second one, sent within them, exits at once.
-    set_faults(emulator, [{"action": "delay", "delay_s": 30}])
+    set_faults(emulator, [{"action": "delay", "delay_s": 30, "after": 1}])  # probe: ok
     process = replay_process(emulator, tmp_path, "--retry-horizon", "900", "--lanes", "1")
     wait_for_faults(emulator, 1, process)
     process.send_signal(signal.SIGINT)
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert b"exiting now" in stderr and b"Traceback" not in stderr
+    # Out at once, and still the summary (README: written in every case but a usage error).
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert summary["interrupted"] is True and "interrupted twice" in summary["stopped_by"]
+    assert summary["objects_unfinished"] >= 1 and summary["objects_done"] == 0
+    assert b"not finished" in stdout
 
 
 def test_sigint_while_a_request_hangs_still_stops_within_seconds(
@@ -194,7 +218,7 @@ def test_sigint_while_a_request_hangs_still_stops_within_seconds(
     must not wait for it (its events stay pending)."""
     emulator = own_emulator
     fixtures(tmp_path / "bucket", events=20_000, files_per_type=1)
-    set_faults(emulator, [{"action": "delay", "delay_s": 30}])
+    set_faults(emulator, [{"action": "delay", "delay_s": 30, "after": 1}])  # probe: ok
     process = replay_process(emulator, tmp_path, "--retry-horizon", "900", "--lanes", "1",
                              "--api", "http")
     wait_for_faults(emulator, 1, process)
@@ -413,7 +437,7 @@ def test_unexpected_errors_name_themselves_and_show_a_traceback_only_with_vv(
 
 def test_the_ledger_keeps_the_failure_reason(emulator: Emulator, tmp_path: Path) -> None:
     files = fixtures(tmp_path / "bucket", files_per_type=1)
-    set_faults(emulator, [{"action": "status", "status": 503}])
+    set_faults(emulator, [{"action": "status", "status": 503, "after": 1}])  # probe: ok
     # A horizon longer than a first backoff (at most 1 s): no request gives up on its own
     # before the lanes' failures open the circuit (with 1 s, one could, on a busy machine).
     result, _ = replay(emulator, tmp_path, tmp_path / "bucket", extra=("--retry-horizon", "3"))

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 
 from currents_export.counts import Tally
@@ -18,13 +17,14 @@ from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import generate_fixtures
 from currents_export.ledger import SqliteLedger
 from currents_export.sources import find_local_objects
+from tests.support.emulator import requests_made
 from tests.support.runs import read_all
 
 ENV = {**os.environ, "AMPLITUDE_API_KEY": "kill-test-key"}
 
 
 def requests_seen(emulator: Emulator) -> int:
-    return int(httpx.get(f"{emulator.url}/_emulator/stats").json()["requests"])
+    return requests_made(emulator)
 
 
 def replay_command(emulator: Emulator, work: Path) -> list[str]:

@@ -15,7 +15,7 @@ from currents_export.currents.schemas import known_event_types
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.mapping import braze_event_type
-from tests.support.emulator import requests_made, stored_events
+from tests.support.emulator import requests_made, stored_events, upload_requests
 from tests.support.runs import API_KEY, assert_balanced, read_all, replay, run_cli
 
 # ---- the main path ------------------------------------------------------------------------
@@ -144,7 +144,10 @@ def test_dry_run_ignores_the_ledger_and_says_what_it_would_deliver(
     assert requests_made(emulator) == requests_after_real
     assert summary["dry_run"] is True
     assert summary["objects_already_done"] == 0
-    assert summary["objects_done"] == done["objects_done"]
+    # Nothing marked done: what a real run would mark is named "would".
+    assert summary["objects_done"] == 0
+    assert summary["objects_would_be_done"] == done["objects_done"]
+    assert summary["would_deliver"] == done["delivered"]
     assert summary["records"] == done["records"]
     assert summary["skipped"]["dry_run"] == done["delivered"]
     assert summary["delivered"] == 0
@@ -266,12 +269,15 @@ def test_invalid_api_key_stops_with_exit_2_and_marks_nothing_done(
     try:
         result, summary = replay(emulator, tmp_path, tmp_path / "bucket")
         assert result.exit_code == 2
-        assert "rejected the API key" in result.output
+        # Said once, at the first answer (the probe before reading), not once per object.
+        assert result.output.count("rejected the API key") == 1
         assert API_KEY not in result.output
-        # The summary is still written: nothing done, the reason named.
+        # The summary is still written: nothing done, the reason named; nothing created.
         assert summary["objects_done"] == 0 and summary["delivered"] == 0
         assert "rejected the API key" in summary["configuration_error"]
         assert API_KEY not in str(summary)
+        assert not (tmp_path / "state.sqlite").exists()
+        assert stored_events(emulator) == []
         ok, summary = replay(emulator, tmp_path, tmp_path / "bucket",
                              extra=("--api-key", "the-right-key"))
         assert ok.exit_code == 0 and summary["objects_done"] == 2
@@ -328,14 +334,16 @@ def test_requests_over_the_byte_limit_are_split(emulator: Emulator, tmp_path: Pa
         httpx.patch(f"{emulator.url}/_emulator/config",
                     json={"batch": {"max_body_bytes": 20_971_520}})
     assert result.exit_code == 0, result.output
-    log = httpx.get(f"{emulator.url}/_emulator/requests").json()["requests"]
+    log = upload_requests(emulator)
     assert any(entry["status"] == 413 for entry in log)
     assert summary["delivered"] == len(stored_events(emulator)) > 0
     assert summary["requests"] == len(log) > 2
     assert_balanced(summary)
 
 
-def test_unreachable_amplitude_leaves_objects_pending(emulator: Emulator, tmp_path: Path) -> None:
+def test_unreachable_amplitude_is_exit_2_before_anything_is_read(
+    emulator: Emulator, tmp_path: Path
+) -> None:
     generate_fixtures(tmp_path / "bucket", events_per_type=10, seed=8,
                       event_types=["users.messages.pushnotification.Send"])
     with socket.socket() as closed:
@@ -344,14 +352,17 @@ def test_unreachable_amplitude_leaves_objects_pending(emulator: Emulator, tmp_pa
     result = run_cli(
         "replay", str(tmp_path / "bucket"), "--api-key", API_KEY, "--amplitude-url", dead_url,
         "--state", str(tmp_path / "state.sqlite"), "--dead-letter", str(tmp_path / "dl"),
-        "--retry-horizon", "0", "--summary-json", str(tmp_path / "s.json"),
+        "--retry-horizon", "900", "--summary-json", str(tmp_path / "s.json"),
     )
-    assert result.exit_code == 1
+    # Not a wait for the 900 s horizon: nothing was delivered yet, so a refused connection
+    # is a wrong URL or an outage, said once; nothing read, nothing created but the summary.
+    assert result.exit_code == 2
+    assert result.output.count("cannot reach Amplitude") == 1
+    assert "connection refused" in result.output
     summary = orjson.loads((tmp_path / "s.json").read_bytes())
-    assert summary["objects_failed"] == 2 and summary["delivered"] == 0
-    assert summary["pending_records"] > 0
-    assert_balanced(summary)
-    assert "pending for the next run" in summary["failures"][0]["error"]
+    assert summary["records"] == 0 and summary["objects_done"] == 0
+    assert "cannot reach Amplitude" in summary["configuration_error"]
+    assert not (tmp_path / "state.sqlite").exists() and not (tmp_path / "dl").exists()
     ok, summary = replay(emulator, tmp_path, tmp_path / "bucket",
                          extra=("--dead-letter", str(tmp_path / "dl")))
     assert ok.exit_code == 0 and summary["objects_done"] == 2 and summary["delivered"] > 0

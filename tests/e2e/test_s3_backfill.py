@@ -167,7 +167,9 @@ def test_dead_letter_in_s3_and_inspect_of_an_s3_object(
              for line in s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read().splitlines()]
     assert len(lines) == refused > 0
     assert {line["event"]["device_id"] for line in lines} <= set(devices[:5])
-    assert summary["dead_letter_file"].startswith(f"s3://{BUCKET}/dead-letter/")
+    # Each object written is listed, and only those.
+    assert sorted(summary["dead_letter_files"]) == sorted(
+        f"s3://{BUCKET}/{item['Key']}" for item in listed)
 
     inspected = CliRunner().invoke(main, ["inspect", f"s3://{BUCKET}/{files[0].key}",
                                           "--s3-endpoint-url", aws])

@@ -21,6 +21,7 @@ from currents_export.ledger.base import Destination
 from currents_export.ledger.destination import key_fingerprint
 from currents_export.ledger.dynamodb import DESTINATION_KEY
 from currents_export.sources import find_local_objects
+from tests.support.emulator import upload_requests
 from tests.support.ledgers import (
     BROKEN,
     DONE_IDENTITY,
@@ -379,14 +380,14 @@ def test_replay_with_a_dynamodb_ledger_does_each_file_once(
     assert summary["delivered"] > 0
     state = ledger(table, "reader", Clock())
     assert all(state.is_done(o.identity) for o in find_local_objects(f.path for f in files))
-    requests = len(emulator.requests_log())
+    requests = len(upload_requests(emulator))
     assert requests > 0
 
     code, again = replay_with_dynamodb(table, emulator, tmp_path)
     assert code == 0
     assert again["objects_already_done"] == len(files)
     assert again["objects_done"] == 0 and again["requests"] == 0
-    assert len(emulator.requests_log()) == requests
+    assert len(upload_requests(emulator)) == requests
 
 
 def test_an_object_leased_elsewhere_is_reported_as_failed_not_processed(
@@ -400,7 +401,7 @@ def test_an_object_leased_elsewhere_is_reported_as_failed_not_processed(
     assert code == 1
     assert summary["objects_failed"] == 1
     assert "processed elsewhere" in summary["failures"][0]["error"]
-    assert emulator.requests_log() == []
+    assert upload_requests(emulator) == []
 
 
 def test_a_dead_worker_s_lease_released_by_the_parent_is_claimed_at_once(table: str) -> None:
@@ -520,7 +521,7 @@ def test_a_replay_into_a_table_keyed_otherwise_stops_with_exit_2(
     assert f"dynamodb://{TABLE}" in result.output
     assert "partition key pk (string), no sort key" in result.output
     assert "partition key id (string)" in result.output
-    assert emulator.requests_log() == []
+    assert upload_requests(emulator) == []
 
 
 def test_a_dynamodb_ledger_is_bound_by_its_first_run_and_refuses_another_key(
@@ -533,7 +534,7 @@ def test_a_dynamodb_ledger_is_bound_by_its_first_run_and_refuses_another_key(
     bound = ledger(table, "reader", Clock()).destination()
     assert bound == Destination(emulator.url, key_fingerprint("k12345"))
     assert bound is not None and bound.recorded
-    requests = len(emulator.requests_log())
+    requests = len(upload_requests(emulator))
     result = CliRunner().invoke(main, [
         "replay", str(tmp_path / "bucket"), "--state", f"dynamodb://{TABLE}",
         "--amplitude-url", emulator.url, "--api-key", "another-key-67890",
@@ -543,7 +544,7 @@ def test_a_dynamodb_ledger_is_bound_by_its_first_run_and_refuses_another_key(
     assert str(bound) in result.output
     assert key_fingerprint("another-key-67890") in result.output
     assert "another-key-67890" not in result.output and "k12345" not in result.output
-    assert len(emulator.requests_log()) == requests
+    assert len(upload_requests(emulator)) == requests
     assert ledger(table, "reader", Clock()).destination() == bound
 
 
