@@ -8,12 +8,15 @@
 The zip holds ``currents_export/`` without the local kit (``currents_export/kit/``: the
 emulator and the fixtures generator, which the product never imports) and the runtime
 dependencies as wheels for the target (default: Python 3.12 on arm64, as in
-``template.yaml``), minus boto3 and botocore, which the Lambda runtime provides. The
+``template.yaml``): ``pyproject.toml``'s dependencies and its ``lambda`` extra (Powertools
+for AWS Lambda, without Powertools' own extras), minus boto3 and botocore, which the
+Lambda runtime provides. The
 wheels are exactly those of ``infra/lambda-requirements.txt``: every package pinned,
 with the sha256 of its wheels, and pip checks them (``--require-hashes``) when it
 downloads and again when it installs, so a wheel swapped on the index, or a new release,
 never reaches the zip unnoticed. ``--lock`` rewrites that file: it resolves the runtime
-dependencies of ``pyproject.toml`` (newest versions within their bounds) for the Lambda's
+dependencies of ``pyproject.toml`` and its ``lambda`` extra (newest versions within their
+bounds) for the Lambda's
 Python on both architectures and records the hashes of the wheels pip chose. Entries are
 sorted and timestamps fixed, so the same inputs give the same zip.
 """
@@ -39,6 +42,7 @@ FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 LEFT_OUT = ROOT / "currents_export" / "kit"  # the local kit: not needed to run the product
 LOCK = ROOT / "infra" / "lambda-requirements.txt"
 LOCK_PYTHON = re.compile(r"^# python: (\S+)$", re.MULTILINE)
+LAMBDA_EXTRA = "lambda"  # pyproject.toml's extra of what only the Lambda needs
 
 
 def canonical_name(name: str) -> str:
@@ -51,9 +55,11 @@ def requirement_name(requirement: str) -> str:
 
 
 def runtime_requirements() -> list[str]:
-    """The project's dependencies, without what the runtime already has."""
+    """The project's dependencies and its ``lambda`` extra, without what the runtime
+    already has."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [requirement for requirement in project["dependencies"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"][LAMBDA_EXTRA]]
+    return [requirement for requirement in wanted
             if requirement_name(requirement) not in IN_RUNTIME]
 
 
@@ -126,8 +132,9 @@ def write_lock(python: str, lock: Path | None = None) -> dict[str, str]:
         "# The Lambda zip's dependencies: exact versions and the sha256 of their wheels,",
         f"# resolved for CPython {python} on "
         f"{' and '.join(PLATFORMS[arch] for arch in sorted(PLATFORMS))}",
-        "# from the runtime dependencies of pyproject.toml (boto3 and botocore are the",
-        "# runtime's). infra/build_lambda.py installs this with --require-hashes.",
+        "# from the runtime dependencies of pyproject.toml and its lambda extra (boto3 and",
+        "# botocore are the runtime's). infra/build_lambda.py installs this with",
+        "# --require-hashes.",
         "# Refresh (after changing those dependencies, or to take new releases):",
         "#     python infra/build_lambda.py --lock",
         f"# python: {python}",

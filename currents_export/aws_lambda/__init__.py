@@ -1,10 +1,18 @@
 """AWS Lambda entry point: ``currents_export.aws_lambda.handler``.
 
 Configured by environment variables (README, "The Lambda", and the option table). The API
-key is cached per container (``settings.keys``), the hashing salt read at cold start; neither
-is ever logged, and at every level, DEBUG included, the wire logs of botocore, urllib3,
-httpx stay at WARNING (they would print session tokens and secrets). Per object: one JSON
-log line and one CloudWatch EMF line.
+key is read through Powertools' Parameters and cached per container (``settings.keys``),
+the hashing salt read at cold start; neither is ever logged, and at every level, DEBUG
+included, the wire logs of botocore, urllib3, httpx stay at WARNING (they would print
+session tokens and secrets).
+
+Logs and metrics go through Powertools (``observability``): every line carries the request
+id, ``cold_start`` and the function's name; the lines written while an SQS message (or a
+Batch Operations task) is handled carry its id (``sqs_message_id``, ``batch_task_id``), and
+those written while an object is processed its ``s3_bucket`` and ``s3_key``. Per object:
+one log line (its figures; the only line about it at ERROR when it fails for good) and one
+EMF document; per invocation, one EMF document of its sending (and ``ColdStart``). Each
+object is delivered in its own run, so its figures (requests, retries) are its own.
 
 The deadline is hard: the time left bounds every timeout and backoff sleep, AWS calls
 included (:func:`aws_call_limits`); at the margin progress is saved and the object reported
@@ -37,10 +45,14 @@ import boto3
 from currents_export.amplitude.pacing import Pacer, PaceState
 from currents_export.aws.secrets import ClientFactory, fetch_secret
 from currents_export.aws_lambda.observability import (
-    deletions_emf_line,
-    emf_line,
+    POWERTOOLS_VARIABLES,
+    add_deletion_metrics,
+    add_sending_metrics,
+    emit_cold_start,
+    emit_object_metrics,
+    logger,
+    metrics,
     object_fields,
-    sending_emf_line,
     setup_json_logging,
 )
 from currents_export.compose import (
@@ -48,6 +60,7 @@ from currents_export.compose import (
     build_pacer,
     build_pipeline,
     build_privacy_client,
+    check_amplitude,
     check_destination,
     open_deletion_store,
     open_destinations,
@@ -55,6 +68,7 @@ from currents_export.compose import (
 from currents_export.counts import ObjectReport, RunSummary
 from currents_export.deletions.submit import submit_deletions
 from currents_export.errors import (
+    AmplitudeSetupError,
     ConfigurationError,
     DestinationMismatch,
     LambdaConfigError,
@@ -74,6 +88,7 @@ from currents_export.settings.mapping import DEFAULT_SALT_ENV
 from currents_export.sources import SourceObject
 from currents_export.sources.events import (
     Invocation,
+    ObjectRef,
     WorkItem,
     batch_operations_response,
     parse_invocation,
@@ -88,6 +103,7 @@ log = logging.getLogger("currents_export.lambda")
 ENVIRONMENT_VARIABLES = frozenset(
     {variable for option in options_for(LAMBDA) for variable in option.variables}
     | {CONFIG_VARIABLE, DEFAULT_SALT_ENV}
+    | POWERTOOLS_VARIABLES
 )
 IAM_ACTIONS = frozenset({
     "s3:GetObject",  # sources.s3: streaming reads
@@ -225,6 +241,7 @@ class Runtime:
         self.api_key = ApiKeyProvider.from_settings(self.settings)
         self._secret_key: ApiKeyProvider | None = None
         self._errors_logged: set[str] = set()  # configuration errors: once per container
+        self._probed: str | None = None  # the key Amplitude answered and took (its check)
         # The rate Amplitude allowed an earlier invocation without a budget: later ones
         # start there instead of finding it again (a 429 and a pause each).
         self.found_rate: float | None = None
@@ -252,14 +269,33 @@ class Runtime:
     def checked_api_key(self, *, key_only: bool = False) -> str:
         """The API key, once the ledger is known to deliver with it (bound to it now, if
         the table has no binding). A mismatch reads the key again before it counts: the
-        container may hold a key rotated since. Raises ConfigurationError."""
+        container may hold a key rotated since. Before the first object, Amplitude is
+        checked once per container and key (:meth:`reachable`). Raises ConfigurationError."""
         key = self.api_key.get()
+        if not key_only:
+            key = self.reachable(key)
         ledger = self.destinations.ledger
         try:
             check_destination(self.settings, ledger, key, key_only=key_only, rebind=False)
         except DestinationMismatch:
             key = self.api_key.get(refresh=True)
             check_destination(self.settings, ledger, key, key_only=key_only)
+        return key
+
+    def reachable(self, key: str) -> str:
+        """The key, once Amplitude answers as Amplitude and takes it (``compose.
+        check_amplitude``: seconds, not the retry horizon, for a wrong URL or an outage
+        before anything was delivered); asked once per container and key. A refused key is
+        read again first (it may have been rotated). Raises ConfigurationError: the
+        caller logs it once and returns the items for retry."""
+        if key == self._probed:
+            return key
+        try:
+            check_amplitude(self.settings, key)
+        except AmplitudeSetupError:
+            key = self.api_key.get(refresh=True)
+            check_amplitude(self.settings, key)
+        self._probed = key
         return key
 
     def log_configuration_error(self, error: str) -> None:
@@ -278,12 +314,16 @@ class Runtime:
 _runtime: Runtime | None = None
 
 
-def runtime() -> Runtime:
-    """The per-container runtime, built on first use (cold start)."""
+def runtime(context: Any = None) -> Runtime:
+    """The per-container runtime, built on first use (cold start: the ``ColdStart`` metric
+    of the function ``context`` names)."""
     global _runtime
     if _runtime is None:
         setup_json_logging(log_level(os.environ))
         _runtime = Runtime(os.environ)
+        function_name = getattr(context, "function_name", None)
+        if isinstance(function_name, str) and function_name:
+            emit_cold_start(function_name)
     return _runtime
 
 
@@ -296,10 +336,12 @@ def reset_runtime() -> None:
 SUBMIT_DELETIONS = {"currents_export": "submit_deletions"}  # the schedule's input
 
 
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
     """Process the objects an event names; report failures the way the trigger expects.
     The schedule's event (:data:`SUBMIT_DELETIONS`) submits the due deletions instead."""
-    current = runtime()
+    current = runtime(context)
     if dict(event) == SUBMIT_DELETIONS:
         return _submit_deletions(current, context)
     invocation = parse_invocation(event)
@@ -310,19 +352,32 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any] | None:
     pacer = build_pacer(current.settings, stop, PaceState.local(current.found_rate))
     outcomes = {}
     for item in invocation.items:
-        for reason in item.ignored:
-            log.info("ignored", extra={"fields": {"reason": reason, "item": item.item_id}})
-        outcomes[item.item_id] = _process_item(current, item, stop, pacer)
+        with logger.append_context_keys(**_item_keys(invocation, item)):
+            for reason in item.ignored:
+                log.info("ignored", extra={"fields": {"reason": reason, "item": item.item_id}})
+            outcomes[item.item_id] = _process_item(current, item, stop, pacer)
     sending = pacer.report()
     current.found_rate = sending.found_events_per_second or current.found_rate
     delivered = sum(report.delivered for reports in outcomes.values() for report in reports)
-    print(sending_emf_line(sending, delivered, time.monotonic() - started), flush=True)
+    add_sending_metrics(sending, delivered, time.monotonic() - started)
     return _response(invocation, outcomes)
+
+
+def _item_keys(invocation: Invocation, item: WorkItem) -> dict[str, str]:
+    """The log keys of the lines written while ``item`` is handled: its SQS message id or
+    its Batch Operations task id."""
+    if item.item_id is None:
+        return {}
+    if invocation.kind == "sqs":
+        return {"sqs_message_id": item.item_id}
+    if invocation.kind == "batch_operations":
+        return {"batch_task_id": item.item_id}
+    return {}
 
 
 def _submit_deletions(current: Runtime, context: Any) -> dict[str, Any]:
     """Resolve and submit the due deletions, within the deadline (the rest waits for the
-    next schedule); one log line and one EMF line."""
+    next schedule); one log line, and the deletion metrics."""
     settings = current.settings
     if not settings.deletions.enabled:
         log.warning("deletions submit scheduled but deletions are off",
@@ -339,13 +394,13 @@ def _submit_deletions(current: Runtime, context: Any) -> dict[str, Any]:
             report = submit_deletions(store, client, grace_s=settings.deletions.grace_period_s,
                                       now=time.time(), stopped=lambda: stop.stopped)
         except ConfigurationError as exc:  # a wrong or missing secret key: alarm, then raise
-            print(deletions_emf_line({"error": str(exc)}), flush=True)
+            add_deletion_metrics({"error": str(exc)})
             log.error("deletions not submitted", extra={"fields": {"error": str(exc)}})
             raise
     figures = report.to_json()
     log.log(logging.ERROR if report.error else logging.INFO, "deletions submitted",
             extra={"fields": figures})
-    print(deletions_emf_line(figures), flush=True)
+    add_deletion_metrics(figures)
     if report.error and "deadline" not in report.error:
         raise RuntimeError(f"deletions not all submitted: {report.error}")
     return {"deletions": figures}
@@ -359,50 +414,75 @@ def _remaining_s(context: Any) -> float:
 def _process_item(
     current: Runtime, item: WorkItem, stop: Stop, pacer: Pacer
 ) -> list[ObjectReport]:
-    """Run the item's objects; a report per object (failed ones say if a retry can help)."""
-    sources = [s3_object(current.s3, ref.bucket, ref.key, size=ref.size, etag=ref.etag,
-                         version_id=ref.version_id) for ref in item.objects]
+    """Run the item's objects, each in its own run; a report per object (failed ones say
+    if a retry can help), and one log line and one EMF document each."""
+    sources = [(ref, s3_object(current.s3, ref.bucket, ref.key, size=ref.size, etag=ref.etag,
+                               version_id=ref.version_id)) for ref in item.objects]
     if not sources:
         return []
     if stop.stopped:
-        return [_not_started(source.uri) for source in sources]
+        return [_not_started(source.uri) for _, source in sources]
     try:
         api_key = current.checked_api_key()  # before any object is read
     except ConfigurationError as exc:  # bound elsewhere; or the table cannot be the ledger
         current.log_configuration_error(str(exc))
-        return [_not_started(source.uri, f"not started: {exc}") for source in sources]
-    reports, summary = _run(current, api_key, sources, stop, pacer)
+        return [_not_started(source.uri, f"not started: {exc}") for _, source in sources]
+    reports = []
+    refused: str | None = None  # a configuration error that reading the key again left
+    for ref, source in sources:
+        with logger.append_context_keys(**_object_keys(ref)):
+            if refused is None:
+                report, refused, api_key = _deliver(current, api_key, source, stop, pacer)
+            else:  # the same key would be refused again: the queue keeps the object
+                report = _not_started(source.uri, f"not started: {refused}")
+            _log_object(report)
+        reports.append(report)
+    return reports
+
+
+def _object_keys(ref: ObjectRef) -> dict[str, str]:
+    """The log keys of the lines written while the object is processed."""
+    return {"s3_bucket": ref.bucket, "s3_key": ref.key}
+
+
+def _deliver(
+    current: Runtime, api_key: str, source: SourceObject, stop: Stop, pacer: Pacer
+) -> tuple[ObjectReport, str | None, str]:
+    """Deliver one object: its report, the configuration error that stopped it (None), and
+    the API key to go on with. Amplitude refusing the key reads it again, once (it may have
+    been rotated; the ledger must deliver with it), and runs again."""
+    report, summary = _run(current, api_key, source, stop, pacer)
     if summary.configuration_error is None:
-        return reports
-    # The key may have been rotated: read it again, once (the ledger must deliver with it).
+        return report, None, api_key
     current.api_key.get(refresh=True)
     try:
         api_key = current.checked_api_key()
     except ConfigurationError as exc:
         current.log_configuration_error(str(exc))
-        return reports
-    reports, summary = _run(current, api_key, sources, stop, pacer)
+        return report, str(exc), api_key
+    report, summary = _run(current, api_key, source, stop, pacer)
     if summary.configuration_error is not None:
         log.error("configuration error", extra={"fields": {"error": summary.configuration_error}})
-    return reports
+    return report, summary.configuration_error, api_key
 
 
 def _run(
-    current: Runtime, api_key: str, sources: list[SourceObject], stop: Stop, pacer: Pacer
-) -> tuple[list[ObjectReport], RunSummary]:
-    """One run over ``sources``: its own client and pipeline, over the container's ledger
+    current: Runtime, api_key: str, source: SourceObject, stop: Stop, pacer: Pacer
+) -> tuple[ObjectReport, RunSummary]:
+    """One run over one object: its own client and pipeline, over the container's ledger
     and dead letter. The retry horizon never outlives the deadline; every wait is bounded
-    by ``stop``."""
+    by ``stop``. The run's requests and retries are the object's (the delivery core's
+    per-object report does not count them)."""
     reports: list[ObjectReport] = []
     horizon = max(1.0, min(current.settings.retry_horizon, stop.remaining() or 1.0))
     with ExitStack() as stack:
         pipeline = build_pipeline(current.settings, current.destinations, stack, stop=stop,
                                   api_key=api_key, on_object=reports.append,
-                                  retry_horizon_s=horizon, pacer=pacer)
-        summary = pipeline.run(sources)
-    for report in reports:
-        _log_object(report)
-    return reports, summary
+                                  retry_horizon_s=horizon, pacer=pacer, log_failures=False)
+        summary = pipeline.run([source])
+    report = reports[0] if reports else _not_started(source.uri, "not reported by the run")
+    report.requests, report.retries = summary.requests, summary.retries
+    return report, summary
 
 
 def _not_started(uri: str, error: str = "not started: the deadline was too close") -> ObjectReport:
@@ -415,7 +495,7 @@ def _log_object(report: ObjectReport) -> None:
         level = logging.WARNING if report.retryable else logging.ERROR
     log.log(level, "object " + report.status, extra={"fields": object_fields(report)})
     if report.status != "already_done":
-        print(emf_line(report), flush=True)  # CloudWatch reads EMF from stdout
+        emit_object_metrics(report)  # CloudWatch reads EMF from stdout
 
 
 def _response(invocation: Invocation, outcomes: dict[str | None, list[ObjectReport]]

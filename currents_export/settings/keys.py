@@ -1,22 +1,22 @@
 """The Amplitude API key (and the project's secret key, for the User Privacy API): from
-the environment, Secrets Manager or SSM, fetched once.
+the environment, Secrets Manager or SSM.
 
 Configuration names where the key lives, never the key itself:
 ``AMPLITUDE_API_KEY`` (the key, for local runs), ``AMPLITUDE_API_KEY_SECRET`` (a Secrets
 Manager id or ARN; the secret is the key, or JSON with ``api_key`` /
 ``AMPLITUDE_API_KEY``), or ``AMPLITUDE_API_KEY_PARAMETER`` (an SSM SecureString name).
-The value is cached per process (a Lambda container) for ``ttl_s`` and never logged.
+A key kept in AWS is read through Powertools' Parameters (``aws.secrets.SecretReader``),
+cached per process (a Lambda container) for ``max_age_s``, and read again at once when
+Amplitude rejects it (``get(refresh=True)``); it is never logged.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from currents_export.aws.secrets import ClientFactory, boto3_client, fetch_secret
+from currents_export.aws.secrets import ClientFactory, SecretReader, boto3_client
 from currents_export.errors import ApiKeyError
 
 if TYPE_CHECKING:
@@ -51,7 +51,10 @@ class ApiKeySource:
 
 
 class ApiKeyProvider:
-    """Fetches the key once and caches it; ``get(refresh=True)`` re-reads (key rotation)."""
+    """The key where ``source`` says: given (``env``), or read from AWS through a
+    :class:`~currents_export.aws.secrets.SecretReader` (cached for ``max_age_s``; None:
+    ``POWERTOOLS_PARAMETERS_MAX_AGE``, else 300 s). ``get(refresh=True)`` re-reads
+    (key rotation)."""
 
     def __init__(
         self,
@@ -59,21 +62,16 @@ class ApiKeyProvider:
         env: Mapping[str, str],
         *,
         client_factory: ClientFactory = boto3_client,
-        ttl_s: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
+        max_age_s: int | None = None,
         what: str = "the Amplitude API key",
         json_fields: tuple[str, ...] = _JSON_FIELDS,
     ) -> None:
         self.source = source
-        self._what = what
-        self._json_fields = json_fields
-        self._env = env
-        self._client_factory = client_factory
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._value: str | None = None
-        self._fetched_at = 0.0
+        self._given = env[source.name] if source.kind == "env" else None
+        self._reader = None if source.kind == "env" else SecretReader(
+            "secret" if source.kind == "secret" else "parameter", source.name, what=what,
+            json_fields=json_fields, client_factory=client_factory, max_age_s=max_age_s,
+            error=ApiKeyError)
 
     @classmethod
     def from_settings(
@@ -109,18 +107,7 @@ class ApiKeyProvider:
         return f"ApiKeyProvider({self.source.kind}:{self.source.name})"
 
     def get(self, *, refresh: bool = False) -> str:
-        with self._lock:
-            fresh = self._value is not None and self._clock() - self._fetched_at < self._ttl_s
-            if refresh or not fresh:
-                self._value = self._fetch()
-                self._fetched_at = self._clock()
-            assert self._value is not None
-            return self._value
-
-    def _fetch(self) -> str:
-        kind, name = self.source.kind, self.source.name
-        if kind == "env":
-            return self._env[name]
-        return fetch_secret("secret" if kind == "secret" else "parameter", name,
-                            what=self._what, json_fields=self._json_fields,
-                            client_factory=self._client_factory, error=ApiKeyError)
+        if self._reader is None:
+            assert self._given is not None
+            return self._given
+        return self._reader.get(refresh=refresh)

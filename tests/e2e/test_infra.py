@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
+import io
 import json
 import os
 import re
@@ -13,8 +14,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import zipfile
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,14 @@ from samtranslator.translator.managed_policy_translator import ManagedPolicyLoad
 from samtranslator.translator.transform import transform as sam_transform
 
 from currents_export import aws_lambda
-from currents_export.aws_lambda.observability import NAMESPACE, emf_line, sending_emf_line
+from currents_export.aws_lambda.observability import (
+    METRICS,
+    NAMESPACE,
+    SERVICE,
+    add_sending_metrics,
+    emit_object_metrics,
+    metrics,
+)
 from currents_export.counts import ObjectReport, SendingReport
 from tests.support import REPO_ROOT
 
@@ -198,9 +208,42 @@ def test_the_alarm_topic_its_email_subscription_and_outputs(template: dict[str, 
         "Fn::GetAtt": ["AlarmTopic", "TopicName"]}
 
 
+def emitted(emit: Any) -> list[dict[str, Any]]:
+    """The EMF documents ``emit()`` writes on stdout."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        emit()
+    return [orjson.loads(line) for line in out.getvalue().splitlines()]
+
+
+def value(document: dict[str, Any], name: str) -> float:
+    """A metric's value in an EMF document (Powertools writes a list of values)."""
+    found = document[name]
+    return float(sum(found)) if isinstance(found, list) else float(found)
+
+
+def registry_problems(document: dict[str, Any]) -> list[str]:
+    """Where an EMF document disagrees with the registry (``observability.METRICS``)."""
+    problems = []
+    [directive] = document["_aws"]["CloudWatchMetrics"]
+    if directive["Namespace"] != NAMESPACE:
+        problems.append(f"namespace {directive['Namespace']}")
+    sets = {tuple(sorted(names)) for names in directive["Dimensions"]}
+    for metric in directive["Metrics"]:
+        spec = METRICS.get(metric["Name"])
+        if spec is None:
+            problems.append(f"{metric['Name']} is not in the registry")
+            continue
+        if metric["Unit"] != spec.unit.value:
+            problems.append(f"{spec.name} in {metric['Unit']}, not {spec.unit.value}")
+        if sets != {tuple(sorted(names)) for names in spec.dimensions}:
+            problems.append(f"{spec.name} with dimensions {sorted(sets)}")
+    return problems
+
+
 def emf(report: ObjectReport) -> dict[str, Any]:
-    line: dict[str, Any] = orjson.loads(emf_line(report, now_ms=1_700_000_000_000))
-    return line
+    [document] = emitted(lambda: emit_object_metrics(report, now_ms=int(time.time() * 1000)))
+    return document
 
 
 @pytest.mark.parametrize(
@@ -214,41 +257,201 @@ def emf(report: ObjectReport) -> dict[str, Any]:
         (ObjectReport(object="s3://b/k.avro", retryable=False), 0, 0),  # done: not a failure
     ],
 )
-def test_the_emf_line_counts_failed_objects(
+def test_the_object_metrics_count_failed_objects(
     report: ObjectReport, failed: int, permanently: int
 ) -> None:
-    line = emf(report)
-    assert (line["ObjectsFailed"], line["ObjectsFailedPermanently"]) == (failed, permanently)
-    assert line["Records"] == 0  # the other metrics are still there
+    document = emf(report)
+    assert (value(document, "ObjectsFailed"),
+            value(document, "ObjectsFailedPermanently")) == (failed, permanently)
+    assert value(document, "Records") == 0  # the other metrics are still there
+    assert registry_problems(document) == []
 
 
-def test_the_emf_metrics_the_alarms_use_exist_without_dimensions(
+def test_the_alarms_watch_metrics_the_code_emits_without_dimensions(
     template: dict[str, Any]
 ) -> None:
-    line = emf(ObjectReport(object="s3://b/k.avro", status="failed", retryable=False))
-    [directive] = line["_aws"]["CloudWatchMetrics"]
-    published = {metric["Name"] for metric in directive["Metrics"]}
+    document = emf(ObjectReport(object="s3://b/k.avro", status="failed", retryable=False))
+    [directive] = document["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == NAMESPACE
     assert [] in directive["Dimensions"]  # one alarm covers every event type
     assert ["EventType"] in directive["Dimensions"]
-    assert line["EventType"] == "unknown"
+    assert document["EventType"] == "unknown"
+    assert "service" not in json.dumps(directive)  # Powertools' service dimension: none
     ours = [alarm for alarm in alarms(template).values() if alarm["Namespace"] == NAMESPACE]
     assert {alarm["MetricName"] for alarm in ours} == {
         "ObjectsFailed", "ObjectsFailedPermanently", "EventsDeadLettered", "ProjectThrottles"}
-    sending = orjson.loads(sending_emf_line(
-        SendingReport(events_per_second=75.0, requests_per_second=None,
-                      found_events_per_second=60.0, refused=2, throttled=1,
-                      waited_on_budget_s=3.5, waited_on_amplitude_s=60.0),
-        delivered=1_200, elapsed_s=80.0))
-    [per_invocation] = sending["_aws"]["CloudWatchMetrics"]
-    assert per_invocation["Namespace"] == NAMESPACE and per_invocation["Dimensions"] == [[]]
-    published |= {metric["Name"] for metric in per_invocation["Metrics"]}
-    assert (sending["ProjectThrottles"], sending["IdThrottles"]) == (2, 1)
-    assert (sending["BudgetWaitSeconds"], sending["AmplitudeWaitSeconds"]) == (3.5, 60.0)
-    assert (sending["EventsPerSecond"], sending["BudgetEventsPerSecond"]) == (15.0, 60.0)
+
+    def sending() -> None:
+        add_sending_metrics(
+            SendingReport(events_per_second=75.0, requests_per_second=None,
+                          found_events_per_second=60.0, refused=2, throttled=1,
+                          waited_on_budget_s=3.5, waited_on_amplitude_s=60.0),
+            delivered=1_200, elapsed_s=80.0)
+        metrics.flush_metrics()  # as log_metrics does when the handler returns
+
+    [per_invocation] = emitted(sending)
+    assert per_invocation["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]]
+    assert registry_problems(per_invocation) == []
+    assert (value(per_invocation, "ProjectThrottles"), value(per_invocation, "IdThrottles")) \
+        == (2, 1)
+    assert (value(per_invocation, "BudgetWaitSeconds"),
+            value(per_invocation, "AmplitudeWaitSeconds")) == (3.5, 60.0)
+    assert (value(per_invocation, "EventsPerSecond"),
+            value(per_invocation, "BudgetEventsPerSecond")) == (15.0, 60.0)
     for alarm in ours:
-        assert alarm["MetricName"] in published
+        assert () in METRICS[alarm["MetricName"]].dimensions, alarm["MetricName"]
         assert "Dimensions" not in alarm
+
+
+def test_powertools_gets_the_namespace_the_alarms_watch(template: dict[str, Any]) -> None:
+    variables = worker_of(template)["Environment"]["Variables"]
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
+    assert variables["POWERTOOLS_SERVICE_NAME"] == SERVICE
+    namespaces = {alarm["Namespace"] for alarm in alarms(template).values()}
+    assert namespaces == {NAMESPACE, "AWS/SQS", "AWS/Lambda"}
+
+
+# ---- the dashboard ----------------------------------------------------------------------------
+
+SEARCH = re.compile(r"SEARCH\('\{([^}]*)\}\s+MetricName=\"([^\"]+)\"'")
+# Dimensions of AWS's metrics the dashboard may name, and the stack's resource each names:
+# (resource type, attribute; None: its Ref).
+STACK_DIMENSIONS = {
+    ("AWS/SQS", "QueueName"): ("AWS::SQS::Queue", "QueueName"),
+    ("AWS/Lambda", "FunctionName"): ("AWS::Serverless::Function", None),
+    (NAMESPACE, "function_name"): ("AWS::Serverless::Function", None),  # ColdStart
+}
+
+
+def dashboard_source(template: dict[str, Any]) -> str:
+    body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert isinstance(body, str), "the body is one Fn::Sub string"
+    return body
+
+
+def dashboard_body(template: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """The dashboard as CloudFormation would deploy it: each ``${Parameter}`` at its
+    default, each ``${Resource}``, ``${Resource.Attribute}`` and ``${AWS::...}`` as the
+    marker ``<ref:...>``."""
+    defaults = {name: str(spec.get("Default", "")) for name, spec in
+                template["Parameters"].items()}
+
+    def substitute(match: re.Match[str]) -> str:
+        return defaults.get(match[1], f"<ref:{match[1]}>")
+
+    body: dict[str, Any] = json.loads(
+        re.sub(r"\$\{([^}]+)\}", substitute, source or dashboard_source(template)))
+    return body
+
+
+def dashboard_metrics(body: dict[str, Any]) -> list[tuple[str, str, dict[str, str | None]]]:
+    """(namespace, metric, {dimension: value}) of every metric a widget names: the explicit
+    ones (``"."`` repeats the entry above) and those a ``SEARCH`` selects (values None)."""
+    found: list[tuple[str, str, dict[str, str | None]]] = []
+    for widget in body["widgets"]:
+        previous: list[str] = []
+        for entry in widget.get("properties", {}).get("metrics", []):
+            parts = [part for part in entry if not isinstance(part, dict)]
+            if not parts:  # an expression: the metrics its SEARCH selects
+                for option in entry:
+                    for match in SEARCH.finditer(option.get("expression", "")):
+                        namespace, *names = (name.strip() for name in match[1].split(","))
+                        found.append((namespace, match[2], dict.fromkeys(names)))
+                continue
+            parts = [previous[i] if part == "." else part for i, part in enumerate(parts)]
+            previous = parts
+            namespace, metric, *dimensions = parts
+            found.append((namespace, metric, dict(zip(dimensions[0::2], dimensions[1::2],
+                                                      strict=True))))
+    return found
+
+
+def dashboard_problems(template: dict[str, Any], source: str | None = None) -> list[str]:
+    """Where the dashboard names what the code does not emit (a metric, or a dimension set),
+    or what is not the stack's (a queue, a function, a region)."""
+    body = dashboard_body(template, source)
+    resources = template["Resources"]
+    problems = []
+    for widget in body["widgets"]:
+        if widget["type"] == "metric" and widget["properties"]["region"] != "<ref:AWS::Region>":
+            problems.append(f"{widget['properties']['title']}: not the stack's region")
+    for namespace, metric, dimensions in dashboard_metrics(body):
+        if namespace == NAMESPACE:
+            spec = METRICS.get(metric)
+            if spec is None:
+                problems.append(f"{metric}: not a metric the code emits")
+                continue
+            if tuple(sorted(dimensions)) not in {tuple(sorted(d)) for d in spec.dimensions}:
+                problems.append(f"{metric}: not emitted with dimensions {sorted(dimensions)}")
+        elif namespace not in ("AWS/SQS", "AWS/Lambda"):
+            problems.append(f"{namespace} {metric}: a namespace the stack does not publish")
+            continue
+        for name, shown in dimensions.items():
+            if shown is None and namespace == NAMESPACE and name == "EventType":
+                continue  # every event type (a SEARCH)
+            wanted = STACK_DIMENSIONS.get((namespace, name))
+            target = re.fullmatch(r"<ref:([A-Za-z0-9]+)(?:\.([A-Za-z]+))?>", shown or "")
+            if wanted is None or target is None or target[1] not in resources or (
+                    resources[target[1]]["Type"], target[2]) != wanted:
+                problems.append(f"{namespace} {metric}: {name}={shown} is not the stack's")
+    return problems
+
+
+def test_the_dashboard_names_only_what_the_code_emits_and_the_stack_has(
+    template: dict[str, Any]
+) -> None:
+    assert template["Resources"]["Dashboard"]["Type"] == "AWS::CloudWatch::Dashboard"
+    assert dashboard_problems(template) == []
+
+
+def test_the_dashboard_shows_what_operators_need(template: dict[str, Any]) -> None:
+    named = dashboard_metrics(dashboard_body(template))
+    ours = {metric for namespace, metric, _ in named if namespace == NAMESPACE}
+    by_type = {metric for namespace, metric, dimensions in named
+               if namespace == NAMESPACE and dimensions == {"EventType": None}}
+    assert by_type == {"EventsDelivered", "EventsSkipped", "EventsDeadLettered"}
+    assert {"ObjectsFailed", "ObjectsFailedPermanently", "EventsPerSecond",
+            "BudgetEventsPerSecond", "ProjectThrottles", "IdThrottles", "BudgetWaitSeconds",
+            "AmplitudeWaitSeconds", "DeliveryLagSeconds", "ColdStart", "DeletionsRequested",
+            "DeletionsSubmitted", "DeletionsFailed"} <= ours
+    queues = {(metric, dimensions["QueueName"]) for namespace, metric, dimensions in named
+              if namespace == "AWS/SQS"}
+    for metric in ("ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible"):
+        for queue in ("Inbox", "InboxDLQ"):
+            assert (metric, f"<ref:{queue}.QueueName>") in queues
+    function = {metric for namespace, metric, _ in named if namespace == "AWS/Lambda"}
+    assert {"Invocations", "Errors", "Throttles", "Duration"} <= function
+    [status] = [w for w in dashboard_body(template)["widgets"] if w["type"] == "alarm"]
+    assert set(status["properties"]["alarms"]) == {f"<ref:{name}.Arn>"
+                                                   for name in alarms(template)}
+    url = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert url.startswith("https://${AWS::Region}.console.aws.amazon.com/cloudwatch/")
+    assert url.endswith("#dashboards:name=${Dashboard}")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ('"ProjectThrottles"', '"ProjectThrottled"', "ProjectThrottled: not a metric the code"),
+        ('{CurrentsExport,EventType} MetricName=\\"EventsSkipped\\"',
+         '{CurrentsExport,EventType,Reason} MetricName=\\"EventsSkipped\\"',
+         "EventsSkipped: not emitted with dimensions ['EventType', 'Reason']"),
+        ('"IdThrottles", {', '"IdThrottles", "EventType", "users.behaviors.Purchase", {',
+         "IdThrottles: not emitted with dimensions ['EventType']"),
+        ('"${Inbox.QueueName}"', '"currents-inbox"',
+         "AWS/SQS ApproximateAgeOfOldestMessage: QueueName=currents-inbox is not the stack's"),
+        ('"FunctionName", "${Worker}"', '"FunctionName", "${AlarmTopic.TopicName}"',
+         "AWS/Lambda Invocations: FunctionName=<ref:AlarmTopic.TopicName> is not the stack's"),
+        ('"region": "${AWS::Region}"', '"region": "us-east-1"', "not the stack's region"),
+    ],
+)
+def test_the_dashboard_check_catches_a_drift(
+    template: dict[str, Any], old: str, new: str, problem: str
+) -> None:
+    source = dashboard_source(template)
+    assert old in source, old
+    found = dashboard_problems(template, source.replace(old, new, 1))
+    assert any(problem in line for line in found), found
 
 
 def test_cfn_lint_is_clean() -> None:
@@ -270,7 +473,7 @@ def test_the_lambda_package_builds_small_for_arm64(tmp_path: Path) -> None:
     assert "currents_export/currents/catalogue.py" in names
     assert not [name for name in names if name.startswith("currents_export/kit/")]
     tops = {name.split("/")[0] for name in names}
-    assert {"fastavro", "orjson", "httpx", "click"} <= tops
+    assert {"fastavro", "orjson", "httpx", "click", "aws_lambda_powertools"} <= tops
     assert not {"boto3", "botocore"} & tops  # the runtime has them
     assert not any("__pycache__" in name for name in names)
     native = [n for n in names if n.endswith(".so")]
@@ -780,7 +983,11 @@ def test_the_lock_pins_every_runtime_dependency_within_its_bounds_with_hashes(
     build_lambda = _build_lambda()
     pins = build_lambda.locked()
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    for line in project["dependencies"]:
+    # Powertools comes with the lambda extra (a dependency of the Lambda's only), bare.
+    [powertools] = project["optional-dependencies"][build_lambda.LAMBDA_EXTRA]
+    assert Requirement(powertools).name == "aws-lambda-powertools"
+    assert not Requirement(powertools).extras
+    for line in [*project["dependencies"], powertools]:
         requirement = Requirement(line)
         name = build_lambda.canonical_name(requirement.name)
         if name in build_lambda.IN_RUNTIME:

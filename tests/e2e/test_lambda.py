@@ -9,23 +9,33 @@ import io
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 import boto3
 import httpx
 import pytest
 
 from currents_export import aws_lambda
+from currents_export.aws_lambda.observability import (
+    METRICS,
+    NAMESPACE,
+    OBJECT_METRICS,
+    SENDING_METRICS,
+)
 from currents_export.currents.keys import currents_identity
 from currents_export.errors import LambdaConfigError
 from currents_export.kit.emulator import Emulator
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
 from currents_export.ledger import open_ledger
 from currents_export.sources.s3 import s3_client
+from tests.support import REPO_ROOT
+from tests.support.emulator import is_probe
 from tests.support.runs import read_all
 
 BUCKET = "acme-currents"
@@ -33,12 +43,19 @@ TABLE = "currents-ledger"
 SECRET_KEY = "lambda-secret-api-key-7"
 
 
-class Context:
-    """What the Lambda runtime passes: the remaining time and a request id."""
+FUNCTION_NAME = "currents-export-Worker-1A2B3C4D"
 
-    def __init__(self, remaining_ms: int = 600_000) -> None:
+
+class Context:
+    """What the Lambda runtime passes: the remaining time, a request id and the function."""
+
+    function_name = FUNCTION_NAME
+    memory_limit_in_mb = 512
+    invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION_NAME}"
+
+    def __init__(self, remaining_ms: int = 600_000, request_id: str = "req-1") -> None:
         self.remaining_ms = remaining_ms
-        self.aws_request_id = "req-1"
+        self.aws_request_id = request_id
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms
@@ -75,6 +92,12 @@ def stack(aws: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iter
     logging.getLogger().handlers.clear()
 
 
+def uploads(server: Emulator) -> list[dict[str, Any]]:
+    """The uploads a server saw, without the check each container makes before its first
+    object (``amplitude.probe``)."""
+    return [entry for entry in server.requests_log() if not is_probe(entry)]
+
+
 def upload(stack: dict, files: list[FixtureFile]) -> None:
     for fixture in files:
         stack["s3"].put_object(Bucket=BUCKET, Key=fixture.key, Body=fixture.path.read_bytes())
@@ -105,6 +128,26 @@ def invoke(event: dict[str, Any], context: Context | None = None) -> tuple[Any, 
     return result, out.getvalue()
 
 
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def emf_documents(stdout: str) -> list[dict[str, Any]]:
+    """The CloudWatch EMF documents written on stdout."""
+    return [line for line in json_lines(stdout) if "_aws" in line]
+
+
+def value(document: dict[str, Any], name: str) -> float:
+    """A metric's value in an EMF document (Powertools writes a list of values)."""
+    found = document[name]
+    return float(sum(found)) if isinstance(found, list) else float(found)
+
+
+def emitted(stdout: str, name: str) -> list[float]:
+    """Every value of the metric ``name`` in the EMF documents of ``stdout``."""
+    return [value(document, name) for document in emf_documents(stdout) if name in document]
+
+
 def valid_ids(files: list[FixtureFile]) -> list[str]:
     first: dict[str, dict] = {}
     for _, record in read_all(files):
@@ -130,25 +173,28 @@ def test_sqs_notifications_processed_once_even_when_delivered_twice(
     assert result == {"batchItemFailures": []}
     stored = sorted(e["insert_id"] for e in emulator.events())
     assert stored == valid_ids(files)
-    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    emf = [line for line in lines if "_aws" in line and "EventType" in line]
-    [sending] = [line for line in lines if "_aws" in line and "ProjectThrottles" in line]
-    assert sending["ProjectThrottles"] == 0 and sending["EventsPerSecond"] > 0  # one a call
+    lines = json_lines(stdout)
+    emf = [line for line in emf_documents(stdout) if "EventType" in line]
+    [sending] = [line for line in emf_documents(stdout) if "ProjectThrottles" in line]
+    assert value(sending, "ProjectThrottles") == 0 and value(sending, "EventsPerSecond") > 0
     assert len(emf) == len(files)  # one per processed object; the repeat was already done
-    assert sum(line["EventsDelivered"] for line in emf) == len(stored)
+    assert sum(value(line, "EventsDelivered") for line in emf) == len(stored)
     assert all("DeliveryLagSeconds" in line for line in emf)
     logged = [line for line in lines if line.get("message", "").startswith("object")]
     assert {line["status"] for line in logged} == {"done", "already_done"}
+    # Each object's own requests (a run per object): together, every request of the call.
+    assert all(line["requests"] > 0 for line in logged if line["status"] == "done")
+    assert sum(line["requests"] for line in logged) == len(uploads(emulator))
     assert SECRET_KEY not in stdout
 
     ledger = open_ledger(f"dynamodb://{TABLE}")
     assert all(ledger.is_done(f"currents:{currents_identity(f.key)}") for f in files)
 
     # Redelivering the whole batch sends nothing more.
-    before = len(emulator.requests_log())
+    before = len(uploads(emulator))
     again, _ = invoke(event)
     assert again == {"batchItemFailures": []}
-    assert len(emulator.requests_log()) == before
+    assert len(uploads(emulator)) == before
 
 
 def batch_event(version: str, tasks: list[tuple[str, str]]) -> dict[str, Any]:
@@ -233,6 +279,7 @@ def test_eventbridge_and_test_events(stack: dict, emulator: Emulator, tmp_path: 
     assert result == {"batchItemFailures": []}
 
 
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")  # nothing to publish
 def test_configuration_errors_name_the_variable(
     stack: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -298,8 +345,9 @@ def test_an_object_that_can_never_be_read_is_handled_not_redelivered(
     error = next(line for line in lines if line.get("message") == "object failed")
     assert error["level"] == "ERROR" and error["permanent"] is True
     assert broken_key in error["object"] and "not an Avro container" in error["error"]
-    emf = [line for line in lines if "_aws" in line and line.get("ObjectsFailedPermanently")]
-    assert len(emf) == 1
+    assert emitted(stdout, "ObjectsFailedPermanently") == [0, 1]  # the good one, the broken
+    # ...and that line is the only one at ERROR (the core's own is not repeated),
+    assert [line for line in lines if line.get("level") == "ERROR"] == [error]
     # ...an object-level dead-letter entry,
     s3 = stack["s3"]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="dead-letter/")
@@ -312,6 +360,122 @@ def test_an_object_that_can_never_be_read_is_handled_not_redelivered(
     state = open_ledger(f"dynamodb://{TABLE}").state(
         f"currents:{currents_identity(broken_key)}")
     assert state is not None and state.permanent
+
+
+# ---- what operators read: Powertools' log keys and EMF metrics ---------------------------------
+
+# A fresh execution environment: a new process, two invocations of the same batch.
+FRESH_RUNTIME = f"""
+import io, json, sys
+from contextlib import redirect_stdout
+
+from currents_export import aws_lambda
+
+class Context:
+    function_name = {FUNCTION_NAME!r}
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + function_name
+
+    def __init__(self, request_id):
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self):
+        return 600_000
+
+event = json.loads(open(sys.argv[1]).read())
+calls = []
+for request_id in ("req-cold", "req-warm"):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        result = aws_lambda.handler(event, Context(request_id))
+    calls.append({{"result": result, "stdout": out.getvalue()}})
+print(json.dumps(calls))
+"""
+
+
+def template_variables() -> dict[str, Any]:
+    """The function's environment as infra/template.yaml sets it."""
+    from cfnlint.decode import cfn_yaml
+
+    template = cfn_yaml.load(str(REPO_ROOT / "infra" / "template.yaml"))
+    variables: dict[str, Any] = template["Resources"]["Worker"]["Properties"][
+        "Environment"]["Variables"]
+    return variables
+
+
+def test_log_lines_carry_request_cold_start_function_message_and_object_and_emf_metrics(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    variables = template_variables()
+    for name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
+        monkeypatch.setenv(name, variables[name])
+    files = generate_fixtures(tmp_path, events_per_type=30, seed=48, files_per_type=1,
+                              event_types=["users.messages.email.Send"])
+    upload(stack, files)
+    broken_key = files[0].key.replace(".avro", "-broken.avro")
+    stack["s3"].put_object(Bucket=BUCKET, Key=broken_key, Body=b"<html>not avro</html>")
+    event = sqs_event(stack)
+    message_of = {unquote_plus(record["s3"]["object"]["key"]): message["messageId"]
+                  for message in event["Records"]
+                  for record in json.loads(message["body"]).get("Records", [])}
+    assert set(message_of) == {files[0].key, broken_key}
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    run = subprocess.run([sys.executable, "-c", FRESH_RUNTIME, str(tmp_path / "event.json")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    cold, warm = json.loads(run.stdout)
+    assert cold["result"] == warm["result"] == {"batchItemFailures": []}
+
+    per_object = {}
+    for call, request_id, cold_start in ((cold, "req-cold", True), (warm, "req-warm", False)):
+        assert SECRET_KEY not in call["stdout"]
+        logs = [line for line in json_lines(call["stdout"]) if "_aws" not in line]
+        for line in logs:  # every line: the request, the cold start, the function
+            assert line["function_request_id"] == request_id, line
+            assert line["cold_start"] is cold_start, line
+            assert line["function_name"] == FUNCTION_NAME, line
+            assert line["service"] == variables["POWERTOOLS_SERVICE_NAME"], line
+        objects = {line["s3_key"]: line for line in logs
+                   if line["message"].startswith("object ")}
+        assert set(objects) == set(message_of)  # one line per object, with its key...
+        for key, line in objects.items():  # ...and the SQS message that named it
+            assert (line["s3_bucket"], line["sqs_message_id"]) == (BUCKET, message_of[key])
+            assert line["object"] == f"s3://{BUCKET}/{key}"
+        [ignored] = [line for line in logs if line["message"] == "ignored"]
+        assert ignored["reason"] == "s3:TestEvent" and "s3_key" not in ignored
+        assert ignored["sqs_message_id"] == ignored["item"] not in message_of.values()
+        per_object[request_id] = (objects, logs)
+
+    objects, logs = per_object["req-cold"]
+    done, failed = objects[files[0].key], objects[broken_key]
+    assert done["status"] == "done" and done["delivered"] > 0
+    assert done["requests"] == len(uploads(emulator)) > 0  # the object's own requests
+    assert failed["permanent"] is True and failed["requests"] == 0
+    assert [line for line in logs if line["level"] == "ERROR"] == [failed]  # one line
+    objects, _ = per_object["req-warm"]
+    assert (objects[files[0].key]["status"], objects[broken_key]["status"]) == (
+        "already_done", "skipped_failed")
+
+    for call, cold_start in ((cold, True), (warm, False)):
+        documents = emf_documents(call["stdout"])
+        for document in documents:  # each metric: in the registry, with its unit and sets
+            [directive] = document["_aws"]["CloudWatchMetrics"]
+            assert directive["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]
+            assert directive["Namespace"] == NAMESPACE
+            sets = sorted(tuple(names) for names in directive["Dimensions"])
+            for metric in directive["Metrics"]:
+                spec = METRICS[metric["Name"]]
+                assert (metric["Unit"], sets) == (spec.unit.value, sorted(spec.dimensions))
+        names = {metric["Name"] for document in documents
+                 for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+        assert ("ColdStart" in names) is cold_start
+        assert set(SENDING_METRICS) <= names
+    cold_names = {name for document in emf_documents(cold["stdout"]) for name in document}
+    assert set(OBJECT_METRICS) - {"DeletionsRequested", "EventsSkippedDeletedUser"} \
+        <= cold_names
+    [start] = [document for document in emf_documents(cold["stdout"]) if "ColdStart" in document]
+    assert start["function_name"] == FUNCTION_NAME and value(start, "ColdStart") == 1
+    assert emitted(cold["stdout"], "EventsDelivered") == [done["delivered"], 0]
 
 
 @pytest.mark.parametrize(("margin", "connect", "read"), [
@@ -535,7 +699,7 @@ def test_deletions_recorded_from_sqs_and_submitted_on_schedule(
         for n, who in enumerate([alice, dave, "e" * 24, alice])])
     result, stdout = invoke(sqs_event(stack))
     assert result == {"batchItemFailures": []}
-    assert '"DeletionsRequested":4' in stdout  # the object's EMF line
+    assert emitted(stdout, "DeletionsRequested") == [4]  # the object's EMF document
 
     submitted, stdout = invoke(dict(aws_lambda.SUBMIT_DELETIONS))
     figures = submitted["deletions"]
@@ -543,7 +707,8 @@ def test_deletions_recorded_from_sqs_and_submitted_on_schedule(
     assert figures["unresolved"] == {"device_only": 1, "never_seen": 1}
     jobs = emulator.deletion_jobs()
     assert [entry["user_id"] for job in jobs for entry in job["amplitude_ids"]] == ["alice_0001"]
-    assert '"DeletionsSubmitted":1' in stdout and '"DeletionsUnresolvedDeviceOnly":1' in stdout
+    assert emitted(stdout, "DeletionsSubmitted") == [1]
+    assert emitted(stdout, "DeletionsUnresolvedDeviceOnly") == [1]
     assert secret_key not in stdout
 
     again, _ = invoke(dict(aws_lambda.SUBMIT_DELETIONS))  # a repeated schedule sends nothing
@@ -553,7 +718,8 @@ def test_deletions_recorded_from_sqs_and_submitted_on_schedule(
         minimal_record(custom, id="e4", user_id=alice, external_user_id="alice_0001"),
         minimal_record(custom, id="e5", user_id=frank, external_user_id="frank_0006")])
     later, stdout = invoke(sqs_event(stack))
-    assert later == {"batchItemFailures": []} and '"EventsSkippedDeletedUser":1' in stdout
+    assert later == {"batchItemFailures": []}
+    assert emitted(stdout, "EventsSkippedDeletedUser") == [1]
     assert [e["user_id"] for e in emulator.events()[before:]] == ["frank_0006"]
     # The ledger's object listing (status) shows objects only, not the deletions' items.
     ledger = open_ledger(f"dynamodb://{table}")
@@ -600,7 +766,7 @@ def test_the_table_is_bound_by_the_first_invocation_and_another_destination_is_r
         result, stdout = invoke(event)
         # Not read, not sent; the queue keeps them (retryable) until the set-up is fixed.
         assert {f["itemIdentifier"] for f in result["batchItemFailures"]} == messages
-        assert other.requests_log() == []
+        assert uploads(other) == []
         [error] = configuration_errors(stdout)
         assert error["level"] == "ERROR"
         assert str(bound) in error["error"] and destination_host(other.url) in error["error"]
@@ -639,4 +805,38 @@ def test_a_ledger_table_keyed_otherwise_is_a_configuration_error(
     [error] = configuration_errors(stdout)
     assert "dynamodb://keyed-by-id" in error["error"]
     assert "partition key pk (string), no sort key" in error["error"]
-    assert emulator.requests_log() == []
+    assert uploads(emulator) == []
+
+
+def test_a_wrong_url_or_an_outage_before_delivering_returns_the_items_and_says_so_once(
+    stack: dict, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The container checks Amplitude before its first object (``amplitude.probe``): a
+    refused connection is said once per container and every item goes back to the queue
+    at once, nothing read; once Amplitude answers, the same messages deliver."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv("CURRENTS_EXPORT_AMPLITUDE_URL", dead)
+    aws_lambda.reset_runtime()
+    files = generate_fixtures(tmp_path, events_per_type=20, seed=79, files_per_type=2,
+                              event_types=["users.messages.email.Send"])
+    upload(stack, files)
+    event = sqs_event(stack)
+    messages = {r["messageId"] for r in event["Records"] if "Records" in r["body"]}
+    result, stdout = invoke(event)
+    assert {f["itemIdentifier"] for f in result["batchItemFailures"]} == messages
+    [error] = configuration_errors(stdout)
+    assert error["level"] == "ERROR" and "cannot reach Amplitude" in error["error"]
+    assert "connection refused" in error["error"]
+    assert not [line for line in json_lines(stdout) if line.get("message", "").startswith(
+        "object ")]  # no object was read: no per-object line, no per-object error
+    again, stdout = invoke(event)
+    assert again == result and configuration_errors(stdout) == []  # once per container
+    monkeypatch.setenv("CURRENTS_EXPORT_AMPLITUDE_URL", emulator.url)
+    aws_lambda.reset_runtime()
+    done, _ = invoke(event)
+    assert done == {"batchItemFailures": []}
+    assert sorted(e["insert_id"] for e in emulator.events()) == valid_ids(files)
