@@ -470,7 +470,8 @@ def check(source: str | None, verbose: int, **params: Any) -> None:
     settings = _settings(CHECK, params)
     origins = sorted({settings.origin(name).split(" line ")[0] for name in settings.origins})
     click.echo(f"ok    settings: {len(settings.origins)} options set"
-               + (f" ({', '.join(origins)})" if origins else " (all defaults)"))
+               + (f" ({', '.join(origins)})" if origins else " (all defaults)")
+               + (f"; config file {settings.config}" if settings.config else ""))
     results = checkup(settings, _warn, source)
     for result in results:
         click.echo(f"{'ok' if result.ok else 'FAIL':<5} {result.name}: {shown(result.detail)}")

@@ -202,3 +202,38 @@ def test_check_and_submit_say_at_once_that_the_privacy_api_is_unreachable(
         "deletions", "submit", "--state", str(tmp_path / "state" / "state.sqlite"),
         "--privacy-url", dead], env={"AMPLITUDE_API_KEY": KEY, **env})
     assert submit.exit_code == 2 and submit.output.count("wrong --privacy-url") == 1
+
+
+def test_one_config_file_in_the_working_directory_serves_every_command(
+    aws: str, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run options, [mapping] and [deletions] in one currents-export.toml, read by default
+    from the working directory, used unchanged by every command."""
+    monkeypatch.chdir(tmp_path)
+    files = fixtures(tmp_path)
+    config = tmp_path / "currents-export.toml"
+    config.write_text(
+        f'lanes = 4\napi = "http"\nstate = "ledger.sqlite"\ndead_letter = "dl"\n'
+        f'amplitude_url = "{emulator.url}"\nprivacy_url = "{emulator.url}"\n'
+        f'retry_horizon = 60\nsummary_json = "summary.json"\n'
+        '[mapping]\nprofile = "plain"\n[deletions]\ngrace_period_s = 0\n')
+    config.chmod(0o600)
+    s3 = boto3.client("s3", endpoint_url=aws)
+    s3.create_bucket(Bucket="acme")
+    for fixture in files:
+        s3.put_object(Bucket="acme", Key=fixture.key, Body=fixture.path.read_bytes())
+    (tmp_path / "dl").mkdir(mode=0o700)
+    env = {"AMPLITUDE_API_KEY": KEY, "AMPLITUDE_SECRET_KEY": "secret-0123456789",
+           "AWS_ENDPOINT_URL": aws}
+    commands = [
+        ["check", "bucket"], ["replay", "bucket"], ["status"], ["inspect", "bucket"],
+        ["backfill", "s3://acme/currents", "--force"], ["redrive", "dl"],
+        ["deletions", "status"], ["deletions", "submit", "--dry-run"],
+    ]
+    for command in commands:
+        result = CliRunner().invoke(main, command, env=env, catch_exceptions=False)
+        assert result.exit_code == 0, (command, result.output)
+    # It was read: the ledger and the profile it names were used.
+    assert (tmp_path / "ledger.sqlite").exists()
+    assert all(not e["event_type"].startswith("[Appboy]") for e in stored_events(emulator))
+    assert orjson.loads((tmp_path / "summary.json").read_bytes())["deletions"] is not None
