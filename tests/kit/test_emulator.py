@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -41,19 +40,6 @@ EMPTY_MAPS = {
 }
 
 
-@pytest.fixture(scope="module")
-def amp() -> Iterator[Emulator]:
-    """One emulator for this module (named apart from conftest's shared ``emulator``)."""
-    with Emulator() as server:
-        yield server
-
-
-@pytest.fixture
-def client(amp: Emulator) -> Iterator[httpx.Client]:
-    """A client on a freshly reset emulator (state cleared, default config restored)."""
-    with httpx.Client(base_url=amp.url, timeout=10) as http:
-        assert http.post("/_emulator/reset").status_code == 200
-        yield http
 
 
 def make_event(i: int = 0, **overrides: Any) -> dict[str, Any]:

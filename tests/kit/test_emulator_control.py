@@ -9,7 +9,6 @@ A web page open in the user's browser must not reach the emulator: not by a name
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,17 +23,6 @@ from currents_export.kit.emulator.server import HostCheck, shown_config
 API_KEY = "test-key-0123456789"
 
 
-@pytest.fixture(scope="module")
-def amp() -> Iterator[Emulator]:
-    with Emulator() as server:
-        yield server
-
-
-@pytest.fixture
-def client(amp: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=amp.url, timeout=10) as http:
-        assert http.post("/_emulator/reset").status_code == 200
-        yield http
 
 
 def port_of(amp: Emulator) -> int:

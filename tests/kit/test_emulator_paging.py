@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,17 +18,6 @@ API_KEY = "test-key-0123456789"
 EVENTS = 2_500
 
 
-@pytest.fixture(scope="module")
-def amp() -> Iterator[Emulator]:
-    with Emulator() as server:
-        yield server
-
-
-@pytest.fixture
-def client(amp: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=amp.url, timeout=30) as http:
-        assert http.post("/_emulator/reset").status_code == 200
-        yield http
 
 
 def event(i: int) -> dict[str, Any]:
