@@ -38,6 +38,7 @@ class ChildRun:
     exit_code: int
     wall_s: float  # from start to exit, interpreter start-up included (and bench.rusage's)
     peak_rss_mb: float  # ru_maxrss of the command, via bench.rusage (Linux reports KiB)
+    cpu_s: float  # user + system CPU of the command and every process it waited for
     timed_out: bool
     stdout_path: Path
     stderr_path: Path
@@ -85,7 +86,7 @@ def run_measured(
         watchdog.daemon = True
         watchdog.start()
         try:
-            _, status, _usage = os.wait4(process.pid, 0)
+            _, status, usage = os.wait4(process.pid, 0)
         except BaseException:  # e.g. Ctrl-C: do not leave the child behind
             watchdog.cancel()
             with contextlib.suppress(ProcessLookupError):
@@ -103,6 +104,7 @@ def run_measured(
         exit_code=exit_code,
         wall_s=wall_s,
         peak_rss_mb=peak_kib / 1024,
+        cpu_s=usage.ru_utime + usage.ru_stime,
         timed_out=state["killed"],
         stdout_path=stdout_path,
         stderr_path=stderr_path,

@@ -192,3 +192,22 @@ def test_bench_only_rate(tmp_path: Path) -> None:
     check_rate(report, results["rate"])
     assert "## Throughput (events/s)" not in report
     assert "large" not in results and "replays" not in results
+
+
+def test_the_stage_table_runs_and_reports_every_stage() -> None:
+    """``python -m bench.stages`` at a smoke size: every stage is measured (a positive CPU
+    figure per event) and our own cost is reported; no figure is compared (timing)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.stages", "--events", "300", "--repeats", "1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    names = [row.split(" | ")[0].removeprefix("| ") for row in rows]
+    assert names[:5] == [
+        "bare `fastavro.reader` loop (the decode-only baseline)", "our checked reader",
+        "+ mapping", "+ duplicate window", "+ serialising (`kept_json`)"]
+    assert names[5].startswith("whole `replay --workers 1` into the emulator")
+    assert names[6] == "**our own cost** (whole replay − decode-only)"
+    figures = [float(row.rsplit("|", 2)[1].strip(" *")) for row in rows]
+    assert all(figure > 0 for figure in figures[:6])
