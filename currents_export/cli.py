@@ -387,11 +387,13 @@ class _LastWords:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.source: Callable[[], RunSummary] | None = None  # set once the run is built
+        self.started = time.monotonic()
 
     def __call__(self) -> None:
         if self.source is None:
             return
         summary = self.source()
+        summary.elapsed_s = time.monotonic() - self.started
         summary.interrupted = True
         summary.stopped_by = ("interrupted twice: the run exited at once (objects in flight "
                               "resume from their last checkpoint)")

@@ -207,6 +207,7 @@ def test_a_second_sigint_exits_at_once(own_emulator: Emulator, tmp_path: Path) -
     # Out at once, and still the summary (README: written in every case but a usage error).
     summary = orjson.loads((tmp_path / "summary.json").read_bytes())
     assert summary["interrupted"] is True and "interrupted twice" in summary["stopped_by"]
+    assert summary["elapsed_s"] > 0 and summary["balanced"]
     assert summary["objects_unfinished"] >= 1 and summary["objects_done"] == 0
     assert b"not finished" in stdout
 
