@@ -479,8 +479,8 @@ def check(source: str | None, verbose: int, **params: Any) -> None:
         click.echo(f"{'ok' if result.ok else 'FAIL':<5} {result.name}: {shown(result.detail)}")
     failed = [result.name for result in results if not result.ok]
     if failed:
-        click.echo(f"Error: {', '.join(failed)}: see above; nothing was read or sent",
-                   err=True)
+        click.echo(f"Error: {', '.join(failed)}: see above; fix them and run check again "
+                   "(nothing was read, created or stored)", err=True)
         sys.exit(EXIT_CONFIG)
     click.echo("ready: a run with this configuration can start")
 
