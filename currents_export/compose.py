@@ -54,7 +54,7 @@ from currents_export.errors import (
     SettingsError,
     SourceError,
 )
-from currents_export.ledger import Ledger, NoLedger, open_ledger
+from currents_export.ledger import Ledger, NoLedger, dynamodb_table, open_ledger
 from currents_export.ledger.base import Destination
 from currents_export.ledger.destination import the_destination
 from currents_export.ledger.dynamodb import DynamoDbLedger
@@ -110,9 +110,11 @@ def check_outputs(settings: Settings) -> None:
         if value:
             _check_writable_file(value, flag)
     state = settings.state
-    if not settings.dry_run and "://" in state and not state.startswith("dynamodb://"):
-        raise SettingsError(f"{settings.origin('state')} {state}: unknown scheme; use a file "
-                            "path (SQLite) or dynamodb://TABLE")
+    if not settings.dry_run:
+        try:
+            dynamodb_table(state)
+        except LedgerConfigError as exc:
+            raise SettingsError(str(exc)) from None
     if not settings.dry_run and state and "://" not in state:
         if Path(state).is_dir():
             raise OutputPathError(f"--state {state}: is a directory; give the ledger's file "
@@ -185,10 +187,12 @@ def require_api_key(settings: Settings, warn: Callable[[str], None]) -> str:
     before anything is created or read."""
     key = resolve_api_key(settings, warn)
     if not key:
-        raise SettingsError(
-            "no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file "
-            "(or use --dry-run to send nothing)")
+        raise SettingsError(_NO_API_KEY)
     return key
+
+
+_NO_API_KEY = ("no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file (or use "
+               "--dry-run to send nothing)")
 
 
 def check_amplitude(settings: Settings, api_key: str) -> ProbeAnswer:
@@ -267,9 +271,7 @@ def build_client(
     (by default one of its own) says."""
     keep_large_blocks_apart()  # keeps the memory of what waits flat (support/allocator.py)
     if not api_key:
-        raise SettingsError(
-            "no Amplitude API key: set AMPLITUDE_API_KEY or pass --api-key-file "
-            "(or use --dry-run to send nothing)")
+        raise SettingsError(_NO_API_KEY)
     horizon = settings.retry_horizon if retry_horizon_s is None else retry_horizon_s
     pause = settings.throttle_pause
     client = AmplitudeClient(

@@ -81,11 +81,6 @@ class DeadLetter(Protocol):
     written: int
     files: list[str]  # the closed files (or objects) written so far, in order
 
-    @property
-    def location(self) -> str | None:
-        """Where lines went, as a pattern (None while nothing was written)."""
-        ...
-
     def write(self, **fields: Unpack[DeadLetterFields]) -> None: ...
 
     def flush(self) -> None: ...
@@ -144,7 +139,6 @@ class DeadLetterDirectory:
         self._file: IO[bytes] | None = None
         self._part: Path | None = None
         self._parts = 0
-        self.path: Path | None = None  # the latest closed file
         self.files: list[str] = []
         self.written = 0
         self._warned = False  # about a folder the user's group can write: once
@@ -159,12 +153,6 @@ class DeadLetterDirectory:
 
     def __repr__(self) -> str:
         return f"DeadLetterDirectory({str(self.directory)!r})"
-
-    @property
-    def location(self) -> str | None:
-        if not self._parts:
-            return None
-        return str(self.directory / f"{self._name}-*{CLOSED_SUFFIX}")
 
     def write(self, **fields: Unpack[DeadLetterFields]) -> None:
         line = dead_letter_line(**fields)
@@ -199,7 +187,6 @@ class DeadLetterDirectory:
         closed = part.with_name(part.name.removesuffix(PART_SUFFIX))
         os.rename(part, closed)
         _fsync_directory(self.directory)
-        self.path = closed
         self.files.append(str(closed))
 
     def close(self) -> None:
@@ -228,13 +215,6 @@ class S3DeadLetter:
 
     def __repr__(self) -> str:
         return f"S3DeadLetter('s3://{self.bucket}/{self.prefix}')"
-
-    @property
-    def location(self) -> str | None:
-        if not self._parts:
-            return None
-        folder = f"{self.prefix}/" if self.prefix else ""
-        return f"s3://{self.bucket}/{folder}{self._name}-*{CLOSED_SUFFIX}"
 
     def write(self, **fields: Unpack[DeadLetterFields]) -> None:
         line = kept(dead_letter_line(**fields))  # held until the next flush

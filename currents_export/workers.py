@@ -9,7 +9,7 @@ on a command line or in the environment.
 
     parent → worker   HandOut(ticket) · NoMore() · StopWork(reason)
     worker → parent   Hello(ledger owner) · Want() · Progress(snapshot)
-                      Finished(seq, report, dead-letter location) · Summary(summary)
+                      Finished(seq, report, new dead-letter files) · Summary(summary)
                       Fatal(kind, message)
 
 Anything else received is ignored by the parent (logged) and taken as ``NoMore`` by a worker
@@ -171,7 +171,7 @@ ToParent: TypeAlias = Hello | Want | Progress | Finished | Summary | Fatal
 
 class WorkerPipeline(Protocol):
     """What a worker uses of its pipeline (a ``Pipeline``; its ``ledger`` may name an
-    ``owner``, its ``dead_letter`` a ``location``)."""
+    ``owner``, its ``dead_letter`` its ``files``)."""
 
     @property
     def ledger(self) -> object: ...

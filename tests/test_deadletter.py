@@ -59,7 +59,7 @@ def test_lines_are_in_a_part_file_until_flush_then_in_a_closed_file(tmp_path: Pa
     directory = tmp_path / "dl"
     writer = DeadLetterDirectory(directory)
     writer.flush()  # nothing written: nothing created
-    assert not directory.exists() and writer.location is None
+    assert not directory.exists() and writer.files == []
 
     write_line(writer, 1)
     write_line(writer, 2)
@@ -80,14 +80,8 @@ def test_lines_are_in_a_part_file_until_flush_then_in_a_closed_file(tmp_path: Pa
     assert len(files) == 2 and files[0] == first and all(p.suffix == ".jsonl" for p in files)
     assert files[1].read_bytes().count(b"\n") == 1
     assert writer.written == 3
-    # The location names every file of the run, and only them.
-    assert sorted(Path(p) for p in _glob(writer.location)) == files
-
-
-def _glob(pattern: str | None) -> list[str]:
-    assert pattern is not None
-    path = Path(pattern)
-    return [str(p) for p in path.parent.glob(path.name)]
+    # ``files`` names every file of the run, in writing order, and only them.
+    assert [Path(p) for p in writer.files] == files
 
 
 def test_file_names_are_unique_and_sort_in_writing_order(tmp_path: Path) -> None:
@@ -99,7 +93,8 @@ def test_file_names_are_unique_and_sort_in_writing_order(tmp_path: Path) -> None
     names = [p.name for p in tmp_path.glob("*.jsonl")]
     assert len(set(names)) == 12
     for writer in writers:  # within one writer, name order is writing order
-        mine = sorted(Path(p).name for p in _glob(writer.location))
+        mine = sorted(Path(p).name for p in writer.files)
+        assert mine == [Path(p).name for p in writer.files]
         indexes = [orjson.loads((tmp_path / name).read_bytes())["record_index"] for name in mine]
         assert indexes == sorted(indexes)
 

@@ -358,8 +358,7 @@ class FakePipeline:
         self.stop = stop
         self.on_object = on_object
         self.ledger = SimpleNamespace(owner=owner)
-        self.dead_letter = SimpleNamespace(location="dl/worker-*.jsonl",
-                                           files=["dl/worker-1.jsonl"])
+        self.dead_letter = SimpleNamespace(files=["dl/worker-1.jsonl"])
         self.read: list[SourceObject] = []
 
     def run(self, objects: Iterable[SourceObject]) -> RunSummary:

@@ -379,7 +379,7 @@ class AmplitudeClient:
         except httpx.HTTPError as exc:  # timeouts, resets, refused connections, bad encodings
             return None, f"{type(exc).__name__} from {self.host}"
         status = reply.status_code
-        body_json = _json_body(reply)
+        body_json = json_body(reply)
         if status == 200:
             ingested = _ingested(body_json, sent)
             if ingested is not None:
@@ -425,7 +425,8 @@ def _names_events(body: dict[str, Any], size: int) -> bool:
     )
 
 
-def _json_body(reply: httpx.Response) -> dict[str, Any]:
+def json_body(reply: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object; {} when it is not one (HTML, empty, a list)."""
     try:
         body = orjson.loads(reply.content)
     except orjson.JSONDecodeError:

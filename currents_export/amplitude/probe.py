@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import orjson
 
+from currents_export.amplitude.client import json_body
 from currents_export.errors import AmplitudeSetupError, EndpointUnreachable
 
 PROBE_ID = "currents-export-check"
@@ -88,7 +89,7 @@ def probe_upload(
             except httpx.HTTPError as exc:  # a reset, a broken answer
                 problem = f"{type(exc).__name__}"
                 continue
-            status, answer = reply.status_code, _json(reply)
+            status, answer = reply.status_code, json_body(reply)
             elapsed = clock() - started
             if status == 400 and str(answer.get("error", "")).startswith("Invalid API key"):
                 raise AmplitudeSetupError(
@@ -119,14 +120,6 @@ def _connect_problem(exc: httpx.ConnectError) -> str:
     if "refused" in text:
         return "connection refused"
     return f"cannot connect: {type(exc).__name__}"
-
-
-def _json(reply: httpx.Response) -> dict[str, Any]:
-    try:
-        body = orjson.loads(reply.content)
-    except orjson.JSONDecodeError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _detail(status: int, answer: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -330,14 +330,10 @@ logger = Logger(service=os.environ.get(ENV_SERVICE) or SERVICE, logger_handler=_
 logging.getLogger(logger.name).propagate = False  # its lines go to the handler once
 
 
-def setup_json_logging(level: int = logging.INFO, *,
-                       filters: Iterable[logging.Filter] = ()) -> None:
+def setup_json_logging(level: int = logging.INFO) -> None:
     """Route every log line to stdout through the Powertools handler, cleaned; third-party
-    wire logs stay at WARNING, even at DEBUG. ``filters`` go on the handler too."""
+    wire logs stay at WARNING, even at DEBUG."""
     root = logging.getLogger()
-    for extra in filters:
-        if not any(type(existing) is type(extra) for existing in _handler.filters):
-            _handler.addFilter(extra)
     root.handlers[:] = [_handler]
     root.setLevel(level)
     logger.setLevel(level)

@@ -26,6 +26,17 @@ def open_ledger(
     the first included; None: the default retries) bound each of its calls. A SQLite ledger
     ignores them.
     """
+    table = dynamodb_table(uri)
+    if table is not None:
+        return DynamoDbLedger(table, endpoint_url=endpoint_url, region=region,
+                              connect_timeout=connect_timeout, read_timeout=read_timeout,
+                              max_attempts=max_attempts)
+    return SqliteLedger(uri)
+
+
+def dynamodb_table(uri: str) -> str | None:
+    """The table of a ``dynamodb://TABLE`` ledger, None for a SQLite path; raises
+    LedgerConfigError for anything else (checked before a run creates anything)."""
     if uri.startswith("dynamodb://"):
         table = uri[len("dynamodb://") :]
         if not table or "/" in table:
@@ -33,14 +44,12 @@ def open_ledger(
                 f"--state {uri}: expected dynamodb://TABLE with the name of an existing "
                 "DynamoDB table (no '/'), e.g. --state dynamodb://currents-export-ledger"
             )
-        return DynamoDbLedger(table, endpoint_url=endpoint_url, region=region,
-                              connect_timeout=connect_timeout, read_timeout=read_timeout,
-                              max_attempts=max_attempts)
+        return table
     if "://" in uri:
         raise LedgerConfigError(
             f"--state {uri}: unknown scheme; use a file path (SQLite) or dynamodb://TABLE"
         )
-    return SqliteLedger(uri)
+    return None
 
 
 __all__ = [
@@ -51,5 +60,6 @@ __all__ = [
     "ObjectState",
     "Resume",
     "SqliteLedger",
+    "dynamodb_table",
     "open_ledger",
 ]

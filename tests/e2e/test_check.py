@@ -128,7 +128,7 @@ def test_the_probe_takes_a_throttled_project_as_amplitude(emulator: Emulator) ->
     assert answer.status == 429 and "throttled" in answer.detail
 
 
-def test_the_probe_names_the_flag_that_set_the_url(tmp_path: Path) -> None:
+def test_the_probe_names_the_flag_that_set_the_url() -> None:
     with pytest.raises(EndpointUnreachable, match="CURRENTS_EXPORT_AMPLITUDE_URL"):
         probe_upload(closed_port_url() + "/batch", KEY, flag="CURRENTS_EXPORT_AMPLITUDE_URL",
                      deadline_s=2)
