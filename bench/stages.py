@@ -4,8 +4,10 @@ stage at a time, on one file of N custom events (default 100,000), and our own c
 Measured in this process (``time.process_time``, best of R, µs of CPU per event): a bare
 ``fastavro.reader`` loop (the decode-only baseline), then the replay's own pieces added one
 at a time — our checked reader, + mapping, + the duplicate window, + serialising each event.
-The whole replay is ``currents-export replay`` of the file into the emulator (a process of
-its own, rate limits off), measured by its process CPU (``os.wait4``: its workers included),
+Then the delivery alone: the file's events, serialised beforehand, handed to the lanes in
+the reader's batches and sent over HTTP to the emulator (its own process, rate limits off),
+all of this process's threads counted. The whole replay is ``currents-export replay`` of the
+file into the emulator, measured by its process CPU (``os.wait4``: its workers included),
 less that of a replay of a one-record file (start-up: imports, the check before reading,
 the ledger), per event. **Our own cost** is the whole replay's less the decode-only loop's:
 what the tool adds to fastavro. Writes a Markdown table on stdout.
@@ -27,6 +29,12 @@ from bench.emulator import EmulatorProcess
 from bench.inputs import Workload
 from bench.process import run_measured
 from bench.replay import replay_command
+from bench.settings import API_KEY
+from currents_export.amplitude.api import API_PATHS, REQUEST_LIMITS
+from currents_export.amplitude.batching import PendingEvent
+from currents_export.amplitude.client import AmplitudeClient
+from currents_export.core.lanes import DEFAULT_LANES, Lanes
+from currents_export.core.reader import READER_BATCH
 from currents_export.core.seen import SeenIds
 from currents_export.currents.reader import open_records
 from currents_export.kit.fixtures import FixtureFile, generate_fixtures
@@ -93,6 +101,59 @@ def in_process_stages(path: Path, events: int, repeats: int) -> list[Stage]:
     ]
 
 
+class _Counting:
+    """A lanes sink that counts what was delivered (anything else ends the benchmark)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def delivered(self, refs: list[int], repeats_dropped: int = 0) -> None:
+        self.count += len(refs)
+
+    def rejected(self, refused: list[tuple[int, str, str]]) -> None:
+        raise SystemExit(f"the emulator refused {len(refused)} events: {refused[0][1:]}")
+
+    def abandoned(self, refs: list[int], error: BaseException) -> None:
+        raise SystemExit(f"sending failed: {error}")
+
+    def skipped(self, refs: list[int], reason: str) -> None:
+        raise SystemExit("the lanes skipped events")
+
+
+def delivery_us(path: Path, events: int, repeats: int, emulator: EmulatorProcess) -> float:
+    """Lanes + HTTP: the file's events, serialised beforehand, through the lanes (in the
+    reader's batches) into the emulator; this process's CPU per event sent, best of
+    ``repeats``."""
+    serialised: list[tuple[bytes, int, tuple[str, ...]]] = []
+    with path.open("rb") as stream:
+        for index, _record, result in mapped_records(stream, str(path), MappingOptions(),
+                                                     CUSTOM):
+            if isinstance(result, Mapped):
+                event = result.event
+                ids = tuple(i for i in (event.get("user_id"), event.get("device_id")) if i)
+                serialised.append((kept_json(event), index, ids))
+    runs = iter([[PendingEvent(payload, index, ids) for payload, index, ids in serialised]
+                 for _ in range(repeats)])  # made before the clock starts
+
+    def deliver() -> int:
+        pending = next(runs)
+        emulator.reset()
+        sink = _Counting()
+        client = AmplitudeClient(emulator.url + API_PATHS["http"], API_KEY)
+        lanes: Lanes[int] = Lanes(client, REQUEST_LIMITS["http"], lanes=DEFAULT_LANES,
+                                  sink=sink, horizon_s=60)
+        try:
+            for start in range(0, len(pending), READER_BATCH):
+                lanes.submit_many(pending[start:start + READER_BATCH])
+            lanes.drain()
+        finally:
+            lanes.close()
+            client.close()
+        return sink.count
+
+    return best_cpu_us(repeats, len(serialised), deliver)
+
+
 def replay_cpu_s(file: FixtureFile, emulator: EmulatorProcess, run_dir: Path) -> float:
     """Process CPU (all its processes) of a ``replay`` of one file into the emulator."""
     emulator.reset()
@@ -106,12 +167,10 @@ def replay_cpu_s(file: FixtureFile, emulator: EmulatorProcess, run_dir: Path) ->
 
 
 def whole_replay_us(file: FixtureFile, tiny: FixtureFile, events: int, repeats: int,
-                    root: Path) -> tuple[float, float]:
+                    emulator: EmulatorProcess, root: Path) -> tuple[float, float]:
     """The replay's CPU per event beyond its start-up, and the start-up's CPU in s."""
-    root.mkdir(parents=True, exist_ok=True)
-    with EmulatorProcess(root / "emulator.log") as emulator:
-        start_up = min(replay_cpu_s(tiny, emulator, root / f"tiny-{i}") for i in range(repeats))
-        whole = min(replay_cpu_s(file, emulator, root / f"file-{i}") for i in range(repeats))
+    start_up = min(replay_cpu_s(tiny, emulator, root / f"tiny-{i}") for i in range(repeats))
+    whole = min(replay_cpu_s(file, emulator, root / f"file-{i}") for i in range(repeats))
     return (whole - start_up) / events * 1e6, start_up
 
 
@@ -128,8 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         [tiny] = generate_fixtures(root / "tiny", events_per_type=1, seed=12,
                                    files_per_type=1, event_types=[CUSTOM])
         stages = in_process_stages(file.path, file.records, args.repeats)
-        replay_us, start_up_s = whole_replay_us(file, tiny, file.records, args.repeats,
-                                                root / "runs")
+        (root / "runs").mkdir()
+        with EmulatorProcess(root / "runs" / "emulator.log") as emulator:
+            stages.append(Stage(
+                "lanes + HTTP alone: the events, serialised beforehand, through the lanes "
+                "into the emulator", delivery_us(file.path, file.records, args.repeats,
+                                                 emulator)))
+            replay_us, start_up_s = whole_replay_us(file, tiny, file.records, args.repeats,
+                                                    emulator, root / "runs")
     decode = stages[0].us_per_event
     lines = ["| stage | µs / event |", "|---|--:|"]
     lines += [f"| {stage.name} | {stage.us_per_event:.1f} |" for stage in stages]

@@ -24,6 +24,8 @@ Ref = TypeVar("Ref")
 class PendingEvent(Generic[Ref]):
     """One serialised event, its user/device ids, and what the caller needs to account for it.
 
+    ``position``: its place among the events handed to its lane (set by the lanes, which
+    free an id once every event of the lane up to its latest one is answered for).
     ``held_since`` is set while the event waits out a 429 for one of its ids.
     """
 
@@ -31,6 +33,7 @@ class PendingEvent(Generic[Ref]):
     ref: Ref
     ids: tuple[str, ...] = ()
     held_since: float | None = None
+    position: int = 0
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -85,11 +88,9 @@ class RequestPacker(Generic[Ref]):
         self._size = self.envelope_overhead
 
     def add(self, event: PendingEvent[Ref]) -> list[PendingEvent[Ref]] | None:
-        if self.envelope_overhead + len(event.payload) > self.limits.max_body_bytes:
-            raise EventTooLarge(
-                f"event of {len(event.payload)} bytes exceeds the request limit of "
-                f"{self.limits.max_body_bytes} bytes"
-            )
+        too_large = self.too_large(event)
+        if too_large is not None:
+            raise too_large
         closed = None
         separator = 1 if self._events else 0
         if self._events and (
@@ -103,6 +104,38 @@ class RequestPacker(Generic[Ref]):
         self._events.append(event)
         self._size += separator + len(event.payload)
         return closed
+
+    def extend(self, events: list[PendingEvent[Ref]]) -> list[list[PendingEvent[Ref]]]:
+        """``add`` each of ``events`` (none may be over the limit: see ``too_large``);
+        the requests that had to be closed to make room, in order."""
+        closed: list[list[PendingEvent[Ref]]] = []
+        held = self._events
+        size = self._size
+        max_events, max_bytes = self.limits.max_events, self.limits.max_body_bytes
+        if not held and events:
+            self.opened_at = self.clock()
+        for event in events:
+            length = len(event.payload)
+            if held and (len(held) >= max_events or size + 1 + length > max_bytes):
+                closed.append(held)
+                held = []
+                size = self.envelope_overhead
+                self.opened_at = self.clock()
+            elif held:
+                size += 1  # the comma
+            held.append(event)
+            size += length
+        self._events, self._size = held, size
+        return closed
+
+    def too_large(self, event: PendingEvent[Ref]) -> EventTooLarge | None:
+        """Why ``event`` cannot go in any request, if it cannot."""
+        if self.envelope_overhead + len(event.payload) > self.limits.max_body_bytes:
+            return EventTooLarge(
+                f"event of {len(event.payload)} bytes exceeds the request limit of "
+                f"{self.limits.max_body_bytes} bytes"
+            )
+        return None
 
     def flush(self) -> list[PendingEvent[Ref]] | None:
         if not self._events:

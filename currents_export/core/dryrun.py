@@ -28,10 +28,15 @@ class DryRunOutbox(Generic[Ref]):
         self._taken: list[Ref] = []
 
     def submit(self, event: PendingEvent[Ref]) -> None:
+        self.submit_many([event])
+
+    def submit_many(self, events: list[PendingEvent[Ref]]) -> list[PendingEvent[Ref]]:
+        """Every event is taken (none is too large for a request that is never sent)."""
         taken = self._taken
-        taken.append(event.ref)
+        taken.extend(event.ref for event in events)
         if len(taken) >= _REPORT_EVERY:
             self._report()
+        return []
 
     def _report(self) -> None:
         taken, self._taken = self._taken, []

@@ -7,8 +7,13 @@ while the others flow. A request closes when full, or after ``linger_s`` with no
 to send. Every event submitted is reported to the :class:`Sink` exactly once; only an error
 that ends the run (``errors.ends_run``) stops the lanes.
 
+The reader hands events over in batches (``submit_many``): one lock and one queue hand-off
+per lane and batch, not per event. An id's lane is remembered as the place of its latest
+event in that lane; each lane publishes how far its events are all answered for, so an id
+is free again without any message per event.
+
     lanes = Lanes(client, REQUEST_LIMITS["http"], lanes=4, sink=sink, horizon_s=900)
-    lanes.submit(PendingEvent(payload, ref, ids=("user-1",)))
+    lanes.submit_many([PendingEvent(payload, ref, ids=("user-1",))])
     lanes.drain(); lanes.close()
 """
 
@@ -59,7 +64,14 @@ class Outbox(Protocol[Ref]):
     (``core.dryrun``: nothing sent). Each submitted event is reported once to the outbox's
     sink; ``submit`` is called from one thread."""
 
-    def submit(self, event: PendingEvent[Ref]) -> None: ...
+    def submit_many(self, events: list[PendingEvent[Ref]]) -> list[PendingEvent[Ref]]:
+        """Take ``events`` in order; returns those too large for any request (not taken:
+        the caller answers for them). Every other event is reported to the sink once, also
+        when this raises (a stop, the lanes failed): those it could not queue as
+        abandoned."""
+
+    def submit(self, event: PendingEvent[Ref]) -> None:
+        """``submit_many`` of one event; raises ``EventTooLarge`` for one too large."""
 
     @property
     def failed(self) -> BaseException | None: ...
@@ -99,14 +111,17 @@ DEFAULT_LANES = 8  # requests in flight at once
 # lanes x (sent + queued + filling) x this; README, Performance, says what 2,000 costs.
 EVENTS_PER_REQUEST = 500
 DEFAULT_LINGER_S = 0.05  # how long an idle lane waits for its open request to fill
+_PRUNE_AT_LEAST = 65_536  # ids remembered before the reader forgets those freed
 
 
 class _Shared(Generic[Ref]):
     """What the reader's side (:class:`Lanes`) and every lane thread share: the client, the
-    sink, the first error that stopped the lanes, the ids released, and the counts."""
+    sink, the first error that stopped the lanes, how far each lane has answered for its
+    events, and the counts."""
 
     def __init__(self, client: AmplitudeClient, limits: RequestLimits, sink: Sink[Ref],
-                 horizon_s: float, clock: Callable[[], float], stop_on_failure: bool) -> None:
+                 horizon_s: float, clock: Callable[[], float], stop_on_failure: bool,
+                 lanes: int) -> None:
         self.client = client
         self.stop_on_failure = stop_on_failure
         self.limits = limits
@@ -117,8 +132,11 @@ class _Shared(Generic[Ref]):
         self.overhead = client.envelope.overhead
         self.error: BaseException | None = None
         self.closed = threading.Event()
-        # Ids of resolved events, for the reader to free (None: a wake-up).
-        self.released: queue.SimpleQueue[list[tuple[str, ...]] | None] = queue.SimpleQueue()
+        # Per lane, the position up to which every event handed to it is answered for
+        # (delivered, rejected or abandoned): written by that lane's thread alone, read by
+        # the reader to know which ids are free. ``progressed`` wakes a reader waiting.
+        self.answered_through = [0] * lanes
+        self.progressed = threading.Event()
         self._stats_lock = threading.Lock()
         self.repeats_dropped = 0
 
@@ -135,22 +153,23 @@ class _Shared(Generic[Ref]):
             repeats, self.repeats_dropped = self.repeats_dropped, 0
         return SendStats(requests, retries, repeats)
 
-    def release(self, events: list[PendingEvent[Ref]]) -> None:
-        """The events are resolved (or abandoned): their ids no longer need their lane."""
-        if events:  # their ids only: the events themselves are freed at once
-            self.released.put([event.ids for event in events])
+    def answered(self, lane: int, through: int) -> None:
+        """Lane ``lane`` has answered for each of its events up to position ``through``."""
+        if self.answered_through[lane] != through:
+            self.answered_through[lane] = through
+            self.progressed.set()
 
     def fail(self, error: BaseException) -> None:
         """Stop the lanes: ``drain`` raises ``error``; later events are abandoned."""
         if self.error is None:
             self.error = error
-        self.released.put(None)  # wake a reader waiting for an id's lane
+        self.progressed.set()  # wake a reader waiting for an id's lane
 
     def report(self, delivered: list[PendingEvent[Ref]],
                rejected: list[tuple[PendingEvent[Ref], str, str]],
                repeats_dropped: int = 0) -> None:
-        """Tell the sink; ids are released even when it fails (else a later event sharing
-        them would wait for their lane forever)."""
+        """Tell the sink (the lane frees their ids once the step ends, even when it fails:
+        else a later event sharing them would wait for their lane forever)."""
         try:
             if delivered:
                 refs = [event.ref for event in delivered]
@@ -159,21 +178,14 @@ class _Shared(Generic[Ref]):
                 else:  # the usual case: sinks that never meet a shortfall need not know it
                     self.sink.delivered(refs)
         finally:
-            try:
-                if rejected:
-                    self.sink.rejected([(event.ref, reason, detail)
-                                        for event, reason, detail in rejected])
-            finally:
-                self.release(delivered + [event for event, _, _ in rejected])
+            if rejected:
+                self.sink.rejected([(event.ref, reason, detail)
+                                    for event, reason, detail in rejected])
 
     def abandon(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
         """Leave events unresolved (pending) and hand them back to the sink."""
-        if not events:
-            return
-        try:
+        if events:
             self.sink.abandoned([event.ref for event in events], error)
-        finally:
-            self.release(events)
 
     def give_up(self, events: list[PendingEvent[Ref]], error: BaseException) -> None:
         """``events`` failed with ``error``; the lanes stop when it ends the run (or on any
@@ -187,7 +199,7 @@ class Lanes(Generic[Ref]):
     """Routes events to lanes; each is reported to ``sink`` as delivered, rejected or
     abandoned.
 
-    ``submit`` is called from one thread (the reader). ``drain`` returns when every
+    ``submit_many`` is called from one thread (the reader). ``drain`` returns when every
     submitted event is reported, or raises the error that stopped the lanes (its events
     stay pending) and forgets it. ``stop_on_failure``: any failure stops the lanes, not
     only one that ends the run (a redrive fails a dead-letter file as a whole).
@@ -209,17 +221,21 @@ class Lanes(Generic[Ref]):
         if lanes < 1:
             raise ValueError("lanes must be at least 1")
         self._shared = shared = _Shared(client, limits, sink, horizon_s, clock,
-                                        stop_on_failure)
+                                        stop_on_failure, lanes)
         self._stop = shared.stop
         self._linger_s = linger_s
-        # Which lane owns an id, and its events not yet resolved: the reader's alone (no
-        # lock per event); lanes hand resolved ids back through ``shared.released``.
+        # The reader's alone (no lock): each id's latest event as ``position << bits |
+        # lane``. The id belongs to that lane while the lane has not answered for that
+        # position (``shared.answered_through``); stale entries are pruned in bulk.
         self._owners: dict[str, int] = {}
-        self._holds: dict[str, int] = {}
+        self._lane_bits = max(1, (lanes - 1).bit_length())
+        self._positions = [0] * lanes  # events handed to each lane so far
+        self._prune_at = _PRUNE_AT_LEAST
         self._stop_waiting_after: float | None = None  # set once a stop is requested
         self._next_anonymous = 0
         self._packers = [RequestPacker[Ref](limits, shared.overhead, clock)
                          for _ in range(lanes)]
+        self._max_event_bytes = limits.max_body_bytes - shared.overhead
         # Held while a lane's packer is filled or emptied into its queue: keeps the order of
         # requests when the linger thread closes one while the reader adds to it.
         self._packing = [threading.Lock() for _ in range(lanes)]
@@ -233,24 +249,116 @@ class Lanes(Generic[Ref]):
     # ---- reader side ----------------------------------------------------------------------
 
     def submit(self, event: PendingEvent[Ref]) -> None:
-        """Queue one event (blocks while its lane is busy: memory stays bounded). When it
-        raises, the event was not taken: the caller still answers for it."""
-        self._raise_if_failed()
-        lane = self._claim(event)
-        with self._packing[lane]:
-            packer = self._packers[lane]
-            try:
-                closed = packer.add(event)
-            except Exception:
-                self._shared.release([event])
-                raise
-            if closed:
-                try:
-                    self._put(lane, closed)
-                except BaseException:  # a stop: the closed request is abandoned by _put
-                    packer.flush()  # holds only this event, handed back to the caller
-                    self._shared.release([event])
-                    raise
+        """``submit_many`` of one event; raises ``EventTooLarge`` (not taken) for one too
+        large for any request."""
+        for too_large in self.submit_many([event]):
+            error = self._packers[0].too_large(too_large)
+            assert error is not None
+            raise error
+
+    def submit_many(self, events: list[PendingEvent[Ref]]) -> list[PendingEvent[Ref]]:
+        """Take ``events`` in order (blocks while a lane is busy: memory stays bounded).
+
+        Returns the events too large for any request: not taken, the caller answers for
+        them. Every other event is reported to the sink exactly once, also when this raises
+        (a stop, or the lanes failed): those not queued by then are reported abandoned.
+        """
+        limit = self._max_event_bytes
+        too_large = [event for event in events if len(event.payload) > limit]
+        if too_large:
+            events = [event for event in events if len(event.payload) <= limit]
+        batches: list[list[PendingEvent[Ref]]] = [[] for _ in self._lanes]
+        owners, answered = self._owners, self._shared.answered_through
+        bits = self._lane_bits
+        mask = (1 << bits) - 1
+        positions, lane_count = self._positions, len(self._lanes)
+        taken = 0
+        try:
+            self._raise_if_failed()
+            for event in events:
+                ids = event.ids
+                lane = -1
+                for identifier in ids:
+                    entry = owners.get(identifier)
+                    if entry is not None and entry >> bits > answered[entry & mask]:
+                        if lane < 0:
+                            lane = entry & mask
+                        elif lane != entry & mask:  # its user and device in two lanes
+                            self._queue(batches)
+                            lane = self._wait_for_one_lane(ids)
+                            break
+                if lane < 0:
+                    if ids:
+                        lane = zlib.crc32(ids[0].encode()) % lane_count
+                    else:
+                        lane = self._next_anonymous % lane_count
+                        self._next_anonymous += 1
+                position = positions[lane] = positions[lane] + 1
+                event.position = position
+                entry = position << bits | lane
+                for identifier in ids:
+                    owners[identifier] = entry
+                batches[lane].append(event)
+                taken += 1
+            self._queue(batches)
+        except BaseException as exc:
+            unqueued = [event for batch in batches for event in batch] + events[taken:]
+            self._shared.abandon(unqueued, exc)
+            raise
+        if len(owners) >= self._prune_at:
+            self._prune()
+        return too_large
+
+    def _queue(self, batches: list[list[PendingEvent[Ref]]]) -> None:
+        """Add each lane's batch to its open request and queue the requests that fill;
+        empties ``batches``. After a stop, what could not be queued is abandoned."""
+        for lane, batch in enumerate(batches):
+            if not batch:
+                continue
+            batches[lane] = []
+            with self._packing[lane]:
+                packer = self._packers[lane]
+                closed = packer.extend(batch)
+                for n, request in enumerate(closed):
+                    try:
+                        self._put(lane, request)
+                    except BaseException as exc:  # a stop: _put abandoned this request
+                        rest = [e for later in closed[n + 1:] for e in later]
+                        self._shared.abandon(rest + (packer.flush() or []), exc)
+                        raise  # the other lanes' batches: abandoned by the caller
+
+    def _wait_for_one_lane(self, ids: tuple[str, ...]) -> int:
+        """The user's and the device's events sit in two lanes: send what those lanes
+        have packed and wait until one of them lets go; the lane the event joins (-1: any)."""
+        progressed = self._shared.progressed
+        while True:
+            live = self._lanes_holding(ids)
+            if len(live) < 2:
+                return live.pop() if live else -1
+            for lane in sorted(live):
+                self._send_open(lane)
+            progressed.clear()
+            if len(self._lanes_holding(ids)) == 2:  # else one let go meanwhile
+                progressed.wait(0.5)
+            self._raise_if_failed()
+            if self._stop.requested:
+                raise self._stop.interrupted()
+
+    def _lanes_holding(self, ids: tuple[str, ...]) -> set[int]:
+        """The lanes that have not answered yet for the latest event of any of ``ids``."""
+        answered, bits = self._shared.answered_through, self._lane_bits
+        mask = (1 << bits) - 1
+        entries = (self._owners.get(identifier) for identifier in ids)
+        return {entry & mask for entry in entries
+                if entry is not None and entry >> bits > answered[entry & mask]}
+
+    def _prune(self) -> None:
+        """Forget the ids whose lanes have answered for their latest event."""
+        answered, bits = self._shared.answered_through, self._lane_bits
+        mask = (1 << bits) - 1
+        self._owners = {identifier: entry for identifier, entry in self._owners.items()
+                        if entry >> bits > answered[entry & mask]}
+        self._prune_at = max(_PRUNE_AT_LEAST, 2 * len(self._owners))
 
     def _send_open(self, lane: int) -> None:
         """Close the lane's open request and queue it."""
@@ -352,75 +460,6 @@ class Lanes(Generic[Ref]):
         if self._shared.error is not None:
             raise self._shared.error
 
-    def _claim(self, event: PendingEvent[Ref]) -> int:
-        """Pick the lane that owns the event's ids (or hash one) and take the ids."""
-        released = self._shared.released
-        if not released.empty():
-            self._apply_released()
-        all_owners = self._owners
-        while True:
-            owner: int | None = None
-            other: int | None = None
-            for identifier in event.ids:
-                current = all_owners.get(identifier)
-                if current is None or current == owner:
-                    continue
-                if owner is None:
-                    owner = current
-                else:
-                    other = current
-                    break
-            if other is None:
-                return self._take(event, owner)
-            if not released.empty():  # one of them may have let go already
-                self._apply_released()
-                continue
-            assert owner is not None
-            # The user's and the device's events sit in two lanes: send what those lanes
-            # have packed (a full queue blocks) and wait for one to finish.
-            for lane in (owner, other):
-                self._send_open(lane)
-            self._apply_released(wait_s=0.5)
-            self._raise_if_failed()
-            if self._stop.requested:
-                raise self._stop.interrupted()
-
-    def _take(self, event: PendingEvent[Ref], lane: int | None) -> int:
-        if lane is None:
-            if event.ids:
-                lane = zlib.crc32(event.ids[0].encode()) % len(self._lanes)
-            else:
-                lane = self._next_anonymous % len(self._lanes)
-                self._next_anonymous += 1
-        owners, holds = self._owners, self._holds
-        for identifier in event.ids:
-            owners[identifier] = lane
-            holds[identifier] = holds.get(identifier, 0) + 1
-        return lane
-
-    def _apply_released(self, wait_s: float | None = None) -> None:
-        """Free the ids of the events released so far; with ``wait_s``, first wait that
-        long at most for a release (or a wake-up)."""
-        released = self._shared.released
-        try:
-            batch = released.get(timeout=wait_s) if wait_s else released.get_nowait()
-        except queue.Empty:
-            return
-        owners, holds = self._owners, self._holds
-        while True:
-            for ids in batch or ():
-                for identifier in ids:
-                    left = holds.get(identifier, 0) - 1
-                    if left <= 0:
-                        holds.pop(identifier, None)
-                        owners.pop(identifier, None)
-                    else:
-                        holds[identifier] = left
-            try:
-                batch = released.get_nowait()
-            except queue.Empty:
-                return
-
 
 class _Lane(threading.Thread, Generic[Ref]):
     """Sends one lane's requests one at a time and holds throttled ids' events."""
@@ -438,6 +477,7 @@ class _Lane(threading.Thread, Generic[Ref]):
         self.pace: dict[str, float] = {}  # id → the pause Amplitude asked for
         self.progressed_at = 0.0  # when a held event last got through
         self.busy = False  # sending: a hint for the linger thread (a stale read only delays)
+        self.taken_through = 0  # the position of the last event taken from the queue
 
     def run(self) -> None:
         while True:
@@ -447,14 +487,23 @@ class _Lane(threading.Thread, Generic[Ref]):
             except Exception as exc:  # a bug or a failing sink: never leave drain()
                 log.exception("lane %s failed", self.name)  # or the reader waiting
                 self.shared.fail(exc)  # the run ends (Lanes.failed); what is unanswered
-                held, self.held = self.held, []  # stays pending
-                self.shared.release(held)
+                self.held = []  # stays pending
             finally:
                 self.busy = False
+                self._publish_answered()
+
+    def _publish_answered(self) -> None:
+        """Tell the reader how far this lane's events are all answered for: up to the
+        earliest held one, else up to the last taken (sent ones are answered once their
+        step ends). Their ids are then free to go to any lane."""
+        held = self.held
+        through = min(event.position for event in held) - 1 if held else self.taken_through
+        self.shared.answered(self.index, through)
 
     def _step(self) -> bool:
         """Handle what is due and one queued item; False once the lane is to stop."""
         self._release_ready()
+        self._publish_answered()
         if len(self.held) >= MAX_HELD_EVENTS:
             self.shared.stop.sleep(self._next_wake() or 0.01)
             return True
@@ -472,6 +521,7 @@ class _Lane(threading.Thread, Generic[Ref]):
             return True
         assert isinstance(item, list)
         self.busy = True
+        self.taken_through = item[-1].position
         self._send_or_hold(item)
         return True
 
@@ -489,6 +539,7 @@ class _Lane(threading.Thread, Generic[Ref]):
                 self._give_up([], stop.interrupted())
                 return
             self._release_ready()
+            self._publish_answered()
             if self.held:
                 stop.sleep(self._next_wake() or 0.01)
 
@@ -594,15 +645,10 @@ class _Lane(threading.Thread, Generic[Ref]):
             finally:
                 self._give_up([e for e in events if id(e) not in resolved], exc)
             return False
-        except BaseException:  # a bug: the lanes fail (run()); the events stay pending, and
-            shared.release(events)  # their ids must not stay taken
-            raise
+        # A bug (BaseException) fails the lanes (run()): the events stay pending, and their
+        # ids are free once the step ends, as are the throttled ones' when the sink fails.
         shared.count(outcome.repeats_dropped)
-        try:
-            shared.report(outcome.delivered, outcome.rejected, outcome.repeats_dropped)
-        except BaseException:  # a failing sink: the throttled ones let go of their ids too
-            shared.release([event for event, _ in outcome.throttled])
-            raise
+        shared.report(outcome.delivered, outcome.rejected, outcome.repeats_dropped)
         if self.budget:
             self._got_through(outcome.delivered)
         if outcome.throttled:

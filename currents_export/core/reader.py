@@ -35,7 +35,7 @@ from currents_export.deletions.tracker import (
     DeletionTracker,
     NoDeletions,
 )
-from currents_export.errors import MAPPING_ERROR, EventTooLarge, Interrupted, UnreadableObject
+from currents_export.errors import MAPPING_ERROR, Interrupted, UnreadableObject
 from currents_export.mapping import (
     Duplicate,
     Mapped,
@@ -52,7 +52,9 @@ EVENT_TOO_LARGE = "event_too_large"
 # Braze drops events over 900 KB: one over this is hostile. Its record and event are not
 # kept in the dead letter (one 60 MiB string made a 121 MB line), only where it is.
 MAX_EVENT_BYTES = 2**20
-_POST_EVERY = 256  # records between posts to the owner (and checks of the stop)
+# Records between hand-overs to the outbox and posts to the owner (and checks of the stop).
+_POST_EVERY = 256
+READER_BATCH = _POST_EVERY  # at most this many events handed to the outbox at once
 _REFUSALS_PER_POST = 16  # refused records hold their record and event: posted sooner
 _VALID_IDS_REMEMBERED = 100_000
 # An object whose records are overwhelmingly unusable is corrupt, not drifted: after this
@@ -83,8 +85,11 @@ class ObjectReader:
         try:
             self._read(state)
         except BaseException as exc:
-            # The record in hand when it failed is neither settled nor with the outbox: it
-            # stays pending, and must not keep the object open.
+            # The record in hand when it failed, and the events not yet handed over, are
+            # neither settled nor with the outbox: they stay pending, and must not keep the
+            # object open.
+            state.in_hand += len(state.batch)
+            state.batch = []
             self.owner.read_ended(state.ended(exc))
             raise
         self.owner.read_ended(state.ended(None))
@@ -109,6 +114,8 @@ class ObjectReader:
                     failure = handle.failure  # some of its events failed: read no further,
                     if failure is not None:   # its later events would overtake them
                         raise failure
+                    if state.batch:
+                        self._hand_over(state)
                     if state.entries:
                         state.post(owner, state.read - 1)
                 if deletions.active and not isinstance(result, Duplicate):
@@ -144,7 +151,19 @@ class ObjectReader:
                 else:
                     state.entries.append((index, SKIPPED, result.reason))
                     state.in_hand = 0
+            if state.batch:
+                self._hand_over(state)
 
+    def _hand_over(self, state: _Reading) -> None:
+        """Give the outbox the events read since the last time, in one batch (the outbox
+        answers for each from then on, even when it raises)."""
+        batch, state.batch = state.batch, []
+        for event in self.outbox.submit_many(batch):
+            ref = event.ref  # over the request limit: the event is kept, not the record
+            detail = (f"event of {len(event.payload):,} bytes once mapped, over the request "
+                      "limit")
+            state.refuse(self.owner, Refusal(ref.index, None, orjson.Fragment(event.payload),
+                                             EVENT_TOO_LARGE, detail, ref.warnings))
     def _deletion_outcome(self, delete_request: bool, record: dict[str, Any],
                           result: Outcome) -> Outcome:
         """[deletions]: a delete request is recorded (and skipped: it is not an event); a
@@ -181,12 +200,7 @@ class ObjectReader:
     def _repeated(self, record: dict[str, Any]) -> bool:
         """True when this record's Braze event id was already seen in this run (Braze's
         at-least-once copies)."""
-        event_id = record.get("id")
-        if event_id.__class__ is int:  # a drifted schema: the mapper sends it as text
-            event_id = str(event_id)
-        if not isinstance(event_id, str) or not event_id:
-            return False
-        return not self.seen_ids.first_time(event_id)
+        return not self.seen_ids.first_time_of(record.get("id"))
 
     def _route(self, state: _Reading, index: int, record: dict[str, Any], mapped: Mapped,
                payload: bytes | str) -> None:
@@ -213,12 +227,8 @@ class ObjectReader:
             ids: tuple[str, ...] = (user_id, device_id)
         else:
             ids = (user_id,) if user_id else (device_id,) if device_id else ()
-        ref = EventRef(state.handle, index, payload, mapped.warnings)
-        try:
-            self.outbox.submit(PendingEvent(payload, ref, ids))
-        except EventTooLarge as exc:
-            state.refuse(self.owner, Refusal(index, record, orjson.Fragment(payload),
-                                             EVENT_TOO_LARGE, str(exc), mapped.warnings))
+        state.batch.append(PendingEvent(
+            payload, EventRef(state.handle, index, payload, mapped.warnings), ids))
 
     def _id_problem(self, event: dict[str, Any]) -> str | None:
         """``id_problem``, remembering ids already found valid (users recur in a file)."""
@@ -240,6 +250,7 @@ class _Reading:
 
     handle: ObjectHandle
     entries: list[Resolution | Refusal] = field(default_factory=list)
+    batch: list[PendingEvent[EventRef]] = field(default_factory=list)  # for the outbox
     read: int = 0
     in_hand: int = 0
     newest_event_ms: int | None = None

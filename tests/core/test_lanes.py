@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from currents_export.amplitude.api import RequestLimits, RetryPolicy
 from currents_export.amplitude.batching import PendingEvent
 from currents_export.amplitude.client import AmplitudeClient
 from currents_export.core.lanes import Lanes
+from currents_export.errors import EventTooLarge, SendInterrupted
 from tests.support.lane_events import in_lane, per_id_order, workload
 from tests.support.servers import RecordingServer
 from tests.support.sinks import RecordingSink
@@ -27,7 +29,8 @@ def server() -> Iterator[RecordingServer]:
     recording.close()
 
 
-def deliver(url: str, events: list[dict[str, str]], lanes: int = 4) -> tuple[list, list]:
+def deliver(url: str, events: list[dict[str, str]], lanes: int = 4,
+            batch: int = 1) -> tuple[list, list]:
     client = AmplitudeClient(
         url, "key-123", throttle_pause_s=0.05,
         retry=RetryPolicy(initial_delay_s=0.01, max_delay_s=0.05, horizon_s=30),
@@ -35,9 +38,14 @@ def deliver(url: str, events: list[dict[str, str]], lanes: int = 4) -> tuple[lis
     sink = RecordingSink()
     pipeline: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=lanes, sink=sink, horizon_s=30)
     try:
-        for event in events:
-            ids = tuple(event[k] for k in ("user_id", "device_id") if k in event)
-            pipeline.submit(PendingEvent(orjson.dumps(event), event["insert_id"], ids))
+        pending = [PendingEvent(orjson.dumps(event), event["insert_id"],
+                                tuple(event[k] for k in ("user_id", "device_id") if k in event))
+                   for event in events]
+        for start in range(0, len(pending), batch):
+            if batch == 1:
+                pipeline.submit(pending[start])
+            else:
+                assert pipeline.submit_many(pending[start:start + batch]) == []
         pipeline.drain()
         stats = pipeline.take_stats()
         assert stats.requests >= len(events) // SMALL_REQUESTS.max_events
@@ -59,6 +67,18 @@ def test_every_event_once_in_per_id_order_and_never_two_requests_per_id(
     assert len(server.stored) == len(events)
     assert per_id_order(server.stored) == per_id_order(events)
     assert server.overlaps == []
+
+
+@pytest.mark.parametrize("batch", [7, 256])
+def test_events_handed_over_in_batches_keep_each_ids_order(
+    server: RecordingServer, batch: int,
+) -> None:
+    """A batch holds events of one user in several lanes' requests and users linked by a
+    shared device: each id's events still reach Amplitude in order, each once."""
+    events = workload(1500)
+    delivered, rejected = deliver(server.url, events, batch=batch)
+    assert sorted(delivered) == sorted(e["insert_id"] for e in events) and rejected == []
+    assert per_id_order(server.stored) == per_id_order(events)
 
 
 def test_throttled_ids_wait_while_the_others_flow(server: RecordingServer) -> None:
@@ -151,3 +171,83 @@ def test_a_request_that_fails_with_a_bug_lets_go_of_its_ids() -> None:
     finally:
         lanes.close()
     assert sink.delivered_refs == client.sent == ["both"]
+
+
+class _Acknowledging(_BrokenFor):
+    """A client that delivers every request at once."""
+
+    def __init__(self) -> None:
+        super().__init__({"never"})
+
+
+def test_the_ids_of_answered_events_are_forgotten() -> None:
+    """A long run of distinct users: the lanes remember the ids of events in flight, not
+    every id ever sent (memory stays flat)."""
+    from currents_export.core import lanes as lanes_module
+
+    client = _Acknowledging()
+    sink = RecordingSink()
+    lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=4,  # type: ignore[arg-type]
+                              sink=sink, horizon_s=30)
+    users = 400 * 500  # over 3 times the ids remembered before forgetting
+    assert users > 3 * lanes_module._PRUNE_AT_LEAST
+    try:
+        for start in range(0, users, 500):
+            lanes.submit_many([PendingEvent(b"{}", f"e-{i}", (f"user-{i}", f"device-{i}"))
+                               for i in range(start, start + 500)])
+        lanes.drain()
+        remembered = len(lanes._owners)
+    finally:
+        lanes.close()
+    assert len(sink.delivered_refs) == users
+    assert remembered < 2 * lanes_module._PRUNE_AT_LEAST  # ids of six times as many were sent
+
+
+def test_events_too_large_for_any_request_are_handed_back_untaken() -> None:
+    client = _Acknowledging()
+    sink = RecordingSink()
+    limits = RequestLimits(max_events=20, max_body_bytes=1_000)
+    lanes: Lanes[str] = Lanes(client, limits, lanes=2,  # type: ignore[arg-type]
+                              sink=sink, horizon_s=30)
+    big = PendingEvent(b'"' + b"x" * 1_000 + b'"', "big", ("user-1",))
+    try:
+        back = lanes.submit_many([PendingEvent(b"{}", "before", ("user-1",)), big,
+                                  PendingEvent(b"{}", "after", ("user-1",))])
+        lanes.drain()
+        with pytest.raises(EventTooLarge, match="exceeds the request limit of 1000 bytes"):
+            lanes.submit(big)
+    finally:
+        lanes.close()
+    assert back == [big]
+    assert sink.delivered_refs == ["before", "after"] and sink.abandoned_refs == []
+
+
+def test_a_stop_while_handing_over_reports_each_event_once() -> None:
+    """The lanes stop while a batch waits for room: every event of it is reported once,
+    delivered or abandoned."""
+    class _Slow(_Acknowledging):
+        def send(self, events: list[PendingEvent[str]]) -> Any:
+            self.stop.sleep(10)  # until the stop
+            return super().send(events)
+
+    client = _Slow()
+    sink = RecordingSink()
+    lanes: Lanes[str] = Lanes(client, SMALL_REQUESTS, lanes=1,  # type: ignore[arg-type]
+                              sink=sink, horizon_s=30)
+    refs = [f"e-{i}" for i in range(200)]
+    timer = threading.Timer(0.5, client.stop.request, args=("SIGINT",))
+    timer.start()
+    try:
+        # It raises when the stop finds it waiting for room; or, when the stopped lane
+        # makes room first, takes them all and the lane abandons them.
+        with contextlib.suppress(SendInterrupted):
+            lanes.submit_many([PendingEvent(b"{}", ref, (f"user-{i % 7}",))
+                               for i, ref in enumerate(refs)])
+        with pytest.raises(SendInterrupted):
+            lanes.drain()
+    finally:
+        timer.cancel()
+        lanes.close()
+    reported = sink.delivered_refs + [ref for ref, _ in sink.abandoned_refs]
+    assert sorted(reported) == sorted(refs)
+    assert len(sink.abandoned_refs) >= len(refs) - 2 * SMALL_REQUESTS.max_events

@@ -64,7 +64,8 @@ class Harness:
     def __init__(self) -> None:
         self.time = VirtualTime()
         self.sink: RecordingSink[str] = RecordingSink()
-        self.taken: list[str] = []  # refs the lanes accepted (submit returned)
+        self.taken: list[str] = []  # refs handed to the lanes (each is reported once, even
+        # when submit raises: then as abandoned)
         self._clients: list[AmplitudeClient] = []
         self._lanes: list[Lanes[str]] = []
 
@@ -83,8 +84,8 @@ class Harness:
 
     def submit(self, lanes: Lanes[str], event: dict[str, str]) -> None:
         ids = tuple(event[k] for k in ("user_id", "device_id") if k in event)
-        lanes.submit(PendingEvent(orjson.dumps(event), event["insert_id"], ids))
         self.taken.append(event["insert_id"])
+        lanes.submit(PendingEvent(orjson.dumps(event), event["insert_id"], ids))
 
     def assert_each_reported_once(self) -> None:
         sink = self.sink

@@ -195,8 +195,9 @@ def test_bench_only_rate(tmp_path: Path) -> None:
 
 
 def test_the_stage_table_runs_and_reports_every_stage() -> None:
-    """``python -m bench.stages`` at a smoke size: every in-process stage is measured (a
-    positive CPU figure per event) and the whole replay and our own cost are reported; no
+    """``python -m bench.stages`` at a smoke size: every in-process stage and the delivery
+    alone are measured (a positive CPU figure per event) and the whole replay and our own
+    cost are reported; no
     figure is compared (timing). The whole replay's figure is a difference of two process
     CPU times (the file's replay less a one-record replay's start-up): at 300 events it is
     within the noise and may come out negative, so only its presence is checked here."""
@@ -210,8 +211,9 @@ def test_the_stage_table_runs_and_reports_every_stage() -> None:
     assert names[:5] == [
         "bare `fastavro.reader` loop (the decode-only baseline)", "our checked reader",
         "+ mapping", "+ duplicate window", "+ serialising (`kept_json`)"]
-    assert names[5].startswith("whole `replay --workers 1` into the emulator")
-    assert names[6] == "**our own cost** (whole replay − decode-only)"
+    assert names[5].startswith("lanes + HTTP alone")
+    assert names[6].startswith("whole `replay --workers 1` into the emulator")
+    assert names[7] == "**our own cost** (whole replay − decode-only)"
     figures = [float(row.rsplit("|", 2)[1].strip(" *")) for row in rows]
-    assert len(figures) == 7
-    assert all(figure > 0 for figure in figures[:5])
+    assert len(figures) == 8
+    assert all(figure > 0 for figure in figures[:6])

@@ -63,9 +63,9 @@ class _Keeping(DryRunOutbox[Any]):
 
     kept: ClassVar[list[PendingEvent[Any]]] = []
 
-    def submit(self, event: PendingEvent[Any]) -> None:
-        self.kept.append(event)
-        super().submit(event)
+    def submit_many(self, events: list[PendingEvent[Any]]) -> list[PendingEvent[Any]]:
+        self.kept.extend(events)
+        return super().submit_many(events)
 
 
 def test_events_waiting_in_the_outbox_hold_about_their_own_size(tmp_path: Path) -> None:
