@@ -110,7 +110,10 @@ DEFAULT_LANES = 8  # requests in flight at once
 # Events per request (Amplitude allows 2,000): peak memory follows the events in flight,
 # lanes x (sent + queued + filling) x this; README, Performance, says what 2,000 costs.
 EVENTS_PER_REQUEST = 500
-DEFAULT_LINGER_S = 0.05  # how long an idle lane waits for its open request to fill
+# An idle lane sends its open request once no event joined it for this long (a stream
+# still flowing fills requests instead), or once it has been open for MAX_OPEN_S.
+DEFAULT_LINGER_S = 0.05
+MAX_OPEN_S = 1.0
 _PRUNE_AT_LEAST = 65_536  # ids remembered before the reader forgets those freed
 
 
@@ -377,13 +380,15 @@ class Lanes(Generic[Ref]):
                 return
 
     def _linger_loop(self) -> None:
-        """Close open requests of idle lanes once they have waited ``linger_s``."""
+        """Close the open requests of idle lanes once no event joined them for
+        ``linger_s`` (or they have been open ``MAX_OPEN_S``)."""
         tick = max(self._linger_s / 2, 0.005)
         clock = self._shared.clock
         while not self._shared.closed.wait(tick):
             now = clock()
             for lane, packer in zip(self._lanes, self._packers, strict=True):
-                if (not packer.opened_at or now - packer.opened_at < self._linger_s
+                if (not packer.opened_at or (now - packer.added_at < self._linger_s
+                                             and now - packer.opened_at < MAX_OPEN_S)
                         or lane.busy or not lane.queue.empty()):
                     continue
                 packing = self._packing[lane.index]
