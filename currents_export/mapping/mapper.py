@@ -1,7 +1,8 @@
 """One Braze record → one Amplitude event, or a skip or rejection with a reason.
 
-Pure logic, no I/O. A mapper is built once per (event type, options, float fields) and
-applied to every record of a file. ``map`` never raises on a value's type (Braze's schemas
+Pure logic, no I/O. A mapper is built once per (event type, options, writer schema) and
+applied to every record of a file, through code generated once per record layout
+(``compiled``). ``map`` never raises on a value's type (Braze's schemas
 drift): a value that plainly means the same is converted where it is read (an id number to
 its decimal string, a time as text or float to an int, a price as text to a float, a
 ``properties`` map as the parsed JSON); one that cannot be used is
@@ -30,7 +31,13 @@ from currents_export.currents.schemas import (
     event_type_fields,
     field_class,
 )
-from currents_export.errors import MAPPING_ERROR
+from currents_export.mapping.compiled import (
+    CompiledLayout,
+    PropertiesFunction,
+    compile_layout,
+    compile_properties,
+    value_classes,
+)
 from currents_export.mapping.names import (
     CUSTOM_EVENT_TYPE,
     PURCHASE_TYPE,
@@ -226,6 +233,8 @@ class MappingOptions:
 
 
 _DEFAULT_RULE = TypeRule()
+_MAX_LAYOUTS = 64  # generated functions kept per mapper
+_MAX_PREFIXED = 4096  # custom property keys remembered with their prefix, per mapper
 _CUSTOM_JSON = ("properties", "custom_attributes")
 _USER_IDS = frozenset({"external_user_id", "user_id", "device_id"})  # under their own policy
 _POLICY_NOTES = {"hash": " (salted hash)", "strip_query": " (query and fragment removed)"}
@@ -255,14 +264,20 @@ class Rejected:
 
 
 MapResult = Mapped | Skipped | Rejected
+_DISABLED = Skipped(EVENT_TYPE_DISABLED)  # immutable: one for every record of such a type
 
 
 def float32(value: float) -> float:
     """The shortest decimal that is the same single-precision float (9.989999771… → 9.99).
 
     A value a single-precision float cannot hold (a double, after schema drift) is returned
-    unchanged.
+    unchanged. Results are remembered (prices and the like recur), but not for zeros:
+    0.0 and -0.0 are equal keys with different results.
     """
+    known = _FLOAT32.get(value)
+    if known is not None:
+        return known
+    result = value
     try:
         packed = struct.pack("<f", value)
     except OverflowError:
@@ -270,8 +285,15 @@ def float32(value: float) -> float:
     for digits in range(1, 10):
         candidate = float(f"{value:.{digits}g}")
         if struct.pack("<f", candidate) == packed:
-            return candidate
-    return value
+            result = candidate
+            break
+    if value and len(_FLOAT32) < _MAX_FLOAT32:
+        _FLOAT32[value] = result
+    return result
+
+
+_FLOAT32: dict[float, float] = {}  # float32's results
+_MAX_FLOAT32 = 4096
 
 
 @dataclass(slots=True)
@@ -279,13 +301,17 @@ class EventMapper:
     """Maps the records of one Currents event type.
 
     Everything that depends only on the type and the options (names, which fields are
-    dropped, hashed, renamed or moved) is worked out once here, so that ``map`` does
-    little more per record than one dict comprehension and one JSON parse.
+    dropped, hashed, renamed or moved) is worked out once here; what ``map`` does to a
+    record is then generated once per record layout (``compiled``), so that per record it
+    is straight-line work and one JSON parse. ``value_classes``: the class the writer
+    schema says each field decodes to (``compiled.value_classes``), the class each value is
+    tested for first.
     """
 
     event_type: str
     options: MappingOptions = field(default_factory=MappingOptions)
     float_fields: frozenset[str] = frozenset()
+    value_classes: dict[str, type] = field(default_factory=dict)
     _enabled: bool = field(init=False)
     _identify: bool = field(init=False)
     _fixed_name: str | None = field(init=False)
@@ -312,6 +338,16 @@ class EventMapper:
     _hashed_props: frozenset[str] = field(init=False)
     _rest: Redactor | None = field(init=False)  # the scan of every other kept string value
     _rest_skip: frozenset[str] = field(init=False)  # fields hashed or scanned on their own
+    # record layout (its keys, in order) → the functions generated for it
+    _layouts: dict[tuple[Any, ...], CompiledLayout] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    _properties_of: dict[tuple[Any, ...], PropertiesFunction] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    _prefixed: dict[str, str] = field(  # custom property key → the key with the prefix
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         options = self.options
@@ -468,76 +504,44 @@ class EventMapper:
         return "user_properties.$set." + self._renames.get(name, name) + hashed
 
     def map(self, record: dict[str, Any]) -> MapResult:
-        """The event for ``record``, or why there is none; never raises on a value's type."""
+        """The event for ``record``, or why there is none; never raises on a value's type.
+
+        The work is that of the functions generated for the record's layout (``compiled``):
+        ids checked (``_id_text`` refuses an id it cannot use), time, identity, then the
+        event, its ``event_properties`` and the policies."""
         if not self._enabled:
-            return Skipped(EVENT_TYPE_DISABLED)
-        # Every ``x.__class__ is not str`` below guards a conversion only drifted schemas
-        # need; ``_id_text`` raises _Refused for an id it cannot use (try is free in 3.11).
-        try:
-            event_id = record.get("id")
-            if event_id.__class__ is not str:
-                event_id = _id_text(event_id, "id")
-            user_id = record.get("external_user_id")
-            if user_id.__class__ is not str:
-                user_id = _id_text(user_id, "external_user_id")
-            device_id = record.get("device_id")
-            if device_id.__class__ is not str:
-                device_id = _id_text(device_id, "device_id")
-            braze_id = record.get("user_id")
-            if braze_id.__class__ is not str:
-                braze_id = _id_text(braze_id, "user_id")
-        except _Refused as refused:  # under a privacy policy the detail names no value
-            return Rejected(MAPPING_ERROR, refused.without_value if self._redacts
-                            else str(refused), refused.without_value)
-        if not event_id:
-            return Rejected(NO_EVENT_ID, "the record has no id")
-        time_ms = _time_ms(record)
-        if time_ms is None:  # under a privacy policy the detail names no value
-            return Rejected(NO_TIME, _no_time_detail(record, self._redacts))
+            return _DISABLED
+        layout = tuple(record)
+        compiled = self._layouts.get(layout)
+        if compiled is None:
+            compiled = self._compile(layout)
+        result: MapResult = compiled.map(record)
+        return result
 
-        user_id = self._personal(user_id or None, self._user_id_policy)
-        device_id = device_id or None
-        braze_id = self._personal(braze_id or None, self._braze_id_policy)
-        if user_id is None and device_id is None:
-            if self.options.identity_fallback == "braze_id" and braze_id:
-                user_id = braze_id
-            else:
-                return Skipped(NO_IDENTITY)
+    def _compile(self, layout: tuple[Any, ...]) -> CompiledLayout:
+        """The functions for ``layout``, generated on its first record (a file has one)."""
+        if len(self._layouts) >= _MAX_LAYOUTS:  # dicts built by hand, each its own keys
+            self._layouts.clear()
+        compiled = self._layouts[layout] = compile_layout(self, layout, self.value_classes)
+        return compiled
 
-        event: dict[str, Any] = {
-            "event_type": self._fixed_name or self._custom_event_type(record.get("name")),
-            "insert_id": event_id,
-            "time": time_ms,
+    def generated_names(self) -> dict[str, Any]:
+        """What the code ``compiled`` generates for this mapper refers to: this module's
+        rules and results, and this mapper's methods for what is rare or depends on the
+        configuration."""
+        return {
+            "_Refused": _Refused, "_Rejected": Rejected, "_Mapped": Mapped,
+            "_id_text": _id_text, "_drifted_time_ms": _drifted_time_ms,
+            "_no_time_detail": _no_time_detail, "_set_revenue": _set_revenue,
+            "_float32": float32, "_NO_EVENT_ID": NO_EVENT_ID, "_NO_TIME": NO_TIME,
+            "_NO_IDENTITY": Skipped(NO_IDENTITY),
+            "_SKIP_USER_PROPERTIES_SYNC": SKIP_USER_PROPERTIES_SYNC,
+            "_float_value": _float_value, "_mapper": self,
+            "_custom_event_type": self._custom_event_type,
+            "_merge_custom_properties": self._merge_custom_properties,
+            "_scan_value": self._scan_value, "_apply_policies": self._apply_policies,
+            "_prefix": self._prefix,
         }
-        if user_id is not None:
-            event["user_id"] = user_id
-        if device_id is not None:
-            event["device_id"] = device_id
-        event["library"] = self._library
-        if self.options.backfill:
-            event[SKIP_USER_PROPERTIES_SYNC] = True
-        if self._identify:
-            return self._identify_event(event, record)
-
-        properties, warnings = self._event_properties(record, braze_id)
-        if self._is_purchase:
-            unused_price = _set_revenue(event, record)
-            if unused_price is not None and "price" not in self._dropped:
-                properties["price"] = unused_price
-            if self._rest is not None:
-                self._scan_values(event, ("productId", "currency"))
-                self._scan_values(properties, ("price",))
-        for name, top_level in self._top_level.items():
-            value = properties.pop(name, None)
-            if value is not None:  # Amplitude's device fields are strings
-                event[top_level] = value if value.__class__ is str else _text(value)
-        event["event_properties"] = properties
-        return Mapped(event, warnings)
-
-    def _personal(self, value: str | None, policy: str) -> str | None:
-        if value is None or policy == "keep":
-            return value
-        return None if policy == "drop" else self.options.hash_value(value)
 
     def _custom_event_type(self, name: Any) -> str:
         if name.__class__ is not str:  # a number, after schema drift: used as text
@@ -566,54 +570,40 @@ class EventMapper:
     def _event_properties(
         self, record: dict[str, Any], braze_id: str | None
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
-        properties: dict[str, Any] = {}
-        warnings: tuple[str, ...] = ()
-        if "properties" in record and record["properties"] is not None:
-            warnings = self._merge_custom_properties(properties, record["properties"])
-        excluded = self._excluded
-        float_fields = self.float_fields
-        rest = self._rest
-        if rest is None:  # no scan: the loop as lean as it can be
-            for name, value in record.items():
-                if value is None or name in excluded:
-                    continue
-                cls = value.__class__
-                if cls is not str and cls is not int and cls is not bool:
-                    if cls is float:
-                        if name in float_fields:
-                            value = float32(value)
-                    else:  # bytes, lists, maps, records, logical types: JSON-safe
-                        value = json_safe(value)
-                properties[name] = value
-        else:  # every kept string not hashed nor scanned on its own is scanned here
-            skip = self._rest_skip
-            looks = rest.looks
-            for name, value in record.items():
-                if value is None or name in excluded:
-                    continue
-                cls = value.__class__
-                if cls is str:
-                    if name not in skip and looks(value):
-                        value = rest.text(value)
-                        if value is DROP:
-                            continue
-                elif cls is not int and cls is not bool:
-                    if cls is float:
-                        if name in float_fields:
-                            value = float32(value)
-                    elif name in self._hashed:  # hashed as always: bytes as hex
-                        value = json_safe(value)
-                    else:  # bytes that are UTF-8 as their text: the scan reads it
-                        value = readable(value)
-                        if name not in skip:
-                            value = rest.value(value)
-                            if value is DROP:
-                                continue
-                properties[name] = value
-        if braze_id and "user_id" not in self._dropped:
-            properties["braze_id"] = braze_id
-        self._apply_policies(properties)
-        return properties, warnings
+        """``event_properties`` for ``record`` and its warnings (as ``map`` builds them)."""
+        layout = tuple(record)
+        properties = self._properties_of.get(layout)
+        if properties is None:
+            if len(self._properties_of) >= _MAX_LAYOUTS:
+                self._properties_of.clear()
+            properties = self._properties_of[layout] = compile_properties(
+                self, layout, self.value_classes)
+        return properties(record, braze_id)
+
+    def _prefix(self, key: str) -> str:
+        """A custom property's key with the prefix, remembered (up to ``_MAX_PREFIXED``)."""
+        name = self._property_prefix + key
+        if len(self._prefixed) < _MAX_PREFIXED:
+            self._prefixed[key] = name
+        return name
+
+    def _scan_value(self, value: Any, is_float: bool, hashed: bool, skip: bool) -> Any:
+        """A field's value that is not a str (nor None), under the scan: ints and booleans as
+        they are, a float rounded when the schema has it single-precision, a hashed field's
+        JSON-safe (its hash comes later), else readable and scanned unless ``skip`` (scanned
+        on its own later); ``DROP`` when the scan drops it."""
+        cls = value.__class__
+        if cls is int or cls is bool:
+            return value
+        if cls is float:
+            return float32(value) if is_float else value
+        if hashed:  # hashed as always: bytes as hex
+            return json_safe(value)
+        value = readable(value)  # bytes that are UTF-8 as their text: the scan reads it
+        if skip:
+            return value
+        assert self._rest is not None
+        return self._rest.value(value)
 
     def _apply_policies(self, properties: dict[str, Any]) -> None:
         """Hash personal fields, strip URLs, scan free text and rename keys, as the
@@ -856,9 +846,7 @@ def _subscription_key(record: dict[str, Any]) -> str:
 
 # ---- conversions of values whose Avro type drifted -----------------------------------------
 
-_INT64_MAX = 2**63 - 1  # orjson (and Amplitude) take 64-bit integers
-_MAX_TIME_S = _INT64_MAX // 1000
-assert (_INT64_MAX, _MAX_TIME_S) == (9223372036854775807, 9223372036854775)  # see _time_ms
+_INT64_MAX = 2**63 - 1  # orjson (and Amplitude) take 64-bit integers (compiled: a literal)
 # Types orjson serialises as they are (fastavro's logical types included).
 
 
@@ -941,22 +929,10 @@ def _number(value: Any) -> float | int | None:
     return value if math.isfinite(value) else None
 
 
-def _time_ms(record: dict[str, Any]) -> int | None:
-    """The event time in ms: ``time_ms`` when usable, else ``time`` (seconds); None when
-    neither is a usable timestamp."""
-    # The bounds are literals (faster than globals): _INT64_MAX and _MAX_TIME_S.
-    time_ms = record.get("time_ms")
-    if time_ms.__class__ is int and -9223372036854775807 <= time_ms <= 9223372036854775807:
-        return time_ms
-    if time_ms is None:
-        time_s = record.get("time")
-        if time_s.__class__ is int and -9223372036854775 <= time_s <= 9223372036854775:
-            return time_s * 1000
-    return _drifted_time_ms(time_ms, record.get("time"))
-
-
 def _drifted_time_ms(time_ms: Any, time_s: Any) -> int | None:
-    """``_time_ms`` for floats, numeric strings, datetimes and out-of-range numbers."""
+    """The event time in ms (None: no usable timestamp) when ``time_ms`` is not an int in
+    range nor None with ``time`` one (the generated code handles those): floats, numeric
+    strings, datetimes and out-of-range numbers."""
     for value, scale in ((time_ms, 1), (time_s, 1000)):
         if value is None:
             continue
@@ -1018,10 +994,21 @@ def _set_revenue(event: dict[str, Any], record: dict[str, Any]) -> Any:
     return unused
 
 
+def _float_value(value: Any) -> Any:
+    """A single-precision field's value: a float rounded (``float32``), else JSON-safe."""
+    return float32(value) if value.__class__ is float else json_safe(value)
+
+
 def mapper_for(
-    event_type: str, options: MappingOptions, float_fields: Iterable[str] = ()
+    event_type: str,
+    options: MappingOptions,
+    float_fields: Iterable[str] = (),
+    writer_schema: Mapping[str, Any] | None = None,
 ) -> EventMapper:
-    return EventMapper(event_type, options, frozenset(float_fields))
+    """The mapper for ``event_type``; ``writer_schema`` (of the file, when known) says which
+    class each field's values are tested for first."""
+    return EventMapper(event_type, options, frozenset(float_fields),
+                       value_classes(writer_schema))
 
 
 _REDACTORS: dict[tuple[str, int], EventMapper] = {}

@@ -124,5 +124,5 @@ def mapped_records(
     ``DUPLICATE``, unmapped.
     """
     stream = open_records(fileobj, name, key_event_type, max_block_bytes)
-    mapper = mapper_for(stream.event_type, options, stream.float_fields)
+    mapper = mapper_for(stream.event_type, options, stream.float_fields, stream.writer_schema)
     return MappedRecords(stream, mapper, start, repeated)
