@@ -74,8 +74,7 @@ class RequestPacker(Generic[Ref]):
 
     ``add`` returns the request that had to be closed to make room (or None); ``flush``
     returns what is left. No request ever exceeds ``limits``. ``opened_at`` is the clock
-    time of the first event of the open request (for a linger), 0.0 when it is empty;
-    ``added_at`` that of the last event added.
+    time of the first event of the open request (for a linger), 0.0 when it is empty.
     """
 
     limits: RequestLimits
@@ -84,7 +83,6 @@ class RequestPacker(Generic[Ref]):
     _events: list[PendingEvent[Ref]] = field(default_factory=list)
     _size: int = 0
     opened_at: float = 0.0
-    added_at: float = 0.0
 
     def __post_init__(self) -> None:
         self._size = self.envelope_overhead
@@ -103,7 +101,6 @@ class RequestPacker(Generic[Ref]):
             separator = 0
         if not self._events:
             self.opened_at = self.clock()
-        self.added_at = self.clock()
         self._events.append(event)
         self._size += separator + len(event.payload)
         return closed
@@ -115,17 +112,15 @@ class RequestPacker(Generic[Ref]):
         held = self._events
         size = self._size
         max_events, max_bytes = self.limits.max_events, self.limits.max_body_bytes
-        if events:
-            self.added_at = self.clock()
-            if not held:
-                self.opened_at = self.added_at
+        if not held and events:
+            self.opened_at = self.clock()
         for event in events:
             length = len(event.payload)
             if held and (len(held) >= max_events or size + 1 + length > max_bytes):
                 closed.append(held)
                 held = []
                 size = self.envelope_overhead
-                self.opened_at = self.added_at
+                self.opened_at = self.clock()
             elif held:
                 size += 1  # the comma
             held.append(event)

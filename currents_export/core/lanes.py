@@ -110,10 +110,7 @@ DEFAULT_LANES = 8  # requests in flight at once
 # Events per request (Amplitude allows 2,000): peak memory follows the events in flight,
 # lanes x (sent + queued + filling) x this; README, Performance, says what 2,000 costs.
 EVENTS_PER_REQUEST = 500
-# An idle lane sends its open request once no event joined it for this long (a stream
-# still flowing fills requests instead), or once it has been open for MAX_OPEN_S.
-DEFAULT_LINGER_S = 0.05
-MAX_OPEN_S = 1.0
+DEFAULT_LINGER_S = 0.05  # how long an idle lane waits for its open request to fill
 _PRUNE_AT_LEAST = 65_536  # ids remembered before the reader forgets those freed
 
 
@@ -380,15 +377,13 @@ class Lanes(Generic[Ref]):
                 return
 
     def _linger_loop(self) -> None:
-        """Close the open requests of idle lanes once no event joined them for
-        ``linger_s`` (or they have been open ``MAX_OPEN_S``)."""
+        """Close open requests of idle lanes once they have waited ``linger_s``."""
         tick = max(self._linger_s / 2, 0.005)
         clock = self._shared.clock
         while not self._shared.closed.wait(tick):
             now = clock()
             for lane, packer in zip(self._lanes, self._packers, strict=True):
-                if (not packer.opened_at or (now - packer.added_at < self._linger_s
-                                             and now - packer.opened_at < MAX_OPEN_S)
+                if (not packer.opened_at or now - packer.opened_at < self._linger_s
                         or lane.busy or not lane.queue.empty()):
                     continue
                 packing = self._packing[lane.index]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,48 +117,6 @@ def test_an_idle_lane_sends_its_open_request_after_the_linger(server: RecordingS
     finally:
         lanes.close()
         client.close()
-
-
-class _Clock:
-    """A clock the test moves by hand (the lanes' packers and linger read it)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_stream_still_flowing_fills_its_request_and_an_open_one_leaves_within_a_second(
-    server: RecordingServer,
-) -> None:
-    """The linger sends an idle lane's open request once nothing joined it for linger_s,
-    not linger_s after it opened (a steady stream would leave in small requests); and a
-    request open for MAX_OPEN_S leaves whatever joins it."""
-    from currents_export.core.lanes import MAX_OPEN_S
-
-    clock = _Clock()
-    client = AmplitudeClient(server.url, "key-123")
-    sink = RecordingSink()
-    lanes: Lanes[str] = Lanes(client, RequestLimits(max_events=1_000, max_body_bytes=900_000),
-                              lanes=1, sink=sink, horizon_s=30, linger_s=0.05, clock=clock)
-    try:
-        sent = 0
-        while clock.now < 100.0 + MAX_OPEN_S - 0.1:  # an event every 30 ms (of the clock)
-            lanes.submit(PendingEvent(b'{"event_type":"e"}', f"e-{sent}", ("user-1",)))
-            sent += 1
-            clock.now += 0.03
-            if sent % 8 == 0:
-                time.sleep(0.06)  # several linger ticks see the request: it stays open
-        assert server.stored == [] and sink.delivered_refs == []
-        clock.now += 0.2  # over a second open
-        lanes.submit(PendingEvent(b'{"event_type":"e"}', "last", ("user-1",)))
-        assert sink.delivered_once.wait(10)
-        attempts = client.take_attempts()
-    finally:
-        lanes.close()
-        client.close()
-    assert attempts == (1, 0) and len(sink.delivered_refs) == len(server.stored) == sent + 1
 
 
 class _BrokenFor:
