@@ -696,6 +696,39 @@ def test_a_record_over_a_mebibyte_is_dead_lettered_without_its_body(
     assert "bytes once mapped" in entry["detail"]
 
 
+def test_an_event_over_the_request_limit_but_under_a_mebibyte_is_dead_lettered_as_sent(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """An event of about 950 KB: under the reader's own cap, over what one HTTP API request
+    holds (900,000 bytes). The lanes hand it back untaken; it is dead-lettered with the
+    event as it would have been sent (for a redrive to the batch API), and its neighbours,
+    handed over in the same batch, are delivered."""
+    folder = tmp_path / "bucket" / "currents" / f"event_type={CUSTOM}" / "date=2026-01-15-12"
+    folder.mkdir(parents=True)
+    rows = [minimal_record(CUSTOM, id=f"6f1d9c3e-0000-4000-8000-{n:012d}", name="ok")
+            for n in range(5)]
+    rows[3]["properties"] = json.dumps({"blob": "x" * 950_000})
+    with (folder / "big+0+0000000001.avro").open("wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(writer_schema(CUSTOM)), rows)
+    result = CliRunner().invoke(main, [
+        "replay", str(tmp_path / "bucket"), "--api-key", API_KEY, "--api", "http",
+        "--amplitude-url", emulator.url, "--state", str(tmp_path / "state.sqlite"),
+        "--dead-letter", str(tmp_path / "dead-letter"),
+        "--summary-json", str(tmp_path / "summary.json")])
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert summary["delivered"] == 4 and summary["dead_lettered"] == {"event_too_large": 1}
+    assert summary["objects_done"] == 1
+    assert len(stored_events(emulator)) == 4
+    [dead_file] = (tmp_path / "dead-letter").rglob("*.jsonl")
+    [line] = dead_file.read_bytes().splitlines()
+    entry = orjson.loads(line)
+    assert entry["record_index"] == 3 and entry["reason"] == "event_too_large"
+    assert entry["event"]["insert_id"] == rows[3]["id"]
+    assert len(entry["event"]["event_properties"]["[Custom event property] blob"]) == 950_000
+    assert "over the request limit" in entry["detail"]
+
+
 # What the schema checks cannot foresee: a file whose decoding kills the process anyway. Here
 # a stand-in kills it (SIGKILL) as soon as a file named "poison" starts being decoded.
 KILLER = """
