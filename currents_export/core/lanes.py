@@ -229,6 +229,7 @@ class Lanes(Generic[Ref]):
         # position (``shared.answered_through``); stale entries are pruned in bulk.
         self._owners: dict[str, int] = {}
         self._lane_bits = max(1, (lanes - 1).bit_length())
+        self._lane_mask = (1 << self._lane_bits) - 1
         self._positions = [0] * lanes  # events handed to each lane so far
         self._prune_at = _PRUNE_AT_LEAST
         self._stop_waiting_after: float | None = None  # set once a stop is requested
@@ -269,8 +270,7 @@ class Lanes(Generic[Ref]):
             events = [event for event in events if len(event.payload) <= limit]
         batches: list[list[PendingEvent[Ref]]] = [[] for _ in self._lanes]
         owners, answered = self._owners, self._shared.answered_through
-        bits = self._lane_bits
-        mask = (1 << bits) - 1
+        bits, mask = self._lane_bits, self._lane_mask
         positions, lane_count = self._positions, len(self._lanes)
         taken = 0
         try:
@@ -346,16 +346,16 @@ class Lanes(Generic[Ref]):
 
     def _lanes_holding(self, ids: tuple[str, ...]) -> set[int]:
         """The lanes that have not answered yet for the latest event of any of ``ids``."""
-        answered, bits = self._shared.answered_through, self._lane_bits
-        mask = (1 << bits) - 1
+        answered = self._shared.answered_through
+        bits, mask = self._lane_bits, self._lane_mask
         entries = (self._owners.get(identifier) for identifier in ids)
         return {entry & mask for entry in entries
                 if entry is not None and entry >> bits > answered[entry & mask]}
 
     def _prune(self) -> None:
         """Forget the ids whose lanes have answered for their latest event."""
-        answered, bits = self._shared.answered_through, self._lane_bits
-        mask = (1 << bits) - 1
+        answered = self._shared.answered_through
+        bits, mask = self._lane_bits, self._lane_mask
         self._owners = {identifier: entry for identifier, entry in self._owners.items()
                         if entry >> bits > answered[entry & mask]}
         self._prune_at = max(_PRUNE_AT_LEAST, 2 * len(self._owners))
