@@ -668,25 +668,36 @@ def test_inspect_names_a_recursive_schema(tmp_path: Path) -> None:
     assert "recursive.avro" in said and "recursive type" in said
 
 
+def blob_record_id(n: int) -> str:
+    return f"6f1d9c3e-0000-4000-8000-{n:012d}"
+
+
+def replay_five_with_a_blob(emulator: Emulator, tmp_path: Path, *, at: int, blob_bytes: int,
+                            api: str = "batch") -> dict[str, Any]:
+    """Replay one file of five custom events, record ``at`` holding a ``blob_bytes``
+    string in its properties; the run's summary (it must exit 0)."""
+    folder = tmp_path / "bucket" / "currents" / f"event_type={CUSTOM}" / "date=2026-01-15-12"
+    folder.mkdir(parents=True)
+    rows = [minimal_record(CUSTOM, id=blob_record_id(n), name="ok") for n in range(5)]
+    rows[at]["properties"] = json.dumps({"blob": "x" * blob_bytes})
+    with (folder / "big+0+0000000001.avro").open("wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(writer_schema(CUSTOM)), rows)
+    result = CliRunner().invoke(main, [
+        "replay", str(tmp_path / "bucket"), "--api-key", API_KEY, "--api", api,
+        "--amplitude-url", emulator.url, "--state", str(tmp_path / "state.sqlite"),
+        "--dead-letter", str(tmp_path / "dead-letter"),
+        "--summary-json", str(tmp_path / "summary.json")])
+    assert result.exit_code == 0, result.output
+    summary: dict[str, Any] = orjson.loads((tmp_path / "summary.json").read_bytes())
+    return summary
+
+
 def test_a_record_over_a_mebibyte_is_dead_lettered_without_its_body(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     """A 3 MiB string in one record (Braze drops events over 900 KB): that record alone is
     dead-lettered as event_too_large, in a short line, and the others are delivered."""
-    folder = tmp_path / "bucket" / "currents" / f"event_type={CUSTOM}" / "date=2026-01-15-12"
-    folder.mkdir(parents=True)
-    rows = [minimal_record(CUSTOM, id=f"6f1d9c3e-0000-4000-8000-{n:012d}", name="ok")
-            for n in range(5)]
-    rows[2]["properties"] = json.dumps({"blob": "x" * (3 * MIB)})
-    with (folder / "big+0+0000000001.avro").open("wb") as out:
-        fastavro.writer(out, fastavro.parse_schema(writer_schema(CUSTOM)), rows)
-    result = CliRunner().invoke(main, [
-        "replay", str(tmp_path / "bucket"), "--api-key", API_KEY,
-        "--amplitude-url", emulator.url, "--state", str(tmp_path / "state.sqlite"),
-        "--dead-letter", str(tmp_path / "dead-letter"),
-        "--summary-json", str(tmp_path / "summary.json")])
-    assert result.exit_code == 0, result.output
-    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    summary = replay_five_with_a_blob(emulator, tmp_path, at=2, blob_bytes=3 * MIB)
     assert summary["delivered"] == 4 and summary["dead_lettered"] == {"event_too_large": 1}
     [dead_file] = (tmp_path / "dead-letter").rglob("*.jsonl")
     [line] = dead_file.read_bytes().splitlines()
@@ -703,20 +714,8 @@ def test_an_event_over_the_request_limit_but_under_a_mebibyte_is_dead_lettered_a
     holds (900,000 bytes). The lanes hand it back untaken; it is dead-lettered with the
     event as it would have been sent (for a redrive to the batch API), and its neighbours,
     handed over in the same batch, are delivered."""
-    folder = tmp_path / "bucket" / "currents" / f"event_type={CUSTOM}" / "date=2026-01-15-12"
-    folder.mkdir(parents=True)
-    rows = [minimal_record(CUSTOM, id=f"6f1d9c3e-0000-4000-8000-{n:012d}", name="ok")
-            for n in range(5)]
-    rows[3]["properties"] = json.dumps({"blob": "x" * 950_000})
-    with (folder / "big+0+0000000001.avro").open("wb") as out:
-        fastavro.writer(out, fastavro.parse_schema(writer_schema(CUSTOM)), rows)
-    result = CliRunner().invoke(main, [
-        "replay", str(tmp_path / "bucket"), "--api-key", API_KEY, "--api", "http",
-        "--amplitude-url", emulator.url, "--state", str(tmp_path / "state.sqlite"),
-        "--dead-letter", str(tmp_path / "dead-letter"),
-        "--summary-json", str(tmp_path / "summary.json")])
-    assert result.exit_code == 0, result.output
-    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    summary = replay_five_with_a_blob(emulator, tmp_path, at=3, blob_bytes=950_000,
+                                      api="http")
     assert summary["delivered"] == 4 and summary["dead_lettered"] == {"event_too_large": 1}
     assert summary["objects_done"] == 1
     assert len(stored_events(emulator)) == 4
@@ -724,7 +723,7 @@ def test_an_event_over_the_request_limit_but_under_a_mebibyte_is_dead_lettered_a
     [line] = dead_file.read_bytes().splitlines()
     entry = orjson.loads(line)
     assert entry["record_index"] == 3 and entry["reason"] == "event_too_large"
-    assert entry["event"]["insert_id"] == rows[3]["id"]
+    assert entry["event"]["insert_id"] == blob_record_id(3)
     assert len(entry["event"]["event_properties"]["[Custom event property] blob"]) == 950_000
     assert "over the request limit" in entry["detail"]
 
